@@ -1,0 +1,178 @@
+// Stage 1: project every Gaussian to the image (EWA splatting, as in 3DGS/gsplat), evaluate its
+// view-dependent colour from SH, and count the 16x16 tiles its 3-sigma box touches.
+
+struct Uniforms {
+    camera_from_world: mat4x4<f32>,
+    camera_position: vec4<f32>,
+    intrinsics: vec4<f32>,   // fx, fy, cx, cy
+    size: vec4<u32>,         // width, height, tiles_x, tiles_y
+    counts: vec4<u32>,       // splat count, SH degree to evaluate, SH coefficients stored per splat, unused
+}
+
+@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(1) var<storage, read> means: array<f32>;
+@group(0) @binding(2) var<storage, read> log_scales: array<f32>;
+@group(0) @binding(3) var<storage, read> rotations: array<f32>;
+@group(0) @binding(4) var<storage, read> opacity_logits: array<f32>;
+@group(0) @binding(5) var<storage, read> sh: array<f32>;
+@group(0) @binding(6) var<storage, read_write> projected: array<Projected>;
+@group(0) @binding(7) var<storage, read_write> tile_counts: array<u32>;
+@group(0) @binding(8) var<storage, read_write> depth_keys: array<u32>;
+@group(0) @binding(9) var<storage, read_write> depth_ids: array<u32>;
+@group(0) @binding(10) var<storage, read_write> tile_rects: array<vec2<u32>>; // packed (x | y << 16) min and max tile
+
+const NEAR: f32 = 0.01;
+const FAR: f32 = 1e10;
+const EPS2D: f32 = 0.3;
+const TILE: f32 = 16.0;
+
+const SH_C0: f32 = 0.28209479177387814;
+const SH_C1: f32 = 0.4886025119029199;
+const SH_C2 = array<f32, 5>(1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396);
+const SH_C3 = array<f32, 7>(-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658, 1.445305721320277, -0.5900435899266435);
+
+fn sh_coeff(base: u32, k: u32) -> vec3<f32> {
+    let o = base + k * 3u;
+    return vec3<f32>(sh[o], sh[o + 1u], sh[o + 2u]);
+}
+
+// Real spherical harmonics up to degree 3, with the sign conventions of the INRIA code (sh_utils.eval_sh).
+fn eval_sh(base: u32, degree: u32, d: vec3<f32>) -> vec3<f32> {
+    var c = SH_C0 * sh_coeff(base, 0u);
+    if degree >= 1u {
+        let x = d.x;
+        let y = d.y;
+        let z = d.z;
+        c += -SH_C1 * y * sh_coeff(base, 1u) + SH_C1 * z * sh_coeff(base, 2u) - SH_C1 * x * sh_coeff(base, 3u);
+        if degree >= 2u {
+            let xx = x * x;
+            let yy = y * y;
+            let zz = z * z;
+            let xy = x * y;
+            let yz = y * z;
+            let xz = x * z;
+            c += SH_C2[0] * xy * sh_coeff(base, 4u)
+                + SH_C2[1] * yz * sh_coeff(base, 5u)
+                + SH_C2[2] * (2.0 * zz - xx - yy) * sh_coeff(base, 6u)
+                + SH_C2[3] * xz * sh_coeff(base, 7u)
+                + SH_C2[4] * (xx - yy) * sh_coeff(base, 8u);
+            if degree >= 3u {
+                c += SH_C3[0] * y * (3.0 * xx - yy) * sh_coeff(base, 9u)
+                    + SH_C3[1] * xy * z * sh_coeff(base, 10u)
+                    + SH_C3[2] * y * (4.0 * zz - xx - yy) * sh_coeff(base, 11u)
+                    + SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * sh_coeff(base, 12u)
+                    + SH_C3[4] * x * (4.0 * zz - xx - yy) * sh_coeff(base, 13u)
+                    + SH_C3[5] * z * (xx - yy) * sh_coeff(base, 14u)
+                    + SH_C3[6] * x * (xx - 3.0 * yy) * sh_coeff(base, 15u);
+            }
+        }
+    }
+    return max(c + 0.5, vec3<f32>(0.0));
+}
+
+fn rotation_matrix(q: vec4<f32>) -> mat3x3<f32> {
+    // q = (w, x, y, z), normalised on load and again here for robustness.
+    let n = normalize(q);
+    let w = n.x;
+    let x = n.y;
+    let y = n.z;
+    let z = n.w;
+    // Columns of the usual row-major formula.
+    return mat3x3<f32>(
+        vec3<f32>(1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y + w * z), 2.0 * (x * z - w * y)),
+        vec3<f32>(2.0 * (x * y - w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z + w * x)),
+        vec3<f32>(2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y)),
+    );
+}
+
+fn cull(i: u32) {
+    tile_counts[i] = 0u;
+    depth_keys[i] = 0xffffffffu;
+    projected[i].conic = vec4<f32>(0.0);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let i = flat_index(wg, nwg, li);
+    let n = u.counts.x;
+    if i >= n {
+        return;
+    }
+    depth_ids[i] = i;
+
+    let mean = vec3<f32>(means[3u * i], means[3u * i + 1u], means[3u * i + 2u]);
+    let p = (u.camera_from_world * vec4<f32>(mean, 1.0)).xyz;
+    if p.z < NEAR || p.z > FAR {
+        cull(i);
+        return;
+    }
+
+    // 3D covariance R S S^T R^T, then into camera space.
+    let s = exp(vec3<f32>(log_scales[3u * i], log_scales[3u * i + 1u], log_scales[3u * i + 2u]));
+    let r = rotation_matrix(vec4<f32>(rotations[4u * i], rotations[4u * i + 1u], rotations[4u * i + 2u], rotations[4u * i + 3u]));
+    let m = mat3x3<f32>(r[0] * s.x, r[1] * s.y, r[2] * s.z);
+    let sigma_world = m * transpose(m);
+    let w = mat3x3<f32>(u.camera_from_world[0].xyz, u.camera_from_world[1].xyz, u.camera_from_world[2].xyz);
+    let sigma_cam = w * sigma_world * transpose(w);
+
+    // Perspective Jacobian, with the mean clamped to 1.3x the view frustum as gsplat does.
+    let fx = u.intrinsics.x;
+    let fy = u.intrinsics.y;
+    let cx = u.intrinsics.z;
+    let cy = u.intrinsics.w;
+    let width = f32(u.size.x);
+    let height = f32(u.size.y);
+    let tan_fovx = 0.5 * width / fx;
+    let tan_fovy = 0.5 * height / fy;
+    let lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx;
+    let lim_x_neg = cx / fx + 0.3 * tan_fovx;
+    let lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy;
+    let lim_y_neg = cy / fy + 0.3 * tan_fovy;
+    let rz = 1.0 / p.z;
+    let rz2 = rz * rz;
+    let tx = p.z * min(lim_x_pos, max(-lim_x_neg, p.x * rz));
+    let ty = p.z * min(lim_y_pos, max(-lim_y_neg, p.y * rz));
+    // J is 2x3; WGSL matrices are column-major: mat3x2 has 3 columns of vec2.
+    let j = mat3x2<f32>(vec2<f32>(fx * rz, 0.0), vec2<f32>(0.0, fy * rz), vec2<f32>(-fx * tx * rz2, -fy * ty * rz2));
+    let cov = j * sigma_cam * transpose(j);
+    let a = cov[0][0] + EPS2D;
+    let b = cov[0][1];
+    let c = cov[1][1] + EPS2D;
+    let det = a * c - b * b;
+    if det <= 0.0 {
+        cull(i);
+        return;
+    }
+    let conic = vec3<f32>(c / det, -b / det, a / det);
+
+    let xy = vec2<f32>(fx * p.x * rz + cx, fy * p.y * rz + cy);
+    let mid = 0.5 * (a + c);
+    let lambda = mid + sqrt(max(0.01, mid * mid - det));
+    let radius = ceil(3.0 * sqrt(lambda));
+    if radius <= 0.0 || xy.x + radius <= 0.0 || xy.x - radius >= width || xy.y + radius <= 0.0 || xy.y - radius >= height {
+        cull(i);
+        return;
+    }
+
+    let tiles = vec2<f32>(f32(u.size.z), f32(u.size.w));
+    let tile_min = clamp(floor((xy - radius) / TILE), vec2<f32>(0.0), tiles);
+    let tile_max = clamp(ceil((xy + radius) / TILE), vec2<f32>(0.0), tiles);
+    let extent = vec2<u32>(tile_max - tile_min);
+    let count = extent.x * extent.y;
+    if count == 0u {
+        cull(i);
+        return;
+    }
+
+    let dir = normalize(mean - u.camera_position.xyz);
+    let color = eval_sh(i * u.counts.z * 3u, u.counts.y, dir);
+    let opacity = 1.0 / (1.0 + exp(-opacity_logits[i]));
+
+    projected[i] = Projected(xy, p.z, opacity, vec4<f32>(conic, radius), vec4<f32>(color, 0.0));
+    tile_counts[i] = count;
+    depth_keys[i] = bitcast<u32>(p.z);
+    let lo = vec2<u32>(tile_min);
+    let hi = vec2<u32>(tile_max);
+    tile_rects[i] = vec2<u32>(lo.x | (lo.y << 16u), hi.x | (hi.y << 16u));
+}

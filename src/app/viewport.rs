@@ -1,0 +1,256 @@
+//! The 3D view: draws the splats into a texture egui shows, and turns mouse and keys into camera moves.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use difix3d::data::Camera;
+use difix3d::render::{GpuContext, GpuSplats, RenderOptions, Rasterizer};
+use difix3d::scene::Splats;
+use egui_wgpu::wgpu;
+
+use super::ViewerApp;
+
+/// What was last drawn, to skip rendering when nothing changed and to report timings.
+#[derive(Clone)]
+pub struct FrameRecord {
+    pub camera: Camera,
+    pub options: RenderOptions,
+    /// Where the frame was shown, in physical pixels of the window.
+    pub screen_rect: [f32; 4],
+}
+
+pub struct Viewport {
+    rasterizer: Rasterizer,
+    splats: Option<GpuSplats>,
+    renderer: Arc<egui::mutex::RwLock<egui_wgpu::Renderer>>,
+    texture: Option<(wgpu::Texture, wgpu::TextureView, egui::TextureId)>,
+    last: Option<FrameRecord>,
+    splats_changed: bool,
+    frame_time: Duration,
+    fps_window: Vec<Instant>,
+    intersections: u32,
+}
+
+impl Viewport {
+    pub fn new(gpu: &GpuContext, renderer: Arc<egui::mutex::RwLock<egui_wgpu::Renderer>>) -> Self {
+        Self {
+            rasterizer: Rasterizer::new(&gpu.device),
+            splats: None,
+            renderer,
+            texture: None,
+            last: None,
+            splats_changed: false,
+            frame_time: Duration::ZERO,
+            fps_window: Vec::new(),
+            intersections: 0,
+        }
+    }
+
+    pub fn set_splats(&mut self, gpu: &GpuContext, splats: &Splats) {
+        self.splats = Some(GpuSplats::upload(&gpu.device, splats));
+        self.splats_changed = true;
+    }
+
+    pub fn has_frame(&self) -> bool {
+        self.last.is_some()
+    }
+
+    pub fn last_frame(&self) -> Option<&FrameRecord> {
+        self.last.as_ref()
+    }
+
+    /// Renders if the camera, settings or scene changed since the last frame. Returns the texture to show.
+    fn update(&mut self, gpu: &GpuContext, camera: &Camera, options: &RenderOptions, screen_rect: [f32; 4]) -> Option<egui::TextureId> {
+        let splats = self.splats.as_ref()?;
+        let unchanged = !self.splats_changed && self.last.as_ref().is_some_and(|l| l.camera == *camera && l.options == *options);
+        if let Some(last) = &mut self.last {
+            last.screen_rect = screen_rect;
+        }
+        if unchanged {
+            return self.texture.as_ref().map(|t| t.2);
+        }
+        let start = Instant::now();
+        match self.rasterizer.render(gpu, splats, camera, options) {
+            Ok(stats) => self.intersections = stats.intersections,
+            Err(e) => {
+                log::error!("render failed: {e}");
+                return None;
+            }
+        }
+        self.ensure_texture(gpu, camera.width, camera.height);
+        let (_, view, id) = self.texture.as_ref()?;
+        self.rasterizer.present(gpu, view);
+        let _ = gpu.wait();
+        self.frame_time = start.elapsed();
+        let now = Instant::now();
+        self.fps_window.push(now);
+        self.fps_window.retain(|t| now.duration_since(*t) < Duration::from_secs(1));
+        self.splats_changed = false;
+        self.last = Some(FrameRecord { camera: camera.clone(), options: *options, screen_rect });
+        Some(*id)
+    }
+
+    fn ensure_texture(&mut self, gpu: &GpuContext, width: u32, height: u32) {
+        if let Some((tex, _, _)) = &self.texture {
+            if tex.width() == width && tex.height() == height {
+                return;
+            }
+        }
+        let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("viewport"),
+            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba8Unorm,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        });
+        let view = texture.create_view(&Default::default());
+        let mut renderer = self.renderer.write();
+        let id = match &self.texture {
+            Some((_, _, id)) => {
+                renderer.update_egui_texture_from_wgpu_texture(&gpu.device, &view, wgpu::FilterMode::Linear, *id);
+                *id
+            }
+            None => renderer.register_native_texture(&gpu.device, &view, wgpu::FilterMode::Linear),
+        };
+        self.texture = Some((texture, view, id));
+    }
+
+    /// The world point under pixel (x, y) of the last frame, from its depth; `None` over empty space.
+    fn point_at(&self, gpu: &GpuContext, x: u32, y: u32) -> Option<glam::Vec3> {
+        let last = self.last.as_ref()?;
+        let cam = &last.camera;
+        let depth = self.rasterizer.read_depth_at(gpu, x, y).ok()??;
+        let ray = glam::Vec3::new((x as f32 + 0.5 - cam.cx) / cam.fx, (y as f32 + 0.5 - cam.cy) / cam.fy, 1.0);
+        Some(cam.world_from_camera.transform_point3(ray * depth))
+    }
+}
+
+impl ViewerApp {
+    pub(super) fn viewport_ui(&mut self, ui: &mut egui::Ui) {
+        let (rect, response) = ui.allocate_exact_size(ui.available_size(), egui::Sense::click_and_drag());
+        if self.scene.is_none() {
+            let message = match &self.loading {
+                Some((path, _)) => format!("Loading {} …", path.display()),
+                None => "Open a .ply/.splat scene or a dataset folder (Scene panel), or drop one here.".into(),
+            };
+            ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, message, egui::FontId::proportional(16.0), egui::Color32::GRAY);
+            return;
+        }
+        self.handle_input(ui, &response, rect);
+
+        let ppp = ui.ctx().pixels_per_point();
+        let scale = self.settings.render_scale * ppp;
+        let width = ((rect.width() * scale).round() as u32).clamp(1, 8192);
+        let height = ((rect.height() * scale).round() as u32).clamp(1, 8192);
+        let camera = self.controller.camera(width, height);
+        let screen = [rect.min.x * ppp, rect.min.y * ppp, rect.max.x * ppp, rect.max.y * ppp];
+        let options = self.render_options();
+        if let Some(id) = self.viewport.update(&self.gpu, &camera, &options, screen) {
+            let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
+            ui.painter().image(id, rect, uv, egui::Color32::WHITE);
+        }
+        self.overlay_ui(ui, rect);
+    }
+
+    fn overlay_ui(&self, ui: &egui::Ui, rect: egui::Rect) {
+        let v = &self.viewport;
+        let fps = v.fps_window.len();
+        let splats = self.scene.as_ref().map_or(0, |s| s.splat_count);
+        let size = v.last.as_ref().map_or((0, 0), |l| (l.camera.width, l.camera.height));
+        let text = format!(
+            "{fps} fps · frame {:.1} ms · {} splats · {}x{} · {} tile hits{}",
+            v.frame_time.as_secs_f64() * 1e3,
+            splats,
+            size.0,
+            size.1,
+            v.intersections,
+            if self.settings.fly_mode { " · fly (WASD/QE)" } else { "" },
+        );
+        let galley = ui.painter().layout_no_wrap(text, egui::FontId::monospace(12.0), egui::Color32::WHITE);
+        let pos = rect.left_top() + egui::vec2(8.0, 8.0);
+        ui.painter().rect_filled(egui::Rect::from_min_size(pos, galley.size()).expand(4.0), 4.0, egui::Color32::from_black_alpha(150));
+        ui.painter().galley(pos, galley, egui::Color32::WHITE);
+    }
+
+    fn handle_input(&mut self, ui: &egui::Ui, response: &egui::Response, rect: egui::Rect) {
+        let drag = response.drag_delta();
+        if response.dragged_by(egui::PointerButton::Primary) {
+            let (yaw, pitch) = (drag.x * 0.005, -drag.y * 0.005);
+            if self.settings.fly_mode {
+                self.controller.look(-yaw, pitch);
+            } else {
+                self.controller.orbit(yaw, pitch);
+            }
+        }
+        if response.dragged_by(egui::PointerButton::Secondary) || response.dragged_by(egui::PointerButton::Middle) {
+            self.controller.pan(drag.x / rect.height(), drag.y / rect.height());
+        }
+        if response.hovered() {
+            let scroll = ui.input(|i| i.smooth_scroll_delta.y);
+            if scroll != 0.0 {
+                self.controller.zoom(scroll / 50.0);
+            }
+        }
+        if response.double_clicked() {
+            if let (Some(pos), Some(last)) = (response.interact_pointer_pos(), self.viewport.last.as_ref()) {
+                let x = ((pos.x - rect.min.x) / rect.width() * last.camera.width as f32) as u32;
+                let y = ((pos.y - rect.min.y) / rect.height() * last.camera.height as f32) as u32;
+                if let Some(point) = self.viewport.point_at(&self.gpu, x, y) {
+                    self.controller.set_centre(point);
+                }
+            }
+        }
+        if ui.ctx().egui_wants_keyboard_input() {
+            return;
+        }
+        let (dt, keys) = ui.input(|i| {
+            let k = |key| if i.key_down(key) { 1.0 } else { 0.0 };
+            let boost = if i.modifiers.shift { 4.0 } else { 1.0 };
+            let delta = glam::Vec3::new(k(egui::Key::D) - k(egui::Key::A), k(egui::Key::E) - k(egui::Key::Q), k(egui::Key::W) - k(egui::Key::S)) * boost;
+            (i.stable_dt.min(0.1), delta)
+        });
+        if keys != glam::Vec3::ZERO {
+            self.controller.fly(keys * self.settings.fly_speed * dt);
+            ui.ctx().request_repaint();
+        }
+        let (reset, next, prev, fly) = ui.input(|i| {
+            (
+                i.key_pressed(egui::Key::R),
+                i.key_pressed(egui::Key::ArrowRight) || i.key_pressed(egui::Key::ArrowDown),
+                i.key_pressed(egui::Key::ArrowLeft) || i.key_pressed(egui::Key::ArrowUp),
+                i.key_pressed(egui::Key::F),
+            )
+        });
+        if reset {
+            self.controller = self.home.clone();
+        }
+        if fly {
+            self.settings.fly_mode = !self.settings.fly_mode;
+        }
+        let count = self.dataset.as_ref().map_or(0, |d| d.train.len() + d.eval.len());
+        if count > 0 && (next || prev) {
+            let current = self.selected_camera.unwrap_or(if next { count - 1 } else { 0 });
+            let index = if next { (current + 1) % count } else { (current + count - 1) % count };
+            self.snap_to_camera(index);
+        }
+    }
+}
+
+/// Saves the window screenshot and, beside it, the camera and screen rectangle of the 3D view, so a
+/// test can render the same view headless and compare.
+pub fn save_screenshot(image: &egui::ColorImage, path: &Path, frame: Option<&FrameRecord>) -> anyhow::Result<()> {
+    let [w, h] = image.size;
+    let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect();
+    let rgb = image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| anyhow::anyhow!("bad screenshot size"))?;
+    difix3d::image_io::save_png(&rgb, path)?;
+    if let Some(frame) = frame {
+        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background });
+        let meta_path = path.with_extension("json");
+        difix3d::image_io::write_atomic(&meta_path, |tmp| std::fs::write(tmp, meta.to_string()).map_err(|e| e.to_string()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Command-line interface. Every subcommand calls the same library code the viewer uses.
+
+mod bench;
+mod render;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "difix3d", version, about = "Fly through Gaussian-splat scenes and clean every frame with Difix")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open the viewer window (the default when no subcommand is given).
+    View {
+        /// A `.ply`/`.splat` scene or a dataset folder; defaults to the bundled sample scene.
+        path: Option<PathBuf>,
+        /// Window size WIDTHxHEIGHT.
+        #[arg(long, default_value = "1280x800", value_parser = parse_size)]
+        size: (u32, u32),
+        /// Save a screenshot here once the scene is shown, then quit (for tests and docs).
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+    },
+    /// Render a scene to PNG files without a window.
+    Render(render::RenderArgs),
+    /// Measure performance.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+/// The bundled sample scene (fetched by `scripts/fetch_assets.sh`).
+pub fn sample_scene() -> PathBuf {
+    let beside_binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/bonsai-7k-mini.splat");
+    if beside_binary.exists() {
+        beside_binary
+    } else {
+        PathBuf::from("assets/bonsai-7k-mini.splat")
+    }
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let default = Command::View { path: None, size: (1280, 800), screenshot: None };
+    match cli.command.unwrap_or(default) {
+        Command::View { path, size, screenshot } => {
+            let path = path.unwrap_or_else(sample_scene);
+            crate::app::run(crate::app::ViewerOptions { path: Some(path), screenshot, window_size: size }).context("the viewer failed")
+        }
+        Command::Render(args) => render::run(args),
+        Command::Bench { what } => bench::run(what),
+    }
+}
+
+/// Parses `r,g,b` with components in [0, 1].
+pub fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
+    let parts: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| format!("'{s}': {e}"))?;
+    match parts[..] {
+        [r, g, b] if parts.iter().all(|v| (0.0..=1.0).contains(v)) => Ok([r, g, b]),
+        _ => Err(format!("'{s}': expected three numbers in [0, 1] like 0,0,0")),
+    }
+}
+
+/// Parses `WIDTHxHEIGHT`.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT like 1920x1080"))?;
+    let w: u32 = w.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
+    let h: u32 = h.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
+    if w == 0 || h == 0 || w > 16384 || h > 16384 {
+        return Err(format!("'{s}': sizes must be between 1 and 16384"));
+    }
+    Ok((w, h))
+}

@@ -1,0 +1,1509 @@
+//! Reading (and writing) COLMAP sparse models: `cameras`, `images` and `points3D`, binary or text.
+//!
+//! The formats are the ones COLMAP documents under "Output format". Only what the viewer needs is kept:
+//! camera intrinsics, image poses and names, and the coloured 3D points. The per-image 2D keypoints and
+//! the per-point tracks are parsed past (the binary layout requires it) but not stored.
+//!
+//! Every count in a binary file is checked against the bytes that are actually left before anything is
+//! allocated, so a truncated or foreign file gives an error naming the file and byte, never a panic or a
+//! huge allocation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::path::Path;
+
+use super::DataError;
+
+/// The camera models COLMAP defines, with COLMAP's numeric ids (as stored in `cameras.bin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CameraModel {
+    /// f, cx, cy
+    SimplePinhole,
+    /// fx, fy, cx, cy
+    Pinhole,
+    /// f, cx, cy, k
+    SimpleRadial,
+    /// f, cx, cy, k1, k2
+    Radial,
+    /// fx, fy, cx, cy, k1, k2, p1, p2
+    OpenCv,
+    /// fx, fy, cx, cy, k1, k2, k3, k4
+    OpenCvFisheye,
+    /// fx, fy, cx, cy, k1, k2, p1, p2, k3, k4, k5, k6
+    FullOpenCv,
+    /// fx, fy, cx, cy, omega
+    Fov,
+    /// f, cx, cy, k
+    SimpleRadialFisheye,
+    /// f, cx, cy, k1, k2
+    RadialFisheye,
+    /// fx, fy, cx, cy, k1, k2, p1, p2, k3, k4, sx1, sy1
+    ThinPrismFisheye,
+    /// fx, fy, cx, cy, k0, k1, k2, k3, k4, k5, p0, p1, s0, s1, s2, s3
+    RadTanThinPrismFisheye,
+}
+
+impl CameraModel {
+    /// Every model, in id order (`ALL[i].id() == i`).
+    pub const ALL: [CameraModel; 12] = [
+        Self::SimplePinhole,
+        Self::Pinhole,
+        Self::SimpleRadial,
+        Self::Radial,
+        Self::OpenCv,
+        Self::OpenCvFisheye,
+        Self::FullOpenCv,
+        Self::Fov,
+        Self::SimpleRadialFisheye,
+        Self::RadialFisheye,
+        Self::ThinPrismFisheye,
+        Self::RadTanThinPrismFisheye,
+    ];
+
+    /// COLMAP's model id.
+    pub fn id(self) -> i32 {
+        self as i32
+    }
+
+    pub fn from_id(id: i32) -> Option<Self> {
+        usize::try_from(id).ok().and_then(|i| Self::ALL.get(i).copied())
+    }
+
+    /// COLMAP's model name, as written in `cameras.txt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SimplePinhole => "SIMPLE_PINHOLE",
+            Self::Pinhole => "PINHOLE",
+            Self::SimpleRadial => "SIMPLE_RADIAL",
+            Self::Radial => "RADIAL",
+            Self::OpenCv => "OPENCV",
+            Self::OpenCvFisheye => "OPENCV_FISHEYE",
+            Self::FullOpenCv => "FULL_OPENCV",
+            Self::Fov => "FOV",
+            Self::SimpleRadialFisheye => "SIMPLE_RADIAL_FISHEYE",
+            Self::RadialFisheye => "RADIAL_FISHEYE",
+            Self::ThinPrismFisheye => "THIN_PRISM_FISHEYE",
+            Self::RadTanThinPrismFisheye => "RAD_TAN_THIN_PRISM_FISHEYE",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// How many parameters the model stores (focal length(s), principal point, then distortion).
+    pub fn param_count(self) -> usize {
+        match self {
+            Self::SimplePinhole => 3,
+            Self::Pinhole | Self::SimpleRadial | Self::SimpleRadialFisheye => 4,
+            Self::Radial | Self::Fov | Self::RadialFisheye => 5,
+            Self::OpenCv | Self::OpenCvFisheye => 8,
+            Self::FullOpenCv | Self::ThinPrismFisheye => 12,
+            Self::RadTanThinPrismFisheye => 16,
+        }
+    }
+
+    /// Whether the model has a single focal length (`f, cx, cy, ...`) rather than `fx, fy, cx, cy, ...`.
+    fn single_focal(self) -> bool {
+        matches!(
+            self,
+            Self::SimplePinhole | Self::SimpleRadial | Self::Radial | Self::SimpleRadialFisheye | Self::RadialFisheye
+        )
+    }
+
+    /// Fisheye models project by angle (r = f * theta), so even with zero distortion they are not pinholes.
+    fn is_fisheye(self) -> bool {
+        matches!(
+            self,
+            Self::OpenCvFisheye
+                | Self::SimpleRadialFisheye
+                | Self::RadialFisheye
+                | Self::ThinPrismFisheye
+                | Self::RadTanThinPrismFisheye
+        )
+    }
+}
+
+impl fmt::Display for CameraModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One COLMAP camera (a set of intrinsics that several images may share).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColmapCamera {
+    pub id: u32,
+    pub model: CameraModel,
+    pub width: u32,
+    pub height: u32,
+    /// Exactly `model.param_count()` values, in COLMAP's order for the model.
+    pub params: Vec<f64>,
+}
+
+impl ColmapCamera {
+    /// The pinhole intrinsics `(fx, fy, cx, cy)` in pixels.
+    ///
+    /// SIMPLE_PINHOLE and PINHOLE are used directly. A model with lens distortion is an error, because the
+    /// renderer draws an ideal pinhole image and distorted photos would not line up with it. The one
+    /// exception: SIMPLE_RADIAL, RADIAL, OPENCV and FULL_OPENCV whose distortion parameters are all exactly
+    /// zero (and FOV with omega exactly zero) *are* pinholes, and exporters often write them that way, so
+    /// they are accepted. Fisheye models are always rejected: with zero distortion they are still an
+    /// equidistant projection, not a pinhole.
+    pub fn pinhole(&self) -> Result<(f64, f64, f64, f64), DataError> {
+        let expected = self.model.param_count();
+        if self.params.len() != expected {
+            return Err(self.bad(format!("expected {expected} parameters, found {}", self.params.len())));
+        }
+        let (intrinsics, distortion) = if self.model.single_focal() {
+            let (head, rest) = self.params.split_at(3);
+            ((head[0], head[0], head[1], head[2]), rest)
+        } else {
+            let (head, rest) = self.params.split_at(4);
+            ((head[0], head[1], head[2], head[3]), rest)
+        };
+        if self.model.is_fisheye() {
+            return Err(DataError::Distorted {
+                camera_id: self.id,
+                model: self.model,
+                what: "a fisheye projection",
+            });
+        }
+        if distortion.iter().any(|&d| d != 0.0) {
+            return Err(DataError::Distorted {
+                camera_id: self.id,
+                model: self.model,
+                what: "lens distortion",
+            });
+        }
+        let (fx, fy, cx, cy) = intrinsics;
+        if !(fx.is_finite() && fy.is_finite() && fx > 0.0 && fy > 0.0) {
+            return Err(self.bad(format!("focal length ({fx}, {fy}) is not a positive number")));
+        }
+        if !(cx.is_finite() && cy.is_finite()) {
+            return Err(self.bad(format!("principal point ({cx}, {cy}) is not finite")));
+        }
+        Ok(intrinsics)
+    }
+
+    fn bad(&self, message: String) -> DataError {
+        DataError::BadCamera {
+            camera_id: self.id,
+            model: self.model,
+            message,
+        }
+    }
+}
+
+/// One registered image: its world-to-camera pose and the camera it was taken with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColmapImage {
+    pub id: u32,
+    /// World-to-camera rotation as a quaternion (w, x, y, z), COLMAP's order.
+    pub qvec: [f64; 4],
+    /// World-to-camera translation: the camera centre is `-R^T t`.
+    pub tvec: [f64; 3],
+    pub camera_id: u32,
+    /// The file name relative to the image folder (it may contain `/`).
+    pub name: String,
+}
+
+/// One point of the sparse reconstruction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point3D {
+    pub position: [f32; 3],
+    pub color: [u8; 3],
+}
+
+/// A whole sparse model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ColmapModel {
+    pub cameras: BTreeMap<u32, ColmapCamera>,
+    /// Sorted by name, so that splits and listings do not depend on COLMAP's id order.
+    pub images: Vec<ColmapImage>,
+    pub points: Vec<Point3D>,
+}
+
+/// Which of the two file formats a model folder holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Binary,
+    Text,
+}
+
+impl Format {
+    fn ext(self) -> &'static str {
+        match self {
+            Format::Binary => "bin",
+            Format::Text => "txt",
+        }
+    }
+}
+
+/// Reads the model in `dir`: `cameras`, `images` and `points3D`, each `.bin` or `.txt`.
+///
+/// The binary files are preferred when both sets exist (they are what COLMAP writes by default and the
+/// text export may be stale). `points3D` may be missing, which gives an empty point list: a viewer that
+/// only needs the poses should not fail for it. Images are returned sorted by name, and every image's
+/// camera must exist.
+pub fn read_model(dir: &Path) -> Result<ColmapModel, DataError> {
+    let format = detect_format(dir)?;
+    let file = |stem: &str| dir.join(format!("{stem}.{}", format.ext()));
+    let cameras_path = file("cameras");
+    let images_path = file("images");
+    let points_path = file("points3D");
+
+    let (cameras, mut images) = match format {
+        Format::Binary => (read_cameras_binary(&cameras_path)?, read_images_binary(&images_path)?),
+        Format::Text => (read_cameras_text(&cameras_path)?, read_images_text(&images_path)?),
+    };
+    let points = if points_path.is_file() {
+        match format {
+            Format::Binary => read_points_binary(&points_path)?,
+            Format::Text => read_points_text(&points_path)?,
+        }
+    } else {
+        Vec::new()
+    };
+
+    for image in &images {
+        if !cameras.contains_key(&image.camera_id) {
+            return Err(DataError::UnknownCamera {
+                image_id: image.id,
+                image_name: image.name.clone(),
+                camera_id: image.camera_id,
+                cameras_file: cameras_path,
+            });
+        }
+    }
+    images.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    // Names identify views (splits, file paths, `Dataset::find`), so they must be unique.
+    if let Some(pair) = images.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(invalid(
+            &images_path,
+            format!(
+                "images {} and {} have the same name {}",
+                pair[0].id, pair[1].id, pair[0].name
+            ),
+        ));
+    }
+    Ok(ColmapModel {
+        cameras,
+        images,
+        points,
+    })
+}
+
+fn detect_format(dir: &Path) -> Result<Format, DataError> {
+    let has = |name: &str| dir.join(name).is_file();
+    if has("cameras.bin") && has("images.bin") {
+        return Ok(Format::Binary);
+    }
+    if has("cameras.txt") && has("images.txt") {
+        return Ok(Format::Text);
+    }
+    let found: Vec<&str> = ["cameras.bin", "images.bin", "cameras.txt", "images.txt"]
+        .into_iter()
+        .filter(|name| has(name))
+        .collect();
+    let message = if !dir.is_dir() {
+        "folder not found".to_string()
+    } else if found.is_empty() {
+        "no COLMAP model here (expected cameras.bin and images.bin, or cameras.txt and images.txt)".to_string()
+    } else {
+        format!(
+            "incomplete COLMAP model: found only {} (a model needs both cameras and images, as .bin or .txt)",
+            found.join(", ")
+        )
+    };
+    Err(invalid(dir, message))
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> DataError {
+    DataError::Invalid {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
+    fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Checks an image pose before it reaches `Camera::from_colmap`, which would turn a zero or non-finite
+/// quaternion into NaNs that only show up later as a black render.
+fn check_pose(path: &Path, image: &ColmapImage) -> Result<(), DataError> {
+    let q = image.qvec;
+    let norm2 = q.iter().map(|x| x * x).sum::<f64>();
+    if !(norm2.is_finite() && norm2 > 1e-12) || image.tvec.iter().any(|t| !t.is_finite()) {
+        return Err(invalid(
+            path,
+            format!(
+                "image {} ({}) has an invalid pose: qvec {:?}, tvec {:?}",
+                image.id, image.name, image.qvec, image.tvec
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn camera_size(path: &Path, id: u32, width: u64, height: u64) -> Result<(u32, u32), DataError> {
+    match (u32::try_from(width), u32::try_from(height)) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(invalid(
+            path,
+            format!("camera {id} has an invalid size {width}x{height}"),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Binary
+// ---------------------------------------------------------------------------------------------------------
+
+/// A little-endian cursor over a whole file. `None` means the file ended; the caller adds the context.
+struct ByteReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+/// The file ended at `at` while `needed` more bytes were wanted.
+struct Short {
+    at: usize,
+    needed: usize,
+}
+
+impl<'a> ByteReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Short> {
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.data.len());
+        match end {
+            Some(end) => {
+                let bytes = &self.data[self.pos..end];
+                self.pos = end;
+                Ok(bytes)
+            }
+            None => Err(Short {
+                at: self.pos,
+                needed: n,
+            }),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Short> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, Short> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, Short> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn i32(&mut self) -> Result<i32, Short> {
+        self.array().map(i32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, Short> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    fn f64(&mut self) -> Result<f64, Short> {
+        self.array().map(f64::from_le_bytes)
+    }
+
+    fn f64s<const N: usize>(&mut self) -> Result<[f64; N], Short> {
+        let mut out = [0.0; N];
+        for x in &mut out {
+            *x = self.f64()?;
+        }
+        Ok(out)
+    }
+
+    /// A NUL-terminated string (the terminator is consumed, not returned).
+    fn c_string(&mut self) -> Result<&'a [u8], Short> {
+        let rest = &self.data[self.pos..];
+        match rest.iter().position(|&b| b == 0) {
+            Some(len) => {
+                let bytes = &rest[..len];
+                self.pos += len + 1;
+                Ok(bytes)
+            }
+            // One more byte (the terminator) than the file holds.
+            None => Err(Short {
+                at: self.data.len(),
+                needed: 1,
+            }),
+        }
+    }
+
+    /// Skips `count` records of `size` bytes each.
+    fn skip(&mut self, count: u64, size: usize) -> Result<(), Short> {
+        let total = usize::try_from(count).ok().and_then(|c| c.checked_mul(size));
+        match total {
+            Some(total) => self.take(total).map(|_| ()),
+            None => Err(Short {
+                at: self.pos,
+                needed: usize::MAX,
+            }),
+        }
+    }
+}
+
+fn truncated<'a>(path: &'a Path, what: impl FnOnce() -> String + 'a) -> impl FnOnce(Short) -> DataError + 'a {
+    move |short| DataError::Truncated {
+        path: path.to_path_buf(),
+        at: short.at,
+        needed: short.needed,
+        what: what(),
+    }
+}
+
+/// Reads the leading record count and checks that the file can hold that many records of at least
+/// `min_size` bytes, so the count can be trusted for an allocation.
+fn read_count(path: &Path, reader: &mut ByteReader, min_size: usize, what: &str) -> Result<usize, DataError> {
+    let count = reader
+        .u64()
+        .map_err(truncated(path, || format!("the number of {what}")))?;
+    let fits = usize::try_from(count)
+        .ok()
+        .filter(|&c| c.checked_mul(min_size).is_some_and(|b| b <= reader.remaining()));
+    fits.ok_or_else(|| {
+        invalid(
+            path,
+            format!(
+                "claims {count} {what} but only {} bytes follow (at least {min_size} per record); \
+                 the file is truncated or not a COLMAP model",
+                reader.remaining()
+            ),
+        )
+    })
+}
+
+/// camera_id u32, model_id i32, width u64, height u64, then the model's f64 parameters.
+const CAMERA_MIN_BYTES: usize = 4 + 4 + 8 + 8;
+/// image_id u32, qvec 4 f64, tvec 3 f64, camera_id u32, name (at least its NUL), num_points2D u64.
+const IMAGE_MIN_BYTES: usize = 4 + 32 + 24 + 4 + 1 + 8;
+/// x f64, y f64, point3D_id i64.
+const POINT2D_BYTES: usize = 8 + 8 + 8;
+/// point3D_id u64, xyz 3 f64, rgb 3 u8, error f64, track_length u64.
+const POINT3D_MIN_BYTES: usize = 8 + 24 + 3 + 8 + 8;
+/// image_id u32, point2D_idx u32.
+const TRACK_ELEMENT_BYTES: usize = 4 + 4;
+
+fn read_cameras_binary(path: &Path) -> Result<BTreeMap<u32, ColmapCamera>, DataError> {
+    let data = read_bytes(path)?;
+    let mut reader = ByteReader::new(&data);
+    let count = read_count(path, &mut reader, CAMERA_MIN_BYTES, "cameras")?;
+    let mut cameras = BTreeMap::new();
+    for i in 0..count {
+        let record = || format!("camera record {} of {count}", i + 1);
+        let start = reader.pos;
+        let mut header = || -> Result<_, Short> { Ok((reader.u32()?, reader.i32()?, reader.u64()?, reader.u64()?)) };
+        let (id, model_id, width, height) = header().map_err(truncated(path, record))?;
+        let model = CameraModel::from_id(model_id).ok_or_else(|| {
+            invalid(
+                path,
+                format!("camera {id} (at byte {start}) has unknown camera model id {model_id}"),
+            )
+        })?;
+        let mut params = Vec::with_capacity(model.param_count());
+        for _ in 0..model.param_count() {
+            params.push(
+                reader
+                    .f64()
+                    .map_err(truncated(path, || format!("the parameters of camera {id}")))?,
+            );
+        }
+        let (width, height) = camera_size(path, id, width, height)?;
+        let camera = ColmapCamera {
+            id,
+            model,
+            width,
+            height,
+            params,
+        };
+        if cameras.insert(id, camera).is_some() {
+            return Err(invalid(path, format!("camera {id} appears twice")));
+        }
+    }
+    Ok(cameras)
+}
+
+fn read_images_binary(path: &Path) -> Result<Vec<ColmapImage>, DataError> {
+    let data = read_bytes(path)?;
+    let mut reader = ByteReader::new(&data);
+    let count = read_count(path, &mut reader, IMAGE_MIN_BYTES, "images")?;
+    let mut images = Vec::with_capacity(count);
+    let mut ids = std::collections::HashSet::with_capacity(count);
+    for i in 0..count {
+        let record = || format!("image record {} of {count}", i + 1);
+        let id = reader.u32().map_err(truncated(path, record))?;
+        let mut pose = || -> Result<_, Short> { Ok((reader.f64s::<4>()?, reader.f64s::<3>()?, reader.u32()?)) };
+        let (qvec, tvec, camera_id) = pose().map_err(truncated(path, || format!("image {id}")))?;
+        let name = reader
+            .c_string()
+            .map_err(truncated(path, || format!("the name of image {id}")))?;
+        let name = String::from_utf8(name.to_vec())
+            .map_err(|_| invalid(path, format!("the name of image {id} is not valid UTF-8")))?;
+        let points2d = reader
+            .u64()
+            .map_err(truncated(path, || format!("image {id} ({name})")))?;
+        reader.skip(points2d, POINT2D_BYTES).map_err(truncated(path, || {
+            format!("the {points2d} 2D points of image {id} ({name})")
+        }))?;
+        if !ids.insert(id) {
+            return Err(invalid(path, format!("image {id} appears twice")));
+        }
+        let image = ColmapImage {
+            id,
+            qvec,
+            tvec,
+            camera_id,
+            name,
+        };
+        check_pose(path, &image)?;
+        images.push(image);
+    }
+    Ok(images)
+}
+
+fn read_points_binary(path: &Path) -> Result<Vec<Point3D>, DataError> {
+    let data = read_bytes(path)?;
+    let mut reader = ByteReader::new(&data);
+    let count = read_count(path, &mut reader, POINT3D_MIN_BYTES, "points")?;
+    let mut points = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut record = || -> Result<_, Short> {
+            let _id = reader.u64()?;
+            let xyz = reader.f64s::<3>()?;
+            let color = [reader.u8()?, reader.u8()?, reader.u8()?];
+            let _error = reader.f64()?;
+            let track_length = reader.u64()?;
+            reader.skip(track_length, TRACK_ELEMENT_BYTES)?;
+            Ok(Point3D {
+                position: xyz.map(|x| x as f32),
+                color,
+            })
+        };
+        points.push(record().map_err(truncated(path, || format!("point record {} of {count}", i + 1)))?);
+    }
+    Ok(points)
+}
+
+/// Writes `model` as `cameras.bin`, `images.bin` and `points3D.bin` in `dir` (created if needed).
+///
+/// Images get no 2D points and points get no tracks, since the model does not keep them; points are
+/// numbered from 1 in order. Each file is written to a temporary name and renamed, so a crash never
+/// leaves a half-written model that a later read would reject.
+pub fn write_binary(model: &ColmapModel, dir: &Path) -> Result<(), DataError> {
+    let mut cameras = Vec::new();
+    cameras.extend_from_slice(&(model.cameras.len() as u64).to_le_bytes());
+    for camera in model.cameras.values() {
+        cameras.extend_from_slice(&camera.id.to_le_bytes());
+        cameras.extend_from_slice(&camera.model.id().to_le_bytes());
+        cameras.extend_from_slice(&u64::from(camera.width).to_le_bytes());
+        cameras.extend_from_slice(&u64::from(camera.height).to_le_bytes());
+        for p in &camera.params {
+            cameras.extend_from_slice(&p.to_le_bytes());
+        }
+    }
+
+    let mut images = Vec::new();
+    images.extend_from_slice(&(model.images.len() as u64).to_le_bytes());
+    for image in &model.images {
+        images.extend_from_slice(&image.id.to_le_bytes());
+        for x in image.qvec.iter().chain(&image.tvec) {
+            images.extend_from_slice(&x.to_le_bytes());
+        }
+        images.extend_from_slice(&image.camera_id.to_le_bytes());
+        images.extend_from_slice(image.name.as_bytes());
+        images.push(0);
+        images.extend_from_slice(&0u64.to_le_bytes());
+    }
+
+    let mut points = Vec::new();
+    points.extend_from_slice(&(model.points.len() as u64).to_le_bytes());
+    for (i, point) in model.points.iter().enumerate() {
+        points.extend_from_slice(&(i as u64 + 1).to_le_bytes());
+        for x in point.position {
+            points.extend_from_slice(&f64::from(x).to_le_bytes());
+        }
+        points.extend_from_slice(&point.color);
+        points.extend_from_slice(&0f64.to_le_bytes());
+        points.extend_from_slice(&0u64.to_le_bytes());
+    }
+
+    create_dir(dir)?;
+    write_atomically(&dir.join("cameras.bin"), &cameras)?;
+    write_atomically(&dir.join("images.bin"), &images)?;
+    write_atomically(&dir.join("points3D.bin"), &points)
+}
+
+fn create_dir(dir: &Path) -> Result<(), DataError> {
+    fs::create_dir_all(dir).map_err(|source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DataError::Io { path, source }
+    };
+    fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Text
+// ---------------------------------------------------------------------------------------------------------
+
+/// The whitespace-separated fields of one text line, with errors that name the file, line and field.
+struct Fields<'a> {
+    path: &'a Path,
+    line: usize,
+    rest: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(path: &'a Path, line: usize, text: &'a str) -> Self {
+        Self { path, line, rest: text }
+    }
+
+    fn error(&self, message: impl Into<String>) -> DataError {
+        DataError::Parse {
+            path: self.path.to_path_buf(),
+            line: self.line,
+            message: message.into(),
+        }
+    }
+
+    fn token(&mut self) -> Option<&'a str> {
+        let s = self.rest.trim_start();
+        if s.is_empty() {
+            self.rest = s;
+            return None;
+        }
+        let end = s.find(char::is_whitespace).unwrap_or(s.len());
+        self.rest = &s[end..];
+        Some(&s[..end])
+    }
+
+    fn next<T: std::str::FromStr>(&mut self, what: &str) -> Result<T, DataError> {
+        let token = self.token().ok_or_else(|| self.error(format!("missing {what}")))?;
+        token
+            .parse()
+            .map_err(|_| self.error(format!("cannot read {what} from `{token}`")))
+    }
+
+    /// Everything after the fields read so far, trimmed (image names may contain spaces).
+    fn remainder(&self) -> &'a str {
+        self.rest.trim()
+    }
+}
+
+/// The non-empty, non-comment lines of a text file, with 1-based line numbers.
+fn read_text(path: &Path) -> Result<String, DataError> {
+    let bytes = read_bytes(path)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        invalid(
+            path,
+            format!(
+                "not UTF-8 text (invalid byte at {}); is it a binary file?",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })?;
+    // A byte-order mark (from Windows editors) is not whitespace to `trim`.
+    Ok(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))
+}
+
+fn is_data(line: &str) -> bool {
+    let line = line.trim();
+    !line.is_empty() && !line.starts_with('#')
+}
+
+fn read_cameras_text(path: &Path) -> Result<BTreeMap<u32, ColmapCamera>, DataError> {
+    let text = read_text(path)?;
+    let mut cameras = BTreeMap::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| is_data(l)) {
+        let mut fields = Fields::new(path, i + 1, line);
+        let id: u32 = fields.next("CAMERA_ID")?;
+        let model_name: &str = fields.token().ok_or_else(|| fields.error("missing MODEL"))?;
+        let model = CameraModel::from_name(model_name)
+            .ok_or_else(|| fields.error(format!("camera model {model_name} is unknown")))?;
+        let width: u64 = fields.next("WIDTH")?;
+        let height: u64 = fields.next("HEIGHT")?;
+        let mut params = Vec::with_capacity(model.param_count());
+        while let Some(token) = fields.token() {
+            let value = token
+                .parse()
+                .map_err(|_| fields.error(format!("cannot read a parameter from `{token}`")))?;
+            params.push(value);
+        }
+        if params.len() != model.param_count() {
+            return Err(fields.error(format!(
+                "camera {id} ({model}) needs {} parameters, found {}",
+                model.param_count(),
+                params.len()
+            )));
+        }
+        let (width, height) =
+            camera_size(path, id, width, height).map_err(|_| fields.error(format!("invalid size {width}x{height}")))?;
+        if cameras
+            .insert(
+                id,
+                ColmapCamera {
+                    id,
+                    model,
+                    width,
+                    height,
+                    params,
+                },
+            )
+            .is_some()
+        {
+            return Err(fields.error(format!("camera {id} appears twice")));
+        }
+    }
+    Ok(cameras)
+}
+
+/// `images.txt` has two lines per image: the pose line and the POINTS2D line, which may be empty. Like
+/// COLMAP, the line right after a pose line is always taken as its POINTS2D line, even when empty; only
+/// blank lines and comments *between* images are skipped.
+fn read_images_text(path: &Path) -> Result<Vec<ColmapImage>, DataError> {
+    let text = read_text(path)?;
+    let mut images = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut lines = text.lines().enumerate();
+    while let Some((i, line)) = lines.next() {
+        if !is_data(line) {
+            continue;
+        }
+        let mut fields = Fields::new(path, i + 1, line);
+        let id: u32 = fields.next("IMAGE_ID")?;
+        let qvec = [
+            fields.next("QW")?,
+            fields.next("QX")?,
+            fields.next("QY")?,
+            fields.next("QZ")?,
+        ];
+        let tvec = [fields.next("TX")?, fields.next("TY")?, fields.next("TZ")?];
+        let camera_id: u32 = fields.next("CAMERA_ID")?;
+        let name = fields.remainder();
+        if name.is_empty() {
+            return Err(fields.error(format!("image {id} has no NAME")));
+        }
+        if let Some((j, points_line)) = lines.next() {
+            check_points2d_line(path, j + 1, points_line, id)?;
+        }
+        if !ids.insert(id) {
+            return Err(fields.error(format!("image {id} appears twice")));
+        }
+        let image = ColmapImage {
+            id,
+            qvec,
+            tvec,
+            camera_id,
+            name: name.to_string(),
+        };
+        check_pose(path, &image)?;
+        images.push(image);
+    }
+    Ok(images)
+}
+
+/// A POINTS2D line is `X Y POINT3D_ID` triples. Checking it catches files written with one line per image,
+/// where the next image's pose line would otherwise be silently swallowed as "points".
+fn check_points2d_line(path: &Path, line_no: usize, line: &str, image_id: u32) -> Result<(), DataError> {
+    let mut count = 0usize;
+    let mut numeric = true;
+    for token in line.split_whitespace() {
+        count += 1;
+        numeric &= token.parse::<f64>().is_ok();
+    }
+    if numeric && count.is_multiple_of(3) {
+        return Ok(());
+    }
+    let shown: String = line.trim().chars().take(60).collect();
+    Err(DataError::Parse {
+        path: path.to_path_buf(),
+        line: line_no,
+        message: format!(
+            "expected the POINTS2D line of image {image_id} (X Y POINT3D_ID triples, possibly empty), found `{shown}`; \
+             images.txt needs two lines per image"
+        ),
+    })
+}
+
+fn read_points_text(path: &Path) -> Result<Vec<Point3D>, DataError> {
+    let text = read_text(path)?;
+    let mut points = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| is_data(l)) {
+        let mut fields = Fields::new(path, i + 1, line);
+        let _id: u64 = fields.next("POINT3D_ID")?;
+        // Parsed straight to f32 (one rounding) so a text round trip of f32 positions is exact.
+        let position = [fields.next("X")?, fields.next("Y")?, fields.next("Z")?];
+        let color = [fields.next("R")?, fields.next("G")?, fields.next("B")?];
+        // ERROR and TRACK[] are not needed.
+        points.push(Point3D { position, color });
+    }
+    Ok(points)
+}
+
+/// Writes `model` as `cameras.txt`, `images.txt` and `points3D.txt` in `dir` (created if needed), in
+/// COLMAP's text format, with empty POINTS2D lines and empty tracks. Numbers are written in Rust's
+/// shortest round-trip form, so reading the files back gives the same values.
+pub fn write_text(model: &ColmapModel, dir: &Path) -> Result<(), DataError> {
+    use std::fmt::Write as _;
+
+    let mut cameras = String::from("# Camera list with one line of data per camera:\n");
+    cameras.push_str("#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n");
+    let _ = writeln!(cameras, "# Number of cameras: {}", model.cameras.len());
+    for c in model.cameras.values() {
+        let _ = write!(cameras, "{} {} {} {}", c.id, c.model, c.width, c.height);
+        for p in &c.params {
+            let _ = write!(cameras, " {p}");
+        }
+        cameras.push('\n');
+    }
+
+    let mut images = String::from("# Image list with two lines of data per image:\n");
+    images.push_str("#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n");
+    images.push_str("#   POINTS2D[] as (X, Y, POINT3D_ID)\n");
+    let _ = writeln!(images, "# Number of images: {}", model.images.len());
+    for im in &model.images {
+        let [qw, qx, qy, qz] = im.qvec;
+        let [tx, ty, tz] = im.tvec;
+        let _ = writeln!(
+            images,
+            "{} {qw} {qx} {qy} {qz} {tx} {ty} {tz} {} {}\n",
+            im.id, im.camera_id, im.name
+        );
+    }
+
+    let mut points = String::from("# 3D point list with one line of data per point:\n");
+    points.push_str("#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n");
+    let _ = writeln!(points, "# Number of points: {}", model.points.len());
+    for (i, p) in model.points.iter().enumerate() {
+        let [x, y, z] = p.position;
+        let [r, g, b] = p.color;
+        let _ = writeln!(points, "{} {x} {y} {z} {r} {g} {b} 0", i + 1);
+    }
+
+    create_dir(dir)?;
+    write_atomically(&dir.join("cameras.txt"), cameras.as_bytes())?;
+    write_atomically(&dir.join("images.txt"), images.as_bytes())?;
+    write_atomically(&dir.join("points3D.txt"), points.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Camera;
+
+    fn pinhole_model() -> ColmapModel {
+        let mut cameras = BTreeMap::new();
+        cameras.insert(
+            1,
+            ColmapCamera {
+                id: 1,
+                model: CameraModel::Pinhole,
+                width: 640,
+                height: 480,
+                params: vec![500.0, 510.0, 320.0, 240.0],
+            },
+        );
+        cameras.insert(
+            3,
+            ColmapCamera {
+                id: 3,
+                model: CameraModel::OpenCv,
+                width: 100,
+                height: 50,
+                params: vec![80.0, 81.0, 50.5, 25.25, 0.1, -0.02, 0.001, 0.0],
+            },
+        );
+        let images = vec![
+            ColmapImage {
+                id: 2,
+                qvec: [1.0, 0.0, 0.0, 0.0],
+                tvec: [0.0, 0.0, 0.0],
+                camera_id: 1,
+                name: "a.jpg".into(),
+            },
+            ColmapImage {
+                id: 1,
+                qvec: [0.9, 0.1, -0.3, 0.2],
+                tvec: [1.5, -2.25, 0.1],
+                camera_id: 3,
+                name: "sub dir/b c.png".into(),
+            },
+        ];
+        let points = vec![
+            Point3D {
+                position: [0.1, 0.2, 0.3],
+                color: [1, 2, 3],
+            },
+            Point3D {
+                position: [-1e6, 3.5e-7, 42.0],
+                color: [255, 0, 128],
+            },
+        ];
+        ColmapModel {
+            cameras,
+            images,
+            points,
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        fs::write(dir.join(name), text).unwrap();
+    }
+
+    #[test]
+    fn every_model_has_its_colmap_id_name_and_param_count() {
+        let expected = [
+            (0, "SIMPLE_PINHOLE", 3),
+            (1, "PINHOLE", 4),
+            (2, "SIMPLE_RADIAL", 4),
+            (3, "RADIAL", 5),
+            (4, "OPENCV", 8),
+            (5, "OPENCV_FISHEYE", 8),
+            (6, "FULL_OPENCV", 12),
+            (7, "FOV", 5),
+            (8, "SIMPLE_RADIAL_FISHEYE", 4),
+            (9, "RADIAL_FISHEYE", 5),
+            (10, "THIN_PRISM_FISHEYE", 12),
+            (11, "RAD_TAN_THIN_PRISM_FISHEYE", 16),
+        ];
+        assert_eq!(CameraModel::ALL.len(), expected.len());
+        for (id, name, count) in expected {
+            let model = CameraModel::from_id(id).unwrap();
+            assert_eq!(model.id(), id);
+            assert_eq!(model.name(), name);
+            assert_eq!(CameraModel::from_name(name), Some(model));
+            assert_eq!(model.param_count(), count, "{name}");
+        }
+        assert_eq!(CameraModel::from_id(12), None);
+        assert_eq!(CameraModel::from_id(-1), None);
+        assert_eq!(CameraModel::from_name("pinhole"), None);
+    }
+
+    #[test]
+    fn every_model_reads_from_text_with_its_param_count_and_rejects_others() {
+        for model in CameraModel::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let params = vec!["1"; model.param_count()].join(" ");
+            write(dir.path(), "cameras.txt", &format!("7 {model} 10 20 {params}\n"));
+            write(dir.path(), "images.txt", "");
+            let read = read_model(dir.path()).unwrap();
+            assert_eq!(read.cameras[&7].model, model);
+            assert_eq!(read.cameras[&7].params.len(), model.param_count());
+
+            write(dir.path(), "cameras.txt", &format!("7 {model} 10 20 {params} 1\n"));
+            let message = read_model(dir.path()).unwrap_err().to_string();
+            assert!(
+                message.contains("cameras.txt line 1:") && message.contains("parameters"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_model_with_comments_and_empty_points2d_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "cameras.txt",
+            "# Camera list with one line of data per camera:\n\
+             #   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]\n\
+             \n\
+             1 SIMPLE_PINHOLE 1919 1079 1847.53 959.5 539.5\r\n\
+             2 PINHOLE 100 80 90 91 50 40\n",
+        );
+        write(
+            dir.path(),
+            "images.txt",
+            "\u{feff}# Image list with two lines of data per image:\n\
+             #   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n\
+             #   POINTS2D[] as (X, Y, POINT3D_ID)\n\
+             4 0.860298 0.0113506 0.344769 0.375358 -7.96417 -4.99505 4.3645 1 03.jpg\n\
+             355.968 4.50115 -1 863.644 4.99844 12\n\
+             1 1 0 0 0 0 0 0 2 00.jpg\n\
+             \n\
+             \n\
+             # a comment between images\n\
+             2 1 0 0 0 1 2 3 2 my photo.jpg\n\
+             \n\
+             3 1 0 0 0 1 2 3 1 last.jpg",
+        );
+        write(
+            dir.path(),
+            "points3D.txt",
+            "# 3D point list with one line of data per point:\n\
+             708 -2.39675 4.62278 13.2759 57 57 49 0.326014 2 4561 3 3389\n\
+             707 1 2 3 255 0 7 0.5\n",
+        );
+        let model = read_model(dir.path()).unwrap();
+        assert_eq!(model.cameras.len(), 2);
+        assert_eq!(model.cameras[&1].model, CameraModel::SimplePinhole);
+        assert_eq!(model.cameras[&1].pinhole().unwrap(), (1847.53, 1847.53, 959.5, 539.5));
+        assert_eq!(model.cameras[&2].pinhole().unwrap(), (90.0, 91.0, 50.0, 40.0));
+        let names: Vec<&str> = model.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["00.jpg", "03.jpg", "last.jpg", "my photo.jpg"]);
+        let image = &model.images[1];
+        assert_eq!(image.id, 4);
+        assert_eq!(image.qvec, [0.860298, 0.0113506, 0.344769, 0.375358]);
+        assert_eq!(image.tvec, [-7.96417, -4.99505, 4.3645]);
+        assert_eq!(image.camera_id, 1);
+        assert_eq!(
+            model.points,
+            [
+                Point3D {
+                    position: [-2.39675, 4.62278, 13.2759],
+                    color: [57, 57, 49]
+                },
+                Point3D {
+                    position: [1.0, 2.0, 3.0],
+                    color: [255, 0, 7]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn images_txt_without_points2d_lines_is_an_error_not_a_lost_image() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "cameras.txt", "1 PINHOLE 10 10 5 5 5 5\n");
+        write(
+            dir.path(),
+            "images.txt",
+            "1 1 0 0 0 0 0 0 1 a.jpg\n2 1 0 0 0 0 0 0 1 b.jpg\n",
+        );
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.contains("images.txt line 2: expected the POINTS2D line of image 1"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn text_errors_name_file_line_and_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "images.txt", "");
+        write(dir.path(), "cameras.txt", "# header\n\n\n1 FOO 10 10 1 2 3\n");
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        let expected = format!(
+            "{} line 4: camera model FOO is unknown",
+            dir.path().join("cameras.txt").display()
+        );
+        assert_eq!(message, expected);
+
+        write(dir.path(), "cameras.txt", "1 PINHOLE 10 ten 1 2 3 4\n");
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.ends_with("cameras.txt line 1: cannot read HEIGHT from `ten`"),
+            "{message}"
+        );
+
+        write(dir.path(), "cameras.txt", "1 PINHOLE 10 10 1 2 3 4\n");
+        write(dir.path(), "images.txt", "1 1 0 0 0 0 0 0 1\n\n");
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(message.ends_with("images.txt line 1: image 1 has no NAME"), "{message}");
+
+        write(dir.path(), "images.txt", "1 0 0 0 0 0 0 0 1 a.jpg\n\n");
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("image 1 (a.jpg) has an invalid pose"), "{message}");
+
+        write(dir.path(), "images.txt", "");
+        write(dir.path(), "points3D.txt", "1 0 0 0 256 0 0 0\n");
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.ends_with("points3D.txt line 1: cannot read R from `256`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn binary_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = pinhole_model();
+        write_binary(&model, dir.path()).unwrap();
+        let read = read_model(dir.path()).unwrap();
+        model.images.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(read, model);
+        // No temporary files are left behind.
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["cameras.bin", "images.bin", "points3D.bin"]);
+    }
+
+    #[test]
+    fn text_round_trip_and_binary_is_preferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = pinhole_model();
+        model.images.sort_by(|a, b| a.name.cmp(&b.name));
+        write_text(&model, dir.path()).unwrap();
+        assert_eq!(read_model(dir.path()).unwrap(), model);
+
+        let mut other = model.clone();
+        other.points.truncate(1);
+        write_binary(&other, dir.path()).unwrap();
+        assert_eq!(read_model(dir.path()).unwrap(), other);
+    }
+
+    #[test]
+    fn binary_reader_skips_2d_points_and_tracks() {
+        let mut images = Vec::new();
+        images.extend_from_slice(&2u64.to_le_bytes());
+        for (id, name, n) in [(5u32, "x.jpg", 3u64), (6, "y.jpg", 0)] {
+            images.extend_from_slice(&id.to_le_bytes());
+            for x in [1.0f64, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0] {
+                images.extend_from_slice(&x.to_le_bytes());
+            }
+            images.extend_from_slice(&1u32.to_le_bytes());
+            images.extend_from_slice(name.as_bytes());
+            images.push(0);
+            images.extend_from_slice(&n.to_le_bytes());
+            for k in 0..n {
+                images.extend_from_slice(&(k as f64).to_le_bytes());
+                images.extend_from_slice(&2.5f64.to_le_bytes());
+                images.extend_from_slice(&(-1i64).to_le_bytes());
+            }
+        }
+        let mut points = Vec::new();
+        points.extend_from_slice(&2u64.to_le_bytes());
+        for (id, track) in [(10u64, 4u64), (11, 1)] {
+            points.extend_from_slice(&id.to_le_bytes());
+            for x in [1.0f64, 2.0, 3.0] {
+                points.extend_from_slice(&(x * id as f64).to_le_bytes());
+            }
+            points.extend_from_slice(&[9, 8, 7]);
+            points.extend_from_slice(&0.25f64.to_le_bytes());
+            points.extend_from_slice(&track.to_le_bytes());
+            for k in 0..track {
+                points.extend_from_slice(&(k as u32).to_le_bytes());
+                points.extend_from_slice(&(k as u32 * 2).to_le_bytes());
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = pinhole_model();
+        model.cameras.remove(&3);
+        model.images.clear();
+        model.points.clear();
+        write_binary(&model, dir.path()).unwrap();
+        fs::write(dir.path().join("images.bin"), &images).unwrap();
+        fs::write(dir.path().join("points3D.bin"), &points).unwrap();
+        let read = read_model(dir.path()).unwrap();
+        assert_eq!(
+            read.images.iter().map(|i| (i.id, i.name.as_str())).collect::<Vec<_>>(),
+            [(5, "x.jpg"), (6, "y.jpg")]
+        );
+        assert_eq!(read.images[0].tvec, [1.0, 2.0, 3.0]);
+        assert_eq!(read.points[1].position, [11.0, 22.0, 33.0]);
+        assert_eq!(read.points[1].color, [9, 8, 7]);
+    }
+
+    #[test]
+    fn truncated_binary_files_give_errors_at_every_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = pinhole_model();
+        write_binary(&model, dir.path()).unwrap();
+        for file in ["cameras.bin", "images.bin", "points3D.bin"] {
+            let path = dir.path().join(file);
+            let full = fs::read(&path).unwrap();
+            for len in 0..full.len() {
+                fs::write(&path, &full[..len]).unwrap();
+                let message = read_model(dir.path()).unwrap_err().to_string();
+                assert!(message.starts_with(&path.display().to_string()), "{message}");
+            }
+            fs::write(&path, &full).unwrap();
+        }
+        // A specific message, for the record.
+        let path = dir.path().join("images.bin");
+        let full = fs::read(&path).unwrap();
+        fs::write(&path, &full[..full.len() - 3]).unwrap();
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        let at = full.len() - 8;
+        assert_eq!(
+            message,
+            format!(
+                "{}: truncated at byte {at} (expected 8 more bytes for image 1 (sub dir/b c.png))",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn absurd_counts_are_rejected_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        write_binary(&pinhole_model(), dir.path()).unwrap();
+        let path = dir.path().join("points3D.bin");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(message.contains(&format!("claims {} points", u64::MAX)), "{message}");
+
+        // A huge 2D point count inside an image record.
+        let path = dir.path().join("images.bin");
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&[0u8; 56]);
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(b"a\0");
+        bytes.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("2D points of image 1 (a)"), "{message}");
+    }
+
+    #[test]
+    fn unknown_camera_is_reported_with_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = pinhole_model();
+        model.images.push(ColmapImage {
+            id: 12,
+            qvec: [1.0, 0.0, 0.0, 0.0],
+            tvec: [0.0; 3],
+            camera_id: 7,
+            name: "IMG_0012.JPG".into(),
+        });
+        write_binary(&model, dir.path()).unwrap();
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "image 12 (IMG_0012.JPG) refers to camera 7 which is not in {}",
+                dir.path().join("cameras.bin").display()
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_binary_model_id_and_missing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = read_model(&dir.path().join("nope")).unwrap_err().to_string();
+        assert!(message.ends_with("nope: folder not found"), "{message}");
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("no COLMAP model here"), "{message}");
+        write_binary(&pinhole_model(), dir.path()).unwrap();
+        fs::remove_file(dir.path().join("images.bin")).unwrap();
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(message.contains("found only cameras.bin"), "{message}");
+
+        write_binary(&pinhole_model(), dir.path()).unwrap();
+        let path = dir.path().join("cameras.bin");
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[12..16].copy_from_slice(&42i32.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let message = read_model(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.contains("camera 1 (at byte 8) has unknown camera model id 42"),
+            "{message}"
+        );
+
+        // points3D is optional.
+        write_binary(&pinhole_model(), dir.path()).unwrap();
+        fs::remove_file(dir.path().join("points3D.bin")).unwrap();
+        assert!(read_model(dir.path()).unwrap().points.is_empty());
+    }
+
+    #[test]
+    fn distortion_is_an_error_unless_it_is_exactly_zero() {
+        let camera = |model: CameraModel, params: Vec<f64>| ColmapCamera {
+            id: 3,
+            model,
+            width: 10,
+            height: 10,
+            params,
+        };
+        let err = camera(CameraModel::OpenCv, vec![80.0, 81.0, 5.0, 6.0, 0.1, 0.0, 0.0, 0.0])
+            .pinhole()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "camera 3 uses the OPENCV model with lens distortion; undistort the images first (e.g. `colmap image_undistorter`)"
+        );
+        assert!(camera(CameraModel::SimpleRadial, vec![80.0, 5.0, 6.0, 1e-9])
+            .pinhole()
+            .is_err());
+
+        assert_eq!(
+            camera(CameraModel::OpenCv, vec![80.0, 81.0, 5.0, 6.0, 0.0, 0.0, 0.0, -0.0])
+                .pinhole()
+                .unwrap(),
+            (80.0, 81.0, 5.0, 6.0)
+        );
+        assert_eq!(
+            camera(CameraModel::SimpleRadial, vec![80.0, 5.0, 6.0, 0.0])
+                .pinhole()
+                .unwrap(),
+            (80.0, 80.0, 5.0, 6.0)
+        );
+        assert_eq!(
+            camera(CameraModel::Radial, vec![80.0, 5.0, 6.0, 0.0, 0.0])
+                .pinhole()
+                .unwrap(),
+            (80.0, 80.0, 5.0, 6.0)
+        );
+        assert_eq!(
+            camera(
+                CameraModel::FullOpenCv,
+                [vec![1.0, 2.0, 3.0, 4.0], vec![0.0; 8]].concat()
+            )
+            .pinhole()
+            .unwrap(),
+            (1.0, 2.0, 3.0, 4.0)
+        );
+        assert_eq!(
+            camera(CameraModel::Fov, vec![1.0, 2.0, 3.0, 4.0, 0.0])
+                .pinhole()
+                .unwrap(),
+            (1.0, 2.0, 3.0, 4.0)
+        );
+
+        let err = camera(
+            CameraModel::OpenCvFisheye,
+            vec![80.0, 81.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0],
+        )
+        .pinhole()
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("camera 3 uses the OPENCV_FISHEYE model with a fisheye projection;"),
+            "{err}"
+        );
+
+        for model in CameraModel::ALL {
+            // Wrong parameter counts (possible for hand-built cameras) are errors, not index panics.
+            assert!(camera(model, vec![1.0; 2]).pinhole().is_err());
+        }
+        assert!(camera(CameraModel::Pinhole, vec![0.0, 1.0, 2.0, 3.0])
+            .pinhole()
+            .is_err());
+        assert!(camera(CameraModel::Pinhole, vec![1.0, 1.0, f64::NAN, 3.0])
+            .pinhole()
+            .is_err());
+    }
+
+    #[test]
+    fn colmap_pose_convention_puts_the_camera_at_minus_rt_t() {
+        // Rotation world->camera R from a unit quaternion, camera at world position p: t = -R p.
+        let q = glam::DQuat::from_euler(glam::EulerRot::YXZ, 0.7, -0.3, 0.2);
+        let p = glam::DVec3::new(1.0, -2.0, 3.5);
+        let t = -(q * p);
+        let image = ColmapImage {
+            id: 1,
+            qvec: [q.w, q.x, q.y, q.z],
+            tvec: t.to_array(),
+            camera_id: 1,
+            name: "a.jpg".into(),
+        };
+        let camera = Camera::from_colmap(
+            &image.name,
+            image.qvec,
+            image.tvec,
+            (640, 480),
+            (500.0, 500.0, 320.0, 240.0),
+        );
+        assert!(
+            (camera.position().as_dvec3() - p).length() < 1e-5,
+            "{:?}",
+            camera.position()
+        );
+        // The camera looks along its +z axis: a world point straight ahead maps to positive camera z.
+        let ahead = p + q.inverse() * glam::DVec3::Z * 2.0;
+        let in_camera = camera.camera_from_world().transform_point3(ahead.as_vec3());
+        assert!(
+            (in_camera - glam::Vec3::new(0.0, 0.0, 2.0)).length() < 1e-4,
+            "{in_camera:?}"
+        );
+    }
+
+    /// The sample scene, once it has been fetched into `assets/maupertuis` (Difix3D layout).
+    #[test]
+    fn reads_the_maupertuis_sample_when_present() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/maupertuis/colmap/sparse/0");
+        if !dir.is_dir() {
+            eprintln!("skipping: {} is not there", dir.display());
+            return;
+        }
+        let model = read_model(&dir).unwrap();
+        assert_eq!(model.cameras.len(), 1);
+        let camera = model.cameras.values().next().unwrap();
+        assert_eq!(
+            (camera.model, camera.width, camera.height),
+            (CameraModel::SimplePinhole, 1919, 1079)
+        );
+        let names: Vec<&str> = model.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["00.jpg", "01.jpg", "02.jpg", "03.jpg"]);
+        assert_eq!(model.points.len(), 1039);
+
+        let copy = tempfile::tempdir().unwrap();
+        write_binary(&model, copy.path()).unwrap();
+        assert_eq!(read_model(copy.path()).unwrap(), model);
+    }
+
+    #[test]
+    fn corrupted_bytes_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        write_binary(&pinhole_model(), dir.path()).unwrap();
+        for file in ["cameras.bin", "images.bin", "points3D.bin"] {
+            let path = dir.path().join(file);
+            let full = fs::read(&path).unwrap();
+            for i in 0..full.len() {
+                for value in [0x00, 0x7f, 0xff] {
+                    let mut bytes = full.clone();
+                    bytes[i] = value;
+                    fs::write(&path, &bytes).unwrap();
+                    let _ = read_model(dir.path());
+                }
+            }
+            fs::write(&path, &full).unwrap();
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        write_text(&pinhole_model(), dir.path()).unwrap();
+        for file in ["cameras.txt", "images.txt", "points3D.txt"] {
+            let path = dir.path().join(file);
+            let full = fs::read_to_string(&path).unwrap();
+            for (i, _) in full.char_indices() {
+                fs::write(&path, &full[..i]).unwrap();
+                let _ = read_model(dir.path());
+            }
+            fs::write(&path, &full).unwrap();
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Loading a scene file or a dataset folder off the UI thread.
+
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::Receiver;
+
+use crate::data::{self, Dataset};
+use crate::scene::{self, Splats};
+
+/// What a load produced: splats to draw and, for dataset folders, the cameras to snap to.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub splats: Splats,
+    pub dataset: Option<Dataset>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Scene(#[from] scene::SceneError),
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error("{0}: no such file or folder")]
+    Missing(PathBuf),
+}
+
+/// Starts loading `path` on a new thread; the receiver yields exactly one result.
+pub fn spawn(path: PathBuf) -> Receiver<Result<Loaded, LoadError>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("load".into())
+        .spawn(move || {
+            let _ = tx.send(load(&path));
+        })
+        .map_err(|e| log::error!("cannot start the loader thread: {e}"))
+        .ok();
+    rx
+}
+
+/// Loads a `.ply`/`.splat` scene, or a dataset folder (whose sparse points become the splats shown).
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    if !path.exists() {
+        return Err(LoadError::Missing(path.to_path_buf()));
+    }
+    if path.is_dir() {
+        let dataset = data::open_dataset(path, 1)?;
+        let points: Vec<([f32; 3], [u8; 3])> = dataset.points.iter().map(|p| (p.position, p.color)).collect();
+        let splats = scene::init::from_points(&points).ok_or_else(|| {
+            scene::SceneError::format(path, "the dataset's sparse model has no 3D points to show")
+        })?;
+        Ok(Loaded { path: path.to_path_buf(), splats, dataset: Some(dataset) })
+    } else {
+        Ok(Loaded { path: path.to_path_buf(), splats: scene::load(path)?, dataset: None })
+    }
+}

@@ -1,0 +1,4 @@
+//! Background work. Each job runs on its own thread and reports through a crossbeam channel, so the
+//! viewer never blocks on it and the CLI can use the same code.
+
+pub mod load;

@@ -1,0 +1,11 @@
+//! difix3d: fly through Gaussian-splat scenes and clean every frame with Difix.
+//!
+//! The library holds every engine piece; the `difix3d` binary (CLI and GUI) is a thin shell over it.
+
+pub mod data;
+pub mod image_io;
+pub mod jobs;
+pub mod metrics;
+pub mod render;
+pub mod scene;
+pub mod view;

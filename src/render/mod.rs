@@ -1,0 +1,12 @@
+//! The wgpu Gaussian-splat renderer: a tile-based compute rasterizer (kernels in `shaders/`).
+
+mod buffers;
+pub mod gpu;
+mod kernels;
+pub mod rasterize;
+mod sort;
+pub mod splats;
+
+pub use gpu::{GpuContext, GpuError};
+pub use rasterize::{FrameStats, Rasterizer, RenderOptions, RenderedImage};
+pub use splats::GpuSplats;

@@ -1,0 +1,340 @@
+//! The forward tile rasterizer: project -> depth sort -> emit tile intersections -> tile sort ->
+//! tile ranges -> rasterize. The same algorithm and constants as 3DGS/gsplat (see `shaders/`).
+//!
+//! Every intermediate buffer stays alive after a frame (projected splats, sorted intersections, tile
+//! ranges, per-pixel last index), which is the forward state a backward pass reads.
+
+use std::time::{Duration, Instant};
+
+use super::buffers::{uniform, Growable};
+use super::gpu::{GpuContext, GpuError};
+use super::kernels::{bind, dispatch_1d, Kernels};
+use super::sort::{bits_for, encode_exclusive_scan, encode_radix_sort, SortScratch};
+use super::splats::GpuSplats;
+use crate::data::Camera;
+
+pub const TILE_SIZE: u32 = 16;
+/// Bytes of one `Projected` record in `shaders/common.wgsl`.
+const PROJECTED_BYTES: u64 = 48;
+
+/// What to draw beyond the camera.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RenderOptions {
+    /// SH degree to evaluate; clamped to the degree the scene stores.
+    pub sh_degree: u32,
+    pub background: [f32; 3],
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self { sh_degree: 3, background: [0.0; 3] }
+    }
+}
+
+/// Counts and (when profiling) per-stage wall times of one frame.
+#[derive(Clone, Debug, Default)]
+pub struct FrameStats {
+    pub visible_splats: u32,
+    pub intersections: u32,
+    /// Only filled in by [`Rasterizer::render_profiled`], which waits for the GPU after every stage.
+    pub project: Duration,
+    pub sort: Duration,
+    pub rasterize: Duration,
+}
+
+/// A rendered frame copied to the CPU: linear RGB + alpha, and expected depth (0 where empty).
+#[derive(Clone, Debug)]
+pub struct RenderedImage {
+    pub width: u32,
+    pub height: u32,
+    pub rgba: Vec<[f32; 4]>,
+    pub depth: Vec<f32>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ProjectUniforms {
+    camera_from_world: [[f32; 4]; 4],
+    camera_position: [f32; 4],
+    intrinsics: [f32; 4],
+    size: [u32; 4],
+    counts: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct RasterUniforms {
+    width: u32,
+    height: u32,
+    tiles_x: u32,
+    _pad: u32,
+    background: [f32; 4],
+}
+
+/// Per-frame working memory, reused across frames.
+#[derive(Default)]
+struct Workspace {
+    projected: Growable,
+    tile_counts: Growable,
+    tile_rects: Growable,
+    depth_keys: [Growable; 2],
+    depth_ids: [Growable; 2],
+    sorted_counts: Growable,
+    isect_tiles: [Growable; 2],
+    isect_splats: [Growable; 2],
+    ranges: Growable,
+    color: Growable,
+    depth: Growable,
+    last: Growable,
+    scratch: SortScratch,
+}
+
+impl Workspace {
+    fn capacity(&self) -> u64 {
+        let singles = [
+            &self.projected,
+            &self.tile_counts,
+            &self.tile_rects,
+            &self.sorted_counts,
+            &self.ranges,
+            &self.color,
+            &self.depth,
+            &self.last,
+        ];
+        let pairs = [&self.depth_keys, &self.depth_ids, &self.isect_tiles, &self.isect_splats];
+        singles.iter().map(|g| g.capacity()).sum::<u64>()
+            + pairs.iter().flat_map(|p| p.iter()).map(Growable::capacity).sum::<u64>()
+            + self.scratch.capacity()
+    }
+}
+
+/// Which of the ping-pong buffers hold the sorted results of the last frame.
+#[derive(Clone, Copy, Default)]
+struct Sorted {
+    depth: usize,
+    tiles: usize,
+}
+
+pub struct Rasterizer {
+    kernels: Kernels,
+    ws: Workspace,
+    sorted: Sorted,
+    last_size: (u32, u32),
+    peak_bytes: u64,
+}
+
+impl Rasterizer {
+    pub fn new(device: &wgpu::Device) -> Self {
+        Self { kernels: Kernels::new(device), ws: Workspace::default(), sorted: Sorted::default(), last_size: (0, 0), peak_bytes: 0 }
+    }
+
+    /// Renders one frame into the rasterizer's output buffers (see [`Rasterizer::read_image`]).
+    pub fn render(&mut self, ctx: &GpuContext, splats: &GpuSplats, camera: &Camera, opts: &RenderOptions) -> Result<FrameStats, GpuError> {
+        self.render_inner(ctx, splats, camera, opts, false)
+    }
+
+    /// Like [`Rasterizer::render`] but waits for the GPU after each stage to time it. Slower; for benchmarks.
+    pub fn render_profiled(&mut self, ctx: &GpuContext, splats: &GpuSplats, camera: &Camera, opts: &RenderOptions) -> Result<FrameStats, GpuError> {
+        self.render_inner(ctx, splats, camera, opts, true)
+    }
+
+    fn render_inner(
+        &mut self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        camera: &Camera,
+        opts: &RenderOptions,
+        profile: bool,
+    ) -> Result<FrameStats, GpuError> {
+        let device = &ctx.device;
+        let k = &self.kernels;
+        let ws = &mut self.ws;
+        let n = splats.count;
+        let (width, height) = (camera.width.max(1), camera.height.max(1));
+        let tiles_x = width.div_ceil(TILE_SIZE);
+        let tiles_y = height.div_ceil(TILE_SIZE);
+        let num_tiles = tiles_x * tiles_y;
+        let pixels = (width * height) as u64;
+        let mut stats = FrameStats::default();
+        self.last_size = (width, height);
+
+        // Stage 1: projection.
+        let t0 = Instant::now();
+        let nb = n as u64;
+        let projected = ws.projected.ensure(device, nb * PROJECTED_BYTES, "projected").clone();
+        let tile_counts = ws.tile_counts.ensure(device, nb * 4, "tile counts").clone();
+        let tile_rects = ws.tile_rects.ensure(device, nb * 8, "tile rects").clone();
+        let depth_keys = [ws.depth_keys[0].ensure(device, nb * 4, "depth keys").clone(), ws.depth_keys[1].ensure(device, nb * 4, "depth keys").clone()];
+        let depth_ids = [ws.depth_ids[0].ensure(device, nb * 4, "depth ids").clone(), ws.depth_ids[1].ensure(device, nb * 4, "depth ids").clone()];
+        let sorted_counts = ws.sorted_counts.ensure(device, (nb + 1) * 4, "sorted tile counts").clone();
+
+        let camera_from_world = glam::Mat4::from(camera.camera_from_world());
+        let position = camera.position();
+        let project_uniforms = uniform(
+            device,
+            &ProjectUniforms {
+                camera_from_world: camera_from_world.to_cols_array_2d(),
+                camera_position: [position.x, position.y, position.z, 0.0],
+                intrinsics: [camera.fx, camera.fy, camera.cx, camera.cy],
+                size: [width, height, tiles_x, tiles_y],
+                counts: [n, opts.sh_degree.min(splats.sh_degree), splats.sh_coeffs(), 0],
+            },
+        );
+        let mut encoder = device.create_command_encoder(&Default::default());
+        let bg = bind(
+            device,
+            &k.project,
+            &[
+                project_uniforms.as_entire_binding(),
+                splats.means.as_entire_binding(),
+                splats.log_scales.as_entire_binding(),
+                splats.rotations.as_entire_binding(),
+                splats.opacity_logits.as_entire_binding(),
+                splats.sh.as_entire_binding(),
+                projected.as_entire_binding(),
+                tile_counts.as_entire_binding(),
+                depth_keys[0].as_entire_binding(),
+                depth_ids[0].as_entire_binding(),
+                tile_rects.as_entire_binding(),
+            ],
+        );
+        dispatch_1d(&mut encoder, &k.project, &bg, n.div_ceil(256));
+        if profile {
+            ctx.queue.submit([encoder.finish()]);
+            ctx.wait()?;
+            stats.project = t0.elapsed();
+            encoder = device.create_command_encoder(&Default::default());
+        }
+
+        // Stage 2: sort splats by depth, then lay out their tile counts in that order and scan them.
+        let t1 = Instant::now();
+        let d = encode_radix_sort(device, k, &mut encoder, [&depth_keys[0], &depth_keys[1]], [&depth_ids[0], &depth_ids[1]], n, 32, &mut ws.scratch);
+        self.sorted.depth = d;
+        let gather_uniforms = uniform(device, &[n, 0, 0, 0]);
+        let bg = bind(
+            device,
+            &k.gather_counts,
+            &[gather_uniforms.as_entire_binding(), tile_counts.as_entire_binding(), depth_ids[d].as_entire_binding(), sorted_counts.as_entire_binding()],
+        );
+        dispatch_1d(&mut encoder, &k.gather_counts, &bg, (n + 1).div_ceil(256));
+        encode_exclusive_scan(device, k, &mut encoder, &sorted_counts, n + 1, &mut Vec::new(), 0);
+        ctx.queue.submit([encoder.finish()]);
+        // The total number of intersections decides the size of the next buffers: one small readback.
+        let total_bytes = ctx.read_buffer(&sorted_counts, nb * 4, 4)?;
+        let m = u32::from_le_bytes([total_bytes[0], total_bytes[1], total_bytes[2], total_bytes[3]]);
+        stats.intersections = m;
+
+        // Stage 3: emit (tile, splat) pairs in depth order and sort them stably by tile.
+        let mb = m as u64;
+        let isect_tiles = [ws.isect_tiles[0].ensure(device, mb * 4, "isect tiles").clone(), ws.isect_tiles[1].ensure(device, mb * 4, "isect tiles").clone()];
+        let isect_splats = [ws.isect_splats[0].ensure(device, mb * 4, "isect splats").clone(), ws.isect_splats[1].ensure(device, mb * 4, "isect splats").clone()];
+        let ranges = ws.ranges.ensure(device, num_tiles as u64 * 8, "tile ranges").clone();
+        let mut encoder = device.create_command_encoder(&Default::default());
+        let emit_uniforms = uniform(device, &[n, tiles_x, 0, 0]);
+        let bg = bind(
+            device,
+            &k.emit_intersections,
+            &[
+                emit_uniforms.as_entire_binding(),
+                depth_ids[d].as_entire_binding(),
+                sorted_counts.as_entire_binding(),
+                tile_rects.as_entire_binding(),
+                tile_counts.as_entire_binding(),
+                isect_tiles[0].as_entire_binding(),
+                isect_splats[0].as_entire_binding(),
+            ],
+        );
+        dispatch_1d(&mut encoder, &k.emit_intersections, &bg, n.div_ceil(256));
+        let t = encode_radix_sort(device, k, &mut encoder, [&isect_tiles[0], &isect_tiles[1]], [&isect_splats[0], &isect_splats[1]], m, bits_for(num_tiles), &mut ws.scratch);
+        self.sorted.tiles = t;
+        encoder.clear_buffer(&ranges, 0, None);
+        let range_uniforms = uniform(device, &[m, 0, 0, 0]);
+        let bg = bind(device, &k.tile_ranges, &[range_uniforms.as_entire_binding(), isect_tiles[t].as_entire_binding(), ranges.as_entire_binding()]);
+        dispatch_1d(&mut encoder, &k.tile_ranges, &bg, m.div_ceil(256));
+        if profile {
+            ctx.queue.submit([encoder.finish()]);
+            ctx.wait()?;
+            stats.sort = t1.elapsed();
+            encoder = device.create_command_encoder(&Default::default());
+        }
+
+        // Stage 4: composite each tile.
+        let t2 = Instant::now();
+        let color = ws.color.ensure(device, pixels * 16, "color").clone();
+        let depth = ws.depth.ensure(device, pixels * 4, "depth").clone();
+        let last = ws.last.ensure(device, pixels * 4, "last index").clone();
+        let bgc = opts.background;
+        let raster_uniforms = uniform(device, &RasterUniforms { width, height, tiles_x, _pad: 0, background: [bgc[0], bgc[1], bgc[2], 0.0] });
+        let bg = bind(
+            device,
+            &k.rasterize,
+            &[
+                raster_uniforms.as_entire_binding(),
+                ranges.as_entire_binding(),
+                isect_splats[t].as_entire_binding(),
+                projected.as_entire_binding(),
+                color.as_entire_binding(),
+                depth.as_entire_binding(),
+                last.as_entire_binding(),
+            ],
+        );
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("rasterize"), timestamp_writes: None });
+            pass.set_pipeline(&k.rasterize);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(tiles_x, tiles_y, 1);
+        }
+        ctx.queue.submit([encoder.finish()]);
+        if profile {
+            ctx.wait()?;
+            stats.rasterize = t2.elapsed();
+        }
+        self.peak_bytes = self.peak_bytes.max(ws.capacity() + splats.bytes());
+        Ok(stats)
+    }
+
+    /// Writes the last frame into an `Rgba8Unorm` storage texture of the same size (for display).
+    pub fn present(&self, ctx: &GpuContext, target: &wgpu::TextureView) {
+        let (width, height) = self.last_size;
+        let Some(color) = self.ws.color.get() else { return };
+        let params = uniform(&ctx.device, &[width, height, 0, 0]);
+        let bg = bind(&ctx.device, &self.kernels.present, &[params.as_entire_binding(), color.as_entire_binding(), wgpu::BindingResource::TextureView(target)]);
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("present"), timestamp_writes: None });
+            pass.set_pipeline(&self.kernels.present);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(width.div_ceil(16), height.div_ceil(16), 1);
+        }
+        ctx.queue.submit([encoder.finish()]);
+    }
+
+    /// Copies the last frame to the CPU.
+    pub fn read_image(&self, ctx: &GpuContext) -> Result<RenderedImage, GpuError> {
+        let (width, height) = self.last_size;
+        let pixels = (width * height) as u64;
+        let (Some(color), Some(depth)) = (self.ws.color.get(), self.ws.depth.get()) else {
+            return Ok(RenderedImage { width: 0, height: 0, rgba: Vec::new(), depth: Vec::new() });
+        };
+        let rgba = ctx.read_buffer(color, 0, pixels * 16)?;
+        let d = ctx.read_buffer(depth, 0, pixels * 4)?;
+        Ok(RenderedImage { width, height, rgba: bytemuck::pod_collect_to_vec(&rgba), depth: bytemuck::pod_collect_to_vec(&d) })
+    }
+
+    /// Expected depth of the last frame at one pixel; `None` outside the image or where nothing was drawn.
+    pub fn read_depth_at(&self, ctx: &GpuContext, x: u32, y: u32) -> Result<Option<f32>, GpuError> {
+        let (width, height) = self.last_size;
+        let Some(depth) = self.ws.depth.get() else { return Ok(None) };
+        if x >= width || y >= height {
+            return Ok(None);
+        }
+        let bytes = ctx.read_buffer(depth, (y as u64 * width as u64 + x as u64) * 4, 4)?;
+        let d = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        Ok((d > 0.0 && d.is_finite()).then_some(d))
+    }
+
+    /// The largest amount of GPU memory this rasterizer and the splats it drew have held at once.
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak_bytes
+    }
+}

@@ -1,0 +1,43 @@
+//! Integration tests, in one binary so the wgpu stack is linked once and one GPU device is shared.
+//! Tests that need the sample data skip loudly when `scripts/fetch_assets.sh` has not been run.
+
+mod bad_input;
+mod cli;
+mod gui;
+mod render_parity;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use difix3d::render::{GpuContext, Rasterizer};
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A path under `assets/`, or `None` after printing a loud skip message.
+pub fn asset(relative: &str) -> Option<PathBuf> {
+    let path = repo().join("assets").join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("SKIPPED: {} is missing; run scripts/fetch_assets.sh", path.display());
+        None
+    }
+}
+
+/// One device and one rasterizer (its shaders compile once) shared by every test in this binary.
+pub fn gpu() -> &'static (GpuContext, Mutex<Rasterizer>) {
+    static GPU: OnceLock<(GpuContext, Mutex<Rasterizer>)> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let ctx = GpuContext::headless().expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        let rasterizer = Rasterizer::new(&ctx.device);
+        (ctx, Mutex::new(rasterizer))
+    })
+}
+
+/// Runs the `difix3d` binary; returns (exit code, stdout, stderr).
+pub fn difix3d(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difix3d")).args(args).output().expect("run difix3d");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
