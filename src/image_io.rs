@@ -12,7 +12,10 @@ pub enum ImageError {
 
 /// Writes `path` by writing a temporary sibling first and renaming it over the target.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), ImageError> {
-    let err = |message: String| ImageError::Write { path: path.to_path_buf(), message };
+    let err = |message: String| ImageError::Write {
+        path: path.to_path_buf(),
+        message,
+    };
     let file_name = path.file_name().ok_or_else(|| err("not a file path".into()))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
@@ -43,5 +46,9 @@ pub fn quantize(v: f32) -> u8 {
 
 /// Saves an image as PNG atomically (the format is PNG whatever the extension of the temporary file).
 pub fn save_png(image: &image::RgbImage, path: &Path) -> Result<(), ImageError> {
-    write_atomic(path, |tmp| image.save_with_format(tmp, image::ImageFormat::Png).map_err(|e| e.to_string()))
+    write_atomic(path, |tmp| {
+        image
+            .save_with_format(tmp, image::ImageFormat::Png)
+            .map_err(|e| e.to_string())
+    })
 }

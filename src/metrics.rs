@@ -4,7 +4,12 @@
 /// Identical images give infinity.
 pub fn psnr(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "psnr: images differ in size");
-    let mse = a.iter().zip(b).map(|(x, y)| ((*x as f64) - (*y as f64)).powi(2)).sum::<f64>() / a.len().max(1) as f64;
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| ((*x as f64) - (*y as f64)).powi(2))
+        .sum::<f64>()
+        / a.len().max(1) as f64;
     -10.0 * mse.log10()
 }
 

@@ -23,26 +23,42 @@ impl ViewController {
     /// Looks at `target` from `eye`.
     pub fn look_at(eye: Vec3, target: Vec3, up: Vec3, fov_y: f32) -> Self {
         let cam = Camera::look_at("", eye, target, up, fov_y, 2, 2);
-        Self { position: eye, rotation: cam.rotation(), focus_distance: (target - eye).length().max(1e-3), up: up.normalize(), fov_y }
+        Self {
+            position: eye,
+            rotation: cam.rotation(),
+            focus_distance: (target - eye).length().max(1e-3),
+            up: up.normalize(),
+            fov_y,
+        }
     }
 
     /// Adopts a dataset camera's pose and field of view, keeping the scene's up.
     pub fn from_camera(camera: &Camera, up: Vec3, focus_distance: f32) -> Self {
-        Self { position: camera.position(), rotation: camera.rotation(), focus_distance, up: up.normalize(), fov_y: camera.fov_y() }
+        Self {
+            position: camera.position(),
+            rotation: camera.rotation(),
+            focus_distance,
+            up: up.normalize(),
+            fov_y: camera.fov_y(),
+        }
     }
 
     /// A view that frames the bulk of the splats from slightly above, for files without cameras.
     pub fn default_for(splats: &Splats, up: Vec3) -> Self {
-        let (lo, hi) = splats.robust_bounds();
-        let centre = 0.5 * (lo + hi);
+        // Frame the bulk of the scene (10-90% of the splats), centred on the median: captured scenes
+        // have long tails of background splats that would otherwise push the camera far away.
+        let (lo, centre, hi) = splats.quantiles(0.1);
         let radius = 0.5 * (hi - lo).length().max(1e-3);
         let up = up.normalize();
         // A horizontal direction: the world axis most perpendicular to up, made exactly perpendicular.
-        let axis = [Vec3::X, Vec3::Z, Vec3::Y].into_iter().min_by(|a, b| a.dot(up).abs().total_cmp(&b.dot(up).abs())).unwrap_or(Vec3::X);
+        let axis = [Vec3::X, Vec3::Z, Vec3::Y]
+            .into_iter()
+            .min_by(|a, b| a.dot(up).abs().total_cmp(&b.dot(up).abs()))
+            .unwrap_or(Vec3::X);
         let horizontal = (axis - up * axis.dot(up)).normalize();
         let fov_y = 50f32.to_radians();
         let elevation = 25f32.to_radians();
-        let distance = 0.7 * radius / (0.5 * fov_y).tan();
+        let distance = 1.0 * radius / (0.5 * fov_y).tan();
         let eye = centre + (horizontal * elevation.cos() + up * elevation.sin()) * distance;
         Self::look_at(eye, centre, up, fov_y)
     }
@@ -133,7 +149,11 @@ impl ViewController {
 /// The rotation looking along `forward` with the image's up as close to `up` as possible.
 fn level_rotation(forward: Vec3, up: Vec3) -> Quat {
     let right = forward.cross(up);
-    let right = if right.length_squared() < 1e-10 { forward.any_orthonormal_vector() } else { right.normalize() };
+    let right = if right.length_squared() < 1e-10 {
+        forward.any_orthonormal_vector()
+    } else {
+        right.normalize()
+    };
     let down = forward.cross(right);
     Quat::from_mat3(&Mat3::from_cols(right, down, forward))
 }
@@ -141,7 +161,10 @@ fn level_rotation(forward: Vec3, up: Vec3) -> Quat {
 /// The up direction of a set of cameras: the mean of their image-up axes (-y in OpenCV), the usual
 /// estimate for captures where people hold the camera level.
 pub fn up_from_cameras<'a>(cameras: impl Iterator<Item = &'a Camera>) -> Option<Vec3> {
-    let sum: Vec3 = cameras.map(|c| c.world_from_camera.matrix3 * glam::Vec3A::NEG_Y).map(Vec3::from).sum();
+    let sum: Vec3 = cameras
+        .map(|c| c.world_from_camera.matrix3 * glam::Vec3A::NEG_Y)
+        .map(Vec3::from)
+        .sum();
     (sum.length() > 1e-6).then(|| sum.normalize())
 }
 
@@ -186,7 +209,10 @@ mod tests {
         assert!(v.focus_distance < 4.0 && approx(v.centre(), Vec3::ZERO));
         let before = v.centre();
         v.pan(0.1, 0.0);
-        assert!((v.centre() - before).dot(v.right()) < 0.0, "dragging right moves the camera left");
+        assert!(
+            (v.centre() - before).dot(v.right()) < 0.0,
+            "dragging right moves the camera left"
+        );
         let p = v.position;
         v.fly(Vec3::new(0.0, 1.0, 0.0));
         assert!(approx(v.position - p, Vec3::Y));

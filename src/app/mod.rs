@@ -45,8 +45,12 @@ pub fn run(options: ViewerOptions) -> anyhow::Result<()> {
         wgpu_options,
         ..Default::default()
     };
-    eframe::run_native("difix3d", native, Box::new(move |cc| Ok(Box::new(ViewerApp::new(cc, options)?))))
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    eframe::run_native(
+        "difix3d",
+        native,
+        Box::new(move |cc| Ok(Box::new(ViewerApp::new(cc, options)?))),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Settings the View panel edits.
@@ -89,12 +93,23 @@ struct ScreenshotState {
 }
 
 impl ViewerApp {
-    fn new(cc: &eframe::CreationContext<'_>, options: ViewerOptions) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let state = cc.wgpu_render_state.as_ref().ok_or("the viewer needs eframe's wgpu renderer")?;
+    fn new(
+        cc: &eframe::CreationContext<'_>,
+        options: ViewerOptions,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let state = cc
+            .wgpu_render_state
+            .as_ref()
+            .ok_or("the viewer needs eframe's wgpu renderer")?;
         let gpu = GpuContext::from_parts(state.device.clone(), state.queue.clone(), &state.adapter.get_info());
         log::info!("rendering on {}", gpu.adapter_name);
         let viewport = Viewport::new(&gpu, state.renderer.clone());
-        let controller = ViewController::look_at(glam::Vec3::new(0.0, 0.0, -3.0), glam::Vec3::ZERO, glam::Vec3::NEG_Y, 50f32.to_radians());
+        let controller = ViewController::look_at(
+            glam::Vec3::new(0.0, 0.0, -3.0),
+            glam::Vec3::ZERO,
+            glam::Vec3::NEG_Y,
+            50f32.to_radians(),
+        );
         let mut app = Self {
             gpu,
             viewport,
@@ -102,12 +117,22 @@ impl ViewerApp {
             dataset: None,
             home: controller.clone(),
             controller,
-            settings: ViewSettings { render_scale: 1.0, sh_degree: 3, background: [0.0; 3], fly_mode: false, fly_speed: 1.0 },
+            settings: ViewSettings {
+                render_scale: 1.0,
+                sh_degree: 3,
+                background: [0.0; 3],
+                fly_mode: false,
+                fly_speed: 1.0,
+            },
             selected_camera: None,
             loading: None,
             file_dialog: None,
             toasts: Vec::new(),
-            screenshot: options.screenshot.map(|path| ScreenshotState { path, frames_shown: 0, requested: false }),
+            screenshot: options.screenshot.map(|path| ScreenshotState {
+                path,
+                frames_shown: 0,
+                requested: false,
+            }),
         };
         if let Some(path) = options.path {
             app.open(path);
@@ -150,7 +175,10 @@ impl ViewerApp {
         if let Some(dataset) = loaded.dataset {
             self.dataset = Some(dataset);
         }
-        let dataset_up = self.dataset.as_ref().and_then(|d| view::up_from_cameras(d.views().map(|v| &v.camera)));
+        let dataset_up = self
+            .dataset
+            .as_ref()
+            .and_then(|d| view::up_from_cameras(d.views().map(|v| &v.camera)));
         let up = dataset_up.unwrap_or(glam::Vec3::NEG_Y);
         self.home = ViewController::default_for(splats, up);
         self.controller = self.home.clone();
@@ -161,14 +189,20 @@ impl ViewerApp {
         self.settings.fly_speed = 0.25 * extent;
         self.settings.sh_degree = splats.sh_degree;
         self.selected_camera = None;
-        self.scene = Some(SceneInfo { path: loaded.path.clone(), splat_count: splats.len(), sh_degree: splats.sh_degree });
+        self.scene = Some(SceneInfo {
+            path: loaded.path.clone(),
+            splat_count: splats.len(),
+            sh_degree: splats.sh_degree,
+        });
         self.viewport.set_splats(&self.gpu, splats);
     }
 
     fn pick_file(&mut self) {
         let (tx, rx) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
-            let file = rfd::FileDialog::new().add_filter("Gaussian splats", &["ply", "splat"]).pick_file();
+            let file = rfd::FileDialog::new()
+                .add_filter("Gaussian splats", &["ply", "splat"])
+                .pick_file();
             let _ = tx.send(file);
         });
         self.file_dialog = Some(rx);
@@ -192,7 +226,10 @@ impl ViewerApp {
     }
 
     fn render_options(&self) -> RenderOptions {
-        RenderOptions { sh_degree: self.settings.sh_degree, background: self.settings.background }
+        RenderOptions {
+            sh_degree: self.settings.sh_degree,
+            background: self.settings.background,
+        }
     }
 
     fn toasts_ui(&mut self, ctx: &egui::Context) {
@@ -200,14 +237,18 @@ impl ViewerApp {
         if self.toasts.is_empty() {
             return;
         }
-        egui::Area::new(egui::Id::new("toasts")).anchor(egui::Align2::RIGHT_BOTTOM, [-12.0, -12.0]).show(ctx, |ui| {
-            for (message, _) in &self.toasts {
-                egui::Frame::popup(ui.style()).fill(egui::Color32::from_rgb(110, 24, 24)).show(ui, |ui| {
-                    ui.set_max_width(420.0);
-                    ui.colored_label(egui::Color32::WHITE, format!("⚠ {message}"));
-                });
-            }
-        });
+        egui::Area::new(egui::Id::new("toasts"))
+            .anchor(egui::Align2::RIGHT_BOTTOM, [-12.0, -12.0])
+            .show(ctx, |ui| {
+                for (message, _) in &self.toasts {
+                    egui::Frame::popup(ui.style())
+                        .fill(egui::Color32::from_rgb(110, 24, 24))
+                        .show(ui, |ui| {
+                            ui.set_max_width(420.0);
+                            ui.colored_label(egui::Color32::WHITE, format!("⚠ {message}"));
+                        });
+                }
+            });
         ctx.request_repaint_after(Duration::from_millis(500));
     }
 
@@ -246,9 +287,12 @@ impl eframe::App for ViewerApp {
         if let Some(path) = dropped.into_iter().next() {
             self.open(path);
         }
-        egui::Panel::left("side").default_size(300.0).resizable(true).show(ui, |ui| {
-            egui::ScrollArea::vertical().show(ui, |ui| panels::side_panel_ui(self, ui));
-        });
+        egui::Panel::left("side")
+            .default_size(300.0)
+            .resizable(true)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| panels::side_panel_ui(self, ui));
+            });
         egui::CentralPanel::default().show(ui, |ui| self.viewport_ui(ui));
         self.toasts_ui(&ctx);
         self.screenshot_logic(&ctx);

@@ -5,15 +5,21 @@ use super::ViewerApp;
 pub fn side_panel_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     ui.heading("difix3d");
     ui.add_space(4.0);
-    egui::CollapsingHeader::new("Scene").default_open(true).show(ui, |ui| scene_ui(app, ui));
-    egui::CollapsingHeader::new("View").default_open(true).show(ui, |ui| view_ui(app, ui));
+    egui::CollapsingHeader::new("Scene")
+        .default_open(true)
+        .show(ui, |ui| scene_ui(app, ui));
+    egui::CollapsingHeader::new("View")
+        .default_open(true)
+        .show(ui, |ui| view_ui(app, ui));
     for (title, what) in [
         ("Post-render fix", "Live Difix cleanup of every frame"),
         ("Refinement", "Difix3D progressive 3D update"),
         ("Training", "3DGS training on the loaded dataset"),
         ("Record", "Camera paths and fixed flythroughs"),
     ] {
-        egui::CollapsingHeader::new(title).default_open(false).show(ui, |ui| not_yet_ui(ui, what));
+        egui::CollapsingHeader::new(title)
+            .default_open(false)
+            .show(ui, |ui| not_yet_ui(ui, what));
     }
 }
 
@@ -29,7 +35,11 @@ fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
         if ui.button("Open scene…").on_hover_text(".ply or .splat").clicked() {
             app.pick_file();
         }
-        if ui.button("Open dataset…").on_hover_text("A COLMAP / Difix3D dataset folder").clicked() {
+        if ui
+            .button("Open dataset…")
+            .on_hover_text("A COLMAP / Difix3D dataset folder")
+            .clicked()
+        {
             app.pick_folder();
         }
     });
@@ -41,32 +51,53 @@ fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     }
     match &app.scene {
         Some(scene) => {
-            ui.label(format!("{}", file_name(&scene.path))).on_hover_text(scene.path.display().to_string());
-            ui.label(format!("{} splats · SH degree {}", group_thousands(scene.splat_count), scene.sh_degree));
+            ui.label(format!("{}", file_name(&scene.path)))
+                .on_hover_text(scene.path.display().to_string());
+            ui.label(format!(
+                "{} splats · SH degree {}",
+                group_thousands(scene.splat_count),
+                scene.sh_degree
+            ));
         }
         None => {
             ui.label("No scene loaded. Drop a file or folder on the window.");
         }
     }
     if let Some(dataset) = &app.dataset {
-        ui.label(format!("Dataset: {} ({} train / {} eval views)", file_name(&dataset.root), dataset.train.len(), dataset.eval.len()));
+        ui.label(format!(
+            "Dataset: {} ({} train / {} eval views)",
+            file_name(&dataset.root),
+            dataset.train.len(),
+            dataset.eval.len()
+        ));
     }
 }
 
 fn view_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     let mut fov = app.controller.fov_y.to_degrees();
-    if ui.add(egui::Slider::new(&mut fov, 10.0..=120.0).text("field of view °")).changed() {
+    if ui
+        .add(egui::Slider::new(&mut fov, 10.0..=120.0).text("field of view °"))
+        .changed()
+    {
         app.controller.fov_y = fov.to_radians();
     }
     ui.add(egui::Slider::new(&mut app.settings.render_scale, 0.25..=2.0).text("render scale"));
     let max_degree = app.scene.as_ref().map_or(3, |s| s.sh_degree);
-    ui.add_enabled(max_degree > 0, egui::Slider::new(&mut app.settings.sh_degree, 0..=max_degree).text("SH degree"));
+    ui.add_enabled(
+        max_degree > 0,
+        egui::Slider::new(&mut app.settings.sh_degree, 0..=max_degree).text("SH degree"),
+    );
     ui.horizontal(|ui| {
         ui.color_edit_button_rgb(&mut app.settings.background);
         ui.label("background");
     });
-    ui.checkbox(&mut app.settings.fly_mode, "Fly mode (F)").on_hover_text("Left drag looks around; WASD/QE move, shift is faster");
-    ui.add(egui::Slider::new(&mut app.settings.fly_speed, 0.01..=100.0).logarithmic(true).text("fly speed"));
+    ui.checkbox(&mut app.settings.fly_mode, "Fly mode (F)")
+        .on_hover_text("Left drag looks around; WASD/QE move, shift is faster");
+    ui.add(
+        egui::Slider::new(&mut app.settings.fly_speed, 0.01..=100.0)
+            .logarithmic(true)
+            .text("fly speed"),
+    );
     if ui.button("Reset view (R)").clicked() {
         app.controller = app.home.clone();
     }
@@ -75,23 +106,33 @@ fn view_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     let Some(dataset) = &app.dataset else { return };
     ui.separator();
     ui.label("Cameras (← → to step)");
-    let names: Vec<(String, bool)> = dataset.train.iter().map(|v| (v.camera.name.clone(), false)).chain(dataset.eval.iter().map(|v| (v.camera.name.clone(), true))).collect();
+    let names: Vec<(String, bool)> = dataset
+        .train
+        .iter()
+        .map(|v| (v.camera.name.clone(), false))
+        .chain(dataset.eval.iter().map(|v| (v.camera.name.clone(), true)))
+        .collect();
     let mut clicked = None;
-    egui::ScrollArea::vertical().max_height(240.0).id_salt("cameras").show(ui, |ui| {
-        for (i, (name, eval)) in names.iter().enumerate() {
-            let label = format!("{} {name}", if *eval { "eval" } else { "train" });
-            if ui.selectable_label(app.selected_camera == Some(i), label).clicked() {
-                clicked = Some(i);
+    egui::ScrollArea::vertical()
+        .max_height(240.0)
+        .id_salt("cameras")
+        .show(ui, |ui| {
+            for (i, (name, eval)) in names.iter().enumerate() {
+                let label = format!("{} {name}", if *eval { "eval" } else { "train" });
+                if ui.selectable_label(app.selected_camera == Some(i), label).clicked() {
+                    clicked = Some(i);
+                }
             }
-        }
-    });
+        });
     if let Some(i) = clicked {
         app.snap_to_camera(i);
     }
 }
 
 fn file_name(path: &std::path::Path) -> String {
-    path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 fn group_thousands(n: usize) -> String {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use difix3d::data::Camera;
-use difix3d::render::{GpuContext, GpuSplats, RenderOptions, Rasterizer};
+use difix3d::render::{GpuContext, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::scene::Splats;
 use egui_wgpu::wgpu;
 
@@ -61,9 +61,19 @@ impl Viewport {
     }
 
     /// Renders if the camera, settings or scene changed since the last frame. Returns the texture to show.
-    fn update(&mut self, gpu: &GpuContext, camera: &Camera, options: &RenderOptions, screen_rect: [f32; 4]) -> Option<egui::TextureId> {
+    fn update(
+        &mut self,
+        gpu: &GpuContext,
+        camera: &Camera,
+        options: &RenderOptions,
+        screen_rect: [f32; 4],
+    ) -> Option<egui::TextureId> {
         let splats = self.splats.as_ref()?;
-        let unchanged = !self.splats_changed && self.last.as_ref().is_some_and(|l| l.camera == *camera && l.options == *options);
+        let unchanged = !self.splats_changed
+            && self
+                .last
+                .as_ref()
+                .is_some_and(|l| l.camera == *camera && l.options == *options);
         if let Some(last) = &mut self.last {
             last.screen_rect = screen_rect;
         }
@@ -85,9 +95,14 @@ impl Viewport {
         self.frame_time = start.elapsed();
         let now = Instant::now();
         self.fps_window.push(now);
-        self.fps_window.retain(|t| now.duration_since(*t) < Duration::from_secs(1));
+        self.fps_window
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(1));
         self.splats_changed = false;
-        self.last = Some(FrameRecord { camera: camera.clone(), options: *options, screen_rect });
+        self.last = Some(FrameRecord {
+            camera: camera.clone(),
+            options: *options,
+            screen_rect,
+        });
         Some(*id)
     }
 
@@ -99,7 +114,11 @@ impl Viewport {
         }
         let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
             label: Some("viewport"),
-            size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
@@ -124,7 +143,11 @@ impl Viewport {
         let last = self.last.as_ref()?;
         let cam = &last.camera;
         let depth = self.rasterizer.read_depth_at(gpu, x, y).ok()??;
-        let ray = glam::Vec3::new((x as f32 + 0.5 - cam.cx) / cam.fx, (y as f32 + 0.5 - cam.cy) / cam.fy, 1.0);
+        let ray = glam::Vec3::new(
+            (x as f32 + 0.5 - cam.cx) / cam.fx,
+            (y as f32 + 0.5 - cam.cy) / cam.fy,
+            1.0,
+        );
         Some(cam.world_from_camera.transform_point3(ray * depth))
     }
 }
@@ -137,7 +160,13 @@ impl ViewerApp {
                 Some((path, _)) => format!("Loading {} …", path.display()),
                 None => "Open a .ply/.splat scene or a dataset folder (Scene panel), or drop one here.".into(),
             };
-            ui.painter().text(rect.center(), egui::Align2::CENTER_CENTER, message, egui::FontId::proportional(16.0), egui::Color32::GRAY);
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                message,
+                egui::FontId::proportional(16.0),
+                egui::Color32::GRAY,
+            );
             return;
         }
         self.handle_input(ui, &response, rect);
@@ -168,11 +197,21 @@ impl ViewerApp {
             size.0,
             size.1,
             v.intersections,
-            if self.settings.fly_mode { " · fly (WASD/QE)" } else { "" },
+            if self.settings.fly_mode {
+                " · fly (WASD/QE)"
+            } else {
+                ""
+            },
         );
-        let galley = ui.painter().layout_no_wrap(text, egui::FontId::monospace(12.0), egui::Color32::WHITE);
+        let galley = ui
+            .painter()
+            .layout_no_wrap(text, egui::FontId::monospace(12.0), egui::Color32::WHITE);
         let pos = rect.left_top() + egui::vec2(8.0, 8.0);
-        ui.painter().rect_filled(egui::Rect::from_min_size(pos, galley.size()).expand(4.0), 4.0, egui::Color32::from_black_alpha(150));
+        ui.painter().rect_filled(
+            egui::Rect::from_min_size(pos, galley.size()).expand(4.0),
+            4.0,
+            egui::Color32::from_black_alpha(150),
+        );
         ui.painter().galley(pos, galley, egui::Color32::WHITE);
     }
 
@@ -210,7 +249,11 @@ impl ViewerApp {
         let (dt, keys) = ui.input(|i| {
             let k = |key| if i.key_down(key) { 1.0 } else { 0.0 };
             let boost = if i.modifiers.shift { 4.0 } else { 1.0 };
-            let delta = glam::Vec3::new(k(egui::Key::D) - k(egui::Key::A), k(egui::Key::E) - k(egui::Key::Q), k(egui::Key::W) - k(egui::Key::S)) * boost;
+            let delta = glam::Vec3::new(
+                k(egui::Key::D) - k(egui::Key::A),
+                k(egui::Key::E) - k(egui::Key::Q),
+                k(egui::Key::W) - k(egui::Key::S),
+            ) * boost;
             (i.stable_dt.min(0.1), delta)
         });
         if keys != glam::Vec3::ZERO {
@@ -234,7 +277,11 @@ impl ViewerApp {
         let count = self.dataset.as_ref().map_or(0, |d| d.train.len() + d.eval.len());
         if count > 0 && (next || prev) {
             let current = self.selected_camera.unwrap_or(if next { count - 1 } else { 0 });
-            let index = if next { (current + 1) % count } else { (current + count - 1) % count };
+            let index = if next {
+                (current + 1) % count
+            } else {
+                (current + count - 1) % count
+            };
             self.snap_to_camera(index);
         }
     }
@@ -245,12 +292,15 @@ impl ViewerApp {
 pub fn save_screenshot(image: &egui::ColorImage, path: &Path, frame: Option<&FrameRecord>) -> anyhow::Result<()> {
     let [w, h] = image.size;
     let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect();
-    let rgb = image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| anyhow::anyhow!("bad screenshot size"))?;
+    let rgb =
+        image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| anyhow::anyhow!("bad screenshot size"))?;
     difix3d::image_io::save_png(&rgb, path)?;
     if let Some(frame) = frame {
         let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background });
         let meta_path = path.with_extension("json");
-        difix3d::image_io::write_atomic(&meta_path, |tmp| std::fs::write(tmp, meta.to_string()).map_err(|e| e.to_string()))?;
+        difix3d::image_io::write_atomic(&meta_path, |tmp| {
+            std::fs::write(tmp, meta.to_string()).map_err(|e| e.to_string())
+        })?;
     }
     Ok(())
 }

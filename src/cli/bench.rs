@@ -29,11 +29,21 @@ pub enum BenchCommand {
 
 pub fn run(what: BenchCommand) -> anyhow::Result<()> {
     match what {
-        BenchCommand::Render { scene: path, size, frames, append_md } => bench_render(&path, size, frames.max(1), append_md),
+        BenchCommand::Render {
+            scene: path,
+            size,
+            frames,
+            append_md,
+        } => bench_render(&path, size, frames.max(1), append_md),
     }
 }
 
-fn bench_render(path: &std::path::Path, (width, height): (u32, u32), frames: u32, append_md: Option<PathBuf>) -> anyhow::Result<()> {
+fn bench_render(
+    path: &std::path::Path,
+    (width, height): (u32, u32),
+    frames: u32,
+    append_md: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let splats = scene::load(path)?;
     let ctx = GpuContext::headless()?;
     let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
@@ -96,7 +106,9 @@ fn bench_render(path: &std::path::Path, (width, height): (u32, u32), frames: u32
     let row = format!(
         "| {} | render | {} | {}x{} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.0} | {} |",
         chrono_date(),
-        path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        path.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         width,
         height,
         ctx.adapter_name,
@@ -110,7 +122,11 @@ fn bench_render(path: &std::path::Path, (width, height): (u32, u32), frames: u32
     );
     println!("{row}");
     if let Some(md) = append_md {
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&md).with_context(|| format!("{}: cannot open", md.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&md)
+            .with_context(|| format!("{}: cannot open", md.display()))?;
         writeln!(f, "{row}").with_context(|| format!("{}: cannot write", md.display()))?;
     }
     Ok(())
@@ -118,7 +134,10 @@ fn bench_render(path: &std::path::Path, (width, height): (u32, u32), frames: u32
 
 /// Today's date (UTC) as YYYY-MM-DD, without pulling in a date crate.
 fn chrono_date() -> String {
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

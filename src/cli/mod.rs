@@ -9,7 +9,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "difix3d", version, about = "Fly through Gaussian-splat scenes and clean every frame with Difix")]
+#[command(
+    name = "difix3d",
+    version,
+    about = "Fly through Gaussian-splat scenes and clean every frame with Difix"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -49,11 +53,20 @@ pub fn sample_scene() -> PathBuf {
 
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let default = Command::View { path: None, size: (1280, 800), screenshot: None };
+    let default = Command::View {
+        path: None,
+        size: (1280, 800),
+        screenshot: None,
+    };
     match cli.command.unwrap_or(default) {
         Command::View { path, size, screenshot } => {
             let path = path.unwrap_or_else(sample_scene);
-            crate::app::run(crate::app::ViewerOptions { path: Some(path), screenshot, window_size: size }).context("the viewer failed")
+            crate::app::run(crate::app::ViewerOptions {
+                path: Some(path),
+                screenshot,
+                window_size: size,
+            })
+            .context("the viewer failed")
         }
         Command::Render(args) => render::run(args),
         Command::Bench { what } => bench::run(what),
@@ -62,7 +75,11 @@ pub fn run() -> anyhow::Result<()> {
 
 /// Parses `r,g,b` with components in [0, 1].
 pub fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
-    let parts: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<Result<_, _>>().map_err(|e| format!("'{s}': {e}"))?;
+    let parts: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("'{s}': {e}"))?;
     match parts[..] {
         [r, g, b] if parts.iter().all(|v| (0.0..=1.0).contains(v)) => Ok([r, g, b]),
         _ => Err(format!("'{s}': expected three numbers in [0, 1] like 0,0,0")),
@@ -71,7 +88,9 @@ pub fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
 
 /// Parses `WIDTHxHEIGHT`.
 pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT like 1920x1080"))?;
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT like 1920x1080"))?;
     let w: u32 = w.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
     let h: u32 = h.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
     if w == 0 || h == 0 || w > 16384 || h > 16384 {

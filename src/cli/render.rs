@@ -49,11 +49,15 @@ pub struct RenderArgs {
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     let splats = scene::load(&args.scene)?;
     let cameras = cameras(&args, &splats)?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
     let ctx = GpuContext::headless()?;
     let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
     let mut rasterizer = Rasterizer::new(&ctx.device);
-    let options = RenderOptions { sh_degree: args.sh_degree, background: args.background };
+    let options = RenderOptions {
+        sh_degree: args.sh_degree,
+        background: args.background,
+    };
     let bar = ProgressBar::new(cameras.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
@@ -61,13 +65,22 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         bar.set_message(camera.name.clone());
         rasterizer.render(&ctx, &gpu_splats, camera, &options)?;
         let image = rasterizer.read_image(&ctx)?;
-        let stem = std::path::Path::new(&camera.name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "render".into());
+        let stem = std::path::Path::new(&camera.name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "render".into());
         let path = args.out.join(format!("{stem}.png"));
         image_io::save_png(&image_io::to_rgb8(&image), &path)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("rendered {} view(s) of {} ({} splats) to {}", cameras.len(), args.scene.display(), splats.len(), args.out.display());
+    println!(
+        "rendered {} view(s) of {} ({} splats) to {}",
+        cameras.len(),
+        args.scene.display(),
+        splats.len(),
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -86,7 +99,9 @@ fn cameras(args: &RenderArgs, splats: &scene::Splats) -> anyhow::Result<Vec<Came
         } else {
             let mut out = Vec::new();
             for name in &args.camera {
-                let view = dataset.find(name).with_context(|| format!("{}: no camera for image '{name}'", root.display()))?;
+                let view = dataset
+                    .find(name)
+                    .with_context(|| format!("{}: no camera for image '{name}'", root.display()))?;
                 out.push(view.camera.clone());
             }
             out
@@ -111,7 +126,12 @@ pub fn default_up() -> glam::Vec3 {
 
 fn read_camera_json(path: &std::path::Path) -> anyhow::Result<Vec<Camera>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    let cameras = if value.is_array() { serde_json::from_value(value) } else { serde_json::from_value(value).map(|c| vec![c]) };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let cameras = if value.is_array() {
+        serde_json::from_value(value)
+    } else {
+        serde_json::from_value(value).map(|c| vec![c])
+    };
     cameras.with_context(|| format!("{}: not a camera (or list of cameras)", path.display()))
 }

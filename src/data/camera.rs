@@ -48,7 +48,15 @@ impl Camera {
 
     /// A camera at `eye` looking at `target`, with `up` pointing roughly up in the image, and a
     /// vertical field of view in radians.
-    pub fn look_at(name: impl Into<String>, eye: Vec3, target: Vec3, up: Vec3, fov_y: f32, width: u32, height: u32) -> Self {
+    pub fn look_at(
+        name: impl Into<String>,
+        eye: Vec3,
+        target: Vec3,
+        up: Vec3,
+        fov_y: f32,
+        width: u32,
+        height: u32,
+    ) -> Self {
         let forward = (target - eye).normalize();
         let right = forward.cross(up).normalize();
         let down = forward.cross(right);
@@ -82,7 +90,15 @@ impl Camera {
     pub fn resized(&self, width: u32, height: u32) -> Self {
         let sx = width as f32 / self.width as f32;
         let sy = height as f32 / self.height as f32;
-        Self { width, height, fx: self.fx * sx, fy: self.fy * sy, cx: self.cx * sx, cy: self.cy * sy, ..self.clone() }
+        Self {
+            width,
+            height,
+            fx: self.fx * sx,
+            fy: self.fy * sy,
+            cx: self.cx * sx,
+            cy: self.cy * sy,
+            ..self.clone()
+        }
     }
 
     pub fn fov_y(&self) -> f32 {

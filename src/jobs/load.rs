@@ -45,11 +45,18 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     if path.is_dir() {
         let dataset = data::open_dataset(path, 1)?;
         let points: Vec<([f32; 3], [u8; 3])> = dataset.points.iter().map(|p| (p.position, p.color)).collect();
-        let splats = scene::init::from_points(&points).ok_or_else(|| {
-            scene::SceneError::format(path, "the dataset's sparse model has no 3D points to show")
-        })?;
-        Ok(Loaded { path: path.to_path_buf(), splats, dataset: Some(dataset) })
+        let splats = scene::init::from_points(&points)
+            .ok_or_else(|| scene::SceneError::format(path, "the dataset's sparse model has no 3D points to show"))?;
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            splats,
+            dataset: Some(dataset),
+        })
     } else {
-        Ok(Loaded { path: path.to_path_buf(), splats: scene::load(path)?, dataset: None })
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            splats: scene::load(path)?,
+            dataset: None,
+        })
     }
 }

@@ -53,5 +53,9 @@ pub fn storage_from<T: bytemuck::Pod>(device: &wgpu::Device, data: &[T], label: 
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let mut padded = bytes.to_vec();
     padded.resize(bytes.len().max(16).next_multiple_of(4), 0);
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &padded, usage: STORAGE })
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: &padded,
+        usage: STORAGE,
+    })
 }

@@ -45,16 +45,27 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| GpuError::Device(e.to_string()))?;
-        Ok(Self { device, queue, adapter_name: describe(&info).into() })
+        Ok(Self {
+            device,
+            queue,
+            adapter_name: describe(&info).into(),
+        })
     }
 
     pub fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Self {
-        Self { device, queue, adapter_name: describe(info).into() }
+        Self {
+            device,
+            queue,
+            adapter_name: describe(info).into(),
+        }
     }
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<(), GpuError> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| GpuError::Poll(e.to_string()))
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Poll(e.to_string()))
     }
 
     /// Copies `size` bytes of a GPU buffer to the CPU (blocking). Used for results, not per-frame display.
@@ -74,7 +85,9 @@ impl GpuContext {
             let _ = tx.send(r);
         });
         self.wait()?;
-        rx.recv().map_err(|e| GpuError::Map(e.to_string()))?.map_err(|e| GpuError::Map(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| GpuError::Map(e.to_string()))?
+            .map_err(|e| GpuError::Map(e.to_string()))?;
         let bytes = slice.get_mapped_range().to_vec();
         staging.unmap();
         Ok(bytes)

@@ -56,11 +56,18 @@ fn compile(device: &wgpu::Device, name: &str, body: &str) -> wgpu::ComputePipeli
 }
 
 /// A bind group for group 0 of `pipeline`, binding `resources` to bindings 0, 1, 2, ... in order.
-pub fn bind(device: &wgpu::Device, pipeline: &wgpu::ComputePipeline, resources: &[wgpu::BindingResource]) -> wgpu::BindGroup {
+pub fn bind(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    resources: &[wgpu::BindingResource],
+) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry> = resources
         .iter()
         .enumerate()
-        .map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() })
+        .map(|(i, r)| wgpu::BindGroupEntry {
+            binding: i as u32,
+            resource: r.clone(),
+        })
         .collect();
     device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: None,
@@ -86,7 +93,10 @@ pub fn dispatch_1d(
     bind_group: &wgpu::BindGroup,
     groups: u32,
 ) {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: None,
+        timestamp_writes: None,
+    });
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, bind_group, &[]);
     let (x, y) = grid(groups);

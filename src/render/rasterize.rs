@@ -27,7 +27,10 @@ pub struct RenderOptions {
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        Self { sh_degree: 3, background: [0.0; 3] }
+        Self {
+            sh_degree: 3,
+            background: [0.0; 3],
+        }
     }
 }
 
@@ -125,16 +128,34 @@ pub struct Rasterizer {
 
 impl Rasterizer {
     pub fn new(device: &wgpu::Device) -> Self {
-        Self { kernels: Kernels::new(device), ws: Workspace::default(), sorted: Sorted::default(), last_size: (0, 0), peak_bytes: 0 }
+        Self {
+            kernels: Kernels::new(device),
+            ws: Workspace::default(),
+            sorted: Sorted::default(),
+            last_size: (0, 0),
+            peak_bytes: 0,
+        }
     }
 
     /// Renders one frame into the rasterizer's output buffers (see [`Rasterizer::read_image`]).
-    pub fn render(&mut self, ctx: &GpuContext, splats: &GpuSplats, camera: &Camera, opts: &RenderOptions) -> Result<FrameStats, GpuError> {
+    pub fn render(
+        &mut self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        camera: &Camera,
+        opts: &RenderOptions,
+    ) -> Result<FrameStats, GpuError> {
         self.render_inner(ctx, splats, camera, opts, false)
     }
 
     /// Like [`Rasterizer::render`] but waits for the GPU after each stage to time it. Slower; for benchmarks.
-    pub fn render_profiled(&mut self, ctx: &GpuContext, splats: &GpuSplats, camera: &Camera, opts: &RenderOptions) -> Result<FrameStats, GpuError> {
+    pub fn render_profiled(
+        &mut self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        camera: &Camera,
+        opts: &RenderOptions,
+    ) -> Result<FrameStats, GpuError> {
         self.render_inner(ctx, splats, camera, opts, true)
     }
 
@@ -164,9 +185,18 @@ impl Rasterizer {
         let projected = ws.projected.ensure(device, nb * PROJECTED_BYTES, "projected").clone();
         let tile_counts = ws.tile_counts.ensure(device, nb * 4, "tile counts").clone();
         let tile_rects = ws.tile_rects.ensure(device, nb * 8, "tile rects").clone();
-        let depth_keys = [ws.depth_keys[0].ensure(device, nb * 4, "depth keys").clone(), ws.depth_keys[1].ensure(device, nb * 4, "depth keys").clone()];
-        let depth_ids = [ws.depth_ids[0].ensure(device, nb * 4, "depth ids").clone(), ws.depth_ids[1].ensure(device, nb * 4, "depth ids").clone()];
-        let sorted_counts = ws.sorted_counts.ensure(device, (nb + 1) * 4, "sorted tile counts").clone();
+        let depth_keys = [
+            ws.depth_keys[0].ensure(device, nb * 4, "depth keys").clone(),
+            ws.depth_keys[1].ensure(device, nb * 4, "depth keys").clone(),
+        ];
+        let depth_ids = [
+            ws.depth_ids[0].ensure(device, nb * 4, "depth ids").clone(),
+            ws.depth_ids[1].ensure(device, nb * 4, "depth ids").clone(),
+        ];
+        let sorted_counts = ws
+            .sorted_counts
+            .ensure(device, (nb + 1) * 4, "sorted tile counts")
+            .clone();
 
         let camera_from_world = glam::Mat4::from(camera.camera_from_world());
         let position = camera.position();
@@ -208,13 +238,27 @@ impl Rasterizer {
 
         // Stage 2: sort splats by depth, then lay out their tile counts in that order and scan them.
         let t1 = Instant::now();
-        let d = encode_radix_sort(device, k, &mut encoder, [&depth_keys[0], &depth_keys[1]], [&depth_ids[0], &depth_ids[1]], n, 32, &mut ws.scratch);
+        let d = encode_radix_sort(
+            device,
+            k,
+            &mut encoder,
+            [&depth_keys[0], &depth_keys[1]],
+            [&depth_ids[0], &depth_ids[1]],
+            n,
+            32,
+            &mut ws.scratch,
+        );
         self.sorted.depth = d;
         let gather_uniforms = uniform(device, &[n, 0, 0, 0]);
         let bg = bind(
             device,
             &k.gather_counts,
-            &[gather_uniforms.as_entire_binding(), tile_counts.as_entire_binding(), depth_ids[d].as_entire_binding(), sorted_counts.as_entire_binding()],
+            &[
+                gather_uniforms.as_entire_binding(),
+                tile_counts.as_entire_binding(),
+                depth_ids[d].as_entire_binding(),
+                sorted_counts.as_entire_binding(),
+            ],
         );
         dispatch_1d(&mut encoder, &k.gather_counts, &bg, (n + 1).div_ceil(256));
         encode_exclusive_scan(device, k, &mut encoder, &sorted_counts, n + 1, &mut Vec::new(), 0);
@@ -226,8 +270,14 @@ impl Rasterizer {
 
         // Stage 3: emit (tile, splat) pairs in depth order and sort them stably by tile.
         let mb = m as u64;
-        let isect_tiles = [ws.isect_tiles[0].ensure(device, mb * 4, "isect tiles").clone(), ws.isect_tiles[1].ensure(device, mb * 4, "isect tiles").clone()];
-        let isect_splats = [ws.isect_splats[0].ensure(device, mb * 4, "isect splats").clone(), ws.isect_splats[1].ensure(device, mb * 4, "isect splats").clone()];
+        let isect_tiles = [
+            ws.isect_tiles[0].ensure(device, mb * 4, "isect tiles").clone(),
+            ws.isect_tiles[1].ensure(device, mb * 4, "isect tiles").clone(),
+        ];
+        let isect_splats = [
+            ws.isect_splats[0].ensure(device, mb * 4, "isect splats").clone(),
+            ws.isect_splats[1].ensure(device, mb * 4, "isect splats").clone(),
+        ];
         let ranges = ws.ranges.ensure(device, num_tiles as u64 * 8, "tile ranges").clone();
         let mut encoder = device.create_command_encoder(&Default::default());
         let emit_uniforms = uniform(device, &[n, tiles_x, 0, 0]);
@@ -245,11 +295,28 @@ impl Rasterizer {
             ],
         );
         dispatch_1d(&mut encoder, &k.emit_intersections, &bg, n.div_ceil(256));
-        let t = encode_radix_sort(device, k, &mut encoder, [&isect_tiles[0], &isect_tiles[1]], [&isect_splats[0], &isect_splats[1]], m, bits_for(num_tiles), &mut ws.scratch);
+        let t = encode_radix_sort(
+            device,
+            k,
+            &mut encoder,
+            [&isect_tiles[0], &isect_tiles[1]],
+            [&isect_splats[0], &isect_splats[1]],
+            m,
+            bits_for(num_tiles),
+            &mut ws.scratch,
+        );
         self.sorted.tiles = t;
         encoder.clear_buffer(&ranges, 0, None);
         let range_uniforms = uniform(device, &[m, 0, 0, 0]);
-        let bg = bind(device, &k.tile_ranges, &[range_uniforms.as_entire_binding(), isect_tiles[t].as_entire_binding(), ranges.as_entire_binding()]);
+        let bg = bind(
+            device,
+            &k.tile_ranges,
+            &[
+                range_uniforms.as_entire_binding(),
+                isect_tiles[t].as_entire_binding(),
+                ranges.as_entire_binding(),
+            ],
+        );
         dispatch_1d(&mut encoder, &k.tile_ranges, &bg, m.div_ceil(256));
         if profile {
             ctx.queue.submit([encoder.finish()]);
@@ -264,7 +331,16 @@ impl Rasterizer {
         let depth = ws.depth.ensure(device, pixels * 4, "depth").clone();
         let last = ws.last.ensure(device, pixels * 4, "last index").clone();
         let bgc = opts.background;
-        let raster_uniforms = uniform(device, &RasterUniforms { width, height, tiles_x, _pad: 0, background: [bgc[0], bgc[1], bgc[2], 0.0] });
+        let raster_uniforms = uniform(
+            device,
+            &RasterUniforms {
+                width,
+                height,
+                tiles_x,
+                _pad: 0,
+                background: [bgc[0], bgc[1], bgc[2], 0.0],
+            },
+        );
         let bg = bind(
             device,
             &k.rasterize,
@@ -279,7 +355,10 @@ impl Rasterizer {
             ],
         );
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("rasterize"), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("rasterize"),
+                timestamp_writes: None,
+            });
             pass.set_pipeline(&k.rasterize);
             pass.set_bind_group(0, &bg, &[]);
             pass.dispatch_workgroups(tiles_x, tiles_y, 1);
@@ -298,10 +377,21 @@ impl Rasterizer {
         let (width, height) = self.last_size;
         let Some(color) = self.ws.color.get() else { return };
         let params = uniform(&ctx.device, &[width, height, 0, 0]);
-        let bg = bind(&ctx.device, &self.kernels.present, &[params.as_entire_binding(), color.as_entire_binding(), wgpu::BindingResource::TextureView(target)]);
+        let bg = bind(
+            &ctx.device,
+            &self.kernels.present,
+            &[
+                params.as_entire_binding(),
+                color.as_entire_binding(),
+                wgpu::BindingResource::TextureView(target),
+            ],
+        );
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("present"), timestamp_writes: None });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("present"),
+                timestamp_writes: None,
+            });
             pass.set_pipeline(&self.kernels.present);
             pass.set_bind_group(0, &bg, &[]);
             pass.dispatch_workgroups(width.div_ceil(16), height.div_ceil(16), 1);
@@ -314,17 +404,29 @@ impl Rasterizer {
         let (width, height) = self.last_size;
         let pixels = (width * height) as u64;
         let (Some(color), Some(depth)) = (self.ws.color.get(), self.ws.depth.get()) else {
-            return Ok(RenderedImage { width: 0, height: 0, rgba: Vec::new(), depth: Vec::new() });
+            return Ok(RenderedImage {
+                width: 0,
+                height: 0,
+                rgba: Vec::new(),
+                depth: Vec::new(),
+            });
         };
         let rgba = ctx.read_buffer(color, 0, pixels * 16)?;
         let d = ctx.read_buffer(depth, 0, pixels * 4)?;
-        Ok(RenderedImage { width, height, rgba: bytemuck::pod_collect_to_vec(&rgba), depth: bytemuck::pod_collect_to_vec(&d) })
+        Ok(RenderedImage {
+            width,
+            height,
+            rgba: bytemuck::pod_collect_to_vec(&rgba),
+            depth: bytemuck::pod_collect_to_vec(&d),
+        })
     }
 
     /// Expected depth of the last frame at one pixel; `None` outside the image or where nothing was drawn.
     pub fn read_depth_at(&self, ctx: &GpuContext, x: u32, y: u32) -> Result<Option<f32>, GpuError> {
         let (width, height) = self.last_size;
-        let Some(depth) = self.ws.depth.get() else { return Ok(None) };
+        let Some(depth) = self.ws.depth.get() else {
+            return Ok(None);
+        };
         if x >= width || y >= height {
             return Ok(None);
         }

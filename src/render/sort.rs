@@ -37,13 +37,31 @@ pub fn encode_exclusive_scan(
     if levels.len() <= level {
         levels.resize_with(level + 1, Growable::default);
     }
-    let sums = levels[level].ensure(device, groups as u64 * 4, "scan block sums").clone();
+    let sums = levels[level]
+        .ensure(device, groups as u64 * 4, "scan block sums")
+        .clone();
     let params = uniform(device, &[n, 0, 0, 0]);
-    let bg = bind(device, &kernels.scan_blocks, &[params.as_entire_binding(), data.as_entire_binding(), sums.as_entire_binding()]);
+    let bg = bind(
+        device,
+        &kernels.scan_blocks,
+        &[
+            params.as_entire_binding(),
+            data.as_entire_binding(),
+            sums.as_entire_binding(),
+        ],
+    );
     dispatch_1d(encoder, &kernels.scan_blocks, &bg, groups);
     if groups > 1 {
         encode_exclusive_scan(device, kernels, encoder, &sums, groups, levels, level + 1);
-        let bg = bind(device, &kernels.scan_add, &[params.as_entire_binding(), data.as_entire_binding(), sums.as_entire_binding()]);
+        let bg = bind(
+            device,
+            &kernels.scan_add,
+            &[
+                params.as_entire_binding(),
+                data.as_entire_binding(),
+                sums.as_entire_binding(),
+            ],
+        );
         dispatch_1d(encoder, &kernels.scan_add, &bg, groups);
     }
 }
@@ -65,15 +83,34 @@ pub fn encode_radix_sort(
         return 0;
     }
     let num_blocks = n.div_ceil(1024);
-    let counts = scratch.counts.ensure(device, 16 * num_blocks as u64 * 4, "sort counts").clone();
+    let counts = scratch
+        .counts
+        .ensure(device, 16 * num_blocks as u64 * 4, "sort counts")
+        .clone();
     let passes = bits.div_ceil(4);
     for pass in 0..passes {
         let src = (pass % 2) as usize;
         let dst = 1 - src;
         let params = uniform(device, &[n, pass * 4, num_blocks, 0]);
-        let bg = bind(device, &kernels.sort_count, &[params.as_entire_binding(), keys[src].as_entire_binding(), counts.as_entire_binding()]);
+        let bg = bind(
+            device,
+            &kernels.sort_count,
+            &[
+                params.as_entire_binding(),
+                keys[src].as_entire_binding(),
+                counts.as_entire_binding(),
+            ],
+        );
         dispatch_1d(encoder, &kernels.sort_count, &bg, num_blocks);
-        encode_exclusive_scan(device, kernels, encoder, &counts, 16 * num_blocks, &mut scratch.scan_levels, 0);
+        encode_exclusive_scan(
+            device,
+            kernels,
+            encoder,
+            &counts,
+            16 * num_blocks,
+            &mut scratch.scan_levels,
+            0,
+        );
         let bg = bind(
             device,
             &kernels.sort_scatter,
@@ -103,7 +140,9 @@ mod tests {
     use crate::render::GpuContext;
 
     fn lcg(state: &mut u64) -> u32 {
-        *state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        *state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (*state >> 33) as u32
     }
 
@@ -119,20 +158,45 @@ mod tests {
         let kernels = Kernels::new(&ctx.device);
         let mut scratch = SortScratch::default();
         let mut seed = 7u64;
-        for (n, bits) in [(1usize, 32u32), (255, 32), (1024, 8), (1025, 13), (70_000, 32), (300_001, 5)] {
+        for (n, bits) in [
+            (1usize, 32u32),
+            (255, 32),
+            (1024, 8),
+            (1025, 13),
+            (70_000, 32),
+            (300_001, 5),
+        ] {
             let keys: Vec<u32> = (0..n).map(|_| lcg(&mut seed) >> (32 - bits)).collect();
             let values: Vec<u32> = (0..n as u32).collect();
-            let k = [storage_from(&ctx.device, &keys, "k0"), storage_from(&ctx.device, &keys, "k1")];
-            let v = [storage_from(&ctx.device, &values, "v0"), storage_from(&ctx.device, &values, "v1")];
+            let k = [
+                storage_from(&ctx.device, &keys, "k0"),
+                storage_from(&ctx.device, &keys, "k1"),
+            ];
+            let v = [
+                storage_from(&ctx.device, &values, "v0"),
+                storage_from(&ctx.device, &values, "v1"),
+            ];
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            let out = encode_radix_sort(&ctx.device, &kernels, &mut encoder, [&k[0], &k[1]], [&v[0], &v[1]], n as u32, bits, &mut scratch);
+            let out = encode_radix_sort(
+                &ctx.device,
+                &kernels,
+                &mut encoder,
+                [&k[0], &k[1]],
+                [&v[0], &v[1]],
+                n as u32,
+                bits,
+                &mut scratch,
+            );
             ctx.queue.submit([encoder.finish()]);
             let mut expected: Vec<(u32, u32)> = keys.iter().copied().zip(values.iter().copied()).collect();
             expected.sort_by_key(|&(key, _)| key);
             let got_keys = read_u32(&ctx, &k[out], n);
             let got_values = read_u32(&ctx, &v[out], n);
             let got: Vec<(u32, u32)> = got_keys.into_iter().zip(got_values).collect();
-            assert!(got == expected, "sort of {n} keys with {bits} bits differs from a stable sort");
+            assert!(
+                got == expected,
+                "sort of {n} keys with {bits} bits differs from a stable sort"
+            );
         }
     }
 
@@ -145,13 +209,24 @@ mod tests {
             let data: Vec<u32> = (0..n).map(|_| lcg(&mut seed) % 100).collect();
             let buffer = storage_from(&ctx.device, &data, "scan");
             let mut encoder = ctx.device.create_command_encoder(&Default::default());
-            encode_exclusive_scan(&ctx.device, &kernels, &mut encoder, &buffer, n as u32, &mut Vec::new(), 0);
+            encode_exclusive_scan(
+                &ctx.device,
+                &kernels,
+                &mut encoder,
+                &buffer,
+                n as u32,
+                &mut Vec::new(),
+                0,
+            );
             ctx.queue.submit([encoder.finish()]);
-            let expected: Vec<u32> = data.iter().scan(0u32, |acc, x| {
-                let before = *acc;
-                *acc += x;
-                Some(before)
-            }).collect();
+            let expected: Vec<u32> = data
+                .iter()
+                .scan(0u32, |acc, x| {
+                    let before = *acc;
+                    *acc += x;
+                    Some(before)
+                })
+                .collect();
             assert_eq!(read_u32(&ctx, &buffer, n), expected, "scan of {n}");
         }
     }

@@ -32,6 +32,15 @@ impl GpuSplats {
     }
 
     pub fn bytes(&self) -> u64 {
-        [&self.means, &self.log_scales, &self.rotations, &self.opacity_logits, &self.sh].iter().map(|b| b.size()).sum()
+        [
+            &self.means,
+            &self.log_scales,
+            &self.rotations,
+            &self.opacity_logits,
+            &self.sh,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum()
     }
 }

@@ -19,7 +19,10 @@ pub fn from_points(points: &[([f32; 3], [u8; 3])]) -> Option<Splats> {
         rotations: vec![[1.0, 0.0, 0.0, 0.0]; n],
         opacity_logits: vec![logit(0.9); n],
         sh_degree: 0,
-        sh: points.iter().map(|(_, c)| c.map(|v| (v as f32 / 255.0 - 0.5) / SH_C0)).collect(),
+        sh: points
+            .iter()
+            .map(|(_, c)| c.map(|v| (v as f32 / 255.0 - 0.5) / SH_C0))
+            .collect(),
     })
 }
 
@@ -30,10 +33,23 @@ pub fn mean_knn_distances(points: &[glam::Vec3], k: usize) -> Vec<f32> {
     if n < 2 {
         return vec![1.0; n];
     }
-    let (lo, hi) = points.iter().fold((glam::Vec3::splat(f32::MAX), glam::Vec3::splat(f32::MIN)), |(lo, hi), p| (lo.min(*p), hi.max(*p)));
+    let (lo, hi) = points.iter().fold(
+        (glam::Vec3::splat(f32::MAX), glam::Vec3::splat(f32::MIN)),
+        |(lo, hi), p| (lo.min(*p), hi.max(*p)),
+    );
     let extent = (hi - lo).max(glam::Vec3::splat(1e-6));
-    // About two points per cell on average.
-    let cell = ((extent.x * extent.y * extent.z) / (n as f32 / 2.0)).cbrt().max(extent.max_element() / 1024.0).max(1e-6);
+    // About two points per cell on average, measured over the axes the points really spread along
+    // (a flat or collinear cloud would otherwise get tiny cells and a huge shell search).
+    let spread: Vec<f32> = extent
+        .to_array()
+        .into_iter()
+        .filter(|e| *e > extent.max_element() * 1e-3)
+        .collect();
+    let volume: f32 = spread.iter().product();
+    let cell = (volume / (n as f32 / 2.0))
+        .powf(1.0 / spread.len() as f32)
+        .max(extent.max_element() / 1024.0)
+        .max(1e-6);
     let key = |p: glam::Vec3| ((p - lo) / cell).floor().as_ivec3();
     let mut grid: std::collections::HashMap<glam::IVec3, Vec<u32>> = std::collections::HashMap::new();
     for (i, p) in points.iter().enumerate() {
@@ -54,7 +70,9 @@ pub fn mean_knn_distances(points: &[glam::Vec3], k: usize) -> Vec<f32> {
                             if dx.abs().max(dy.abs()).max(dz.abs()) != r {
                                 continue;
                             }
-                            let Some(cell_points) = grid.get(&(c + glam::IVec3::new(dx, dy, dz))) else { continue };
+                            let Some(cell_points) = grid.get(&(c + glam::IVec3::new(dx, dy, dz))) else {
+                                continue;
+                            };
                             for &j in cell_points {
                                 if j as usize == i {
                                     continue;
@@ -89,10 +107,17 @@ mod tests {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (state >> 8) as f32 / (1u32 << 24) as f32
         };
-        let points: Vec<glam::Vec3> = (0..300).map(|_| glam::Vec3::new(rnd() * 10.0, rnd(), rnd() * 3.0)).collect();
+        let points: Vec<glam::Vec3> = (0..300)
+            .map(|_| glam::Vec3::new(rnd() * 10.0, rnd(), rnd() * 3.0))
+            .collect();
         let fast = mean_knn_distances(&points, 3);
         for (i, p) in points.iter().enumerate() {
-            let mut d: Vec<f32> = points.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, q)| p.distance(*q)).collect();
+            let mut d: Vec<f32> = points
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, q)| p.distance(*q))
+                .collect();
             d.sort_by(f32::total_cmp);
             let want = (d[0] + d[1] + d[2]) / 3.0;
             assert!((fast[i] - want).abs() < 1e-5, "point {i}: {} vs {}", fast[i], want);
@@ -106,5 +131,18 @@ mod tests {
         assert!((s.log_scales[0][0] - 0.0).abs() < 1e-6);
         assert!((SH_C0 * s.sh[0][0] + 0.5 - 1.0).abs() < 1e-6);
         assert!(from_points(&[]).is_none());
+    }
+
+    #[test]
+    fn flat_and_collinear_clouds_are_quick() {
+        let line: Vec<glam::Vec3> = (0..2000).map(|i| glam::Vec3::new(i as f32 * 0.01, 0.0, 0.0)).collect();
+        let d = mean_knn_distances(&line, 3);
+        // Neighbours at 0.01, 0.01, 0.02 in the middle of the line.
+        assert!((d[1000] - 0.04 / 3.0).abs() < 1e-4, "{}", d[1000]);
+        let plane: Vec<glam::Vec3> = (0..2500)
+            .map(|i| glam::Vec3::new((i % 50) as f32, (i / 50) as f32, 0.0))
+            .collect();
+        let d = mean_knn_distances(&plane, 3);
+        assert!((d[25 * 50 + 25] - 1.0).abs() < 1e-5);
     }
 }

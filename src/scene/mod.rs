@@ -48,10 +48,16 @@ pub enum SceneError {
 
 impl SceneError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
     pub fn format(path: &Path, message: impl Into<String>) -> Self {
-        Self::Format { path: path.to_path_buf(), message: message.into() }
+        Self::Format {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
     }
 }
 
@@ -72,7 +78,10 @@ impl Splats {
             return Err(SceneError::format(path, "the scene has no splats"));
         }
         if self.sh_degree > 3 {
-            return Err(SceneError::format(path, format!("SH degree {} is not supported (0..=3)", self.sh_degree)));
+            return Err(SceneError::format(
+                path,
+                format!("SH degree {} is not supported (0..=3)", self.sh_degree),
+            ));
         }
         let k = sh_coeffs(self.sh_degree);
         if self.log_scales.len() != n
@@ -86,11 +95,24 @@ impl Splats {
         let bad = finite3(&self.means)
             .map(|i| ("position", i))
             .or_else(|| finite3(&self.log_scales).map(|i| ("scale", i)))
-            .or_else(|| self.rotations.iter().position(|a| a.iter().any(|x| !x.is_finite())).map(|i| ("rotation", i)))
-            .or_else(|| self.opacity_logits.iter().position(|x| !x.is_finite()).map(|i| ("opacity", i)))
+            .or_else(|| {
+                self.rotations
+                    .iter()
+                    .position(|a| a.iter().any(|x| !x.is_finite()))
+                    .map(|i| ("rotation", i))
+            })
+            .or_else(|| {
+                self.opacity_logits
+                    .iter()
+                    .position(|x| !x.is_finite())
+                    .map(|i| ("opacity", i))
+            })
             .or_else(|| finite3(&self.sh).map(|i| ("colour (SH)", i / k)));
         if let Some((what, i)) = bad {
-            return Err(SceneError::format(path, format!("splat {i} has a non-finite {what} (NaN or infinity)")));
+            return Err(SceneError::format(
+                path,
+                format!("splat {i} has a non-finite {what} (NaN or infinity)"),
+            ));
         }
         Ok(())
     }
@@ -98,19 +120,26 @@ impl Splats {
     /// Axis-aligned bounds of the splat centres, ignoring the 1% most extreme on each side so a few
     /// floaters far away do not decide where the default camera looks.
     pub fn robust_bounds(&self) -> (glam::Vec3, glam::Vec3) {
-        let mut lo = [0.0f32; 3];
-        let mut hi = [0.0f32; 3];
+        let (lo, _, hi) = self.quantiles(0.01);
+        (lo, hi)
+    }
+
+    /// Per-axis `q` and `1 - q` quantiles of the splat centres, with the median between them: a
+    /// bounding box and centre that a few far-away floaters cannot drag around.
+    pub fn quantiles(&self, q: f32) -> (glam::Vec3, glam::Vec3, glam::Vec3) {
+        let mut out = [[0.0f32; 3]; 3];
         for axis in 0..3 {
             let mut v: Vec<f32> = self.means.iter().map(|m| m[axis]).collect();
-            v.sort_by(f32::total_cmp);
             if v.is_empty() {
                 continue;
             }
-            let q = v.len() / 100;
-            lo[axis] = v[q];
-            hi[axis] = v[v.len() - 1 - q];
+            v.sort_by(f32::total_cmp);
+            let k = ((v.len() - 1) as f32 * q.clamp(0.0, 0.5)) as usize;
+            out[0][axis] = v[k];
+            out[1][axis] = v[v.len() / 2];
+            out[2][axis] = v[v.len() - 1 - k];
         }
-        (glam::Vec3::from(lo), glam::Vec3::from(hi))
+        (out[0].into(), out[1].into(), out[2].into())
     }
 }
 
@@ -120,7 +149,12 @@ pub fn load(path: &Path) -> Result<Splats, SceneError> {
     let splats = match ext.as_deref() {
         Some("ply") => ply::read_ply(path)?,
         Some("splat") => splat::read_splat(path)?,
-        _ => return Err(SceneError::format(path, "unknown scene format (expected .ply or .splat)")),
+        _ => {
+            return Err(SceneError::format(
+                path,
+                "unknown scene format (expected .ply or .splat)",
+            ))
+        }
     };
     splats.validate(path)?;
     Ok(splats)

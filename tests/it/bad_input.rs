@@ -10,14 +10,26 @@ fn expect_clean_failure(args: &[&str], needles: &[&str]) {
     let (code, _stdout, stderr) = difix3d(args);
     assert_eq!(code, 1, "expected exit 1 for {args:?}, stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
-    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
     for needle in needles {
-        assert!(line.contains(needle), "error line for {args:?} should mention '{needle}': {line}");
+        assert!(
+            line.contains(needle),
+            "error line for {args:?} should mention '{needle}': {line}"
+        );
     }
 }
 
 fn render_scene(scene: &Path, out: &Path) -> Vec<String> {
-    vec!["render".into(), "--scene".into(), scene.display().to_string(), "--out".into(), out.display().to_string()]
+    vec![
+        "render".into(),
+        "--scene".into(),
+        scene.display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ]
 }
 
 fn check_scene_error(file_name: &str, contents: &[u8], needles: &[&str]) {
@@ -52,7 +64,16 @@ fn good_vertex() -> Vec<f32> {
 fn missing_scene_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    expect_clean_failure(&["render", "--scene", "/no/such/scene.ply", "--out", out.to_str().unwrap()], &["/no/such/scene.ply"]);
+    expect_clean_failure(
+        &[
+            "render",
+            "--scene",
+            "/no/such/scene.ply",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["/no/such/scene.ply"],
+    );
 }
 
 #[test]
@@ -64,7 +85,11 @@ fn truncated_ply() {
 
 #[test]
 fn malformed_ply_header() {
-    check_scene_error("garbage.ply", b"ply\nformat binary_little_endian 1.0\nelement vertex two\nend_header\n", &[]);
+    check_scene_error(
+        "garbage.ply",
+        b"ply\nformat binary_little_endian 1.0\nelement vertex two\nend_header\n",
+        &[],
+    );
 }
 
 #[test]
@@ -113,9 +138,23 @@ fn write_dataset(root: &Path, camera_line: &str, with_image: bool) {
 
 fn render_dataset(root: &Path, needles: &[&str]) {
     let scene = tempfile::Builder::new().suffix(".ply").tempfile().unwrap();
-    std::fs::write(scene.path(), ply_with(GOOD_HEADER, &[good_vertex(), good_vertex()].concat())).unwrap();
+    std::fs::write(
+        scene.path(),
+        ply_with(GOOD_HEADER, &[good_vertex(), good_vertex()].concat()),
+    )
+    .unwrap();
     let out = root.join("out");
-    let args = ["render", "--scene", scene.path().to_str().unwrap(), "--data", root.to_str().unwrap(), "--camera", "view.png", "--out", out.to_str().unwrap()];
+    let args = [
+        "render",
+        "--scene",
+        scene.path().to_str().unwrap(),
+        "--data",
+        root.to_str().unwrap(),
+        "--camera",
+        "view.png",
+        "--out",
+        out.to_str().unwrap(),
+    ];
     expect_clean_failure(&args, needles);
 }
 
@@ -140,5 +179,14 @@ fn unwritable_output_folder() {
     std::fs::write(&scene, ply_with(GOOD_HEADER, &[good_vertex(), good_vertex()].concat())).unwrap();
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, b"not a folder").unwrap();
-    expect_clean_failure(&["render", "--scene", scene.to_str().unwrap(), "--out", blocker.to_str().unwrap()], &["a-file"]);
+    expect_clean_failure(
+        &[
+            "render",
+            "--scene",
+            scene.to_str().unwrap(),
+            "--out",
+            blocker.to_str().unwrap(),
+        ],
+        &["a-file"],
+    );
 }

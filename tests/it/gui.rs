@@ -29,7 +29,11 @@ fn display() -> Option<(String, Xvfb)> {
     }
     let number = 90 + std::process::id() % 50;
     let name = format!(":{number}");
-    let child = Command::new("Xvfb").args([&name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+    let child = Command::new("Xvfb")
+        .args([&name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
     match child {
         Ok(child) => {
             std::thread::sleep(Duration::from_secs(2));
@@ -52,14 +56,23 @@ struct ShotMeta {
 
 #[test]
 fn viewer_window_shows_the_scene() {
-    let Some(scene) = asset("bonsai-7k-mini.splat") else { return };
+    let Some(scene) = asset("bonsai-7k-mini.splat") else {
+        return;
+    };
     let Some((display, _xvfb)) = display() else { return };
     let dir = tempfile::tempdir().unwrap();
     let shot = dir.path().join("shot.png");
     let runtime = dir.path().join("xdg");
     std::fs::create_dir_all(&runtime).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_difix3d"))
-        .args(["view", scene.to_str().unwrap(), "--size", "900x560", "--screenshot", shot.to_str().unwrap()])
+        .args([
+            "view",
+            scene.to_str().unwrap(),
+            "--size",
+            "900x560",
+            "--screenshot",
+            shot.to_str().unwrap(),
+        ])
         .env("DISPLAY", &display)
         .env_remove("WAYLAND_DISPLAY")
         .env("XDG_RUNTIME_DIR", &runtime)
@@ -88,13 +101,27 @@ fn viewer_window_shows_the_scene() {
     let (ctx, rasterizer) = gpu();
     let splats = GpuSplats::upload(&ctx.device, &difix3d::scene::load(&scene).unwrap());
     let mut rasterizer = rasterizer.lock().unwrap();
-    rasterizer.render(ctx, &splats, &meta.camera, &RenderOptions { sh_degree: meta.sh_degree, background: meta.background }).unwrap();
+    rasterizer
+        .render(
+            ctx,
+            &splats,
+            &meta.camera,
+            &RenderOptions {
+                sh_degree: meta.sh_degree,
+                background: meta.background,
+            },
+        )
+        .unwrap();
     let headless = difix3d::image_io::to_rgb8(&rasterizer.read_image(ctx).unwrap());
 
     // Compare the lower two thirds of the 3D view (the top-left carries the fps overlay).
     let [x0, y0, x1, y1] = meta.screen_rect.map(|v| v.round() as u32);
     let (w, h) = (headless.width(), headless.height());
-    assert!((x1 - x0).abs_diff(w) <= 1 && (y1 - y0).abs_diff(h) <= 1, "view rect {:?} vs render {w}x{h}", meta.screen_rect);
+    assert!(
+        (x1 - x0).abs_diff(w) <= 1 && (y1 - y0).abs_diff(h) <= 1,
+        "view rect {:?} vs render {w}x{h}",
+        meta.screen_rect
+    );
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for y in h / 3..h.min(y1 - y0) {
         for x in 0..w.min(x1 - x0) {
@@ -106,5 +133,8 @@ fn viewer_window_shows_the_scene() {
     eprintln!("window vs headless render: PSNR {p:.1} dB over {} pixels", a.len() / 3);
     assert!(p > 30.0, "the window does not show the rendered scene (PSNR {p:.1} dB)");
     let lit = b.chunks(3).filter(|c| c.iter().any(|&v| v > 0.04)).count();
-    assert!(lit > b.len() / 3 / 2, "the compared region is mostly empty; pick a better default view");
+    assert!(
+        lit > b.len() / 3 / 2,
+        "the compared region is mostly empty; pick a better default view"
+    );
 }

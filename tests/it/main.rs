@@ -38,6 +38,13 @@ pub fn gpu() -> &'static (GpuContext, Mutex<Rasterizer>) {
 
 /// Runs the `difix3d` binary; returns (exit code, stdout, stderr).
 pub fn difix3d(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difix3d")).args(args).output().expect("run difix3d");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difix3d"))
+        .args(args)
+        .output()
+        .expect("run difix3d");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

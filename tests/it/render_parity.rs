@@ -21,7 +21,11 @@ struct Case {
 
 fn load_png(path: &std::path::Path) -> Vec<f32> {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    img.to_rgb8().pixels().flat_map(|p| p.0).map(|v| v as f32 / 255.0).collect()
+    img.to_rgb8()
+        .pixels()
+        .flat_map(|p| p.0)
+        .map(|v| v as f32 / 255.0)
+        .collect()
 }
 
 fn load_gray(path: &std::path::Path) -> Vec<f32> {
@@ -32,7 +36,9 @@ fn load_gray(path: &std::path::Path) -> Vec<f32> {
 #[test]
 fn renders_match_the_reference_implementation() {
     let fixtures = repo().join("tests/fixtures/render");
-    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(fixtures.join("cases.json")).expect("cases.json")).expect("parse cases.json");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("cases.json")).expect("cases.json"))
+            .expect("parse cases.json");
     assert!(cases.len() >= 6, "expected the bonsai and maupertuis goldens");
     let (ctx, rasterizer) = gpu();
     let mut rasterizer = rasterizer.lock().unwrap();
@@ -41,7 +47,11 @@ fn renders_match_the_reference_implementation() {
     for case in &cases {
         let scene_path = repo().join(&case.scene);
         if !scene_path.exists() {
-            eprintln!("SKIPPED golden '{}': {} is missing; run scripts/fetch_assets.sh", case.name, scene_path.display());
+            eprintln!(
+                "SKIPPED golden '{}': {} is missing; run scripts/fetch_assets.sh",
+                case.name,
+                scene_path.display()
+            );
             continue;
         }
         if loaded.as_ref().is_none_or(|(p, _)| *p != case.scene) {
@@ -49,11 +59,22 @@ fn renders_match_the_reference_implementation() {
             loaded = Some((case.scene.clone(), GpuSplats::upload(&ctx.device, &splats)));
         }
         let splats = &loaded.as_ref().unwrap().1;
-        let options = RenderOptions { sh_degree: case.sh_degree, background: case.background };
+        let options = RenderOptions {
+            sh_degree: case.sh_degree,
+            background: case.background,
+        };
         rasterizer.render(ctx, splats, &case.camera, &options).unwrap();
         let image = rasterizer.read_image(ctx).unwrap();
-        let ours: Vec<f32> = difix3d::image_io::to_rgb8(&image).pixels().flat_map(|p| p.0).map(|v| v as f32 / 255.0).collect();
-        let ours_alpha: Vec<f32> = image.rgba.iter().map(|p| difix3d::image_io::quantize(p[3]) as f32 / 255.0).collect();
+        let ours: Vec<f32> = difix3d::image_io::to_rgb8(&image)
+            .pixels()
+            .flat_map(|p| p.0)
+            .map(|v| v as f32 / 255.0)
+            .collect();
+        let ours_alpha: Vec<f32> = image
+            .rgba
+            .iter()
+            .map(|p| difix3d::image_io::quantize(p[3]) as f32 / 255.0)
+            .collect();
         let want = load_png(&fixtures.join(&case.image));
         let want_alpha = load_gray(&fixtures.join(&case.alpha));
         let p = psnr(&ours, &want);

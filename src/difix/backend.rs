@@ -1,0 +1,101 @@
+//! Picking the burn backend Difix runs on, and checking that it can run before burn is asked to.
+//!
+//! burn's CUDA backend panics at first use where no NVIDIA driver exists, so we probe the driver
+//! ourselves and turn its absence into an ordinary error.
+
+use std::fmt;
+
+use burn::tensor::backend::Backend;
+
+use super::DifixError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// NVIDIA GPUs through burn-cuda (needs the `cuda` cargo feature and an NVIDIA driver).
+    Cuda,
+    /// Any GPU through wgpu (Vulkan/Metal/DX12); runs on the CPU via lavapipe where there is no GPU.
+    Wgpu,
+    /// Pure CPU (burn-ndarray): slow, but always available.
+    Cpu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    Fp32,
+    Fp16,
+    Bf16,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Cuda => "cuda",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cpu => "cpu",
+        })
+    }
+}
+
+/// Code to run once the backend type is known (a generic closure, which Rust cannot express directly).
+pub trait WithBackend {
+    type Output;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `job` on the chosen backend and precision, or explains why that combination cannot run here.
+pub fn run_on<J: WithBackend>(kind: BackendKind, precision: Precision, job: J) -> Result<J::Output, DifixError> {
+    use burn::backend::{ndarray::NdArrayDevice, wgpu::WgpuDevice, NdArray, Wgpu};
+    match (kind, precision) {
+        (BackendKind::Cpu, Precision::Fp32) => Ok(job.run::<NdArray<f32>>(NdArrayDevice::Cpu)),
+        (BackendKind::Cpu, p) => Err(DifixError::Backend(format!("{p:?} needs a GPU backend; the CPU backend runs fp32"))),
+        (BackendKind::Wgpu, Precision::Fp32) => Ok(job.run::<Wgpu<f32>>(WgpuDevice::DefaultDevice)),
+        (BackendKind::Wgpu, p) => Err(DifixError::Backend(format!(
+            "{p:?} on wgpu is not yet supported (use --precision fp32, or --backend cuda on NVIDIA)"
+        ))),
+        (BackendKind::Cuda, precision) => run_cuda(precision, job),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda<J: WithBackend>(precision: Precision, job: J) -> Result<J::Output, DifixError> {
+    use burn::backend::{cuda::CudaDevice, Cuda};
+    probe_cuda()?;
+    let device = CudaDevice::default();
+    Ok(match precision {
+        Precision::Fp32 => job.run::<Cuda<f32>>(device),
+        Precision::Fp16 => job.run::<Cuda<half::f16>>(device),
+        Precision::Bf16 => job.run::<Cuda<half::bf16>>(device),
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda<J: WithBackend>(_precision: Precision, _job: J) -> Result<J::Output, DifixError> {
+    Err(DifixError::Backend(
+        "this build has no CUDA backend: rebuild with `cargo build --release --features cuda`, or use --backend wgpu".into(),
+    ))
+}
+
+/// Checks that an NVIDIA driver is installed and sees at least one GPU.
+pub fn probe_cuda() -> Result<(), DifixError> {
+    type CuInit = unsafe extern "C" fn(u32) -> i32;
+    type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
+    let no = |why: String| DifixError::Backend(format!("CUDA is not usable here: {why}; use --backend wgpu or cpu"));
+    // SAFETY: loading the system's CUDA driver library runs its initialisers, as any CUDA program does.
+    let lib = unsafe { libloading::Library::new("libcuda.so.1").or_else(|_| libloading::Library::new("libcuda.so")) }
+        .map_err(|e| no(format!("no NVIDIA driver library ({e})")))?;
+    // SAFETY: the symbols are declared with the driver API's C signatures.
+    unsafe {
+        let init: libloading::Symbol<CuInit> = lib.get(b"cuInit\0").map_err(|e| no(e.to_string()))?;
+        let count: libloading::Symbol<CuDeviceGetCount> = lib.get(b"cuDeviceGetCount\0").map_err(|e| no(e.to_string()))?;
+        let status = init(0);
+        if status != 0 {
+            return Err(no(format!("cuInit failed with status {status}")));
+        }
+        let mut n = 0;
+        let status = count(&mut n);
+        if status != 0 || n == 0 {
+            return Err(no(format!("no CUDA device (status {status}, {n} devices)")));
+        }
+    }
+    Ok(())
+}

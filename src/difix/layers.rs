@@ -1,0 +1,231 @@
+//! Building blocks shared by the text encoder, the UNet and the VAE, built straight from named weights.
+//!
+//! The layers are burn's own `nn` modules (so a trainer can later optimise them); only their
+//! construction is ours: from a [`Weights`] store, with the shapes the configs imply, instead of a
+//! random init that would be overwritten anyway.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::{Embedding, GroupNorm, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::weights::Weights;
+use super::DifixError;
+
+/// Attention score elements (queries x keys x heads x batch) computed at once. Larger inputs are
+/// processed in query chunks, so two 576x1024 views (18432 tokens) never materialise the full matrix.
+pub const ATTENTION_CHUNK_ELEMENTS: usize = 1 << 26;
+
+/// Reads tensors for one model component onto one device.
+pub struct Loader<'a, B: Backend> {
+    pub weights: &'a mut Weights,
+    pub device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    pub fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>, DifixError> {
+        self.weights.tensor::<B, D>(key, shape, self.device)
+    }
+
+    pub fn conv(&mut self, prefix: &str, cin: usize, cout: usize, kernel: usize, bias: bool) -> Result<Conv2d<B>, DifixError> {
+        self.conv_strided(prefix, cin, cout, kernel, 1, PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2), bias)
+    }
+
+    pub fn conv_strided(
+        &mut self,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        padding: PaddingConfig2d,
+        bias: bool,
+    ) -> Result<Conv2d<B>, DifixError> {
+        let weight = self.tensor(&format!("{prefix}.weight"), [cout, cin, kernel, kernel])?;
+        let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [cout])?)) } else { None };
+        Ok(Conv2d {
+            weight: Param::from_tensor(weight),
+            bias,
+            stride: [stride, stride],
+            kernel_size: [kernel, kernel],
+            dilation: [1, 1],
+            groups: 1,
+            padding,
+        })
+    }
+
+    /// A torch `nn.Linear` (weight stored [out, in]; burn wants [in, out]).
+    pub fn linear(&mut self, prefix: &str, din: usize, dout: usize, bias: bool) -> Result<Linear<B>, DifixError> {
+        let weight = self.tensor(&format!("{prefix}.weight"), [dout, din])?.transpose();
+        let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [dout])?)) } else { None };
+        Ok(Linear { weight: Param::from_tensor(weight), bias })
+    }
+
+    pub fn group_norm(&mut self, prefix: &str, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm<B>, DifixError> {
+        Ok(GroupNorm {
+            gamma: Some(Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [channels])?)),
+            beta: Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [channels])?)),
+            num_groups: groups,
+            num_channels: channels,
+            epsilon: eps,
+            affine: true,
+        })
+    }
+
+    pub fn layer_norm(&mut self, prefix: &str, dim: usize, eps: f64) -> Result<LayerNorm<B>, DifixError> {
+        let mut norm = LayerNormConfig::new(dim).with_epsilon(eps).init(self.device);
+        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [dim])?);
+        norm.beta = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [dim])?));
+        Ok(norm)
+    }
+
+    pub fn embedding(&mut self, key: &str, count: usize, dim: usize) -> Result<Embedding<B>, DifixError> {
+        Ok(Embedding { weight: Param::from_tensor(self.tensor(key, [count, dim])?) })
+    }
+}
+
+/// diffusers' `ResnetBlock2D`: two GroupNorm-SiLU-conv stages, an optional timestep projection added
+/// between them and a 1x1 shortcut when the channel count changes.
+#[derive(Module, Debug)]
+pub struct ResnetBlock<B: Backend> {
+    norm1: GroupNorm<B>,
+    conv1: Conv2d<B>,
+    time_emb_proj: Option<Linear<B>>,
+    norm2: GroupNorm<B>,
+    conv2: Conv2d<B>,
+    conv_shortcut: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> ResnetBlock<B> {
+    pub fn load(
+        l: &mut Loader<B>,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self, DifixError> {
+        Ok(Self {
+            norm1: l.group_norm(&format!("{prefix}.norm1"), groups, cin, eps)?,
+            conv1: l.conv(&format!("{prefix}.conv1"), cin, cout, 3, true)?,
+            time_emb_proj: match temb {
+                Some(t) => Some(l.linear(&format!("{prefix}.time_emb_proj"), t, cout, true)?),
+                None => None,
+            },
+            norm2: l.group_norm(&format!("{prefix}.norm2"), groups, cout, eps)?,
+            conv2: l.conv(&format!("{prefix}.conv2"), cout, cout, 3, true)?,
+            conv_shortcut: if cin != cout { Some(l.conv(&format!("{prefix}.conv_shortcut"), cin, cout, 1, true)?) } else { None },
+        })
+    }
+
+    /// `temb` is the SiLU-free timestep embedding [batch, dim]; the block applies SiLU itself.
+    pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
+        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
+            let t = proj.forward(silu(t.clone()));
+            let [b, c] = t.dims();
+            h = h + t.reshape([b, c, 1, 1]);
+        }
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        shortcut + h
+    }
+}
+
+/// diffusers' `Attention` with separate q/k/v projections (no bias on q/k/v unless `qkv_bias`) and
+/// `to_out.0` with bias. `context` switches it to cross-attention.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    to_q: Linear<B>,
+    to_k: Linear<B>,
+    to_v: Linear<B>,
+    to_out: Linear<B>,
+    heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn load(
+        l: &mut Loader<B>,
+        prefix: &str,
+        dim: usize,
+        context_dim: usize,
+        heads: usize,
+        qkv_bias: bool,
+    ) -> Result<Self, DifixError> {
+        Ok(Self {
+            to_q: l.linear(&format!("{prefix}.to_q"), dim, dim, qkv_bias)?,
+            to_k: l.linear(&format!("{prefix}.to_k"), context_dim, dim, qkv_bias)?,
+            to_v: l.linear(&format!("{prefix}.to_v"), context_dim, dim, qkv_bias)?,
+            to_out: l.linear(&format!("{prefix}.to_out.0"), dim, dim, true)?,
+            heads,
+        })
+    }
+
+    /// x: [batch, tokens, dim]; context: [batch, context_tokens, context_dim] or `None` for self-attention.
+    pub fn forward(&self, x: Tensor<B, 3>, context: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
+        let context = context.unwrap_or_else(|| x.clone());
+        let q = split_heads(self.to_q.forward(x), self.heads);
+        let k = split_heads(self.to_k.forward(context.clone()), self.heads);
+        let v = split_heads(self.to_v.forward(context), self.heads);
+        self.to_out.forward(merge_heads(attention(q, k, v, false)))
+    }
+}
+
+/// [b, n, h*d] -> [b, h, n, d]
+pub fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    let [b, n, c] = x.dims();
+    x.reshape([b, n, heads, c / heads]).swap_dims(1, 2)
+}
+
+/// [b, h, n, d] -> [b, n, h*d]
+pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, h, n, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, n, h * d])
+}
+
+/// softmax(q k^T / sqrt(d)) v, in query chunks when the score matrix would be large.
+pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal: bool) -> Tensor<B, 4> {
+    let [b, h, n, d] = q.dims();
+    let m = k.dims()[2];
+    let chunk = (ATTENTION_CHUNK_ELEMENTS / (b * h * m).max(1)).max(1);
+    let scale = 1.0 / (d as f64).sqrt();
+    let block = |q: Tensor<B, 4>, offset: usize| {
+        let rows = q.dims()[2];
+        let mut scores = q.matmul(k.clone().swap_dims(2, 3)).mul_scalar(scale);
+        if causal {
+            let mask = Tensor::<B, 2, Int>::arange(0..m as i64, &scores.device())
+                .reshape([1, m])
+                .greater(Tensor::<B, 2, Int>::arange(offset as i64..(offset + rows) as i64, &scores.device()).reshape([rows, 1]));
+            scores = scores.mask_fill(mask.reshape([1, 1, rows, m]).expand([b, h, rows, m]), f32::NEG_INFINITY);
+        }
+        softmax(scores, 3).matmul(v.clone())
+    };
+    if chunk >= n {
+        return block(q, 0);
+    }
+    let parts: Vec<Tensor<B, 4>> =
+        (0..n).step_by(chunk).map(|s| block(q.clone().slice([0..b, 0..h, s..(s + chunk).min(n), 0..d]), s)).collect();
+    Tensor::cat(parts, 2)
+}
+
+pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    burn::tensor::activation::silu(x)
+}
+
+/// Nearest-neighbour resize with PyTorch's legacy index rule `src = floor(dst * in / out)` (what
+/// diffusers' `F.interpolate(mode="nearest")` does), done with gathers so every backend agrees.
+pub fn resize_nearest<B: Backend>(x: Tensor<B, 4>, height: usize, width: usize) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    let device = x.device();
+    let index = |out: usize, inp: usize| {
+        let idx: Vec<i64> = (0..out).map(|i| ((i * inp) / out) as i64).collect();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [out]), &device)
+    };
+    x.select(2, index(height, h)).select(3, index(width, w))
+}

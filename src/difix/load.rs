@@ -1,0 +1,111 @@
+//! Reading a Difix model directory in the published diffusers layout (`nvidia/difix`,
+//! `nvidia/difix_ref`, or SD-Turbo plus a trainer checkpoint `model_*.pkl`).
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use serde::de::DeserializeOwned;
+
+use super::layers::Loader;
+use super::scheduler::SchedulerConfig;
+use super::text_encoder::{TextEncoder, TextEncoderConfig};
+use super::tokenizer::ClipTokenizer;
+use super::unet::{UNet, UNetConfig};
+use super::vae::{Vae, VaeConfig};
+use super::weights::Weights;
+use super::DifixError;
+
+/// What a user is told when the weights are not there.
+pub fn missing_weights_help(dir: &Path) -> String {
+    format!(
+        "no Difix weights in {}: expected model_index.json, unet/, vae/, text_encoder/, tokenizer/ and \
+         scheduler/ (the diffusers layout). On a machine with internet access run\n  \
+         pip install -U huggingface_hub && huggingface-cli download nvidia/difix_ref --local-dir checkpoints/difix_ref\n\
+         (or nvidia/difix for the model without reference views), then copy that folder here and pass it with --model. \
+         See checkpoints/README.md.",
+        dir.display()
+    )
+}
+
+/// The parts of a model directory, read and checked but not yet on a device.
+pub struct ModelFiles {
+    pub root: PathBuf,
+    pub unet: UNetConfig,
+    pub vae: VaeConfig,
+    pub text_encoder: TextEncoderConfig,
+    pub scheduler: SchedulerConfig,
+    pub scheduler_path: PathBuf,
+    pub tokenizer: ClipTokenizer,
+    /// The trainer's checkpoint applied over the directory's UNet and VAE.
+    pub checkpoint: Option<PathBuf>,
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, DifixError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DifixError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| DifixError::format(path, format!("bad config: {e}")))
+}
+
+impl ModelFiles {
+    pub fn open(root: &Path, checkpoint: Option<&Path>) -> Result<Self, DifixError> {
+        let parts = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+        if !root.is_dir() || parts.iter().any(|p| !root.join(p).is_dir()) {
+            return Err(DifixError::MissingWeights(missing_weights_help(root)));
+        }
+        if let Some(ckpt) = checkpoint {
+            if !ckpt.is_file() {
+                return Err(DifixError::io(ckpt, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found")));
+            }
+        }
+        let scheduler_path = root.join("scheduler/scheduler_config.json");
+        Ok(Self {
+            root: root.to_path_buf(),
+            unet: read_json(&root.join("unet/config.json"))?,
+            vae: read_json(&root.join("vae/config.json"))?,
+            text_encoder: read_json(&root.join("text_encoder/config.json"))?,
+            scheduler: read_json(&scheduler_path)?,
+            scheduler_path,
+            tokenizer: ClipTokenizer::from_dir(&root.join("tokenizer"))?,
+            checkpoint: checkpoint.map(Path::to_path_buf),
+        })
+    }
+
+    fn weights(&self, part: &str, stem: &str, pickle_key: Option<&str>) -> Result<Weights, DifixError> {
+        let mut weights = Weights::open_dir(&self.root.join(part), stem)?;
+        if let (Some(ckpt), Some(key)) = (&self.checkpoint, pickle_key) {
+            weights.override_from_pickle(ckpt, key)?;
+        }
+        Ok(weights)
+    }
+
+    pub fn load_text_encoder<B: Backend>(&self, device: &B::Device) -> Result<TextEncoder<B>, DifixError> {
+        let mut weights = self.weights("text_encoder", "model", None)?;
+        let model = TextEncoder::load(&mut Loader { weights: &mut weights, device }, &self.text_encoder)?;
+        weights.finish()?;
+        Ok(model)
+    }
+
+    pub fn load_unet<B: Backend>(&self, device: &B::Device) -> Result<UNet<B>, DifixError> {
+        let mut weights = self.weights("unet", "diffusion_pytorch_model", Some("state_dict_unet"))?;
+        let model = UNet::load(&mut Loader { weights: &mut weights, device }, &self.unet)?;
+        weights.finish()?;
+        Ok(model)
+    }
+
+    pub fn load_vae<B: Backend>(&self, device: &B::Device) -> Result<Vae<B>, DifixError> {
+        let mut weights = self.weights("vae", "diffusion_pytorch_model", Some("state_dict_vae"))?;
+        if let Some(alpha) = self.lora_alpha()? {
+            weights.lora_alpha = alpha;
+        }
+        let model = Vae::load(&mut Loader { weights: &mut weights, device }, &self.vae)?;
+        weights.finish()?;
+        Ok(model)
+    }
+
+    /// `lora_alpha` from `vae/config.json` when the published config carries it; PEFT's default (8)
+    /// otherwise, which is what the reference trainer used (`LoraConfig(r=4)` with no alpha).
+    fn lora_alpha(&self) -> Result<Option<f32>, DifixError> {
+        let path = self.root.join("vae/config.json");
+        let value: serde_json::Value = read_json(&path)?;
+        Ok(value.get("lora_alpha").and_then(|v| v.as_f64()).map(|v| v as f32))
+    }
+}

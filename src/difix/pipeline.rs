@@ -1,0 +1,139 @@
+//! The Difix pipeline: image in [0,1] -> VAE encode (mean) -> UNet at timestep t -> one DDPM step
+//! -> VAE decode with the encoder's skips -> clamp. Optionally with reference views, one per input or
+//! one shared by all.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::load::ModelFiles;
+use super::scheduler::OneStep;
+use super::text_encoder::TextEncoder;
+use super::tokenizer::ClipTokenizer;
+use super::unet::UNet;
+use super::vae::Vae;
+use super::DifixError;
+
+/// The prompt Difix was trained with.
+pub const DEFAULT_PROMPT: &str = "remove degradation";
+/// The timestep the published models run at.
+pub const DEFAULT_TIMESTEP: usize = 199;
+
+pub struct Difix<B: Backend> {
+    tokenizer: ClipTokenizer,
+    text_encoder: TextEncoder<B>,
+    unet: UNet<B>,
+    vae: Vae<B>,
+    files: ModelFiles,
+    step: OneStep,
+    /// The prompt is constant in practice: encode it once, not per frame.
+    prompts: HashMap<String, Tensor<B, 3>>,
+    device: B::Device,
+}
+
+impl<B: Backend> Difix<B> {
+    /// Loads a model directory (plus, optionally, a trainer checkpoint over it) onto `device`.
+    pub fn load(dir: &Path, checkpoint: Option<&Path>, device: &B::Device) -> Result<Self, DifixError> {
+        let files = ModelFiles::open(dir, checkpoint)?;
+        let step = files.scheduler.one_step(DEFAULT_TIMESTEP, &files.scheduler_path)?;
+        Ok(Self {
+            tokenizer: files.tokenizer.clone(),
+            text_encoder: files.load_text_encoder(device)?,
+            unet: files.load_unet(device)?,
+            vae: files.load_vae(device)?,
+            files,
+            step,
+            prompts: HashMap::new(),
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    pub fn set_timestep(&mut self, timestep: usize) -> Result<(), DifixError> {
+        self.step = self.files.scheduler.one_step(timestep, &self.files.scheduler_path)?;
+        Ok(())
+    }
+
+    pub fn step(&self) -> OneStep {
+        self.step
+    }
+
+    /// The text encoder's `last_hidden_state` for `prompt`, [1, 77, dim], cached.
+    pub fn prompt_embedding(&mut self, prompt: &str) -> Tensor<B, 3> {
+        if let Some(e) = self.prompts.get(prompt) {
+            return e.clone();
+        }
+        let ids = self.tokenizer.encode(prompt);
+        let emb = self.text_encoder.forward(&ids, &self.device);
+        self.prompts.insert(prompt.to_string(), emb.clone());
+        emb
+    }
+
+    pub fn unet(&self) -> &UNet<B> {
+        &self.unet
+    }
+    pub fn vae(&self) -> &Vae<B> {
+        &self.vae
+    }
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+    pub fn text_encoder(&self) -> &TextEncoder<B> {
+        &self.text_encoder
+    }
+
+    /// Fixes `images` [n, 3, h, w] (values in [0,1], h and w multiples of 8). `refs` is `None`, one
+    /// reference for all inputs, or one per input. Returns [n, 3, h, w] in [0,1].
+    pub fn fix(&mut self, images: Tensor<B, 4>, refs: Option<Tensor<B, 4>>, prompt: &str) -> Result<Tensor<B, 4>, DifixError> {
+        let [n, c, h, w] = images.dims();
+        if c != 3 || h % 8 != 0 || w % 8 != 0 || h == 0 || w == 0 {
+            return Err(DifixError::Input(format!("Difix needs RGB images with sides that are multiples of 8, got {c}x{h}x{w}")));
+        }
+        let (batch, views) = match refs {
+            None => (images, 1),
+            Some(r) => {
+                let [m, rc, rh, rw] = r.dims();
+                if rc != 3 || rh != h || rw != w {
+                    return Err(DifixError::Input(format!("reference images are {rc}x{rh}x{rw}, the inputs {c}x{h}x{w}")));
+                }
+                let r = match m {
+                    1 => r.repeat_dim(0, n),
+                    m if m == n => r,
+                    m => {
+                        return Err(DifixError::Input(format!(
+                            "{m} reference images for {n} inputs: give one reference for all, or one per input"
+                        )))
+                    }
+                };
+                // Interleave [t0, r0, t1, r1, ...]: each input attends with its own reference.
+                (Tensor::stack::<5>(vec![images, r], 1).reshape([2 * n, 3, h, w]), 2)
+            }
+        };
+        let emb = self.prompt_embedding(prompt);
+        let total = n * views;
+        let context = emb.repeat_dim(0, total);
+        let scale = self.vae.scaling_factor;
+        let encoded = self.vae.encode(batch.mul_scalar(2.0).sub_scalar(1.0));
+        let z = encoded.mean.mul_scalar(scale);
+        let eps = self.unet.forward(z.clone(), self.step.timestep as f64, &context, views);
+        let z0 = z.mul_scalar(self.step.a) - eps.mul_scalar(self.step.b);
+        // Decode only the target views, each with its own skips.
+        let (z0, skips) = if views == 1 {
+            (z0, encoded.skips)
+        } else {
+            let targets = Tensor::<B, 1, Int>::from_data(
+                TensorData::new((0..n).map(|i| (i * views) as i64).collect::<Vec<_>>(), [n]),
+                &self.device,
+            );
+            let skips = encoded.skips.into_iter().map(|s| s.select(0, targets.clone())).collect();
+            (z0.select(0, targets), skips)
+        };
+        let out = self.vae.decode(z0.div_scalar(scale), &skips);
+        Ok(out.clamp(-1.0, 1.0).add_scalar(1.0).div_scalar(2.0))
+    }
+}
