@@ -3,6 +3,7 @@
 //! The library holds every engine piece; the `difix3d` binary (CLI and GUI) is a thin shell over it.
 
 pub mod data;
+pub mod difix;
 pub mod image_io;
 pub mod jobs;
 pub mod metrics;

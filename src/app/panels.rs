@@ -51,7 +51,7 @@ fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     }
     match &app.scene {
         Some(scene) => {
-            ui.label(format!("{}", file_name(&scene.path)))
+            ui.label(file_name(&scene.path).to_string())
                 .on_hover_text(scene.path.display().to_string());
             ui.label(format!(
                 "{} splats · SH degree {}",
@@ -139,7 +139,7 @@ fn group_thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

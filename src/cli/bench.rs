@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Subcommand;
 
+use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::pipeline::StageTimes;
+use difix3d::difix::Difix;
 use difix3d::render::{GpuContext, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::{scene, view};
 
@@ -25,6 +28,27 @@ pub enum BenchCommand {
         #[arg(long)]
         append_md: Option<PathBuf>,
     },
+    /// Time of the Difix pipeline per image, with the encode / UNet / decode split.
+    Fix {
+        /// Model directory (diffusers layout).
+        #[arg(long, default_value = "checkpoints/difix_ref")]
+        model: PathBuf,
+        /// Working size HEIGHTxWIDTH.
+        #[arg(long, default_value = "576x1024", value_parser = super::parse_size)]
+        size: (u32, u32),
+        /// Run with one reference view per image.
+        #[arg(long = "ref")]
+        with_ref: bool,
+        #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+        precision: Precision,
+        #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
+        backend: BackendKind,
+        /// Timed runs after one warm-up run.
+        #[arg(long, default_value_t = 10)]
+        iters: u32,
+        #[arg(long)]
+        append_md: Option<PathBuf>,
+    },
 }
 
 pub fn run(what: BenchCommand) -> anyhow::Result<()> {
@@ -35,7 +59,115 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             frames,
             append_md,
         } => bench_render(&path, size, frames.max(1), append_md),
+        BenchCommand::Fix {
+            model,
+            size: (height, width),
+            with_ref,
+            precision,
+            backend,
+            iters,
+            append_md,
+        } => {
+            let job = FixBench {
+                model,
+                height,
+                width,
+                with_ref,
+                iters: iters.max(1),
+            };
+            let (report, row) = run_on(backend, precision, job)??;
+            let row = format!("| {} | fix | {} | {row}", chrono_date(), backend);
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{row}");
+            append_row(append_md, &row)
+        }
     }
+}
+
+struct FixBench {
+    model: PathBuf,
+    height: u32,
+    width: u32,
+    with_ref: bool,
+    iters: u32,
+}
+
+impl WithBackend for FixBench {
+    type Output = anyhow::Result<(serde_json::Value, String)>;
+
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
+        use burn::tensor::{Distribution, Tensor};
+        let load = Instant::now();
+        let mut model = Difix::<B>::load(&self.model, None, &device)?;
+        let load_s = load.elapsed().as_secs_f64();
+        let (h, w) = (self.height as usize, self.width as usize);
+        let image = || Tensor::<B, 4>::random([1, 3, h, w], Distribution::Uniform(0.0, 1.0), &device);
+        let reference = || self.with_ref.then(image);
+        let prompt = difix3d::difix::pipeline::DEFAULT_PROMPT;
+        // Warm-up: kernel compilation, autotuning and memory pools.
+        let _ = model.fix(image(), reference(), prompt)?.into_data();
+        let start = Instant::now();
+        for _ in 0..self.iters {
+            let _ = model.fix(image(), reference(), prompt)?.into_data();
+        }
+        let mean_ms = start.elapsed().as_secs_f64() * 1e3 / self.iters as f64;
+        let mut stages = StageTimes::default();
+        for _ in 0..self.iters {
+            let _ = model
+                .fix_timed(image(), reference(), prompt, Some(&mut stages))?
+                .into_data();
+        }
+        let per = |d: Duration| d.as_secs_f64() * 1e3 / self.iters as f64;
+        let rss = peak_rss_mib();
+        let model_name = self
+            .model
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let report = serde_json::json!({
+            "bench": "fix",
+            "model": self.model.display().to_string(),
+            "height": h, "width": w, "reference": self.with_ref,
+            "precision": std::any::type_name::<B::FloatElem>(),
+            "iters": self.iters,
+            "load_s": load_s,
+            "mean_ms": mean_ms,
+            "encode_ms": per(stages.encode), "unet_ms": per(stages.unet), "decode_ms": per(stages.decode),
+            "peak_rss_mib": rss,
+        });
+        let row = format!(
+            "{model_name} | {h}x{w} | {} | {} | {mean_ms:.1} | {:.1} / {:.1} / {:.1} | {rss:.0} | {} |",
+            if self.with_ref { "yes" } else { "no" },
+            std::any::type_name::<B::FloatElem>(),
+            per(stages.encode),
+            per(stages.unet),
+            per(stages.decode),
+            self.iters
+        );
+        Ok((report, row))
+    }
+}
+
+/// The process's peak resident memory (Linux `VmHWM`); 0 where unknown.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn append_row(append_md: Option<PathBuf>, row: &str) -> anyhow::Result<()> {
+    if let Some(md) = append_md {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&md)
+            .with_context(|| format!("{}: cannot open", md.display()))?;
+        writeln!(f, "{row}").with_context(|| format!("{}: cannot write", md.display()))?;
+    }
+    Ok(())
 }
 
 fn bench_render(
@@ -121,15 +253,7 @@ fn bench_render(
         frames,
     );
     println!("{row}");
-    if let Some(md) = append_md {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&md)
-            .with_context(|| format!("{}: cannot open", md.display()))?;
-        writeln!(f, "{row}").with_context(|| format!("{}: cannot write", md.display()))?;
-    }
-    Ok(())
+    append_row(append_md, &row)
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, without pulling in a date crate.

@@ -1,6 +1,7 @@
 //! Command-line interface. Every subcommand calls the same library code the viewer uses.
 
 mod bench;
+mod fix;
 mod render;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Command {
     },
     /// Render a scene to PNG files without a window.
     Render(render::RenderArgs),
+    /// Clean images with Difix (optionally guided by reference views).
+    Fix(fix::FixArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -69,6 +72,7 @@ pub fn run() -> anyhow::Result<()> {
             .context("the viewer failed")
         }
         Command::Render(args) => render::run(args),
+        Command::Fix(args) => fix::run(args),
         Command::Bench { what } => bench::run(what),
     }
 }

@@ -47,7 +47,9 @@ pub fn run_on<J: WithBackend>(kind: BackendKind, precision: Precision, job: J) -
     use burn::backend::{ndarray::NdArrayDevice, wgpu::WgpuDevice, NdArray, Wgpu};
     match (kind, precision) {
         (BackendKind::Cpu, Precision::Fp32) => Ok(job.run::<NdArray<f32>>(NdArrayDevice::Cpu)),
-        (BackendKind::Cpu, p) => Err(DifixError::Backend(format!("{p:?} needs a GPU backend; the CPU backend runs fp32"))),
+        (BackendKind::Cpu, p) => Err(DifixError::Backend(format!(
+            "{p:?} needs a GPU backend; the CPU backend runs fp32"
+        ))),
         (BackendKind::Wgpu, Precision::Fp32) => Ok(job.run::<Wgpu<f32>>(WgpuDevice::DefaultDevice)),
         (BackendKind::Wgpu, p) => Err(DifixError::Backend(format!(
             "{p:?} on wgpu is not yet supported (use --precision fp32, or --backend cuda on NVIDIA)"
@@ -71,7 +73,8 @@ fn run_cuda<J: WithBackend>(precision: Precision, job: J) -> Result<J::Output, D
 #[cfg(not(feature = "cuda"))]
 fn run_cuda<J: WithBackend>(_precision: Precision, _job: J) -> Result<J::Output, DifixError> {
     Err(DifixError::Backend(
-        "this build has no CUDA backend: rebuild with `cargo build --release --features cuda`, or use --backend wgpu".into(),
+        "this build has no CUDA backend: rebuild with `cargo build --release --features cuda`, or use --backend wgpu"
+            .into(),
     ))
 }
 
@@ -86,7 +89,8 @@ pub fn probe_cuda() -> Result<(), DifixError> {
     // SAFETY: the symbols are declared with the driver API's C signatures.
     unsafe {
         let init: libloading::Symbol<CuInit> = lib.get(b"cuInit\0").map_err(|e| no(e.to_string()))?;
-        let count: libloading::Symbol<CuDeviceGetCount> = lib.get(b"cuDeviceGetCount\0").map_err(|e| no(e.to_string()))?;
+        let count: libloading::Symbol<CuDeviceGetCount> =
+            lib.get(b"cuDeviceGetCount\0").map_err(|e| no(e.to_string()))?;
         let status = init(0);
         if status != 0 {
             return Err(no(format!("cuInit failed with status {status}")));

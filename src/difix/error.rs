@@ -19,7 +19,11 @@ pub enum DifixError {
     MissingWeights(String),
     /// A weight has the wrong shape, is missing or is unexpected.
     #[error("{path}: key `{key}`: {message}")]
-    Key { path: PathBuf, key: String, message: String },
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     /// Inputs the pipeline cannot run on (sizes, reference counts, ...).
     #[error("{0}")]
     Input(String),
@@ -30,9 +34,15 @@ pub enum DifixError {
 
 impl DifixError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
     pub fn format(path: &Path, message: impl Into<String>) -> Self {
-        Self::Format { path: path.to_path_buf(), message: message.into() }
+        Self::Format {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
     }
 }

@@ -47,7 +47,11 @@ pub fn to_tensor<B: Backend>(image: &RgbImage, device: &B::Device) -> Tensor<B, 
 /// Converts one [3, h, w] or [1, 3, h, w] tensor in [0, 1] to 8-bit RGB.
 pub fn to_image<B: Backend>(tensor: Tensor<B, 4>) -> Result<RgbImage, String> {
     let [_, _, h, w] = tensor.dims();
-    let values: Vec<f32> = tensor.into_data().convert::<f32>().to_vec().map_err(|e| format!("{e:?}"))?;
+    let values: Vec<f32> = tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| format!("{e:?}"))?;
     let plane = w * h;
     let mut image = RgbImage::new(w as u32, h as u32);
     for (i, px) in image.pixels_mut().enumerate() {

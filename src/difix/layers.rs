@@ -9,7 +9,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{Embedding, GroupNorm, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::weights::Weights;
 use super::DifixError;
@@ -29,10 +29,26 @@ impl<B: Backend> Loader<'_, B> {
         self.weights.tensor::<B, D>(key, shape, self.device)
     }
 
-    pub fn conv(&mut self, prefix: &str, cin: usize, cout: usize, kernel: usize, bias: bool) -> Result<Conv2d<B>, DifixError> {
-        self.conv_strided(prefix, cin, cout, kernel, 1, PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2), bias)
+    pub fn conv(
+        &mut self,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        bias: bool,
+    ) -> Result<Conv2d<B>, DifixError> {
+        self.conv_strided(
+            prefix,
+            cin,
+            cout,
+            kernel,
+            1,
+            PaddingConfig2d::Explicit(kernel / 2, kernel / 2, kernel / 2, kernel / 2),
+            bias,
+        )
     }
 
+    #[allow(clippy::too_many_arguments)] // mirrors torch's Conv2d signature
     pub fn conv_strided(
         &mut self,
         prefix: &str,
@@ -44,7 +60,11 @@ impl<B: Backend> Loader<'_, B> {
         bias: bool,
     ) -> Result<Conv2d<B>, DifixError> {
         let weight = self.tensor(&format!("{prefix}.weight"), [cout, cin, kernel, kernel])?;
-        let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [cout])?)) } else { None };
+        let bias = if bias {
+            Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [cout])?))
+        } else {
+            None
+        };
         Ok(Conv2d {
             weight: Param::from_tensor(weight),
             bias,
@@ -59,13 +79,28 @@ impl<B: Backend> Loader<'_, B> {
     /// A torch `nn.Linear` (weight stored [out, in]; burn wants [in, out]).
     pub fn linear(&mut self, prefix: &str, din: usize, dout: usize, bias: bool) -> Result<Linear<B>, DifixError> {
         let weight = self.tensor(&format!("{prefix}.weight"), [dout, din])?.transpose();
-        let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [dout])?)) } else { None };
-        Ok(Linear { weight: Param::from_tensor(weight), bias })
+        let bias = if bias {
+            Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [dout])?))
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
     }
 
-    pub fn group_norm(&mut self, prefix: &str, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm<B>, DifixError> {
+    pub fn group_norm(
+        &mut self,
+        prefix: &str,
+        groups: usize,
+        channels: usize,
+        eps: f64,
+    ) -> Result<GroupNorm<B>, DifixError> {
         Ok(GroupNorm {
-            gamma: Some(Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [channels])?)),
+            gamma: Some(Param::from_tensor(
+                self.tensor(&format!("{prefix}.weight"), [channels])?,
+            )),
             beta: Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [channels])?)),
             num_groups: groups,
             num_channels: channels,
@@ -82,7 +117,9 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     pub fn embedding(&mut self, key: &str, count: usize, dim: usize) -> Result<Embedding<B>, DifixError> {
-        Ok(Embedding { weight: Param::from_tensor(self.tensor(key, [count, dim])?) })
+        Ok(Embedding {
+            weight: Param::from_tensor(self.tensor(key, [count, dim])?),
+        })
     }
 }
 
@@ -117,7 +154,11 @@ impl<B: Backend> ResnetBlock<B> {
             },
             norm2: l.group_norm(&format!("{prefix}.norm2"), groups, cout, eps)?,
             conv2: l.conv(&format!("{prefix}.conv2"), cout, cout, 3, true)?,
-            conv_shortcut: if cin != cout { Some(l.conv(&format!("{prefix}.conv_shortcut"), cin, cout, 1, true)?) } else { None },
+            conv_shortcut: if cin != cout {
+                Some(l.conv(&format!("{prefix}.conv_shortcut"), cin, cout, 1, true)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -189,6 +230,14 @@ pub fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     x.swap_dims(1, 2).reshape([b, n, h * d])
 }
 
+/// [b, h*w, c] tokens -> [b, c, h, w] image. Splitting the token axis first and permuting after
+/// avoids reshaping a transposed tensor, which burn-wgpu 0.21 gets wrong for some shapes (seen with a
+/// 1x2 latent: `swap_dims(1, 2).reshape([b, c, 1, 2])` returned scrambled values).
+pub fn tokens_to_image<B: Backend>(tokens: Tensor<B, 3>, height: usize, width: usize) -> Tensor<B, 4> {
+    let [b, _, c] = tokens.dims();
+    tokens.reshape([b, height, width, c]).permute([0, 3, 1, 2])
+}
+
 /// softmax(q k^T / sqrt(d)) v, in query chunks when the score matrix would be large.
 pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal: bool) -> Tensor<B, 4> {
     let [b, h, n, d] = q.dims();
@@ -199,9 +248,9 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, 
         let rows = q.dims()[2];
         let mut scores = q.matmul(k.clone().swap_dims(2, 3)).mul_scalar(scale);
         if causal {
-            let mask = Tensor::<B, 2, Int>::arange(0..m as i64, &scores.device())
-                .reshape([1, m])
-                .greater(Tensor::<B, 2, Int>::arange(offset as i64..(offset + rows) as i64, &scores.device()).reshape([rows, 1]));
+            // Query i (absolute offset + i) must not see keys after it.
+            let masked: Vec<bool> = (0..rows).flat_map(|i| (0..m).map(move |j| j > offset + i)).collect();
+            let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(masked, [rows, m]), &scores.device());
             scores = scores.mask_fill(mask.reshape([1, 1, rows, m]).expand([b, h, rows, m]), f32::NEG_INFINITY);
         }
         softmax(scores, 3).matmul(v.clone())
@@ -209,8 +258,10 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, 
     if chunk >= n {
         return block(q, 0);
     }
-    let parts: Vec<Tensor<B, 4>> =
-        (0..n).step_by(chunk).map(|s| block(q.clone().slice([0..b, 0..h, s..(s + chunk).min(n), 0..d]), s)).collect();
+    let parts: Vec<Tensor<B, 4>> = (0..n)
+        .step_by(chunk)
+        .map(|s| block(q.clone().slice([0..b, 0..h, s..(s + chunk).min(n), 0..d]), s))
+        .collect();
     Tensor::cat(parts, 2)
 }
 

@@ -53,7 +53,10 @@ impl ModelFiles {
         }
         if let Some(ckpt) = checkpoint {
             if !ckpt.is_file() {
-                return Err(DifixError::io(ckpt, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found")));
+                return Err(DifixError::io(
+                    ckpt,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint not found"),
+                ));
             }
         }
         let scheduler_path = root.join("scheduler/scheduler_config.json");
@@ -79,14 +82,26 @@ impl ModelFiles {
 
     pub fn load_text_encoder<B: Backend>(&self, device: &B::Device) -> Result<TextEncoder<B>, DifixError> {
         let mut weights = self.weights("text_encoder", "model", None)?;
-        let model = TextEncoder::load(&mut Loader { weights: &mut weights, device }, &self.text_encoder)?;
+        let model = TextEncoder::load(
+            &mut Loader {
+                weights: &mut weights,
+                device,
+            },
+            &self.text_encoder,
+        )?;
         weights.finish()?;
         Ok(model)
     }
 
     pub fn load_unet<B: Backend>(&self, device: &B::Device) -> Result<UNet<B>, DifixError> {
         let mut weights = self.weights("unet", "diffusion_pytorch_model", Some("state_dict_unet"))?;
-        let model = UNet::load(&mut Loader { weights: &mut weights, device }, &self.unet)?;
+        let model = UNet::load(
+            &mut Loader {
+                weights: &mut weights,
+                device,
+            },
+            &self.unet,
+        )?;
         weights.finish()?;
         Ok(model)
     }
@@ -96,7 +111,13 @@ impl ModelFiles {
         if let Some(alpha) = self.lora_alpha()? {
             weights.lora_alpha = alpha;
         }
-        let model = Vae::load(&mut Loader { weights: &mut weights, device }, &self.vae)?;
+        let model = Vae::load(
+            &mut Loader {
+                weights: &mut weights,
+                device,
+            },
+            &self.vae,
+        )?;
         weights.finish()?;
         Ok(model)
     }

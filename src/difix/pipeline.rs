@@ -21,8 +21,16 @@ pub const DEFAULT_PROMPT: &str = "remove degradation";
 /// The timestep the published models run at.
 pub const DEFAULT_TIMESTEP: usize = 199;
 
+/// Time spent per pipeline stage, summed over calls.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    pub prompt: std::time::Duration,
+    pub encode: std::time::Duration,
+    pub unet: std::time::Duration,
+    pub decode: std::time::Duration,
+}
+
 pub struct Difix<B: Backend> {
-    tokenizer: ClipTokenizer,
     text_encoder: TextEncoder<B>,
     unet: UNet<B>,
     vae: Vae<B>,
@@ -39,7 +47,6 @@ impl<B: Backend> Difix<B> {
         let files = ModelFiles::open(dir, checkpoint)?;
         let step = files.scheduler.one_step(DEFAULT_TIMESTEP, &files.scheduler_path)?;
         Ok(Self {
-            tokenizer: files.tokenizer.clone(),
             text_encoder: files.load_text_encoder(device)?,
             unet: files.load_unet(device)?,
             vae: files.load_vae(device)?,
@@ -68,7 +75,7 @@ impl<B: Backend> Difix<B> {
         if let Some(e) = self.prompts.get(prompt) {
             return e.clone();
         }
-        let ids = self.tokenizer.encode(prompt);
+        let ids = self.files.tokenizer.encode(prompt);
         let emb = self.text_encoder.forward(&ids, &self.device);
         self.prompts.insert(prompt.to_string(), emb.clone());
         emb
@@ -81,7 +88,7 @@ impl<B: Backend> Difix<B> {
         &self.vae
     }
     pub fn tokenizer(&self) -> &ClipTokenizer {
-        &self.tokenizer
+        &self.files.tokenizer
     }
     pub fn text_encoder(&self) -> &TextEncoder<B> {
         &self.text_encoder
@@ -89,17 +96,48 @@ impl<B: Backend> Difix<B> {
 
     /// Fixes `images` [n, 3, h, w] (values in [0,1], h and w multiples of 8). `refs` is `None`, one
     /// reference for all inputs, or one per input. Returns [n, 3, h, w] in [0,1].
-    pub fn fix(&mut self, images: Tensor<B, 4>, refs: Option<Tensor<B, 4>>, prompt: &str) -> Result<Tensor<B, 4>, DifixError> {
+    pub fn fix(
+        &mut self,
+        images: Tensor<B, 4>,
+        refs: Option<Tensor<B, 4>>,
+        prompt: &str,
+    ) -> Result<Tensor<B, 4>, DifixError> {
+        self.fix_timed(images, refs, prompt, None)
+    }
+
+    /// [`Self::fix`], waiting for the device after each stage and adding the stage times to `times`
+    /// when given (for benchmarks; the waits cost a little throughput).
+    pub fn fix_timed(
+        &mut self,
+        images: Tensor<B, 4>,
+        refs: Option<Tensor<B, 4>>,
+        prompt: &str,
+        mut times: Option<&mut StageTimes>,
+    ) -> Result<Tensor<B, 4>, DifixError> {
+        let device = self.device.clone();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |slot: fn(&mut StageTimes) -> &mut std::time::Duration| -> Result<(), DifixError> {
+            if let Some(t) = times.as_deref_mut() {
+                B::sync(&device).map_err(|e| DifixError::Backend(format!("device error: {e:?}")))?;
+                *slot(t) += clock.elapsed();
+                clock = std::time::Instant::now();
+            }
+            Ok(())
+        };
         let [n, c, h, w] = images.dims();
         if c != 3 || h % 8 != 0 || w % 8 != 0 || h == 0 || w == 0 {
-            return Err(DifixError::Input(format!("Difix needs RGB images with sides that are multiples of 8, got {c}x{h}x{w}")));
+            return Err(DifixError::Input(format!(
+                "Difix needs RGB images with sides that are multiples of 8, got {c}x{h}x{w}"
+            )));
         }
         let (batch, views) = match refs {
             None => (images, 1),
             Some(r) => {
                 let [m, rc, rh, rw] = r.dims();
                 if rc != 3 || rh != h || rw != w {
-                    return Err(DifixError::Input(format!("reference images are {rc}x{rh}x{rw}, the inputs {c}x{h}x{w}")));
+                    return Err(DifixError::Input(format!(
+                        "reference images are {rc}x{rh}x{rw}, the inputs {c}x{h}x{w}"
+                    )));
                 }
                 let r = match m {
                     1 => r.repeat_dim(0, n),
@@ -118,8 +156,10 @@ impl<B: Backend> Difix<B> {
         let total = n * views;
         let context = emb.repeat_dim(0, total);
         let scale = self.vae.scaling_factor;
+        lap(|t| &mut t.prompt)?;
         let encoded = self.vae.encode(batch.mul_scalar(2.0).sub_scalar(1.0));
         let z = encoded.mean.mul_scalar(scale);
+        lap(|t| &mut t.encode)?;
         let eps = self.unet.forward(z.clone(), self.step.timestep as f64, &context, views);
         let z0 = z.mul_scalar(self.step.a) - eps.mul_scalar(self.step.b);
         // Decode only the target views, each with its own skips.
@@ -130,10 +170,21 @@ impl<B: Backend> Difix<B> {
                 TensorData::new((0..n).map(|i| (i * views) as i64).collect::<Vec<_>>(), [n]),
                 &self.device,
             );
-            let skips = encoded.skips.into_iter().map(|s| s.select(0, targets.clone())).collect();
+            let skips = encoded
+                .skips
+                .into_iter()
+                .map(|s| s.select(0, targets.clone()))
+                .collect();
             (z0.select(0, targets), skips)
         };
-        let out = self.vae.decode(z0.div_scalar(scale), &skips);
-        Ok(out.clamp(-1.0, 1.0).add_scalar(1.0).div_scalar(2.0))
+        lap(|t| &mut t.unet)?;
+        let out = self
+            .vae
+            .decode(z0.div_scalar(scale), &skips)
+            .clamp(-1.0, 1.0)
+            .add_scalar(1.0)
+            .div_scalar(2.0);
+        lap(|t| &mut t.decode)?;
+        Ok(out)
     }
 }

@@ -85,19 +85,33 @@ impl SchedulerConfig {
     /// The coefficients of the one-step update at `timestep`; `path` is only used in error messages.
     pub fn one_step(&self, timestep: usize, path: &Path) -> Result<OneStep, DifixError> {
         if !matches!(self.beta_schedule.as_str(), "scaled_linear" | "linear") {
-            return Err(DifixError::format(path, format!("beta_schedule `{}` is not supported", self.beta_schedule)));
+            return Err(DifixError::format(
+                path,
+                format!("beta_schedule `{}` is not supported", self.beta_schedule),
+            ));
         }
         if self.prediction_type != "epsilon" {
             return Err(DifixError::format(
                 path,
-                format!("prediction_type `{}` is not supported (Difix predicts epsilon)", self.prediction_type),
+                format!(
+                    "prediction_type `{}` is not supported (Difix predicts epsilon)",
+                    self.prediction_type
+                ),
             ));
         }
         let table = self.alphas_cumprod();
         let alpha_cumprod = *table.get(timestep).ok_or_else(|| {
-            DifixError::Input(format!("timestep {timestep} is outside 0..{}", self.num_train_timesteps))
+            DifixError::Input(format!(
+                "timestep {timestep} is outside 0..{}",
+                self.num_train_timesteps
+            ))
         })?;
-        Ok(OneStep { timestep, alpha_cumprod, a: 1.0 / alpha_cumprod.sqrt(), b: ((1.0 - alpha_cumprod) / alpha_cumprod).sqrt() })
+        Ok(OneStep {
+            timestep,
+            alpha_cumprod,
+            a: 1.0 / alpha_cumprod.sqrt(),
+            b: ((1.0 - alpha_cumprod) / alpha_cumprod).sqrt(),
+        })
     }
 }
 

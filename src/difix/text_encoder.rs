@@ -79,7 +79,9 @@ impl<B: Backend> TextEncoder<B> {
             "gelu" => false,
             "quick_gelu" => true,
             other => {
-                return Err(DifixError::Input(format!("text encoder: unsupported hidden_act `{other}` (gelu or quick_gelu)")))
+                return Err(DifixError::Input(format!(
+                    "text encoder: unsupported hidden_act `{other}` (gelu or quick_gelu)"
+                )))
             }
         };
         Ok(Self {

@@ -235,6 +235,8 @@ impl ClipTokenizer {
         // BasicTokenizer turns tab, newline, CR and Zs into spaces and then splits with Python's
         // `str.split()` (which also breaks on U+2028/U+2029): once the C* characters are gone,
         // that is exactly Rust's whitespace set.
+        // transformers NFC-normalises here (`unicodedata.normalize("NFC", ...)`).
+        let spaced: String = unicode_normalization::UnicodeNormalization::nfc(spaced.as_str()).collect();
         let words: Vec<String> = spaced.split_whitespace().map(str::to_lowercase).collect();
         let mut text = words.join(" ");
         if text.contains(YPOGEGRAMMENI) {

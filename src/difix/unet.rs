@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::Deserialize;
 
-use super::layers::{resize_nearest, silu, Attention, Loader, ResnetBlock};
+use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, ResnetBlock};
 use super::DifixError;
 
 /// `attention_head_dim` / `num_attention_heads`: a number or one per block.
@@ -78,7 +78,10 @@ fn yes() -> bool {
 
 impl UNetConfig {
     fn heads(&self, block: usize) -> usize {
-        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(block)
+        self.num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            .get(block)
     }
 
     fn check(&self) -> Result<(), DifixError> {
@@ -96,7 +99,10 @@ impl UNetConfig {
             }
         }
         for t in self.down_block_types.iter().chain(&self.up_block_types) {
-            if !matches!(t.as_str(), "CrossAttnDownBlock2D" | "DownBlock2D" | "CrossAttnUpBlock2D" | "UpBlock2D") {
+            if !matches!(
+                t.as_str(),
+                "CrossAttnDownBlock2D" | "DownBlock2D" | "CrossAttnUpBlock2D" | "UpBlock2D"
+            ) {
                 return bad(format!("unsupported block type `{t}`"));
             }
         }
@@ -158,8 +164,7 @@ impl<B: Backend> SpatialTransformer<B> {
         let ff = blk.ff_proj.forward(blk.norm3.forward(t.clone()));
         let [hidden, gate] = ff.chunk(2, 2).try_into().expect("chunk(2) yields two halves");
         t = t + blk.ff_out.forward(hidden * burn::tensor::activation::gelu(gate));
-        let out = self.proj_out.forward(t).swap_dims(1, 2).reshape([b, c, h, w]);
-        out + x
+        tokens_to_image(self.proj_out.forward(t), h, w) + x
     }
 }
 
@@ -208,17 +213,36 @@ impl<B: Backend> UNet<B> {
             let p = format!("down_blocks.{i}");
             let in_ch = out_ch;
             out_ch = ch[i];
-            let mut block = DownBlock { resnets: vec![], attentions: vec![], downsample: None };
+            let mut block = DownBlock {
+                resnets: vec![],
+                attentions: vec![],
+                downsample: None,
+            };
             for j in 0..cfg.layers_per_block {
                 let cin = if j == 0 { in_ch } else { out_ch };
-                block.resnets.push(ResnetBlock::load(l, &format!("{p}.resnets.{j}"), cin, out_ch, Some(temb), groups, eps)?);
+                block.resnets.push(ResnetBlock::load(
+                    l,
+                    &format!("{p}.resnets.{j}"),
+                    cin,
+                    out_ch,
+                    Some(temb),
+                    groups,
+                    eps,
+                )?);
                 if kind == "CrossAttnDownBlock2D" {
-                    block.attentions.push(SpatialTransformer::load(l, &format!("{p}.attentions.{j}"), out_ch, cfg.heads(i), cfg)?);
+                    block.attentions.push(SpatialTransformer::load(
+                        l,
+                        &format!("{p}.attentions.{j}"),
+                        out_ch,
+                        cfg.heads(i),
+                        cfg,
+                    )?);
                 }
             }
             if i + 1 < n {
                 let pad = PaddingConfig2d::Explicit(1, 1, 1, 1);
-                block.downsample = Some(l.conv_strided(&format!("{p}.downsamplers.0.conv"), out_ch, out_ch, 3, 2, pad, true)?);
+                block.downsample =
+                    Some(l.conv_strided(&format!("{p}.downsamplers.0.conv"), out_ch, out_ch, 3, 2, pad, true)?);
             }
             down.push(block);
         }
@@ -236,13 +260,31 @@ impl<B: Backend> UNet<B> {
             let out = rev[i];
             let input = rev[(i + 1).min(n - 1)];
             let heads = cfg.heads(n - 1 - i);
-            let mut block = UpBlock { resnets: vec![], attentions: vec![], upsample: None };
+            let mut block = UpBlock {
+                resnets: vec![],
+                attentions: vec![],
+                upsample: None,
+            };
             for j in 0..=cfg.layers_per_block {
                 let skip = if j == cfg.layers_per_block { input } else { out };
                 let cin = if j == 0 { prev_out } else { out };
-                block.resnets.push(ResnetBlock::load(l, &format!("{p}.resnets.{j}"), cin + skip, out, Some(temb), groups, eps)?);
+                block.resnets.push(ResnetBlock::load(
+                    l,
+                    &format!("{p}.resnets.{j}"),
+                    cin + skip,
+                    out,
+                    Some(temb),
+                    groups,
+                    eps,
+                )?);
                 if kind == "CrossAttnUpBlock2D" {
-                    block.attentions.push(SpatialTransformer::load(l, &format!("{p}.attentions.{j}"), out, heads, cfg)?);
+                    block.attentions.push(SpatialTransformer::load(
+                        l,
+                        &format!("{p}.attentions.{j}"),
+                        out,
+                        heads,
+                        cfg,
+                    )?);
                 }
             }
             if i + 1 < n {
@@ -276,7 +318,11 @@ impl<B: Backend> UNet<B> {
             .map(|i| (-(10000f64.ln()) * i as f64 / (half as f64 - self.freq_shift)).exp() * timestep)
             .collect();
         let (sin, cos): (Vec<f32>, Vec<f32>) = freqs.iter().map(|a| (a.sin() as f32, a.cos() as f32)).unzip();
-        let values = if self.flip_sin_to_cos { [cos, sin].concat() } else { [sin, cos].concat() };
+        let values = if self.flip_sin_to_cos {
+            [cos, sin].concat()
+        } else {
+            [sin, cos].concat()
+        };
         let emb = Tensor::<B, 2>::from_data(TensorData::new(values, [1, self.time_dim]), device);
         let emb = self.time_linear_2.forward(silu(self.time_linear_1.forward(emb)));
         emb.repeat_dim(0, batch)

@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::Deserialize;
 
-use super::layers::{resize_nearest, silu, Attention, Loader, ResnetBlock};
+use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, ResnetBlock};
 use super::DifixError;
 
 /// diffusers' VAE ResNets and norms use eps 1e-6.
@@ -80,8 +80,12 @@ impl<B: Backend> MidBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let h = self.resnet_1.forward(x, None);
         let [b, c, height, width] = h.dims();
-        let tokens = self.attn_norm.forward(h.clone()).reshape([b, c, height * width]).swap_dims(1, 2);
-        let attended = self.attention.forward(tokens, None).swap_dims(1, 2).reshape([b, c, height, width]);
+        let tokens = self
+            .attn_norm
+            .forward(h.clone())
+            .reshape([b, c, height * width])
+            .swap_dims(1, 2);
+        let attended = tokens_to_image(self.attention.forward(tokens, None), height, width);
         self.resnet_2.forward(h + attended, None)
     }
 }
@@ -132,20 +136,32 @@ impl<B: Backend> Vae<B> {
         let mut enc_down = Vec::with_capacity(n);
         let mut skip_channels = Vec::with_capacity(n);
         let mut out = ch[0];
-        for i in 0..n {
+        for (i, &channels) in ch.iter().enumerate() {
             let p = format!("encoder.down_blocks.{i}");
             skip_channels.push(out);
             let input = out;
-            out = ch[i];
-            let mut stage = Stage { resnets: vec![], resample: None };
+            out = channels;
+            let mut stage = Stage {
+                resnets: vec![],
+                resample: None,
+            };
             for j in 0..cfg.layers_per_block {
                 let cin = if j == 0 { input } else { out };
-                stage.resnets.push(ResnetBlock::load(l, &format!("{p}.resnets.{j}"), cin, out, None, g, EPS)?);
+                stage.resnets.push(ResnetBlock::load(
+                    l,
+                    &format!("{p}.resnets.{j}"),
+                    cin,
+                    out,
+                    None,
+                    g,
+                    EPS,
+                )?);
             }
             if i + 1 < n {
                 // diffusers pads (right 1, bottom 1) and convolves 3x3 stride 2 without padding.
                 let pad = PaddingConfig2d::Explicit(0, 0, 1, 1);
-                stage.resample = Some(l.conv_strided(&format!("{p}.downsamplers.0.conv"), out, out, 3, 2, pad, true)?);
+                stage.resample =
+                    Some(l.conv_strided(&format!("{p}.downsamplers.0.conv"), out, out, 3, 2, pad, true)?);
             }
             enc_down.push(stage);
         }
@@ -171,10 +187,21 @@ impl<B: Backend> Vae<B> {
                 let key = format!("decoder.skip_conv_{}", i + 1);
                 skip_convs.push(l.conv(&key, skip_channels[n - 1 - i], prev, 1, false)?);
             }
-            let mut stage = Stage { resnets: vec![], resample: None };
+            let mut stage = Stage {
+                resnets: vec![],
+                resample: None,
+            };
             for j in 0..=cfg.layers_per_block {
                 let cin = if j == 0 { prev } else { out };
-                stage.resnets.push(ResnetBlock::load(l, &format!("{p}.resnets.{j}"), cin, out, None, g, EPS)?);
+                stage.resnets.push(ResnetBlock::load(
+                    l,
+                    &format!("{p}.resnets.{j}"),
+                    cin,
+                    out,
+                    None,
+                    g,
+                    EPS,
+                )?);
             }
             if i + 1 < n {
                 stage.resample = Some(l.conv(&format!("{p}.upsamplers.0.conv"), out, out, 3, true)?);

@@ -16,7 +16,12 @@ use super::DifixError;
 
 /// Where one tensor's bytes live.
 enum Source {
-    Safetensors { file: usize, dtype: Dtype, start: usize, end: usize },
+    Safetensors {
+        file: usize,
+        dtype: Dtype,
+        start: usize,
+        end: usize,
+    },
     /// A tensor from a torch pickle, already decoded to f32.
     Decoded(Arc<Vec<f32>>),
 }
@@ -46,7 +51,7 @@ impl Weights {
         let single = dir.join(format!("{stem}.safetensors"));
         let index = dir.join(format!("{stem}.safetensors.index.json"));
         if single.is_file() {
-            return Self::open_files(&[single.clone()], single);
+            return Self::open_files(std::slice::from_ref(&single), single.clone());
         }
         if index.is_file() {
             let text = std::fs::read_to_string(&index).map_err(|e| DifixError::io(&index, e))?;
@@ -91,7 +96,12 @@ impl Weights {
                     Entry {
                         shape: info.shape.clone(),
                         path: path.clone(),
-                        source: Source::Safetensors { file: index, dtype: info.dtype, start: base + start, end: base + end },
+                        source: Source::Safetensors {
+                            file: index,
+                            dtype: info.dtype,
+                            start: base + start,
+                            end: base + end,
+                        },
                     },
                 );
             }
@@ -115,8 +125,14 @@ impl Weights {
                 .to_vec::<f32>()
                 .map_err(|e| DifixError::format(path, format!("tensor `{name}`: {e:?}")))?;
             let shape = snapshot.shape.to_vec();
-            self.entries
-                .insert(name, Entry { shape, path: path.to_path_buf(), source: Source::Decoded(Arc::new(values)) });
+            self.entries.insert(
+                name,
+                Entry {
+                    shape,
+                    path: path.to_path_buf(),
+                    source: Source::Decoded(Arc::new(values)),
+                },
+            );
             count += 1;
         }
         Ok(count)
@@ -136,7 +152,8 @@ impl Weights {
         if let Some(e) = self.entries.get(key) {
             return Some(e.shape.clone());
         }
-        self.lora_base(key).and_then(|base| self.entries.get(&base).map(|e| e.shape.clone()))
+        self.lora_base(key)
+            .and_then(|base| self.entries.get(&base).map(|e| e.shape.clone()))
     }
 
     /// `M.weight` -> `M.base_layer.weight` when `M` is wrapped by PEFT.
@@ -147,11 +164,18 @@ impl Weights {
     }
 
     fn path_of(&self, key: &str) -> PathBuf {
-        self.entries.get(key).map(|e| e.path.clone()).unwrap_or_else(|| self.origin.clone())
+        self.entries
+            .get(key)
+            .map(|e| e.path.clone())
+            .unwrap_or_else(|| self.origin.clone())
     }
 
     fn key_error(&self, key: &str, message: impl Into<String>) -> DifixError {
-        DifixError::Key { path: self.path_of(key), key: key.to_string(), message: message.into() }
+        DifixError::Key {
+            path: self.path_of(key),
+            key: key.to_string(),
+            message: message.into(),
+        }
     }
 
     /// Decodes a stored tensor to f32 and marks it used.
@@ -159,7 +183,12 @@ impl Weights {
         let entry = self.entries.get(key).ok_or_else(|| self.key_error(key, "missing"))?;
         let values = match &entry.source {
             Source::Decoded(values) => values.as_ref().clone(),
-            Source::Safetensors { file, dtype, start, end } => {
+            Source::Safetensors {
+                file,
+                dtype,
+                start,
+                end,
+            } => {
                 let bytes = self.maps[*file]
                     .get(*start..*end)
                     .ok_or_else(|| self.key_error(key, "data offsets lie outside the file (truncated?)"))?;
@@ -168,7 +197,10 @@ impl Weights {
         };
         let expected: usize = entry.shape.iter().product();
         if values.len() != expected {
-            return Err(self.key_error(key, format!("holds {} values for shape {:?}", values.len(), entry.shape)));
+            return Err(self.key_error(
+                key,
+                format!("holds {} values for shape {:?}", values.len(), entry.shape),
+            ));
         }
         let shape = entry.shape.clone();
         self.taken.insert(key.to_string());
@@ -186,7 +218,10 @@ impl Weights {
         };
         let (stored, mut values) = self.raw(&stored_key)?;
         if stored != shape {
-            return Err(self.key_error(&stored_key, format!("shape {stored:?} in the file, the model needs {shape:?}")));
+            return Err(self.key_error(
+                &stored_key,
+                format!("shape {stored:?} in the file, the model needs {shape:?}"),
+            ));
         }
         // A LoRA pair may sit beside `M.base_layer.weight` (PEFT save) or beside a plain `M.weight`
         // (the trainer's checkpoint applied over a stock model).
@@ -200,7 +235,9 @@ impl Weights {
 
     /// `W += alpha / r * (B @ A)` with A: (r, in, kh, kw) or (r, in), B: (out, r, 1, 1) or (out, r).
     fn merge_lora(&mut self, module: &str, key: &str, shape: &[usize], w: &mut [f32]) -> Result<(), DifixError> {
-        let a_key = self.adapter_key(module, "lora_A").ok_or_else(|| self.key_error(key, "LoRA base without lora_A"))?;
+        let a_key = self
+            .adapter_key(module, "lora_A")
+            .ok_or_else(|| self.key_error(key, "LoRA base without lora_A"))?;
         let b_key = a_key.replacen(".lora_A.", ".lora_B.", 1);
         let (a_shape, a) = self.raw(&a_key)?;
         let (b_shape, b) = self.raw(&b_key)?;
@@ -231,7 +268,12 @@ impl Weights {
 
     fn adapter_key(&self, module: &str, which: &str) -> Option<String> {
         let prefix = format!("{module}.{which}.");
-        self.entries.range(prefix.clone()..).next().map(|(k, _)| k).filter(|k| k.starts_with(&prefix)).cloned()
+        self.entries
+            .range(prefix.clone()..)
+            .next()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
     }
 
     /// A float tensor of exactly `shape` on `device`.
@@ -256,7 +298,10 @@ impl Weights {
             None => Ok(()),
             Some(first) => Err(self.key_error(
                 first,
-                format!("unexpected key ({} unused in all, the model does not have this weight)", unused.len()),
+                format!(
+                    "unexpected key ({} unused in all, the model does not have this weight)",
+                    unused.len()
+                ),
             )),
         }
     }
@@ -264,9 +309,18 @@ impl Weights {
 
 fn decode(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>, String> {
     let values = match dtype {
-        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         Dtype::F64 => bytes
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)

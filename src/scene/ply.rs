@@ -565,7 +565,7 @@ fn read_binary(
     if let Some(stride) = vertex.fixed_stride() {
         // The common case: every row has the same size, so offsets are computed once and the total size
         // is checked before allocating anything from the (untrusted) vertex count.
-        let needed = count.checked_mul(stride).unwrap_or(usize::MAX);
+        let needed = count.saturating_mul(stride);
         if needed > data.len() || stride == 0 {
             return Err(truncated(count, needed, data.len()));
         }
@@ -609,7 +609,7 @@ fn read_binary(
             PropType::List { count, .. } => count.size(),
         })
         .sum();
-    let needed = count.checked_mul(min_stride).unwrap_or(usize::MAX);
+    let needed = count.saturating_mul(min_stride);
     if needed > data.len() {
         return Err(truncated(count, needed, data.len()));
     }

@@ -52,7 +52,7 @@ pub fn write_splat(splats: &Splats, path: &Path) -> Result<(), SceneError> {
 }
 
 fn decode(bytes: &[u8]) -> Result<Splats, String> {
-    if bytes.len() % RECORD != 0 {
+    if !bytes.len().is_multiple_of(RECORD) {
         return Err(format!(
             "the file size ({} bytes) is not a multiple of the {RECORD}-byte .splat record; the file is truncated or not a .splat",
             bytes.len()

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod difix;
 mod gui;
 mod render_parity;
 

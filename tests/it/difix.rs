@@ -1,0 +1,531 @@
+//! Difix in burn against goldens from the PyTorch reference (tests/golden/difix/, tiny random-weight
+//! model in the published layout). Tolerances: goldens are float64 computations; a float32 run of the
+//! reference differs from them by <= 1.5e-5 (recorded in goldens.json), we allow 1e-4 absolute
+//! (relative to the tensor's scale for large activations).
+#![allow(clippy::single_range_in_vec_init)] // burn's slice() takes an array of ranges
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::backend::ndarray::NdArrayDevice;
+use burn::backend::NdArray;
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use difix3d::difix::{Difix, DifixError};
+
+type Cpu = NdArray<f32>;
+
+fn fixtures() -> PathBuf {
+    crate::repo().join("tests/fixtures/difix")
+}
+
+fn tiny() -> PathBuf {
+    fixtures().join("tiny")
+}
+
+struct Golden {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+fn goldens() -> &'static HashMap<String, Golden> {
+    static G: OnceLock<HashMap<String, Golden>> = OnceLock::new();
+    G.get_or_init(|| {
+        let bytes = std::fs::read(fixtures().join("goldens.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        st.tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let data = view.data();
+                let values: Vec<f32> = match view.dtype() {
+                    safetensors::Dtype::F32 => data
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect(),
+                    safetensors::Dtype::I64 => data
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+                        .collect(),
+                    other => panic!("{name}: dtype {other:?}"),
+                };
+                (
+                    name,
+                    Golden {
+                        shape: view.shape().to_vec(),
+                        values,
+                    },
+                )
+            })
+            .collect()
+    })
+}
+
+fn golden<B: Backend, const D: usize>(name: &str, device: &B::Device) -> Tensor<B, D> {
+    let g = &goldens()[name];
+    Tensor::from_data(TensorData::new(g.values.clone(), g.shape.clone()), device)
+}
+
+/// Max |a - b| must be below `tol * max(1, max|b|)`.
+fn assert_close<B: Backend, const D: usize>(name: &str, actual: Tensor<B, D>, tol: f32) {
+    let expected = &goldens()[name];
+    assert_eq!(actual.dims().to_vec(), expected.shape, "{name}: shape");
+    let actual: Vec<f32> = actual.into_data().convert::<f32>().to_vec().unwrap();
+    let scale = expected.values.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let worst = actual
+        .iter()
+        .zip(&expected.values)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("{name}: max abs diff {worst:.2e} (scale {scale:.2})");
+    assert!(
+        worst <= tol * scale,
+        "{name}: max abs diff {worst:e} > {tol:e} x scale {scale}"
+    );
+}
+
+const TOL: f32 = 1e-4;
+
+/// Every module and the whole pipeline of the tiny model on backend `B` against the goldens.
+fn check_against_goldens<B: Backend>(device: &B::Device) {
+    let mut model = Difix::<B>::load(&tiny(), None, device).expect("tiny model loads");
+    let g = |name: &str| golden::<B, 4>(name, device);
+
+    // Tokenizer: exact ids.
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tokenizer_cases.json")).unwrap()).unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        // The pipeline uses the slow tokenizer; `ids` is its output.
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(model.tokenizer().encode(text), ids, "text {text:?}");
+    }
+    let ids: Vec<u32> = goldens()["text.ids"].values.iter().map(|&v| v as u32).collect();
+    assert_eq!(model.tokenizer().encode("remove degradation"), ids);
+
+    // Text encoder, and the cached prompt embedding.
+    assert_close("text.hidden", model.text_encoder().forward(&ids, device), TOL);
+    assert_close("text.hidden", model.prompt_embedding("remove degradation"), TOL);
+
+    // Scheduler.
+    let step = model.step();
+    assert_eq!(step.timestep, 199);
+    assert!((step.alpha_cumprod as f32 - goldens()["sched.alphas_cumprod_199"].values[0]).abs() < 1e-6);
+    assert!((step.a as f32 - goldens()["sched.z0_coef_sample"].values[0]).abs() < 1e-6);
+    assert!((step.b as f32 - goldens()["sched.z0_coef_eps"].values[0]).abs() < 1e-6);
+
+    // VAE encoder (mean and skips) and decoder (skips + merged LoRA).
+    let encoded = model.vae().encode(g("vae.input"));
+    assert_close("vae.enc.mean", encoded.mean, TOL);
+    for (i, skip) in encoded.skips.into_iter().enumerate() {
+        assert_close(&format!("vae.enc.skip{i}"), skip, TOL);
+    }
+    let skips: Vec<Tensor<B, 4>> = (0..4).map(|i| g(&format!("vae.enc.skip{i}"))).collect();
+    assert_close("vae.dec.output", model.vae().decode(g("vae.dec.input"), &skips), TOL);
+
+    // UNet: timestep embedding, one view, reference mode with one and two samples.
+    let unet = model.unet();
+    assert_close("unet.time_emb", unet.time_embedding(199.0, 1, device), TOL);
+    let context: Tensor<B, 3> = golden("unet.encoder_hidden_states", device);
+    assert_close("unet.out", unet.forward(g("unet.sample"), 199.0, &context, 1), TOL);
+    assert_close(
+        "unet.mv.out",
+        unet.forward(g("unet.mv.sample"), 199.0, &context.clone().repeat_dim(0, 2), 2),
+        TOL,
+    );
+    assert_close(
+        "unet.mv2.out",
+        unet.forward(g("unet.mv2.sample"), 199.0, &context.repeat_dim(0, 4), 2),
+        TOL,
+    );
+
+    // The pipeline: single, with a reference, a list with one reference each, a broadcast reference.
+    let prompt = difix3d::difix::pipeline::DEFAULT_PROMPT;
+    assert_close("pipe.output", model.fix(g("pipe.input"), None, prompt).unwrap(), TOL);
+    assert_close(
+        "pipe.ref.output",
+        model.fix(g("pipe.ref.input"), Some(g("pipe.ref.ref")), prompt).unwrap(),
+        TOL,
+    );
+    assert_close(
+        "pipe.ref2.output",
+        model
+            .fix(g("pipe.ref2.input"), Some(g("pipe.ref2.ref")), prompt)
+            .unwrap(),
+        TOL,
+    );
+    let inputs = g("pipe.ref2.input");
+    let shared = model.fix(inputs.clone(), Some(g("pipe.ref.ref")), prompt).unwrap();
+    let first = model
+        .fix(inputs.clone().slice([0..1]), Some(g("pipe.ref.ref")), prompt)
+        .unwrap();
+    let diff: f32 = (shared.slice([0..1]) - first).abs().max().into_scalar().elem();
+    assert!(
+        diff < 1e-5,
+        "a broadcast reference must act as that reference given to each input: {diff}"
+    );
+
+    // Inputs the pipeline cannot take.
+    let three = Tensor::cat(vec![inputs.clone(), inputs.clone().slice([0..1])], 0);
+    let err = model.fix(inputs, Some(three), prompt).unwrap_err();
+    assert!(err.to_string().contains("3 reference images for 2 inputs"), "{err}");
+    let odd = Tensor::<B, 4>::zeros([1, 3, 30, 48], device);
+    let err = model.fix(odd, None, prompt).unwrap_err();
+    assert!(err.to_string().contains("multiples of 8"), "{err}");
+}
+
+#[test]
+fn tiny_difix_matches_the_reference_on_ndarray() {
+    check_against_goldens::<Cpu>(&NdArrayDevice::Cpu);
+}
+
+#[test]
+fn tiny_difix_matches_the_reference_on_wgpu() {
+    check_against_goldens::<burn::backend::Wgpu<f32>>(&burn::backend::wgpu::WgpuDevice::DefaultDevice);
+}
+
+// --- the weight loader -----------------------------------------------------------------------
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+type Tensors = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+
+fn read_tensors(path: &Path) -> Tensors {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn write_tensors(path: &Path, tensors: &Tensors) {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+fn load_err(dir: &Path) -> DifixError {
+    match Difix::<Cpu>::load(dir, None, &NdArrayDevice::Cpu) {
+        Ok(_) => panic!("{} should not load", dir.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn missing_weights_say_where_to_put_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let msg = load_err(&dir.path().join("nothing")).to_string();
+    assert!(msg.contains("huggingface-cli download nvidia/difix"), "{msg}");
+    assert!(msg.contains("checkpoints/README.md"), "{msg}");
+}
+
+#[test]
+fn wrong_shape_missing_and_unexpected_keys_are_named() {
+    let unet_file = tiny().join("unet/diffusion_pytorch_model.safetensors");
+    let original = read_tensors(&unet_file);
+    let key = "down_blocks.0.resnets.0.conv1.weight";
+
+    // Wrong shape: [16,16,3,3] stored as [16,16,9].
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny(), dir.path());
+    let mut t = original.clone();
+    let entry = t.iter_mut().find(|e| e.0 == key).unwrap();
+    entry.2 = vec![entry.2[0], entry.2[1], entry.2[2] * entry.2[3]];
+    write_tensors(&dir.path().join("unet/diffusion_pytorch_model.safetensors"), &t);
+    let msg = load_err(dir.path()).to_string();
+    assert!(
+        msg.contains(key) && msg.contains("diffusion_pytorch_model.safetensors"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("[16, 16, 9]") && msg.contains("[16, 16, 3, 3]"),
+        "both shapes: {msg}"
+    );
+
+    // Missing key.
+    let t: Tensors = original.iter().filter(|e| e.0 != key).cloned().collect();
+    write_tensors(&dir.path().join("unet/diffusion_pytorch_model.safetensors"), &t);
+    let msg = load_err(dir.path()).to_string();
+    assert!(msg.contains(key) && msg.contains("missing"), "{msg}");
+
+    // Unexpected key.
+    let mut t = original.clone();
+    t.push((
+        "down_blocks.9.extra.weight".into(),
+        safetensors::Dtype::F32,
+        vec![1],
+        vec![0; 4],
+    ));
+    write_tensors(&dir.path().join("unet/diffusion_pytorch_model.safetensors"), &t);
+    let msg = load_err(dir.path()).to_string();
+    assert!(
+        msg.contains("down_blocks.9.extra.weight") && msg.contains("unexpected"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn sharded_and_half_precision_files_load() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny(), dir.path());
+    // Shard the UNet in two files with an index, as diffusers does for large models.
+    let unet_dir = dir.path().join("unet");
+    let all = read_tensors(&unet_dir.join("diffusion_pytorch_model.safetensors"));
+    std::fs::remove_file(unet_dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let (a, b) = all.split_at(all.len() / 2);
+    write_tensors(
+        &unet_dir.join("diffusion_pytorch_model-00001-of-00002.safetensors"),
+        &a.to_vec(),
+    );
+    write_tensors(
+        &unet_dir.join("diffusion_pytorch_model-00002-of-00002.safetensors"),
+        &b.to_vec(),
+    );
+    let map: serde_json::Map<String, serde_json::Value> = all
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            (
+                e.0.clone(),
+                format!(
+                    "diffusion_pytorch_model-0000{}-of-00002.safetensors",
+                    1 + (i >= a.len()) as u8
+                )
+                .into(),
+            )
+        })
+        .collect();
+    std::fs::write(
+        unet_dir.join("diffusion_pytorch_model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": map}).to_string(),
+    )
+    .unwrap();
+    // Store the VAE in fp16.
+    let vae_file = dir.path().join("vae/diffusion_pytorch_model.safetensors");
+    let half: Tensors = read_tensors(&vae_file)
+        .into_iter()
+        .map(|(n, _, s, bytes)| {
+            let h: Vec<u8> = bytes
+                .chunks_exact(4)
+                .flat_map(|c| half::f16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes())
+                .collect();
+            (n, safetensors::Dtype::F16, s, h)
+        })
+        .collect();
+    write_tensors(&vae_file, &half);
+
+    let mut model = Difix::<Cpu>::load(dir.path(), None, &NdArrayDevice::Cpu).unwrap();
+    let out = model
+        .fix(
+            golden::<Cpu, 4>("pipe.input", &NdArrayDevice::Cpu),
+            None,
+            "remove degradation",
+        )
+        .unwrap();
+    // fp16 weights round to ~1e-3 relative; the output stays close to the fp32 golden.
+    assert_close("pipe.output", out, 2e-2);
+}
+
+/// `tiny/` as a stock SD-Turbo-like directory: no skip convs, no LoRA, plain module names.
+fn stock_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&tiny(), dir.path());
+    let vae_file = dir.path().join("vae/diffusion_pytorch_model.safetensors");
+    let stock: Tensors = read_tensors(&vae_file)
+        .into_iter()
+        .filter(|e| !e.0.contains("lora") && !e.0.contains("skip"))
+        .map(|(n, d, s, b)| (n.replace(".base_layer.", "."), d, s, b))
+        .collect();
+    write_tensors(&vae_file, &stock);
+    dir
+}
+
+#[test]
+fn trainer_checkpoint_over_a_stock_model_reproduces_the_model() {
+    let dir = stock_dir();
+    let ckpt = fixtures().join("model_tiny.pkl");
+    let mut model = Difix::<Cpu>::load(dir.path(), Some(&ckpt), &NdArrayDevice::Cpu).unwrap();
+    assert_close(
+        "pipe.output",
+        model
+            .fix(
+                golden::<Cpu, 4>("pipe.input", &NdArrayDevice::Cpu),
+                None,
+                "remove degradation",
+            )
+            .unwrap(),
+        TOL,
+    );
+
+    let bad = fixtures().join("model_tiny_bad.pkl");
+    let msg = match Difix::<Cpu>::load(dir.path(), Some(&bad), &NdArrayDevice::Cpu) {
+        Ok(_) => panic!("the bad checkpoint loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        msg.contains("conv_in.weight") && msg.contains("model_tiny_bad.pkl"),
+        "{msg}"
+    );
+    assert!(msg.contains("[17, 4, 3, 3]") && msg.contains("[16, 4, 3, 3]"), "{msg}");
+}
+
+// --- the CLI ---------------------------------------------------------------------------------
+
+fn save_golden_png(name: &str, index: usize, path: &Path) {
+    let g = &goldens()[name];
+    let (h, w) = (g.shape[2], g.shape[3]);
+    let plane = h * w;
+    let offset = index * 3 * plane;
+    let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = y as usize * w + x as usize;
+        image::Rgb(std::array::from_fn(|c| {
+            (g.values[offset + c * plane + i] * 255.0).round() as u8
+        }))
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn fix_cli_writes_each_input_and_rejects_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, r) = (
+        dir.path().join("a.png"),
+        dir.path().join("b.png"),
+        dir.path().join("r.png"),
+    );
+    save_golden_png("pipe.ref2.input", 0, &a);
+    save_golden_png("pipe.ref2.input", 1, &b);
+    save_golden_png("pipe.ref.ref", 0, &r);
+    let out = dir.path().join("out");
+    let model = tiny();
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let (code, stdout, stderr) = crate::difix3d(&[
+        "fix",
+        "--model",
+        &s(&model),
+        "--input",
+        &s(&a),
+        &s(&b),
+        "--ref",
+        &s(&r),
+        "--out",
+        &s(&out),
+        "--native",
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("fixed 2 image(s)") && stdout.contains("ms per image"),
+        "{stdout}"
+    );
+    for name in ["a.png", "b.png"] {
+        let fixed = image::open(out.join(name)).unwrap().to_rgb8();
+        assert_eq!(fixed.dimensions(), (48, 32));
+    }
+    // The CLI result is the library's result on the 8-bit input (within PNG rounding).
+    let mut lib = Difix::<Cpu>::load(&model, None, &NdArrayDevice::Cpu).unwrap();
+    let device = NdArrayDevice::Cpu;
+    let input = difix3d::difix::images::to_tensor::<Cpu>(&image::open(&a).unwrap().to_rgb8(), &device);
+    let refimg = difix3d::difix::images::to_tensor::<Cpu>(&image::open(&r).unwrap().to_rgb8(), &device);
+    let expected =
+        difix3d::difix::images::to_image(lib.fix(input, Some(refimg), "remove degradation").unwrap()).unwrap();
+    let actual = image::open(out.join("a.png")).unwrap().to_rgb8();
+    let worst = expected
+        .pixels()
+        .zip(actual.pixels())
+        .flat_map(|(e, a)| (0..3).map(move |c| e[c].abs_diff(a[c])))
+        .max();
+    assert!(worst <= Some(1), "CLI and library differ by {worst:?}");
+
+    // Two references for one input: refused before any work, nothing written.
+    let out2 = dir.path().join("out2");
+    let (code, _, stderr) = crate::difix3d(&[
+        "fix",
+        "--model",
+        &s(&model),
+        "--input",
+        &s(&a),
+        "--ref",
+        &s(&r),
+        &s(&r),
+        "--out",
+        &s(&out2),
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("2 reference images for 1 inputs"), "{stderr}");
+    assert!(!out2.exists());
+    // No weights: where to get them.
+    let (code, _, stderr) = crate::difix3d(&[
+        "fix",
+        "--model",
+        &s(&dir.path().join("none")),
+        "--input",
+        &s(&a),
+        "--out",
+        &s(&out2),
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("huggingface-cli download"), "{stderr}");
+    // An unreadable input names the file.
+    std::fs::write(dir.path().join("bad.png"), b"not a png").unwrap();
+    let (code, _, stderr) = crate::difix3d(&[
+        "fix",
+        "--model",
+        &s(&model),
+        "--input",
+        &s(&dir.path().join("bad.png")),
+        "--out",
+        &s(&out2),
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("bad.png"), "{stderr}");
+    // CUDA without the feature or without a driver: a clear refusal, not a panic.
+    let (code, _, stderr) = crate::difix3d(&[
+        "fix",
+        "--model",
+        &s(&model),
+        "--input",
+        &s(&a),
+        "--out",
+        &s(&out2),
+        "--backend",
+        "cuda",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("CUDA") && !stderr.contains("panicked"), "{stderr}");
+}
