@@ -240,9 +240,20 @@ pub fn tokens_to_image<B: Backend>(tokens: Tensor<B, 3>, height: usize, width: u
 
 /// softmax(q k^T / sqrt(d)) v, in query chunks when the score matrix would be large.
 pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, causal: bool) -> Tensor<B, 4> {
+    attention_chunked(q, k, v, causal, ATTENTION_CHUNK_ELEMENTS)
+}
+
+/// [`attention`] with an explicit budget of score elements per chunk.
+pub fn attention_chunked<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    causal: bool,
+    max_elements: usize,
+) -> Tensor<B, 4> {
     let [b, h, n, d] = q.dims();
     let m = k.dims()[2];
-    let chunk = (ATTENTION_CHUNK_ELEMENTS / (b * h * m).max(1)).max(1);
+    let chunk = (max_elements / (b * h * m).max(1)).max(1);
     let scale = 1.0 / (d as f64).sqrt();
     let block = |q: Tensor<B, 4>, offset: usize| {
         let rows = q.dims()[2];
@@ -279,4 +290,37 @@ pub fn resize_nearest<B: Backend>(x: Tensor<B, 4>, height: usize, width: usize) 
         Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [out]), &device)
     };
     x.select(2, index(height, h)).select(3, index(width, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::ndarray::NdArrayDevice;
+    use burn::backend::NdArray;
+    use burn::tensor::Distribution;
+
+    type B = NdArray<f32>;
+
+    /// Chunking over queries must not change the result, with or without the causal mask.
+    #[test]
+    fn chunked_attention_equals_full_attention() {
+        let dev = NdArrayDevice::Cpu;
+        let q = Tensor::<B, 4>::random([2, 3, 37, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let k = Tensor::<B, 4>::random([2, 3, 37, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let v = Tensor::<B, 4>::random([2, 3, 37, 8], Distribution::Normal(0.0, 1.0), &dev);
+        for causal in [false, true] {
+            let full = attention_chunked(q.clone(), k.clone(), v.clone(), causal, usize::MAX);
+            // 2 * 3 * 37 keys per query row: 5 rows per chunk, the last chunk shorter.
+            let chunked = attention_chunked(q.clone(), k.clone(), v.clone(), causal, 2 * 3 * 37 * 5);
+            let diff: f32 = (full.clone() - chunked).abs().max().into_scalar();
+            assert!(diff < 1e-6, "causal={causal}: {diff}");
+            if causal {
+                // The first query sees only the first key.
+                let first = full.slice([0..2, 0..3, 0..1, 0..8]);
+                let v0 = v.clone().slice([0..2, 0..3, 0..1, 0..8]);
+                let diff: f32 = (first - v0).abs().max().into_scalar();
+                assert!(diff < 1e-6);
+            }
+        }
+    }
 }

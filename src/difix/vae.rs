@@ -96,6 +96,29 @@ struct Stage<B: Backend> {
     resample: Option<Conv2d<B>>,
 }
 
+impl<B: Backend> Stage<B> {
+    /// `count` ResNets under `prefix.resnets.*`, the first taking `cin` channels; no resampling yet.
+    fn load(
+        l: &mut Loader<B>,
+        prefix: &str,
+        count: usize,
+        cin: usize,
+        cout: usize,
+        groups: usize,
+    ) -> Result<Self, DifixError> {
+        let resnets = (0..count)
+            .map(|j| {
+                let input = if j == 0 { cin } else { cout };
+                ResnetBlock::load(l, &format!("{prefix}.resnets.{j}"), input, cout, None, groups, EPS)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            resnets,
+            resample: None,
+        })
+    }
+}
+
 /// What the encoder gives the decoder: the latent mean (unscaled) and the skip activations s0..s3.
 pub struct Encoded<B: Backend> {
     pub mean: Tensor<B, 4>,
@@ -141,22 +164,7 @@ impl<B: Backend> Vae<B> {
             skip_channels.push(out);
             let input = out;
             out = channels;
-            let mut stage = Stage {
-                resnets: vec![],
-                resample: None,
-            };
-            for j in 0..cfg.layers_per_block {
-                let cin = if j == 0 { input } else { out };
-                stage.resnets.push(ResnetBlock::load(
-                    l,
-                    &format!("{p}.resnets.{j}"),
-                    cin,
-                    out,
-                    None,
-                    g,
-                    EPS,
-                )?);
-            }
+            let mut stage = Stage::load(l, &p, cfg.layers_per_block, input, out, g)?;
             if i + 1 < n {
                 // diffusers pads (right 1, bottom 1) and convolves 3x3 stride 2 without padding.
                 let pad = PaddingConfig2d::Explicit(0, 0, 1, 1);
@@ -187,22 +195,7 @@ impl<B: Backend> Vae<B> {
                 let key = format!("decoder.skip_conv_{}", i + 1);
                 skip_convs.push(l.conv(&key, skip_channels[n - 1 - i], prev, 1, false)?);
             }
-            let mut stage = Stage {
-                resnets: vec![],
-                resample: None,
-            };
-            for j in 0..=cfg.layers_per_block {
-                let cin = if j == 0 { prev } else { out };
-                stage.resnets.push(ResnetBlock::load(
-                    l,
-                    &format!("{p}.resnets.{j}"),
-                    cin,
-                    out,
-                    None,
-                    g,
-                    EPS,
-                )?);
-            }
+            let mut stage = Stage::load(l, &p, cfg.layers_per_block + 1, prev, out, g)?;
             if i + 1 < n {
                 stage.resample = Some(l.conv(&format!("{p}.upsamplers.0.conv"), out, out, 3, true)?);
             }
