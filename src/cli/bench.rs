@@ -1,6 +1,5 @@
 //! `difix3d bench ...`: performance measurements, printed as JSON and as a BENCHMARKS.md table row.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -79,7 +78,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             let row = format!("| {} | fix | {} | {row}", chrono_date(), backend);
             println!("{}", serde_json::to_string_pretty(&report)?);
             println!("{row}");
-            append_row(append_md, &row)
+            append_row(append_md, &row, "fix", "encode / UNet / decode")
         }
     }
 }
@@ -158,15 +157,31 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn append_row(append_md: Option<PathBuf>, row: &str) -> anyhow::Result<()> {
-    if let Some(md) = append_md {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&md)
-            .with_context(|| format!("{}: cannot open", md.display()))?;
-        writeln!(f, "{row}").with_context(|| format!("{}: cannot write", md.display()))?;
-    }
+/// Adds `row` to the markdown table whose rows carry `| bench |` (after its last row, or after the
+/// header separator of the table whose header contains `header_marker`); at the end otherwise.
+fn append_row(append_md: Option<PathBuf>, row: &str, bench: &str, header_marker: &str) -> anyhow::Result<()> {
+    let Some(md) = append_md else { return Ok(()) };
+    let text = match std::fs::read_to_string(&md) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("{}: cannot read", md.display())),
+    };
+    let mut lines: Vec<&str> = text.lines().collect();
+    let tag = format!("| {bench} |");
+    let at = match lines.iter().rposition(|l| l.starts_with('|') && l.contains(&tag)) {
+        Some(i) => i + 1,
+        None => match lines
+            .iter()
+            .position(|l| l.starts_with('|') && l.contains(header_marker))
+        {
+            Some(h) => (h + 2).min(lines.len()),
+            None => lines.len(),
+        },
+    };
+    lines.insert(at, row);
+    let mut out = lines.join("\n");
+    out.push('\n');
+    difix3d::image_io::write_atomic(&md, |tmp| std::fs::write(tmp, &out).map_err(|e| e.to_string()))?;
     Ok(())
 }
 
@@ -253,7 +268,7 @@ fn bench_render(
         frames,
     );
     println!("{row}");
-    append_row(append_md, &row)
+    append_row(append_md, &row, "render", "project / sort / raster")
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, without pulling in a date crate.

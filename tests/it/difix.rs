@@ -529,3 +529,35 @@ fn fix_cli_writes_each_input_and_rejects_bad_requests() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("CUDA") && !stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn bench_fix_reports_and_files_its_row_under_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("BENCH.md");
+    std::fs::write(
+        &md,
+        "# B\n\n| date | bench | backend | model | size | ref | float | mean ms | encode / UNet / decode ms | RSS | iters |\n|---|\n\nafter\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = crate::difix3d(&[
+        "bench",
+        "fix",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--size",
+        "16x24",
+        "--backend",
+        "cpu",
+        "--iters",
+        "1",
+        "--append-md",
+        md.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout[..stdout.rfind('}').unwrap() + 1]).unwrap();
+    assert!(report["mean_ms"].as_f64().unwrap() > 0.0 && report["unet_ms"].as_f64().unwrap() > 0.0);
+    let text = std::fs::read_to_string(&md).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[4].contains("| fix | cpu | tiny | 16x24 |"), "{text}");
+    assert_eq!(lines.last(), Some(&"after"));
+}
