@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod difix;
+pub mod fix;
 pub mod image_io;
 pub mod jobs;
 pub mod metrics;

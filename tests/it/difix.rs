@@ -561,3 +561,51 @@ fn bench_fix_reports_and_files_its_row_under_its_table() {
     assert!(lines[4].contains("| fix | cpu | tiny | 16x24 |"), "{text}");
     assert_eq!(lines.last(), Some(&"after"));
 }
+
+#[test]
+fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
+    use difix3d::difix::backend::{BackendKind, Precision};
+    use difix3d::fix::{FixEvent, Frame, LiveFixer, LiveFixerOptions};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.png");
+    save_golden_png("pipe.ref2.input", 0, &a);
+    let image = image::open(&a).unwrap().to_rgb8();
+    let options = |model: PathBuf| LiveFixerOptions {
+        model,
+        backend: BackendKind::Cpu,
+        precision: Precision::Fp32,
+        prompt: "remove degradation".into(),
+    };
+    let fixer = LiveFixer::spawn(options(tiny()));
+    // Submitted before the model is ready: only the last of these may survive the one-slot queue.
+    for id in 1..=3 {
+        fixer.submit(Frame {
+            id,
+            image: image.clone(),
+            reference: None,
+        });
+    }
+    let next = || fixer.events().recv_timeout(Duration::from_secs(120)).expect("an event");
+    assert!(matches!(next(), FixEvent::Ready));
+    let mut lib = Difix::<Cpu>::load(&tiny(), None, &NdArrayDevice::Cpu).unwrap();
+    let input = difix3d::difix::images::to_tensor::<Cpu>(&image, &NdArrayDevice::Cpu);
+    let expected = difix3d::difix::images::to_image(lib.fix(input, None, "remove degradation").unwrap()).unwrap();
+    // Frames may be replaced while the worker is busy (see the LatestSlot unit test); whatever is fixed
+    // comes in order, is right, and the newest frame is always among it.
+    let mut last = 0;
+    while last != 3 {
+        let FixEvent::Fixed { id, image: fixed, .. } = next() else {
+            panic!("expected a fixed frame")
+        };
+        assert!(id > last, "frames come back in order");
+        assert_eq!(fixed, expected);
+        last = id;
+    }
+
+    let broken = LiveFixer::spawn(options(dir.path().join("no-model")));
+    match broken.events().recv_timeout(Duration::from_secs(60)).unwrap() {
+        FixEvent::Error(msg) => assert!(msg.contains("huggingface-cli download"), "{msg}"),
+        _ => panic!("a missing model must be reported"),
+    }
+}

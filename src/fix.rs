@@ -1,0 +1,169 @@
+//! The live post-render fix: a worker thread that owns a Difix model and fixes the newest frame it is
+//! given. The renderer never waits for it: frames go over a one-slot channel where a new frame replaces
+//! one that was not picked up yet (latest wins), and fixed frames come back as events.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use image::RgbImage;
+
+use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use crate::difix::images::{self, SizePolicy};
+use crate::difix::Difix;
+
+/// A rendered view to fix; `id` lets the caller match results to what it showed.
+pub struct Frame {
+    pub id: u64,
+    pub image: RgbImage,
+    pub reference: Option<RgbImage>,
+}
+
+pub enum FixEvent {
+    /// The model is loaded and the worker waits for frames.
+    Ready,
+    Fixed {
+        id: u64,
+        image: RgbImage,
+        millis: f64,
+    },
+    /// Loading or fixing failed; after a load error the worker has stopped.
+    Error(String),
+}
+
+pub struct LiveFixerOptions {
+    pub model: PathBuf,
+    pub backend: BackendKind,
+    pub precision: Precision,
+    pub prompt: String,
+}
+
+pub struct LiveFixer {
+    slot: LatestSlot<Frame>,
+    events: Receiver<FixEvent>,
+}
+
+/// A one-item channel whose sender replaces an item that was not taken yet.
+struct LatestSlot<T> {
+    tx: Sender<T>,
+    /// A second receiving end, used only to throw a stale item away.
+    stale: Receiver<T>,
+}
+
+impl<T> LatestSlot<T> {
+    fn new() -> (Self, Receiver<T>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        (Self { tx, stale: rx.clone() }, rx)
+    }
+
+    fn submit(&self, item: T) {
+        let mut item = item;
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => {
+                    let _ = self.stale.try_recv();
+                    item = back;
+                }
+            }
+        }
+    }
+}
+
+impl LiveFixer {
+    /// Starts the worker; the model loads in the background (watch for [`FixEvent::Ready`]).
+    pub fn spawn(options: LiveFixerOptions) -> Self {
+        let (slot, frame_rx) = LatestSlot::new();
+        let (event_tx, events) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("difix-live".into())
+            .spawn(move || {
+                let job = Worker {
+                    options,
+                    frames: frame_rx,
+                    events: event_tx.clone(),
+                };
+                if let Err(e) = run_on(job.options.backend, job.options.precision, job) {
+                    let _ = event_tx.send(FixEvent::Error(e.to_string()));
+                }
+            })
+            .expect("spawning a thread only fails when the OS is out of resources");
+        Self { slot, events }
+    }
+
+    /// Queues `frame`, replacing a frame that is still waiting.
+    pub fn submit(&self, frame: Frame) {
+        self.slot.submit(frame);
+    }
+
+    pub fn events(&self) -> &Receiver<FixEvent> {
+        &self.events
+    }
+}
+
+struct Worker {
+    options: LiveFixerOptions,
+    frames: Receiver<Frame>,
+    events: Sender<FixEvent>,
+}
+
+impl WithBackend for Worker {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) {
+        let mut model = match Difix::<B>::load(&self.options.model, None, &device) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = self.events.send(FixEvent::Error(e.to_string()));
+                return;
+            }
+        };
+        let _ = self.events.send(FixEvent::Ready);
+        // Ends when the LiveFixer (the only sender) is dropped.
+        while let Ok(frame) = self.frames.recv() {
+            let start = Instant::now();
+            let (w, h) = frame.image.dimensions();
+            let (ww, wh) = SizePolicy::Native.working_size(w, h);
+            let input = images::to_tensor::<B>(&images::resize(&frame.image, ww, wh), &device);
+            let reference = frame
+                .reference
+                .as_ref()
+                .map(|r| images::to_tensor::<B>(&images::resize(r, ww, wh), &device));
+            let event = match model
+                .fix(input, reference, &self.options.prompt)
+                .map_err(|e| e.to_string())
+                .and_then(images::to_image)
+            {
+                Ok(fixed) => FixEvent::Fixed {
+                    id: frame.id,
+                    image: images::resize(&fixed, w, h),
+                    millis: start.elapsed().as_secs_f64() * 1e3,
+                },
+                Err(e) => FixEvent::Error(format!("frame {}: {e}", frame.id)),
+            };
+            if self.events.send(event).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LatestSlot;
+
+    #[test]
+    fn the_newest_item_replaces_a_waiting_one() {
+        let (slot, rx) = LatestSlot::new();
+        for i in 1..=3 {
+            slot.submit(i);
+        }
+        assert_eq!(rx.try_recv(), Ok(3));
+        assert!(rx.try_recv().is_err());
+        slot.submit(4);
+        assert_eq!(rx.try_recv(), Ok(4));
+        drop(rx);
+        slot.submit(5); // a stopped worker is not an error for the renderer
+    }
+}
