@@ -10,7 +10,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use image::RgbImage;
 
 use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
-use crate::difix::images::{self, SizePolicy};
+use crate::difix::images::SizePolicy;
 use crate::difix::Difix;
 
 /// A rendered view to fix; `id` lets the caller match results to what it showed.
@@ -123,21 +123,15 @@ impl WithBackend for Worker {
         // Ends when the LiveFixer (the only sender) is dropped.
         while let Ok(frame) = self.frames.recv() {
             let start = Instant::now();
-            let (w, h) = frame.image.dimensions();
-            let (ww, wh) = SizePolicy::Native.working_size(w, h);
-            let input = images::to_tensor::<B>(&images::resize(&frame.image, ww, wh), &device);
-            let reference = frame
-                .reference
-                .as_ref()
-                .map(|r| images::to_tensor::<B>(&images::resize(r, ww, wh), &device));
-            let event = match model
-                .fix(input, reference, &self.options.prompt)
-                .map_err(|e| e.to_string())
-                .and_then(images::to_image)
-            {
-                Ok(fixed) => FixEvent::Fixed {
+            let event = match model.fix_image(
+                &frame.image,
+                frame.reference.as_ref(),
+                SizePolicy::Native,
+                &self.options.prompt,
+            ) {
+                Ok(image) => FixEvent::Fixed {
                     id: frame.id,
-                    image: images::resize(&fixed, w, h),
+                    image,
                     millis: start.elapsed().as_secs_f64() * 1e3,
                 },
                 Err(e) => FixEvent::Error(format!("frame {}: {e}", frame.id)),

@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
-use difix3d::difix::images::{self, SizePolicy};
+use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::{Difix, DEFAULT_PROMPT, DEFAULT_TIMESTEP};
 use difix3d::image_io;
 
@@ -118,18 +118,12 @@ impl WithBackend for FixJob {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             );
-            let (w, h) = image.dimensions();
-            let (ww, wh) = policy.working_size(w, h);
-            let input = images::to_tensor::<B>(&images::resize(image, ww, wh), &device);
             let reference = match self.refs.len() {
                 0 => None,
                 1 => Some(&self.refs[0]),
                 _ => Some(&self.refs[i]),
-            }
-            .map(|r| images::to_tensor::<B>(&images::resize(r, ww, wh), &device));
-            let fixed = model.fix(input, reference, &args.prompt)?;
-            let fixed = images::to_image(fixed).map_err(|e| anyhow::anyhow!("reading the result back: {e}"))?;
-            let fixed = images::resize(&fixed, w, h);
+            };
+            let fixed = model.fix_image(image, reference, policy, &args.prompt)?;
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

@@ -108,7 +108,7 @@ impl ModelFiles {
 
     pub fn load_vae<B: Backend>(&self, device: &B::Device) -> Result<Vae<B>, DifixError> {
         let mut weights = self.weights("vae", "diffusion_pytorch_model", Some("state_dict_vae"))?;
-        if let Some(alpha) = self.lora_alpha()? {
+        if let Some(alpha) = self.vae.lora_alpha {
             weights.lora_alpha = alpha;
         }
         let model = Vae::load(
@@ -120,13 +120,5 @@ impl ModelFiles {
         )?;
         weights.finish()?;
         Ok(model)
-    }
-
-    /// `lora_alpha` from `vae/config.json` when the published config carries it; PEFT's default (8)
-    /// otherwise, which is what the reference trainer used (`LoraConfig(r=4)` with no alpha).
-    fn lora_alpha(&self) -> Result<Option<f32>, DifixError> {
-        let path = self.root.join("vae/config.json");
-        let value: serde_json::Value = read_json(&path)?;
-        Ok(value.get("lora_alpha").and_then(|v| v.as_f64()).map(|v| v as f32))
     }
 }

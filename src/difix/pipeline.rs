@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use super::images::{self, SizePolicy};
 use super::load::ModelFiles;
 use super::scheduler::OneStep;
 use super::text_encoder::TextEncoder;
@@ -92,6 +93,25 @@ impl<B: Backend> Difix<B> {
     }
     pub fn text_encoder(&self) -> &TextEncoder<B> {
         &self.text_encoder
+    }
+
+    /// Fixes one 8-bit picture (optionally with a reference) at the working size `policy` picks, and
+    /// returns it at the input's size: what both `difix3d fix` and the live viewer pass do per frame.
+    pub fn fix_image(
+        &mut self,
+        image: &image::RgbImage,
+        reference: Option<&image::RgbImage>,
+        policy: SizePolicy,
+        prompt: &str,
+    ) -> Result<image::RgbImage, DifixError> {
+        let (w, h) = image.dimensions();
+        let (ww, wh) = policy.working_size(w, h);
+        let input = images::to_tensor::<B>(&images::resize(image, ww, wh), &self.device);
+        let reference = reference.map(|r| images::to_tensor::<B>(&images::resize(r, ww, wh), &self.device));
+        let fixed = self.fix(input, reference, prompt)?;
+        let fixed =
+            images::to_image(fixed).map_err(|e| DifixError::Backend(format!("reading the result back: {e}")))?;
+        Ok(images::resize(&fixed, w, h))
     }
 
     /// Fixes `images` [n, 3, h, w] (values in [0,1], h and w multiples of 8). `refs` is `None`, one

@@ -37,6 +37,10 @@ pub struct VaeConfig {
     /// Difix: `true` turns the skip path off.
     #[serde(default)]
     pub ignore_skip: bool,
+    /// PEFT's `lora_alpha` when the published config carries it; PEFT's default (8) otherwise, which is
+    /// what the reference trainer used (`LoraConfig(r=4)` with no alpha).
+    #[serde(default)]
+    pub lora_alpha: Option<f32>,
 }
 
 fn three() -> usize {
