@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One-time machine setup for running difix3d and its tests on Debian/Ubuntu:
 # Vulkan loader + Mesa (lavapipe runs wgpu on the CPU when there is no GPU), X11/Wayland client
-# libraries for the window, Xvfb for headless GUI tests, ImageMagick for the sample-data script;
+# libraries for the window, Xvfb for headless GUI tests, ImageMagick for the sample-data script,
+# ffmpeg for MP4 flythroughs;
 # then the sample data itself. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(mesa-vulkan-drivers libvulkan1 xvfb xauth imagemagick libxkbcommon-x11-0 libx11-xcb1
+packages=(mesa-vulkan-drivers libvulkan1 xvfb xauth imagemagick ffmpeg libxkbcommon-x11-0 libx11-xcb1
     libxcursor1 libxrandr2 libxi6 libwayland-client0 libegl1)
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,7 @@
 //! one that was not picked up yet (latest wins), and fixed frames come back as events.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
@@ -17,7 +18,10 @@ use crate::difix::Difix;
 pub struct Frame {
     pub id: u64,
     pub image: RgbImage,
-    pub reference: Option<RgbImage>,
+    /// Shared: the same photo usually guides many frames.
+    pub reference: Option<Arc<RgbImage>>,
+    /// The working resolution (the fixed frame comes back at the frame's own size).
+    pub policy: SizePolicy,
 }
 
 pub enum FixEvent {
@@ -125,8 +129,8 @@ impl WithBackend for Worker {
             let start = Instant::now();
             let event = match model.fix_image(
                 &frame.image,
-                frame.reference.as_ref(),
-                SizePolicy::Native,
+                frame.reference.as_deref(),
+                frame.policy,
                 &self.options.prompt,
             ) {
                 Ok(image) => FixEvent::Fixed {

@@ -2,12 +2,14 @@
 //!
 //! The library holds every engine piece; the `difix3d` binary (CLI and GUI) is a thin shell over it.
 
+pub mod camera_path;
 pub mod data;
 pub mod difix;
 pub mod fix;
 pub mod image_io;
 pub mod jobs;
 pub mod metrics;
+pub mod record;
 pub mod render;
 pub mod scene;
 pub mod view;

@@ -1,7 +1,9 @@
 //! The viewer window (eframe). It owns no engine state beyond what it draws: scenes arrive from the
 //! loader job over a channel, and every panel sends its requests through the same typed messages.
 
+mod live_fix;
 mod panels;
+mod record_panel;
 mod viewport;
 
 use std::path::PathBuf;
@@ -14,6 +16,8 @@ use difix3d::jobs::load::{self, LoadError, Loaded};
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::view::{self, ViewController};
 
+use live_fix::LiveFix;
+pub use live_fix::{FixStart, ViewMode};
 use viewport::Viewport;
 
 /// Options of `difix3d view` that are not part of the UI.
@@ -22,6 +26,11 @@ pub struct ViewerOptions {
     /// Save a screenshot of the window here once the scene is on screen, then quit (used by tests).
     pub screenshot: Option<PathBuf>,
     pub window_size: (u32, u32),
+    /// Post-render fix settings to start with.
+    pub fix: FixStart,
+    /// With `screenshot`: first save the raw view (`NAME_raw.png`), then press the fix key and save the
+    /// fixed view once it is on screen (the GUI test of the live fix).
+    pub screenshot_toggle_fix: bool,
 }
 
 pub fn run(options: ViewerOptions) -> anyhow::Result<()> {
@@ -75,7 +84,7 @@ pub struct ViewerApp {
     gpu: GpuContext,
     viewport: Viewport,
     scene: Option<SceneInfo>,
-    dataset: Option<Dataset>,
+    dataset: Option<Arc<Dataset>>,
     controller: ViewController,
     home: ViewController,
     settings: ViewSettings,
@@ -84,12 +93,20 @@ pub struct ViewerApp {
     file_dialog: Option<Receiver<Option<PathBuf>>>,
     toasts: Vec<(String, Instant)>,
     screenshot: Option<ScreenshotState>,
+    fix: LiveFix,
+    record: record_panel::RecordPanel,
+    /// The scene on the CPU, for recordings.
+    splats: Option<Arc<difix3d::scene::Splats>>,
 }
 
 struct ScreenshotState {
     path: PathBuf,
     frames_shown: u32,
     requested: bool,
+    /// Still to take: the raw view before the fix key is pressed.
+    raw_first: bool,
+    /// Press the fix key on the next input.
+    press_fix_key: bool,
 }
 
 impl ViewerApp {
@@ -132,7 +149,12 @@ impl ViewerApp {
                 path,
                 frames_shown: 0,
                 requested: false,
+                raw_first: options.screenshot_toggle_fix,
+                press_fix_key: false,
             }),
+            fix: LiveFix::new(options.fix),
+            record: Default::default(),
+            splats: None,
         };
         if let Some(path) = options.path {
             app.open(path);
@@ -173,7 +195,7 @@ impl ViewerApp {
     fn on_loaded(&mut self, loaded: Loaded) {
         let splats = &loaded.splats;
         if let Some(dataset) = loaded.dataset {
-            self.dataset = Some(dataset);
+            self.dataset = Some(Arc::new(dataset));
         }
         let dataset_up = self
             .dataset
@@ -195,25 +217,22 @@ impl ViewerApp {
             sh_degree: splats.sh_degree,
         });
         self.viewport.set_splats(&self.gpu, splats);
+        self.splats = Some(Arc::new(loaded.splats));
+    }
+
+    /// Moves the view to a camera-path keyframe, keeping the orbit distance and the scene's up.
+    fn apply_pose(&mut self, key: &difix3d::camera_path::Keyframe) {
+        self.controller.position = key.position;
+        self.controller.rotation = key.rotation.normalize();
+        self.controller.fov_y = key.fov_y_deg.to_radians();
     }
 
     fn pick_file(&mut self) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let file = rfd::FileDialog::new()
-                .add_filter("Gaussian splats", &["ply", "splat"])
-                .pick_file();
-            let _ = tx.send(file);
-        });
-        self.file_dialog = Some(rx);
+        self.file_dialog = Some(pick(|d| d.add_filter("Gaussian splats", &["ply", "splat"]).pick_file()));
     }
 
     fn pick_folder(&mut self) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let _ = tx.send(rfd::FileDialog::new().pick_folder());
-        });
-        self.file_dialog = Some(rx);
+        self.file_dialog = Some(pick(|d| d.pick_folder()));
     }
 
     /// Snaps the view to dataset camera `index` (train cameras first, then eval).
@@ -260,29 +279,67 @@ impl ViewerApp {
                 _ => None,
             })
         });
+        let frame_id = self.viewport.frame_id();
+        let fixed_shown = self.fix.fixed_for(frame_id).is_some();
         if let Some(image) = shot {
-            let result = viewport::save_screenshot(&image, &state.path, self.viewport.last_frame());
+            let path = if state.raw_first {
+                let stem = state.path.file_stem().unwrap_or_default().to_string_lossy();
+                state.path.with_file_name(format!("{stem}_raw.png"))
+            } else {
+                state.path.clone()
+            };
+            let result = viewport::save_screenshot(&image, &path, self.viewport.last_frame(), fixed_shown);
             if let Err(e) = result {
                 eprintln!("error: {e}");
             }
-            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
-            return;
+            if state.raw_first {
+                state.raw_first = false;
+                state.press_fix_key = true;
+                state.frames_shown = 0;
+                state.requested = false;
+            } else {
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                return;
+            }
         }
-        if self.scene.is_some() && self.viewport.has_frame() {
+        // Wait for the fixed frame when the fix is on (and the raw view is not the one wanted now).
+        let ready =
+            self.scene.is_some() && self.viewport.has_frame() && (state.raw_first || !self.fix.enabled || fixed_shown);
+        if ready && !state.press_fix_key {
             state.frames_shown += 1;
             if state.frames_shown >= 3 && !state.requested {
                 state.requested = true;
                 ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(egui::UserData::default()));
             }
         }
+        if let Some(message) = self.fix.failure() {
+            eprintln!("error: the live fix failed: {message}");
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
         ctx.request_repaint();
     }
+}
+
+/// Runs a file dialog on its own thread (it blocks) and returns where its answer will arrive.
+fn pick(dialog: impl FnOnce(rfd::FileDialog) -> Option<PathBuf> + Send + 'static) -> Receiver<Option<PathBuf>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(dialog(rfd::FileDialog::new()));
+    });
+    rx
 }
 
 impl eframe::App for ViewerApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.poll_jobs();
+        self.fix.poll(&ctx);
+        if let Some(pose) = self.record.preview_pose() {
+            self.apply_pose(&pose);
+        }
+        if self.record.busy() {
+            ctx.request_repaint();
+        }
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().filter_map(|f| f.path.clone()).collect());
         if let Some(path) = dropped.into_iter().next() {
             self.open(path);
@@ -298,6 +355,23 @@ impl eframe::App for ViewerApp {
         self.screenshot_logic(&ctx);
         if self.loading.is_some() || self.file_dialog.is_some() {
             ctx.request_repaint_after(Duration::from_millis(50));
+        }
+    }
+
+    fn raw_input_hook(&mut self, _ctx: &egui::Context, raw_input: &mut egui::RawInput) {
+        if let Some(state) = &mut self.screenshot {
+            if state.press_fix_key {
+                state.press_fix_key = false;
+                for pressed in [true, false] {
+                    raw_input.events.push(egui::Event::Key {
+                        key: egui::Key::X,
+                        physical_key: Some(egui::Key::X),
+                        pressed,
+                        repeat: false,
+                        modifiers: egui::Modifiers::NONE,
+                    });
+                }
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The side panel: Scene, View, and the sections of engines still to come (shown disabled, saying so).
+//! The side panel: Scene, View, Post-render fix, Record, and the sections of engines still to come
+//! (shown disabled, saying so).
 
 use super::ViewerApp;
 
@@ -11,11 +12,18 @@ pub fn side_panel_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     egui::CollapsingHeader::new("View")
         .default_open(true)
         .show(ui, |ui| view_ui(app, ui));
+    egui::CollapsingHeader::new("Post-render fix")
+        .default_open(true)
+        .show(ui, |ui| {
+            let has_dataset = app.dataset.is_some();
+            app.fix.panel_ui(ui, has_dataset)
+        });
+    egui::CollapsingHeader::new("Record")
+        .default_open(false)
+        .show(ui, |ui| app.record_panel_ui(ui));
     for (title, what) in [
-        ("Post-render fix", "Live Difix cleanup of every frame"),
         ("Refinement", "Difix3D progressive 3D update"),
         ("Training", "3DGS training on the loaded dataset"),
-        ("Record", "Camera paths and fixed flythroughs"),
     ] {
         egui::CollapsingHeader::new(title)
             .default_open(false)

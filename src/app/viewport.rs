@@ -30,6 +30,8 @@ pub struct Viewport {
     frame_time: Duration,
     fps_window: Vec<Instant>,
     intersections: u32,
+    /// Counts rendered frames; the live fix matches fixed frames to renders by it.
+    frame_id: u64,
 }
 
 impl Viewport {
@@ -44,6 +46,7 @@ impl Viewport {
             frame_time: Duration::ZERO,
             fps_window: Vec::new(),
             intersections: 0,
+            frame_id: 0,
         }
     }
 
@@ -58,6 +61,22 @@ impl Viewport {
 
     pub fn last_frame(&self) -> Option<&FrameRecord> {
         self.last.as_ref()
+    }
+
+    /// The id of the frame on screen (0 before the first).
+    pub fn frame_id(&self) -> u64 {
+        self.frame_id
+    }
+
+    /// The frame on screen as 8-bit RGB (a GPU read-back).
+    fn read_rgb(&self, gpu: &GpuContext) -> Option<image::RgbImage> {
+        match self.rasterizer.read_image(gpu) {
+            Ok(image) => Some(difix3d::image_io::to_rgb8(&image)),
+            Err(e) => {
+                log::error!("reading the frame back failed: {e}");
+                None
+            }
+        }
     }
 
     /// Renders if the camera, settings or scene changed since the last frame. Returns the texture to show.
@@ -98,6 +117,7 @@ impl Viewport {
         self.fps_window
             .retain(|t| now.duration_since(*t) < Duration::from_secs(1));
         self.splats_changed = false;
+        self.frame_id += 1;
         self.last = Some(FrameRecord {
             camera: camera.clone(),
             options: *options,
@@ -169,7 +189,10 @@ impl ViewerApp {
             );
             return;
         }
-        self.handle_input(ui, &response, rect);
+        // The split handle sits over the view and takes drags before the camera does.
+        if !self.fix.split_drag_ui(ui, rect) {
+            self.handle_input(ui, &response, rect);
+        }
 
         let ppp = ui.ctx().pixels_per_point();
         let scale = self.settings.render_scale * ppp;
@@ -179,8 +202,13 @@ impl ViewerApp {
         let screen = [rect.min.x * ppp, rect.min.y * ppp, rect.max.x * ppp, rect.max.y * ppp];
         let options = self.render_options();
         if let Some(id) = self.viewport.update(&self.gpu, &camera, &options, screen) {
-            let uv = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));
-            ui.painter().image(id, rect, uv, egui::Color32::WHITE);
+            let frame_id = self.viewport.frame_id();
+            if self.fix.wants(frame_id) {
+                if let Some(image) = self.viewport.read_rgb(&self.gpu) {
+                    self.fix.submit(frame_id, image, &camera, self.dataset.as_ref());
+                }
+            }
+            self.fix.paint_ui(ui, rect, id, frame_id);
         }
         self.overlay_ui(ui, rect);
     }
@@ -190,7 +218,7 @@ impl ViewerApp {
         let fps = v.fps_window.len();
         let splats = self.scene.as_ref().map_or(0, |s| s.splat_count);
         let size = v.last.as_ref().map_or((0, 0), |l| (l.camera.width, l.camera.height));
-        let text = format!(
+        let mut text = format!(
             "{fps} fps · frame {:.1} ms · {} splats · {}x{} · {} tile hits{}",
             v.frame_time.as_secs_f64() * 1e3,
             splats,
@@ -203,6 +231,10 @@ impl ViewerApp {
                 ""
             },
         );
+        if let Some(fix) = self.fix.status_line() {
+            text.push('\n');
+            text.push_str(&fix);
+        }
         let galley = ui
             .painter()
             .layout_no_wrap(text, egui::FontId::monospace(12.0), egui::Color32::WHITE);
@@ -260,14 +292,29 @@ impl ViewerApp {
             self.controller.fly(keys * self.settings.fly_speed * dt);
             ui.ctx().request_repaint();
         }
-        let (reset, next, prev, fly) = ui.input(|i| {
+        let (reset, next, prev, fly, toggle_fix, view_mode) = ui.input(|i| {
             (
                 i.key_pressed(egui::Key::R),
                 i.key_pressed(egui::Key::ArrowRight) || i.key_pressed(egui::Key::ArrowDown),
                 i.key_pressed(egui::Key::ArrowLeft) || i.key_pressed(egui::Key::ArrowUp),
                 i.key_pressed(egui::Key::F),
+                i.key_pressed(egui::Key::X),
+                i.key_pressed(egui::Key::V),
             )
         });
+        if toggle_fix {
+            self.fix.toggle();
+        }
+        if ui.input(|i| i.key_pressed(egui::Key::K)) {
+            let camera = self.controller.camera(2, 2);
+            self.record
+                .path
+                .keyframes
+                .push(difix3d::camera_path::Keyframe::from_camera(&camera));
+        }
+        if view_mode {
+            self.fix.cycle_view_mode();
+        }
         if reset {
             self.controller = self.home.clone();
         }
@@ -289,14 +336,19 @@ impl ViewerApp {
 
 /// Saves the window screenshot and, beside it, the camera and screen rectangle of the 3D view, so a
 /// test can render the same view headless and compare.
-pub fn save_screenshot(image: &egui::ColorImage, path: &Path, frame: Option<&FrameRecord>) -> anyhow::Result<()> {
+pub fn save_screenshot(
+    image: &egui::ColorImage,
+    path: &Path,
+    frame: Option<&FrameRecord>,
+    fixed_shown: bool,
+) -> anyhow::Result<()> {
     let [w, h] = image.size;
     let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect();
     let rgb =
         image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| anyhow::anyhow!("bad screenshot size"))?;
     difix3d::image_io::save_png(&rgb, path)?;
     if let Some(frame) = frame {
-        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background });
+        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background, "fixed_shown": fixed_shown });
         let meta_path = path.with_extension("json");
         difix3d::image_io::write_atomic(&meta_path, |tmp| {
             std::fs::write(tmp, meta.to_string()).map_err(|e| e.to_string())

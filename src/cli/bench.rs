@@ -7,8 +7,10 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::StageTimes;
 use difix3d::difix::Difix;
+use difix3d::fix::{FixEvent, Frame, LiveFixer, LiveFixerOptions};
 use difix3d::render::{GpuContext, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::{scene, view};
 
@@ -48,6 +50,27 @@ pub enum BenchCommand {
         #[arg(long)]
         append_md: Option<PathBuf>,
     },
+    /// The live post-render pass as the viewer runs it: render fps with the fix off and on, fix
+    /// latency, fixed frames per second, and latency from a camera change to its fixed frame.
+    Live {
+        #[arg(long)]
+        scene: PathBuf,
+        /// Model directory (diffusers layout).
+        #[arg(long, default_value = "checkpoints/difix_ref")]
+        model: PathBuf,
+        /// Render and working size HEIGHTxWIDTH.
+        #[arg(long, default_value = "576x1024", value_parser = super::parse_size)]
+        size: (u32, u32),
+        #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+        precision: Precision,
+        #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
+        backend: BackendKind,
+        /// Camera moves (rendered frames) per phase.
+        #[arg(long, default_value_t = 60)]
+        frames: u32,
+        #[arg(long)]
+        append_md: Option<PathBuf>,
+    },
 }
 
 pub fn run(what: BenchCommand) -> anyhow::Result<()> {
@@ -80,7 +103,158 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             println!("{row}");
             append_row(append_md, &row, "fix", "encode / UNet / decode")
         }
+        BenchCommand::Live {
+            scene,
+            model,
+            size: (height, width),
+            precision,
+            backend,
+            frames,
+            append_md,
+        } => {
+            let options = LiveFixerOptions {
+                model,
+                backend,
+                precision,
+                prompt: difix3d::difix::pipeline::DEFAULT_PROMPT.into(),
+            };
+            bench_live(&scene, options, (width, height), frames.max(2), append_md)
+        }
     }
+}
+
+/// Renders `frames` orbit views with the fix off, then again feeding each frame to a live fixer as the
+/// viewer does (read back, submit, never wait), timing what a user would see.
+fn bench_live(
+    path: &std::path::Path,
+    options: LiveFixerOptions,
+    (width, height): (u32, u32),
+    frames: u32,
+    append_md: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let splats = scene::load(path)?;
+    let ctx = GpuContext::headless()?;
+    let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
+    let mut rasterizer = Rasterizer::new(&ctx.device);
+    let render = RenderOptions::default();
+    let start = view::ViewController::default_for(&splats, super::render::default_up());
+    let camera_at = |i: u32| {
+        let mut v = start.clone();
+        v.orbit(std::f32::consts::TAU * i as f32 / frames as f32, 0.0);
+        v.camera(width, height)
+    };
+    for i in 0..3 {
+        rasterizer.render(&ctx, &gpu_splats, &camera_at(i), &render)?;
+        ctx.wait()?;
+    }
+    let off = Instant::now();
+    for i in 0..frames {
+        rasterizer.render(&ctx, &gpu_splats, &camera_at(i), &render)?;
+        ctx.wait()?;
+    }
+    let fps_off = frames as f64 / off.elapsed().as_secs_f64();
+
+    let backend = options.backend;
+    let model_name = options
+        .model
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let fixer = LiveFixer::spawn(options);
+    let wait_event = |timeout: Duration| -> anyhow::Result<Option<FixEvent>> {
+        match fixer.events().recv_timeout(timeout) {
+            Ok(FixEvent::Error(e)) => anyhow::bail!("the live fix failed: {e}"),
+            Ok(event) => Ok(Some(event)),
+            Err(_) => Ok(None),
+        }
+    };
+    if !matches!(wait_event(Duration::from_secs(3600))?, Some(FixEvent::Ready)) {
+        anyhow::bail!("the Difix worker did not start");
+    }
+    // Warm up the model (kernel compilation, autotuning) on one frame.
+    let first = rasterizer.render(&ctx, &gpu_splats, &camera_at(0), &render).map(|_| ());
+    first?;
+    let image = difix3d::image_io::to_rgb8(&rasterizer.read_image(&ctx)?);
+    let frame = |id: u64, image| Frame {
+        id,
+        image,
+        reference: None,
+        policy: SizePolicy::Native,
+    };
+    fixer.submit(frame(u64::MAX, image));
+    while !matches!(wait_event(Duration::from_secs(3600))?, Some(FixEvent::Fixed { .. })) {}
+
+    let mut rendered_at = std::collections::HashMap::new();
+    let (mut fix_ms, mut e2e_ms, mut readback) = (Vec::new(), Vec::new(), Duration::ZERO);
+    // Returns the id of a fixed frame.
+    let mut on_event = |event: FixEvent, rendered_at: &std::collections::HashMap<u64, Instant>| match event {
+        FixEvent::Fixed { id, millis, .. } => {
+            fix_ms.push(millis);
+            if let Some(t) = rendered_at.get(&id) {
+                e2e_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            Some(id)
+        }
+        _ => None,
+    };
+    let on = Instant::now();
+    for i in 0..frames {
+        rendered_at.insert(i as u64, Instant::now());
+        rasterizer.render(&ctx, &gpu_splats, &camera_at(i), &render)?;
+        let r = Instant::now();
+        let image = difix3d::image_io::to_rgb8(&rasterizer.read_image(&ctx)?);
+        readback += r.elapsed();
+        fixer.submit(frame(i as u64, image));
+        while let Some(event) = wait_event(Duration::ZERO)? {
+            on_event(event, &rendered_at);
+        }
+    }
+    let render_phase = on.elapsed().as_secs_f64();
+    // The newest frame is always fixed (latest wins); the user waits for it.
+    let last = frames as u64 - 1;
+    loop {
+        let Some(event) = wait_event(Duration::from_secs(3600))? else {
+            anyhow::bail!("the last frame was never fixed");
+        };
+        if on_event(event, &rendered_at) == Some(last) {
+            break;
+        }
+    }
+    let fps_on = frames as f64 / render_phase;
+    let fixed_fps = fix_ms.len() as f64 / on.elapsed().as_secs_f64();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let report = serde_json::json!({
+        "bench": "live",
+        "scene": path.display().to_string(),
+        "height": height, "width": width,
+        "backend": backend.to_string(),
+        "model": model_name,
+        "frames": frames,
+        "render_fps_fix_off": fps_off,
+        "render_fps_fix_on": fps_on,
+        "readback_ms": readback.as_secs_f64() * 1e3 / frames as f64,
+        "fix_ms": mean(&fix_ms),
+        "fixed_frames": fix_ms.len(),
+        "fixed_fps": fixed_fps,
+        "end_to_end_ms": mean(&e2e_ms),
+        "adapter": &*ctx.adapter_name,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    let row = format!(
+        "| {} | live | {} | {}x{} | {} / {backend} | {model_name} | {fps_off:.2} / {fps_on:.2} | {:.1} | {:.0} | {fixed_fps:.2} | {:.0} | {frames} |",
+        chrono_date(),
+        path.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        height,
+        width,
+        ctx.adapter_name,
+        readback.as_secs_f64() * 1e3 / frames as f64,
+        mean(&fix_ms),
+        mean(&e2e_ms),
+    );
+    println!("{row}");
+    append_row(append_md, &row, "live", "fix off / on")
 }
 
 struct FixBench {

@@ -169,7 +169,7 @@ pub fn run(args: FixArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn default_backend() -> BackendKind {
+pub(super) fn default_backend() -> BackendKind {
     if cfg!(feature = "cuda") && difix3d::difix::backend::probe_cuda().is_ok() {
         BackendKind::Cuda
     } else {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod fix;
+mod record;
 mod render;
 
 use std::path::PathBuf;
@@ -32,11 +33,29 @@ enum Command {
         /// Save a screenshot here once the scene is shown, then quit (for tests and docs).
         #[arg(long)]
         screenshot: Option<PathBuf>,
+        /// Turn the post-render fix on at start.
+        #[arg(long)]
+        fix: bool,
+        /// Difix model directory for the post-render fix.
+        #[arg(long, default_value = "checkpoints/difix_ref")]
+        model: PathBuf,
+        /// Backend for the post-render fix (default: cuda when available, else wgpu).
+        #[arg(long, value_enum)]
+        backend: Option<difix3d::difix::backend::BackendKind>,
+        /// How to show fixed frames.
+        #[arg(long, value_enum, default_value = "fixed")]
+        fix_view: crate::app::ViewMode,
+        /// With --screenshot: save the raw view as NAME_raw.png, press the fix key (X), and save the
+        /// fixed view as NAME.png once it is on screen.
+        #[arg(long, requires = "screenshot", hide = true)]
+        screenshot_toggle_fix: bool,
     },
     /// Render a scene to PNG files without a window.
     Render(render::RenderArgs),
     /// Clean images with Difix (optionally guided by reference views).
     Fix(fix::FixArgs),
+    /// Render (and fix) a camera path to PNG frames or an MP4.
+    Record(record::RecordArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -60,19 +79,41 @@ pub fn run() -> anyhow::Result<()> {
         path: None,
         size: (1280, 800),
         screenshot: None,
+        fix: false,
+        model: PathBuf::from("checkpoints/difix_ref"),
+        backend: None,
+        fix_view: crate::app::ViewMode::Fixed,
+        screenshot_toggle_fix: false,
     };
     match cli.command.unwrap_or(default) {
-        Command::View { path, size, screenshot } => {
+        Command::View {
+            path,
+            size,
+            screenshot,
+            fix,
+            model,
+            backend,
+            fix_view,
+            screenshot_toggle_fix,
+        } => {
             let path = path.unwrap_or_else(sample_scene);
             crate::app::run(crate::app::ViewerOptions {
                 path: Some(path),
                 screenshot,
                 window_size: size,
+                fix: crate::app::FixStart {
+                    model,
+                    backend: backend.unwrap_or_else(fix::default_backend),
+                    enabled: fix,
+                    view_mode: fix_view,
+                },
+                screenshot_toggle_fix,
             })
             .context("the viewer failed")
         }
         Command::Render(args) => render::run(args),
         Command::Fix(args) => fix::run(args),
+        Command::Record(args) => record::run(args),
         Command::Bench { what } => bench::run(what),
     }
 }

@@ -59,6 +59,19 @@ impl Dataset {
         self.views().find(|view| view.camera.name == name)
     }
 
+    /// The training view that best matches `camera`'s pose: the reference photo Difix3D+ pairs with a
+    /// novel view. Distance between camera centres (relative to the scene extent) plus how far the
+    /// viewing directions differ (1 - cos of the angle), so a nearby camera looking elsewhere loses to
+    /// one a bit further away looking the same way.
+    pub fn nearest_train_view(&self, camera: &Camera) -> Option<&View> {
+        let scale = self.scene_extent().max(1e-6);
+        let forward = |c: &Camera| c.rotation() * glam::Vec3::Z;
+        let score = |v: &View| {
+            v.camera.position().distance(camera.position()) / scale + (1.0 - forward(&v.camera).dot(forward(camera)))
+        };
+        self.train.iter().min_by(|a, b| score(a).total_cmp(&score(b)))
+    }
+
     /// The scene size used to scale learning rates and the navigation speed, as gsplat computes it: the
     /// largest distance of a camera centre from the mean centre, times 1.1. It is 0 with fewer than two
     /// distinct camera positions.

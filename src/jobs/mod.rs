@@ -2,3 +2,4 @@
 //! viewer never blocks on it and the CLI can use the same code.
 
 pub mod load;
+pub mod record;

@@ -584,6 +584,7 @@ fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
             id,
             image: image.clone(),
             reference: None,
+            policy: difix3d::difix::images::SizePolicy::Native,
         });
     }
     let next = || fixer.events().recv_timeout(Duration::from_secs(120)).expect("an event");
@@ -608,4 +609,86 @@ fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
         FixEvent::Error(msg) => assert!(msg.contains("huggingface-cli download"), "{msg}"),
         _ => panic!("a missing model must be reported"),
     }
+}
+
+/// The live path on a real render: what the worker returns for a frame equals `difix3d fix` on the
+/// same frame, and a burst of frames sent while it is busy leaves no backlog (at most the frame in
+/// progress and the newest one are fixed).
+#[test]
+fn live_fix_of_a_render_equals_the_fix_cli_and_keeps_no_backlog() {
+    use difix3d::difix::backend::{BackendKind, Precision};
+    use difix3d::difix::images::SizePolicy;
+    use difix3d::fix::{FixEvent, Frame, LiveFixer, LiveFixerOptions};
+    use difix3d::render::{GpuSplats, RenderOptions};
+    use std::time::Duration;
+    let Some(scene) = crate::asset("luigi.ply") else { return };
+    let splats = difix3d::scene::load(&scene).unwrap();
+    let camera = difix3d::view::ViewController::default_for(&splats, glam::Vec3::NEG_Y).camera(72, 48);
+    let (ctx, rasterizer) = crate::gpu();
+    let frame = {
+        let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
+        let mut r = rasterizer.lock().unwrap();
+        r.render(ctx, &gpu_splats, &camera, &RenderOptions::default()).unwrap();
+        difix3d::image_io::to_rgb8(&r.read_image(ctx).unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("frame.png");
+    frame.save(&raw).unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = crate::difix3d(&[
+        "fix",
+        "--model",
+        tiny().to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--native",
+        "--input",
+        raw.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let cli = image::open(out.join("frame.png")).unwrap().to_rgb8();
+
+    let fixer = LiveFixer::spawn(LiveFixerOptions {
+        model: tiny(),
+        backend: BackendKind::Cpu,
+        precision: Precision::Fp32,
+        prompt: "remove degradation".into(),
+    });
+    let next = || fixer.events().recv_timeout(Duration::from_secs(120)).expect("an event");
+    assert!(matches!(next(), FixEvent::Ready));
+    let submit = |id| {
+        fixer.submit(Frame {
+            id,
+            image: frame.clone(),
+            reference: None,
+            policy: SizePolicy::Native,
+        })
+    };
+    submit(1);
+    let FixEvent::Fixed { id: 1, image, .. } = next() else {
+        panic!("expected frame 1 back")
+    };
+    assert_eq!(
+        image, cli,
+        "the live worker and `difix3d fix` disagree on the same frame"
+    );
+
+    // A burst far faster than the model: everything but the newest waiting frame is dropped.
+    for id in 2..=20 {
+        submit(id);
+    }
+    let mut fixed = Vec::new();
+    while fixed.last() != Some(&20) {
+        match next() {
+            FixEvent::Fixed { id, .. } => fixed.push(id),
+            _ => panic!("expected fixed frames"),
+        }
+    }
+    assert!(fixed.len() <= 2, "a backlog was processed: {fixed:?}");
+    assert!(
+        fixer.events().recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing after the newest frame"
+    );
 }

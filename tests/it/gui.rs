@@ -1,6 +1,7 @@
 //! The real viewer window under X11 (Xvfb when there is no display): it opens the sample scene, and
 //! what the window shows in its 3D view must be the headless render of the same camera.
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,35 +48,22 @@ fn display() -> Option<(String, Xvfb)> {
 }
 
 #[derive(serde::Deserialize)]
-struct ShotMeta {
+struct Shot {
     camera: Camera,
     screen_rect: [f32; 4],
     sh_degree: u32,
     background: [f32; 3],
+    fixed_shown: bool,
 }
 
-#[test]
-fn viewer_window_shows_the_scene() {
-    let Some(scene) = asset("bonsai-7k-mini.splat") else {
-        return;
-    };
-    let Some((display, _xvfb)) = display() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let shot = dir.path().join("shot.png");
-    let runtime = dir.path().join("xdg");
-    std::fs::create_dir_all(&runtime).unwrap();
+/// Runs `difix3d view` with `args` under X until it has taken its screenshot(s) and quit.
+fn run_viewer(display: &str, args: &[&str], runtime: &Path) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_difix3d"))
-        .args([
-            "view",
-            scene.to_str().unwrap(),
-            "--size",
-            "900x560",
-            "--screenshot",
-            shot.to_str().unwrap(),
-        ])
-        .env("DISPLAY", &display)
+        .arg("view")
+        .args(args)
+        .env("DISPLAY", display)
         .env_remove("WAYLAND_DISPLAY")
-        .env("XDG_RUNTIME_DIR", &runtime)
+        .env("XDG_RUNTIME_DIR", runtime)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -94,12 +82,14 @@ fn viewer_window_shows_the_scene() {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(status.success(), "viewer exited with {status}: {stderr}");
-    assert!(shot.exists(), "no screenshot written; stderr: {stderr}");
+}
 
-    let meta: ShotMeta = serde_json::from_str(&std::fs::read_to_string(shot.with_extension("json")).unwrap()).unwrap();
-    let window = image::open(&shot).unwrap().to_rgb8();
+/// The screenshot and its metadata, and the headless render of the same camera.
+fn load_shot(shot: &Path, scene: &Path) -> (image::RgbImage, Shot, image::RgbImage) {
+    let meta: Shot = serde_json::from_str(&std::fs::read_to_string(shot.with_extension("json")).unwrap()).unwrap();
+    let window = image::open(shot).unwrap().to_rgb8();
     let (ctx, rasterizer) = gpu();
-    let splats = GpuSplats::upload(&ctx.device, &difix3d::scene::load(&scene).unwrap());
+    let splats = GpuSplats::upload(&ctx.device, &difix3d::scene::load(scene).unwrap());
     let mut rasterizer = rasterizer.lock().unwrap();
     rasterizer
         .render(
@@ -113,10 +103,14 @@ fn viewer_window_shows_the_scene() {
         )
         .unwrap();
     let headless = difix3d::image_io::to_rgb8(&rasterizer.read_image(ctx).unwrap());
+    (window, meta, headless)
+}
 
-    // Compare the lower two thirds of the 3D view (the top-left carries the fps overlay).
+/// PSNR between the lower two thirds of the window's 3D view (the top-left carries the overlay) and
+/// `expected`, plus the expected pixels compared (for emptiness checks).
+fn view_psnr(window: &image::RgbImage, meta: &Shot, expected: &image::RgbImage) -> (f64, Vec<f32>) {
     let [x0, y0, x1, y1] = meta.screen_rect.map(|v| v.round() as u32);
-    let (w, h) = (headless.width(), headless.height());
+    let (w, h) = (expected.width(), expected.height());
     assert!(
         (x1 - x0).abs_diff(w) <= 1 && (y1 - y0).abs_diff(h) <= 1,
         "view rect {:?} vs render {w}x{h}",
@@ -126,15 +120,107 @@ fn viewer_window_shows_the_scene() {
     for y in h / 3..h.min(y1 - y0) {
         for x in 0..w.min(x1 - x0) {
             a.extend(window.get_pixel(x0 + x, y0 + y).0.map(|v| v as f32 / 255.0));
-            b.extend(headless.get_pixel(x, y).0.map(|v| v as f32 / 255.0));
+            b.extend(expected.get_pixel(x, y).0.map(|v| v as f32 / 255.0));
         }
     }
-    let p = difix3d::metrics::psnr(&a, &b);
-    eprintln!("window vs headless render: PSNR {p:.1} dB over {} pixels", a.len() / 3);
+    (difix3d::metrics::psnr(&a, &b), b)
+}
+
+#[test]
+fn viewer_window_shows_the_scene() {
+    let Some(scene) = asset("bonsai-7k-mini.splat") else {
+        return;
+    };
+    let Some((display, _xvfb)) = display() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("shot.png");
+    let runtime = dir.path().join("xdg");
+    std::fs::create_dir_all(&runtime).unwrap();
+    run_viewer(
+        &display,
+        &[
+            scene.to_str().unwrap(),
+            "--size",
+            "900x560",
+            "--screenshot",
+            shot.to_str().unwrap(),
+        ],
+        &runtime,
+    );
+    let (window, meta, headless) = load_shot(&shot, &scene);
+    assert!(!meta.fixed_shown);
+    let (p, b) = view_psnr(&window, &meta, &headless);
+    eprintln!("window vs headless render: PSNR {p:.1} dB over {} pixels", b.len() / 3);
     assert!(p > 30.0, "the window does not show the rendered scene (PSNR {p:.1} dB)");
     let lit = b.chunks(3).filter(|c| c.iter().any(|&v| v > 0.04)).count();
     assert!(
         lit > b.len() / 3 / 2,
         "the compared region is mostly empty; pick a better default view"
+    );
+}
+
+/// Pressing X in the window turns the live fix on: the view changes from the raw render to Difix's
+/// output for that very frame (the tiny random-weight model on the CPU backend).
+#[test]
+fn pressing_x_shows_the_fixed_frame() {
+    let Some(scene) = asset("bonsai-7k-mini.splat") else {
+        return;
+    };
+    let Some((display, _xvfb)) = display() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("shot.png");
+    let runtime = dir.path().join("xdg");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let model = crate::repo().join("tests/fixtures/difix/tiny");
+    run_viewer(
+        &display,
+        &[
+            scene.to_str().unwrap(),
+            "--size",
+            "640x400",
+            "--model",
+            model.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--screenshot",
+            shot.to_str().unwrap(),
+            "--screenshot-toggle-fix",
+        ],
+        &runtime,
+    );
+    let (raw_window, raw_meta, raw_render) = load_shot(&dir.path().join("shot_raw.png"), &scene);
+    assert!(!raw_meta.fixed_shown);
+    let (p_raw, _) = view_psnr(&raw_window, &raw_meta, &raw_render);
+    assert!(
+        p_raw > 30.0,
+        "before X the window shows the raw render (PSNR {p_raw:.1} dB)"
+    );
+
+    let (window, meta, render) = load_shot(&shot, &scene);
+    assert!(
+        meta.fixed_shown,
+        "the screenshot was taken without the fixed frame on screen"
+    );
+    assert_eq!(meta.camera, raw_meta.camera, "the camera did not move");
+    let device = burn::backend::ndarray::NdArrayDevice::Cpu;
+    let mut difix = difix3d::difix::Difix::<burn::backend::NdArray<f32>>::load(&model, None, &device).unwrap();
+    let fixed = difix
+        .fix_image(
+            &render,
+            None,
+            difix3d::difix::images::SizePolicy::Native,
+            difix3d::difix::pipeline::DEFAULT_PROMPT,
+        )
+        .unwrap();
+    let (p_fixed, _) = view_psnr(&window, &meta, &fixed);
+    let (p_vs_raw, _) = view_psnr(&window, &meta, &render);
+    eprintln!("after X: window vs fixed {p_fixed:.1} dB, window vs raw {p_vs_raw:.1} dB");
+    assert!(
+        p_fixed > 30.0,
+        "after X the window shows the fixed frame (PSNR {p_fixed:.1} dB)"
+    );
+    assert!(
+        p_vs_raw < 20.0,
+        "the fixed frame should differ visibly from the raw one ({p_vs_raw:.1} dB)"
     );
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod difix;
 mod gui;
+mod record;
 mod render_parity;
 
 use std::path::{Path, PathBuf};

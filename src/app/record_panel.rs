@@ -1,0 +1,335 @@
+//! The Record panel: build a camera path (keyframes from the view, the dataset's cameras, or an
+//! orbit), preview it in the view, save/load it as JSON, and record it (raw or fixed) in the background.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use difix3d::camera_path::{CameraPath, Keyframe};
+use difix3d::jobs::record::{RecordEvent, RecordHandle};
+use difix3d::record::Progress;
+
+use super::ViewerApp;
+
+pub struct RecordPanel {
+    pub path: CameraPath,
+    selected: Option<usize>,
+    /// When the preview started playing.
+    preview: Option<Instant>,
+    fps: f32,
+    size: [u32; 2],
+    out: String,
+    fix_frames: bool,
+    side_by_side: bool,
+    job: Option<(RecordHandle, Progress)>,
+    /// The outcome of the last recording, for the panel.
+    outcome: Option<Result<String, String>>,
+    load_pick: Option<Receiver<Option<PathBuf>>>,
+    save_pick: Option<Receiver<Option<PathBuf>>>,
+    out_pick: Option<Receiver<Option<PathBuf>>>,
+}
+
+impl Default for RecordPanel {
+    fn default() -> Self {
+        Self {
+            path: CameraPath::default(),
+            selected: None,
+            preview: None,
+            fps: 30.0,
+            size: [1280, 720],
+            out: "flythrough.mp4".into(),
+            fix_frames: false,
+            side_by_side: false,
+            job: None,
+            outcome: None,
+            load_pick: None,
+            save_pick: None,
+            out_pick: None,
+        }
+    }
+}
+
+impl RecordPanel {
+    /// The pose the preview shows now, or `None` when not previewing (the preview stops at the end).
+    pub fn preview_pose(&mut self) -> Option<Keyframe> {
+        let start = self.preview?;
+        let t = start.elapsed().as_secs_f32() / self.path.duration_s.max(1e-3);
+        if t > 1.0 && !self.path.looped {
+            self.preview = None;
+            return self.path.sample(1.0);
+        }
+        self.path.sample(t.fract())
+    }
+
+    pub fn busy(&self) -> bool {
+        self.job.is_some() || self.preview.is_some()
+    }
+}
+
+impl ViewerApp {
+    pub(super) fn record_panel_ui(&mut self, ui: &mut egui::Ui) {
+        self.poll_record();
+        let panel = &mut self.record;
+        ui.label(format!(
+            "{} keyframe(s) · {:.1} s · {} frames at {} fps",
+            panel.path.keyframes.len(),
+            panel.path.duration_s,
+            panel.path.frame_count(panel.fps),
+            panel.fps
+        ));
+        ui.horizontal_wrapped(|ui| {
+            if ui.button("Add keyframe (K)").clicked() {
+                let camera = self.controller.camera(2, 2);
+                self.record.path.keyframes.push(Keyframe::from_camera(&camera));
+            }
+            let dataset = self.dataset.clone();
+            if ui
+                .add_enabled(dataset.is_some(), egui::Button::new("Through dataset cameras"))
+                .on_disabled_hover_text("Open a dataset first")
+                .clicked()
+            {
+                if let Some(d) = dataset {
+                    let duration = (d.train.len() as f32 * 0.5).max(2.0);
+                    self.record.path = CameraPath::through_cameras(d.train.iter().map(|v| &v.camera), duration);
+                }
+            }
+            if ui
+                .button("Orbit")
+                .on_hover_text("Around the orbit centre, from the current view")
+                .clicked()
+            {
+                let c = &self.controller;
+                self.record.path = CameraPath::orbit(c.centre(), c.up, c.position, c.fov_y.to_degrees(), 8.0);
+            }
+        });
+        let panel = &mut self.record;
+        let mut goto = None;
+        let mut action = None;
+        egui::ScrollArea::vertical()
+            .max_height(160.0)
+            .id_salt("keyframes")
+            .show(ui, |ui| {
+                for i in 0..panel.path.keyframes.len() {
+                    ui.horizontal(|ui| {
+                        let p = panel.path.keyframes[i].position;
+                        let label = format!("#{i}  ({:.2}, {:.2}, {:.2})", p.x, p.y, p.z);
+                        if ui.selectable_label(panel.selected == Some(i), label).clicked() {
+                            panel.selected = Some(i);
+                            goto = Some(i);
+                        }
+                        if ui.small_button("⏶").on_hover_text("Earlier").clicked() {
+                            action = Some((i, -1));
+                        }
+                        if ui.small_button("⏷").on_hover_text("Later").clicked() {
+                            action = Some((i, 1));
+                        }
+                        if ui.small_button("🗑").on_hover_text("Delete").clicked() {
+                            action = Some((i, 0));
+                        }
+                    });
+                }
+            });
+        if let Some((i, step)) = action {
+            let keys = &mut panel.path.keyframes;
+            match step {
+                0 => {
+                    keys.remove(i);
+                    panel.selected = None;
+                }
+                _ => {
+                    let j = i as isize + step;
+                    if j >= 0 && (j as usize) < keys.len() {
+                        keys.swap(i, j as usize);
+                        panel.selected = Some(j as usize);
+                    }
+                }
+            }
+        }
+        ui.add(
+            egui::Slider::new(&mut panel.path.duration_s, 0.5..=120.0)
+                .logarithmic(true)
+                .text("duration s"),
+        );
+        ui.horizontal(|ui| {
+            ui.checkbox(&mut panel.path.constant_speed, "constant speed");
+            ui.checkbox(&mut panel.path.looped, "loop");
+        });
+        ui.horizontal(|ui| {
+            let has_keys = !panel.path.keyframes.is_empty();
+            let label = if panel.preview.is_some() {
+                "■ Stop"
+            } else {
+                "▶ Preview"
+            };
+            if ui.add_enabled(has_keys, egui::Button::new(label)).clicked() {
+                panel.preview = match panel.preview {
+                    Some(_) => None,
+                    None => Some(Instant::now()),
+                };
+            }
+            if ui.button("Load…").clicked() {
+                panel.load_pick = Some(super::pick(|d| d.add_filter("camera path", &["json"]).pick_file()));
+            }
+            if ui.add_enabled(has_keys, egui::Button::new("Save…")).clicked() {
+                panel.save_pick = Some(super::pick(|d| {
+                    d.add_filter("camera path", &["json"])
+                        .set_file_name("camera_path.json")
+                        .save_file()
+                }));
+            }
+        });
+        if let Some(i) = goto {
+            if let Some(key) = self.record.path.keyframes.get(i).copied() {
+                self.apply_pose(&key);
+            }
+        }
+        self.record_job_ui(ui);
+    }
+
+    fn record_job_ui(&mut self, ui: &mut egui::Ui) {
+        ui.separator();
+        let panel = &mut self.record;
+        ui.horizontal(|ui| {
+            ui.label("Size");
+            ui.add(egui::DragValue::new(&mut panel.size[0]).range(16..=8192));
+            ui.label("x");
+            ui.add(egui::DragValue::new(&mut panel.size[1]).range(16..=8192));
+            ui.add(egui::DragValue::new(&mut panel.fps).range(1.0..=240.0).suffix(" fps"));
+        });
+        ui.horizontal(|ui| {
+            ui.label("Out");
+            ui.add(egui::TextEdit::singleline(&mut panel.out).desired_width(150.0))
+                .on_hover_text("A .mp4 file (needs ffmpeg) or a folder for PNG frames");
+            if ui.button("…").clicked() {
+                panel.out_pick = Some(super::pick(|d| {
+                    d.add_filter("MP4 video", &["mp4"])
+                        .set_file_name("flythrough.mp4")
+                        .save_file()
+                }));
+            }
+        });
+        ui.checkbox(&mut panel.fix_frames, "Fix frames (Post-render fix settings)");
+        ui.add_enabled(
+            panel.fix_frames,
+            egui::Checkbox::new(&mut panel.side_by_side, "also raw | fixed side by side"),
+        );
+        if let Some((handle, progress)) = &panel.job {
+            ui.horizontal(|ui| {
+                let fraction = progress.done as f32 / progress.total.max(1) as f32;
+                ui.add(
+                    egui::ProgressBar::new(fraction)
+                        .desired_width(170.0)
+                        .text(format!("{}/{}", progress.done, progress.total)),
+                );
+                if ui.button("Cancel").clicked() {
+                    handle.cancel();
+                }
+            });
+        } else {
+            let ready = !self.record.path.keyframes.is_empty() && self.splats.is_some();
+            if ui.add_enabled(ready, egui::Button::new("⏺ Record")).clicked() {
+                self.start_recording();
+            }
+        }
+        match &self.record.outcome {
+            Some(Ok(message)) => {
+                ui.label(message);
+            }
+            Some(Err(message)) => {
+                ui.colored_label(egui::Color32::from_rgb(230, 90, 90), message);
+            }
+            None => {}
+        }
+    }
+
+    fn start_recording(&mut self) {
+        let Some(splats) = self.splats.clone() else { return };
+        let panel = &self.record;
+        let [width, height] = panel.size;
+        let fix = panel
+            .fix_frames
+            .then(|| self.fix.record_settings(self.dataset.clone(), width, height));
+        let job = difix3d::record::RecordJob {
+            splats,
+            path: panel.path.clone(),
+            fps: panel.fps,
+            width,
+            height,
+            render: self.render_options(),
+            side_by_side: panel.side_by_side && fix.is_some(),
+            fix,
+            out: PathBuf::from(panel.out.trim()),
+        };
+        let total = job.path.frame_count(job.fps);
+        let handle = difix3d::jobs::record::spawn(job, self.gpu.clone());
+        self.record.job = Some((handle, Progress { done: 0, total }));
+        self.record.outcome = None;
+    }
+
+    fn poll_record(&mut self) {
+        let panel = &mut self.record;
+        if let Some(rx) = &panel.load_pick {
+            if let Ok(choice) = rx.try_recv() {
+                panel.load_pick = None;
+                if let Some(file) = choice {
+                    match CameraPath::load(&file) {
+                        Ok(path) => panel.path = path,
+                        Err(e) => panel.outcome = Some(Err(e.to_string())),
+                    }
+                }
+            }
+        }
+        if let Some(rx) = &panel.save_pick {
+            if let Ok(choice) = rx.try_recv() {
+                panel.save_pick = None;
+                if let Some(file) = choice {
+                    panel.outcome = Some(
+                        panel
+                            .path
+                            .save(&file)
+                            .map(|()| format!("Saved {}", file.display()))
+                            .map_err(|e| e.to_string()),
+                    );
+                }
+            }
+        }
+        if let Some(rx) = &panel.out_pick {
+            if let Ok(Some(file)) = rx.try_recv() {
+                panel.out = file.display().to_string();
+            }
+        }
+        let mut finished = None;
+        if let Some((handle, progress)) = &mut panel.job {
+            loop {
+                match handle.events.try_recv() {
+                    Ok(RecordEvent::Progress(p)) => *progress = p,
+                    Ok(RecordEvent::Done(result)) => {
+                        finished = Some(
+                            result
+                                .map(|s| {
+                                    let outs: Vec<String> = s.outputs.iter().map(|p| p.display().to_string()).collect();
+                                    format!(
+                                        "Recorded {} frames in {:.1} s -> {}",
+                                        s.frames,
+                                        s.seconds,
+                                        outs.join(", ")
+                                    )
+                                })
+                                .map_err(|e| e.to_string()),
+                        );
+                        break;
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        finished = Some(Err("the recording thread stopped unexpectedly".into()));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(outcome) = finished {
+            panel.job = None;
+            panel.outcome = Some(outcome);
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `difix3d record`: a camera path rendered (and fixed) offline to PNG frames or an MP4.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use difix3d::camera_path::CameraPath;
+use difix3d::difix::backend::{BackendKind, Precision};
+use difix3d::difix::images::SizePolicy;
+use difix3d::difix::pipeline::DEFAULT_PROMPT;
+use difix3d::record::{self, FixSettings, RecordJob, Reference};
+use difix3d::render::{GpuContext, RenderOptions};
+use difix3d::{data, scene};
+
+#[derive(Args)]
+pub struct RecordArgs {
+    /// The scene: a 3DGS `.ply` or an antimatter15 `.splat`.
+    #[arg(long)]
+    scene: PathBuf,
+    /// The camera path JSON (saved from the viewer's Record panel).
+    #[arg(long)]
+    path: PathBuf,
+    /// A folder for PNG frames, or a file ending in .mp4 (encoded with ffmpeg).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 30.0)]
+    fps: f32,
+    /// Frame size WIDTHxHEIGHT.
+    #[arg(long, default_value = "1280x720", value_parser = super::parse_size)]
+    size: (u32, u32),
+    /// Clean every frame with Difix.
+    #[arg(long)]
+    fix: bool,
+    /// Difix model directory (diffusers layout).
+    #[arg(long, default_value = "checkpoints/difix_ref", requires = "fix")]
+    model: PathBuf,
+    /// A trainer checkpoint (`model_*.pkl`) applied over --model.
+    #[arg(long, requires = "fix")]
+    checkpoint: Option<PathBuf>,
+    /// Reference view: `none`, `auto` (the nearest training photo of --data), or an image file.
+    #[arg(long = "ref", default_value = "none", requires = "fix")]
+    reference: String,
+    /// The dataset whose training photos `--ref auto` picks from.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Which downscaled image folder of the dataset to take references from (1, 2, 4, 8).
+    #[arg(long, default_value_t = 1)]
+    factor: u32,
+    /// Difix working size HEIGHTxWIDTH; default: the frame size floored to multiples of 8.
+    #[arg(long, value_parser = parse_hw, requires = "fix")]
+    fix_size: Option<(u32, u32)>,
+    #[arg(long, default_value = DEFAULT_PROMPT, requires = "fix")]
+    prompt: String,
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    precision: Precision,
+    /// Default: cuda when built with it and a driver is present, else wgpu.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
+    /// Also write raw | fixed side by side (`DIR/side_by_side/` or `NAME_side_by_side.mp4`).
+    #[arg(long, requires = "fix")]
+    side_by_side: bool,
+    /// SH degree to evaluate (at most the scene's).
+    #[arg(long, default_value_t = 3)]
+    sh_degree: u32,
+    /// Background colour r,g,b in [0, 1].
+    #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
+    background: [f32; 3],
+}
+
+fn parse_hw(s: &str) -> Result<(u32, u32), String> {
+    super::parse_size(s)
+}
+
+pub fn run(args: RecordArgs) -> anyhow::Result<()> {
+    let path = CameraPath::load(&args.path)?;
+    let fix = if args.fix {
+        let reference = match args.reference.as_str() {
+            "none" => Reference::None,
+            "auto" => {
+                let Some(root) = &args.data else {
+                    bail!("--ref auto picks the nearest training photo: give the dataset with --data DIR");
+                };
+                Reference::NearestTrain(Arc::new(data::open_dataset(root, args.factor)?))
+            }
+            file => Reference::Image(PathBuf::from(file)),
+        };
+        Some(FixSettings {
+            model: args.model.clone(),
+            checkpoint: args.checkpoint.clone(),
+            backend: args.backend.unwrap_or_else(super::fix::default_backend),
+            precision: args.precision,
+            prompt: args.prompt.clone(),
+            policy: match args.fix_size {
+                Some((height, width)) => SizePolicy::Fixed { height, width },
+                None => SizePolicy::Native,
+            },
+            reference,
+        })
+    } else {
+        None
+    };
+    let splats = Arc::new(scene::load(&args.scene)?);
+    let job = RecordJob {
+        splats,
+        path,
+        fps: args.fps,
+        width: args.size.0,
+        height: args.size.1,
+        render: RenderOptions {
+            sh_degree: args.sh_degree,
+            background: args.background,
+        },
+        fix,
+        side_by_side: args.side_by_side,
+        out: args.out.clone(),
+    };
+    let gpu = GpuContext::headless()?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    // Ctrl-C finishes the frame in progress, keeps the frames written and cleans up staging files.
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("cannot install the Ctrl-C handler")?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} frames [{elapsed} < {eta}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(if job.fix.is_some() { "render + fix" } else { "render" });
+    let summary = record::record(
+        &job,
+        &gpu,
+        &mut |p| {
+            bar.set_length(p.total as u64);
+            bar.set_position(p.done as u64);
+            if p.done == p.total {
+                bar.set_message("encoding");
+            }
+        },
+        &cancel,
+    );
+    bar.finish_and_clear();
+    let summary = summary?;
+    let outputs: Vec<String> = summary.outputs.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "recorded {} frame(s) at {}x{} in {:.1} s -> {}",
+        summary.frames,
+        args.size.0,
+        args.size.1,
+        summary.seconds,
+        outputs.join(", ")
+    );
+    Ok(())
+}

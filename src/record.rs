@@ -1,0 +1,436 @@
+//! Offline flythroughs: every frame of a camera path rendered (and, optionally, fixed by Difix) at full
+//! quality with nothing dropped, written as a PNG sequence or encoded to MP4 by ffmpeg. The CLI's
+//! `difix3d record` and the viewer's Record panel both call [`record`].
+//!
+//! Output layout, for `--out DIR`: `DIR/00000.png ...` (the fixed frames when fixing, else the raw
+//! renders), plus `DIR/raw/` with the raw renders when fixing and `DIR/side_by_side/` (raw | fixed) when
+//! asked. For `--out NAME.mp4` the same frames are staged in a hidden folder beside the video, encoded
+//! (`NAME.mp4`, and `NAME_side_by_side.mp4`) and the staging folder is removed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use image::RgbImage;
+
+use crate::camera_path::{CameraPath, PathError};
+use crate::data::{Camera, Dataset};
+use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use crate::difix::images::SizePolicy;
+use crate::difix::{Difix, DifixError};
+use crate::image_io::{self, ImageError};
+use crate::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions};
+use crate::scene::Splats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Difix(#[from] DifixError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Encoder(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("cancelled after {0} frame(s); frames already written are kept, no video was written")]
+    Cancelled(usize),
+}
+
+/// Which photo guides Difix for each frame.
+#[derive(Clone, Debug)]
+pub enum Reference {
+    None,
+    /// The same image for every frame.
+    Image(PathBuf),
+    /// The training photo whose camera is nearest to each frame's (Difix3D+'s choice).
+    NearestTrain(Arc<Dataset>),
+}
+
+#[derive(Clone, Debug)]
+pub struct FixSettings {
+    pub model: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+    pub backend: BackendKind,
+    pub precision: Precision,
+    pub prompt: String,
+    pub policy: SizePolicy,
+    pub reference: Reference,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordJob {
+    pub splats: Arc<Splats>,
+    pub path: CameraPath,
+    pub fps: f32,
+    pub width: u32,
+    pub height: u32,
+    pub render: RenderOptions,
+    pub fix: Option<FixSettings>,
+    /// Also write raw | fixed side by side (needs `fix`).
+    pub side_by_side: bool,
+    /// A folder for PNG frames, or a `.mp4` file.
+    pub out: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub frames: usize,
+    /// The folder or video files written.
+    pub outputs: Vec<PathBuf>,
+    pub seconds: f64,
+}
+
+/// True when `out` names a video file rather than a folder of frames.
+pub fn is_video(out: &Path) -> bool {
+    out.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("mp4"))
+}
+
+/// Checks that ffmpeg can be run, with the message a user needs when it cannot.
+pub fn check_encoder() -> Result<(), RecordError> {
+    match Command::new("ffmpeg").arg("-version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(RecordError::Encoder(format!(
+            "ffmpeg -version failed ({}); MP4 output needs a working ffmpeg",
+            out.status
+        ))),
+        Err(e) => Err(RecordError::Encoder(format!(
+            "MP4 output needs ffmpeg, which cannot be run ({e}): install it (Debian/Ubuntu: \
+             `apt-get install ffmpeg`), or write a PNG sequence with --out DIR"
+        ))),
+    }
+}
+
+/// Where the frames of one recording go.
+struct Layout {
+    main: PathBuf,
+    raw: Option<PathBuf>,
+    side_by_side: Option<PathBuf>,
+    /// The staging folder of a video, removed when the recording ends (however it ends).
+    staging: Option<PathBuf>,
+}
+
+impl Drop for Layout {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.staging {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), RecordError> {
+    std::fs::create_dir_all(dir).map_err(|e| RecordError::File {
+        path: dir.to_path_buf(),
+        message: format!("cannot create the output folder: {e}"),
+    })
+}
+
+impl Layout {
+    fn new(job: &RecordJob) -> Result<Self, RecordError> {
+        let fixing = job.fix.is_some();
+        let root = if is_video(&job.out) {
+            let parent = match job.out.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if !parent.is_dir() {
+                return Err(RecordError::File {
+                    path: job.out.clone(),
+                    message: "the folder to write the video into does not exist".into(),
+                });
+            }
+            let stem = job.out.file_stem().unwrap_or_default().to_string_lossy();
+            parent.join(format!(".{stem}.frames.{}", std::process::id()))
+        } else {
+            job.out.clone()
+        };
+        let mut layout = Self {
+            main: root.clone(),
+            raw: fixing.then(|| root.join("raw")),
+            side_by_side: job.side_by_side.then(|| root.join("side_by_side")),
+            staging: None,
+        };
+        create_dir(&root)?;
+        if is_video(&job.out) {
+            layout.staging = Some(root);
+        }
+        for dir in layout.raw.iter().chain(&layout.side_by_side) {
+            create_dir(dir)?;
+        }
+        Ok(layout)
+    }
+}
+
+/// Renders (and fixes) every frame of `job`, then encodes the videos. `progress` is called after each
+/// frame; setting `cancel` stops at the next frame boundary.
+pub fn record(
+    job: &RecordJob,
+    gpu: &GpuContext,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<Summary, RecordError> {
+    let start = Instant::now();
+    job.path
+        .validate()
+        .map_err(|m| RecordError::Input(format!("the camera path: {m}")))?;
+    if !(job.fps.is_finite() && job.fps > 0.0) {
+        return Err(RecordError::Input(format!("fps must be positive, not {}", job.fps)));
+    }
+    if job.width == 0 || job.height == 0 {
+        return Err(RecordError::Input("the frame size must be at least 1x1".into()));
+    }
+    if job.side_by_side && job.fix.is_none() {
+        return Err(RecordError::Input(
+            "a side-by-side output compares raw and fixed frames: it needs the fix turned on".into(),
+        ));
+    }
+    if let Some(FixSettings {
+        reference: Reference::Image(path),
+        ..
+    }) = &job.fix
+    {
+        load_image(path)?;
+    }
+    if is_video(&job.out) {
+        check_encoder()?;
+    }
+    let layout = Layout::new(job)?;
+    let frames = match &job.fix {
+        None => render_frames(job, gpu, &layout, &mut |_, _| Ok(None), progress, cancel)?,
+        Some(fix) => run_on(
+            fix.backend,
+            fix.precision,
+            FixedRecording {
+                job,
+                fix,
+                gpu,
+                layout: &layout,
+                progress,
+                cancel,
+            },
+        )??,
+    };
+    let mut outputs = Vec::new();
+    if is_video(&job.out) {
+        encode(&layout.main, job.fps, &job.out)?;
+        outputs.push(job.out.clone());
+        if let Some(dir) = &layout.side_by_side {
+            let stem = job.out.file_stem().unwrap_or_default().to_string_lossy();
+            let video = job.out.with_file_name(format!("{stem}_side_by_side.mp4"));
+            encode(dir, job.fps, &video)?;
+            outputs.push(video);
+        }
+    } else {
+        outputs.push(job.out.clone());
+    }
+    Ok(Summary {
+        frames,
+        outputs,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Turns a raw frame (with its camera) into a fixed one, or `None` when not fixing.
+type FixFn<'a> = dyn FnMut(&Camera, &RgbImage) -> Result<Option<RgbImage>, RecordError> + 'a;
+
+fn render_frames(
+    job: &RecordJob,
+    gpu: &GpuContext,
+    layout: &Layout,
+    fix: &mut FixFn,
+    progress: &mut dyn FnMut(Progress),
+    cancel: &AtomicBool,
+) -> Result<usize, RecordError> {
+    let splats = GpuSplats::upload(&gpu.device, &job.splats);
+    let mut rasterizer = Rasterizer::new(&gpu.device);
+    let total = job.path.frame_count(job.fps);
+    progress(Progress { done: 0, total });
+    for index in 0..total {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RecordError::Cancelled(index));
+        }
+        let name = format!("{index:05}.png");
+        let camera = frame_camera(&job.path, index, total, job.width, job.height);
+        rasterizer.render(gpu, &splats, &camera, &job.render)?;
+        let raw = image_io::to_rgb8(&rasterizer.read_image(gpu)?);
+        match fix(&camera, &raw)? {
+            None => image_io::save_png(&raw, &layout.main.join(&name))?,
+            Some(fixed) => {
+                if let Some(dir) = &layout.raw {
+                    image_io::save_png(&raw, &dir.join(&name))?;
+                }
+                if let Some(dir) = &layout.side_by_side {
+                    image_io::save_png(&side_by_side(&raw, &fixed), &dir.join(&name))?;
+                }
+                image_io::save_png(&fixed, &layout.main.join(&name))?;
+            }
+        }
+        progress(Progress { done: index + 1, total });
+    }
+    Ok(total)
+}
+
+/// The camera of frame `index` of `total`.
+pub fn frame_camera(path: &CameraPath, index: usize, total: usize, width: u32, height: u32) -> Camera {
+    let key = path
+        .sample(path.frame_time(index, total))
+        .expect("a validated path has keyframes");
+    key.camera(&format!("{index:05}"), width, height)
+}
+
+struct FixedRecording<'a> {
+    job: &'a RecordJob,
+    fix: &'a FixSettings,
+    gpu: &'a GpuContext,
+    layout: &'a Layout,
+    progress: &'a mut dyn FnMut(Progress),
+    cancel: &'a AtomicBool,
+}
+
+impl WithBackend for FixedRecording<'_> {
+    type Output = Result<usize, RecordError>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let fix = self.fix;
+        let mut model = Difix::<B>::load(&fix.model, fix.checkpoint.as_deref(), &device)?;
+        let mut references = ReferenceCache::default();
+        let mut fix_frame = |camera: &Camera, raw: &RgbImage| {
+            let reference = references.for_camera(&fix.reference, camera)?;
+            Ok(Some(model.fix_image(raw, reference, fix.policy, &fix.prompt)?))
+        };
+        render_frames(
+            self.job,
+            self.gpu,
+            self.layout,
+            &mut fix_frame,
+            self.progress,
+            self.cancel,
+        )
+    }
+}
+
+/// Reference photos, read from disk once each.
+#[derive(Default)]
+pub struct ReferenceCache {
+    images: HashMap<PathBuf, RgbImage>,
+}
+
+impl ReferenceCache {
+    /// The reference image for a frame seen from `camera`, if the choice gives one.
+    pub fn for_camera(&mut self, choice: &Reference, camera: &Camera) -> Result<Option<&RgbImage>, RecordError> {
+        let path = match choice {
+            Reference::None => return Ok(None),
+            Reference::Image(path) => path.clone(),
+            Reference::NearestTrain(dataset) => match dataset.nearest_train_view(camera) {
+                Some(view) => view.image_path.clone(),
+                None => {
+                    return Err(RecordError::Input(format!(
+                        "{}: the dataset has no training view to use as a reference",
+                        dataset.root.display()
+                    )))
+                }
+            },
+        };
+        if !self.images.contains_key(&path) {
+            let image = load_image(&path)?;
+            self.images.insert(path.clone(), image);
+        }
+        Ok(self.images.get(&path))
+    }
+}
+
+fn load_image(path: &Path) -> Result<RgbImage, RecordError> {
+    image::open(path).map(|i| i.to_rgb8()).map_err(|e| RecordError::File {
+        path: path.to_path_buf(),
+        message: format!("cannot read the reference image: {e}"),
+    })
+}
+
+/// `left | right` on one canvas (right resized to left's height when they differ).
+pub fn side_by_side(left: &RgbImage, right: &RgbImage) -> RgbImage {
+    let (w, h) = left.dimensions();
+    let right = crate::difix::images::resize(right, w, h);
+    let mut out = RgbImage::new(2 * w, h);
+    image::imageops::replace(&mut out, left, 0, 0);
+    image::imageops::replace(&mut out, &right, w as i64, 0);
+    out
+}
+
+/// Encodes `dir/%05d.png` to an H.264 MP4 at `fps`, through a temporary file renamed into place.
+fn encode(dir: &Path, fps: f32, video: &Path) -> Result<(), RecordError> {
+    image_io::write_atomic(video, |tmp| {
+        let out = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-framerate"])
+            .arg(format!("{fps}"))
+            .arg("-i")
+            .arg(dir.join("%05d.png"))
+            // H.264 in yuv420p needs even sizes; pad by one pixel where needed.
+            .args([
+                "-vf",
+                "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-crf",
+                "18",
+                "-movflags",
+                "+faststart",
+                "-f",
+                "mp4",
+            ])
+            .arg(tmp)
+            .output()
+            .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ffmpeg failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    })
+    .map_err(RecordError::Image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_outputs_are_recognised_by_extension() {
+        assert!(is_video(Path::new("a/fly.mp4")));
+        assert!(is_video(Path::new("FLY.MP4")));
+        assert!(!is_video(Path::new("frames")));
+        assert!(!is_video(Path::new("frames.d/")));
+    }
+
+    #[test]
+    fn side_by_side_puts_raw_left_and_fixed_right() {
+        let left = RgbImage::from_pixel(3, 2, image::Rgb([10, 20, 30]));
+        let right = RgbImage::from_pixel(3, 2, image::Rgb([200, 100, 0]));
+        let both = side_by_side(&left, &right);
+        assert_eq!(both.dimensions(), (6, 2));
+        assert_eq!(both.get_pixel(2, 1).0, [10, 20, 30]);
+        assert_eq!(both.get_pixel(3, 0).0, [200, 100, 0]);
+    }
+}
