@@ -14,3 +14,64 @@ struct Projected {
     conic: vec4<f32>,   // inverse 2D covariance (a, b, c) and the screen radius in w
     color: vec4<f32>,   // view-dependent RGB from SH (w unused)
 }
+
+// Splat maths shared by the projection and its backward pass.
+
+const SH_C0: f32 = 0.28209479177387814;
+const SH_C1: f32 = 0.4886025119029199;
+const SH_C2 = array<f32, 5>(1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396);
+const SH_C3 = array<f32, 7>(-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658, 1.445305721320277, -0.5900435899266435);
+
+fn sh_count(degree: u32) -> u32 {
+    return (degree + 1u) * (degree + 1u);
+}
+
+// The real SH basis up to `degree` (INRIA's sh_utils.eval_sh signs) at unit direction d; unused
+// entries are 0.
+fn sh_basis(degree: u32, d: vec3<f32>) -> array<f32, 16> {
+    var b = array<f32, 16>();
+    b[0] = SH_C0;
+    if degree >= 1u {
+        let x = d.x;
+        let y = d.y;
+        let z = d.z;
+        b[1] = -SH_C1 * y;
+        b[2] = SH_C1 * z;
+        b[3] = -SH_C1 * x;
+        if degree >= 2u {
+            let xx = x * x;
+            let yy = y * y;
+            let zz = z * z;
+            b[4] = SH_C2[0] * x * y;
+            b[5] = SH_C2[1] * y * z;
+            b[6] = SH_C2[2] * (2.0 * zz - xx - yy);
+            b[7] = SH_C2[3] * x * z;
+            b[8] = SH_C2[4] * (xx - yy);
+            if degree >= 3u {
+                b[9] = SH_C3[0] * y * (3.0 * xx - yy);
+                b[10] = SH_C3[1] * x * y * z;
+                b[11] = SH_C3[2] * y * (4.0 * zz - xx - yy);
+                b[12] = SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy);
+                b[13] = SH_C3[4] * x * (4.0 * zz - xx - yy);
+                b[14] = SH_C3[5] * z * (xx - yy);
+                b[15] = SH_C3[6] * x * (xx - 3.0 * yy);
+            }
+        }
+    }
+    return b;
+}
+
+// Rotation matrix of the quaternion q = (w, x, y, z), normalised here.
+fn rotation_matrix(q: vec4<f32>) -> mat3x3<f32> {
+    let n = normalize(q);
+    let w = n.x;
+    let x = n.y;
+    let y = n.z;
+    let z = n.w;
+    // Columns of the usual row-major formula.
+    return mat3x3<f32>(
+        vec3<f32>(1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y + w * z), 2.0 * (x * z - w * y)),
+        vec3<f32>(2.0 * (x * y - w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z + w * x)),
+        vec3<f32>(2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y)),
+    );
+}

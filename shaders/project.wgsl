@@ -26,63 +26,16 @@ const FAR: f32 = 1e10;
 const EPS2D: f32 = 0.3;
 const TILE: f32 = 16.0;
 
-const SH_C0: f32 = 0.28209479177387814;
-const SH_C1: f32 = 0.4886025119029199;
-const SH_C2 = array<f32, 5>(1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396);
-const SH_C3 = array<f32, 7>(-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658, 1.445305721320277, -0.5900435899266435);
-
-fn sh_coeff(base: u32, k: u32) -> vec3<f32> {
-    let o = base + k * 3u;
-    return vec3<f32>(sh[o], sh[o + 1u], sh[o + 2u]);
-}
-
-// Real spherical harmonics up to degree 3, with the sign conventions of the INRIA code (sh_utils.eval_sh).
+// Colour from the SH coefficients of splat `i` (stored after `base`) in direction `d`, INRIA's sign
+// conventions, offset by 0.5 and clamped at 0.
 fn eval_sh(base: u32, degree: u32, d: vec3<f32>) -> vec3<f32> {
-    var c = SH_C0 * sh_coeff(base, 0u);
-    if degree >= 1u {
-        let x = d.x;
-        let y = d.y;
-        let z = d.z;
-        c += -SH_C1 * y * sh_coeff(base, 1u) + SH_C1 * z * sh_coeff(base, 2u) - SH_C1 * x * sh_coeff(base, 3u);
-        if degree >= 2u {
-            let xx = x * x;
-            let yy = y * y;
-            let zz = z * z;
-            let xy = x * y;
-            let yz = y * z;
-            let xz = x * z;
-            c += SH_C2[0] * xy * sh_coeff(base, 4u)
-                + SH_C2[1] * yz * sh_coeff(base, 5u)
-                + SH_C2[2] * (2.0 * zz - xx - yy) * sh_coeff(base, 6u)
-                + SH_C2[3] * xz * sh_coeff(base, 7u)
-                + SH_C2[4] * (xx - yy) * sh_coeff(base, 8u);
-            if degree >= 3u {
-                c += SH_C3[0] * y * (3.0 * xx - yy) * sh_coeff(base, 9u)
-                    + SH_C3[1] * xy * z * sh_coeff(base, 10u)
-                    + SH_C3[2] * y * (4.0 * zz - xx - yy) * sh_coeff(base, 11u)
-                    + SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy) * sh_coeff(base, 12u)
-                    + SH_C3[4] * x * (4.0 * zz - xx - yy) * sh_coeff(base, 13u)
-                    + SH_C3[5] * z * (xx - yy) * sh_coeff(base, 14u)
-                    + SH_C3[6] * x * (xx - 3.0 * yy) * sh_coeff(base, 15u);
-            }
-        }
+    let basis = sh_basis(degree, d);
+    var c = vec3<f32>(0.0);
+    for (var k = 0u; k < sh_count(degree); k++) {
+        let o = base + k * 3u;
+        c += basis[k] * vec3<f32>(sh[o], sh[o + 1u], sh[o + 2u]);
     }
     return max(c + 0.5, vec3<f32>(0.0));
-}
-
-fn rotation_matrix(q: vec4<f32>) -> mat3x3<f32> {
-    // q = (w, x, y, z), normalised on load and again here for robustness.
-    let n = normalize(q);
-    let w = n.x;
-    let x = n.y;
-    let y = n.z;
-    let z = n.w;
-    // Columns of the usual row-major formula.
-    return mat3x3<f32>(
-        vec3<f32>(1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y + w * z), 2.0 * (x * z - w * y)),
-        vec3<f32>(2.0 * (x * y - w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z + w * x)),
-        vec3<f32>(2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y)),
-    );
 }
 
 fn cull(i: u32) {

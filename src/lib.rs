@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod record;
 pub mod render;
 pub mod scene;
+pub mod train;
 pub mod view;

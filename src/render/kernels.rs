@@ -2,7 +2,7 @@
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
-/// Every compute pipeline the forward rasterizer uses.
+/// Every compute pipeline of the rasterizer and its backward pass.
 pub struct Kernels {
     pub project: wgpu::ComputePipeline,
     pub scan_blocks: wgpu::ComputePipeline,
@@ -14,6 +14,8 @@ pub struct Kernels {
     pub tile_ranges: wgpu::ComputePipeline,
     pub rasterize: wgpu::ComputePipeline,
     pub present: wgpu::ComputePipeline,
+    pub rasterize_backward: wgpu::ComputePipeline,
+    pub project_backward: wgpu::ComputePipeline,
 }
 
 macro_rules! kernel {
@@ -35,6 +37,8 @@ impl Kernels {
             tile_ranges: kernel!(device, "tile_ranges"),
             rasterize: kernel!(device, "rasterize"),
             present: kernel!(device, "present"),
+            rasterize_backward: kernel!(device, "rasterize_backward"),
+            project_backward: kernel!(device, "project_backward"),
         }
     }
 }

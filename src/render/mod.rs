@@ -1,5 +1,6 @@
 //! The wgpu Gaussian-splat renderer: a tile-based compute rasterizer (kernels in `shaders/`).
 
+pub mod backward;
 mod buffers;
 pub mod gpu;
 mod kernels;
@@ -7,6 +8,7 @@ pub mod rasterize;
 mod sort;
 pub mod splats;
 
+pub use backward::SplatGradients;
 pub use gpu::{GpuContext, GpuError};
 pub use rasterize::{FrameStats, Rasterizer, RenderOptions, RenderedImage};
 pub use splats::GpuSplats;

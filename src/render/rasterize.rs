@@ -56,17 +56,17 @@ pub struct RenderedImage {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct ProjectUniforms {
+pub(super) struct ProjectUniforms {
     camera_from_world: [[f32; 4]; 4],
     camera_position: [f32; 4],
     intrinsics: [f32; 4],
     size: [u32; 4],
-    counts: [u32; 4],
+    pub(super) counts: [u32; 4],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct RasterUniforms {
+pub(super) struct RasterUniforms {
     width: u32,
     height: u32,
     tiles_x: u32,
@@ -76,20 +76,20 @@ struct RasterUniforms {
 
 /// Per-frame working memory, reused across frames.
 #[derive(Default)]
-struct Workspace {
-    projected: Growable,
-    tile_counts: Growable,
-    tile_rects: Growable,
-    depth_keys: [Growable; 2],
-    depth_ids: [Growable; 2],
-    sorted_counts: Growable,
-    isect_tiles: [Growable; 2],
-    isect_splats: [Growable; 2],
-    ranges: Growable,
-    color: Growable,
-    depth: Growable,
-    last: Growable,
-    scratch: SortScratch,
+pub(super) struct Workspace {
+    pub(super) projected: Growable,
+    pub(super) tile_counts: Growable,
+    pub(super) tile_rects: Growable,
+    pub(super) depth_keys: [Growable; 2],
+    pub(super) depth_ids: [Growable; 2],
+    pub(super) sorted_counts: Growable,
+    pub(super) isect_tiles: [Growable; 2],
+    pub(super) isect_splats: [Growable; 2],
+    pub(super) ranges: Growable,
+    pub(super) color: Growable,
+    pub(super) depth: Growable,
+    pub(super) last: Growable,
+    pub(super) scratch: SortScratch,
 }
 
 impl Workspace {
@@ -113,16 +113,18 @@ impl Workspace {
 
 /// Which of the ping-pong buffers hold the sorted results of the last frame.
 #[derive(Clone, Copy, Default)]
-struct Sorted {
-    depth: usize,
-    tiles: usize,
+pub(super) struct Sorted {
+    pub(super) depth: usize,
+    pub(super) tiles: usize,
 }
 
 pub struct Rasterizer {
-    kernels: Kernels,
-    ws: Workspace,
-    sorted: Sorted,
-    last_size: (u32, u32),
+    pub(super) kernels: Kernels,
+    pub(super) ws: Workspace,
+    pub(super) sorted: Sorted,
+    pub(super) last_size: (u32, u32),
+    /// The uniforms of the last frame, which its backward pass reuses.
+    pub(super) last_uniforms: Option<(ProjectUniforms, RasterUniforms)>,
     peak_bytes: u64,
 }
 
@@ -133,6 +135,7 @@ impl Rasterizer {
             ws: Workspace::default(),
             sorted: Sorted::default(),
             last_size: (0, 0),
+            last_uniforms: None,
             peak_bytes: 0,
         }
     }
@@ -200,16 +203,14 @@ impl Rasterizer {
 
         let camera_from_world = glam::Mat4::from(camera.camera_from_world());
         let position = camera.position();
-        let project_uniforms = uniform(
-            device,
-            &ProjectUniforms {
-                camera_from_world: camera_from_world.to_cols_array_2d(),
-                camera_position: [position.x, position.y, position.z, 0.0],
-                intrinsics: [camera.fx, camera.fy, camera.cx, camera.cy],
-                size: [width, height, tiles_x, tiles_y],
-                counts: [n, opts.sh_degree.min(splats.sh_degree), splats.sh_coeffs(), 0],
-            },
-        );
+        let project_values = ProjectUniforms {
+            camera_from_world: camera_from_world.to_cols_array_2d(),
+            camera_position: [position.x, position.y, position.z, 0.0],
+            intrinsics: [camera.fx, camera.fy, camera.cx, camera.cy],
+            size: [width, height, tiles_x, tiles_y],
+            counts: [n, opts.sh_degree.min(splats.sh_degree), splats.sh_coeffs(), 0],
+        };
+        let project_uniforms = uniform(device, &project_values);
         let mut encoder = device.create_command_encoder(&Default::default());
         let bg = bind(
             device,
@@ -331,16 +332,15 @@ impl Rasterizer {
         let depth = ws.depth.ensure(device, pixels * 4, "depth").clone();
         let last = ws.last.ensure(device, pixels * 4, "last index").clone();
         let bgc = opts.background;
-        let raster_uniforms = uniform(
-            device,
-            &RasterUniforms {
-                width,
-                height,
-                tiles_x,
-                _pad: 0,
-                background: [bgc[0], bgc[1], bgc[2], 0.0],
-            },
-        );
+        let raster_values = RasterUniforms {
+            width,
+            height,
+            tiles_x,
+            _pad: 0,
+            background: [bgc[0], bgc[1], bgc[2], 0.0],
+        };
+        let raster_uniforms = uniform(device, &raster_values);
+        self.last_uniforms = Some((project_values, raster_values));
         let bg = bind(
             device,
             &k.rasterize,

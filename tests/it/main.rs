@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod difix;
+mod grad_parity;
 mod gui;
 mod record;
 mod render_parity;

@@ -1,0 +1,194 @@
+//! The backward pass of the rasterizer: given dL/d(colour, alpha) of every pixel of the last frame,
+//! the gradients of L with respect to every splat parameter, plus the 2D-mean gradients that
+//! densification reads. Two kernels (`shaders/rasterize_backward.wgsl`, `shaders/project_backward.wgsl`)
+//! reuse the forward state the rasterizer keeps (sorted tile lists, projected splats, last indices).
+
+use super::buffers::{storage_from, uniform, STORAGE};
+use super::gpu::{GpuContext, GpuError};
+use super::kernels::{bind, dispatch_1d};
+use super::rasterize::Rasterizer;
+use super::splats::GpuSplats;
+
+/// Per-splat gradients on the GPU, in the layout of [`GpuSplats`] (flat f32 buffers).
+pub struct GpuGradients {
+    pub means: wgpu::Buffer,
+    pub log_scales: wgpu::Buffer,
+    pub rotations: wgpu::Buffer,
+    pub opacity_logits: wgpu::Buffer,
+    pub sh: wgpu::Buffer,
+    /// dL/d(projected 2D mean) in pixels, [x, y] per splat.
+    pub mean2d: wgpu::Buffer,
+    pub count: u32,
+    pub sh_coeffs: u32,
+}
+
+/// [`GpuGradients`] read back to the CPU.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SplatGradients {
+    pub means: Vec<[f32; 3]>,
+    pub log_scales: Vec<[f32; 3]>,
+    /// Quaternions (w, x, y, z), before normalisation.
+    pub rotations: Vec<[f32; 4]>,
+    pub opacity_logits: Vec<f32>,
+    /// `sh[i * coeffs + k]`, like [`crate::scene::Splats::sh`].
+    pub sh: Vec<[f32; 3]>,
+    pub mean2d: Vec<[f32; 2]>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackwardError {
+    #[error("the backward pass needs a rendered frame of these splats first")]
+    NoFrame,
+    #[error("dL/d(pixels) has {got} entries, the frame has {expected} pixels")]
+    Size { got: usize, expected: usize },
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+}
+
+fn zeroed(device: &wgpu::Device, floats: u64, label: &str) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (floats * 4).max(16).next_multiple_of(16),
+        usage: STORAGE,
+        mapped_at_creation: false,
+    })
+}
+
+impl Rasterizer {
+    /// Gradients of the last frame rendered (of `splats`) for pixel gradients `v_out`: one
+    /// [d colour r, g, b, d alpha] per pixel, row-major. Buffers stay on the GPU.
+    pub fn backward_gpu(
+        &self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        v_out: &wgpu::Buffer,
+    ) -> Result<GpuGradients, BackwardError> {
+        let (project_u, raster_u) = self.last_uniforms.ok_or(BackwardError::NoFrame)?;
+        if project_u.counts[0] != splats.count {
+            return Err(BackwardError::NoFrame);
+        }
+        let device = &ctx.device;
+        let ws = &self.ws;
+        let (Some(ranges), Some(isect), Some(projected), Some(color), Some(last)) = (
+            ws.ranges.get(),
+            ws.isect_splats[self.sorted.tiles].get(),
+            ws.projected.get(),
+            ws.color.get(),
+            ws.last.get(),
+        ) else {
+            return Err(BackwardError::NoFrame);
+        };
+        let n = splats.count as u64;
+        let coeffs = splats.sh_coeffs() as u64;
+        let v_projected = zeroed(device, n * 9, "v_projected");
+        let grads = GpuGradients {
+            means: zeroed(device, n * 3, "v_means"),
+            log_scales: zeroed(device, n * 3, "v_log_scales"),
+            rotations: zeroed(device, n * 4, "v_rotations"),
+            opacity_logits: zeroed(device, n, "v_opacity_logits"),
+            sh: zeroed(device, n * coeffs * 3, "v_sh"),
+            mean2d: zeroed(device, n * 2, "v_mean2d"),
+            count: splats.count,
+            sh_coeffs: coeffs as u32,
+        };
+
+        let k = &self.kernels;
+        let mut encoder = device.create_command_encoder(&Default::default());
+        let raster_uniforms = uniform(device, &raster_u);
+        let bg = bind(
+            device,
+            &k.rasterize_backward,
+            &[
+                raster_uniforms.as_entire_binding(),
+                ranges.as_entire_binding(),
+                isect.as_entire_binding(),
+                projected.as_entire_binding(),
+                color.as_entire_binding(),
+                last.as_entire_binding(),
+                v_out.as_entire_binding(),
+                v_projected.as_entire_binding(),
+            ],
+        );
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("rasterize backward"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&k.rasterize_backward);
+            pass.set_bind_group(0, &bg, &[]);
+            let (width, height) = self.last_size;
+            pass.dispatch_workgroups(width.div_ceil(16), height.div_ceil(16), 1);
+        }
+        let project_uniforms = uniform(device, &project_u);
+        let bg = bind(
+            device,
+            &k.project_backward,
+            &[
+                project_uniforms.as_entire_binding(),
+                splats.means.as_entire_binding(),
+                splats.log_scales.as_entire_binding(),
+                splats.rotations.as_entire_binding(),
+                splats.opacity_logits.as_entire_binding(),
+                splats.sh.as_entire_binding(),
+                projected.as_entire_binding(),
+                v_projected.as_entire_binding(),
+                grads.means.as_entire_binding(),
+                grads.log_scales.as_entire_binding(),
+                grads.rotations.as_entire_binding(),
+                grads.opacity_logits.as_entire_binding(),
+                grads.sh.as_entire_binding(),
+                grads.mean2d.as_entire_binding(),
+            ],
+        );
+        dispatch_1d(&mut encoder, &k.project_backward, &bg, splats.count.div_ceil(256));
+        ctx.queue.submit([encoder.finish()]);
+        Ok(grads)
+    }
+
+    /// [`Self::backward_gpu`] with the pixel gradients given and the result read back.
+    pub fn backward(
+        &self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        v_out: &[[f32; 4]],
+    ) -> Result<SplatGradients, BackwardError> {
+        let (width, height) = self.last_size;
+        let expected = (width * height) as usize;
+        if v_out.len() != expected {
+            return Err(BackwardError::Size {
+                got: v_out.len(),
+                expected,
+            });
+        }
+        let v_out = storage_from(&ctx.device, v_out, "v_out");
+        let grads = self.backward_gpu(ctx, splats, &v_out)?;
+        grads.read(ctx).map_err(BackwardError::from)
+    }
+}
+
+impl GpuGradients {
+    pub fn read(&self, ctx: &GpuContext) -> Result<SplatGradients, GpuError> {
+        let n = self.count as u64;
+        let read = |buffer: &wgpu::Buffer, floats: u64| -> Result<Vec<f32>, GpuError> {
+            if floats == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(bytemuck::pod_collect_to_vec(&ctx.read_buffer(buffer, 0, floats * 4)?))
+        };
+        let chunks3 = |v: Vec<f32>| v.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        Ok(SplatGradients {
+            means: chunks3(read(&self.means, n * 3)?),
+            log_scales: chunks3(read(&self.log_scales, n * 3)?),
+            rotations: read(&self.rotations, n * 4)?
+                .chunks_exact(4)
+                .map(|c| [c[0], c[1], c[2], c[3]])
+                .collect(),
+            opacity_logits: read(&self.opacity_logits, n)?,
+            sh: chunks3(read(&self.sh, n * self.sh_coeffs as u64 * 3)?),
+            mean2d: read(&self.mean2d, n * 2)?
+                .chunks_exact(2)
+                .map(|c| [c[0], c[1]])
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! The rasterizer's backward pass against torch autograd of the float64 reference
+//! (`tests/golden/reference_grad.py`, itself checked by finite differences there), and against f32
+//! finite differences of our own forward pass.
+//!
+//! Tolerance: per parameter group, ||ours - reference|| / ||reference|| <= 1e-3 (L2 over the group).
+
+use std::path::Path;
+
+use difix3d::data::Camera;
+use difix3d::render::{GpuSplats, RenderOptions, SplatGradients};
+use difix3d::scene::Splats;
+
+use crate::{gpu, repo};
+
+#[derive(serde::Deserialize)]
+struct Case {
+    name: String,
+    file: String,
+    camera: Camera,
+    sh_degree: u32,
+    background: [f32; 3],
+}
+
+struct Golden {
+    splats: Splats,
+    v_out: Vec<[f32; 4]>,
+    expected: SplatGradients,
+}
+
+fn f32s(tensors: &safetensors::SafeTensors, name: &str) -> Vec<f32> {
+    let view = tensors.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+    bytemuck::pod_collect_to_vec(view.data())
+}
+
+fn rows<const N: usize>(v: Vec<f32>) -> Vec<[f32; N]> {
+    v.chunks_exact(N).map(|c| std::array::from_fn(|i| c[i])).collect()
+}
+
+fn load(path: &Path, sh_degree: u32) -> Golden {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let splats = Splats {
+        means: rows(f32s(&t, "means")),
+        log_scales: rows(f32s(&t, "log_scales")),
+        rotations: rows(f32s(&t, "quats")),
+        opacity_logits: f32s(&t, "opacity_logits"),
+        sh_degree,
+        sh: rows(f32s(&t, "sh")),
+    };
+    let colour = f32s(&t, "v_colour");
+    let alpha = f32s(&t, "v_alpha");
+    let v_out = alpha
+        .iter()
+        .enumerate()
+        .map(|(i, a)| [colour[3 * i], colour[3 * i + 1], colour[3 * i + 2], *a])
+        .collect();
+    let expected = SplatGradients {
+        means: rows(f32s(&t, "grad_means")),
+        log_scales: rows(f32s(&t, "grad_log_scales")),
+        rotations: rows(f32s(&t, "grad_quats")),
+        opacity_logits: f32s(&t, "grad_opacity_logits"),
+        sh: rows(f32s(&t, "grad_sh")),
+        mean2d: rows(f32s(&t, "grad_mean2d")),
+    };
+    Golden {
+        splats,
+        v_out,
+        expected,
+    }
+}
+
+/// ||a - b|| / ||b||, or ||a|| when the reference is all zeros.
+fn relative_error(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
+}
+
+fn groups(g: &SplatGradients) -> Vec<(&'static str, Vec<f32>)> {
+    vec![
+        ("means", g.means.iter().flatten().copied().collect()),
+        ("log_scales", g.log_scales.iter().flatten().copied().collect()),
+        ("rotations", g.rotations.iter().flatten().copied().collect()),
+        ("opacity_logits", g.opacity_logits.clone()),
+        ("sh", g.sh.iter().flatten().copied().collect()),
+        ("mean2d", g.mean2d.iter().flatten().copied().collect()),
+    ]
+}
+
+/// Renders `splats` and returns L = sum(v_out . [colour, alpha]) and the backward pass's gradients.
+fn loss_and_grads(
+    splats: &Splats,
+    camera: &Camera,
+    options: &RenderOptions,
+    v_out: &[[f32; 4]],
+    with_grads: bool,
+) -> (f64, Option<SplatGradients>) {
+    let (ctx, rasterizer) = gpu();
+    let gpu_splats = GpuSplats::upload(&ctx.device, splats);
+    let mut r = rasterizer.lock().unwrap();
+    r.render(ctx, &gpu_splats, camera, options).unwrap();
+    let image = r.read_image(ctx).unwrap();
+    let loss = image
+        .rgba
+        .iter()
+        .zip(v_out)
+        .map(|(p, v)| (0..4).map(|c| p[c] as f64 * v[c] as f64).sum::<f64>())
+        .sum();
+    let grads = with_grads.then(|| r.backward(ctx, &gpu_splats, v_out).unwrap());
+    (loss, grads)
+}
+
+#[test]
+fn gradients_match_torch_autograd_of_the_reference() {
+    let dir = repo().join("tests/fixtures/grad");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases.json")).unwrap();
+    assert!(cases.len() >= 3, "expected random and real-scene cases");
+    for case in &cases {
+        let golden = load(&dir.join(&case.file), case.sh_degree);
+        let options = RenderOptions {
+            sh_degree: case.sh_degree,
+            background: case.background,
+        };
+        let (_, grads) = loss_and_grads(&golden.splats, &case.camera, &options, &golden.v_out, true);
+        let grads = grads.unwrap();
+        for ((name, ours), (_, reference)) in groups(&grads).into_iter().zip(groups(&golden.expected)) {
+            let e = relative_error(&ours, &reference);
+            eprintln!("{}: {name}: relative error {e:.2e}", case.name);
+            assert!(e <= 1e-3, "{}: {name}: relative error {e:.2e} > 1e-3", case.name);
+        }
+    }
+}
+
+/// Central differences of our own f32 forward pass agree with the backward pass on the parameters with
+/// the largest gradients (f32 differences are noisy: 3 % relative).
+#[test]
+fn gradients_match_finite_differences_of_the_forward_pass() {
+    let dir = repo().join("tests/fixtures/grad");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases.json")).unwrap();
+    let case = &cases[0];
+    let golden = load(&dir.join(&case.file), case.sh_degree);
+    let options = RenderOptions {
+        sh_degree: case.sh_degree,
+        background: case.background,
+    };
+    let (_, grads) = loss_and_grads(&golden.splats, &case.camera, &options, &golden.v_out, true);
+    let grads = grads.unwrap();
+    // (group, flat index) of the largest gradient of each group.
+    let mut checked = 0;
+    for (name, values) in groups(&grads) {
+        if name == "mean2d" {
+            continue;
+        }
+        let (index, g) = values
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+            .map(|(i, g)| (i, *g))
+            .unwrap();
+        let h = 1e-3f32;
+        let perturbed = |delta: f32| {
+            let mut s = golden.splats.clone();
+            let slot: &mut f32 = match name {
+                "means" => &mut s.means[index / 3][index % 3],
+                "log_scales" => &mut s.log_scales[index / 3][index % 3],
+                "rotations" => &mut s.rotations[index / 4][index % 4],
+                "opacity_logits" => &mut s.opacity_logits[index],
+                _ => &mut s.sh[index / 3][index % 3],
+            };
+            *slot += delta;
+            loss_and_grads(&s, &case.camera, &options, &golden.v_out, false).0
+        };
+        let fd = (perturbed(h) - perturbed(-h)) / (2.0 * h as f64);
+        let rel = (fd - g as f64).abs() / (g as f64).abs().max(1e-6);
+        eprintln!("{name}[{index}]: backward {g:.5e}, finite difference {fd:.5e} (rel {rel:.1e})");
+        assert!(rel < 3e-2, "{name}[{index}]: backward {g} vs finite difference {fd}");
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+}
+
+/// The same gradients through burn's autodiff: the loss is ordinary burn code over the image the
+/// rasterizer op returns.
+#[test]
+fn burn_autodiff_through_the_render_op_matches_the_reference() {
+    use burn::backend::ndarray::NdArrayDevice;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::{Tensor, TensorData};
+    use difix3d::train::diff_render::{render, SplatRenderer, SplatTensors};
+    type B = Autodiff<NdArray<f32>>;
+
+    let dir = repo().join("tests/fixtures/grad");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases.json")).unwrap();
+    let case = &cases[0];
+    let golden = load(&dir.join(&case.file), case.sh_degree);
+    let device = NdArrayDevice::Cpu;
+    let renderer = SplatRenderer::new(gpu().0.clone());
+    let p = SplatTensors::<B>::from_splats(&golden.splats, &device);
+    let p = SplatTensors {
+        means: p.means.require_grad(),
+        log_scales: p.log_scales.require_grad(),
+        rotations: p.rotations.require_grad(),
+        opacity_logits: p.opacity_logits.require_grad(),
+        sh: p.sh.require_grad(),
+        sh_degree: p.sh_degree,
+    };
+    let options = RenderOptions {
+        sh_degree: case.sh_degree,
+        background: case.background,
+    };
+    let image = render(&renderer, &p, &case.camera, &options).unwrap();
+    let [h, w, _] = image.dims();
+    let weights: Vec<f32> = golden.v_out.iter().flatten().copied().collect();
+    let weights = Tensor::<B, 3>::from_data(TensorData::new(weights, [h, w, 4]), &device);
+    let grads = (image * weights).sum().backward();
+    let grad = |t: &Tensor<B, 2>| -> Vec<f32> { t.grad(&grads).expect("a gradient").into_data().to_vec().unwrap() };
+    let ours = [
+        ("means", grad(&p.means)),
+        ("log_scales", grad(&p.log_scales)),
+        ("rotations", grad(&p.rotations)),
+        ("opacity_logits", grad(&p.opacity_logits)),
+        ("sh", grad(&p.sh)),
+    ];
+    for ((name, ours), (_, reference)) in ours.into_iter().zip(groups(&golden.expected)) {
+        let e = relative_error(&ours, &reference);
+        eprintln!("burn autodiff {name}: relative error {e:.2e}");
+        assert!(e <= 1e-3, "{name}: relative error {e:.2e}");
+    }
+}
