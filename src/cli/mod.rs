@@ -4,6 +4,7 @@ mod bench;
 mod fix;
 mod record;
 mod render;
+mod train;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,8 @@ enum Command {
     Fix(fix::FixArgs),
     /// Render (and fix) a camera path to PNG frames or an MP4.
     Record(record::RecordArgs),
+    /// Train a Gaussian-splat scene on a dataset (3DGS, gsplat's default recipe).
+    Train(train::TrainArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -114,6 +117,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Render(args) => render::run(args),
         Command::Fix(args) => fix::run(args),
         Command::Record(args) => record::run(args),
+        Command::Train(args) => train::run(args),
         Command::Bench { what } => bench::run(what),
     }
 }

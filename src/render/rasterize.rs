@@ -435,6 +435,23 @@ impl Rasterizer {
         Ok((d > 0.0 && d.is_finite()).then_some(d))
     }
 
+    /// Which splats the last frame drew (passed every cull and touched a tile): what densification
+    /// counts as "seen by this view".
+    pub fn read_visible(&self, ctx: &GpuContext, count: u32) -> Result<Vec<bool>, GpuError> {
+        let Some(projected) = self.ws.projected.get() else {
+            return Ok(vec![false; count as usize]);
+        };
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = ctx.read_buffer(projected, 0, count as u64 * PROJECTED_BYTES)?;
+        // conic.w, the screen radius, sits at byte 28 of each record; culled splats have 0.
+        Ok(bytes
+            .chunks_exact(PROJECTED_BYTES as usize)
+            .map(|r| f32::from_le_bytes([r[28], r[29], r[30], r[31]]) > 0.0)
+            .collect())
+    }
+
     /// The largest amount of GPU memory this rasterizer and the splats it drew have held at once.
     pub fn peak_bytes(&self) -> u64 {
         self.peak_bytes

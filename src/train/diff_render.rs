@@ -25,16 +25,41 @@ use crate::scene::Splats;
 pub struct SplatRenderer {
     pub gpu: GpuContext,
     rasterizer: Mutex<Rasterizer>,
+    /// What the last backward pass saw, for densification (burn's graph has no slot for it).
+    last_view: Mutex<Option<ViewGradients>>,
+}
+
+/// The 2D-mean gradients of one backward pass and which splats that view drew.
+#[derive(Clone, Debug)]
+pub struct ViewGradients {
+    pub mean2d: Vec<[f32; 2]>,
+    pub visible: Vec<bool>,
+    pub width: u32,
+    pub height: u32,
 }
 
 impl SplatRenderer {
     pub fn new(gpu: GpuContext) -> Arc<Self> {
         let rasterizer = Mutex::new(Rasterizer::new(&gpu.device));
-        Arc::new(Self { gpu, rasterizer })
+        Arc::new(Self {
+            gpu,
+            rasterizer,
+            last_view: Mutex::new(None),
+        })
+    }
+
+    /// The 2D-mean gradients of the last backward pass (taken: a second call returns `None`).
+    pub fn take_view_gradients(&self) -> Option<ViewGradients> {
+        self.last_view.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Renders `splats` and returns the image [H, W, 4] as a flat row-major vector.
-    fn forward(&self, splats: &Splats, camera: &Camera, options: &RenderOptions) -> Result<Vec<f32>, GpuError> {
+    pub fn render_image(
+        &self,
+        splats: &Splats,
+        camera: &Camera,
+        options: &RenderOptions,
+    ) -> Result<Vec<f32>, GpuError> {
         let gpu_splats = GpuSplats::upload(&self.gpu.device, splats);
         let mut rasterizer = self.rasterizer.lock().unwrap_or_else(|p| p.into_inner());
         rasterizer.render(&self.gpu, &gpu_splats, camera, options)?;
@@ -54,9 +79,19 @@ impl SplatRenderer {
         rasterizer
             .render(&self.gpu, &gpu_splats, camera, options)
             .map_err(|e| e.to_string())?;
-        rasterizer
+        let grads = rasterizer
             .backward(&self.gpu, &gpu_splats, v_out)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let visible = rasterizer
+            .read_visible(&self.gpu, gpu_splats.count)
+            .map_err(|e| e.to_string())?;
+        *self.last_view.lock().unwrap_or_else(|p| p.into_inner()) = Some(ViewGradients {
+            mean2d: grads.mean2d.clone(),
+            visible,
+            width: camera.width,
+            height: camera.height,
+        });
+        Ok(grads)
     }
 }
 
@@ -176,7 +211,7 @@ pub fn render<B: Backend, C: CheckpointStrategy>(
     options: &RenderOptions,
 ) -> Result<Tensor<Autodiff<B, C>, 3>, GpuError> {
     let splats = Arc::new(params.to_splats());
-    let image = renderer.forward(&splats, camera, options)?;
+    let image = renderer.render_image(&splats, camera, options)?;
     // An autodiff backend runs on its inner backend's device.
     let inner_device: B::Device = params.means.device();
     let shape = [camera.height as usize, camera.width as usize, 4];

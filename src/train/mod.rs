@@ -1,4 +1,9 @@
-//! 3DGS training. So far: the differentiable rasterizer as a burn autodiff operation
-//! (`diff_render`); the trainer, densification and evaluation are not built yet.
+//! 3DGS training: the differentiable rasterizer as a burn autodiff operation (`diff_render`), the
+//! loss pieces (`ssim`), the optimiser (`adam`), adaptive density control (`densify`) and the loop
+//! (`trainer`).
 
+pub mod adam;
+pub mod densify;
 pub mod diff_render;
+pub mod ssim;
+pub mod trainer;

@@ -8,6 +8,7 @@ mod grad_parity;
 mod gui;
 mod record;
 mod render_parity;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

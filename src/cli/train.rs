@@ -1,0 +1,114 @@
+//! `difix3d train`: 3DGS training on a COLMAP / Difix3D dataset folder.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::render::GpuContext;
+use difix3d::train::trainer::{self, TrainConfig, TrainSummary};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The dataset folder (COLMAP sparse model + images).
+    #[arg(long)]
+    data: PathBuf,
+    /// Train on images downscaled by this factor (`images_N/`).
+    #[arg(long, default_value_t = 1)]
+    factor: u32,
+    #[arg(long, default_value_t = 30_000)]
+    steps: usize,
+    /// The run folder: checkpoint.safetensors, point_cloud.ply, summary.json.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from a checkpoint written by an earlier run.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Also write the checkpoint every N steps.
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Highest SH degree (raised by one every 1000 steps).
+    #[arg(long, default_value_t = 3)]
+    sh_degree: u32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Where the loss and the optimiser run (the rasterizer always runs on wgpu).
+    #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
+    backend: BackendKind,
+}
+
+struct TrainJob {
+    config: TrainConfig,
+    gpu: GpuContext,
+    stop: Arc<AtomicBool>,
+}
+
+impl WithBackend for TrainJob {
+    type Output = Result<TrainSummary, trainer::TrainError>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let bar = ProgressBar::new(self.config.steps as u64).with_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let result = trainer::train::<B>(
+            &self.config,
+            self.gpu,
+            &device,
+            &mut |r| {
+                bar.set_position(r.step as u64);
+                bar.set_message(format!(
+                    "loss {:.4} · PSNR {:.2} · {} splats · {:.1} it/s",
+                    r.loss, r.psnr, r.splats, r.steps_per_second
+                ));
+            },
+            &self.stop,
+        );
+        bar.finish_and_clear();
+        result
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let mut config = TrainConfig::new(args.data, args.out.clone());
+    config.factor = args.factor;
+    config.steps = args.steps;
+    config.resume = args.resume;
+    config.checkpoint_every = args.checkpoint_every;
+    config.max_sh_degree = args.sh_degree.min(3);
+    config.seed = args.seed;
+    let gpu = GpuContext::headless()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C ends the run after the current step, with a checkpoint.
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("cannot install the Ctrl-C handler")?;
+    let summary = run_on(args.backend, Precision::Fp32, TrainJob { config, gpu, stop })??;
+    let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));
+    let report = serde_json::json!({
+        "steps": summary.steps,
+        "splats": summary.splats,
+        "eval_psnr_before": summary.eval_psnr_before,
+        "eval_psnr_after": summary.eval_psnr_after,
+        "stopped_early": summary.stopped_early,
+    });
+    let summary_path = args.out.join("summary.json");
+    difix3d::image_io::write_atomic(&summary_path, |tmp| {
+        std::fs::write(tmp, report.to_string()).map_err(|e| e.to_string())
+    })?;
+    println!(
+        "{} after {} steps: {} splats, eval PSNR {} -> {}; wrote {} and {}",
+        if summary.stopped_early { "stopped" } else { "trained" },
+        summary.steps,
+        summary.splats,
+        fmt(summary.eval_psnr_before),
+        fmt(summary.eval_psnr_after),
+        summary.ply.display(),
+        summary.checkpoint.display()
+    );
+    Ok(())
+}
