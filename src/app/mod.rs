@@ -4,6 +4,7 @@
 mod live_fix;
 mod panels;
 mod record_panel;
+mod train_panel;
 mod viewport;
 
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ pub struct ViewerOptions {
     /// With `screenshot`: first save the raw view (`NAME_raw.png`), then press the fix key and save the
     /// fixed view once it is on screen (the GUI test of the live fix).
     pub screenshot_toggle_fix: bool,
+    /// Start training the opened dataset at launch: (steps, image factor, loss backend). With
+    /// `screenshot`, the picture is taken once the view shows splats from step 20 or later.
+    pub train: Option<(usize, u32, difix3d::difix::backend::BackendKind)>,
 }
 
 pub fn run(options: ViewerOptions) -> anyhow::Result<()> {
@@ -95,6 +99,8 @@ pub struct ViewerApp {
     screenshot: Option<ScreenshotState>,
     fix: LiveFix,
     record: record_panel::RecordPanel,
+    train: train_panel::TrainPanel,
+    start_training: Option<(usize, u32, difix3d::difix::backend::BackendKind)>,
     /// The scene on the CPU, for recordings.
     splats: Option<Arc<difix3d::scene::Splats>>,
 }
@@ -153,7 +159,9 @@ impl ViewerApp {
                 press_fix_key: false,
             }),
             fix: LiveFix::new(options.fix),
+            start_training: options.train,
             record: Default::default(),
+            train: Default::default(),
             splats: None,
         };
         if let Some(path) = options.path {
@@ -288,7 +296,13 @@ impl ViewerApp {
             } else {
                 state.path.clone()
             };
-            let result = viewport::save_screenshot(&image, &path, self.viewport.last_frame(), fixed_shown);
+            let result = viewport::save_screenshot(
+                &image,
+                &path,
+                self.viewport.last_frame(),
+                fixed_shown,
+                self.train.snapshot_step(),
+            );
             if let Err(e) = result {
                 eprintln!("error: {e}");
             }
@@ -302,9 +316,14 @@ impl ViewerApp {
                 return;
             }
         }
-        // Wait for the fixed frame when the fix is on (and the raw view is not the one wanted now).
-        let ready =
-            self.scene.is_some() && self.viewport.has_frame() && (state.raw_first || !self.fix.enabled || fixed_shown);
+        // Wait for the fixed frame when the fix is on (and the raw view is not the one wanted now), and
+        // when training from the command line, for the view to show splats from step 20 or later.
+        let training_shown = self.train.snapshot_step().is_some_and(|s| s >= 20);
+        let training_wanted = self.start_training.is_some() || self.train.running() || training_shown;
+        let ready = self.scene.is_some()
+            && self.viewport.has_frame()
+            && (state.raw_first || !self.fix.enabled || fixed_shown)
+            && (!training_wanted || training_shown);
         if ready && !state.press_fix_key {
             state.frames_shown += 1;
             if state.frames_shown >= 3 && !state.requested {
@@ -314,6 +333,10 @@ impl ViewerApp {
         }
         if let Some(message) = self.fix.failure() {
             eprintln!("error: the live fix failed: {message}");
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        if let Some(message) = self.train.failure() {
+            eprintln!("error: training failed: {message}");
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
         ctx.request_repaint();
@@ -337,7 +360,12 @@ impl eframe::App for ViewerApp {
         if let Some(pose) = self.record.preview_pose() {
             self.apply_pose(&pose);
         }
-        if self.record.busy() {
+        if let (Some((steps, factor, backend)), Some(_)) = (self.start_training, &self.dataset) {
+            self.start_training = None;
+            self.start_train(steps, factor, backend);
+        }
+        self.poll_training();
+        if self.record.busy() || self.train.running() {
             ctx.request_repaint();
         }
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().filter_map(|f| f.path.clone()).collect());

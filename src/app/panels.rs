@@ -21,10 +21,13 @@ pub fn side_panel_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     egui::CollapsingHeader::new("Record")
         .default_open(false)
         .show(ui, |ui| app.record_panel_ui(ui));
-    for (title, what) in [
-        ("Refinement", "Difix3D progressive 3D update"),
-        ("Training", "3DGS training on the loaded dataset"),
-    ] {
+    // Unfolds when a run starts (from the panel or from the command line).
+    let unfold = std::mem::take(&mut app.train.unfold);
+    egui::CollapsingHeader::new("Training")
+        .default_open(false)
+        .open(unfold.then_some(true))
+        .show(ui, |ui| app.train_panel_ui(ui));
+    for (title, what) in [("Refinement", "Difix3D progressive 3D update")] {
         egui::CollapsingHeader::new(title)
             .default_open(false)
             .show(ui, |ui| not_yet_ui(ui, what));
@@ -113,7 +116,7 @@ fn view_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
 
     let Some(dataset) = &app.dataset else { return };
     ui.separator();
-    ui.label("Cameras (← → to step)");
+    ui.label("Cameras (left/right arrow keys step)");
     let names: Vec<(String, bool)> = dataset
         .train
         .iter()

@@ -50,6 +50,15 @@ enum Command {
         /// fixed view as NAME.png once it is on screen.
         #[arg(long, requires = "screenshot", hide = true)]
         screenshot_toggle_fix: bool,
+        /// Start training the opened dataset for this many steps (Training panel settings otherwise).
+        #[arg(long)]
+        train_steps: Option<usize>,
+        /// Image factor for --train-steps.
+        #[arg(long, default_value_t = 4)]
+        train_factor: u32,
+        /// Where the loss runs for --train-steps.
+        #[arg(long, value_enum, default_value_t = difix3d::difix::backend::BackendKind::Wgpu)]
+        train_backend: difix3d::difix::backend::BackendKind,
     },
     /// Render a scene to PNG files without a window.
     Render(render::RenderArgs),
@@ -87,6 +96,9 @@ pub fn run() -> anyhow::Result<()> {
         backend: None,
         fix_view: crate::app::ViewMode::Fixed,
         screenshot_toggle_fix: false,
+        train_steps: None,
+        train_factor: 4,
+        train_backend: difix3d::difix::backend::BackendKind::Wgpu,
     };
     match cli.command.unwrap_or(default) {
         Command::View {
@@ -98,6 +110,9 @@ pub fn run() -> anyhow::Result<()> {
             backend,
             fix_view,
             screenshot_toggle_fix,
+            train_steps,
+            train_factor,
+            train_backend,
         } => {
             let path = path.unwrap_or_else(sample_scene);
             crate::app::run(crate::app::ViewerOptions {
@@ -111,6 +126,7 @@ pub fn run() -> anyhow::Result<()> {
                     view_mode: fix_view,
                 },
                 screenshot_toggle_fix,
+                train: train_steps.map(|steps| (steps, train_factor, train_backend)),
             })
             .context("the viewer failed")
         }

@@ -60,7 +60,7 @@ impl WithBackend for TrainJob {
             &self.config,
             self.gpu,
             &device,
-            &mut |r| {
+            &mut |r: &trainer::StepReport| {
                 bar.set_position(r.step as u64);
                 bar.set_message(format!(
                     "loss {:.4} · PSNR {:.2} · {} splats · {:.1} it/s",

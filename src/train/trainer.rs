@@ -81,6 +81,29 @@ pub struct StepReport {
     pub steps_per_second: f32,
 }
 
+/// What the caller wants after a step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepRequest {
+    /// Write the checkpoint now.
+    pub save: bool,
+    /// Send the current splats to [`TrainObserver::snapshot`] (for a live view of the training).
+    pub snapshot: bool,
+}
+
+/// Follows a run: called after every step (it may block, which pauses the run) and with snapshots.
+pub trait TrainObserver {
+    fn step(&mut self, report: &StepReport) -> StepRequest;
+    fn snapshot(&mut self, _splats: Splats) {}
+    fn saved(&mut self, _path: &Path) {}
+}
+
+impl<F: FnMut(&StepReport)> TrainObserver for F {
+    fn step(&mut self, report: &StepReport) -> StepRequest {
+        self(report);
+        StepRequest::default()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
     pub steps: usize,
@@ -331,12 +354,12 @@ fn eval_psnr<B: Backend>(
 }
 
 /// Trains on `config.data` with autodiff over the backend `B` (the loss and optimiser run there; the
-/// rasterizer runs on `gpu`). `progress` gets every step; `stop` ends the run after a checkpoint.
+/// rasterizer runs on `gpu`). `observer` follows every step; `stop` ends the run after a checkpoint.
 pub fn train<B: Backend>(
     config: &TrainConfig,
     gpu: GpuContext,
     device: &B::Device,
-    progress: &mut dyn FnMut(&StepReport),
+    observer: &mut dyn TrainObserver,
     stop: &AtomicBool,
 ) -> Result<TrainSummary, TrainError> {
     type Ad<B> = Autodiff<B>;
@@ -489,7 +512,7 @@ pub fn train<B: Backend>(
         }
 
         let elapsed = started.elapsed().as_secs_f32().max(1e-6);
-        progress(&StepReport {
+        let request = observer.step(&StepReport {
             step,
             steps: config.steps,
             loss: loss_value,
@@ -497,11 +520,15 @@ pub fn train<B: Backend>(
             splats: state.params.means.dims()[0],
             steps_per_second: (step - start_step) as f32 / elapsed,
         });
-        if config
+        if request.snapshot {
+            observer.snapshot(state.params.to_splats());
+        }
+        let periodic = config
             .checkpoint_every
-            .is_some_and(|every| every > 0 && step % every == 0)
-        {
+            .is_some_and(|every| every > 0 && step % every == 0);
+        if request.save || periodic {
             save_checkpoint(&state, step, &checkpoint)?;
+            observer.saved(&checkpoint);
         }
     }
     save_checkpoint(&state, step, &checkpoint)?;

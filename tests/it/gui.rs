@@ -10,7 +10,11 @@ use difix3d::render::{GpuSplats, RenderOptions};
 
 use crate::{asset, gpu};
 
-struct Xvfb(Option<Child>);
+/// A private X server (or none, with a DISPLAY given), held by one GUI test at a time: the tests of
+/// this binary run in parallel, and each window test is heavy on a 2-core machine anyway.
+struct Xvfb(Option<Child>, #[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+static GUI: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
@@ -23,9 +27,10 @@ impl Drop for Xvfb {
 
 /// Uses the current X display, or starts a private Xvfb.
 fn display() -> Option<(String, Xvfb)> {
+    let guard = GUI.lock().unwrap_or_else(|p| p.into_inner());
     if let Ok(d) = std::env::var("DISPLAY") {
         if !d.is_empty() {
-            return Some((d, Xvfb(None)));
+            return Some((d, Xvfb(None, guard)));
         }
     }
     let number = 90 + std::process::id() % 50;
@@ -38,7 +43,7 @@ fn display() -> Option<(String, Xvfb)> {
     match child {
         Ok(child) => {
             std::thread::sleep(Duration::from_secs(2));
-            Some((name, Xvfb(Some(child))))
+            Some((name, Xvfb(Some(child), guard)))
         }
         Err(e) => {
             eprintln!("SKIPPED: no DISPLAY and Xvfb cannot start ({e}); run scripts/setup.sh");
@@ -54,11 +59,17 @@ struct Shot {
     sh_degree: u32,
     background: [f32; 3],
     fixed_shown: bool,
+    training_step: Option<usize>,
 }
 
 /// Runs `difix3d view` with `args` under X until it has taken its screenshot(s) and quit.
 fn run_viewer(display: &str, args: &[&str], runtime: &Path) {
+    run_viewer_in(display, args, runtime, &std::env::temp_dir());
+}
+
+fn run_viewer_in(display: &str, args: &[&str], runtime: &Path, cwd: &Path) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_difix3d"))
+        .current_dir(cwd)
         .arg("view")
         .args(args)
         .env("DISPLAY", display)
@@ -223,4 +234,53 @@ fn pressing_x_shows_the_fixed_frame() {
         p_vs_raw < 20.0,
         "the fixed frame should differ visibly from the raw one ({p_vs_raw:.1} dB)"
     );
+}
+
+/// Training from the viewer: the run starts on the open dataset, and the view follows the splats as
+/// they train (the screenshot is taken once the view shows splats from step 20 or later).
+#[test]
+fn the_viewer_trains_the_open_dataset_and_shows_it() {
+    let Some(data) = asset("maupertuis") else { return };
+    let Some((display, _xvfb)) = display() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("shot.png");
+    let runtime = dir.path().join("xdg");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let args = [
+        data.to_str().unwrap(),
+        "--size",
+        "700x500",
+        "--train-steps",
+        "300",
+        "--train-factor",
+        "8",
+        "--train-backend",
+        "cpu",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ];
+    run_viewer_in(&display, &args, &runtime, dir.path());
+    let meta: Shot = serde_json::from_str(&std::fs::read_to_string(shot.with_extension("json")).unwrap()).unwrap();
+    let step = meta
+        .training_step
+        .expect("the screenshot records the training step shown");
+    assert!(step >= 20, "the view shows step {step}");
+    assert!(
+        dir.path().join("runs/maupertuis").is_dir(),
+        "the run folder is made next to the viewer"
+    );
+
+    // What the window shows is no longer the initial point cloud.
+    let window = image::open(&shot).unwrap().to_rgb8();
+    let initial = difix3d::jobs::load::load(&data).unwrap().splats;
+    let (ctx, rasterizer) = gpu();
+    let splats = GpuSplats::upload(&ctx.device, &initial);
+    let before = {
+        let mut r = rasterizer.lock().unwrap();
+        r.render(ctx, &splats, &meta.camera, &RenderOptions::default()).unwrap();
+        difix3d::image_io::to_rgb8(&r.read_image(ctx).unwrap())
+    };
+    let (p, _) = view_psnr(&window, &meta, &before);
+    eprintln!("window after {step} training steps vs the initial point cloud: {p:.1} dB");
+    assert!(p < 30.0, "the view still shows the untrained point cloud ({p:.1} dB)");
 }
