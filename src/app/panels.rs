@@ -27,11 +27,9 @@ pub fn side_panel_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
         .default_open(false)
         .open(unfold.then_some(true))
         .show(ui, |ui| app.train_panel_ui(ui));
-    for (title, what) in [("Refinement", "Difix3D progressive 3D update")] {
-        egui::CollapsingHeader::new(title)
-            .default_open(false)
-            .show(ui, |ui| not_yet_ui(ui, what));
-    }
+    egui::CollapsingHeader::new("Refinement")
+        .default_open(false)
+        .show(ui, |ui| not_yet_ui(ui, "Difix3D progressive 3D update"));
 }
 
 fn not_yet_ui(ui: &mut egui::Ui, what: &str) {

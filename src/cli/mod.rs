@@ -1,6 +1,7 @@
 //! Command-line interface. Every subcommand calls the same library code the viewer uses.
 
 mod bench;
+mod eval;
 mod fix;
 mod record;
 mod render;
@@ -68,6 +69,8 @@ enum Command {
     Record(record::RecordArgs),
     /// Train a Gaussian-splat scene on a dataset (3DGS, gsplat's default recipe).
     Train(train::TrainArgs),
+    /// Compare a trained scene with its dataset's eval photos (PSNR, SSIM).
+    Eval(eval::EvalArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -134,6 +137,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Fix(args) => fix::run(args),
         Command::Record(args) => record::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench { what } => bench::run(what),
     }
 }

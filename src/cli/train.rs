@@ -94,6 +94,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "splats": summary.splats,
         "eval_psnr_before": summary.eval_psnr_before,
         "eval_psnr_after": summary.eval_psnr_after,
+        "eval": summary.eval,
         "stopped_early": summary.stopped_early,
     });
     let summary_path = args.out.join("summary.json");

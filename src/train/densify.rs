@@ -120,8 +120,8 @@ pub fn refine(
         out.opacity_logits.push(splats.opacity_logits[i]);
         out.sh.extend_from_slice(&splats.sh[i * k..(i + 1) * k]);
     };
-    for i in 0..n {
-        if !grow_split[i] {
+    for (i, split) in grow_split.iter().enumerate() {
+        if !split {
             push(&mut out, i, splats.means[i], splats.log_scales[i]);
             origin.push(Some(i));
         }

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
@@ -18,6 +17,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use super::adam::{self, Moments};
 use super::densify::{self, DensifyConfig, GradStats};
 use super::diff_render::{render, SplatRenderer, SplatTensors};
+use super::eval::EvalReport;
 use super::ssim::ssim;
 use crate::data::{self, Dataset, View};
 use crate::render::{GpuContext, RenderOptions};
@@ -111,6 +111,8 @@ pub struct TrainSummary {
     /// Mean PSNR over the eval views before training (the initial point cloud) and after.
     pub eval_psnr_before: Option<f64>,
     pub eval_psnr_after: Option<f64>,
+    /// Metrics of the final splats on the eval views (renders in `out/eval/`).
+    pub eval: Option<EvalReport>,
     pub ply: PathBuf,
     pub checkpoint: PathBuf,
     pub stopped_early: bool,
@@ -190,23 +192,9 @@ impl LearningRates {
     }
 }
 
-fn load_image<B: Backend>(view: &View, device: &B::Device) -> Result<Tensor<B, 3>, TrainError> {
-    let image = image::open(&view.image_path)
-        .map_err(|e| TrainError::File {
-            path: view.image_path.clone(),
-            message: format!("cannot read the image: {e}"),
-        })?
-        .to_rgb8();
+fn photo_tensor<B: Backend>(view: &View, device: &B::Device) -> Result<Tensor<B, 3>, TrainError> {
+    let image = super::eval::load_photo(view)?;
     let (w, h) = image.dimensions();
-    if (w, h) != (view.camera.width, view.camera.height) {
-        return Err(TrainError::File {
-            path: view.image_path.clone(),
-            message: format!(
-                "{w}x{h}, but its camera is {}x{}",
-                view.camera.width, view.camera.height
-            ),
-        });
-    }
     let values: Vec<f32> = image.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
     Ok(Tensor::from_data(
         TensorData::new(values, [h as usize, w as usize, 3]),
@@ -333,26 +321,6 @@ fn load_checkpoint<B: Backend>(path: &Path, device: &B::Device) -> Result<(State
     Ok((State { params, moments }, step))
 }
 
-/// Mean PSNR of `splats` over the eval views (`None` without eval views).
-fn eval_psnr<B: Backend>(
-    renderer: &Arc<SplatRenderer>,
-    splats: &Splats,
-    views: &[(View, Tensor<B, 3>)],
-    device: &B::Device,
-) -> Result<Option<f64>, TrainError> {
-    if views.is_empty() {
-        return Ok(None);
-    }
-    let mut sum = 0.0;
-    for (view, gt) in views {
-        let image = renderer.render_image(splats, &view.camera, &RenderOptions::default())?;
-        let [h, w, _] = gt.dims();
-        let colour = Tensor::<B, 3>::from_data(TensorData::new(image, [h, w, 4]), device).slice([0..h, 0..w, 0..3]);
-        sum += psnr_of(colour, gt.clone()) as f64;
-    }
-    Ok(Some(sum / views.len() as f64))
-}
-
 /// Trains on `config.data` with autodiff over the backend `B` (the loss and optimiser run there; the
 /// rasterizer runs on `gpu`). `observer` follows every step; `stop` ends the run after a checkpoint.
 pub fn train<B: Backend>(
@@ -378,12 +346,12 @@ pub fn train<B: Backend>(
     let train_images = dataset
         .train
         .iter()
-        .map(|v| load_image::<B>(v, device))
+        .map(|v| photo_tensor::<B>(v, device))
         .collect::<Result<Vec<_>, _>>()?;
     let eval_views = dataset
         .eval
         .iter()
-        .map(|v| Ok((v.clone(), load_image::<B>(v, device)?)))
+        .map(|v| Ok((v.clone(), super::eval::load_photo(v)?)))
         .collect::<Result<Vec<_>, TrainError>>()?;
     let scene_scale = dataset.scene_extent().max(1e-3);
     let renderer = SplatRenderer::new(gpu);
@@ -395,8 +363,21 @@ pub fn train<B: Backend>(
             0,
         ),
     };
+    let eval_options = RenderOptions::default();
+    let evaluate = |splats: &Splats, out: Option<&Path>| -> Result<Option<EvalReport>, TrainError> {
+        if eval_views.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(super::eval::evaluate(
+            &renderer,
+            splats,
+            &eval_views,
+            &eval_options,
+            out,
+        )?))
+    };
     let eval_before = if start_step == 0 {
-        eval_psnr(&renderer, &state.params.to_splats(), &eval_views, device)?
+        evaluate(&state.params.to_splats(), None)?.map(|r| r.psnr)
     } else {
         None
     };
@@ -535,12 +516,18 @@ pub fn train<B: Backend>(
     let splats = state.params.to_splats();
     let ply = config.out.join("point_cloud.ply");
     scene::ply::write_ply(&splats, &ply)?;
-    let eval_after = eval_psnr(&renderer, &splats, &eval_views, device)?;
+    let eval_dir = config.out.join("eval");
+    std::fs::create_dir_all(&eval_dir).map_err(|e| TrainError::File {
+        path: eval_dir.clone(),
+        message: format!("cannot create the folder: {e}"),
+    })?;
+    let eval_after = evaluate(&splats, Some(&eval_dir))?;
     Ok(TrainSummary {
         steps: step,
         splats: splats.len(),
         eval_psnr_before: eval_before,
-        eval_psnr_after: eval_after,
+        eval_psnr_after: eval_after.as_ref().map(|r| r.psnr),
+        eval: eval_after,
         ply,
         checkpoint,
         stopped_early,

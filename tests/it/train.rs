@@ -53,6 +53,36 @@ fn a_short_run_raises_eval_psnr_and_resumes() {
     assert_eq!(splats.len() as u64, s["splats"].as_u64().unwrap());
     assert_eq!(splats.sh_degree, 3);
 
+    assert!(out.join("eval/00.png").exists(), "the run writes its eval renders");
+
+    // `difix3d eval` on the exported .ply agrees with the run's own evaluation.
+    let eval_out = dir.path().join("eval");
+    let ply = out.join("point_cloud.ply");
+    let eval_args = [
+        "eval",
+        "--scene",
+        ply.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--factor",
+        "8",
+        "--out",
+        eval_out.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = difix3d(&eval_args);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_out.join("metrics.json")).unwrap()).unwrap();
+    let psnr = metrics["psnr"].as_f64().unwrap();
+    let ssim = metrics["ssim"].as_f64().unwrap();
+    assert!((psnr - after).abs() < 0.01, "eval {psnr:.3} vs the run's {after:.3} dB");
+    assert!(ssim > 0.0 && ssim <= 1.0, "SSIM {ssim}");
+    assert_eq!(s["eval"]["ssim"].as_f64().map(|v| (v - ssim).abs() < 1e-4), Some(true));
+    assert!(eval_out.join("00.png").exists());
+    let (code, _, stderr) = difix3d(&[&eval_args[..], &["--lpips-weights", "vgg.pth"]].concat());
+    assert_ne!(code, 0);
+    assert!(stderr.contains("LPIPS is not supported yet"), "{stderr}");
+
     let checkpoint = out.join("checkpoint.safetensors");
     let (code, stdout, stderr) =
         difix3d(&[&base[..], &["--steps", "305", "--resume", checkpoint.to_str().unwrap()]].concat());

@@ -1,0 +1,73 @@
+//! `difix3d eval`: a trained scene against the eval photos of its dataset.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use difix3d::render::{GpuContext, RenderOptions};
+use difix3d::train::diff_render::SplatRenderer;
+use difix3d::train::eval::{evaluate, load_photo};
+use difix3d::{data, image_io, scene};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// The trained scene (.ply or .splat).
+    #[arg(long)]
+    scene: PathBuf,
+    /// The dataset whose eval views to compare with.
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    factor: u32,
+    /// Where to write metrics.json and the renders (default: `eval/` beside the scene).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// LPIPS network weights (not supported yet: the option is refused rather than ignored).
+    #[arg(long)]
+    lpips_weights: Option<PathBuf>,
+    #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
+    background: [f32; 3],
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.lpips_weights {
+        bail!(
+            "{}: LPIPS is not supported yet; run without --lpips-weights for PSNR and SSIM",
+            path.display()
+        );
+    }
+    let splats = scene::load(&args.scene)?;
+    let dataset = data::open_dataset(&args.data, args.factor)?;
+    if dataset.eval.is_empty() {
+        bail!("{}: the dataset has no eval views", args.data.display());
+    }
+    let views = dataset
+        .eval
+        .iter()
+        .map(|v| Ok((v.clone(), load_photo(v)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let out = args.out.unwrap_or_else(|| {
+        args.scene
+            .parent()
+            .map_or_else(|| PathBuf::from("eval"), |p| p.join("eval"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    let renderer = SplatRenderer::new(GpuContext::headless()?);
+    let options = RenderOptions {
+        sh_degree: 3,
+        background: args.background,
+    };
+    let report = evaluate(&renderer, &splats, &views, &options, Some(&out))?;
+    let json = serde_json::to_string_pretty(&report)?;
+    let metrics = out.join("metrics.json");
+    image_io::write_atomic(&metrics, |tmp| std::fs::write(tmp, &json).map_err(|e| e.to_string()))?;
+    println!(
+        "{} eval view(s): PSNR {:.2} dB, SSIM {:.4}, LPIPS not computed (not supported yet) -> {}",
+        report.views.len(),
+        report.psnr,
+        report.ssim,
+        metrics.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Evaluation on held-out views: render each eval camera, compare with its photo (PSNR, and SSIM with
+//! the standard 11x11 Gaussian window), optionally write the renders. Used by `difix3d eval` and at
+//! the end of training. LPIPS is not computed yet (it needs the VGG/AlexNet feature network).
+
+use std::path::Path;
+
+use burn::backend::ndarray::NdArrayDevice;
+use burn::backend::NdArray;
+use burn::tensor::{Tensor, TensorData};
+use serde::Serialize;
+
+use super::diff_render::SplatRenderer;
+use super::ssim::ssim;
+use super::trainer::TrainError;
+use crate::data::View;
+use crate::render::RenderOptions;
+use crate::scene::Splats;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ViewMetrics {
+    pub name: String,
+    pub psnr: f64,
+    pub ssim: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub views: Vec<ViewMetrics>,
+    pub psnr: f64,
+    pub ssim: f64,
+    /// Always `None` for now: LPIPS is not implemented yet.
+    pub lpips: Option<f64>,
+}
+
+/// The photo of `view` as RGB in [0, 1], checked against its camera's size.
+pub fn load_photo(view: &View) -> Result<image::RgbImage, TrainError> {
+    let image = image::open(&view.image_path)
+        .map_err(|e| TrainError::File {
+            path: view.image_path.clone(),
+            message: format!("cannot read the image: {e}"),
+        })?
+        .to_rgb8();
+    let (w, h) = image.dimensions();
+    if (w, h) != (view.camera.width, view.camera.height) {
+        return Err(TrainError::File {
+            path: view.image_path.clone(),
+            message: format!(
+                "{w}x{h}, but its camera is {}x{}",
+                view.camera.width, view.camera.height
+            ),
+        });
+    }
+    Ok(image)
+}
+
+fn nchw(values: Vec<f32>, w: usize, h: usize) -> Tensor<NdArray<f32>, 4> {
+    Tensor::<NdArray<f32>, 3>::from_data(TensorData::new(values, [h, w, 3]), &NdArrayDevice::Cpu)
+        .permute([2, 0, 1])
+        .unsqueeze()
+}
+
+/// Renders `splats` from every view, compares with the (already loaded) photos, and writes the
+/// renders as `out/NAME.png` when `out` is given.
+pub fn evaluate(
+    renderer: &SplatRenderer,
+    splats: &Splats,
+    views: &[(View, image::RgbImage)],
+    options: &RenderOptions,
+    out: Option<&Path>,
+) -> Result<EvalReport, TrainError> {
+    let mut metrics = Vec::new();
+    for (view, photo) in views {
+        let rgba = renderer.render_image(splats, &view.camera, options)?;
+        let rendered: Vec<f32> = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        let truth: Vec<f32> = photo.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
+        let clamped: Vec<f32> = rendered.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+        let psnr = crate::metrics::psnr(&clamped, &truth);
+        let (w, h) = (view.camera.width as usize, view.camera.height as usize);
+        let ssim_value: f32 = ssim(nchw(clamped.clone(), w, h), nchw(truth, w, h)).into_scalar();
+        if let Some(dir) = out {
+            let stem = Path::new(&view.camera.name)
+                .file_stem()
+                .map_or_else(|| view.camera.name.clone(), |s| s.to_string_lossy().into_owned());
+            let image = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                let i = 3 * (y as usize * w + x as usize);
+                image::Rgb([0, 1, 2].map(|c| crate::image_io::quantize(clamped[i + c])))
+            });
+            crate::image_io::save_png(&image, &dir.join(format!("{stem}.png"))).map_err(|e| TrainError::File {
+                path: dir.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        }
+        metrics.push(ViewMetrics {
+            name: view.camera.name.clone(),
+            psnr,
+            ssim: ssim_value as f64,
+        });
+    }
+    let mean = |f: fn(&ViewMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / metrics.len().max(1) as f64;
+    Ok(EvalReport {
+        psnr: mean(|m| m.psnr),
+        ssim: mean(|m| m.ssim),
+        views: metrics,
+        lpips: None,
+    })
+}
