@@ -47,17 +47,8 @@ impl Keyframe {
 
     /// A pinhole camera with this pose, square pixels and the principal point in the centre.
     pub fn camera(&self, name: &str, width: u32, height: u32) -> Camera {
-        let fy = 0.5 * height as f32 / (0.5 * self.fov_y_deg.to_radians()).tan();
-        Camera {
-            name: name.into(),
-            width,
-            height,
-            fx: fy,
-            fy,
-            cx: 0.5 * width as f32,
-            cy: 0.5 * height as f32,
-            world_from_camera: Affine3A::from_rotation_translation(self.rotation.normalize(), self.position),
-        }
+        let pose = Affine3A::from_rotation_translation(self.rotation.normalize(), self.position);
+        Camera::pinhole(name, width, height, self.fov_y_deg.to_radians(), pose)
     }
 }
 

@@ -132,17 +132,8 @@ impl ViewController {
     }
 
     pub fn camera(&self, width: u32, height: u32) -> Camera {
-        let fy = 0.5 * height as f32 / (0.5 * self.fov_y).tan();
-        Camera {
-            name: "view".into(),
-            width,
-            height,
-            fx: fy,
-            fy,
-            cx: 0.5 * width as f32,
-            cy: 0.5 * height as f32,
-            world_from_camera: Affine3A::from_rotation_translation(self.rotation, self.position),
-        }
+        let pose = Affine3A::from_rotation_translation(self.rotation, self.position);
+        Camera::pinhole("view", width, height, self.fov_y, pose)
     }
 }
 

@@ -123,6 +123,55 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The scene, a device, a rasterizer warmed up (shader compilation, buffer growth), and the cameras
+/// of an orbit of `frames` views around the default view: what every render benchmark starts from.
+struct OrbitBench {
+    splats: scene::Splats,
+    ctx: GpuContext,
+    gpu_splats: GpuSplats,
+    rasterizer: Rasterizer,
+    start: view::ViewController,
+    frames: u32,
+    size: (u32, u32),
+}
+
+impl OrbitBench {
+    fn new(path: &std::path::Path, size: (u32, u32), frames: u32) -> anyhow::Result<Self> {
+        let splats = scene::load(path)?;
+        let ctx = GpuContext::headless()?;
+        let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
+        let rasterizer = Rasterizer::new(&ctx.device);
+        let start = view::ViewController::default_for(&splats, super::render::default_up());
+        let mut bench = Self {
+            splats,
+            ctx,
+            gpu_splats,
+            rasterizer,
+            start,
+            frames,
+            size,
+        };
+        for i in 0..3 {
+            bench.render(i)?;
+            bench.ctx.wait()?;
+        }
+        Ok(bench)
+    }
+
+    fn camera(&self, i: u32) -> difix3d::data::Camera {
+        let mut v = self.start.clone();
+        v.orbit(std::f32::consts::TAU * i as f32 / self.frames as f32, 0.0);
+        v.camera(self.size.0, self.size.1)
+    }
+
+    fn render(&mut self, i: u32) -> anyhow::Result<difix3d::render::FrameStats> {
+        let camera = self.camera(i);
+        Ok(self
+            .rasterizer
+            .render(&self.ctx, &self.gpu_splats, &camera, &RenderOptions::default())?)
+    }
+}
+
 /// Renders `frames` orbit views with the fix off, then again feeding each frame to a live fixer as the
 /// viewer does (read back, submit, never wait), timing what a user would see.
 fn bench_live(
@@ -132,25 +181,11 @@ fn bench_live(
     frames: u32,
     append_md: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let splats = scene::load(path)?;
-    let ctx = GpuContext::headless()?;
-    let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
-    let mut rasterizer = Rasterizer::new(&ctx.device);
-    let render = RenderOptions::default();
-    let start = view::ViewController::default_for(&splats, super::render::default_up());
-    let camera_at = |i: u32| {
-        let mut v = start.clone();
-        v.orbit(std::f32::consts::TAU * i as f32 / frames as f32, 0.0);
-        v.camera(width, height)
-    };
-    for i in 0..3 {
-        rasterizer.render(&ctx, &gpu_splats, &camera_at(i), &render)?;
-        ctx.wait()?;
-    }
+    let mut bench = OrbitBench::new(path, (width, height), frames)?;
     let off = Instant::now();
     for i in 0..frames {
-        rasterizer.render(&ctx, &gpu_splats, &camera_at(i), &render)?;
-        ctx.wait()?;
+        bench.render(i)?;
+        bench.ctx.wait()?;
     }
     let fps_off = frames as f64 / off.elapsed().as_secs_f64();
 
@@ -172,9 +207,8 @@ fn bench_live(
         anyhow::bail!("the Difix worker did not start");
     }
     // Warm up the model (kernel compilation, autotuning) on one frame.
-    let first = rasterizer.render(&ctx, &gpu_splats, &camera_at(0), &render).map(|_| ());
-    first?;
-    let image = difix3d::image_io::to_rgb8(&rasterizer.read_image(&ctx)?);
+    bench.render(0)?;
+    let image = difix3d::image_io::to_rgb8(&bench.rasterizer.read_image(&bench.ctx)?);
     let frame = |id: u64, image| Frame {
         id,
         image,
@@ -200,9 +234,9 @@ fn bench_live(
     let on = Instant::now();
     for i in 0..frames {
         rendered_at.insert(i as u64, Instant::now());
-        rasterizer.render(&ctx, &gpu_splats, &camera_at(i), &render)?;
+        bench.render(i)?;
         let r = Instant::now();
-        let image = difix3d::image_io::to_rgb8(&rasterizer.read_image(&ctx)?);
+        let image = difix3d::image_io::to_rgb8(&bench.rasterizer.read_image(&bench.ctx)?);
         readback += r.elapsed();
         fixer.submit(frame(i as u64, image));
         while let Some(event) = wait_event(Duration::ZERO)? {
@@ -237,7 +271,7 @@ fn bench_live(
         "fixed_frames": fix_ms.len(),
         "fixed_fps": fixed_fps,
         "end_to_end_ms": mean(&e2e_ms),
-        "adapter": &*ctx.adapter_name,
+        "adapter": &*bench.ctx.adapter_name,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let row = format!(
@@ -248,7 +282,7 @@ fn bench_live(
             .unwrap_or_default(),
         height,
         width,
-        ctx.adapter_name,
+        bench.ctx.adapter_name,
         readback.as_secs_f64() * 1e3 / frames as f64,
         mean(&fix_ms),
         mean(&e2e_ms),
@@ -365,29 +399,13 @@ fn bench_render(
     frames: u32,
     append_md: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let splats = scene::load(path)?;
-    let ctx = GpuContext::headless()?;
-    let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
-    let mut rasterizer = Rasterizer::new(&ctx.device);
-    let options = RenderOptions::default();
-    let start = view::ViewController::default_for(&splats, super::render::default_up());
-    let camera_at = |i: u32| {
-        let mut v = start.clone();
-        v.orbit(std::f32::consts::TAU * i as f32 / frames as f32, 0.0);
-        v.camera(width, height)
-    };
-
-    // Warm up: shader compilation and buffer growth happen in the first frames.
-    for i in 0..3 {
-        rasterizer.render(&ctx, &gpu_splats, &camera_at(i), &options)?;
-        ctx.wait()?;
-    }
+    let mut bench = OrbitBench::new(path, (width, height), frames)?;
     let mut times = Vec::with_capacity(frames as usize);
     let mut intersections = 0u64;
     for i in 0..frames {
         let t = Instant::now();
-        let stats = rasterizer.render(&ctx, &gpu_splats, &camera_at(i), &options)?;
-        ctx.wait()?;
+        let stats = bench.render(i)?;
+        bench.ctx.wait()?;
         times.push(t.elapsed());
         intersections += stats.intersections as u64;
     }
@@ -395,7 +413,10 @@ fn bench_render(
     let profiled_frames = frames.min(20);
     let (mut project, mut sort, mut raster) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for i in 0..profiled_frames {
-        let s = rasterizer.render_profiled(&ctx, &gpu_splats, &camera_at(i), &options)?;
+        let camera = bench.camera(i);
+        let s = bench
+            .rasterizer
+            .render_profiled(&bench.ctx, &bench.gpu_splats, &camera, &RenderOptions::default())?;
         project += s.project;
         sort += s.sort;
         raster += s.rasterize;
@@ -405,15 +426,15 @@ fn bench_render(
     let mean = times.iter().map(|d| ms(*d)).sum::<f64>() / times.len() as f64;
     let p95 = ms(times[((times.len() as f64 * 0.95).ceil() as usize).clamp(1, times.len()) - 1]);
     let per = |d: Duration| ms(d) / profiled_frames as f64;
-    let peak_mib = rasterizer.peak_bytes() as f64 / (1024.0 * 1024.0);
+    let peak_mib = bench.rasterizer.peak_bytes() as f64 / (1024.0 * 1024.0);
     let report = serde_json::json!({
         "bench": "render",
         "scene": path.display().to_string(),
-        "splats": splats.len(),
+        "splats": bench.splats.len(),
         "width": width,
         "height": height,
         "frames": frames,
-        "adapter": &*ctx.adapter_name,
+        "adapter": &*bench.ctx.adapter_name,
         "mean_ms": mean,
         "p95_ms": p95,
         "fps": 1e3 / mean,
@@ -432,7 +453,7 @@ fn bench_render(
             .unwrap_or_default(),
         width,
         height,
-        ctx.adapter_name,
+        bench.ctx.adapter_name,
         mean,
         p95,
         per(project),

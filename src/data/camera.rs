@@ -61,6 +61,18 @@ impl Camera {
         let right = forward.cross(up).normalize();
         let down = forward.cross(right);
         let rotation = Mat3::from_cols(right, down, forward);
+        Self::pinhole(
+            name,
+            width,
+            height,
+            fov_y,
+            Affine3A::from_mat3_translation(rotation, eye),
+        )
+    }
+
+    /// An ideal pinhole camera: square pixels, principal point in the centre, vertical field of view
+    /// `fov_y` in radians (the viewer's and camera paths' cameras).
+    pub fn pinhole(name: impl Into<String>, width: u32, height: u32, fov_y: f32, world_from_camera: Affine3A) -> Self {
         let fy = 0.5 * height as f32 / (0.5 * fov_y).tan();
         Self {
             name: name.into(),
@@ -70,7 +82,7 @@ impl Camera {
             fy,
             cx: 0.5 * width as f32,
             cy: 0.5 * height as f32,
-            world_from_camera: Affine3A::from_mat3_translation(rotation, eye),
+            world_from_camera,
         }
     }
 

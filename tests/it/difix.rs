@@ -14,6 +14,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use difix3d::difix::{Difix, DifixError};
 
+use crate::copy_dir;
+
 type Cpu = NdArray<f32>;
 
 fn fixtures() -> PathBuf {
@@ -191,19 +193,6 @@ fn tiny_difix_matches_the_reference_on_wgpu() {
 }
 
 // --- the weight loader -----------------------------------------------------------------------
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 type Tensors = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
 
