@@ -50,6 +50,21 @@ pub enum BenchCommand {
         #[arg(long)]
         append_md: Option<PathBuf>,
     },
+    /// 3DGS training steps: it/s, the split between forward, loss, backward, optimiser and
+    /// densification, and peak memory.
+    Train {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        factor: u32,
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        /// Where the loss and optimiser run.
+        #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
+        backend: BackendKind,
+        #[arg(long)]
+        append_md: Option<PathBuf>,
+    },
     /// The live post-render pass as the viewer runs it: render fps with the fix off and on, fix
     /// latency, fixed frames per second, and latency from a camera change to its fixed frame.
     Live {
@@ -103,6 +118,13 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             println!("{row}");
             append_row(append_md, &row, "fix", "encode / UNet / decode")
         }
+        BenchCommand::Train {
+            data,
+            factor,
+            steps,
+            backend,
+            append_md,
+        } => bench_train(data, factor, steps.max(2), backend, append_md),
         BenchCommand::Live {
             scene,
             model,
@@ -483,4 +505,101 @@ fn chrono_date() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+struct TrainBench {
+    config: difix3d::train::trainer::TrainConfig,
+    gpu: GpuContext,
+}
+
+impl WithBackend for TrainBench {
+    /// (summary, per-step reports)
+    type Output = anyhow::Result<(
+        difix3d::train::trainer::TrainSummary,
+        Vec<difix3d::train::trainer::StepReport>,
+    )>;
+
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
+        let mut reports = Vec::new();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let summary = difix3d::train::trainer::train::<B>(
+            &self.config,
+            self.gpu,
+            &device,
+            &mut |r: &difix3d::train::trainer::StepReport| reports.push(r.clone()),
+            &stop,
+        )?;
+        Ok((summary, reports))
+    }
+}
+
+/// Trains `steps` steps (into a temporary run folder) and reports where the time went.
+fn bench_train(
+    data: PathBuf,
+    factor: u32,
+    steps: usize,
+    backend: BackendKind,
+    append_md: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let out = std::env::temp_dir().join(format!("difix3d-bench-train-{}", std::process::id()));
+    let mut config = difix3d::train::trainer::TrainConfig::new(data.clone(), out.clone());
+    config.factor = factor;
+    config.steps = steps;
+    let gpu = GpuContext::headless()?;
+    let adapter = gpu.adapter_name.clone();
+    let result = run_on(backend, Precision::Fp32, TrainBench { config, gpu });
+    let _ = std::fs::remove_dir_all(&out);
+    let (summary, reports) = result??;
+    // The first steps compile kernels; time the rest.
+    let timed = &reports[reports.len().min(5)..];
+    let n = timed.len().max(1) as f64;
+    let ms = |f: fn(&difix3d::train::trainer::StepTimes) -> Duration| {
+        timed.iter().map(|r| f(&r.times).as_secs_f64()).sum::<f64>() * 1e3 / n
+    };
+    let (render, loss, backward, optimizer, densify) = (
+        ms(|t| t.render),
+        ms(|t| t.loss),
+        ms(|t| t.backward),
+        ms(|t| t.optimizer),
+        ms(|t| t.densify),
+    );
+    let step_ms = render + loss + backward + optimizer + densify;
+    let rss = peak_rss_mib();
+    let camera = {
+        let d = difix3d::data::open_dataset(&data, factor)?;
+        d.train
+            .first()
+            .map(|v| (v.camera.width, v.camera.height))
+            .unwrap_or((0, 0))
+    };
+    let report = serde_json::json!({
+        "bench": "train",
+        "data": data.display().to_string(),
+        "factor": factor,
+        "size": [camera.0, camera.1],
+        "steps": steps,
+        "backend": backend.to_string(),
+        "adapter": &*adapter,
+        "its": 1e3 / step_ms,
+        "render_ms": render, "loss_ms": loss, "backward_ms": backward, "optimizer_ms": optimizer,
+        "densify_ms": densify,
+        "final_splats": summary.splats,
+        "peak_rss_mib": rss,
+        "eval_psnr_after": summary.eval_psnr_after,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    let name = data
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let row = format!(
+        "| {} | train | {name} | {}x{} | {adapter} / {backend} | {:.2} | {render:.1} / {loss:.1} / {backward:.1} / {optimizer:.1} / {densify:.1} | {} | {rss:.0} | {steps} |",
+        chrono_date(),
+        camera.0,
+        camera.1,
+        1e3 / step_ms,
+        summary.splats,
+    );
+    println!("{row}");
+    append_row(append_md, &row, "train", "render / loss / backward")
 }

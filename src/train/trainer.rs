@@ -79,6 +79,19 @@ pub struct StepReport {
     pub psnr: f32,
     pub splats: usize,
     pub steps_per_second: f32,
+    /// Where this step's time went.
+    pub times: StepTimes,
+}
+
+/// Wall time of one step's parts: the forward render, the loss, the backward pass (the rasterizer's
+/// and burn's), the optimiser, and densification.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepTimes {
+    pub render: std::time::Duration,
+    pub loss: std::time::Duration,
+    pub backward: std::time::Duration,
+    pub optimizer: std::time::Duration,
+    pub densify: std::time::Duration,
 }
 
 /// What the caller wants after a step.
@@ -410,7 +423,9 @@ pub fn train<B: Backend>(
             sh: Tensor::from_inner(p.sh.clone()).require_grad(),
             sh_degree: p.sh_degree,
         };
+        let t_render = Instant::now();
         let image = render(&renderer, &params, &view.camera, &options)?;
+        let t_loss = Instant::now();
         let [h, w, _] = image.dims();
         let colour = image.slice([0..h, 0..w, 0..3]);
         let target = Tensor::<Ad<B>, 3>::from_inner(gt.clone());
@@ -420,7 +435,9 @@ pub fn train<B: Backend>(
         let loss = l1 * (1.0 - config.ssim_lambda) + (ssim_value.neg() + 1.0) * config.ssim_lambda;
         let loss_value: f32 = loss.clone().into_scalar().elem();
         let psnr = psnr_of(colour.inner(), gt.clone());
+        let t_backward = Instant::now();
         let grads = loss.backward();
+        let t_optimizer = Instant::now();
 
         let lr = LearningRates::at(step, config.steps, scene_scale);
         let k = scene::sh_coeffs(p.sh_degree);
@@ -460,6 +477,7 @@ pub fn train<B: Backend>(
         };
 
         // Densification.
+        let t_densify = Instant::now();
         if let Some(v) = renderer.take_view_gradients() {
             stats.add(&v.mean2d, &v.visible, v.width, v.height);
         }
@@ -492,6 +510,14 @@ pub fn train<B: Backend>(
             }
         }
 
+        let t_end = Instant::now();
+        let times = StepTimes {
+            render: t_loss - t_render,
+            loss: t_backward - t_loss,
+            backward: t_optimizer - t_backward,
+            optimizer: t_densify - t_optimizer,
+            densify: t_end - t_densify,
+        };
         let elapsed = started.elapsed().as_secs_f32().max(1e-6);
         let request = observer.step(&StepReport {
             step,
@@ -500,6 +526,7 @@ pub fn train<B: Backend>(
             psnr,
             splats: state.params.means.dims()[0],
             steps_per_second: (step - start_step) as f32 / elapsed,
+            times,
         });
         if request.snapshot {
             observer.snapshot(state.params.to_splats());

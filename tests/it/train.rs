@@ -123,3 +123,37 @@ fn bad_datasets_fail_clearly_without_a_checkpoint() {
     assert_ne!(code, 0);
     assert!(stderr.contains("cannot create the output folder"), "{stderr}");
 }
+
+#[test]
+fn bench_train_reports_the_step_split_and_files_its_row() {
+    let Some(data) = asset("maupertuis") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("BENCH.md");
+    std::fs::write(
+        &md,
+        "| date | bench | data | size | adapter / loss backend | it/s | render / loss / backward / optimiser / densify ms |\n|---|\nafter\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = difix3d(&[
+        "bench",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--factor",
+        "8",
+        "--steps",
+        "8",
+        "--backend",
+        "cpu",
+        "--append-md",
+        md.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout[..stdout.rfind('}').unwrap() + 1]).unwrap();
+    assert!(json["its"].as_f64().unwrap() > 0.0);
+    assert!(json["backward_ms"].as_f64().unwrap() > 0.0);
+    let text = std::fs::read_to_string(&md).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[2].contains("| train | maupertuis | 240x135 |"), "{text}");
+    assert_eq!(lines.last(), Some(&"after"));
+}
