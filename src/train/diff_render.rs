@@ -4,8 +4,9 @@
 //! (`render/backward.rs`) and hands burn the parameter gradients.
 //!
 //! This first version moves parameters and images through the CPU on every step (any burn backend
-//! works, and the wgpu renderer need not share burn's device); the backward step renders the frame
-//! again, so it does not depend on what the shared rasterizer drew in between.
+//! works, and the wgpu renderer need not share burn's device). The backward step reuses the
+//! rasterizer's forward state when its frame is still the last one drawn, and renders it again
+//! otherwise (when something else was rendered in between).
 
 use std::sync::{Arc, Mutex};
 
@@ -24,9 +25,17 @@ use crate::scene::Splats;
 /// The wgpu device and rasterizer a training run renders with.
 pub struct SplatRenderer {
     pub gpu: GpuContext,
-    rasterizer: Mutex<Rasterizer>,
+    state: Mutex<RasterState>,
     /// What the last backward pass saw, for densification (burn's graph has no slot for it).
     last_view: Mutex<Option<ViewGradients>>,
+}
+
+/// The rasterizer and the frame it drew last (id and splats), whose forward state a backward pass
+/// reuses instead of rendering again.
+struct RasterState {
+    rasterizer: Rasterizer,
+    frame: Option<(u64, GpuSplats)>,
+    next_id: u64,
 }
 
 /// The 2D-mean gradients of one backward pass and which splats that view drew.
@@ -40,10 +49,14 @@ pub struct ViewGradients {
 
 impl SplatRenderer {
     pub fn new(gpu: GpuContext) -> Arc<Self> {
-        let rasterizer = Mutex::new(Rasterizer::new(&gpu.device));
+        let state = Mutex::new(RasterState {
+            rasterizer: Rasterizer::new(&gpu.device),
+            frame: None,
+            next_id: 0,
+        });
         Arc::new(Self {
             gpu,
-            rasterizer,
+            state,
             last_view: Mutex::new(None),
         })
     }
@@ -60,29 +73,58 @@ impl SplatRenderer {
         camera: &Camera,
         options: &RenderOptions,
     ) -> Result<Vec<f32>, GpuError> {
-        let gpu_splats = GpuSplats::upload(&self.gpu.device, splats);
-        let mut rasterizer = self.rasterizer.lock().unwrap_or_else(|p| p.into_inner());
-        rasterizer.render(&self.gpu, &gpu_splats, camera, options)?;
-        let image = rasterizer.read_image(&self.gpu)?;
-        Ok(image.rgba.into_iter().flatten().collect())
+        Ok(self.render_frame(splats, camera, options)?.1)
     }
 
+    /// Renders and remembers the frame; returns its id and the image.
+    fn render_frame(
+        &self,
+        splats: &Splats,
+        camera: &Camera,
+        options: &RenderOptions,
+    ) -> Result<(u64, Vec<f32>), GpuError> {
+        let gpu_splats = GpuSplats::upload(&self.gpu.device, splats);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.frame = None;
+        state.rasterizer.render(&self.gpu, &gpu_splats, camera, options)?;
+        let image = state.rasterizer.read_image(&self.gpu)?;
+        state.next_id += 1;
+        let id = state.next_id;
+        state.frame = Some((id, gpu_splats));
+        Ok((id, image.rgba.into_iter().flatten().collect()))
+    }
+
+    /// The backward pass of frame `id`: reuses the rasterizer's state when that frame is still the
+    /// last one drawn, and renders it again otherwise.
     fn backward(
         &self,
+        id: u64,
         splats: &Splats,
         camera: &Camera,
         options: &RenderOptions,
         v_out: &[[f32; 4]],
     ) -> Result<SplatGradients, String> {
-        let gpu_splats = GpuSplats::upload(&self.gpu.device, splats);
-        let mut rasterizer = self.rasterizer.lock().unwrap_or_else(|p| p.into_inner());
-        rasterizer
-            .render(&self.gpu, &gpu_splats, camera, options)
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = &mut *state;
+        let current = state.frame.as_ref().is_some_and(|(last, _)| *last == id);
+        if !current {
+            let gpu_splats = GpuSplats::upload(&self.gpu.device, splats);
+            state.frame = None;
+            state
+                .rasterizer
+                .render(&self.gpu, &gpu_splats, camera, options)
+                .map_err(|e| e.to_string())?;
+            state.frame = Some((id, gpu_splats));
+        }
+        let Some((_, gpu_splats)) = &state.frame else {
+            return Err("no frame to differentiate".into());
+        };
+        let grads = state
+            .rasterizer
+            .backward(&self.gpu, gpu_splats, v_out)
             .map_err(|e| e.to_string())?;
-        let grads = rasterizer
-            .backward(&self.gpu, &gpu_splats, v_out)
-            .map_err(|e| e.to_string())?;
-        let visible = rasterizer
+        let visible = state
+            .rasterizer
             .read_visible(&self.gpu, gpu_splats.count)
             .map_err(|e| e.to_string())?;
         *self.last_view.lock().unwrap_or_else(|p| p.into_inner()) = Some(ViewGradients {
@@ -150,6 +192,7 @@ impl<B: Backend> SplatTensors<B> {
 #[derive(Clone)]
 struct RenderState<B: Backend> {
     renderer: Arc<SplatRenderer>,
+    frame: u64,
     splats: Arc<Splats>,
     camera: Camera,
     options: RenderOptions,
@@ -179,7 +222,13 @@ impl<B: Backend> Backward<B, 5> for RenderBackward {
         // A failure here has no error channel in burn's backward: it is a lost device, a true invariant.
         let g = state
             .renderer
-            .backward(&state.splats, &state.camera, &state.options, &rows::<4>(&v))
+            .backward(
+                state.frame,
+                &state.splats,
+                &state.camera,
+                &state.options,
+                &rows::<4>(&v),
+            )
             .unwrap_or_else(|e| panic!("the rasterizer's backward pass failed: {e}"));
         let n = state.splats.len();
         let k = crate::scene::sh_coeffs(state.splats.sh_degree);
@@ -211,7 +260,7 @@ pub fn render<B: Backend, C: CheckpointStrategy>(
     options: &RenderOptions,
 ) -> Result<Tensor<Autodiff<B, C>, 3>, GpuError> {
     let splats = Arc::new(params.to_splats());
-    let image = renderer.render_image(&splats, camera, options)?;
+    let (frame, image) = renderer.render_frame(&splats, camera, options)?;
     // An autodiff backend runs on its inner backend's device.
     let inner_device: B::Device = params.means.device();
     let shape = [camera.height as usize, camera.width as usize, 4];
@@ -230,6 +279,7 @@ pub fn render<B: Backend, C: CheckpointStrategy>(
         OpsKind::Tracked(prep) => prep.finish(
             RenderState {
                 renderer: renderer.clone(),
+                frame,
                 splats,
                 camera: camera.clone(),
                 options: *options,
