@@ -37,6 +37,9 @@ pub struct TrainArgs {
     sh_degree: u32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Composite training renders over a random colour each step (gsplat's --random-bkgd).
+    #[arg(long)]
+    random_background: bool,
     /// Where the loss and the optimiser run (the rasterizer always runs on wgpu).
     #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
     backend: BackendKind,
@@ -82,6 +85,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.checkpoint_every = args.checkpoint_every;
     config.max_sh_degree = args.sh_degree.min(3);
     config.seed = args.seed;
+    config.random_background = args.random_background;
     let gpu = GpuContext::headless()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();

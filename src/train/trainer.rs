@@ -50,6 +50,9 @@ pub struct TrainConfig {
     pub resume: Option<PathBuf>,
     pub densify: DensifyConfig,
     pub seed: u64,
+    /// Composite each training render over a random colour (gsplat's `random_bkgd`), so splats
+    /// cannot fake a black background with transparency.
+    pub random_background: bool,
 }
 
 impl TrainConfig {
@@ -66,6 +69,7 @@ impl TrainConfig {
             resume: None,
             densify: DensifyConfig::default(),
             seed: 42,
+            random_background: false,
         }
     }
 }
@@ -427,7 +431,14 @@ pub fn train<B: Backend>(
         let image = render(&renderer, &params, &view.camera, &options)?;
         let t_loss = Instant::now();
         let [h, w, _] = image.dims();
-        let colour = image.slice([0..h, 0..w, 0..3]);
+        let mut colour = image.clone().slice([0..h, 0..w, 0..3]);
+        if config.random_background {
+            // Rendered over black, so adding bkgd * (1 - alpha) puts it over the random colour.
+            let bkgd = [rng.uniform(), rng.uniform(), rng.uniform()];
+            let bkgd = Tensor::<Ad<B>, 3>::from_data(TensorData::new(bkgd.to_vec(), [1, 1, 3]), device);
+            let alpha = image.slice([0..h, 0..w, 3..4]);
+            colour = colour + bkgd * (alpha.neg() + 1.0);
+        }
         let target = Tensor::<Ad<B>, 3>::from_inner(gt.clone());
         let l1 = (colour.clone() - target.clone()).abs().mean();
         let to_nchw = |t: Tensor<Ad<B>, 3>| t.permute([2, 0, 1]).unsqueeze::<4>();

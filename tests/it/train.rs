@@ -71,8 +71,15 @@ fn a_short_run_raises_eval_psnr_and_resumes() {
     assert!(stderr.contains("LPIPS is not supported yet"), "{stderr}");
 
     let checkpoint = out.join("checkpoint.safetensors");
-    let (code, stdout, stderr) =
-        difix3d(&[&base[..], &["--steps", "305", "--resume", checkpoint.to_str().unwrap()]].concat());
+    // Resuming also exercises the random-background compositing.
+    let resume = [
+        "--steps",
+        "305",
+        "--resume",
+        checkpoint.to_str().unwrap(),
+        "--random-background",
+    ];
+    let (code, stdout, stderr) = difix3d(&[&base[..], &resume[..]].concat());
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert_eq!(summary(&out)["steps"].as_u64(), Some(305), "resumed at step 300");
 }
