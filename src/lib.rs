@@ -10,6 +10,7 @@ pub mod image_io;
 pub mod jobs;
 pub mod metrics;
 pub mod record;
+pub mod refine;
 pub mod render;
 pub mod scene;
 pub mod train;

@@ -3,6 +3,18 @@
 use glam::{Affine3A, Mat3, Quat, Vec3};
 use serde::{Deserialize, Serialize};
 
+/// How far apart two camera poses are, as Difix3D measures it (`compute_pose_distance` in its
+/// `examples/utils.py`): the distance between the centres plus the rotation angle between them in
+/// radians, `arccos(2 (q1 . q2)^2 - 1)`, both weighted 1.
+pub fn pose_distance(a: &Affine3A, b: &Affine3A) -> f32 {
+    let translation = Vec3::from(a.translation).distance(Vec3::from(b.translation));
+    let qa = Quat::from_mat3(&Mat3::from(a.matrix3)).normalize();
+    let qb = Quat::from_mat3(&Mat3::from(b.matrix3)).normalize();
+    let dot = qa.dot(qb);
+    // Clamped: rounding can push 2 dot^2 - 1 just past 1, where the reference would get NaN.
+    translation + (2.0 * dot * dot - 1.0).clamp(-1.0, 1.0).acos()
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Camera {
     /// The image name this camera belongs to (or a generated name for novel views).

@@ -59,17 +59,12 @@ impl Dataset {
         self.views().find(|view| view.camera.name == name)
     }
 
-    /// The training view that best matches `camera`'s pose: the reference photo Difix3D+ pairs with a
-    /// novel view. Distance between camera centres (relative to the scene extent) plus how far the
-    /// viewing directions differ (1 - cos of the angle), so a nearby camera looking elsewhere loses to
-    /// one a bit further away looking the same way.
+    /// The training view whose pose is nearest to `camera`'s by Difix3D's pose distance (centre
+    /// distance + rotation angle, see [`super::camera::pose_distance`]): the reference photo Difix3D
+    /// pairs with a novel view.
     pub fn nearest_train_view(&self, camera: &Camera) -> Option<&View> {
-        let scale = self.scene_extent().max(1e-6);
-        let forward = |c: &Camera| c.rotation() * glam::Vec3::Z;
-        let score = |v: &View| {
-            v.camera.position().distance(camera.position()) / scale + (1.0 - forward(&v.camera).dot(forward(camera)))
-        };
-        self.train.iter().min_by(|a, b| score(a).total_cmp(&score(b)))
+        let d = |v: &View| super::camera::pose_distance(&v.camera.world_from_camera, &camera.world_from_camera);
+        self.train.iter().min_by(|a, b| d(a).total_cmp(&d(b)))
     }
 
     /// The scene size used to scale learning rates and the navigation speed, as gsplat computes it: the
