@@ -7,6 +7,7 @@ mod difix;
 mod grad_parity;
 mod gui;
 mod record;
+mod refine;
 mod render_parity;
 mod train;
 
