@@ -75,3 +75,45 @@ fn rotation_matrix(q: vec4<f32>) -> mat3x3<f32> {
         vec3<f32>(2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y)),
     );
 }
+
+// Uniforms of the projection stage and its backward pass (`ProjectUniforms` in render/rasterize.rs).
+struct ProjectUniforms {
+    camera_from_world: mat4x4<f32>,
+    camera_position: vec4<f32>,
+    intrinsics: vec4<f32>,   // fx, fy, cx, cy
+    size: vec4<u32>,         // width, height, tiles_x, tiles_y
+    counts: vec4<u32>,       // splat count, SH degree to evaluate, SH coefficients stored per splat, unused
+}
+
+// Uniforms of the compositing stage and its backward pass (`RasterUniforms` in render/rasterize.rs).
+struct RasterUniforms {
+    width: u32,
+    height: u32,
+    tiles_x: u32,
+    _pad: u32,
+    background: vec4<f32>,
+}
+
+// The perspective Jacobian J (2x3) at camera-space mean p, with p's x/z and y/z clamped to 1.3x the
+// view frustum as gsplat does; `t` is the clamped (x, y) (= p.z times the clamped ratio) and `free`
+// says per axis whether the ratio was inside the limits (the backward pass differentiates J there).
+struct Perspective {
+    j: mat3x2<f32>,
+    t: vec2<f32>,
+    free: vec2<bool>,
+}
+
+fn perspective(p: vec3<f32>, intrinsics: vec4<f32>, size: vec2<f32>) -> Perspective {
+    let f = intrinsics.xy;
+    let c = intrinsics.zw;
+    let tan_fov = 0.5 * size / f;
+    let lim_pos = (size - c) / f + 0.3 * tan_fov;
+    let lim_neg = c / f + 0.3 * tan_fov;
+    let rz = 1.0 / p.z;
+    let rz2 = rz * rz;
+    let ratio = p.xy * rz;
+    let t = p.z * min(lim_pos, max(-lim_neg, ratio));
+    // WGSL matrices are column-major: mat3x2 has 3 columns of vec2.
+    let j = mat3x2<f32>(vec2<f32>(f.x * rz, 0.0), vec2<f32>(0.0, f.y * rz), vec2<f32>(-f.x * t.x * rz2, -f.y * t.y * rz2));
+    return Perspective(j, t, (ratio >= -lim_neg) & (ratio <= lim_pos));
+}

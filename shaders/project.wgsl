@@ -1,15 +1,7 @@
 // Stage 1: project every Gaussian to the image (EWA splatting, as in 3DGS/gsplat), evaluate its
 // view-dependent colour from SH, and count the 16x16 tiles its 3-sigma box touches.
 
-struct Uniforms {
-    camera_from_world: mat4x4<f32>,
-    camera_position: vec4<f32>,
-    intrinsics: vec4<f32>,   // fx, fy, cx, cy
-    size: vec4<u32>,         // width, height, tiles_x, tiles_y
-    counts: vec4<u32>,       // splat count, SH degree to evaluate, SH coefficients stored per splat, unused
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: ProjectUniforms;
 @group(0) @binding(1) var<storage, read> means: array<f32>;
 @group(0) @binding(2) var<storage, read> log_scales: array<f32>;
 @group(0) @binding(3) var<storage, read> rotations: array<f32>;
@@ -76,18 +68,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let cy = u.intrinsics.w;
     let width = f32(u.size.x);
     let height = f32(u.size.y);
-    let tan_fovx = 0.5 * width / fx;
-    let tan_fovy = 0.5 * height / fy;
-    let lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx;
-    let lim_x_neg = cx / fx + 0.3 * tan_fovx;
-    let lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy;
-    let lim_y_neg = cy / fy + 0.3 * tan_fovy;
+    let j = perspective(p, u.intrinsics, vec2<f32>(width, height)).j;
     let rz = 1.0 / p.z;
-    let rz2 = rz * rz;
-    let tx = p.z * min(lim_x_pos, max(-lim_x_neg, p.x * rz));
-    let ty = p.z * min(lim_y_pos, max(-lim_y_neg, p.y * rz));
-    // J is 2x3; WGSL matrices are column-major: mat3x2 has 3 columns of vec2.
-    let j = mat3x2<f32>(vec2<f32>(fx * rz, 0.0), vec2<f32>(0.0, fy * rz), vec2<f32>(-fx * tx * rz2, -fy * ty * rz2));
     let cov = j * sigma_cam * transpose(j);
     let a = cov[0][0] + EPS2D;
     let b = cov[0][1];

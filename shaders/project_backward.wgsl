@@ -4,15 +4,7 @@
 //   conic = (J W R S S^T R^T W^T J^T + 0.3 I)^-1,  mean2d = (fx x/z + cx, fy y/z + cy),
 //   colour = max(SH(dir) + 0.5, 0) with dir = normalize(mean - camera),  opacity = sigmoid(logit).
 
-struct Uniforms {
-    camera_from_world: mat4x4<f32>,
-    camera_position: vec4<f32>,
-    intrinsics: vec4<f32>,   // fx, fy, cx, cy
-    size: vec4<u32>,         // width, height, tiles_x, tiles_y
-    counts: vec4<u32>,       // splat count, SH degree evaluated, SH coefficients stored per splat, unused
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: ProjectUniforms;
 @group(0) @binding(1) var<storage, read> means: array<f32>;
 @group(0) @binding(2) var<storage, read> log_scales: array<f32>;
 @group(0) @binding(3) var<storage, read> rotations: array<f32>;
@@ -159,23 +151,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
     let fx = u.intrinsics.x;
     let fy = u.intrinsics.y;
-    let cx = u.intrinsics.z;
-    let cy = u.intrinsics.w;
-    let width = f32(u.size.x);
-    let height = f32(u.size.y);
-    let tan_fovx = 0.5 * width / fx;
-    let tan_fovy = 0.5 * height / fy;
-    let lim_x_pos = (width - cx) / fx + 0.3 * tan_fovx;
-    let lim_x_neg = cx / fx + 0.3 * tan_fovx;
-    let lim_y_pos = (height - cy) / fy + 0.3 * tan_fovy;
-    let lim_y_neg = cy / fy + 0.3 * tan_fovy;
+    let persp = perspective(p, u.intrinsics, vec2<f32>(f32(u.size.x), f32(u.size.y)));
+    let j = persp.j;
     let rz = 1.0 / p.z;
     let rz2 = rz * rz;
-    let ux = p.x * rz;
-    let uy = p.y * rz;
-    let tx = p.z * min(lim_x_pos, max(-lim_x_neg, ux));
-    let ty = p.z * min(lim_y_pos, max(-lim_y_neg, uy));
-    let j = mat3x2<f32>(vec2<f32>(fx * rz, 0.0), vec2<f32>(0.0, fy * rz), vec2<f32>(-fx * tx * rz2, -fy * ty * rz2));
 
     // conic = inverse(cov): dL/dcov = -conic G conic, G the symmetric gradient of the conic matrix.
     let conic = projected[i].conic;
@@ -207,19 +186,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // J00 = fx/z, J11 = fy/z.
     v_p.z += -fx * rz2 * v_j[0][0] - fy * rz2 * v_j[1][1];
     // J02 = -fx tx/z^2 with tx = x (free) or z * limit (clamped); likewise J12.
-    let x_free = ux >= -lim_x_neg && ux <= lim_x_pos;
-    let y_free = uy >= -lim_y_neg && uy <= lim_y_pos;
-    if x_free {
+    if persp.free.x {
         v_p.x += -fx * rz2 * v_j[2][0];
         v_p.z += 2.0 * fx * p.x * rz2 * rz * v_j[2][0];
     } else {
-        v_p.z += fx * (tx * rz) * rz2 * v_j[2][0];
+        v_p.z += fx * (persp.t.x * rz) * rz2 * v_j[2][0];
     }
-    if y_free {
+    if persp.free.y {
         v_p.y += -fy * rz2 * v_j[2][1];
         v_p.z += 2.0 * fy * p.y * rz2 * rz * v_j[2][1];
     } else {
-        v_p.z += fy * (ty * rz) * rz2 * v_j[2][1];
+        v_p.z += fy * (persp.t.y * rz) * rz2 * v_j[2][1];
     }
     v_mean += transpose(w) * v_p;
     v_means[3u * i] = v_mean.x;

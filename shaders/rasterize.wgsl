@@ -4,15 +4,7 @@
 // Besides colour, alpha and depth it keeps per pixel the index just past the last splat it used, which
 // the backward pass needs to walk the same splats in reverse.
 
-struct Uniforms {
-    width: u32,
-    height: u32,
-    tiles_x: u32,
-    _pad: u32,
-    background: vec4<f32>,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: RasterUniforms;
 @group(0) @binding(1) var<storage, read> ranges: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read> isect_splats: array<u32>;
 @group(0) @binding(3) var<storage, read> projected: array<Projected>;

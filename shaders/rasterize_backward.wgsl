@@ -6,15 +6,7 @@
 // Gradients of many pixels land on one splat, so they are added with a compare-and-swap loop on the
 // bit pattern (WGSL has no float atomics).
 
-struct Uniforms {
-    width: u32,
-    height: u32,
-    tiles_x: u32,
-    _pad: u32,
-    background: vec4<f32>,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: RasterUniforms;
 @group(0) @binding(1) var<storage, read> ranges: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read> isect_splats: array<u32>;
 @group(0) @binding(3) var<storage, read> projected: array<Projected>;
