@@ -163,15 +163,13 @@ impl LiveFix {
         self.shown = None;
     }
 
-    /// Takes the worker's events; returns true when something new is to be drawn.
-    pub fn poll(&mut self, ctx: &egui::Context) -> bool {
+    /// Takes the worker's events (and the file dialogs' answers).
+    pub fn poll(&mut self, ctx: &egui::Context) {
         self.poll_pickers();
         self.ensure_worker();
-        let Some((_, fixer)) = &self.worker else { return false };
-        let mut changed = false;
+        let Some((_, fixer)) = &self.worker else { return };
         let mut failed = None;
         while let Ok(event) = fixer.events().try_recv() {
-            changed = true;
             match event {
                 FixEvent::Ready => self.state = WorkerState::Ready,
                 FixEvent::Fixed { id, image, millis } => {
@@ -208,7 +206,6 @@ impl LiveFix {
             // Keep polling while results may arrive.
             ctx.request_repaint_after(Duration::from_millis(30));
         }
-        changed
     }
 
     /// Fixed frames per second over the last two seconds.

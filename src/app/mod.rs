@@ -228,6 +228,15 @@ impl ViewerApp {
         self.splats = Some(Arc::new(loaded.splats));
     }
 
+    /// Appends the current view to the camera path (the Record panel's button and the K key).
+    fn add_keyframe(&mut self) {
+        let camera = self.controller.camera(2, 2);
+        self.record
+            .path
+            .keyframes
+            .push(difix3d::camera_path::Keyframe::from_camera(&camera));
+    }
+
     /// Moves the view to a camera-path keyframe, keeping the orbit distance and the scene's up.
     fn apply_pose(&mut self, key: &difix3d::camera_path::Keyframe) {
         self.controller.position = key.position;
@@ -365,6 +374,7 @@ impl eframe::App for ViewerApp {
             self.start_train(steps, factor, backend);
         }
         self.poll_training();
+        self.poll_record();
         if self.record.busy() || self.train.running() {
             ctx.request_repaint();
         }

@@ -68,7 +68,6 @@ impl RecordPanel {
 
 impl ViewerApp {
     pub(super) fn record_panel_ui(&mut self, ui: &mut egui::Ui) {
-        self.poll_record();
         let panel = &mut self.record;
         ui.label(format!(
             "{} keyframe(s) · {:.1} s · {} frames at {} fps",
@@ -79,8 +78,7 @@ impl ViewerApp {
         ));
         ui.horizontal_wrapped(|ui| {
             if ui.button("Add keyframe (K)").clicked() {
-                let camera = self.controller.camera(2, 2);
-                self.record.path.keyframes.push(Keyframe::from_camera(&camera));
+                self.add_keyframe();
             }
             let dataset = self.dataset.clone();
             if ui
@@ -266,7 +264,9 @@ impl ViewerApp {
         self.record.outcome = None;
     }
 
-    fn poll_record(&mut self) {
+    /// Takes the recording thread's events and the file dialogs' answers (every frame, whether or
+    /// not the panel is open).
+    pub(super) fn poll_record(&mut self) {
         let panel = &mut self.record;
         if let Some(rx) = &panel.load_pick {
             if let Ok(choice) = rx.try_recv() {

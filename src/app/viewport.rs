@@ -292,7 +292,7 @@ impl ViewerApp {
             self.controller.fly(keys * self.settings.fly_speed * dt);
             ui.ctx().request_repaint();
         }
-        let (reset, next, prev, fly, toggle_fix, view_mode) = ui.input(|i| {
+        let (reset, next, prev, fly, toggle_fix, view_mode, keyframe) = ui.input(|i| {
             (
                 i.key_pressed(egui::Key::R),
                 i.key_pressed(egui::Key::ArrowRight) || i.key_pressed(egui::Key::ArrowDown),
@@ -300,17 +300,14 @@ impl ViewerApp {
                 i.key_pressed(egui::Key::F),
                 i.key_pressed(egui::Key::X),
                 i.key_pressed(egui::Key::V),
+                i.key_pressed(egui::Key::K),
             )
         });
         if toggle_fix {
             self.fix.toggle();
         }
-        if ui.input(|i| i.key_pressed(egui::Key::K)) {
-            let camera = self.controller.camera(2, 2);
-            self.record
-                .path
-                .keyframes
-                .push(difix3d::camera_path::Keyframe::from_camera(&camera));
+        if keyframe {
+            self.add_keyframe();
         }
         if view_mode {
             self.fix.cycle_view_mode();

@@ -35,7 +35,7 @@ pub enum BenchCommand {
         #[arg(long, default_value = "checkpoints/difix_ref")]
         model: PathBuf,
         /// Working size HEIGHTxWIDTH.
-        #[arg(long, default_value = "576x1024", value_parser = super::parse_size)]
+        #[arg(long, default_value = "576x1024", value_parser = super::parse_hw)]
         size: (u32, u32),
         /// Run with one reference view per image.
         #[arg(long = "ref")]
@@ -74,7 +74,7 @@ pub enum BenchCommand {
         #[arg(long, default_value = "checkpoints/difix_ref")]
         model: PathBuf,
         /// Render and working size HEIGHTxWIDTH.
-        #[arg(long, default_value = "576x1024", value_parser = super::parse_size)]
+        #[arg(long, default_value = "576x1024", value_parser = super::parse_hw)]
         size: (u32, u32),
         #[arg(long, value_enum, default_value_t = Precision::Fp32)]
         precision: Precision,

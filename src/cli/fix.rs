@@ -34,7 +34,7 @@ pub struct FixArgs {
     #[arg(long, default_value_t = DEFAULT_TIMESTEP)]
     timestep: usize,
     /// Working size HEIGHTxWIDTH; the output is resized back to the input's size.
-    #[arg(long, default_value = "576x1024", value_parser = parse_hw, conflicts_with = "native")]
+    #[arg(long, default_value = "576x1024", value_parser = super::parse_hw, conflicts_with = "native")]
     size: (u32, u32),
     /// Work at the input's own size floored to multiples of 8.
     #[arg(long)]
@@ -44,11 +44,6 @@ pub struct FixArgs {
     /// Default: cuda when built with it and a driver is present, else wgpu.
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
-}
-
-fn parse_hw(s: &str) -> Result<(u32, u32), String> {
-    let (h, w) = super::parse_size(s)?;
-    Ok((h, w))
 }
 
 /// Expands folders into their image files (sorted), keeps files as given.

@@ -157,13 +157,23 @@ pub fn parse_rgb(s: &str) -> Result<[f32; 3], String> {
 
 /// Parses `WIDTHxHEIGHT`.
 pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
-    let (w, h) = s
+    parse_pair(s, "WIDTHxHEIGHT like 1920x1080")
+}
+
+/// Parses `HEIGHTxWIDTH` (the order of Difix's working sizes, as in the reference's 576x1024).
+pub fn parse_hw(s: &str) -> Result<(u32, u32), String> {
+    parse_pair(s, "HEIGHTxWIDTH like 576x1024")
+}
+
+/// Two sizes separated by `x`, each in 1..=16384, in the order written.
+fn parse_pair(s: &str, expected: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
         .split_once(['x', 'X'])
-        .ok_or_else(|| format!("'{s}': expected WIDTHxHEIGHT like 1920x1080"))?;
-    let w: u32 = w.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
-    let h: u32 = h.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
-    if w == 0 || h == 0 || w > 16384 || h > 16384 {
+        .ok_or_else(|| format!("'{s}': expected {expected}"))?;
+    let a: u32 = a.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
+    let b: u32 = b.trim().parse().map_err(|e| format!("'{s}': {e}"))?;
+    if a == 0 || b == 0 || a > 16384 || b > 16384 {
         return Err(format!("'{s}': sizes must be between 1 and 16384"));
     }
-    Ok((w, h))
+    Ok((a, b))
 }

@@ -51,7 +51,7 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = 1)]
     factor: u32,
     /// Difix working size HEIGHTxWIDTH; default: the frame size floored to multiples of 8.
-    #[arg(long, value_parser = parse_hw, requires = "fix")]
+    #[arg(long, value_parser = super::parse_hw, requires = "fix")]
     fix_size: Option<(u32, u32)>,
     #[arg(long, default_value = DEFAULT_PROMPT, requires = "fix")]
     prompt: String,
@@ -69,10 +69,6 @@ pub struct RecordArgs {
     /// Background colour r,g,b in [0, 1].
     #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
     background: [f32; 3],
-}
-
-fn parse_hw(s: &str) -> Result<(u32, u32), String> {
-    super::parse_size(s)
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 //! inspection as the reference does: `round_STEP/{pred,fixed,ref,alpha}/NAME.png` and `cameras.json`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 use image::{GrayImage, RgbImage};
@@ -13,6 +14,7 @@ use crate::difix::images::SizePolicy;
 use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
 use crate::image_io::{self, ImageError};
+use crate::record::{RecordError, Reference, ReferenceCache};
 use crate::render::{GpuError, RenderOptions};
 use crate::scene::Splats;
 use crate::train::diff_render::SplatRenderer;
@@ -25,6 +27,9 @@ pub enum RoundError {
     Difix(#[from] DifixError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A reference photo that cannot be read.
+    #[error(transparent)]
+    Reference(#[from] RecordError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
 }
@@ -43,7 +48,7 @@ pub fn fix_novel_views<B: Backend>(
     renderer: &SplatRenderer,
     splats: &Splats,
     cameras: &[Camera],
-    dataset: &Dataset,
+    dataset: &Arc<Dataset>,
     model: &mut Difix<B>,
     step: usize,
     out: &Path,
@@ -56,33 +61,21 @@ pub fn fix_novel_views<B: Backend>(
             message: format!("cannot create the folder: {e}"),
         })?;
     }
+    let nearest = Reference::NearestTrain(dataset.clone());
+    let mut references = ReferenceCache::default();
     let mut views = Vec::with_capacity(cameras.len());
     for camera in cameras {
-        let rgba = renderer.render_image(splats, camera, &RenderOptions::default())?;
-        let (w, h) = (camera.width, camera.height);
-        let pred = RgbImage::from_fn(w, h, |x, y| {
-            let i = 4 * (y * w + x) as usize;
-            image::Rgb([0, 1, 2].map(|c| image_io::quantize(rgba[i + c])))
+        let image = renderer.render_image(splats, camera, &RenderOptions::default())?;
+        let pred = image_io::to_rgb8(&image);
+        let alpha = GrayImage::from_fn(camera.width, camera.height, |x, y| {
+            image::Luma([image_io::quantize(image.rgba[(y * camera.width + x) as usize][3])])
         });
-        let alpha = GrayImage::from_fn(w, h, |x, y| {
-            image::Luma([image_io::quantize(rgba[4 * (y * w + x) as usize + 3])])
-        });
-        let reference = match dataset.nearest_train_view(camera) {
-            Some(view) => Some(
-                image::open(&view.image_path)
-                    .map_err(|e| RoundError::File {
-                        path: view.image_path.clone(),
-                        message: format!("cannot read the reference photo: {e}"),
-                    })?
-                    .to_rgb8(),
-            ),
-            None => None,
-        };
-        let fixed = model.fix_image(&pred, reference.as_ref(), SizePolicy::Native, DEFAULT_PROMPT)?;
+        let reference = references.for_camera(&nearest, camera)?;
+        let fixed = model.fix_image(&pred, reference, SizePolicy::Native, DEFAULT_PROMPT)?;
         let name = format!("{}.png", camera.name);
         image_io::save_png(&pred, &dir.join("pred").join(&name))?;
         image_io::save_png(&fixed, &dir.join("fixed").join(&name))?;
-        if let Some(r) = &reference {
+        if let Some(r) = reference {
             image_io::save_png(r, &dir.join("ref").join(&name))?;
         }
         let alpha_path = dir.join("alpha").join(&name);
@@ -91,7 +84,7 @@ pub fn fix_novel_views<B: Backend>(
                 .save_with_format(tmp, image::ImageFormat::Png)
                 .map_err(|e| e.to_string())
         })?;
-        let mask = rgba.chunks_exact(4).map(|p| p[3] > 0.5).collect();
+        let mask = image.rgba.iter().map(|p| p[3] > 0.5).collect();
         views.push(PseudoView {
             camera: camera.clone(),
             fixed,

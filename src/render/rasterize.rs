@@ -45,13 +45,13 @@ pub struct FrameStats {
     pub rasterize: Duration,
 }
 
-/// A rendered frame copied to the CPU: linear RGB + alpha, and expected depth (0 where empty).
+/// A rendered frame copied to the CPU: linear RGB + alpha. (Depth stays on the GPU; the viewer
+/// reads single pixels of it with [`Rasterizer::read_depth_at`].)
 #[derive(Clone, Debug)]
 pub struct RenderedImage {
     pub width: u32,
     pub height: u32,
     pub rgba: Vec<[f32; 4]>,
-    pub depth: Vec<f32>,
 }
 
 #[repr(C)]
@@ -399,25 +399,23 @@ impl Rasterizer {
         ctx.queue.submit([encoder.finish()]);
     }
 
-    /// Copies the last frame to the CPU.
+    /// Copies the last frame's colour and alpha to the CPU (every caller's per-frame read-back: the
+    /// live fix, recording and training, so it reads nothing else).
     pub fn read_image(&self, ctx: &GpuContext) -> Result<RenderedImage, GpuError> {
         let (width, height) = self.last_size;
         let pixels = (width * height) as u64;
-        let (Some(color), Some(depth)) = (self.ws.color.get(), self.ws.depth.get()) else {
+        let Some(color) = self.ws.color.get() else {
             return Ok(RenderedImage {
                 width: 0,
                 height: 0,
                 rgba: Vec::new(),
-                depth: Vec::new(),
             });
         };
         let rgba = ctx.read_buffer(color, 0, pixels * 16)?;
-        let d = ctx.read_buffer(depth, 0, pixels * 4)?;
         Ok(RenderedImage {
             width,
             height,
             rgba: bytemuck::pod_collect_to_vec(&rgba),
-            depth: bytemuck::pod_collect_to_vec(&d),
         })
     }
 

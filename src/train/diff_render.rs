@@ -19,7 +19,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use crate::data::Camera;
-use crate::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions, SplatGradients};
+use crate::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions, RenderedImage, SplatGradients};
 use crate::scene::Splats;
 
 /// The wgpu device and rasterizer a training run renders with.
@@ -66,13 +66,13 @@ impl SplatRenderer {
         self.last_view.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Renders `splats` and returns the image [H, W, 4] as a flat row-major vector.
+    /// Renders `splats` (colour and alpha, read back).
     pub fn render_image(
         &self,
         splats: &Splats,
         camera: &Camera,
         options: &RenderOptions,
-    ) -> Result<Vec<f32>, GpuError> {
+    ) -> Result<RenderedImage, GpuError> {
         Ok(self.render_frame(splats, camera, options)?.1)
     }
 
@@ -82,7 +82,7 @@ impl SplatRenderer {
         splats: &Splats,
         camera: &Camera,
         options: &RenderOptions,
-    ) -> Result<(u64, Vec<f32>), GpuError> {
+    ) -> Result<(u64, RenderedImage), GpuError> {
         let gpu_splats = GpuSplats::upload(&self.gpu.device, splats);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.frame = None;
@@ -91,7 +91,7 @@ impl SplatRenderer {
         state.next_id += 1;
         let id = state.next_id;
         state.frame = Some((id, gpu_splats));
-        Ok((id, image.rgba.into_iter().flatten().collect()))
+        Ok((id, image))
     }
 
     /// The backward pass of frame `id`: reuses the rasterizer's state when that frame is still the
@@ -264,7 +264,8 @@ pub fn render<B: Backend, C: CheckpointStrategy>(
     // An autodiff backend runs on its inner backend's device.
     let inner_device: B::Device = params.means.device();
     let shape = [camera.height as usize, camera.width as usize, 4];
-    let output = Tensor::<B, 3>::from_data(TensorData::new(image, shape), &inner_device)
+    let values: Vec<f32> = image.rgba.into_iter().flatten().collect();
+    let output = Tensor::<B, 3>::from_data(TensorData::new(values, shape), &inner_device)
         .into_primitive()
         .tensor();
     let nodes = [

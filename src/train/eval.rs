@@ -70,25 +70,18 @@ pub fn evaluate(
 ) -> Result<EvalReport, TrainError> {
     let mut metrics = Vec::new();
     for (view, photo) in views {
-        let rgba = renderer.render_image(splats, &view.camera, options)?;
-        let rendered: Vec<f32> = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        let image = renderer.render_image(splats, &view.camera, options)?;
+        let rendered: Vec<f32> = image.rgba.iter().flat_map(|p| [p[0], p[1], p[2]]).collect();
         let truth: Vec<f32> = photo.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
         let clamped: Vec<f32> = rendered.iter().map(|v| v.clamp(0.0, 1.0)).collect();
         let psnr = crate::metrics::psnr(&clamped, &truth);
         let (w, h) = (view.camera.width as usize, view.camera.height as usize);
-        let ssim_value: f32 = ssim(nchw(clamped.clone(), w, h), nchw(truth, w, h)).into_scalar();
+        let ssim_value: f32 = ssim(nchw(clamped, w, h), nchw(truth, w, h)).into_scalar();
         if let Some(dir) = out {
             let stem = Path::new(&view.camera.name)
                 .file_stem()
                 .map_or_else(|| view.camera.name.clone(), |s| s.to_string_lossy().into_owned());
-            let image = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
-                let i = 3 * (y as usize * w + x as usize);
-                image::Rgb([0, 1, 2].map(|c| crate::image_io::quantize(clamped[i + c])))
-            });
-            crate::image_io::save_png(&image, &dir.join(format!("{stem}.png"))).map_err(|e| TrainError::File {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            crate::image_io::save_png(&crate::image_io::to_rgb8(&image), &dir.join(format!("{stem}.png")))?;
         }
         metrics.push(ViewMetrics {
             name: view.camera.name.clone(),

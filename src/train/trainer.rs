@@ -31,6 +31,8 @@ pub enum TrainError {
     Scene(#[from] scene::SceneError),
     #[error(transparent)]
     Gpu(#[from] crate::render::GpuError),
+    #[error(transparent)]
+    Image(#[from] crate::image_io::ImageError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{0}")]
@@ -284,11 +286,8 @@ fn save_checkpoint<B: Backend>(state: &State<B>, step: usize, path: &Path) -> Re
         .collect();
     crate::image_io::write_atomic(path, |tmp| {
         safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| e.to_string())
-    })
-    .map_err(|e| TrainError::File {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    })?;
+    Ok(())
 }
 
 fn load_checkpoint<B: Backend>(path: &Path, device: &B::Device) -> Result<(State<B>, usize), TrainError> {

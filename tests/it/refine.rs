@@ -15,7 +15,7 @@ use crate::{asset, gpu, repo};
 #[test]
 fn a_round_renders_fixes_and_saves_the_novel_views() {
     let Some(data) = asset("maupertuis") else { return };
-    let dataset = difix3d::data::open_dataset(&data, 8).unwrap();
+    let dataset = std::sync::Arc::new(difix3d::data::open_dataset(&data, 8).unwrap());
     let splats = difix3d::scene::load(&repo().join("tests/fixtures/render/maupertuis_sh3.ply")).unwrap();
     // The first round starts from the training poses and moves toward the eval pose.
     let train: Vec<_> = dataset.train.iter().map(|v| v.camera.world_from_camera).collect();
@@ -60,10 +60,10 @@ fn a_round_renders_fixes_and_saves_the_novel_views() {
         reference
     );
     // The mask is the render's alpha > 0.5.
-    let rgba = renderer
+    let rendered = renderer
         .render_image(&splats, &cameras[0], &RenderOptions::default())
         .unwrap();
-    let mask: Vec<bool> = rgba.chunks_exact(4).map(|p| p[3] > 0.5).collect();
+    let mask: Vec<bool> = rendered.rgba.iter().map(|p| p[3] > 0.5).collect();
     assert_eq!(views[0].mask, mask);
     assert!(
         mask.iter().any(|m| *m) && mask.iter().any(|m| !*m),
