@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod fix;
 mod record;
+mod refine;
 mod render;
 mod train;
 
@@ -69,6 +70,8 @@ enum Command {
     Record(record::RecordArgs),
     /// Train a Gaussian-splat scene on a dataset (3DGS, gsplat's default recipe).
     Train(train::TrainArgs),
+    /// Improve a trained scene with Difix (the Difix3D progressive 3D update).
+    Refine(refine::RefineArgs),
     /// Compare a trained scene with its dataset's eval photos (PSNR, SSIM).
     Eval(eval::EvalArgs),
     /// Measure performance.
@@ -137,6 +140,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Fix(args) => fix::run(args),
         Command::Record(args) => record::run(args),
         Command::Train(args) => train::run(args),
+        Command::Refine(args) => refine::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench { what } => bench::run(what),
     }
@@ -176,4 +180,28 @@ fn parse_pair(s: &str, expected: &str) -> Result<(u32, u32), String> {
         return Err(format!("'{s}': sizes must be between 1 and 16384"));
     }
     Ok((a, b))
+}
+
+/// A progress bar with `template` (indicatif syntax), falling back to the plain style.
+pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
+}
+
+/// A flag that Ctrl-C raises, so long jobs end cleanly (with their checkpoint or partial output).
+pub fn stop_on_ctrl_c() -> anyhow::Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .context("cannot install the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+/// Writes `value` as JSON to `path` atomically.
+pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    difix3d::image_io::write_atomic(path, |tmp| {
+        std::fs::write(tmp, value.to_string()).map_err(|e| e.to_string())
+    })?;
+    Ok(())
 }

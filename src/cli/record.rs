@@ -1,12 +1,10 @@
 //! `difix3d record`: a camera path rendered (and fixed) offline to PNG frames or an MP4.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use difix3d::camera_path::CameraPath;
 use difix3d::difix::backend::{BackendKind, Precision};
@@ -116,14 +114,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     };
     let gpu = GpuContext::headless()?;
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
     // Ctrl-C finishes the frame in progress, keeps the frames written and cleans up staging files.
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("cannot install the Ctrl-C handler")?;
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} frames [{elapsed} < {eta}] {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let cancel = super::stop_on_ctrl_c()?;
+    let bar = super::progress_bar(0, "{bar:30} {pos}/{len} frames [{elapsed} < {eta}] {msg}");
     bar.set_message(if job.fix.is_some() { "render + fix" } else { "render" });
     let summary = record::record(
         &job,

@@ -1,13 +1,11 @@
 //! `difix3d train`: 3DGS training on a COLMAP / Difix3D dataset folder.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::Context;
 use burn::tensor::backend::Backend;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
 use difix3d::render::GpuContext;
@@ -55,9 +53,9 @@ impl WithBackend for TrainJob {
     type Output = Result<TrainSummary, trainer::TrainError>;
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let bar = ProgressBar::new(self.config.steps as u64).with_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        let bar = super::progress_bar(
+            self.config.steps as u64,
+            "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
         );
         let result = trainer::train::<B>(
             &self.config,
@@ -87,10 +85,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.seed = args.seed;
     config.random_background = args.random_background;
     let gpu = GpuContext::headless()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
     // Ctrl-C ends the run after the current step, with a checkpoint.
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("cannot install the Ctrl-C handler")?;
+    let stop = super::stop_on_ctrl_c()?;
     let summary = run_on(args.backend, Precision::Fp32, TrainJob { config, gpu, stop })??;
     let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));
     let report = serde_json::json!({
@@ -101,10 +97,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "eval": summary.eval,
         "stopped_early": summary.stopped_early,
     });
-    let summary_path = args.out.join("summary.json");
-    difix3d::image_io::write_atomic(&summary_path, |tmp| {
-        std::fs::write(tmp, report.to_string()).map_err(|e| e.to_string())
-    })?;
+    super::write_json(&args.out.join("summary.json"), &report)?;
     println!(
         "{} after {} steps: {} splats, eval PSNR {} -> {}; wrote {} and {}",
         if summary.stopped_early { "stopped" } else { "trained" },

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::diff_render::SplatRenderer;
 use super::ssim::ssim;
@@ -16,14 +16,14 @@ use crate::data::View;
 use crate::render::RenderOptions;
 use crate::scene::Splats;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ViewMetrics {
     pub name: String,
     pub psnr: f64,
     pub ssim: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     pub views: Vec<ViewMetrics>,
     pub psnr: f64,
@@ -72,28 +72,43 @@ pub fn evaluate(
     for (view, photo) in views {
         let image = renderer.render_image(splats, &view.camera, options)?;
         let rendered: Vec<f32> = image.rgba.iter().flat_map(|p| [p[0], p[1], p[2]]).collect();
-        let truth: Vec<f32> = photo.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
-        let clamped: Vec<f32> = rendered.iter().map(|v| v.clamp(0.0, 1.0)).collect();
-        let psnr = crate::metrics::psnr(&clamped, &truth);
-        let (w, h) = (view.camera.width as usize, view.camera.height as usize);
-        let ssim_value: f32 = ssim(nchw(clamped, w, h), nchw(truth, w, h)).into_scalar();
         if let Some(dir) = out {
-            let stem = Path::new(&view.camera.name)
-                .file_stem()
-                .map_or_else(|| view.camera.name.clone(), |s| s.to_string_lossy().into_owned());
-            crate::image_io::save_png(&crate::image_io::to_rgb8(&image), &dir.join(format!("{stem}.png")))?;
+            crate::image_io::save_png(&crate::image_io::to_rgb8(&image), &dir.join(render_name(view)))?;
         }
-        metrics.push(ViewMetrics {
-            name: view.camera.name.clone(),
-            psnr,
-            ssim: ssim_value as f64,
-        });
+        metrics.push(compare(&view.camera.name, &rendered, photo));
     }
+    Ok(summarize(metrics))
+}
+
+/// `NAME.png` for the render of `view` (the photo's stem).
+pub fn render_name(view: &View) -> String {
+    let stem = Path::new(&view.camera.name)
+        .file_stem()
+        .map_or_else(|| view.camera.name.clone(), |s| s.to_string_lossy().into_owned());
+    format!("{stem}.png")
+}
+
+/// PSNR and SSIM of an RGB image [H * W * 3] (clamped to [0, 1] here) against its photo.
+pub fn compare(name: &str, rendered: &[f32], photo: &image::RgbImage) -> ViewMetrics {
+    let truth: Vec<f32> = photo.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
+    let clamped: Vec<f32> = rendered.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+    let psnr = crate::metrics::psnr(&clamped, &truth);
+    let (w, h) = (photo.width() as usize, photo.height() as usize);
+    let ssim_value: f32 = ssim(nchw(clamped, w, h), nchw(truth, w, h)).into_scalar();
+    ViewMetrics {
+        name: name.to_string(),
+        psnr,
+        ssim: ssim_value as f64,
+    }
+}
+
+/// Means over the views.
+pub fn summarize(metrics: Vec<ViewMetrics>) -> EvalReport {
     let mean = |f: fn(&ViewMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / metrics.len().max(1) as f64;
-    Ok(EvalReport {
+    EvalReport {
         psnr: mean(|m| m.psnr),
         ssim: mean(|m| m.ssim),
         views: metrics,
         lpips: None,
-    })
+    }
 }

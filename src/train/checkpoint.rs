@@ -1,0 +1,110 @@
+//! Checkpoints: splat parameters and Adam moments per group in one safetensors file, with the step
+//! and any caller metadata (the refinement stores its latest round there) in the header. Written
+//! atomically, so a run stopped mid-save keeps its previous checkpoint.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use super::adam::Moments;
+use super::diff_render::SplatTensors;
+use super::step::{groups, State, GROUP_NAMES};
+use super::trainer::TrainError;
+
+/// What a checkpoint holds besides the tensors.
+pub struct Loaded<B: Backend> {
+    pub state: State<B>,
+    pub step: usize,
+    pub metadata: HashMap<String, String>,
+}
+
+/// Writes parameters, Adam moments, `step` and `extra` metadata to `path` atomically.
+pub fn save<B: Backend>(
+    state: &State<B>,
+    step: usize,
+    extra: &[(&str, String)],
+    path: &Path,
+) -> Result<(), TrainError> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |name: String, t: &Tensor<B, 2>| {
+        let values: Vec<f32> = t.clone().into_data().convert::<f32>().to_vec().expect("f32 tensor");
+        tensors.push((name, t.dims().to_vec(), bytemuck::cast_slice(&values).to_vec()));
+    };
+    for ((name, p), m) in GROUP_NAMES.iter().zip(groups(&state.params)).zip(&state.moments) {
+        add(name.to_string(), p);
+        add(format!("adam_m.{name}"), &m.m);
+        add(format!("adam_v.{name}"), &m.v);
+    }
+    let mut metadata = HashMap::from([
+        ("step".to_string(), step.to_string()),
+        ("sh_degree".to_string(), state.params.sh_degree.to_string()),
+    ]);
+    metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .expect("shape and byte count agree");
+            (n.clone(), view)
+        })
+        .collect();
+    crate::image_io::write_atomic(path, |tmp| {
+        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| e.to_string())
+    })?;
+    Ok(())
+}
+
+/// Reads a checkpoint written by [`save`].
+pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<Loaded<B>, TrainError> {
+    let err = |message: String| TrainError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read the checkpoint: {e}")))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(e.to_string()))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(e.to_string()))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let number = |key: &str| -> Result<usize, TrainError> {
+        metadata
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| err(format!("no `{key}` in the checkpoint's metadata")))
+    };
+    let step = number("step")?;
+    let sh_degree = number("sh_degree")? as u32;
+    let tensor = |name: &str| -> Result<Tensor<B, 2>, TrainError> {
+        let view = tensors.tensor(name).map_err(|e| err(format!("`{name}`: {e}")))?;
+        let shape = view.shape();
+        if view.dtype() != safetensors::Dtype::F32 || shape.len() != 2 {
+            return Err(err(format!("`{name}` is not a 2D f32 tensor")));
+        }
+        let values: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+        Ok(Tensor::from_data(TensorData::new(values, [shape[0], shape[1]]), device))
+    };
+    let p = |i: usize| tensor(GROUP_NAMES[i]);
+    let params = SplatTensors {
+        means: p(0)?,
+        log_scales: p(1)?,
+        rotations: p(2)?,
+        opacity_logits: p(3)?,
+        sh: p(4)?,
+        sh_degree,
+    };
+    let mut moments = Vec::new();
+    for name in GROUP_NAMES {
+        moments.push(Moments {
+            m: tensor(&format!("adam_m.{name}"))?,
+            v: tensor(&format!("adam_v.{name}"))?,
+        });
+    }
+    let moments: [Moments<B>; 5] = moments
+        .try_into()
+        .map_err(|_| err("optimiser state is incomplete".into()))?;
+    Ok(Loaded {
+        state: State { params, moments },
+        step,
+        metadata,
+    })
+}
