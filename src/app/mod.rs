@@ -1,9 +1,11 @@
 //! The viewer window (eframe). It owns no engine state beyond what it draws: scenes arrive from the
 //! loader job over a channel, and every panel sends its requests through the same typed messages.
 
+mod job_monitor;
 mod live_fix;
 mod panels;
 mod record_panel;
+mod refine_panel;
 mod train_panel;
 mod viewport;
 
@@ -19,11 +21,14 @@ use difix3d::view::{self, ViewController};
 
 use live_fix::LiveFix;
 pub use live_fix::{FixStart, ViewMode};
+pub use refine_panel::RefineStart;
 use viewport::Viewport;
 
 /// Options of `difix3d view` that are not part of the UI.
 pub struct ViewerOptions {
     pub path: Option<PathBuf>,
+    /// A dataset folder whose cameras and photos go with the scene at `path` (for the Refinement panel).
+    pub data: Option<PathBuf>,
     /// Save a screenshot of the window here once the scene is on screen, then quit (used by tests).
     pub screenshot: Option<PathBuf>,
     pub window_size: (u32, u32),
@@ -35,6 +40,9 @@ pub struct ViewerOptions {
     /// Start training the opened dataset at launch: (steps, image factor, loss backend). With
     /// `screenshot`, the picture is taken once the view shows splats from step 20 or later.
     pub train: Option<(usize, u32, difix3d::difix::backend::BackendKind)>,
+    /// Start refining the opened scene with the opened dataset at launch. With `screenshot`, the
+    /// picture is taken once the run has finished.
+    pub refine: Option<RefineStart>,
 }
 
 pub fn run(options: ViewerOptions) -> anyhow::Result<()> {
@@ -101,6 +109,8 @@ pub struct ViewerApp {
     record: record_panel::RecordPanel,
     train: train_panel::TrainPanel,
     start_training: Option<(usize, u32, difix3d::difix::backend::BackendKind)>,
+    refine: refine_panel::RefinePanel,
+    start_refining: Option<RefineStart>,
     /// The scene on the CPU, for recordings.
     splats: Option<Arc<difix3d::scene::Splats>>,
 }
@@ -162,17 +172,19 @@ impl ViewerApp {
             start_training: options.train,
             record: Default::default(),
             train: Default::default(),
+            refine: Default::default(),
+            start_refining: options.refine,
             splats: None,
         };
         if let Some(path) = options.path {
-            app.open(path);
+            app.loading = Some((path.clone(), load::spawn(path, options.data)));
         }
         Ok(app)
     }
 
     /// Starts loading a scene file or dataset folder in the background.
     fn open(&mut self, path: PathBuf) {
-        self.loading = Some((path.clone(), load::spawn(path)));
+        self.loading = Some((path.clone(), load::spawn(path, None)));
     }
 
     fn toast(&mut self, message: String) {
@@ -310,7 +322,12 @@ impl ViewerApp {
                 &path,
                 self.viewport.last_frame(),
                 fixed_shown,
-                self.train.snapshot_step(),
+                serde_json::json!({
+                    "training_step": self.train.monitor.snapshot_step,
+                    "refine_rounds": self.refine.rounds_done,
+                    "refine_step": self.refine.monitor.last.as_ref().map(|r| r.step),
+                    "refine_finished": self.refine.finished,
+                }),
             );
             if let Err(e) = result {
                 eprintln!("error: {e}");
@@ -327,12 +344,15 @@ impl ViewerApp {
         }
         // Wait for the fixed frame when the fix is on (and the raw view is not the one wanted now), and
         // when training from the command line, for the view to show splats from step 20 or later.
-        let training_shown = self.train.snapshot_step().is_some_and(|s| s >= 20);
-        let training_wanted = self.start_training.is_some() || self.train.running() || training_shown;
+        let training_shown = self.train.monitor.snapshot_step.is_some_and(|s| s >= 20);
+        let training_wanted = self.start_training.is_some() || self.train.monitor.running() || training_shown;
+        // When refining from the command line, wait for the run to end.
+        let refine_wanted = self.start_refining.is_some() || self.refine.monitor.running();
         let ready = self.scene.is_some()
             && self.viewport.has_frame()
             && (state.raw_first || !self.fix.enabled || fixed_shown)
-            && (!training_wanted || training_shown);
+            && (!training_wanted || training_shown)
+            && !refine_wanted;
         if ready && !state.press_fix_key {
             state.frames_shown += 1;
             if state.frames_shown >= 3 && !state.requested {
@@ -344,8 +364,12 @@ impl ViewerApp {
             eprintln!("error: the live fix failed: {message}");
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
-        if let Some(message) = self.train.failure() {
+        if let Some(message) = self.train.monitor.failure() {
             eprintln!("error: training failed: {message}");
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        }
+        if let Some(message) = self.refine.monitor.failure() {
+            eprintln!("error: refinement failed: {message}");
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
         ctx.request_repaint();
@@ -373,9 +397,15 @@ impl eframe::App for ViewerApp {
             self.start_training = None;
             self.start_train(steps, factor, backend);
         }
+        if self.dataset.is_some() && self.splats.is_some() {
+            if let Some(start) = self.start_refining.take() {
+                self.start_refine_with(start);
+            }
+        }
         self.poll_training();
+        self.poll_refine(&ctx);
         self.poll_record();
-        if self.record.busy() || self.train.running() {
+        if self.record.busy() || self.train.monitor.running() || self.refine.monitor.running() {
             ctx.request_repaint();
         }
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().filter_map(|f| f.path.clone()).collect());

@@ -1,5 +1,4 @@
-//! The side panel: Scene, View, Post-render fix, Record, and the sections of engines still to come
-//! (shown disabled, saying so).
+//! The side panel: Scene, View, Post-render fix, Record, Training and Refinement.
 
 use super::ViewerApp;
 
@@ -23,20 +22,25 @@ pub fn side_panel_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
         .show(ui, |ui| app.record_panel_ui(ui));
     // Unfolds when a run starts (from the panel or from the command line).
     let unfold = std::mem::take(&mut app.train.unfold);
-    egui::CollapsingHeader::new("Training")
+    let training = egui::CollapsingHeader::new("Training")
         .default_open(false)
         .open(unfold.then_some(true))
         .show(ui, |ui| app.train_panel_ui(ui));
-    egui::CollapsingHeader::new("Refinement")
+    if unfold {
+        training
+            .header_response
+            .scroll_to_me_animation(Some(egui::Align::TOP), egui::style::ScrollAnimation::none());
+    }
+    let unfold = std::mem::take(&mut app.refine.unfold);
+    let refinement = egui::CollapsingHeader::new("Refinement")
         .default_open(false)
-        .show(ui, |ui| not_yet_ui(ui, "Difix3D progressive 3D update"));
-}
-
-fn not_yet_ui(ui: &mut egui::Ui, what: &str) {
-    ui.add_enabled_ui(false, |ui| {
-        ui.label(format!("{what}: not available yet — its engine is still being built."));
-        let _ = ui.button("Start");
-    });
+        .open(unfold.then_some(true))
+        .show(ui, |ui| app.refine_panel_ui(ui));
+    if unfold {
+        refinement
+            .header_response
+            .scroll_to_me_animation(Some(egui::Align::TOP), egui::style::ScrollAnimation::none());
+    }
 }
 
 fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {

@@ -338,7 +338,7 @@ pub fn save_screenshot(
     path: &Path,
     frame: Option<&FrameRecord>,
     fixed_shown: bool,
-    training_step: Option<usize>,
+    jobs: serde_json::Value,
 ) -> anyhow::Result<()> {
     let [w, h] = image.size;
     let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| [c.r(), c.g(), c.b()]).collect();
@@ -346,7 +346,7 @@ pub fn save_screenshot(
         image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| anyhow::anyhow!("bad screenshot size"))?;
     difix3d::image_io::save_png(&rgb, path)?;
     if let Some(frame) = frame {
-        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background, "fixed_shown": fixed_shown, "training_step": training_step });
+        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background, "fixed_shown": fixed_shown, "jobs": jobs });
         let meta_path = path.with_extension("json");
         difix3d::image_io::write_atomic(&meta_path, |tmp| {
             std::fs::write(tmp, meta.to_string()).map_err(|e| e.to_string())

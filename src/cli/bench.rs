@@ -1,5 +1,7 @@
 //! `difix3d bench ...`: performance measurements, printed as JSON and as a BENCHMARKS.md table row.
 
+mod refine;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -86,6 +88,30 @@ pub enum BenchCommand {
         #[arg(long)]
         append_md: Option<PathBuf>,
     },
+    /// The cost of a Difix3D refinement round: training step time, and rendering and fixing time
+    /// per novel view, from a short run; also the estimate for a round of 2000 steps.
+    Refine {
+        /// The trained scene (.ply / .splat, or a training checkpoint).
+        #[arg(long)]
+        scene: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        factor: u32,
+        /// Model directory (diffusers layout).
+        #[arg(long, default_value = "checkpoints/difix_ref")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 40)]
+        steps: usize,
+        /// Steps between rounds in the short run (at least two rounds are wanted).
+        #[arg(long, default_value_t = 20)]
+        every: usize,
+        /// Where Difix, the loss and the optimiser run.
+        #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
+        backend: BackendKind,
+        #[arg(long)]
+        append_md: Option<PathBuf>,
+    },
 }
 
 pub fn run(what: BenchCommand) -> anyhow::Result<()> {
@@ -125,6 +151,25 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             backend,
             append_md,
         } => bench_train(data, factor, steps.max(2), backend, append_md),
+        BenchCommand::Refine {
+            scene,
+            data,
+            factor,
+            model,
+            steps,
+            every,
+            backend,
+            append_md,
+        } => refine::bench_refine(refine::RefineBenchArgs {
+            scene,
+            data,
+            factor,
+            model,
+            steps,
+            every,
+            backend,
+            append_md,
+        }),
         BenchCommand::Live {
             scene,
             model,

@@ -30,6 +30,9 @@ enum Command {
     View {
         /// A `.ply`/`.splat` scene or a dataset folder; defaults to the bundled sample scene.
         path: Option<PathBuf>,
+        /// The dataset folder that goes with a scene file (its cameras, and photos for refinement).
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// Window size WIDTHxHEIGHT.
         #[arg(long, default_value = "1280x800", value_parser = parse_size)]
         size: (u32, u32),
@@ -39,7 +42,7 @@ enum Command {
         /// Turn the post-render fix on at start.
         #[arg(long)]
         fix: bool,
-        /// Difix model directory for the post-render fix.
+        /// Difix model directory for the post-render fix and --refine-steps.
         #[arg(long, default_value = "checkpoints/difix_ref")]
         model: PathBuf,
         /// Backend for the post-render fix (default: cuda when available, else wgpu).
@@ -61,6 +64,19 @@ enum Command {
         /// Where the loss runs for --train-steps.
         #[arg(long, value_enum, default_value_t = difix3d::difix::backend::BackendKind::Wgpu)]
         train_backend: difix3d::difix::backend::BackendKind,
+        /// Start refining the scene with Difix for this many steps (needs --data; Refinement panel
+        /// settings otherwise).
+        #[arg(long, requires = "data")]
+        refine_steps: Option<usize>,
+        /// Steps between fix rounds for --refine-steps.
+        #[arg(long, default_value_t = 2000)]
+        refine_every: usize,
+        /// Image factor for --refine-steps.
+        #[arg(long, default_value_t = 4)]
+        refine_factor: u32,
+        /// Where Difix and the loss run for --refine-steps.
+        #[arg(long, value_enum, default_value_t = difix3d::difix::backend::BackendKind::Wgpu)]
+        refine_backend: difix3d::difix::backend::BackendKind,
     },
     /// Render a scene to PNG files without a window.
     Render(render::RenderArgs),
@@ -105,6 +121,11 @@ pub fn run() -> anyhow::Result<()> {
         train_steps: None,
         train_factor: 4,
         train_backend: difix3d::difix::backend::BackendKind::Wgpu,
+        data: None,
+        refine_steps: None,
+        refine_every: 2000,
+        refine_factor: 4,
+        refine_backend: difix3d::difix::backend::BackendKind::Wgpu,
     };
     match cli.command.unwrap_or(default) {
         Command::View {
@@ -119,12 +140,25 @@ pub fn run() -> anyhow::Result<()> {
             train_steps,
             train_factor,
             train_backend,
+            data,
+            refine_steps,
+            refine_every,
+            refine_factor,
+            refine_backend,
         } => {
             let path = path.unwrap_or_else(sample_scene);
             crate::app::run(crate::app::ViewerOptions {
                 path: Some(path),
                 screenshot,
                 window_size: size,
+                data,
+                refine: refine_steps.map(|steps| crate::app::RefineStart {
+                    steps,
+                    every: refine_every,
+                    factor: refine_factor,
+                    model: model.clone(),
+                    backend: refine_backend,
+                }),
                 fix: crate::app::FixStart {
                     model,
                     backend: backend.unwrap_or_else(fix::default_backend),

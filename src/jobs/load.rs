@@ -24,13 +24,23 @@ pub enum LoadError {
     Missing(PathBuf),
 }
 
-/// Starts loading `path` on a new thread; the receiver yields exactly one result.
-pub fn spawn(path: PathBuf) -> Receiver<Result<Loaded, LoadError>> {
+/// Starts loading `path` (and the dataset folder `data`, when given, for a scene file) on a new
+/// thread; the receiver yields exactly one result.
+pub fn spawn(path: PathBuf, data: Option<PathBuf>) -> Receiver<Result<Loaded, LoadError>> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     std::thread::Builder::new()
         .name("load".into())
         .spawn(move || {
-            let _ = tx.send(load(&path));
+            let result = load(&path).and_then(|mut loaded| {
+                if let Some(dir) = data {
+                    if !dir.is_dir() {
+                        return Err(LoadError::Missing(dir));
+                    }
+                    loaded.dataset = Some(data::open_dataset(&dir, 1)?);
+                }
+                Ok(loaded)
+            });
+            let _ = tx.send(result);
         })
         .map_err(|e| log::error!("cannot start the loader thread: {e}"))
         .ok();

@@ -1,6 +1,6 @@
-//! A training run on its own thread: progress events out, commands (pause, resume, save, stop) in.
-//! The viewer's Training panel drives it; the CLI calls the trainer directly with the same observer
-//! interface.
+//! A training or refinement run on its own thread: progress events out, commands (pause, resume,
+//! save, stop) in. The viewer's Training and Refinement panels drive it; the CLI calls the trainer
+//! and the refiner directly with the same observer interface.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,8 @@ use burn::tensor::backend::Backend;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use crate::refine::refiner::{self, RefineConfig, RefineSummary};
+use crate::refine::round::RoundEvent;
 use crate::render::GpuContext;
 use crate::scene::Splats;
 use crate::train::trainer::{self, StepReport, StepRequest, TrainConfig, TrainObserver, TrainSummary};
@@ -28,7 +30,16 @@ pub enum TrainEvent {
     Snapshot(Arc<Splats>),
     Saved(PathBuf),
     Paused(bool),
-    Done(Result<TrainSummary, String>),
+    /// Progress of a refinement round.
+    Round(RoundEvent),
+    Done(Result<Finished, String>),
+}
+
+/// What a run that ended well produced.
+#[derive(Clone, Debug)]
+pub enum Finished {
+    Train(TrainSummary),
+    Refine(RefineSummary),
 }
 
 pub struct TrainHandle {
@@ -96,29 +107,59 @@ impl TrainObserver for ChannelObserver {
     fn saved(&mut self, path: &Path) {
         let _ = self.events.send(TrainEvent::Saved(path.to_path_buf()));
     }
+
+    fn round(&mut self, event: &RoundEvent) {
+        let _ = self.events.send(TrainEvent::Round(event.clone()));
+    }
+}
+
+enum Config {
+    Train(TrainConfig),
+    Refine(RefineConfig),
 }
 
 struct Job {
-    config: TrainConfig,
+    config: Config,
     gpu: GpuContext,
     observer: ChannelObserver,
 }
 
 impl WithBackend for Job {
-    type Output = Result<TrainSummary, trainer::TrainError>;
+    type Output = Result<Finished, String>;
 
     fn run<B: Backend>(mut self, device: B::Device) -> Self::Output {
         let stop = self.observer.stop.clone();
-        trainer::train::<B>(&self.config, self.gpu, &device, &mut self.observer, &stop)
+        let observer = &mut self.observer;
+        match &self.config {
+            Config::Train(c) => trainer::train::<B>(c, self.gpu, &device, observer, &stop)
+                .map(Finished::Train)
+                .map_err(|e| e.to_string()),
+            Config::Refine(c) => refiner::refine::<B>(c, self.gpu, &device, observer, &stop)
+                .map(Finished::Refine)
+                .map_err(|e| e.to_string()),
+        }
     }
 }
 
 /// Starts training `config` with the loss on `backend`, rendering on `gpu`.
 pub fn spawn(config: TrainConfig, gpu: GpuContext, backend: BackendKind) -> TrainHandle {
+    spawn_job(Config::Train(config), gpu, backend)
+}
+
+/// Starts refining per `config` with Difix and the loss on `backend`, rendering on `gpu`.
+pub fn spawn_refine(config: RefineConfig, gpu: GpuContext, backend: BackendKind) -> TrainHandle {
+    spawn_job(Config::Refine(config), gpu, backend)
+}
+
+fn spawn_job(config: Config, gpu: GpuContext, backend: BackendKind) -> TrainHandle {
     let (event_tx, events) = crossbeam_channel::unbounded();
     let (commands, command_rx) = crossbeam_channel::unbounded();
     let done_tx = event_tx.clone();
-    let spawned = std::thread::Builder::new().name("train".into()).spawn(move || {
+    let name = match config {
+        Config::Train(_) => "train",
+        Config::Refine(_) => "refine",
+    };
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
         let observer = ChannelObserver {
             events: event_tx,
             commands: command_rx,
@@ -127,11 +168,11 @@ pub fn spawn(config: TrainConfig, gpu: GpuContext, backend: BackendKind) -> Trai
         };
         let result = run_on(backend, Precision::Fp32, Job { config, gpu, observer })
             .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+            .and_then(|r| r);
         let _ = done_tx.send(TrainEvent::Done(result));
     });
     if let Err(e) = spawned {
-        log::error!("cannot start the training thread: {e}");
+        log::error!("cannot start the {name} thread: {e}");
     }
     TrainHandle { events, commands }
 }

@@ -450,6 +450,8 @@ pub fn refine<B: Backend>(
     }
     save(&state, step, rounds, round_step)?;
     let splats = state.params.to_splats();
+    // The view ends on the final splats, not on the last periodic snapshot.
+    observer.snapshot(splats.clone());
     let ply = config.out.join("point_cloud.ply");
     scene::ply::write_ply(&splats, &ply)?;
 

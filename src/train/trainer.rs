@@ -254,7 +254,7 @@ impl<B: Backend> TrainingData<B> {
 pub(crate) fn create_dir(path: &Path) -> Result<(), TrainError> {
     std::fs::create_dir_all(path).map_err(|e| TrainError::File {
         path: path.to_path_buf(),
-        message: format!("cannot create the folder: {e}"),
+        message: format!("cannot create the output folder: {e}"),
     })
 }
 
@@ -391,6 +391,8 @@ pub fn train<B: Backend>(
     }
     checkpoint::save(&state, step, &[], &checkpoint_path)?;
     let splats = state.params.to_splats();
+    // The view ends on the final splats, not on the last periodic snapshot.
+    observer.snapshot(splats.clone());
     let ply = config.out.join("point_cloud.ply");
     scene::ply::write_ply(&splats, &ply)?;
     let eval_after = data.evaluate(&renderer, &splats, Some(&config.out.join("eval")))?;

@@ -59,7 +59,16 @@ struct Shot {
     sh_degree: u32,
     background: [f32; 3],
     fixed_shown: bool,
+    jobs: Jobs,
+}
+
+/// What the viewer's background jobs had done when the screenshot was taken.
+#[derive(serde::Deserialize)]
+struct Jobs {
     training_step: Option<usize>,
+    refine_rounds: usize,
+    refine_step: Option<usize>,
+    refine_finished: bool,
 }
 
 /// Runs `difix3d view` with `args` under X until it has taken its screenshot(s) and quit.
@@ -262,6 +271,7 @@ fn the_viewer_trains_the_open_dataset_and_shows_it() {
     run_viewer_in(&display, &args, &runtime, dir.path());
     let meta: Shot = serde_json::from_str(&std::fs::read_to_string(shot.with_extension("json")).unwrap()).unwrap();
     let step = meta
+        .jobs
         .training_step
         .expect("the screenshot records the training step shown");
     assert!(step >= 20, "the view shows step {step}");
@@ -283,4 +293,57 @@ fn the_viewer_trains_the_open_dataset_and_shows_it() {
     let (p, _) = view_psnr(&window, &meta, &before);
     eprintln!("window after {step} training steps vs the initial point cloud: {p:.1} dB");
     assert!(p < 30.0, "the view still shows the untrained point cloud ({p:.1} dB)");
+}
+
+/// Refinement from the viewer: a scene file opened with its dataset, a short run started with the
+/// Refinement panel's settings; progress and rounds arrive, the run finishes and exports, and the
+/// view shows the exported (refined) scene.
+#[test]
+fn the_viewer_refines_the_scene_and_shows_it() {
+    let Some(data) = asset("maupertuis") else { return };
+    let Some((display, _xvfb)) = display() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("shot.png");
+    let runtime = dir.path().join("xdg");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let scene = crate::repo().join("tests/fixtures/render/maupertuis_sh3.ply");
+    let model = crate::repo().join("tests/fixtures/difix/tiny");
+    let args = [
+        scene.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--size",
+        "900x760",
+        "--model",
+        model.to_str().unwrap(),
+        "--refine-steps",
+        "6",
+        "--refine-every",
+        "3",
+        "--refine-factor",
+        "8",
+        "--refine-backend",
+        "cpu",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ];
+    run_viewer_in(&display, &args, &runtime, dir.path());
+    let meta: Shot = serde_json::from_str(&std::fs::read_to_string(shot.with_extension("json")).unwrap()).unwrap();
+    assert!(meta.jobs.refine_finished);
+    assert_eq!(meta.jobs.refine_rounds, 2, "rounds at steps 0 and 3");
+    assert_eq!(meta.jobs.refine_step, Some(6));
+    let run = dir.path().join("runs/maupertuis_refined");
+    for file in [
+        "rounds/round_000000/fixed/novel_0000.png",
+        "rounds/round_000003/cameras.json",
+        "checkpoint.safetensors",
+        "eval.json",
+    ] {
+        assert!(run.join(file).exists(), "{file}");
+    }
+    // The view shows the exported scene.
+    let (window, meta, expected) = load_shot(&shot, &run.join("point_cloud.ply"));
+    let (p, _) = view_psnr(&window, &meta, &expected);
+    eprintln!("window vs the exported refined scene: {p:.1} dB");
+    assert!(p > 30.0, "the view does not show the refined scene ({p:.1} dB)");
 }

@@ -457,3 +457,51 @@ fn refine_cli_reports_bad_input_clearly() {
         "no reference photo is used with --no-reference"
     );
 }
+
+#[test]
+fn bench_refine_reports_the_round_split_and_files_its_row() {
+    let Some(data) = asset("maupertuis") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("BENCH.md");
+    std::fs::write(
+        &md,
+        "| date | bench | data | size | adapter / backend | model | views per round | step / render per view / Difix per view ms |\n|---|\nafter\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = difix3d(&[
+        "bench",
+        "refine",
+        "--scene",
+        scene_fixture().to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--factor",
+        "8",
+        "--model",
+        tiny_model().to_str().unwrap(),
+        "--steps",
+        "4",
+        "--every",
+        "2",
+        "--backend",
+        "cpu",
+        "--append-md",
+        md.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout[..stdout.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(json["rounds"].as_u64(), Some(2));
+    assert_eq!(json["views_per_round"].as_u64(), Some(1));
+    for key in [
+        "step_ms",
+        "render_ms_per_view",
+        "difix_ms_per_view",
+        "round_of_2000_steps_s",
+    ] {
+        assert!(json[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    let text = std::fs::read_to_string(&md).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[2].contains("| refine | maupertuis | 240x135 |"), "{text}");
+    assert_eq!(lines.last(), Some(&"after"));
+}
