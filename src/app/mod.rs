@@ -257,7 +257,10 @@ impl ViewerApp {
     }
 
     fn pick_file(&mut self) {
-        self.file_dialog = Some(pick(|d| d.add_filter("Gaussian splats", &["ply", "splat"]).pick_file()));
+        self.file_dialog = Some(pick(|d| {
+            d.add_filter("Gaussian splats", &["ply", "splat", "safetensors"])
+                .pick_file()
+        }));
     }
 
     fn pick_folder(&mut self) {

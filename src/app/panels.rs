@@ -45,7 +45,11 @@ pub fn side_panel_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
 
 fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
-        if ui.button("Open scene…").on_hover_text(".ply or .splat").clicked() {
+        if ui
+            .button("Open scene…")
+            .on_hover_text(".ply, .splat, or a difix3d run's checkpoint.safetensors")
+            .clicked()
+        {
             app.pick_file();
         }
         if ui

@@ -323,9 +323,6 @@ pub fn refine<B: Backend>(
         None => {
             let splats = match &config.scene {
                 SceneSource::Splats(splats) => splats.as_ref().clone(),
-                SceneSource::File(path) if is_checkpoint(path) => {
-                    checkpoint::load::<B>(path, device)?.state.params.to_splats()
-                }
                 SceneSource::File(path) => scene::load(path)?,
             };
             let baseline = data.evaluate(&renderer, &splats, Some(&config.out.join("eval_before")))?;
@@ -512,10 +509,6 @@ pub fn post_render_eval<B: Backend>(
         metrics.push(eval::compare(&view.camera.name, &values, photo));
     }
     Ok(eval::summarize(metrics))
-}
-
-fn is_checkpoint(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RefineError> {

@@ -3,6 +3,7 @@
 //! The in-memory form keeps the *activation-free* parameters a trainer optimises (log scales, opacity
 //! logits, raw SH coefficients), so the same struct serves viewing, training and writing `.ply` files.
 
+pub mod checkpoint;
 pub mod init;
 pub mod ply;
 pub mod splat;
@@ -149,10 +150,11 @@ pub fn load(path: &Path) -> Result<Splats, SceneError> {
     let splats = match ext.as_deref() {
         Some("ply") => ply::read_ply(path)?,
         Some("splat") => splat::read_splat(path)?,
+        Some("safetensors") => checkpoint::read_checkpoint(path)?,
         _ => {
             return Err(SceneError::format(
                 path,
-                "unknown scene format (expected .ply or .splat)",
+                "unknown scene format (expected .ply, .splat or a difix3d checkpoint .safetensors)",
             ))
         }
     };

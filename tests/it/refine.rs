@@ -297,6 +297,20 @@ fn a_refinement_runs_rounds_on_schedule_and_trains_on_them() {
     // The exported scene and the checkpoint load; the ablation rows are written.
     let ply = difix3d::scene::load(&summary.ply).unwrap();
     assert_eq!(ply.len(), start.len());
+    // The checkpoint opens as a scene: the same splats (the .ply stores normalised quaternions).
+    let mut from_checkpoint = difix3d::scene::load(&summary.checkpoint).unwrap();
+    for q in &mut from_checkpoint.rotations {
+        let n = q.iter().map(|v| v * v).sum::<f32>().sqrt();
+        *q = q.map(|v| v / n);
+    }
+    for (a, b) in from_checkpoint.rotations.iter().zip(&ply.rotations) {
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6), "{a:?} vs {b:?}");
+    }
+    from_checkpoint.rotations = ply.rotations.clone();
+    assert!(
+        from_checkpoint == ply,
+        "the checkpoint's splats differ from the exported .ply"
+    );
     let last = &recorder.steps.last().unwrap().1;
     assert_ne!(ply.means, last.means, "the last step changed the splats");
     let eval: serde_json::Value =
