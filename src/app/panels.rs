@@ -20,27 +20,11 @@ pub fn side_panel_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     egui::CollapsingHeader::new("Record")
         .default_open(false)
         .show(ui, |ui| app.record_panel_ui(ui));
-    // Unfolds when a run starts (from the panel or from the command line).
+    // Each unfolds and scrolls into sight when its run starts (from the panel or the command line).
     let unfold = std::mem::take(&mut app.train.unfold);
-    let training = egui::CollapsingHeader::new("Training")
-        .default_open(false)
-        .open(unfold.then_some(true))
-        .show(ui, |ui| app.train_panel_ui(ui));
-    if unfold {
-        training
-            .header_response
-            .scroll_to_me_animation(Some(egui::Align::TOP), egui::style::ScrollAnimation::none());
-    }
+    job_section_ui(ui, "Training", unfold, |ui| app.train_panel_ui(ui));
     let unfold = std::mem::take(&mut app.refine.unfold);
-    let refinement = egui::CollapsingHeader::new("Refinement")
-        .default_open(false)
-        .open(unfold.then_some(true))
-        .show(ui, |ui| app.refine_panel_ui(ui));
-    if unfold {
-        refinement
-            .header_response
-            .scroll_to_me_animation(Some(egui::Align::TOP), egui::style::ScrollAnimation::none());
-    }
+    job_section_ui(ui, "Refinement", unfold, |ui| app.refine_panel_ui(ui));
 }
 
 fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
@@ -162,4 +146,17 @@ fn group_thousands(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// A folded section that opens and scrolls to its top when `unfold` is set.
+fn job_section_ui(ui: &mut egui::Ui, title: &str, unfold: bool, add_contents: impl FnOnce(&mut egui::Ui)) {
+    let section = egui::CollapsingHeader::new(title)
+        .default_open(false)
+        .open(unfold.then_some(true))
+        .show(ui, add_contents);
+    if unfold {
+        section
+            .header_response
+            .scroll_to_me_animation(Some(egui::Align::TOP), egui::style::ScrollAnimation::none());
+    }
 }

@@ -11,7 +11,7 @@ use difix3d::refine::refiner::{RefineConfig, SceneSource, Targets};
 use difix3d::refine::round::RoundEvent;
 
 use super::job_monitor::JobMonitor;
-use super::train_panel::{backend_ui, default_run_folder, run_folder_ui};
+use super::train_panel::{backend_ui, default_run_folder, factor_ui, run_folder_ui};
 use super::ViewerApp;
 
 /// Where the novel cameras head.
@@ -132,13 +132,7 @@ impl ViewerApp {
                         .speed(0.01)
                         .prefix("move "),
                 );
-                egui::ComboBox::from_id_salt("refine factor")
-                    .selected_text(format!("images ÷{}", panel.factor))
-                    .show_ui(ui, |ui| {
-                        for f in [1, 2, 4, 8] {
-                            ui.selectable_value(&mut panel.factor, f, format!("images ÷{f}"));
-                        }
-                    });
+                factor_ui(ui, "refine factor", &mut panel.factor);
             });
             run_folder_ui(ui, &mut panel.out);
             backend_ui(ui, "Difix + loss backend", &mut panel.backend);

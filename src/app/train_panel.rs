@@ -51,13 +51,7 @@ impl ViewerApp {
                         .range(10..=1_000_000)
                         .prefix("steps "),
                 );
-                egui::ComboBox::from_id_salt("factor")
-                    .selected_text(format!("images ÷{}", panel.factor))
-                    .show_ui(ui, |ui| {
-                        for f in [1, 2, 4, 8] {
-                            ui.selectable_value(&mut panel.factor, f, format!("images ÷{f}"));
-                        }
-                    });
+                factor_ui(ui, "train factor", &mut panel.factor);
             });
             run_folder_ui(ui, &mut panel.out);
             backend_ui(ui, "loss backend", &mut panel.backend);
@@ -143,6 +137,17 @@ pub(super) fn backend_ui(ui: &mut egui::Ui, label: &str, backend: &mut BackendKi
         .show_ui(ui, |ui| {
             for kind in [BackendKind::Cuda, BackendKind::Wgpu, BackendKind::Cpu] {
                 ui.selectable_value(backend, kind, kind.to_string());
+            }
+        });
+}
+
+/// Which downscaled image folder (`images_N/`) a run trains on.
+pub(super) fn factor_ui(ui: &mut egui::Ui, id: &str, factor: &mut u32) {
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(format!("images ÷{factor}"))
+        .show_ui(ui, |ui| {
+            for f in [1, 2, 4, 8] {
+                ui.selectable_value(factor, f, format!("images ÷{f}"));
             }
         });
 }
