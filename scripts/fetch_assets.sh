@@ -31,6 +31,10 @@ GRADIO_SHA256="2114171f719584852d82cebb19b076c17acf8505058af9be06192a9e69d1f971"
 KAPTURE_REQ="kapture==1.1.12"
 KAPTURE_SDIST="kapture-1.1.12.tar.gz"
 KAPTURE_SHA256="1c3a4d5eaffe7d2df7135f8d8cf6f664ed7a4a4ac1d1f9cf3373934ddb7e4dba"
+# LPIPS's calibrated linear layers (BSD-2-Clause) ship only in the wheel.
+LPIPS_REQ="lpips==0.1.4"
+LPIPS_WHEEL="lpips-0.1.4-py3-none-any.whl"
+LPIPS_SHA256="fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e"
 
 # ---------------------------------------------------------------- prerequisites
 command -v "$PYTHON" >/dev/null 2>&1 || die "'$PYTHON' not found (python 3 is required)"
@@ -63,13 +67,40 @@ fetch_sdist() { # REQ FILE SHA256
     "$PYTHON" "$TOOL" sha256 "$CACHE/$file" "$sha" || die "$CACHE/$file is corrupt or not the expected release"
     echo "fetch_assets: $file OK ($(wc -c <"$CACHE/$file") bytes, sha256 verified)"
 }
+fetch_wheel() { # REQ FILE SHA256
+    local req="$1" file="$2" sha="$3"
+    if [[ -f "$CACHE/$file" ]]; then
+        echo "fetch_assets: $file already in cache, not downloading"
+    else
+        echo "fetch_assets: downloading $req (wheel) ..."
+        "$PYTHON" -m pip download --quiet --no-deps --only-binary :all: "$req" -d "$CACHE" \
+            || die "pip download of $req failed (is PyPI reachable? proxy settings?)"
+        [[ -f "$CACHE/$file" ]] || die "pip download of $req did not produce $CACHE/$file"
+    fi
+    "$PYTHON" "$TOOL" sha256 "$CACHE/$file" "$sha" || die "$CACHE/$file is corrupt or not the expected release"
+    echo "fetch_assets: $file OK ($(wc -c <"$CACHE/$file") bytes, sha256 verified)"
+}
 fetch_sdist "$GRADIO_REQ" "$GRADIO_SDIST" "$GRADIO_SHA256"
+fetch_wheel "$LPIPS_REQ" "$LPIPS_WHEEL" "$LPIPS_SHA256"
 fetch_sdist "$KAPTURE_REQ" "$KAPTURE_SDIST" "$KAPTURE_SHA256"
 
 # ---------------------------------------------------------------- extract
 echo "fetch_assets: extracting into $ASSETS"
 "$PYTHON" "$TOOL" extract "$CACHE/$GRADIO_SDIST" "$CACHE/$KAPTURE_SDIST" "$ASSETS" \
     || die "extraction failed"
+
+# LPIPS linear layers (v0.1) and their licence.
+mkdir -p "$ASSETS/lpips"
+"$PYTHON" - "$CACHE/$LPIPS_WHEEL" "$ASSETS/lpips" <<'PY' || die "extracting the LPIPS weights failed"
+import sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for member, name in [("lpips/weights/v0.1/vgg.pth", "vgg.pth"), ("lpips/weights/v0.1/alex.pth", "alex.pth"),
+                         ("lpips-0.1.4.dist-info/LICENSE", "LICENSE")]:
+        with open(f"{out}/{name}", "wb") as f:
+            f.write(z.read(member))
+PY
+echo "fetch_assets: lpips/ <- $LPIPS_WHEEL (vgg.pth, alex.pth, LICENSE)"
 
 # ---------------------------------------------------------------- downscaled images
 MAUP="$ASSETS/maupertuis"

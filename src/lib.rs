@@ -9,6 +9,7 @@ pub mod fix;
 pub mod image_io;
 pub mod jobs;
 pub mod metrics;
+pub mod perceptual;
 pub mod record;
 pub mod refine;
 pub mod render;

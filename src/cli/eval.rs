@@ -7,12 +7,12 @@ use clap::Args;
 
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::train::diff_render::SplatRenderer;
-use difix3d::train::eval::{evaluate, load_photo};
+use difix3d::train::eval::{evaluate, load_lpips, load_photo};
 use difix3d::{data, image_io, scene};
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// The trained scene (.ply or .splat).
+    /// The trained scene (.ply, .splat or a run's checkpoint.safetensors).
     #[arg(long)]
     scene: PathBuf,
     /// The dataset whose eval views to compare with.
@@ -23,20 +23,14 @@ pub struct EvalArgs {
     /// Where to write metrics.json and the renders (default: `eval/` beside the scene).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// LPIPS network weights (not supported yet: the option is refused rather than ignored).
-    #[arg(long)]
-    lpips_weights: Option<PathBuf>,
+    #[command(flatten)]
+    lpips: super::LpipsArgs,
     #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
     background: [f32; 3],
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if let Some(path) = &args.lpips_weights {
-        bail!(
-            "{}: LPIPS is not supported yet; run without --lpips-weights for PSNR and SSIM",
-            path.display()
-        );
-    }
+    let lpips = load_lpips(args.lpips.files().as_ref())?;
     let splats = scene::load(&args.scene)?;
     let dataset = data::open_dataset(&args.data, args.factor)?;
     if dataset.eval.is_empty() {
@@ -58,12 +52,16 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         sh_degree: 3,
         background: args.background,
     };
-    let report = evaluate(&renderer, &splats, &views, &options, Some(&out))?;
+    let report = evaluate(&renderer, &splats, &views, &options, lpips.as_ref(), Some(&out))?;
     let json = serde_json::to_string_pretty(&report)?;
     let metrics = out.join("metrics.json");
     image_io::write_atomic(&metrics, |tmp| std::fs::write(tmp, &json).map_err(|e| e.to_string()))?;
+    let lpips = report.lpips.map_or_else(
+        || "LPIPS not computed (no --lpips-backbone)".to_string(),
+        |v| format!("LPIPS {v:.4}"),
+    );
     println!(
-        "{} eval view(s): PSNR {:.2} dB, SSIM {:.4}, LPIPS not computed (not supported yet) -> {}",
+        "{} eval view(s): PSNR {:.2} dB, SSIM {:.4}, {lpips} -> {}",
         report.views.len(),
         report.psnr,
         report.ssim,

@@ -239,3 +239,27 @@ pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::
     })?;
     Ok(())
 }
+
+/// LPIPS as an extra metric, for `eval`, `train` and `refine`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LpipsArgs {
+    /// Also report LPIPS, with these torchvision ImageNet weights of VGG16 (`vgg16-397923af.pth`)
+    /// or AlexNet (`alexnet-owt-7be5be79.pth`).
+    #[arg(long)]
+    lpips_backbone: Option<PathBuf>,
+    /// lpips's linear layers for that network (default: assets/lpips/vgg.pth or alex.pth, fetched by
+    /// scripts/fetch_assets.sh from the lpips package).
+    #[arg(long, requires = "lpips_backbone")]
+    lpips_lin: Option<PathBuf>,
+}
+
+impl LpipsArgs {
+    pub fn files(&self) -> Option<difix3d::perceptual::lpips::LpipsFiles> {
+        self.lpips_backbone
+            .clone()
+            .map(|backbone| difix3d::perceptual::lpips::LpipsFiles {
+                backbone,
+                lin: self.lpips_lin.clone(),
+            })
+    }
+}

@@ -70,6 +70,8 @@ pub struct RefineArgs {
     /// Where Difix, the loss and the optimiser run (the rasterizer always runs on wgpu).
     #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
     backend: BackendKind,
+    #[command(flatten)]
+    lpips: super::LpipsArgs,
 }
 
 /// Progress on the terminal: steps on the bar, rounds in its message.
@@ -158,6 +160,7 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     config.seed = args.seed;
     config.random_background = args.random_background;
     config.post_render_eval = !args.no_post_render_eval;
+    config.lpips = args.lpips.files();
     let gpu = GpuContext::headless()?;
     // Ctrl-C ends the run after the current step (or novel view), with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;

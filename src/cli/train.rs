@@ -41,6 +41,8 @@ pub struct TrainArgs {
     /// Where the loss and the optimiser run (the rasterizer always runs on wgpu).
     #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
     backend: BackendKind,
+    #[command(flatten)]
+    lpips: super::LpipsArgs,
 }
 
 struct TrainJob {
@@ -84,6 +86,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.max_sh_degree = args.sh_degree.min(3);
     config.seed = args.seed;
     config.random_background = args.random_background;
+    config.lpips = args.lpips.files();
     let gpu = GpuContext::headless()?;
     // Ctrl-C ends the run after the current step, with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;

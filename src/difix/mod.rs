@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod train;
 pub mod unet;
 pub mod vae;
 pub mod weights;

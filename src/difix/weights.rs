@@ -110,11 +110,28 @@ impl Weights {
         Ok(store)
     }
 
+    /// The tensors of a torch pickle holding a plain state dict (`torch.save(model.state_dict())`,
+    /// like torchvision's and lpips's weight files).
+    pub fn open_pickle(path: &Path) -> Result<Self, DifixError> {
+        if !path.is_file() {
+            return Err(DifixError::MissingWeights(format!("{}: no such file", path.display())));
+        }
+        let mut store = Self::open_files(&[], path.to_path_buf())?;
+        let reader = burn_store::pytorch::PytorchReader::new(path)
+            .map_err(|e| DifixError::format(path, format!("not a torch state dict: {e}")))?;
+        store.insert_pickled(path, reader)?;
+        Ok(store)
+    }
+
     /// Replaces (or adds) tensors with those of a torch pickle (the trainer's `model_*.pkl`), read
     /// from the dict under `top_key` (e.g. `state_dict_unet`).
     pub fn override_from_pickle(&mut self, path: &Path, top_key: &str) -> Result<usize, DifixError> {
         let reader = burn_store::pytorch::PytorchReader::with_top_level_key(path, top_key)
             .map_err(|e| DifixError::format(path, format!("cannot read `{top_key}`: {e}")))?;
+        self.insert_pickled(path, reader)
+    }
+
+    fn insert_pickled(&mut self, path: &Path, reader: burn_store::pytorch::PytorchReader) -> Result<usize, DifixError> {
         let mut count = 0;
         for (name, snapshot) in reader.into_tensors() {
             let data = snapshot

@@ -107,6 +107,8 @@ pub struct RefineConfig {
     pub seed: u64,
     /// Also evaluate the refined scene with the Difix3D+ post-render fix on the eval views.
     pub post_render_eval: bool,
+    /// Also measure LPIPS on the eval views with this network.
+    pub lpips: Option<crate::perceptual::lpips::LpipsFiles>,
 }
 
 impl RefineConfig {
@@ -142,6 +144,7 @@ impl RefineConfig {
             checkpoint_every: None,
             seed: 42,
             post_render_eval: true,
+            lpips: None,
         }
     }
 
@@ -279,7 +282,7 @@ pub fn refine<B: Backend>(
             "the round interval (--every) must be at least 1".into(),
         ));
     }
-    let data = TrainingData::<B>::open(&config.data, config.factor, &config.out, device)?;
+    let data = TrainingData::<B>::open(&config.data, config.factor, &config.out, config.lpips.as_ref(), device)?;
     let targets = target_cameras(config, &data)?;
     // The model is loaded before any work, so missing weights fail at once.
     let mut model = Difix::<B>::load(&config.model, config.model_checkpoint.as_deref(), device)?;
@@ -457,7 +460,7 @@ pub fn refine<B: Backend>(
         Some(post_render_eval(
             &renderer,
             &splats,
-            &data.eval_views,
+            &data,
             &mut model,
             &reference,
             &config.out.join("eval_post"),
@@ -484,18 +487,18 @@ pub fn refine<B: Backend>(
 
 /// Difix3D+: the eval renders fixed by Difix (with the nearest training photo when `reference` says
 /// so), compared with the photos; the fixed renders are written to `out`.
-pub fn post_render_eval<B: Backend>(
+fn post_render_eval<B: Backend>(
     renderer: &SplatRenderer,
     splats: &Splats,
-    views: &[(crate::data::View, image::RgbImage)],
+    data: &TrainingData<B>,
     model: &mut Difix<B>,
     reference: &Reference,
     out: &Path,
 ) -> Result<EvalReport, RefineError> {
     crate::train::trainer::create_dir(out)?;
     let mut references = ReferenceCache::default();
-    let mut metrics = Vec::with_capacity(views.len());
-    for (view, photo) in views {
+    let mut metrics = Vec::with_capacity(data.eval_views.len());
+    for (view, photo) in &data.eval_views {
         let image = renderer
             .render_image(splats, &view.camera, &RenderOptions::default())
             .map_err(TrainError::from)?;
@@ -506,7 +509,7 @@ pub fn post_render_eval<B: Backend>(
         let fixed = model.fix_image(&raw, guide, SizePolicy::Native, DEFAULT_PROMPT)?;
         crate::image_io::save_png(&fixed, &out.join(eval::render_name(view))).map_err(TrainError::from)?;
         let values: Vec<f32> = fixed.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
-        metrics.push(eval::compare(&view.camera.name, &values, photo));
+        metrics.push(eval::compare(&view.camera.name, &values, photo, data.lpips.as_ref()));
     }
     Ok(eval::summarize(metrics))
 }

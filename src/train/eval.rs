@@ -1,6 +1,7 @@
-//! Evaluation on held-out views: render each eval camera, compare with its photo (PSNR, and SSIM with
-//! the standard 11x11 Gaussian window), optionally write the renders. Used by `difix3d eval` and at
-//! the end of training. LPIPS is not computed yet (it needs the VGG/AlexNet feature network).
+//! Evaluation on held-out views: render each eval camera, compare with its photo (PSNR, SSIM with
+//! the standard 11x11 Gaussian window, and LPIPS when its network is given), optionally write the
+//! renders. Used by `difix3d eval` and at the end of training and refinement. The metrics run on the
+//! CPU backend.
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use super::diff_render::SplatRenderer;
 use super::ssim::ssim;
 use super::trainer::TrainError;
 use crate::data::View;
+use crate::perceptual::lpips::{Lpips, LpipsFiles};
 use crate::render::RenderOptions;
 use crate::scene::Splats;
 
@@ -21,6 +23,7 @@ pub struct ViewMetrics {
     pub name: String,
     pub psnr: f64,
     pub ssim: f64,
+    pub lpips: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -28,8 +31,16 @@ pub struct EvalReport {
     pub views: Vec<ViewMetrics>,
     pub psnr: f64,
     pub ssim: f64,
-    /// Always `None` for now: LPIPS is not implemented yet.
+    /// `None` when no LPIPS network was given.
     pub lpips: Option<f64>,
+}
+
+/// The backend the metrics run on.
+pub type MetricsBackend = NdArray<f32>;
+
+/// Loads LPIPS for the metrics, when its files are given.
+pub fn load_lpips(files: Option<&LpipsFiles>) -> Result<Option<Lpips<MetricsBackend>>, crate::difix::DifixError> {
+    files.map(|f| Lpips::load(f, &NdArrayDevice::Cpu)).transpose()
 }
 
 /// The photo of `view` as RGB in [0, 1], checked against its camera's size.
@@ -66,6 +77,7 @@ pub fn evaluate(
     splats: &Splats,
     views: &[(View, image::RgbImage)],
     options: &RenderOptions,
+    lpips: Option<&Lpips<MetricsBackend>>,
     out: Option<&Path>,
 ) -> Result<EvalReport, TrainError> {
     let mut metrics = Vec::new();
@@ -75,7 +87,7 @@ pub fn evaluate(
         if let Some(dir) = out {
             crate::image_io::save_png(&crate::image_io::to_rgb8(&image), &dir.join(render_name(view)))?;
         }
-        metrics.push(compare(&view.camera.name, &rendered, photo));
+        metrics.push(compare(&view.camera.name, &rendered, photo, lpips));
     }
     Ok(summarize(metrics))
 }
@@ -88,27 +100,41 @@ pub fn render_name(view: &View) -> String {
     format!("{stem}.png")
 }
 
-/// PSNR and SSIM of an RGB image [H * W * 3] (clamped to [0, 1] here) against its photo.
-pub fn compare(name: &str, rendered: &[f32], photo: &image::RgbImage) -> ViewMetrics {
+/// PSNR, SSIM (and LPIPS when given) of an RGB image [H * W * 3] (clamped to [0, 1] here) against
+/// its photo.
+pub fn compare(
+    name: &str,
+    rendered: &[f32],
+    photo: &image::RgbImage,
+    lpips: Option<&Lpips<MetricsBackend>>,
+) -> ViewMetrics {
     let truth: Vec<f32> = photo.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
     let clamped: Vec<f32> = rendered.iter().map(|v| v.clamp(0.0, 1.0)).collect();
     let psnr = crate::metrics::psnr(&clamped, &truth);
     let (w, h) = (photo.width() as usize, photo.height() as usize);
-    let ssim_value: f32 = ssim(nchw(clamped, w, h), nchw(truth, w, h)).into_scalar();
+    let (a, b) = (nchw(clamped, w, h), nchw(truth, w, h));
+    let lpips = lpips.map(|m| m.distance(a.clone(), b.clone()).into_scalar() as f64);
+    let ssim_value: f32 = ssim(a, b).into_scalar();
     ViewMetrics {
         name: name.to_string(),
         psnr,
         ssim: ssim_value as f64,
+        lpips,
     }
 }
 
 /// Means over the views.
 pub fn summarize(metrics: Vec<ViewMetrics>) -> EvalReport {
     let mean = |f: fn(&ViewMetrics) -> f64| metrics.iter().map(f).sum::<f64>() / metrics.len().max(1) as f64;
+    let lpips = metrics
+        .iter()
+        .map(|m| m.lpips)
+        .sum::<Option<f64>>()
+        .map(|sum| sum / metrics.len().max(1) as f64);
     EvalReport {
         psnr: mean(|m| m.psnr),
         ssim: mean(|m| m.ssim),
         views: metrics,
-        lpips: None,
+        lpips,
     }
 }

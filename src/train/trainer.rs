@@ -16,11 +16,12 @@ use super::adam::Moments;
 use super::checkpoint;
 use super::densify::{self, DensifyConfig, GradStats};
 use super::diff_render::{SplatRenderer, SplatTensors};
-use super::eval::EvalReport;
+use super::eval::{EvalReport, MetricsBackend};
 use super::rng::Rng;
 pub use super::step::StepTimes;
 use super::step::{self, image_tensor, LearningRates, State, StepSettings, Target};
 use crate::data::{self, Dataset};
+use crate::perceptual::lpips::{Lpips, LpipsFiles};
 use crate::refine::round::RoundEvent;
 use crate::render::{GpuContext, RenderOptions};
 use crate::scene::{self, Splats};
@@ -35,6 +36,9 @@ pub enum TrainError {
     Gpu(#[from] crate::render::GpuError),
     #[error(transparent)]
     Image(#[from] crate::image_io::ImageError),
+    /// The LPIPS network's weights.
+    #[error(transparent)]
+    Model(#[from] crate::difix::DifixError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{0}")]
@@ -57,6 +61,8 @@ pub struct TrainConfig {
     /// Composite each training render over a random colour (gsplat's `random_bkgd`), so splats
     /// cannot fake a black background with transparency.
     pub random_background: bool,
+    /// Also measure LPIPS on the eval views with this network.
+    pub lpips: Option<LpipsFiles>,
 }
 
 impl TrainConfig {
@@ -74,6 +80,7 @@ impl TrainConfig {
             densify: DensifyConfig::default(),
             seed: 42,
             random_background: false,
+            lpips: None,
         }
     }
 }
@@ -193,12 +200,19 @@ pub(crate) struct TrainingData<B: Backend> {
     pub train_images: Vec<Tensor<B, 3>>,
     pub eval_views: Vec<(data::View, image::RgbImage)>,
     pub scene_scale: f32,
+    pub lpips: Option<Lpips<MetricsBackend>>,
 }
 
 impl<B: Backend> TrainingData<B> {
-    /// Opens `data` at `factor`, loads every photo (a bad file fails before any work), and creates
-    /// the run folder `out`.
-    pub fn open(data: &Path, factor: u32, out: &Path, device: &B::Device) -> Result<Self, TrainError> {
+    /// Opens `data` at `factor`, loads every photo and the LPIPS network when given (a bad file
+    /// fails before any work), and creates the run folder `out`.
+    pub fn open(
+        data: &Path,
+        factor: u32,
+        out: &Path,
+        lpips: Option<&LpipsFiles>,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
         let dataset = data::open_dataset(data, factor)?;
         if dataset.train.is_empty() {
             return Err(TrainError::Input(format!(
@@ -218,11 +232,13 @@ impl<B: Backend> TrainingData<B> {
             .map(|v| Ok((v.clone(), super::eval::load_photo(v)?)))
             .collect::<Result<Vec<_>, TrainError>>()?;
         let scene_scale = dataset.scene_extent().max(1e-3);
+        let lpips = super::eval::load_lpips(lpips)?;
         Ok(Self {
             dataset,
             train_images,
             eval_views,
             scene_scale,
+            lpips,
         })
     }
 
@@ -246,6 +262,7 @@ impl<B: Backend> TrainingData<B> {
             splats,
             &self.eval_views,
             &options,
+            self.lpips.as_ref(),
             out,
         )?))
     }
@@ -267,7 +284,7 @@ pub fn train<B: Backend>(
     observer: &mut dyn TrainObserver,
     stop: &AtomicBool,
 ) -> Result<TrainSummary, TrainError> {
-    let data = TrainingData::<B>::open(&config.data, config.factor, &config.out, device)?;
+    let data = TrainingData::<B>::open(&config.data, config.factor, &config.out, config.lpips.as_ref(), device)?;
     let dataset = &data.dataset;
     let renderer = SplatRenderer::new(gpu);
 

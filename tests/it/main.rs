@@ -6,6 +6,7 @@ mod cli;
 mod difix;
 mod grad_parity;
 mod gui;
+mod perceptual;
 mod record;
 mod refine;
 mod render_parity;

@@ -223,6 +223,11 @@ fn a_refinement_runs_rounds_on_schedule_and_trains_on_them() {
     config.every = 4;
     // More pseudo-view steps than the reference's 0.3, so a short run surely has some.
     config.novel_probability = 0.6;
+    let lpips = repo().join("tests/fixtures/lpips");
+    config.lpips = Some(difix3d::perceptual::lpips::LpipsFiles {
+        backbone: lpips.join("vgg_tiny_backbone.pth"),
+        lin: Some(lpips.join("vgg_tiny_lin.pth")),
+    });
     let mut recorder = Recorder {
         current: Some(start.clone()),
         ..Default::default()
@@ -318,6 +323,8 @@ fn a_refinement_runs_rounds_on_schedule_and_trains_on_them() {
     for row in ["baseline", "refined", "refined_post"] {
         let psnr = eval[row]["psnr"].as_f64().unwrap_or(f64::NAN);
         assert!(psnr.is_finite() && psnr > 0.0, "{row}: {psnr}");
+        let lpips = eval[row]["lpips"].as_f64().unwrap_or(f64::NAN);
+        assert!(lpips.is_finite() && lpips > 0.0, "{row} LPIPS: {lpips}");
     }
     assert!(out.join("eval_post/00.png").exists());
 

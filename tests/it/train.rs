@@ -66,9 +66,58 @@ fn a_short_run_raises_eval_psnr_and_resumes() {
     assert!(ssim > 0.0 && ssim <= 1.0, "SSIM {ssim}");
     assert_eq!(s["eval"]["ssim"].as_f64().map(|v| (v - ssim).abs() < 1e-4), Some(true));
     assert!(eval_out.join("00.png").exists());
-    let (code, _, stderr) = difix3d(&[&eval_args[..], &["--lpips-weights", "vgg.pth"]].concat());
+    assert!(metrics["lpips"].is_null(), "no LPIPS without its network");
+
+    // LPIPS with the tiny test network: the CLI's value is the library's on the same render.
+    let lpips_dir = crate::repo().join("tests/fixtures/lpips");
+    let backbone = lpips_dir.join("alex_tiny_backbone.pth");
+    let lin = lpips_dir.join("alex_tiny_lin.pth");
+    let lpips_args = [
+        "--lpips-backbone",
+        backbone.to_str().unwrap(),
+        "--lpips-lin",
+        lin.to_str().unwrap(),
+    ];
+    let (code, stdout, stderr) = difix3d(&[&eval_args[..], &lpips_args[..]].concat());
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_out.join("metrics.json")).unwrap()).unwrap();
+    let lpips = metrics["lpips"].as_f64().expect("an LPIPS value");
+    let expected = {
+        use burn::tensor::{Tensor, TensorData};
+        let dataset = difix3d::data::open_dataset(&data, 8).unwrap();
+        let view = &dataset.eval[0];
+        let splats = difix3d::scene::load(&ply).unwrap();
+        let renderer = difix3d::train::diff_render::SplatRenderer::new(crate::gpu().0.clone());
+        let image = renderer
+            .render_image(&splats, &view.camera, &difix3d::render::RenderOptions::default())
+            .unwrap();
+        let (w, h) = (view.camera.width as usize, view.camera.height as usize);
+        let nchw = |v: Vec<f32>| {
+            Tensor::<burn::backend::NdArray<f32>, 3>::from_data(TensorData::new(v, [h, w, 3]), &Default::default())
+                .permute([2, 0, 1])
+                .unsqueeze::<4>()
+        };
+        let rendered: Vec<f32> = image
+            .rgba
+            .iter()
+            .flat_map(|p| [p[0], p[1], p[2]].map(|c| c.clamp(0.0, 1.0)))
+            .collect();
+        let photo = image::open(&view.image_path).unwrap().to_rgb8();
+        let photo: Vec<f32> = photo.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
+        let files = difix3d::perceptual::lpips::LpipsFiles {
+            backbone: backbone.clone(),
+            lin: Some(lin.clone()),
+        };
+        let metric = difix3d::perceptual::lpips::Lpips::load(&files, &Default::default()).unwrap();
+        let value: f32 = metric.distance(nchw(rendered), nchw(photo)).into_scalar();
+        value as f64
+    };
+    assert!((lpips - expected).abs() < 1e-5, "eval LPIPS {lpips} vs {expected}");
+    assert!(stdout.contains("LPIPS"), "{stdout}");
+    let (code, _, stderr) = difix3d(&[&eval_args[..], &["--lpips-backbone", "vgg16.pth"]].concat());
     assert_ne!(code, 0);
-    assert!(stderr.contains("LPIPS is not supported yet"), "{stderr}");
+    assert!(stderr.contains("vgg16.pth: no such file"), "{stderr}");
 
     let checkpoint = out.join("checkpoint.safetensors");
     // Resuming also exercises the random-background compositing.

@@ -1,0 +1,315 @@
+//! Training pairs in Difix3D's JSON layout:
+//! `{"train": {ID: {"image", "target_image", "ref_image"?, "prompt"?}}, "test": {...}}` — the degraded
+//! input, its clean target, optionally a reference view, and the prompt (Difix's own prompt when
+//! absent). Paths may be relative to the JSON's folder. Every entry is checked before training
+//! starts and all problems are reported in one error. Samples are random square crops at the
+//! training resolution, the same crop for input, target and reference.
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use serde_json::Value;
+
+use crate::difix::images::resize;
+use crate::difix::pipeline::DEFAULT_PROMPT;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PairsError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    /// Every malformed entry and missing file, one per line.
+    #[error("{path}: {} problem(s):\n{}", problems.len(), problems.join("\n"))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+/// One training example.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pair {
+    pub id: String,
+    pub image: PathBuf,
+    pub target: PathBuf,
+    pub reference: Option<PathBuf>,
+    pub prompt: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Pairs {
+    pub train: Vec<Pair>,
+    pub test: Vec<Pair>,
+}
+
+/// Problems listed in full before "and N more".
+const MAX_LISTED: usize = 50;
+
+/// Reads and checks `json`: its shape, each entry's fields, and that every image exists, is
+/// readable, and that input and target have the same size.
+pub fn load(json: &Path) -> Result<Pairs, PairsError> {
+    let file_error = |message: String| PairsError::File {
+        path: json.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(json).map_err(|e| file_error(format!("cannot read: {e}")))?;
+    let root: Value = serde_json::from_str(&text).map_err(|e| file_error(format!("not JSON: {e}")))?;
+    let base = json.parent().unwrap_or(Path::new("."));
+    let mut problems = Vec::new();
+    let mut split = |name: &str, required: bool| -> Vec<Pair> {
+        let entries = match root.get(name) {
+            Some(Value::Object(entries)) => entries,
+            Some(_) => {
+                problems.push(format!("\"{name}\" is not an object of entries"));
+                return Vec::new();
+            }
+            None => {
+                if required {
+                    problems.push(format!("no \"{name}\" split"));
+                }
+                return Vec::new();
+            }
+        };
+        let mut pairs = Vec::new();
+        for (id, entry) in entries {
+            match check_entry(base, name, id, entry) {
+                Ok(pair) => pairs.push(pair),
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        pairs
+    };
+    let pairs = Pairs {
+        train: split("train", true),
+        test: split("test", false),
+    };
+    if problems.is_empty() && pairs.train.is_empty() {
+        problems.push("the \"train\" split has no entries".into());
+    }
+    if problems.is_empty() {
+        return Ok(pairs);
+    }
+    let extra = problems.len().saturating_sub(MAX_LISTED);
+    problems.truncate(MAX_LISTED);
+    if extra > 0 {
+        problems.push(format!("... and {extra} more"));
+    }
+    Err(PairsError::Invalid {
+        path: json.to_path_buf(),
+        problems,
+    })
+}
+
+/// One entry, or every problem it has.
+fn check_entry(base: &Path, split: &str, id: &str, entry: &Value) -> Result<Pair, Vec<String>> {
+    let at = format!("{split}/{id}");
+    let Some(fields) = entry.as_object() else {
+        return Err(vec![format!("{at}: not an object")]);
+    };
+    let mut problems = Vec::new();
+    let mut path_of = |key: &str, required: bool| -> Option<PathBuf> {
+        match fields.get(key) {
+            Some(Value::String(p)) => {
+                let path = base.join(p);
+                match image::image_dimensions(&path) {
+                    Ok(_) => Some(path),
+                    Err(e) => {
+                        problems.push(format!("{at}: {key} {}: {e}", path.display()));
+                        None
+                    }
+                }
+            }
+            Some(_) => {
+                problems.push(format!("{at}: \"{key}\" is not a path string"));
+                None
+            }
+            None => {
+                if required {
+                    problems.push(format!("{at}: no \"{key}\""));
+                }
+                None
+            }
+        }
+    };
+    let image = path_of("image", true);
+    let target = path_of("target_image", true);
+    let reference = path_of("ref_image", false);
+    let prompt = match fields.get("prompt") {
+        None => Some(DEFAULT_PROMPT.to_string()),
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(_) => {
+            problems.push(format!("{at}: \"prompt\" is not a string"));
+            None
+        }
+    };
+    if let (Some(i), Some(t)) = (&image, &target) {
+        let (a, b) = (image::image_dimensions(i).ok(), image::image_dimensions(t).ok());
+        if a != b {
+            problems.push(format!(
+                "{at}: image is {} but target_image is {}",
+                size_text(a),
+                size_text(b)
+            ));
+        }
+    }
+    match (image, target, prompt) {
+        (Some(image), Some(target), Some(prompt)) if problems.is_empty() => Ok(Pair {
+            id: id.to_string(),
+            image,
+            target,
+            reference,
+            prompt,
+        }),
+        _ => Err(problems),
+    }
+}
+
+fn size_text(size: Option<(u32, u32)>) -> String {
+    size.map_or("unreadable".into(), |(w, h)| format!("{w}x{h}"))
+}
+
+/// A training example's pixels, cropped.
+pub struct Sample {
+    pub image: RgbImage,
+    pub target: RgbImage,
+    pub reference: Option<RgbImage>,
+    pub prompt: String,
+}
+
+/// Where a square crop of `size` sits in an image of `width` x `height` (after [`fit`]): `u`, `v` in
+/// [0, 1) pick the offset.
+pub fn crop_origin(width: u32, height: u32, size: u32, u: f32, v: f32) -> (u32, u32) {
+    let x = ((width - size.min(width)) as f32 * u).floor() as u32;
+    let y = ((height - size.min(height)) as f32 * v).floor() as u32;
+    (x, y)
+}
+
+/// `image` scaled (Lanczos) so its shorter side is at least `size`.
+fn fit(image: RgbImage, size: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let short = w.min(h);
+    if short >= size {
+        return image;
+    }
+    let scale = size as f32 / short as f32;
+    let (nw, nh) = (
+        ((w as f32 * scale).round() as u32).max(size),
+        ((h as f32 * scale).round() as u32).max(size),
+    );
+    resize(&image, nw, nh)
+}
+
+/// Loads `pair` and crops a `size` x `size` square at the offset `(u, v)` picks, the same square in
+/// the input, the target and the reference (the reference is first resized to the input's size).
+pub fn sample(pair: &Pair, size: u32, u: f32, v: f32) -> Result<Sample, PairsError> {
+    let open = |path: &Path| -> Result<RgbImage, PairsError> {
+        image::open(path).map(|i| i.to_rgb8()).map_err(|e| PairsError::File {
+            path: path.to_path_buf(),
+            message: format!("cannot read the image: {e}"),
+        })
+    };
+    let image = fit(open(&pair.image)?, size);
+    let (w, h) = image.dimensions();
+    let target = resize(&fit(open(&pair.target)?, size), w, h);
+    let reference = match &pair.reference {
+        Some(path) => Some(resize(&open(path)?, w, h)),
+        None => None,
+    };
+    let (x, y) = crop_origin(w, h, size, u, v);
+    let crop = |i: &RgbImage| image::imageops::crop_imm(i, x, y, size, size).to_image();
+    Ok(Sample {
+        image: crop(&image),
+        target: crop(&target),
+        reference: reference.as_ref().map(crop),
+        prompt: pair.prompt.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image whose pixel (x, y) is (x, y, tag), to see where crops come from.
+    fn coded(w: u32, h: u32, tag: u8) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, tag]))
+    }
+
+    fn write_json(dir: &Path, value: serde_json::Value) -> PathBuf {
+        let path = dir.join("data.json");
+        std::fs::write(&path, value.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_relative_paths_and_crops_all_three_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("imgs")).unwrap();
+        coded(100, 60, 1).save(dir.path().join("imgs/in.png")).unwrap();
+        coded(100, 60, 2).save(dir.path().join("imgs/out.png")).unwrap();
+        coded(100, 60, 3).save(dir.path().join("imgs/ref.png")).unwrap();
+        let json = write_json(
+            dir.path(),
+            serde_json::json!({
+                "train": {"a": {"image": "imgs/in.png", "target_image": "imgs/out.png", "ref_image": "imgs/ref.png", "prompt": "p"}},
+                "test": {"b": {"image": "imgs/in.png", "target_image": "imgs/out.png"}}
+            }),
+        );
+        let pairs = load(&json).unwrap();
+        assert_eq!(pairs.train.len(), 1);
+        assert_eq!(pairs.train[0].image, dir.path().join("imgs/in.png"));
+        assert_eq!(pairs.test[0].prompt, DEFAULT_PROMPT);
+        assert_eq!(pairs.test[0].reference, None);
+
+        let s = sample(&pairs.train[0], 40, 0.5, 0.99).unwrap();
+        let (x, y) = crop_origin(100, 60, 40, 0.5, 0.99);
+        assert_eq!((x, y), (30, 19));
+        for (img, tag) in [(&s.image, 1), (&s.target, 2), (s.reference.as_ref().unwrap(), 3)] {
+            assert_eq!(img.dimensions(), (40, 40));
+            assert_eq!(img.get_pixel(0, 0).0, [30, 19, tag]);
+            assert_eq!(img.get_pixel(39, 39).0, [69, 58, tag]);
+        }
+        // Smaller than the resolution: scaled up so the short side fits, then cropped.
+        let s = sample(&pairs.train[0], 120, 0.0, 0.0).unwrap();
+        assert_eq!(s.image.dimensions(), (120, 120));
+    }
+
+    #[test]
+    fn lists_every_problem_in_one_error() {
+        let dir = tempfile::tempdir().unwrap();
+        coded(32, 32, 0).save(dir.path().join("a.png")).unwrap();
+        coded(16, 32, 0).save(dir.path().join("small.png")).unwrap();
+        std::fs::write(dir.path().join("broken.png"), b"not a png").unwrap();
+        let json = write_json(
+            dir.path(),
+            serde_json::json!({
+                "train": {
+                    "ok": {"image": "a.png", "target_image": "a.png"},
+                    "no_target": {"image": "a.png"},
+                    "missing": {"image": "gone.png", "target_image": "a.png"},
+                    "broken": {"image": "broken.png", "target_image": "a.png"},
+                    "sizes": {"image": "a.png", "target_image": "small.png"},
+                    "types": {"image": 3, "target_image": "a.png", "prompt": 1},
+                    "scalar": 5
+                },
+                "test": []
+            }),
+        );
+        let message = load(&json).unwrap_err().to_string();
+        for expected in [
+            "data.json: 8 problem(s)",
+            "train/no_target: no \"target_image\"",
+            "train/missing: image",
+            "gone.png",
+            "train/broken: image",
+            "train/sizes: image is 32x32 but target_image is 16x32",
+            "train/types: \"image\" is not a path string",
+            "train/types: \"prompt\" is not a string",
+            "train/scalar: not an object",
+            "\"test\" is not an object of entries",
+        ] {
+            assert!(message.contains(expected), "{expected:?} missing from:\n{message}");
+        }
+        assert!(!message.contains("train/ok"), "{message}");
+
+        let empty = write_json(dir.path(), serde_json::json!({"train": {}}));
+        assert!(load(&empty).unwrap_err().to_string().contains("no entries"));
+        std::fs::write(&empty, "{").unwrap();
+        assert!(load(&empty).unwrap_err().to_string().contains("not JSON"));
+    }
+}
