@@ -90,6 +90,117 @@ impl<B: Backend> Loader<'_, B> {
         })
     }
 
+    /// [`Self::conv_strided`] with the module's LoRA kept apart when the weights are loaded for
+    /// training (otherwise merged, and `lora` is `None`).
+    #[allow(clippy::too_many_arguments)] // mirrors torch's Conv2d signature
+    pub fn lora_conv_strided(
+        &mut self,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        padding: PaddingConfig2d,
+        bias: bool,
+    ) -> Result<LoraConv2d<B>, DifixError> {
+        let base = self.conv_strided(prefix, cin, cout, kernel, stride, padding.clone(), bias)?;
+        let lora = match self.weights.take_lora(prefix)? {
+            None => None,
+            Some((a, a_shape, b, b_shape, scale)) => {
+                let key = |w: &str| format!("{prefix}.lora_{w}");
+                let bad = |w: &str, shape: &[usize]| DifixError::Key {
+                    path: self.weights.origin.clone(),
+                    key: key(w),
+                    message: format!("LoRA shape {shape:?} does not fit the conv {cin}->{cout} {kernel}x{kernel}"),
+                };
+                let [rank, ain, ak, ak2] = a_shape[..] else {
+                    return Err(bad("A", &a_shape));
+                };
+                if ain != cin || ak != kernel || ak2 != kernel {
+                    return Err(bad("A", &a_shape));
+                }
+                if b_shape[..] != [cout, rank, 1, 1] {
+                    return Err(bad("B", &b_shape));
+                }
+                let conv = |values: Vec<f32>, shape: [usize; 4], stride: usize, padding: PaddingConfig2d| Conv2d {
+                    weight: Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), self.device)),
+                    bias: None,
+                    stride: [stride, stride],
+                    kernel_size: [shape[2], shape[3]],
+                    dilation: [1, 1],
+                    groups: 1,
+                    padding,
+                };
+                Some(ConvLora {
+                    down: conv(a, [rank, cin, kernel, kernel], stride, padding),
+                    up: conv(b, [cout, rank, 1, 1], 1, PaddingConfig2d::Valid),
+                    scale: scale as f64,
+                })
+            }
+        };
+        Ok(LoraConv2d { base, lora })
+    }
+
+    /// [`Self::lora_conv_strided`] with stride 1 and "same" padding.
+    pub fn lora_conv(
+        &mut self,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        bias: bool,
+    ) -> Result<LoraConv2d<B>, DifixError> {
+        let pad = kernel / 2;
+        self.lora_conv_strided(
+            prefix,
+            cin,
+            cout,
+            kernel,
+            1,
+            PaddingConfig2d::Explicit(pad, pad, pad, pad),
+            bias,
+        )
+    }
+
+    /// [`Self::linear`] with the module's LoRA kept apart when loading for training.
+    pub fn lora_linear(
+        &mut self,
+        prefix: &str,
+        din: usize,
+        dout: usize,
+        bias: bool,
+    ) -> Result<LoraLinear<B>, DifixError> {
+        let base = self.linear(prefix, din, dout, bias)?;
+        let lora = match self.weights.take_lora(prefix)? {
+            None => None,
+            Some((a, a_shape, b, b_shape, scale)) => {
+                let rank = a_shape[0];
+                if a_shape[..] != [rank, din] || b_shape[..] != [dout, rank] {
+                    return Err(DifixError::Key {
+                        path: self.weights.origin.clone(),
+                        key: format!("{prefix}.lora_A"),
+                        message: format!(
+                            "LoRA shapes A {a_shape:?} and B {b_shape:?} do not fit the linear {din}->{dout}"
+                        ),
+                    });
+                }
+                // torch stores [out, in]; burn multiplies by [in, out].
+                let linear = |values: Vec<f32>, shape: [usize; 2]| Linear {
+                    weight: Param::from_tensor(
+                        Tensor::<B, 2>::from_data(TensorData::new(values, shape), self.device).transpose(),
+                    ),
+                    bias: None,
+                };
+                Some(LinearLora {
+                    down: linear(a, [rank, din]),
+                    up: linear(b, [dout, rank]),
+                    scale: scale as f64,
+                })
+            }
+        };
+        Ok(LoraLinear { base, lora })
+    }
+
     pub fn group_norm(
         &mut self,
         prefix: &str,
@@ -123,16 +234,63 @@ impl<B: Backend> Loader<'_, B> {
     }
 }
 
+/// A conv with its PEFT LoRA (`down` = lora_A, `up` = lora_B, times alpha / rank) kept apart so
+/// training can update it; `None` when merged at load or absent.
+#[derive(Module, Debug)]
+pub struct LoraConv2d<B: Backend> {
+    pub base: Conv2d<B>,
+    pub lora: Option<ConvLora<B>>,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvLora<B: Backend> {
+    pub down: Conv2d<B>,
+    pub up: Conv2d<B>,
+    pub scale: f64,
+}
+
+impl<B: Backend> LoraConv2d<B> {
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match &self.lora {
+            None => self.base.forward(x),
+            Some(l) => self.base.forward(x.clone()) + l.up.forward(l.down.forward(x)).mul_scalar(l.scale),
+        }
+    }
+}
+
+/// A linear layer with its PEFT LoRA kept apart (see [`LoraConv2d`]).
+#[derive(Module, Debug)]
+pub struct LoraLinear<B: Backend> {
+    pub base: Linear<B>,
+    pub lora: Option<LinearLora<B>>,
+}
+
+#[derive(Module, Debug)]
+pub struct LinearLora<B: Backend> {
+    pub down: Linear<B>,
+    pub up: Linear<B>,
+    pub scale: f64,
+}
+
+impl<B: Backend> LoraLinear<B> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match &self.lora {
+            None => self.base.forward(x),
+            Some(l) => self.base.forward(x.clone()) + l.up.forward(l.down.forward(x)).mul_scalar(l.scale),
+        }
+    }
+}
+
 /// diffusers' `ResnetBlock2D`: two GroupNorm-SiLU-conv stages, an optional timestep projection added
 /// between them and a 1x1 shortcut when the channel count changes.
 #[derive(Module, Debug)]
 pub struct ResnetBlock<B: Backend> {
     norm1: GroupNorm<B>,
-    conv1: Conv2d<B>,
+    conv1: LoraConv2d<B>,
     time_emb_proj: Option<Linear<B>>,
     norm2: GroupNorm<B>,
-    conv2: Conv2d<B>,
-    conv_shortcut: Option<Conv2d<B>>,
+    conv2: LoraConv2d<B>,
+    conv_shortcut: Option<LoraConv2d<B>>,
 }
 
 impl<B: Backend> ResnetBlock<B> {
@@ -147,15 +305,15 @@ impl<B: Backend> ResnetBlock<B> {
     ) -> Result<Self, DifixError> {
         Ok(Self {
             norm1: l.group_norm(&format!("{prefix}.norm1"), groups, cin, eps)?,
-            conv1: l.conv(&format!("{prefix}.conv1"), cin, cout, 3, true)?,
+            conv1: l.lora_conv(&format!("{prefix}.conv1"), cin, cout, 3, true)?,
             time_emb_proj: match temb {
                 Some(t) => Some(l.linear(&format!("{prefix}.time_emb_proj"), t, cout, true)?),
                 None => None,
             },
             norm2: l.group_norm(&format!("{prefix}.norm2"), groups, cout, eps)?,
-            conv2: l.conv(&format!("{prefix}.conv2"), cout, cout, 3, true)?,
+            conv2: l.lora_conv(&format!("{prefix}.conv2"), cout, cout, 3, true)?,
             conv_shortcut: if cin != cout {
-                Some(l.conv(&format!("{prefix}.conv_shortcut"), cin, cout, 1, true)?)
+                Some(l.lora_conv(&format!("{prefix}.conv_shortcut"), cin, cout, 1, true)?)
             } else {
                 None
             },
@@ -183,10 +341,10 @@ impl<B: Backend> ResnetBlock<B> {
 /// `to_out.0` with bias. `context` switches it to cross-attention.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    to_q: Linear<B>,
-    to_k: Linear<B>,
-    to_v: Linear<B>,
-    to_out: Linear<B>,
+    to_q: LoraLinear<B>,
+    to_k: LoraLinear<B>,
+    to_v: LoraLinear<B>,
+    to_out: LoraLinear<B>,
     heads: usize,
 }
 
@@ -200,10 +358,10 @@ impl<B: Backend> Attention<B> {
         qkv_bias: bool,
     ) -> Result<Self, DifixError> {
         Ok(Self {
-            to_q: l.linear(&format!("{prefix}.to_q"), dim, dim, qkv_bias)?,
-            to_k: l.linear(&format!("{prefix}.to_k"), context_dim, dim, qkv_bias)?,
-            to_v: l.linear(&format!("{prefix}.to_v"), context_dim, dim, qkv_bias)?,
-            to_out: l.linear(&format!("{prefix}.to_out.0"), dim, dim, true)?,
+            to_q: l.lora_linear(&format!("{prefix}.to_q"), dim, dim, qkv_bias)?,
+            to_k: l.lora_linear(&format!("{prefix}.to_k"), context_dim, dim, qkv_bias)?,
+            to_v: l.lora_linear(&format!("{prefix}.to_v"), context_dim, dim, qkv_bias)?,
+            to_out: l.lora_linear(&format!("{prefix}.to_out.0"), dim, dim, true)?,
             heads,
         })
     }

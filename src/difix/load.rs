@@ -107,7 +107,13 @@ impl ModelFiles {
     }
 
     pub fn load_vae<B: Backend>(&self, device: &B::Device) -> Result<Vae<B>, DifixError> {
+        self.load_vae_with(device, false)
+    }
+
+    /// The VAE with its decoder LoRA merged (inference) or kept apart as trainable pairs.
+    pub fn load_vae_with<B: Backend>(&self, device: &B::Device, keep_lora: bool) -> Result<Vae<B>, DifixError> {
         let mut weights = self.weights("vae", "diffusion_pytorch_model", Some("state_dict_vae"))?;
+        weights.keep_lora = keep_lora;
         if let Some(alpha) = self.vae.lora_alpha {
             weights.lora_alpha = alpha;
         }

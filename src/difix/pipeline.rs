@@ -45,12 +45,27 @@ pub struct Difix<B: Backend> {
 impl<B: Backend> Difix<B> {
     /// Loads a model directory (plus, optionally, a trainer checkpoint over it) onto `device`.
     pub fn load(dir: &Path, checkpoint: Option<&Path>, device: &B::Device) -> Result<Self, DifixError> {
+        Self::load_with(dir, checkpoint, device, false)
+    }
+
+    /// [`Self::load`] for fine-tuning: the VAE decoder's LoRA stays apart as trainable pairs instead
+    /// of being merged (same outputs).
+    pub fn load_for_training(dir: &Path, checkpoint: Option<&Path>, device: &B::Device) -> Result<Self, DifixError> {
+        Self::load_with(dir, checkpoint, device, true)
+    }
+
+    fn load_with(
+        dir: &Path,
+        checkpoint: Option<&Path>,
+        device: &B::Device,
+        keep_lora: bool,
+    ) -> Result<Self, DifixError> {
         let files = ModelFiles::open(dir, checkpoint)?;
         let step = files.scheduler.one_step(DEFAULT_TIMESTEP, &files.scheduler_path)?;
         Ok(Self {
             text_encoder: files.load_text_encoder(device)?,
             unet: files.load_unet(device)?,
-            vae: files.load_vae(device)?,
+            vae: files.load_vae_with(device, keep_lora)?,
             files,
             step,
             prompts: HashMap::new(),

@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::Deserialize;
 
-use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, ResnetBlock};
+use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, LoraConv2d, ResnetBlock};
 use super::DifixError;
 
 /// diffusers' VAE ResNets and norms use eps 1e-6.
@@ -97,7 +97,7 @@ impl<B: Backend> MidBlock<B> {
 #[derive(Module, Debug)]
 struct Stage<B: Backend> {
     resnets: Vec<ResnetBlock<B>>,
-    resample: Option<Conv2d<B>>,
+    resample: Option<LoraConv2d<B>>,
 }
 
 impl<B: Backend> Stage<B> {
@@ -140,12 +140,12 @@ pub struct Vae<B: Backend> {
     quant_conv: Conv2d<B>,
     // decoder
     post_quant_conv: Conv2d<B>,
-    dec_conv_in: Conv2d<B>,
+    dec_conv_in: LoraConv2d<B>,
     dec_mid: MidBlock<B>,
-    skip_convs: Vec<Conv2d<B>>,
+    skip_convs: Vec<LoraConv2d<B>>,
     dec_up: Vec<Stage<B>>,
     dec_norm_out: GroupNorm<B>,
-    dec_conv_out: Conv2d<B>,
+    dec_conv_out: LoraConv2d<B>,
     latent_channels: usize,
     pub scaling_factor: f64,
     gamma: f64,
@@ -173,7 +173,7 @@ impl<B: Backend> Vae<B> {
                 // diffusers pads (right 1, bottom 1) and convolves 3x3 stride 2 without padding.
                 let pad = PaddingConfig2d::Explicit(0, 0, 1, 1);
                 stage.resample =
-                    Some(l.conv_strided(&format!("{p}.downsamplers.0.conv"), out, out, 3, 2, pad, true)?);
+                    Some(l.lora_conv_strided(&format!("{p}.downsamplers.0.conv"), out, out, 3, 2, pad, true)?);
             }
             enc_down.push(stage);
         }
@@ -184,7 +184,7 @@ impl<B: Backend> Vae<B> {
         let quant_conv = l.conv("quant_conv", 2 * z, 2 * z, 1, true)?;
 
         let post_quant_conv = l.conv("post_quant_conv", z, z, 1, true)?;
-        let dec_conv_in = l.conv("decoder.conv_in", z, c_mid, 3, true)?;
+        let dec_conv_in = l.lora_conv("decoder.conv_in", z, c_mid, 3, true)?;
         let dec_mid = MidBlock::load(l, "decoder.mid_block", c_mid, g)?;
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut dec_up = Vec::with_capacity(n);
@@ -197,11 +197,11 @@ impl<B: Backend> Vae<B> {
             if use_skips {
                 // skip_conv_{i+1} maps s[n-1-i] onto the channels entering up block i.
                 let key = format!("decoder.skip_conv_{}", i + 1);
-                skip_convs.push(l.conv(&key, skip_channels[n - 1 - i], prev, 1, false)?);
+                skip_convs.push(l.lora_conv(&key, skip_channels[n - 1 - i], prev, 1, false)?);
             }
             let mut stage = Stage::load(l, &p, cfg.layers_per_block + 1, prev, out, g)?;
             if i + 1 < n {
-                stage.resample = Some(l.conv(&format!("{p}.upsamplers.0.conv"), out, out, 3, true)?);
+                stage.resample = Some(l.lora_conv(&format!("{p}.upsamplers.0.conv"), out, out, 3, true)?);
             }
             prev = out;
             dec_up.push(stage);
@@ -224,7 +224,7 @@ impl<B: Backend> Vae<B> {
             skip_convs,
             dec_up,
             dec_norm_out: l.group_norm("decoder.conv_norm_out", g, ch[0], EPS)?,
-            dec_conv_out: l.conv("decoder.conv_out", ch[0], cfg.out_channels, 3, true)?,
+            dec_conv_out: l.lora_conv("decoder.conv_out", ch[0], cfg.out_channels, 3, true)?,
             latent_channels: z,
             scaling_factor: cfg.scaling_factor,
             gamma: cfg.gamma,

@@ -41,6 +41,8 @@ pub struct Weights {
     ignorable: Vec<String>,
     /// PEFT's `lora_alpha`; the merge scale is `alpha / rank`.
     pub lora_alpha: f32,
+    /// Keep LoRA pairs apart (for training them) instead of merging them into their base weights.
+    pub keep_lora: bool,
     /// Name of the files for messages: the single file or the index.
     pub origin: PathBuf,
 }
@@ -78,6 +80,7 @@ impl Weights {
             taken: BTreeSet::new(),
             ignorable: Vec::new(),
             lora_alpha: 8.0,
+            keep_lora: false,
             origin,
         };
         for path in files {
@@ -243,7 +246,7 @@ impl Weights {
         // A LoRA pair may sit beside `M.base_layer.weight` (PEFT save) or beside a plain `M.weight`
         // (the trainer's checkpoint applied over a stock model).
         if let Some(module) = key.strip_suffix(".weight") {
-            if self.adapter_key(module, "lora_A").is_some() {
+            if !self.keep_lora && self.adapter_key(module, "lora_A").is_some() {
                 self.merge_lora(module, key, shape, &mut values)?;
             }
         }
@@ -281,6 +284,29 @@ impl Weights {
             }
         }
         Ok(())
+    }
+
+    /// With [`Self::keep_lora`]: the LoRA pair of `module` as (A values, A shape, B values, B shape,
+    /// scale), or `None` when it has none.
+    #[allow(clippy::type_complexity)]
+    pub fn take_lora(
+        &mut self,
+        module: &str,
+    ) -> Result<Option<(Vec<f32>, Vec<usize>, Vec<f32>, Vec<usize>, f32)>, DifixError> {
+        if !self.keep_lora {
+            return Ok(None);
+        }
+        let Some(a_key) = self.adapter_key(module, "lora_A") else {
+            return Ok(None);
+        };
+        let b_key = a_key.replacen(".lora_A.", ".lora_B.", 1);
+        let (a_shape, a) = self.raw(&a_key)?;
+        let (b_shape, b) = self.raw(&b_key)?;
+        let rank = a_shape[0];
+        if b_shape.get(1) != Some(&rank) {
+            return Err(self.key_error(&b_key, format!("LoRA B {b_shape:?} does not follow A {a_shape:?}")));
+        }
+        Ok(Some((a, a_shape, b, b_shape, self.lora_alpha / rank as f32)))
     }
 
     fn adapter_key(&self, module: &str, which: &str) -> Option<String> {

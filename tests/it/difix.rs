@@ -684,8 +684,9 @@ fn live_fix_of_a_render_equals_the_fix_cli_and_keeps_no_backlog() {
 
 /// Groundwork for Difix training: the whole network (text encoder, VAE encoder with its skips, UNet
 /// with reference-view attention, one-step scheduler, decoder with skip convs) is differentiable
-/// burn code. Every UNet and VAE parameter gets a gradient from an image loss, and the gradient with
-/// respect to the input agrees with central finite differences.
+/// burn code. Every UNet and VAE parameter (the decoder's LoRA pairs included, kept apart as for
+/// training) gets a gradient from an image loss, and the gradient with respect to the input agrees
+/// with central finite differences.
 #[test]
 fn the_tiny_difix_is_differentiable_end_to_end() {
     use burn::backend::Autodiff;
@@ -693,7 +694,7 @@ fn the_tiny_difix_is_differentiable_end_to_end() {
     use burn::optim::GradientsParams;
     type Ad = Autodiff<Cpu>;
     let device = NdArrayDevice::Cpu;
-    let mut model = Difix::<Ad>::load(&tiny(), None, &device).unwrap();
+    let mut model = Difix::<Ad>::load_for_training(&tiny(), None, &device).unwrap();
     let random = |seed: u64| {
         Tensor::<Ad, 4>::from_data(
             TensorData::new(
@@ -745,4 +746,35 @@ fn the_tiny_difix_is_differentiable_end_to_end() {
         assert!(ids > 0, "{name} has parameters");
         assert_eq!(with_grads, ids, "{name}: every parameter gets a gradient");
     }
+}
+
+/// Loading for training keeps the decoder LoRA as separate pairs (one per targeted module) and gives
+/// the same output as the merged model.
+#[test]
+fn lora_kept_apart_matches_the_merged_model() {
+    use burn::module::list_param_ids;
+    let device = NdArrayDevice::Cpu;
+    let mut merged = Difix::<Cpu>::load(&tiny(), None, &device).unwrap();
+    let mut apart = Difix::<Cpu>::load_for_training(&tiny(), None, &device).unwrap();
+    let targets: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("vae_lora_targets.json")).unwrap()).unwrap();
+    let extra = list_param_ids(apart.vae()).len() - list_param_ids(merged.vae()).len();
+    assert_eq!(extra, 2 * targets.len(), "an A and a B per LoRA target");
+    assert_eq!(list_param_ids(apart.unet()).len(), list_param_ids(merged.unet()).len());
+    let input = Tensor::<Cpu, 4>::from_data(
+        TensorData::new(
+            (0..3 * 32 * 32)
+                .map(|i| ((i * 37 % 101) as f32) / 101.0)
+                .collect::<Vec<_>>(),
+            [1, 3, 32, 32],
+        ),
+        &device,
+    );
+    let reference = input.clone().flip([3]);
+    let a = merged
+        .fix(input.clone(), Some(reference.clone()), "remove degradation")
+        .unwrap();
+    let b = apart.fix(input, Some(reference), "remove degradation").unwrap();
+    let diff: f32 = (a - b).abs().max().into_scalar();
+    assert!(diff < 1e-5, "merged vs separate LoRA: max |diff| {diff}");
 }
