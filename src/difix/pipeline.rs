@@ -32,14 +32,42 @@ pub struct StageTimes {
 }
 
 pub struct Difix<B: Backend> {
-    text_encoder: TextEncoder<B>,
+    prompts: PromptEncoder<B>,
     unet: UNet<B>,
     vae: Vae<B>,
     files: ModelFiles,
     step: OneStep,
-    /// The prompt is constant in practice: encode it once, not per frame.
-    prompts: HashMap<String, Tensor<B, 3>>,
     device: B::Device,
+}
+
+/// The frozen text side: tokenizer and text encoder, with a cache (the prompt is constant in
+/// practice: encode it once, not per frame).
+pub struct PromptEncoder<B: Backend> {
+    text_encoder: TextEncoder<B>,
+    tokenizer: ClipTokenizer,
+    cache: HashMap<String, Tensor<B, 3>>,
+    device: B::Device,
+}
+
+impl<B: Backend> PromptEncoder<B> {
+    /// The text encoder's `last_hidden_state` for `prompt`, [1, 77, dim], cached.
+    pub fn embed(&mut self, prompt: &str) -> Tensor<B, 3> {
+        if let Some(e) = self.cache.get(prompt) {
+            return e.clone();
+        }
+        let ids = self.tokenizer.encode(prompt);
+        let emb = self.text_encoder.forward(&ids, &self.device);
+        self.cache.insert(prompt.to_string(), emb.clone());
+        emb
+    }
+}
+
+/// What fine-tuning takes apart: the networks it trains, and the frozen rest.
+pub struct TrainingParts<B: Backend> {
+    pub unet: UNet<B>,
+    pub vae: Vae<B>,
+    pub prompts: PromptEncoder<B>,
+    pub step: OneStep,
 }
 
 impl<B: Backend> Difix<B> {
@@ -63,14 +91,28 @@ impl<B: Backend> Difix<B> {
         let files = ModelFiles::open(dir, checkpoint)?;
         let step = files.scheduler.one_step(DEFAULT_TIMESTEP, &files.scheduler_path)?;
         Ok(Self {
-            text_encoder: files.load_text_encoder(device)?,
+            prompts: PromptEncoder {
+                text_encoder: files.load_text_encoder(device)?,
+                tokenizer: files.tokenizer.clone(),
+                cache: HashMap::new(),
+                device: device.clone(),
+            },
             unet: files.load_unet(device)?,
             vae: files.load_vae_with(device, keep_lora)?,
             files,
             step,
-            prompts: HashMap::new(),
             device: device.clone(),
         })
+    }
+
+    /// Splits the model for fine-tuning (see [`Self::load_for_training`]).
+    pub fn into_training_parts(self) -> TrainingParts<B> {
+        TrainingParts {
+            unet: self.unet,
+            vae: self.vae,
+            prompts: self.prompts,
+            step: self.step,
+        }
     }
 
     pub fn device(&self) -> &B::Device {
@@ -88,13 +130,7 @@ impl<B: Backend> Difix<B> {
 
     /// The text encoder's `last_hidden_state` for `prompt`, [1, 77, dim], cached.
     pub fn prompt_embedding(&mut self, prompt: &str) -> Tensor<B, 3> {
-        if let Some(e) = self.prompts.get(prompt) {
-            return e.clone();
-        }
-        let ids = self.files.tokenizer.encode(prompt);
-        let emb = self.text_encoder.forward(&ids, &self.device);
-        self.prompts.insert(prompt.to_string(), emb.clone());
-        emb
+        self.prompts.embed(prompt)
     }
 
     pub fn unet(&self) -> &UNet<B> {
@@ -107,7 +143,7 @@ impl<B: Backend> Difix<B> {
         &self.files.tokenizer
     }
     pub fn text_encoder(&self) -> &TextEncoder<B> {
-        &self.text_encoder
+        &self.prompts.text_encoder
     }
 
     /// Fixes one 8-bit picture (optionally with a reference) at the working size `policy` picks, and
@@ -195,8 +231,7 @@ impl<B: Backend> Difix<B> {
         let encoded = self.vae.encode(batch.mul_scalar(2.0).sub_scalar(1.0));
         let z = encoded.mean.mul_scalar(scale);
         lap(|t| &mut t.encode)?;
-        let eps = self.unet.forward(z.clone(), self.step.timestep as f64, &context, views);
-        let z0 = z.mul_scalar(self.step.a) - eps.mul_scalar(self.step.b);
+        let z0 = denoise(&self.unet, &self.step, z, &context, views);
         // Decode only the target views, each with its own skips.
         let (z0, skips) = if views == 1 {
             (z0, encoded.skips)
@@ -222,4 +257,17 @@ impl<B: Backend> Difix<B> {
         lap(|t| &mut t.decode)?;
         Ok(out)
     }
+}
+
+/// The one-step denoise: the UNet's noise estimate at the step's timestep, and the clean latent
+/// `z0 = a * z - b * eps` (DDPM's `pred_original_sample`).
+pub fn denoise<B: Backend>(
+    unet: &UNet<B>,
+    step: &OneStep,
+    z: Tensor<B, 4>,
+    context: &Tensor<B, 3>,
+    views: usize,
+) -> Tensor<B, 4> {
+    let eps = unet.forward(z.clone(), step.timestep as f64, context, views);
+    z.mul_scalar(step.a) - eps.mul_scalar(step.b)
 }

@@ -778,3 +778,118 @@ fn lora_kept_apart_matches_the_merged_model() {
     let diff: f32 = (a - b).abs().max().into_scalar();
     assert!(diff < 1e-5, "merged vs separate LoRA: max |diff| {diff}");
 }
+
+/// One fine-tuning step of the tiny model equals torch's (tests/golden/difix/make_train_step.py):
+/// what trains (the UNet, the decoder's LoRA pairs and skip convs), the three losses on both views,
+/// the gradient norm before clipping, and the losses after one AdamW step on the same batch.
+#[test]
+fn a_difix_training_step_matches_torch() {
+    use burn::backend::Autodiff;
+    use burn::module::{Module, ModuleVisitor, Param};
+    use difix3d::difix::pipeline::DEFAULT_PROMPT;
+    use difix3d::difix::train::step::{self, Crop, LossWeights, Nets};
+    use difix3d::perceptual::gram::GramLoss;
+    use difix3d::perceptual::lpips::{Lpips, LpipsFiles};
+    type Ad = Autodiff<Cpu>;
+    let device = NdArrayDevice::Cpu;
+    let dir = fixtures().join("train_step");
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    let value = |path: &[&str]| path.iter().fold(&golden, |v, k| &v[*k]).as_f64().unwrap();
+
+    let mut parts = Difix::<Ad>::load_for_training(&tiny(), None, &device)
+        .unwrap()
+        .into_training_parts();
+    let nets = Nets {
+        unet: parts.unet,
+        vae: parts.vae,
+    }
+    .freeze_like_the_reference();
+    struct Trainable(usize);
+    impl ModuleVisitor<Ad> for Trainable {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Ad, D>>) {
+            let t = param.val();
+            if t.is_require_grad() {
+                self.0 += t.shape().num_elements();
+            }
+        }
+    }
+    let mut trainable = Trainable(0);
+    nets.visit(&mut trainable);
+    assert_eq!(trainable.0 as f64, value(&["trainable_params"]), "what trains");
+
+    let load = |name: &str| {
+        let img = image::open(dir.join(format!("{name}.png"))).unwrap().to_rgb8();
+        difix3d::difix::images::to_tensor::<Ad>(&img, &device)
+            .mul_scalar(2.0)
+            .sub_scalar(1.0)
+    };
+    let inputs = Tensor::cat(vec![load("input"), load("ref")], 0);
+    let targets = Tensor::cat(vec![load("target"), load("ref")], 0);
+    let context = parts.prompts.embed(DEFAULT_PROMPT).detach().repeat_dim(0, 2);
+    let lpips_dir = crate::repo().join("tests/fixtures/lpips");
+    let vgg = lpips_dir.join("vgg_tiny_backbone.pth");
+    let lpips = Lpips::<Ad>::load(
+        &LpipsFiles {
+            backbone: vgg.clone(),
+            lin: Some(lpips_dir.join("vgg_tiny_lin.pth")),
+        },
+        &device,
+    )
+    .unwrap();
+    let gram = GramLoss::<Ad>::load(&vgg, &device).unwrap();
+    let crop = Crop {
+        top: value(&["crop", "top"]) as usize,
+        left: value(&["crop", "left"]) as usize,
+        size: value(&["crop", "size"]) as usize,
+    };
+    let weights = LossWeights {
+        l2: 1.0,
+        lpips: 1.0,
+        gram: 1.0,
+    };
+    let mut optimizer = step::optimizer::<Ad>(value(&["weight_decay"]) as f32);
+    let (nets, before, norm) = step::train_step(
+        nets,
+        &mut optimizer,
+        inputs.clone(),
+        targets.clone(),
+        &context,
+        2,
+        &parts.step,
+        &lpips,
+        Some((&gram, crop)),
+        weights,
+        value(&["lr"]),
+        value(&["max_grad_norm"]) as f32,
+    );
+    let close = |got: f32, want: f64, rel: f64| ((got as f64) - want).abs() <= rel * want.abs();
+    for (name, got, rel) in [
+        ("l2", before.l2, 1e-4),
+        ("lpips", before.lpips, 1e-4),
+        ("gram", before.gram.unwrap(), 1e-3),
+        ("total", before.total, 1e-4),
+    ] {
+        let want = value(&["before", name]);
+        assert!(close(got, want, rel), "{name} before the step: {got} vs torch {want}");
+    }
+    let want = value(&["grad_norm"]);
+    assert!(close(norm, want, 1e-3), "gradient norm {norm} vs torch {want}");
+
+    let prediction = nets.forward(inputs, &context, 2, &parts.step);
+    let (_, after) = step::loss(prediction, targets, &lpips, Some((&gram, crop)), weights);
+    eprintln!("after one step: {after:?}");
+    for (name, got) in [
+        ("l2", after.l2),
+        ("lpips", after.lpips),
+        ("gram", after.gram.unwrap()),
+        ("total", after.total),
+    ] {
+        let (want, was) = (value(&["after", name]), value(&["before", name]));
+        // The step itself (after - before) must match to 1%.
+        assert!(
+            ((got as f64 - was) - (want - was)).abs() <= 0.01 * (want - was).abs(),
+            "{name} after the step: {got} vs torch {want} (before {was})"
+        );
+    }
+}
