@@ -11,7 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use super::weights::Weights;
+use super::weights::{ParamKey, Weights};
 use super::DifixError;
 
 /// Attention score elements (queries x keys x heads x batch) computed at once. Larger inputs are
@@ -25,6 +25,18 @@ pub struct Loader<'a, B: Backend> {
 }
 
 impl<B: Backend> Loader<'_, B> {
+    /// A parameter holding `tensor`, remembered as coming from `key` (for writing it back).
+    fn param<const D: usize>(&mut self, key: &str, tensor: Tensor<B, D>, transposed: bool) -> Param<Tensor<B, D>> {
+        let param = Param::from_tensor(tensor);
+        let key = self.weights.stored_key(key);
+        self.weights.param_keys.push(ParamKey {
+            id: param.id,
+            key,
+            transposed,
+        });
+        param
+    }
+
     pub fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<B, D>, DifixError> {
         self.weights.tensor::<B, D>(key, shape, self.device)
     }
@@ -59,14 +71,18 @@ impl<B: Backend> Loader<'_, B> {
         padding: PaddingConfig2d,
         bias: bool,
     ) -> Result<Conv2d<B>, DifixError> {
-        let weight = self.tensor(&format!("{prefix}.weight"), [cout, cin, kernel, kernel])?;
+        let key = format!("{prefix}.weight");
+        let weight = self.tensor(&key, [cout, cin, kernel, kernel])?;
+        let weight = self.param(&key, weight, false);
         let bias = if bias {
-            Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [cout])?))
+            let key = format!("{prefix}.bias");
+            let b = self.tensor(&key, [cout])?;
+            Some(self.param(&key, b, false))
         } else {
             None
         };
         Ok(Conv2d {
-            weight: Param::from_tensor(weight),
+            weight,
             bias,
             stride: [stride, stride],
             kernel_size: [kernel, kernel],
@@ -78,16 +94,17 @@ impl<B: Backend> Loader<'_, B> {
 
     /// A torch `nn.Linear` (weight stored [out, in]; burn wants [in, out]).
     pub fn linear(&mut self, prefix: &str, din: usize, dout: usize, bias: bool) -> Result<Linear<B>, DifixError> {
-        let weight = self.tensor(&format!("{prefix}.weight"), [dout, din])?.transpose();
+        let key = format!("{prefix}.weight");
+        let weight = self.tensor(&key, [dout, din])?.transpose();
+        let weight = self.param(&key, weight, true);
         let bias = if bias {
-            Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [dout])?))
+            let key = format!("{prefix}.bias");
+            let b = self.tensor(&key, [dout])?;
+            Some(self.param(&key, b, false))
         } else {
             None
         };
-        Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias,
-        })
+        Ok(Linear { weight, bias })
     }
 
     /// [`Self::conv_strided`] with the module's LoRA kept apart when the weights are loaded for
@@ -106,35 +123,38 @@ impl<B: Backend> Loader<'_, B> {
         let base = self.conv_strided(prefix, cin, cout, kernel, stride, padding.clone(), bias)?;
         let lora = match self.weights.take_lora(prefix)? {
             None => None,
-            Some((a, a_shape, b, b_shape, scale)) => {
-                let key = |w: &str| format!("{prefix}.lora_{w}");
-                let bad = |w: &str, shape: &[usize]| DifixError::Key {
+            Some(pair) => {
+                let bad = |key: &str, shape: &[usize]| DifixError::Key {
                     path: self.weights.origin.clone(),
-                    key: key(w),
+                    key: key.to_string(),
                     message: format!("LoRA shape {shape:?} does not fit the conv {cin}->{cout} {kernel}x{kernel}"),
                 };
-                let [rank, ain, ak, ak2] = a_shape[..] else {
-                    return Err(bad("A", &a_shape));
+                let [rank, ain, ak, ak2] = pair.a_shape[..] else {
+                    return Err(bad(&pair.a_key, &pair.a_shape));
                 };
                 if ain != cin || ak != kernel || ak2 != kernel {
-                    return Err(bad("A", &a_shape));
+                    return Err(bad(&pair.a_key, &pair.a_shape));
                 }
-                if b_shape[..] != [cout, rank, 1, 1] {
-                    return Err(bad("B", &b_shape));
+                if pair.b_shape[..] != [cout, rank, 1, 1] {
+                    return Err(bad(&pair.b_key, &pair.b_shape));
                 }
-                let conv = |values: Vec<f32>, shape: [usize; 4], stride: usize, padding: PaddingConfig2d| Conv2d {
-                    weight: Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), self.device)),
-                    bias: None,
-                    stride: [stride, stride],
-                    kernel_size: [shape[2], shape[3]],
-                    dilation: [1, 1],
-                    groups: 1,
-                    padding,
-                };
+                let mut conv =
+                    |key: &str, values: Vec<f32>, shape: [usize; 4], stride: usize, padding: PaddingConfig2d| {
+                        let weight = Tensor::from_data(TensorData::new(values, shape), self.device);
+                        Conv2d {
+                            weight: self.param(key, weight, false),
+                            bias: None,
+                            stride: [stride, stride],
+                            kernel_size: [shape[2], shape[3]],
+                            dilation: [1, 1],
+                            groups: 1,
+                            padding,
+                        }
+                    };
                 Some(ConvLora {
-                    down: conv(a, [rank, cin, kernel, kernel], stride, padding),
-                    up: conv(b, [cout, rank, 1, 1], 1, PaddingConfig2d::Valid),
-                    scale: scale as f64,
+                    down: conv(&pair.a_key, pair.a, [rank, cin, kernel, kernel], stride, padding),
+                    up: conv(&pair.b_key, pair.b, [cout, rank, 1, 1], 1, PaddingConfig2d::Valid),
+                    scale: pair.scale as f64,
                 })
             }
         };
@@ -173,28 +193,30 @@ impl<B: Backend> Loader<'_, B> {
         let base = self.linear(prefix, din, dout, bias)?;
         let lora = match self.weights.take_lora(prefix)? {
             None => None,
-            Some((a, a_shape, b, b_shape, scale)) => {
-                let rank = a_shape[0];
-                if a_shape[..] != [rank, din] || b_shape[..] != [dout, rank] {
+            Some(pair) => {
+                let rank = pair.a_shape[0];
+                if pair.a_shape[..] != [rank, din] || pair.b_shape[..] != [dout, rank] {
                     return Err(DifixError::Key {
                         path: self.weights.origin.clone(),
-                        key: format!("{prefix}.lora_A"),
+                        key: pair.a_key,
                         message: format!(
-                            "LoRA shapes A {a_shape:?} and B {b_shape:?} do not fit the linear {din}->{dout}"
+                            "LoRA shapes A {:?} and B {:?} do not fit the linear {din}->{dout}",
+                            pair.a_shape, pair.b_shape
                         ),
                     });
                 }
                 // torch stores [out, in]; burn multiplies by [in, out].
-                let linear = |values: Vec<f32>, shape: [usize; 2]| Linear {
-                    weight: Param::from_tensor(
-                        Tensor::<B, 2>::from_data(TensorData::new(values, shape), self.device).transpose(),
-                    ),
-                    bias: None,
+                let mut linear = |key: &str, values: Vec<f32>, shape: [usize; 2]| {
+                    let weight = Tensor::<B, 2>::from_data(TensorData::new(values, shape), self.device).transpose();
+                    Linear {
+                        weight: self.param(key, weight, true),
+                        bias: None,
+                    }
                 };
                 Some(LinearLora {
-                    down: linear(a, [rank, din]),
-                    up: linear(b, [dout, rank]),
-                    scale: scale as f64,
+                    down: linear(&pair.a_key, pair.a, [rank, din]),
+                    up: linear(&pair.b_key, pair.b, [dout, rank]),
+                    scale: pair.scale as f64,
                 })
             }
         };
@@ -208,11 +230,11 @@ impl<B: Backend> Loader<'_, B> {
         channels: usize,
         eps: f64,
     ) -> Result<GroupNorm<B>, DifixError> {
+        let (wk, bk) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        let (w, b) = (self.tensor(&wk, [channels])?, self.tensor(&bk, [channels])?);
         Ok(GroupNorm {
-            gamma: Some(Param::from_tensor(
-                self.tensor(&format!("{prefix}.weight"), [channels])?,
-            )),
-            beta: Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [channels])?)),
+            gamma: Some(self.param(&wk, w, false)),
+            beta: Some(self.param(&bk, b, false)),
             num_groups: groups,
             num_channels: channels,
             epsilon: eps,
@@ -222,14 +244,19 @@ impl<B: Backend> Loader<'_, B> {
 
     pub fn layer_norm(&mut self, prefix: &str, dim: usize, eps: f64) -> Result<LayerNorm<B>, DifixError> {
         let mut norm = LayerNormConfig::new(dim).with_epsilon(eps).init(self.device);
-        norm.gamma = Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [dim])?);
-        norm.beta = Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [dim])?));
+        let (wk, bk) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        let (w, b) = (self.tensor(&wk, [dim])?, self.tensor(&bk, [dim])?);
+        norm.gamma = self.param(&wk, w, false);
+        norm.beta = Some(self.param(&bk, b, false));
         Ok(norm)
     }
 
     pub fn embedding(&mut self, key: &str, count: usize, dim: usize) -> Result<Embedding<B>, DifixError> {
         Ok(Embedding {
-            weight: Param::from_tensor(self.tensor(key, [count, dim])?),
+            weight: {
+                let w = self.tensor(key, [count, dim])?;
+                self.param(key, w, false)
+            },
         })
     }
 }

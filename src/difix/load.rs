@@ -12,7 +12,7 @@ use super::text_encoder::{TextEncoder, TextEncoderConfig};
 use super::tokenizer::ClipTokenizer;
 use super::unet::{UNet, UNetConfig};
 use super::vae::{Vae, VaeConfig};
-use super::weights::Weights;
+use super::weights::{ParamKey, Weights};
 use super::DifixError;
 
 /// What a user is told when the weights are not there.
@@ -94,6 +94,11 @@ impl ModelFiles {
     }
 
     pub fn load_unet<B: Backend>(&self, device: &B::Device) -> Result<UNet<B>, DifixError> {
+        Ok(self.load_unet_and_keys(device)?.0)
+    }
+
+    /// The UNet and the stored name of each of its parameters.
+    pub fn load_unet_and_keys<B: Backend>(&self, device: &B::Device) -> Result<(UNet<B>, Vec<ParamKey>), DifixError> {
         let mut weights = self.weights("unet", "diffusion_pytorch_model", Some("state_dict_unet"))?;
         let model = UNet::load(
             &mut Loader {
@@ -103,7 +108,7 @@ impl ModelFiles {
             &self.unet,
         )?;
         weights.finish()?;
-        Ok(model)
+        Ok((model, weights.param_keys))
     }
 
     pub fn load_vae<B: Backend>(&self, device: &B::Device) -> Result<Vae<B>, DifixError> {
@@ -112,6 +117,15 @@ impl ModelFiles {
 
     /// The VAE with its decoder LoRA merged (inference) or kept apart as trainable pairs.
     pub fn load_vae_with<B: Backend>(&self, device: &B::Device, keep_lora: bool) -> Result<Vae<B>, DifixError> {
+        Ok(self.load_vae_and_keys(device, keep_lora)?.0)
+    }
+
+    /// [`Self::load_vae_with`] and the stored name of each parameter.
+    pub fn load_vae_and_keys<B: Backend>(
+        &self,
+        device: &B::Device,
+        keep_lora: bool,
+    ) -> Result<(Vae<B>, Vec<ParamKey>), DifixError> {
         let mut weights = self.weights("vae", "diffusion_pytorch_model", Some("state_dict_vae"))?;
         weights.keep_lora = keep_lora;
         if let Some(alpha) = self.vae.lora_alpha {
@@ -125,6 +139,6 @@ impl ModelFiles {
             &self.vae,
         )?;
         weights.finish()?;
-        Ok(model)
+        Ok((model, weights.param_keys))
     }
 }

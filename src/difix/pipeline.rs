@@ -15,6 +15,7 @@ use super::text_encoder::TextEncoder;
 use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
 use super::vae::Vae;
+use super::weights::ParamKey;
 use super::DifixError;
 
 /// The prompt Difix was trained with.
@@ -35,6 +36,9 @@ pub struct Difix<B: Backend> {
     prompts: PromptEncoder<B>,
     unet: UNet<B>,
     vae: Vae<B>,
+    /// The stored names of the UNet's and the VAE's parameters (to write trained weights back).
+    unet_keys: Vec<ParamKey>,
+    vae_keys: Vec<ParamKey>,
     files: ModelFiles,
     step: OneStep,
     device: B::Device,
@@ -66,6 +70,11 @@ impl<B: Backend> PromptEncoder<B> {
 pub struct TrainingParts<B: Backend> {
     pub unet: UNet<B>,
     pub vae: Vae<B>,
+    pub unet_keys: Vec<ParamKey>,
+    pub vae_keys: Vec<ParamKey>,
+    /// The model folder the weights came from (its configs, tokenizer and text encoder are reused
+    /// when trained weights are exported).
+    pub source: ModelFiles,
     pub prompts: PromptEncoder<B>,
     pub step: OneStep,
 }
@@ -90,6 +99,8 @@ impl<B: Backend> Difix<B> {
     ) -> Result<Self, DifixError> {
         let files = ModelFiles::open(dir, checkpoint)?;
         let step = files.scheduler.one_step(DEFAULT_TIMESTEP, &files.scheduler_path)?;
+        let (unet, unet_keys) = files.load_unet_and_keys(device)?;
+        let (vae, vae_keys) = files.load_vae_and_keys(device, keep_lora)?;
         Ok(Self {
             prompts: PromptEncoder {
                 text_encoder: files.load_text_encoder(device)?,
@@ -97,8 +108,10 @@ impl<B: Backend> Difix<B> {
                 cache: HashMap::new(),
                 device: device.clone(),
             },
-            unet: files.load_unet(device)?,
-            vae: files.load_vae_with(device, keep_lora)?,
+            unet,
+            vae,
+            unet_keys,
+            vae_keys,
             files,
             step,
             device: device.clone(),
@@ -110,6 +123,9 @@ impl<B: Backend> Difix<B> {
         TrainingParts {
             unet: self.unet,
             vae: self.vae,
+            unet_keys: self.unet_keys,
+            vae_keys: self.vae_keys,
+            source: self.files,
             prompts: self.prompts,
             step: self.step,
         }

@@ -32,6 +32,26 @@ struct Entry {
     source: Source,
 }
 
+/// A PEFT LoRA pair as stored: A (down) and B (up) with their keys, and the merge scale alpha / rank.
+pub struct LoraPair {
+    pub a: Vec<f32>,
+    pub a_shape: Vec<usize>,
+    pub a_key: String,
+    pub b: Vec<f32>,
+    pub b_shape: Vec<usize>,
+    pub b_key: String,
+    pub scale: f32,
+}
+
+/// Which stored tensor a module parameter came from, so trained weights can be written back under
+/// the same names (`transposed`: torch's [out, in] linear weight, kept as [in, out] by burn).
+#[derive(Clone, Debug)]
+pub struct ParamKey {
+    pub id: burn::module::ParamId,
+    pub key: String,
+    pub transposed: bool,
+}
+
 /// Named tensors of one model component (e.g. the UNet), possibly spread over several files.
 pub struct Weights {
     maps: Vec<memmap2::Mmap>,
@@ -43,6 +63,8 @@ pub struct Weights {
     pub lora_alpha: f32,
     /// Keep LoRA pairs apart (for training them) instead of merging them into their base weights.
     pub keep_lora: bool,
+    /// The stored name of every parameter built from these weights.
+    pub param_keys: Vec<ParamKey>,
     /// Name of the files for messages: the single file or the index.
     pub origin: PathBuf,
 }
@@ -81,6 +103,7 @@ impl Weights {
             ignorable: Vec::new(),
             lora_alpha: 8.0,
             keep_lora: false,
+            param_keys: Vec::new(),
             origin,
         };
         for path in files {
@@ -286,13 +309,16 @@ impl Weights {
         Ok(())
     }
 
-    /// With [`Self::keep_lora`]: the LoRA pair of `module` as (A values, A shape, B values, B shape,
-    /// scale), or `None` when it has none.
-    #[allow(clippy::type_complexity)]
-    pub fn take_lora(
-        &mut self,
-        module: &str,
-    ) -> Result<Option<(Vec<f32>, Vec<usize>, Vec<f32>, Vec<usize>, f32)>, DifixError> {
+    /// The name `key` is stored under (`M.base_layer.weight` for a PEFT-wrapped `M.weight`).
+    pub fn stored_key(&self, key: &str) -> String {
+        if self.entries.contains_key(key) {
+            return key.to_string();
+        }
+        self.lora_base(key).unwrap_or_else(|| key.to_string())
+    }
+
+    /// With [`Self::keep_lora`]: the LoRA pair of `module`, or `None` when it has none.
+    pub fn take_lora(&mut self, module: &str) -> Result<Option<LoraPair>, DifixError> {
         if !self.keep_lora {
             return Ok(None);
         }
@@ -306,7 +332,15 @@ impl Weights {
         if b_shape.get(1) != Some(&rank) {
             return Err(self.key_error(&b_key, format!("LoRA B {b_shape:?} does not follow A {a_shape:?}")));
         }
-        Ok(Some((a, a_shape, b, b_shape, self.lora_alpha / rank as f32)))
+        Ok(Some(LoraPair {
+            a,
+            a_shape,
+            a_key,
+            b,
+            b_shape,
+            b_key,
+            scale: self.lora_alpha / rank as f32,
+        }))
     }
 
     fn adapter_key(&self, module: &str, which: &str) -> Option<String> {

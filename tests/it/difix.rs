@@ -877,7 +877,7 @@ fn a_difix_training_step_matches_torch() {
     assert!(close(norm, want, 1e-3), "gradient norm {norm} vs torch {want}");
 
     let prediction = nets.forward(inputs, &context, 2, &parts.step);
-    let (_, after) = step::loss(prediction, targets, &lpips, Some((&gram, crop)), weights);
+    let (_, after) = step::loss(prediction.clone(), targets, &lpips, Some((&gram, crop)), weights);
     eprintln!("after one step: {after:?}");
     for (name, got) in [
         ("l2", after.l2),
@@ -892,4 +892,31 @@ fn a_difix_training_step_matches_torch() {
             "{name} after the step: {got} vs torch {want} (before {was})"
         );
     }
+
+    // The trained networks written as a model folder load like any Difix model (LoRA merged at
+    // load) and give the trained output.
+    let out = tempfile::tempdir().unwrap();
+    let exported = out.path().join("trained");
+    difix3d::difix::train::export::export(&nets, &parts.unet_keys, &parts.vae_keys, &parts.source, &exported).unwrap();
+    let mut reloaded = Difix::<Cpu>::load(&exported, None, &device).unwrap();
+    let load01 = |name: &str| {
+        let img = image::open(dir.join(format!("{name}.png"))).unwrap().to_rgb8();
+        difix3d::difix::images::to_tensor::<Cpu>(&img, &device)
+    };
+    let fixed = reloaded
+        .fix(load01("input"), Some(load01("ref")), DEFAULT_PROMPT)
+        .unwrap();
+    let size = value(&["size"]) as usize;
+    let trained = prediction
+        .inner()
+        .slice([0..1, 0..3, 0..size, 0..size])
+        .add_scalar(1.0)
+        .div_scalar(2.0);
+    let diff: f32 = (fixed - trained).abs().max().into_scalar();
+    assert!(diff < 1e-4, "exported model vs the trained networks: max |diff| {diff}");
+    assert!(!out
+        .path()
+        .read_dir()
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().contains("partial")));
 }
