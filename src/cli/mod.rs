@@ -7,6 +7,7 @@ mod record;
 mod refine;
 mod render;
 mod train;
+mod train_difix;
 
 use std::path::PathBuf;
 
@@ -86,6 +87,8 @@ enum Command {
     Record(record::RecordArgs),
     /// Train a Gaussian-splat scene on a dataset (3DGS, gsplat's default recipe).
     Train(train::TrainArgs),
+    /// Fine-tune Difix on your own degraded/clean image pairs.
+    TrainDifix(train_difix::TrainDifixArgs),
     /// Improve a trained scene with Difix (the Difix3D progressive 3D update).
     Refine(refine::RefineArgs),
     /// Compare a trained scene with its dataset's eval photos (PSNR, SSIM).
@@ -175,6 +178,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Record(args) => record::run(args),
         Command::Train(args) => train::run(args),
         Command::Refine(args) => refine::run(args),
+        Command::TrainDifix(args) => train_difix::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench { what } => bench::run(what),
     }

@@ -54,6 +54,10 @@ pub struct PromptEncoder<B: Backend> {
 }
 
 impl<B: Backend> PromptEncoder<B> {
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
     /// The text encoder's `last_hidden_state` for `prompt`, [1, 77, dim], cached.
     pub fn embed(&mut self, prompt: &str) -> Tensor<B, 3> {
         if let Some(e) = self.cache.get(prompt) {

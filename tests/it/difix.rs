@@ -849,20 +849,22 @@ fn a_difix_training_step_matches_torch() {
         gram: 1.0,
     };
     let mut optimizer = step::optimizer::<Ad>(value(&["weight_decay"]) as f32);
-    let (nets, before, norm) = step::train_step(
-        nets,
-        &mut optimizer,
-        inputs.clone(),
-        targets.clone(),
-        &context,
-        2,
-        &parts.step,
-        &lpips,
-        Some((&gram, crop)),
+    let batch = step::Batch {
+        inputs: inputs.clone(),
+        targets: targets.clone(),
+        context: context.clone(),
+        views: 2,
+        gram_crop: Some(crop),
+    };
+    let settings = step::StepSettings {
+        step: &parts.step,
+        lpips: &lpips,
+        gram: Some(&gram),
         weights,
-        value(&["lr"]),
-        value(&["max_grad_norm"]) as f32,
-    );
+        lr: value(&["lr"]),
+        max_grad_norm: value(&["max_grad_norm"]) as f32,
+    };
+    let (nets, before, norm) = step::train_step(nets, &mut optimizer, vec![batch], &settings);
     let close = |got: f32, want: f64, rel: f64| ((got as f64) - want).abs() <= rel * want.abs();
     for (name, got, rel) in [
         ("l2", before.l2, 1e-4),
@@ -897,7 +899,15 @@ fn a_difix_training_step_matches_torch() {
     // load) and give the trained output.
     let out = tempfile::tempdir().unwrap();
     let exported = out.path().join("trained");
-    difix3d::difix::train::export::export(&nets, &parts.unet_keys, &parts.vae_keys, &parts.source, &exported).unwrap();
+    difix3d::difix::train::export::export(
+        &nets,
+        &parts.unet_keys,
+        &parts.vae_keys,
+        &parts.source,
+        &exported,
+        &mut |_| Ok(()),
+    )
+    .unwrap();
     let mut reloaded = Difix::<Cpu>::load(&exported, None, &device).unwrap();
     let load01 = |name: &str| {
         let img = image::open(dir.join(format!("{name}.png"))).unwrap().to_rgb8();

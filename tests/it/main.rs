@@ -11,6 +11,7 @@ mod record;
 mod refine;
 mod render_parity;
 mod train;
+mod train_difix;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

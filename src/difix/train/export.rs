@@ -17,19 +17,22 @@ use crate::difix::weights::ParamKey;
 use crate::difix::DifixError;
 
 /// Writes `nets` (with the stored names in `unet_keys` / `vae_keys`) into `out`, a copy of
-/// `source`'s folder.
+/// `source`'s folder; `extra` adds files (a trainer's state) before the folder goes into place.
 pub fn export<B: Backend>(
     nets: &Nets<B>,
     unet_keys: &[ParamKey],
     vae_keys: &[ParamKey],
     source: &ModelFiles,
     out: &Path,
+    extra: &mut dyn FnMut(&Path) -> Result<(), DifixError>,
 ) -> Result<(), DifixError> {
     let name = out
         .file_name()
         .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
     let staging = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let result = write_model(nets, unet_keys, vae_keys, source, &staging).and_then(|()| replace_dir(&staging, out));
+    let result = write_model(nets, unet_keys, vae_keys, source, &staging)
+        .and_then(|()| extra(&staging))
+        .and_then(|()| replace_dir(&staging, out));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }

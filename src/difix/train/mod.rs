@@ -4,6 +4,8 @@
 //! result as a diffusers-layout model folder (`export`). The training loop, resuming and the CLI are
 //! not built yet (`difix3d train-difix` does not exist).
 
+pub mod checkpoint;
 pub mod data;
 pub mod export;
 pub mod step;
+pub mod trainer;

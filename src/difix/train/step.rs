@@ -179,27 +179,54 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
     }
 }
 
-/// One step: forward all views, the loss, backward, clipping, AdamW. Returns the updated networks,
-/// the loss terms and the gradient norm before clipping.
-#[allow(clippy::too_many_arguments)]
+/// One micro-batch: the views of one or more samples (each target followed by its reference when
+/// there is one), what they should become, and the prompt embedding per view.
+pub struct Batch<B: Backend> {
+    /// [(b·v), 3, h, w] in [-1, 1].
+    pub inputs: Tensor<B, 4>,
+    pub targets: Tensor<B, 4>,
+    /// [(b·v), 77, dim], detached (the text encoder is frozen).
+    pub context: Tensor<B, 3>,
+    pub views: usize,
+    /// Where the Gram loss looks, once it is on.
+    pub gram_crop: Option<Crop>,
+}
+
+/// What one step needs besides the networks and the batches.
+pub struct StepSettings<'a, B: Backend> {
+    pub step: &'a OneStep,
+    pub lpips: &'a Lpips<B>,
+    pub gram: Option<&'a GramLoss<B>>,
+    pub weights: LossWeights,
+    pub lr: f64,
+    pub max_grad_norm: f32,
+}
+
+/// One optimiser step over `batches` (gradient accumulation: each micro-batch's loss divided by
+/// their number, as accelerate does): forward all views, the loss, backward, global-norm clipping,
+/// AdamW. Returns the updated networks, the loss terms averaged over the micro-batches, and the
+/// gradient norm before clipping.
 pub fn train_step<B: AutodiffBackend>(
     nets: Nets<B>,
     optimizer: &mut DifixOptimizer<B>,
-    inputs: Tensor<B, 4>,
-    targets: Tensor<B, 4>,
-    context: &Tensor<B, 3>,
-    views: usize,
-    step: &OneStep,
-    lpips: &Lpips<B>,
-    gram: Option<(&GramLoss<B>, Crop)>,
-    weights: LossWeights,
-    lr: f64,
-    max_grad_norm: f32,
+    batches: Vec<Batch<B>>,
+    settings: &StepSettings<B>,
 ) -> (Nets<B>, Losses, f32) {
-    let prediction = nets.forward(inputs, context, views, step);
-    let (total, losses) = loss(prediction, targets, lpips, gram, weights);
-    let mut grads = GradientsParams::from_grads(total.backward(), &nets);
-    let norm = clip_global_norm(&nets, &mut grads, max_grad_norm);
-    let nets = optimizer.step(lr, nets, grads);
-    (nets, losses, norm)
+    let n = batches.len().max(1);
+    let mut accumulator = burn::optim::GradientsAccumulator::new();
+    let mut mean = Losses::default();
+    for batch in batches {
+        let prediction = nets.forward(batch.inputs, &batch.context, batch.views, settings.step);
+        let gram = settings.gram.zip(batch.gram_crop);
+        let (total, losses) = loss(prediction, batch.targets, settings.lpips, gram, settings.weights);
+        accumulator.accumulate(&nets, GradientsParams::from_grads((total / n as f32).backward(), &nets));
+        mean.l2 += losses.l2 / n as f32;
+        mean.lpips += losses.lpips / n as f32;
+        mean.gram = losses.gram.map(|g| mean.gram.unwrap_or(0.0) + g / n as f32);
+        mean.total += losses.total / n as f32;
+    }
+    let mut grads = accumulator.grads();
+    let norm = clip_global_norm(&nets, &mut grads, settings.max_grad_norm);
+    let nets = optimizer.step(settings.lr, nets, grads);
+    (nets, mean, norm)
 }

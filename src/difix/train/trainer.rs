@@ -1,0 +1,391 @@
+//! The fine-tuning loop of `difix3d train-difix`: random pairs and crops, optimiser steps (with
+//! gradient accumulation), the Gram loss after its warm-up, checkpoints (a model folder `difix3d
+//! fix --model` loads, with the optimiser state to resume from), and evaluation on the test split
+//! (PSNR, SSIM, LPIPS and L2 of the fixed input against its target, with sample images).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{ElementConversion, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{self, OPTIMIZER_FILE, STATE_FILE};
+use super::data::{self, Pair, PairsError, Sample};
+use super::export::export;
+use super::step::{self, Batch, Crop, LossWeights, Losses, Nets, StepSettings};
+use crate::difix::images::to_tensor;
+use crate::difix::pipeline::{Difix, PromptEncoder};
+use crate::difix::DifixError;
+use crate::perceptual::gram::GramLoss;
+use crate::perceptual::lpips::{Lpips, LpipsFiles};
+use crate::train::rng::Rng;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DifixTrainError {
+    #[error(transparent)]
+    Pairs(#[from] PairsError),
+    #[error(transparent)]
+    Model(#[from] DifixError),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Every knob of a run; [`DifixTrainConfig::new`] gives the reference's defaults.
+#[derive(Clone, Debug)]
+pub struct DifixTrainConfig {
+    /// The pair JSON (see [`super::data`]).
+    pub data: PathBuf,
+    /// The model to start from (a diffusers-layout Difix folder) and an optional trainer checkpoint.
+    pub model: PathBuf,
+    pub model_checkpoint: Option<PathBuf>,
+    /// The run folder: `checkpoint/` (a model folder plus the optimiser state), `samples/`,
+    /// `eval.jsonl`.
+    pub out: PathBuf,
+    pub steps: usize,
+    /// Side of the square training crops.
+    pub resolution: u32,
+    pub lr: f64,
+    pub weight_decay: f32,
+    pub max_grad_norm: f32,
+    pub weights: LossWeights,
+    /// The Gram loss is added once the step exceeds this.
+    pub gram_warmup: usize,
+    /// Side of the Gram loss's random crop (the reference's 400), at most the resolution.
+    pub gram_crop: usize,
+    /// LPIPS's network (VGG16 in the reference) and the VGG16 for the Gram loss (default: LPIPS's
+    /// backbone).
+    pub lpips: LpipsFiles,
+    pub vgg16: Option<PathBuf>,
+    pub grad_accumulation: usize,
+    pub checkpoint_every: usize,
+    /// 0: evaluate only at the end.
+    pub eval_every: usize,
+    /// Continue from `out/checkpoint`.
+    pub resume: bool,
+    pub seed: u64,
+}
+
+impl DifixTrainConfig {
+    pub fn new(data: PathBuf, model: PathBuf, out: PathBuf, lpips: LpipsFiles) -> Self {
+        Self {
+            data,
+            model,
+            model_checkpoint: None,
+            out,
+            steps: 10_000,
+            resolution: 512,
+            lr: 2e-5,
+            weight_decay: 1e-2,
+            max_grad_norm: 1.0,
+            weights: LossWeights {
+                l2: 1.0,
+                lpips: 1.0,
+                gram: 1.0,
+            },
+            gram_warmup: 2000,
+            gram_crop: 400,
+            lpips,
+            vgg16: None,
+            grad_accumulation: 1,
+            checkpoint_every: 1000,
+            eval_every: 500,
+            resume: false,
+            seed: 42,
+        }
+    }
+
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.out.join("checkpoint")
+    }
+}
+
+/// Progress after each optimiser step.
+#[derive(Clone, Debug)]
+pub struct DifixStepReport {
+    pub step: usize,
+    pub steps: usize,
+    pub losses: Losses,
+    pub grad_norm: f32,
+    pub steps_per_second: f32,
+}
+
+/// Metrics of the fixed test inputs against their targets (centre crops at the resolution).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DifixEvalReport {
+    pub step: usize,
+    pub l2: f64,
+    pub psnr: f64,
+    pub ssim: f64,
+    pub lpips: f64,
+    pub samples: usize,
+}
+
+pub trait DifixTrainObserver {
+    fn step(&mut self, report: &DifixStepReport);
+    fn eval(&mut self, _report: &DifixEvalReport) {}
+    fn saved(&mut self, _path: &Path) {}
+}
+
+#[derive(Clone, Debug)]
+pub struct DifixTrainSummary {
+    pub steps: usize,
+    pub checkpoint: PathBuf,
+    pub evals: Vec<DifixEvalReport>,
+    pub stopped_early: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    step: usize,
+}
+
+/// The tensors of one sample: views [target, reference?] in [-1, 1].
+fn views<B: AutodiffBackend>(sample: &Sample, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 4>, usize) {
+    let t = |img: &image::RgbImage| to_tensor::<B>(img, device).mul_scalar(2.0).sub_scalar(1.0);
+    match &sample.reference {
+        Some(r) => (
+            Tensor::cat(vec![t(&sample.image), t(r)], 0),
+            Tensor::cat(vec![t(&sample.target), t(r)], 0),
+            2,
+        ),
+        None => (t(&sample.image), t(&sample.target), 1),
+    }
+}
+
+fn context<B: AutodiffBackend>(prompts: &mut PromptEncoder<B>, prompt: &str, views: usize) -> Tensor<B, 3> {
+    prompts.embed(prompt).detach().repeat_dim(0, views)
+}
+
+/// Fine-tunes per `config` on `B`. `observer` hears every step and evaluation; `stop` ends the run
+/// after the current step, with a checkpoint.
+pub fn train_difix<B: AutodiffBackend>(
+    config: &DifixTrainConfig,
+    device: &B::Device,
+    observer: &mut dyn DifixTrainObserver,
+    stop: &AtomicBool,
+) -> Result<DifixTrainSummary, DifixTrainError> {
+    if config.resolution == 0 || config.resolution % 8 != 0 {
+        return Err(DifixTrainError::Input(format!(
+            "the resolution must be a positive multiple of 8, got {}",
+            config.resolution
+        )));
+    }
+    let pairs = data::load(&config.data)?;
+    let checkpoint_dir = config.checkpoint_dir();
+    let (model_dir, model_checkpoint, start) = if config.resume {
+        let state_path = checkpoint_dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&state_path)
+            .map_err(|e| DifixTrainError::Input(format!("{}: cannot resume: {e}", state_path.display())))?;
+        let state: TrainerState = serde_json::from_str(&text)
+            .map_err(|e| DifixTrainError::Input(format!("{}: {e}", state_path.display())))?;
+        (checkpoint_dir.clone(), None, state.step)
+    } else {
+        (config.model.clone(), config.model_checkpoint.clone(), 0)
+    };
+    let lpips = Lpips::<B>::load(&config.lpips, device)?;
+    let gram = if config.weights.gram > 0.0 {
+        Some(GramLoss::<B>::load(
+            config.vgg16.as_ref().unwrap_or(&config.lpips.backbone),
+            device,
+        )?)
+    } else {
+        None
+    };
+    let parts = Difix::<B>::load_for_training(&model_dir, model_checkpoint.as_deref(), device)?.into_training_parts();
+    let (unet_keys, vae_keys, source, one_step) = (parts.unet_keys, parts.vae_keys, parts.source, parts.step);
+    let mut prompts = parts.prompts;
+    let mut nets = Nets {
+        unet: parts.unet,
+        vae: parts.vae,
+    }
+    .freeze_like_the_reference();
+    let keys = [unet_keys.as_slice(), vae_keys.as_slice()];
+    let mut optimizer = step::optimizer::<B>(config.weight_decay);
+    if config.resume {
+        optimizer = checkpoint::load_optimizer(optimizer, &nets, &keys, &checkpoint_dir.join(OPTIMIZER_FILE))?;
+    }
+    std::fs::create_dir_all(&config.out).map_err(|e| DifixError::io(&config.out, e))?;
+
+    let size = config.resolution;
+    let gram_size = config.gram_crop.min(size as usize);
+    let mut evals = Vec::new();
+    let run_eval = |nets: &Nets<B>,
+                    prompts: &mut PromptEncoder<B>,
+                    step: usize,
+                    observer: &mut dyn DifixTrainObserver,
+                    evals: &mut Vec<DifixEvalReport>|
+     -> Result<(), DifixTrainError> {
+        if pairs.test.is_empty() {
+            return Ok(());
+        }
+        let report = evaluate(nets, prompts, &pairs.test, &one_step, &lpips, size, step, &config.out)?;
+        observer.eval(&report);
+        append_eval(&config.out.join("eval.jsonl"), &report)?;
+        evals.push(report);
+        Ok(())
+    };
+    if start == 0 {
+        run_eval(&nets, &mut prompts, 0, observer, &mut evals)?;
+    }
+    let save = |nets: &Nets<B>, optimizer: &step::DifixOptimizer<B>, step: usize| {
+        export(nets, &unet_keys, &vae_keys, &source, &checkpoint_dir, &mut |dir| {
+            checkpoint::save_optimizer(optimizer, nets, &keys, &dir.join(OPTIMIZER_FILE))?;
+            let state =
+                serde_json::to_string(&TrainerState { step }).map_err(|e| DifixError::format(dir, e.to_string()))?;
+            std::fs::write(dir.join(STATE_FILE), state).map_err(|e| DifixError::io(dir, e))
+        })
+    };
+
+    let started = Instant::now();
+    let mut step = start;
+    let mut stopped_early = false;
+    while step < config.steps {
+        if stop.load(Ordering::Relaxed) {
+            stopped_early = true;
+            break;
+        }
+        step += 1;
+        // Each step's random numbers depend only on the seed and the step, so a resumed run draws
+        // what an uninterrupted one would.
+        let mut rng = Rng(config.seed ^ 0xD1F7 ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let gram_on = gram.is_some() && step > config.gram_warmup;
+        let mut batches = Vec::with_capacity(config.grad_accumulation.max(1));
+        for _ in 0..config.grad_accumulation.max(1) {
+            let pair = &pairs.train[rng.below(pairs.train.len())];
+            let sample = data::sample(pair, size, rng.uniform(), rng.uniform())?;
+            let (inputs, targets, views) = views::<B>(&sample, device);
+            let gram_crop = gram_on.then(|| Crop {
+                top: rng.below(size as usize - gram_size + 1),
+                left: rng.below(size as usize - gram_size + 1),
+                size: gram_size,
+            });
+            batches.push(Batch {
+                inputs,
+                targets,
+                context: context(&mut prompts, &sample.prompt, views),
+                views,
+                gram_crop,
+            });
+        }
+        let settings = StepSettings {
+            step: &one_step,
+            lpips: &lpips,
+            gram: gram.as_ref(),
+            weights: config.weights,
+            lr: config.lr,
+            max_grad_norm: config.max_grad_norm,
+        };
+        let (updated, losses, grad_norm) = step::train_step(nets, &mut optimizer, batches, &settings);
+        nets = updated;
+        observer.step(&DifixStepReport {
+            step,
+            steps: config.steps,
+            losses,
+            grad_norm,
+            steps_per_second: (step - start) as f32 / started.elapsed().as_secs_f32().max(1e-6),
+        });
+        if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 {
+            save(&nets, &optimizer, step)?;
+            observer.saved(&checkpoint_dir);
+        }
+        if config.eval_every > 0 && step % config.eval_every == 0 && step < config.steps {
+            run_eval(&nets, &mut prompts, step, observer, &mut evals)?;
+        }
+    }
+    save(&nets, &optimizer, step)?;
+    observer.saved(&checkpoint_dir);
+    if !stopped_early {
+        run_eval(&nets, &mut prompts, step, observer, &mut evals)?;
+    }
+    Ok(DifixTrainSummary {
+        steps: step,
+        checkpoint: checkpoint_dir,
+        evals,
+        stopped_early,
+    })
+}
+
+/// Fixes the centre crop of every test pair (no gradients) and compares with its target; writes
+/// `samples/step_N/ID.png` (input | fixed | target).
+#[allow(clippy::too_many_arguments)]
+fn evaluate<B: AutodiffBackend>(
+    nets: &Nets<B>,
+    prompts: &mut PromptEncoder<B>,
+    pairs: &[Pair],
+    one_step: &crate::difix::scheduler::OneStep,
+    lpips: &Lpips<B>,
+    size: u32,
+    step: usize,
+    out: &Path,
+) -> Result<DifixEvalReport, DifixTrainError> {
+    let inner = nets.valid();
+    let lpips_inner = lpips;
+    let dir = out.join("samples").join(format!("step_{step:06}"));
+    std::fs::create_dir_all(&dir).map_err(|e| DifixError::io(&dir, e))?;
+    let (mut l2, mut psnr, mut ssim, mut lp) = (0.0, 0.0, 0.0, 0.0);
+    for pair in pairs {
+        let sample = data::sample(pair, size, 0.5, 0.5)?;
+        let (inputs, targets, views) = views::<B>(&sample, &prompts_device(prompts));
+        let context = context(prompts, &sample.prompt, views).inner();
+        let fixed = inner.forward(inputs.inner(), &context, views, one_step);
+        let s = size as usize;
+        let take = |t: Tensor<B::InnerBackend, 4>| t.slice([0..1, 0..3, 0..s, 0..s]).add_scalar(1.0).div_scalar(2.0);
+        let (fixed, target) = (take(fixed), take(targets.inner()));
+        l2 += ((fixed.clone() - target.clone()) * 2.0)
+            .powi_scalar(2)
+            .mean()
+            .into_scalar()
+            .elem::<f64>();
+        let image = crate::difix::images::to_image(fixed.clone())
+            .map_err(|e| DifixError::Backend(format!("reading the result back: {e}")))?;
+        let values: Vec<f32> = image.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
+        let m = crate::train::eval::compare(&pair.id, &values, &sample.target, None);
+        psnr += m.psnr;
+        ssim += m.ssim;
+        let distance = lpips_inner.distance(Tensor::from_inner(fixed), Tensor::from_inner(target));
+        lp += distance.into_scalar().elem::<f64>();
+        let strip = crate::record::side_by_side(&crate::record::side_by_side(&sample.image, &image), &sample.target);
+        crate::image_io::save_png(&strip, &dir.join(format!("{}.png", sanitize(&pair.id))))
+            .map_err(|e| DifixError::Backend(e.to_string()))?;
+    }
+    let n = pairs.len() as f64;
+    Ok(DifixEvalReport {
+        step,
+        l2: l2 / n,
+        psnr: psnr / n,
+        ssim: ssim / n,
+        lpips: lp / n,
+        samples: pairs.len(),
+    })
+}
+
+fn prompts_device<B: AutodiffBackend>(prompts: &PromptEncoder<B>) -> B::Device {
+    prompts.device().clone()
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn append_eval(path: &Path, report: &DifixEvalReport) -> Result<(), DifixTrainError> {
+    use std::io::Write;
+    let line = serde_json::to_string(report).map_err(|e| DifixTrainError::Input(e.to_string()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| DifixError::io(path, e))?;
+    writeln!(file, "{line}").map_err(|e| DifixError::io(path, e))?;
+    Ok(())
+}
