@@ -1,6 +1,7 @@
 //! `difix3d bench ...`: performance measurements, printed as JSON and as a BENCHMARKS.md table row.
 
 mod refine;
+mod train_difix;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -88,6 +89,28 @@ pub enum BenchCommand {
         #[arg(long)]
         append_md: Option<PathBuf>,
     },
+    /// Difix fine-tuning: it/s after a warm-up step and peak memory, batch 1, on generated pairs.
+    TrainDifix {
+        /// Model directory (diffusers layout).
+        #[arg(long, default_value = "checkpoints/difix_ref")]
+        model: PathBuf,
+        /// torchvision's VGG16 weights for LPIPS and the Gram loss.
+        #[arg(long)]
+        lpips_backbone: PathBuf,
+        #[arg(long)]
+        lpips_lin: Option<PathBuf>,
+        #[arg(long, default_value_t = 512)]
+        resolution: u32,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Train without a reference view (single-view model).
+        #[arg(long)]
+        no_ref: bool,
+        #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
+        backend: BackendKind,
+        #[arg(long)]
+        append_md: Option<PathBuf>,
+    },
     /// The cost of a Difix3D refinement round: training step time, and rendering and fixing time
     /// per novel view, from a short run; also the estimate for a round of 2000 steps.
     Refine {
@@ -151,6 +174,27 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             backend,
             append_md,
         } => bench_train(data, factor, steps.max(2), backend, append_md),
+        BenchCommand::TrainDifix {
+            model,
+            lpips_backbone,
+            lpips_lin,
+            resolution,
+            steps,
+            no_ref,
+            backend,
+            append_md,
+        } => train_difix::bench_train_difix(train_difix::TrainDifixBenchArgs {
+            model,
+            lpips: difix3d::perceptual::lpips::LpipsFiles {
+                backbone: lpips_backbone,
+                lin: lpips_lin,
+            },
+            resolution,
+            steps,
+            with_ref: !no_ref,
+            backend,
+            append_md,
+        }),
         BenchCommand::Refine {
             scene,
             data,

@@ -166,3 +166,44 @@ fn train_difix_lowers_the_loss_resumes_exactly_and_feeds_fix() {
     assert_ne!(code, 0);
     assert!(stderr.contains("not supported yet"), "{stderr}");
 }
+
+#[test]
+fn bench_train_difix_reports_speed_and_files_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let md = dir.path().join("BENCH.md");
+    std::fs::write(
+        &md,
+        "| date | bench | backend | model | size | ref | float | it/s | s per step |\n|---|\nafter\n",
+    )
+    .unwrap();
+    let lpips = repo().join("tests/fixtures/lpips");
+    let (code, stdout, stderr) = difix3d(&[
+        "bench",
+        "train-difix",
+        "--model",
+        repo().join("tests/fixtures/difix/tiny").to_str().unwrap(),
+        "--lpips-backbone",
+        lpips.join("vgg_tiny_backbone.pth").to_str().unwrap(),
+        "--lpips-lin",
+        lpips.join("vgg_tiny_lin.pth").to_str().unwrap(),
+        "--resolution",
+        "32",
+        "--steps",
+        "2",
+        "--backend",
+        "cpu",
+        "--append-md",
+        md.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout[..stdout.rfind('}').unwrap() + 1]).unwrap();
+    assert!(json["its"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["steps"].as_u64(), Some(2));
+    let text = std::fs::read_to_string(&md).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[2].contains("| train-difix | cpu | tiny | 32x32 | yes |"),
+        "{text}"
+    );
+    assert_eq!(lines.last(), Some(&"after"));
+}

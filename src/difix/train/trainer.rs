@@ -167,7 +167,7 @@ pub fn train_difix<B: AutodiffBackend>(
     observer: &mut dyn DifixTrainObserver,
     stop: &AtomicBool,
 ) -> Result<DifixTrainSummary, DifixTrainError> {
-    if config.resolution == 0 || config.resolution % 8 != 0 {
+    if config.resolution == 0 || !config.resolution.is_multiple_of(8) {
         return Err(DifixTrainError::Input(format!(
             "the resolution must be a positive multiple of 8, got {}",
             config.resolution
