@@ -14,5 +14,6 @@ pub mod record;
 pub mod refine;
 pub mod render;
 pub mod scene;
+pub mod tensor_file;
 pub mod train;
 pub mod view;

@@ -12,6 +12,7 @@ use super::adam::Moments;
 use super::diff_render::SplatTensors;
 use super::step::{groups, State, GROUP_NAMES};
 use super::trainer::TrainError;
+use crate::tensor_file::F32Tensors;
 
 /// What a checkpoint holds besides the tensors.
 pub struct Loaded<B: Backend> {
@@ -27,32 +28,18 @@ pub fn save<B: Backend>(
     extra: &[(&str, String)],
     path: &Path,
 ) -> Result<(), TrainError> {
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut add = |name: String, t: &Tensor<B, 2>| {
-        let values: Vec<f32> = t.clone().into_data().convert::<f32>().to_vec().expect("f32 tensor");
-        tensors.push((name, t.dims().to_vec(), bytemuck::cast_slice(&values).to_vec()));
-    };
+    let mut tensors = F32Tensors::default();
     for ((name, p), m) in GROUP_NAMES.iter().zip(groups(&state.params)).zip(&state.moments) {
-        add(name.to_string(), p);
-        add(format!("adam_m.{name}"), &m.m);
-        add(format!("adam_v.{name}"), &m.v);
+        tensors.push(name.to_string(), p.clone());
+        tensors.push(format!("adam_m.{name}"), m.m.clone());
+        tensors.push(format!("adam_v.{name}"), m.v.clone());
     }
     let mut metadata = HashMap::from([
         ("step".to_string(), step.to_string()),
         ("sh_degree".to_string(), state.params.sh_degree.to_string()),
     ]);
     metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .expect("shape and byte count agree");
-            (n.clone(), view)
-        })
-        .collect();
-    crate::image_io::write_atomic(path, |tmp| {
-        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| e.to_string())
-    })?;
+    tensors.write(path, Some(metadata))?;
     Ok(())
 }
 

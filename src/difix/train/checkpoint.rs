@@ -14,6 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::step::{DifixOptimizer, Nets};
 use crate::difix::weights::ParamKey;
 use crate::difix::DifixError;
+use crate::tensor_file::F32Tensors;
 
 /// File names inside a checkpoint folder.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -32,25 +33,14 @@ pub fn save_optimizer<B: AutodiffBackend>(
     let mut save = Save {
         names: names(keys),
         record: &mut record,
-        tensors: Vec::new(),
+        tensors: F32Tensors::default(),
         time: 0,
     };
     nets.visit(&mut save);
-    let time = save.time;
-    let views: Vec<(String, safetensors::tensor::TensorView)> = save
-        .tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .expect("shape and byte count agree");
-            (name.clone(), view)
-        })
-        .collect();
-    let meta = HashMap::from([("time".to_string(), time.to_string())]);
-    crate::image_io::write_atomic(path, |tmp| {
-        safetensors::serialize_to_file(views, Some(meta), tmp).map_err(|e| e.to_string())
-    })
-    .map_err(|e| DifixError::format(path, e.to_string()))
+    let meta = HashMap::from([("time".to_string(), save.time.to_string())]);
+    save.tensors
+        .write(path, Some(meta))
+        .map_err(|e| DifixError::format(path, e.to_string()))
 }
 
 /// Reads moments written by [`save_optimizer`] into a fresh optimiser for `nets`.
@@ -97,7 +87,7 @@ fn names<'a>(keys: &[&'a [ParamKey]]) -> HashMap<ParamId, &'a str> {
 struct Save<'a, B: AutodiffBackend> {
     names: HashMap<ParamId, &'a str>,
     record: &'a mut Record<B>,
-    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+    tensors: F32Tensors,
     time: usize,
 }
 
@@ -108,15 +98,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Save<'_, B> {
         };
         let state: AdamWState<B::InnerBackend, D> = record.into_state();
         self.time = self.time.max(state.momentum.time);
-        for (suffix, t) in [("m", state.momentum.moment_1), ("v", state.momentum.moment_2)] {
-            let shape = t.dims().to_vec();
-            let values: Vec<f32> = t.into_data().convert::<f32>().to_vec().expect("f32 moments");
-            self.tensors.push((
-                format!("{name}.{suffix}"),
-                shape,
-                bytemuck::cast_slice(&values).to_vec(),
-            ));
-        }
+        self.tensors.push(format!("{name}.m"), state.momentum.moment_1);
+        self.tensors.push(format!("{name}.v"), state.momentum.moment_2);
     }
 }
 

@@ -15,6 +15,7 @@ use super::step::Nets;
 use crate::difix::load::ModelFiles;
 use crate::difix::weights::ParamKey;
 use crate::difix::DifixError;
+use crate::tensor_file::F32Tensors;
 
 /// Writes `nets` (with the stored names in `unet_keys` / `vae_keys`) into `out`, a copy of
 /// `source`'s folder; `extra` adds files (a trainer's state) before the folder goes into place.
@@ -86,7 +87,7 @@ fn copy_except_weights(from: &Path, to: &Path) -> Result<(), DifixError> {
 fn write_weights<B: Backend, M: Module<B>>(module: &M, keys: &[ParamKey], path: &Path) -> Result<(), DifixError> {
     let mut collect = Collect {
         keys: keys.iter().map(|k| (k.id, k)).collect(),
-        tensors: Vec::new(),
+        tensors: F32Tensors::default(),
         unnamed: 0,
     };
     module.visit(&mut collect);
@@ -96,21 +97,15 @@ fn write_weights<B: Backend, M: Module<B>>(module: &M, keys: &[ParamKey], path: 
             format!("{} parameters have no stored name to be written under", collect.unnamed),
         ));
     }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = collect
+    collect
         .tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .expect("shape and byte count agree");
-            (name.clone(), view)
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path).map_err(|e| DifixError::format(path, e.to_string()))
+        .write(path, None)
+        .map_err(|e| DifixError::format(path, e.to_string()))
 }
 
 struct Collect<'a> {
     keys: HashMap<ParamId, &'a ParamKey>,
-    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+    tensors: F32Tensors,
     unnamed: usize,
 }
 
@@ -124,14 +119,7 @@ impl<B: Backend> ModuleVisitor<B> for Collect<'_> {
         if key.transposed && D == 2 {
             tensor = tensor.swap_dims(0, 1);
         }
-        let shape = tensor.dims().to_vec();
-        let values: Vec<f32> = tensor
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("a float tensor converts to f32");
-        self.tensors
-            .push((key.key.clone(), shape, bytemuck::cast_slice(&values).to_vec()));
+        self.tensors.push(key.key.clone(), tensor);
     }
 }
 
