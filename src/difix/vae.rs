@@ -126,6 +126,8 @@ impl<B: Backend> Stage<B> {
 /// What the encoder gives the decoder: the latent mean (unscaled) and the skip activations s0..s3.
 pub struct Encoded<B: Backend> {
     pub mean: Tensor<B, 4>,
+    /// The posterior's log-variance, clamped to [-30, 20] as diffusers does.
+    pub logvar: Tensor<B, 4>,
     pub skips: Vec<Tensor<B, 4>>,
 }
 
@@ -249,8 +251,10 @@ impl<B: Backend> Vae<B> {
         h = self.enc_conv_out.forward(silu(self.enc_norm_out.forward(h)));
         let moments = self.quant_conv.forward(h);
         let [b, _, lh, lw] = moments.dims();
-        let mean = moments.slice([0..b, 0..self.latent_channels, 0..lh, 0..lw]);
-        Encoded { mean, skips }
+        let mean = moments.clone().slice([0..b, 0..self.latent_channels, 0..lh, 0..lw]);
+        let z = self.latent_channels;
+        let logvar = moments.slice([0..b, z..2 * z, 0..lh, 0..lw]).clamp(-30.0, 20.0);
+        Encoded { mean, logvar, skips }
     }
 
     /// z: unscaled latent [b, 4, h/8, w/8]; `skips`: the encoder's activations of the same images.

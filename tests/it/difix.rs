@@ -855,6 +855,7 @@ fn a_difix_training_step_matches_torch() {
         context: context.clone(),
         views: 2,
         gram_crop: Some(crop),
+        noise_seed: None,
     };
     let settings = step::StepSettings {
         step: &parts.step,
@@ -878,7 +879,7 @@ fn a_difix_training_step_matches_torch() {
     let want = value(&["grad_norm"]);
     assert!(close(norm, want, 1e-3), "gradient norm {norm} vs torch {want}");
 
-    let prediction = nets.forward(inputs, &context, 2, &parts.step);
+    let prediction = nets.forward(inputs, &context, 2, &parts.step, None);
     let (_, after) = step::loss(prediction.clone(), targets, &lpips, Some((&gram, crop)), weights);
     eprintln!("after one step: {after:?}");
     for (name, got) in [

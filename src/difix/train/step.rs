@@ -7,7 +7,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 
 use crate::difix::pipeline::denoise;
 use crate::difix::scheduler::OneStep;
@@ -32,11 +32,29 @@ impl<B: Backend> Nets<B> {
     }
 
     /// Every view of `x` [(b·v), 3, h, w] in [-1, 1] through encode → one-step denoise → decode
-    /// with skips; [(b·v), 3, h, w] clamped to [-1, 1].
-    pub fn forward(&self, x: Tensor<B, 4>, context: &Tensor<B, 3>, views: usize, step: &OneStep) -> Tensor<B, 4> {
+    /// with skips; [(b·v), 3, h, w] clamped to [-1, 1]. The latent is the posterior mean, or with
+    /// `noise_seed` a sample `mean + std · ε` as the reference trains (ε from that seed).
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        context: &Tensor<B, 3>,
+        views: usize,
+        step: &OneStep,
+        noise_seed: Option<u64>,
+    ) -> Tensor<B, 4> {
         let encoded = self.vae.encode(x);
         let scale = self.vae.scaling_factor;
-        let z0 = denoise(&self.unet, step, encoded.mean.mul_scalar(scale), context, views);
+        let latent = match noise_seed {
+            None => encoded.mean,
+            Some(seed) => {
+                let shape = encoded.mean.dims();
+                let mut rng = crate::train::rng::Rng(seed);
+                let values: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.normal()).collect();
+                let eps = Tensor::<B, 4>::from_data(TensorData::new(values, shape), &encoded.mean.device());
+                encoded.mean + encoded.logvar.mul_scalar(0.5).exp() * eps
+            }
+        };
+        let z0 = denoise(&self.unet, step, latent.mul_scalar(scale), context, views);
         self.vae.decode(z0.div_scalar(scale), &encoded.skips).clamp(-1.0, 1.0)
     }
 }
@@ -190,6 +208,8 @@ pub struct Batch<B: Backend> {
     pub views: usize,
     /// Where the Gram loss looks, once it is on.
     pub gram_crop: Option<Crop>,
+    /// Sample the VAE posterior with this seed (the reference samples); `None`: its mean.
+    pub noise_seed: Option<u64>,
 }
 
 /// What one step needs besides the networks and the batches.
@@ -216,7 +236,13 @@ pub fn train_step<B: AutodiffBackend>(
     let mut accumulator = burn::optim::GradientsAccumulator::new();
     let mut mean = Losses::default();
     for batch in batches {
-        let prediction = nets.forward(batch.inputs, &batch.context, batch.views, settings.step);
+        let prediction = nets.forward(
+            batch.inputs,
+            &batch.context,
+            batch.views,
+            settings.step,
+            batch.noise_seed,
+        );
         let gram = settings.gram.zip(batch.gram_crop);
         let (total, losses) = loss(prediction, batch.targets, settings.lpips, gram, settings.weights);
         accumulator.accumulate(&nets, GradientsParams::from_grads((total / n as f32).backward(), &nets));

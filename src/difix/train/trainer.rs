@@ -66,6 +66,8 @@ pub struct DifixTrainConfig {
     /// Continue from `out/checkpoint`.
     pub resume: bool,
     pub seed: u64,
+    /// Sample the VAE posterior as the reference does (the mean otherwise).
+    pub sample_posterior: bool,
 }
 
 impl DifixTrainConfig {
@@ -94,6 +96,7 @@ impl DifixTrainConfig {
             eval_every: 500,
             resume: false,
             seed: 42,
+            sample_posterior: true,
         }
     }
 
@@ -262,12 +265,14 @@ pub fn train_difix<B: AutodiffBackend>(
                 left: rng.below(size as usize - gram_size + 1),
                 size: gram_size,
             });
+            let noise_seed = config.sample_posterior.then(|| rng.next_u64());
             batches.push(Batch {
                 inputs,
                 targets,
                 context: context(&mut prompts, &sample.prompt, views),
                 views,
                 gram_crop,
+                noise_seed,
             });
         }
         let settings = StepSettings {
@@ -330,7 +335,7 @@ fn evaluate<B: AutodiffBackend>(
         let sample = data::sample(pair, size, 0.5, 0.5)?;
         let (inputs, targets, views) = views::<B>(&sample, &prompts_device(prompts));
         let context = context(prompts, &sample.prompt, views).inner();
-        let fixed = inner.forward(inputs.inner(), &context, views, one_step);
+        let fixed = inner.forward(inputs.inner(), &context, views, one_step, None);
         let s = size as usize;
         let take = |t: Tensor<B::InnerBackend, 4>| t.slice([0..1, 0..3, 0..s, 0..s]).add_scalar(1.0).div_scalar(2.0);
         let (fixed, target) = (take(fixed), take(targets.inner()));
