@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::activation::relu;
@@ -126,7 +127,9 @@ impl<B: Backend> Backbone<B> {
                         PaddingConfig2d::Explicit(pad, pad, pad, pad),
                         true,
                     )?;
-                    layers.push(Layer::Conv(Box::new(conv)));
+                    // A frozen feature network: gradients flow to its input, never to its weights, so
+                    // a training step does not spend a backward pass on them.
+                    layers.push(Layer::Conv(Box::new(conv.no_grad())));
                     channels = cout;
                 }
                 'R' => layers.push(Layer::Relu),

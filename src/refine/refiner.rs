@@ -287,7 +287,7 @@ pub fn refine<B: Backend>(
     // The model is loaded before any work, so missing weights fail at once.
     let mut model = Difix::<B>::load(&config.model, config.model_checkpoint.as_deref(), device)?;
     let renderer = SplatRenderer::new(gpu);
-    let dataset = Arc::new(data.dataset.clone());
+    let dataset = data.dataset.clone();
     let reference = if config.reference {
         Reference::NearestTrain(dataset.clone())
     } else {

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::backend::Backend;
@@ -196,7 +197,8 @@ fn gather_rows<B: Backend>(t: &Tensor<B, 2>, origin: &[Option<usize>], device: &
 /// A dataset ready to train on: photos checked and loaded (training photos as tensors on the loss
 /// backend), eval photos for the metrics, and the scene size the means' learning rate scales with.
 pub(crate) struct TrainingData<B: Backend> {
-    pub dataset: Dataset,
+    /// Shared, so a refinement's reference lookup uses it without a copy.
+    pub dataset: Arc<Dataset>,
     pub train_images: Vec<Tensor<B, 3>>,
     pub eval_views: Vec<(data::View, image::RgbImage)>,
     pub scene_scale: f32,
@@ -234,7 +236,7 @@ impl<B: Backend> TrainingData<B> {
         let scene_scale = dataset.scene_extent().max(1e-3);
         let lpips = super::eval::load_lpips(lpips)?;
         Ok(Self {
-            dataset,
+            dataset: Arc::new(dataset),
             train_images,
             eval_views,
             scene_scale,

@@ -327,13 +327,12 @@ fn evaluate<B: AutodiffBackend>(
     out: &Path,
 ) -> Result<DifixEvalReport, DifixTrainError> {
     let inner = nets.valid();
-    let lpips_inner = lpips;
     let dir = out.join("samples").join(format!("step_{step:06}"));
     std::fs::create_dir_all(&dir).map_err(|e| DifixError::io(&dir, e))?;
     let (mut l2, mut psnr, mut ssim, mut lp) = (0.0, 0.0, 0.0, 0.0);
     for pair in pairs {
         let sample = data::sample(pair, size, 0.5, 0.5)?;
-        let (inputs, targets, views) = views::<B>(&sample, &prompts_device(prompts));
+        let (inputs, targets, views) = views::<B>(&sample, &prompts.device().clone());
         let context = context(prompts, &sample.prompt, views).inner();
         let fixed = inner.forward(inputs.inner(), &context, views, one_step, None);
         let s = size as usize;
@@ -350,7 +349,7 @@ fn evaluate<B: AutodiffBackend>(
         let m = crate::train::eval::compare(&pair.id, &values, &sample.target, None);
         psnr += m.psnr;
         ssim += m.ssim;
-        let distance = lpips_inner.distance(Tensor::from_inner(fixed), Tensor::from_inner(target));
+        let distance = lpips.distance(Tensor::from_inner(fixed), Tensor::from_inner(target));
         lp += distance.into_scalar().elem::<f64>();
         let strip = crate::record::side_by_side(&crate::record::side_by_side(&sample.image, &image), &sample.target);
         crate::image_io::save_png(&strip, &dir.join(format!("{}.png", sanitize(&pair.id))))
@@ -365,10 +364,6 @@ fn evaluate<B: AutodiffBackend>(
         lpips: lp / n,
         samples: pairs.len(),
     })
-}
-
-fn prompts_device<B: AutodiffBackend>(prompts: &PromptEncoder<B>) -> B::Device {
-    prompts.device().clone()
 }
 
 fn sanitize(id: &str) -> String {
