@@ -1,8 +1,10 @@
 //! What the Training and Refinement panels share: a background run's handle, its pause/save/stop
-//! buttons, the progress bar, the loss/PSNR plot, and the events it sends.
+//! buttons, the progress bar, the loss plot (with PSNR for scenes, the LPIPS term for Difix
+//! fine-tuning), and the events it sends.
 
 use std::sync::Arc;
 
+use difix3d::difix::train::trainer::{DifixEvalReport, DifixStepReport};
 use difix3d::jobs::train::{Finished, TrainCommand, TrainEvent, TrainHandle};
 use difix3d::refine::round::RoundEvent;
 use difix3d::scene::Splats;
@@ -14,9 +16,12 @@ const MAX_POINTS: usize = 2000;
 #[derive(Default)]
 pub struct JobMonitor {
     handle: Option<TrainHandle>,
-    /// (step, loss, psnr)
+    /// (step, loss, PSNR) for scenes; (step, loss, LPIPS term) for Difix fine-tuning.
     history: Vec<(usize, f32, f32)>,
     pub last: Option<StepReport>,
+    pub last_difix: Option<DifixStepReport>,
+    /// The newest evaluation of a Difix fine-tuning run on its test pairs.
+    pub last_eval: Option<DifixEvalReport>,
     paused: bool,
     pub message: Option<Result<String, String>>,
     /// The step of the splats the view shows, once a snapshot has arrived.
@@ -57,17 +62,20 @@ impl JobMonitor {
     /// Takes the run's events: steps go to the plot, the rest is returned.
     pub fn poll(&mut self) -> Polled {
         let mut polled = Polled::default();
-        let Some(handle) = &self.handle else { return polled };
-        while let Ok(event) = handle.events.try_recv() {
+        let Some(events) = self.handle.as_ref().map(|h| h.events.clone()) else {
+            return polled;
+        };
+        while let Ok(event) = events.try_recv() {
             match event {
                 TrainEvent::Step(r) => {
-                    self.history.push((r.step, r.loss, r.psnr));
-                    if self.history.len() > MAX_POINTS {
-                        let thinned: Vec<_> = self.history.iter().step_by(2).copied().collect();
-                        self.history = thinned;
-                    }
+                    self.record((r.step, r.loss, r.psnr));
                     self.last = Some(r);
                 }
+                TrainEvent::DifixStep(r) => {
+                    self.record((r.step, r.losses.total, r.losses.lpips));
+                    self.last_difix = Some(r);
+                }
+                TrainEvent::DifixEval(r) => self.last_eval = Some(r),
                 TrainEvent::Snapshot(splats) => polled.snapshot = Some(splats),
                 TrainEvent::Saved(path) => self.message = Some(Ok(format!("Saved {}", path.display()))),
                 TrainEvent::Paused(p) => self.paused = p,
@@ -86,6 +94,14 @@ impl JobMonitor {
             }
         }
         polled
+    }
+
+    fn record(&mut self, point: (usize, f32, f32)) {
+        self.history.push(point);
+        if self.history.len() > MAX_POINTS {
+            let thinned: Vec<_> = self.history.iter().step_by(2).copied().collect();
+            self.history = thinned;
+        }
     }
 
     /// Pause/resume, save and stop while running; `start_label` (returns true when clicked) otherwise.
@@ -116,17 +132,45 @@ impl JobMonitor {
 
     /// The progress bar, the latest step's numbers, the plot and the last message.
     pub fn progress_ui(&self, ui: &mut egui::Ui) {
+        let bar = |ui: &mut egui::Ui, step: usize, steps: usize| {
+            ui.add(egui::ProgressBar::new(step as f32 / steps.max(1) as f32).text(format!("{step}/{steps}")));
+        };
         if let Some(r) = &self.last {
-            ui.add(
-                egui::ProgressBar::new(r.step as f32 / r.steps.max(1) as f32).text(format!("{}/{}", r.step, r.steps)),
-            );
+            bar(ui, r.step, r.steps);
             ui.label(format!(
                 "loss {:.4} · PSNR {:.2} dB · {} splats · {:.1} it/s",
                 r.loss, r.psnr, r.splats, r.steps_per_second
             ));
         }
+        if let Some(r) = &self.last_difix {
+            bar(ui, r.step, r.steps);
+            let gram = r.losses.gram.map_or(String::new(), |g| format!(" · Gram {g:.4}"));
+            ui.label(format!(
+                "loss {:.4} (L2 {:.4} · LPIPS {:.4}{gram}) · |g| {:.3} · {:.2} it/s",
+                r.losses.total, r.losses.l2, r.losses.lpips, r.grad_norm, r.steps_per_second
+            ));
+        }
+        if let Some(e) = &self.last_eval {
+            ui.label(format!(
+                "test pairs at step {}: PSNR {:.2} dB · SSIM {:.3} · LPIPS {:.4}",
+                e.step, e.psnr, e.ssim, e.lpips
+            ));
+        }
         if self.history.len() >= 2 {
-            plot_ui(ui, &self.history);
+            let second = if self.last_difix.is_some() {
+                Series {
+                    name: "LPIPS",
+                    unit: "",
+                    decimals: 3,
+                }
+            } else {
+                Series {
+                    name: "PSNR",
+                    unit: " dB",
+                    decimals: 1,
+                }
+            };
+            plot_ui(ui, &self.history, second);
         }
         match &self.message {
             Some(Ok(m)) => {
@@ -140,8 +184,15 @@ impl JobMonitor {
     }
 }
 
-/// Loss (orange, left scale) and PSNR (blue, right scale) over the steps.
-fn plot_ui(ui: &mut egui::Ui, history: &[(usize, f32, f32)]) {
+/// How the plot labels its second curve.
+struct Series {
+    name: &'static str,
+    unit: &'static str,
+    decimals: usize,
+}
+
+/// Loss (orange, left scale) and the second series (blue, right scale) over the steps.
+fn plot_ui(ui: &mut egui::Ui, history: &[(usize, f32, f32)], second: Series) {
     let (rect, _) = ui.allocate_exact_size(egui::vec2(ui.available_width().min(280.0), 110.0), egui::Sense::hover());
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 4.0, egui::Color32::from_gray(24));
@@ -169,7 +220,7 @@ fn plot_ui(ui: &mut egui::Ui, history: &[(usize, f32, f32)]) {
     let orange = egui::Color32::from_rgb(240, 150, 60);
     let blue = egui::Color32::from_rgb(90, 170, 250);
     let (loss_lo, loss_hi) = series(|h| h.1, orange);
-    let (psnr_lo, psnr_hi) = series(|h| h.2, blue);
+    let (lo, hi) = series(|h| h.2, blue);
     let font = egui::FontId::monospace(10.0);
     painter.text(
         rect.left_top() + egui::vec2(4.0, 2.0),
@@ -181,7 +232,7 @@ fn plot_ui(ui: &mut egui::Ui, history: &[(usize, f32, f32)]) {
     painter.text(
         rect.right_top() + egui::vec2(-4.0, 2.0),
         egui::Align2::RIGHT_TOP,
-        format!("PSNR {psnr_lo:.1}–{psnr_hi:.1} dB"),
+        format!("{} {lo:.d$}–{hi:.d$}{}", second.name, second.unit, d = second.decimals),
         font,
         blue,
     );

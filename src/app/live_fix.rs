@@ -14,8 +14,8 @@ use difix3d::data::{Camera, Dataset};
 use difix3d::difix::backend::{BackendKind, Precision};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::DEFAULT_PROMPT;
-use difix3d::fix::{FixEvent, Frame, LiveFixer, LiveFixerOptions};
-use image::RgbImage;
+use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
+use difix3d::render::GpuContext;
 
 /// Where the reference photo for each frame comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,11 +96,17 @@ pub struct LiveFix {
     references: difix3d::record::ReferenceCache,
     reference_pick: Option<Receiver<Option<PathBuf>>>,
     model_pick: Option<Receiver<Option<PathBuf>>>,
+    /// The renderer's device, which a wgpu worker shares so frames stay on the GPU.
+    gpu: GpuContext,
+    /// Whether the current worker shares it.
+    shares_device: bool,
 }
 
 impl LiveFix {
-    pub fn new(start: FixStart) -> Self {
+    pub fn new(start: FixStart, gpu: GpuContext) -> Self {
         Self {
+            gpu,
+            shares_device: false,
             enabled: start.enabled,
             model: start.model.display().to_string(),
             backend: start.backend,
@@ -145,12 +151,15 @@ impl LiveFix {
             // These settings failed; wait for the user to change something (see `retry`).
             return;
         }
-        let fixer = LiveFixer::spawn(LiveFixerOptions {
+        let options = LiveFixerOptions {
             model: key.model.clone(),
             backend: key.backend,
             precision: key.precision,
             prompt: DEFAULT_PROMPT.into(),
-        });
+            shared: (key.backend == BackendKind::Wgpu).then(|| self.gpu.burn_device()),
+        };
+        self.shares_device = options.shares_device();
+        let fixer = LiveFixer::spawn(options);
         self.worker = Some((key, fixer));
         self.state = WorkerState::Loading;
         self.submitted = None;
@@ -218,8 +227,13 @@ impl LiveFix {
         self.enabled && self.worker.is_some() && self.submitted != Some((id, self.generation))
     }
 
+    /// Whether frames go to the worker on the GPU (it shares the renderer's device).
+    pub fn takes_gpu_frames(&self) -> bool {
+        self.shares_device
+    }
+
     /// Sends frame `id` (rendered from `camera`) to the worker, with the reference the settings pick.
-    pub fn submit(&mut self, id: u64, image: RgbImage, camera: &Camera, dataset: Option<&Arc<Dataset>>) {
+    pub fn submit(&mut self, id: u64, image: FrameImage, camera: &Camera, dataset: Option<&Arc<Dataset>>) {
         let Some((_, fixer)) = &self.worker else { return };
         let choice = self.reference_choice(dataset);
         let reference = match self.references.for_camera(&choice, camera) {
@@ -229,7 +243,8 @@ impl LiveFix {
                 None
             }
         };
-        let policy = self.policy(image.width(), image.height());
+        let (width, height) = image.size();
+        let policy = self.policy(width, height);
         fixer.submit(Frame {
             id,
             image,

@@ -1,6 +1,7 @@
 //! The viewer window (eframe). It owns no engine state beyond what it draws: scenes arrive from the
 //! loader job over a channel, and every panel sends its requests through the same typed messages.
 
+mod difix_train_panel;
 mod job_monitor;
 mod live_fix;
 mod panels;
@@ -19,6 +20,7 @@ use difix3d::jobs::load::{self, LoadError, Loaded};
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::view::{self, ViewController};
 
+pub use difix_train_panel::DifixTrainStart;
 use live_fix::LiveFix;
 pub use live_fix::{FixStart, ViewMode};
 pub use refine_panel::RefineStart;
@@ -43,6 +45,9 @@ pub struct ViewerOptions {
     /// Start refining the opened scene with the opened dataset at launch. With `screenshot`, the
     /// picture is taken once the run has finished.
     pub refine: Option<RefineStart>,
+    /// Start fine-tuning Difix at launch (the Training panel's Difix mode). With `screenshot`, the
+    /// picture is taken once the run has finished.
+    pub train_difix: Option<DifixTrainStart>,
 }
 
 pub fn run(options: ViewerOptions) -> anyhow::Result<()> {
@@ -50,12 +55,7 @@ pub fn run(options: ViewerOptions) -> anyhow::Result<()> {
     if let egui_wgpu::WgpuSetup::CreateNew(setup) = &mut wgpu_options.wgpu_setup {
         // The splat kernels need more storage buffers per stage than WebGPU's defaults; ask for what the
         // adapter offers (burn, sharing this device later, needs its features too).
-        setup.device_descriptor = Arc::new(|adapter| wgpu::DeviceDescriptor {
-            label: Some("difix3d viewer"),
-            required_features: adapter.features() - wgpu::Features::all_experimental_mask(),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        });
+        setup.device_descriptor = Arc::new(GpuContext::device_descriptor);
     }
     let native = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -111,6 +111,7 @@ pub struct ViewerApp {
     start_training: Option<(usize, u32, difix3d::difix::backend::BackendKind)>,
     refine: refine_panel::RefinePanel,
     start_refining: Option<RefineStart>,
+    start_difix: Option<DifixTrainStart>,
     /// The scene on the CPU, for recordings.
     splats: Option<Arc<difix3d::scene::Splats>>,
 }
@@ -134,7 +135,12 @@ impl ViewerApp {
             .wgpu_render_state
             .as_ref()
             .ok_or("the viewer needs eframe's wgpu renderer")?;
-        let gpu = GpuContext::from_parts(state.device.clone(), state.queue.clone(), &state.adapter.get_info());
+        let gpu = GpuContext::from_parts(
+            state.adapter.clone(),
+            state.device.clone(),
+            state.queue.clone(),
+            &state.adapter.get_info(),
+        );
         log::info!("rendering on {}", gpu.adapter_name);
         let viewport = Viewport::new(&gpu, state.renderer.clone());
         let controller = ViewController::look_at(
@@ -144,7 +150,7 @@ impl ViewerApp {
             50f32.to_radians(),
         );
         let mut app = Self {
-            gpu,
+            gpu: gpu.clone(),
             viewport,
             scene: None,
             dataset: None,
@@ -168,12 +174,13 @@ impl ViewerApp {
                 raw_first: options.screenshot_toggle_fix,
                 press_fix_key: false,
             }),
-            fix: LiveFix::new(options.fix),
+            fix: LiveFix::new(options.fix, gpu.clone()),
             start_training: options.train,
             record: Default::default(),
             train: Default::default(),
             refine: Default::default(),
             start_refining: options.refine,
+            start_difix: options.train_difix,
             splats: None,
         };
         if let Some(path) = options.path {
@@ -330,6 +337,10 @@ impl ViewerApp {
                     "refine_rounds": self.refine.rounds_done,
                     "refine_step": self.refine.monitor.last.as_ref().map(|r| r.step),
                     "refine_finished": self.refine.finished,
+                    "difix_step": self.train.monitor.last_difix.as_ref().map(|r| r.step),
+                    "difix_eval_psnr": self.train.monitor.last_eval.as_ref().map(|e| e.psnr),
+                    "difix_finished": self.train.difix_done.is_some(),
+                    "fix_gpu_frames": self.fix.takes_gpu_frames(),
                 }),
             );
             if let Err(e) = result {
@@ -347,15 +358,20 @@ impl ViewerApp {
         }
         // Wait for the fixed frame when the fix is on (and the raw view is not the one wanted now), and
         // when training from the command line, for the view to show splats from step 20 or later.
+        let difix_mode = self.train.mode == train_panel::TrainMode::Difix;
         let training_shown = self.train.monitor.snapshot_step.is_some_and(|s| s >= 20);
-        let training_wanted = self.start_training.is_some() || self.train.monitor.running() || training_shown;
+        let training_wanted =
+            self.start_training.is_some() || (self.train.monitor.running() && !difix_mode) || training_shown;
+        // When fine-tuning Difix from the command line, wait for the run to end.
+        let difix_wanted = self.start_difix.is_some() || (self.train.monitor.running() && difix_mode);
         // When refining from the command line, wait for the run to end.
         let refine_wanted = self.start_refining.is_some() || self.refine.monitor.running();
         let ready = self.scene.is_some()
             && self.viewport.has_frame()
             && (state.raw_first || !self.fix.enabled || fixed_shown)
             && (!training_wanted || training_shown)
-            && !refine_wanted;
+            && !refine_wanted
+            && !difix_wanted;
         if ready && !state.press_fix_key {
             state.frames_shown += 1;
             if state.frames_shown >= 3 && !state.requested {
@@ -399,6 +415,9 @@ impl eframe::App for ViewerApp {
         if let (Some((steps, factor, backend)), Some(_)) = (self.start_training, &self.dataset) {
             self.start_training = None;
             self.start_train(steps, factor, backend);
+        }
+        if let Some(start) = self.start_difix.take() {
+            self.start_difix_with(start);
         }
         if self.dataset.is_some() && self.splats.is_some() {
             if let Some(start) = self.start_refining.take() {

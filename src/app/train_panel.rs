@@ -1,17 +1,33 @@
 //! The Training panel: trains the open dataset in the background (the same trainer as
 //! `difix3d train`), with pause/resume/save/stop, a progress bar, a loss/PSNR plot, and the view
-//! following the splats as they train.
+//! following the splats as they train. Its Difix mode fine-tunes the fixer instead
+//! (`difix_train_panel`).
 
 use std::sync::Arc;
 
 use difix3d::difix::backend::BackendKind;
+use difix3d::difix::train::trainer::DifixTrainSummary;
 use difix3d::jobs::train::Finished;
 use difix3d::train::trainer::TrainConfig;
 
+use super::difix_train_panel::DifixForm;
 use super::job_monitor::JobMonitor;
 use super::ViewerApp;
 
+/// What the Training panel trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainMode {
+    /// A Gaussian-splat scene on the open dataset.
+    Scene,
+    /// Difix itself, on degraded/clean image pairs.
+    Difix,
+}
+
 pub struct TrainPanel {
+    pub mode: TrainMode,
+    pub difix: DifixForm,
+    /// The last Difix fine-tuning run that ended well.
+    pub difix_done: Option<DifixTrainSummary>,
     steps: usize,
     factor: u32,
     out: String,
@@ -24,6 +40,9 @@ pub struct TrainPanel {
 impl Default for TrainPanel {
     fn default() -> Self {
         Self {
+            mode: TrainMode::Scene,
+            difix: DifixForm::default(),
+            difix_done: None,
             steps: 30_000,
             factor: 4,
             out: String::new(),
@@ -36,6 +55,19 @@ impl Default for TrainPanel {
 
 impl ViewerApp {
     pub(super) fn train_panel_ui(&mut self, ui: &mut egui::Ui) {
+        ui.add_enabled_ui(!self.train.monitor.running(), |ui| {
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.train.mode, TrainMode::Scene, "Scene (3DGS)");
+                ui.selectable_value(&mut self.train.mode, TrainMode::Difix, "Difix (fine-tune)");
+            });
+        });
+        match self.train.mode {
+            TrainMode::Scene => self.scene_train_ui(ui),
+            TrainMode::Difix => self.difix_train_ui(ui),
+        }
+    }
+
+    fn scene_train_ui(&mut self, ui: &mut egui::Ui) {
         let Some(dataset) = self.dataset.clone() else {
             ui.label("Open a dataset folder (Scene panel) to train on it.");
             return;
@@ -74,6 +106,7 @@ impl ViewerApp {
         config.steps = steps;
         config.factor = factor;
         (panel.steps, panel.factor, panel.backend) = (steps, factor, backend);
+        panel.mode = TrainMode::Scene;
         panel.unfold = true;
         panel
             .monitor
@@ -85,6 +118,18 @@ impl ViewerApp {
         let polled = self.train.monitor.poll();
         if let Some(splats) = polled.snapshot {
             self.show_splats(splats);
+        }
+        if let Some(Ok(Finished::Difix(s))) = &polled.done {
+            let eval = s.evals.last().map_or(String::new(), |e| {
+                format!(", test PSNR {:.2} dB, LPIPS {:.4}", e.psnr, e.lpips)
+            });
+            self.train.monitor.message = Some(Ok(format!(
+                "{} after {} steps{eval}; model in {}",
+                if s.stopped_early { "Stopped" } else { "Done" },
+                s.steps,
+                s.checkpoint.display()
+            )));
+            self.train.difix_done = Some(s.clone());
         }
         if let Some(Ok(Finished::Train(s))) = polled.done {
             let psnr = |p: Option<f64>| p.map_or("n/a".into(), |v| format!("{v:.2} dB"));

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use difix3d::data::Camera;
+use difix3d::fix::gpu_frame::GpuFrame;
+use difix3d::fix::FrameImage;
 use difix3d::render::{GpuContext, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::scene::Splats;
 use egui_wgpu::wgpu;
@@ -66,6 +68,12 @@ impl Viewport {
     /// The id of the frame on screen (0 before the first).
     pub fn frame_id(&self) -> u64 {
         self.frame_id
+    }
+
+    /// The frame on screen as a burn tensor on the same device (a GPU-side copy, for a fix worker
+    /// sharing the device).
+    fn capture_gpu(&self, gpu: &GpuContext) -> Option<GpuFrame> {
+        GpuFrame::capture(gpu, &self.rasterizer)
     }
 
     /// The frame on screen as 8-bit RGB (a GPU read-back).
@@ -204,7 +212,12 @@ impl ViewerApp {
         if let Some(id) = self.viewport.update(&self.gpu, &camera, &options, screen) {
             let frame_id = self.viewport.frame_id();
             if self.fix.wants(frame_id) {
-                if let Some(image) = self.viewport.read_rgb(&self.gpu) {
+                let image = if self.fix.takes_gpu_frames() {
+                    self.viewport.capture_gpu(&self.gpu).map(FrameImage::Gpu)
+                } else {
+                    self.viewport.read_rgb(&self.gpu).map(FrameImage::Cpu)
+                };
+                if let Some(image) = image {
                     self.fix.submit(frame_id, image, &camera, self.dataset.as_ref());
                 }
             }

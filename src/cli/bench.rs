@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Subcommand;
 
-use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::backend::{run_on, run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::StageTimes;
 use difix3d::difix::Difix;
-use difix3d::fix::{FixEvent, Frame, LiveFixer, LiveFixerOptions};
+use difix3d::fix::gpu_frame::GpuFrame;
+use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
 use difix3d::render::{GpuContext, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::{scene, view};
 
@@ -86,6 +87,10 @@ pub enum BenchCommand {
         /// Camera moves (rendered frames) per phase.
         #[arg(long, default_value_t = 60)]
         frames: u32,
+        /// Run Difix on the renderer's own wgpu device and hand frames over on the GPU (as the
+        /// viewer does with the wgpu backend) instead of reading them back.
+        #[arg(long)]
+        gpu_frames: bool,
         #[arg(long)]
         append_md: Option<PathBuf>,
     },
@@ -221,6 +226,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             precision,
             backend,
             frames,
+            gpu_frames,
             append_md,
         } => {
             let options = LiveFixerOptions {
@@ -228,8 +234,9 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
                 backend,
                 precision,
                 prompt: difix3d::difix::pipeline::DEFAULT_PROMPT.into(),
+                shared: None,
             };
-            bench_live(&scene, options, (width, height), frames.max(2), append_md)
+            bench_live(&scene, options, (width, height), frames.max(2), gpu_frames, append_md)
         }
     }
 }
@@ -287,12 +294,28 @@ impl OrbitBench {
 /// viewer does (read back, submit, never wait), timing what a user would see.
 fn bench_live(
     path: &std::path::Path,
-    options: LiveFixerOptions,
+    mut options: LiveFixerOptions,
     (width, height): (u32, u32),
     frames: u32,
+    gpu_frames: bool,
     append_md: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let mut bench = OrbitBench::new(path, (width, height), frames)?;
+    if gpu_frames {
+        options.shared = Some(bench.ctx.burn_device());
+        if !options.shares_device() {
+            anyhow::bail!("--gpu-frames needs --backend wgpu and --precision fp32");
+        }
+    }
+    // The hand-off: a read-back to 8-bit RGB, or a copy into a burn tensor on the same device.
+    let hand_off = |bench: &OrbitBench| -> anyhow::Result<FrameImage> {
+        Ok(if gpu_frames {
+            let frame = GpuFrame::capture(&bench.ctx, &bench.rasterizer);
+            FrameImage::Gpu(frame.ok_or_else(|| anyhow::anyhow!("nothing was rendered"))?)
+        } else {
+            FrameImage::Cpu(difix3d::image_io::to_rgb8(&bench.rasterizer.read_image(&bench.ctx)?))
+        })
+    };
     let off = Instant::now();
     for i in 0..frames {
         bench.render(i)?;
@@ -319,7 +342,7 @@ fn bench_live(
     }
     // Warm up the model (kernel compilation, autotuning) on one frame.
     bench.render(0)?;
-    let image = difix3d::image_io::to_rgb8(&bench.rasterizer.read_image(&bench.ctx)?);
+    let image = hand_off(&bench)?;
     let frame = |id: u64, image| Frame {
         id,
         image,
@@ -347,7 +370,7 @@ fn bench_live(
         rendered_at.insert(i as u64, Instant::now());
         bench.render(i)?;
         let r = Instant::now();
-        let image = difix3d::image_io::to_rgb8(&bench.rasterizer.read_image(&bench.ctx)?);
+        let image = hand_off(&bench)?;
         readback += r.elapsed();
         fixer.submit(frame(i as u64, image));
         while let Some(event) = wait_event(Duration::ZERO)? {
@@ -377,6 +400,7 @@ fn bench_live(
         "frames": frames,
         "render_fps_fix_off": fps_off,
         "render_fps_fix_on": fps_on,
+        "frames_handed_over": if gpu_frames { "on the GPU (shared device)" } else { "read back to the CPU" },
         "readback_ms": readback.as_secs_f64() * 1e3 / frames as f64,
         "fix_ms": mean(&fix_ms),
         "fixed_frames": fix_ms.len(),
@@ -386,7 +410,7 @@ fn bench_live(
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let row = format!(
-        "| {} | live | {} | {}x{} | {} / {backend} | {model_name} | {fps_off:.2} / {fps_on:.2} | {:.1} | {:.0} | {fixed_fps:.2} | {:.0} | {frames} |",
+        "| {} | live | {} | {}x{} | {} / {backend}{} | {model_name} | {fps_off:.2} / {fps_on:.2} | {:.1} | {:.0} | {fixed_fps:.2} | {:.0} | {frames} |",
         chrono_date(),
         path.file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -394,6 +418,7 @@ fn bench_live(
         height,
         width,
         bench.ctx.adapter_name,
+        if gpu_frames { " (frames on the GPU)" } else { "" },
         readback.as_secs_f64() * 1e3 / frames as f64,
         mean(&fix_ms),
         mean(&e2e_ms),
@@ -636,7 +661,7 @@ fn bench_train(
     config.steps = steps;
     let gpu = GpuContext::headless()?;
     let adapter = gpu.adapter_name.clone();
-    let result = run_on(backend, Precision::Fp32, TrainBench { config, gpu });
+    let result = run_on_renderer_device(backend, Precision::Fp32, &gpu.clone(), TrainBench { config, gpu });
     let _ = std::fs::remove_dir_all(&out);
     let (summary, reports) = result??;
     // The first steps compile kernels; time the rest.

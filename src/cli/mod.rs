@@ -62,6 +62,19 @@ enum Command {
         /// Image factor for --train-steps.
         #[arg(long, default_value_t = 4)]
         train_factor: u32,
+        /// Start fine-tuning Difix (--model) on this pair JSON instead, for --train-steps steps
+        /// (default 10000), in the Training panel's Difix mode.
+        #[arg(long, requires = "lpips_backbone")]
+        train_difix: Option<PathBuf>,
+        /// Side of the square crops for --train-difix.
+        #[arg(long, default_value_t = 512)]
+        train_resolution: u32,
+        /// torchvision's VGG16 weights for LPIPS in --train-difix.
+        #[arg(long)]
+        lpips_backbone: Option<PathBuf>,
+        /// lpips's linear layers for --train-difix (default: assets/lpips/vgg.pth).
+        #[arg(long)]
+        lpips_lin: Option<PathBuf>,
         /// Where the loss runs for --train-steps.
         #[arg(long, value_enum, default_value_t = difix3d::difix::backend::BackendKind::Wgpu)]
         train_backend: difix3d::difix::backend::BackendKind,
@@ -123,6 +136,10 @@ pub fn run() -> anyhow::Result<()> {
         screenshot_toggle_fix: false,
         train_steps: None,
         train_factor: 4,
+        train_difix: None,
+        train_resolution: 512,
+        lpips_backbone: None,
+        lpips_lin: None,
         train_backend: difix3d::difix::backend::BackendKind::Wgpu,
         data: None,
         refine_steps: None,
@@ -142,6 +159,10 @@ pub fn run() -> anyhow::Result<()> {
             screenshot_toggle_fix,
             train_steps,
             train_factor,
+            train_difix,
+            train_resolution,
+            lpips_backbone,
+            lpips_lin,
             train_backend,
             data,
             refine_steps,
@@ -150,6 +171,21 @@ pub fn run() -> anyhow::Result<()> {
             refine_backend,
         } => {
             let path = path.unwrap_or_else(sample_scene);
+            let difix_mode = train_difix.is_some();
+            let difix_start = match (train_difix, lpips_backbone) {
+                (Some(data), Some(backbone)) => Some(crate::app::DifixTrainStart {
+                    data,
+                    model: model.clone(),
+                    lpips: difix3d::perceptual::lpips::LpipsFiles {
+                        backbone,
+                        lin: lpips_lin,
+                    },
+                    steps: train_steps.unwrap_or(10_000),
+                    resolution: train_resolution,
+                    backend: train_backend,
+                }),
+                _ => None,
+            };
             crate::app::run(crate::app::ViewerOptions {
                 path: Some(path),
                 screenshot,
@@ -169,7 +205,10 @@ pub fn run() -> anyhow::Result<()> {
                     view_mode: fix_view,
                 },
                 screenshot_toggle_fix,
-                train: train_steps.map(|steps| (steps, train_factor, train_backend)),
+                train_difix: difix_start,
+                train: train_steps
+                    .filter(|_| !difix_mode)
+                    .map(|steps| (steps, train_factor, train_backend)),
             })
             .context("the viewer failed")
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::refine::refiner::{self, RefineConfig, RefineError, RefineSummary, SceneSource, Targets};
 use difix3d::refine::round::RoundEvent;
 use difix3d::render::GpuContext;
@@ -164,7 +164,12 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     let gpu = GpuContext::headless()?;
     // Ctrl-C ends the run after the current step (or novel view), with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;
-    let summary = run_on(args.backend, Precision::Fp32, RefineJob { config, gpu, stop })??;
+    let summary = run_on_renderer_device(
+        args.backend,
+        Precision::Fp32,
+        &gpu.clone(),
+        RefineJob { config, gpu, stop },
+    )??;
     let report = serde_json::json!({
         "steps": summary.steps,
         "rounds": summary.rounds,

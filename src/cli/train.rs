@@ -7,7 +7,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::render::GpuContext;
 use difix3d::train::trainer::{self, TrainConfig, TrainSummary};
 
@@ -90,7 +90,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let gpu = GpuContext::headless()?;
     // Ctrl-C ends the run after the current step, with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;
-    let summary = run_on(args.backend, Precision::Fp32, TrainJob { config, gpu, stop })??;
+    let summary = run_on_renderer_device(
+        args.backend,
+        Precision::Fp32,
+        &gpu.clone(),
+        TrainJob { config, gpu, stop },
+    )??;
     let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));
     let report = serde_json::json!({
         "steps": summary.steps,

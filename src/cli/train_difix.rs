@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use anyhow::bail;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::backend::{devices, run_on, BackendKind, Precision, WithBackend};
 use difix3d::difix::train::step::LossWeights;
 use difix3d::difix::train::trainer::{
     self, DifixEvalReport, DifixStepReport, DifixTrainConfig, DifixTrainError, DifixTrainObserver, DifixTrainSummary,
@@ -71,7 +70,8 @@ pub struct TrainDifixArgs {
     resume: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Data-parallel training over several GPUs (not supported yet: refused rather than ignored).
+    /// Data-parallel training over these GPUs (e.g. 0,1,2,3), each taking --grad-accumulation
+    /// micro-batches per step. On --backend cpu each index is one more worker thread.
     #[arg(long, value_delimiter = ',')]
     devices: Vec<usize>,
     #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
@@ -81,13 +81,14 @@ pub struct TrainDifixArgs {
 struct Bar(indicatif::ProgressBar);
 
 impl DifixTrainObserver for Bar {
-    fn step(&mut self, r: &DifixStepReport) {
+    fn step(&mut self, r: &DifixStepReport) -> bool {
         self.0.set_position(r.step as u64);
         let gram = r.losses.gram.map_or(String::new(), |g| format!(" · gram {g:.5}"));
         self.0.set_message(format!(
             "loss {:.4} (L2 {:.4} · LPIPS {:.4}{gram}) · |g| {:.3} · {:.2} it/s",
             r.losses.total, r.losses.l2, r.losses.lpips, r.grad_norm, r.steps_per_second
         ));
+        false
     }
 
     fn eval(&mut self, r: &DifixEvalReport) {
@@ -100,6 +101,8 @@ impl DifixTrainObserver for Bar {
 
 struct Job {
     config: DifixTrainConfig,
+    backend: BackendKind,
+    devices: Vec<usize>,
     stop: Arc<AtomicBool>,
 }
 
@@ -107,20 +110,18 @@ impl WithBackend for Job {
     type Output = Result<DifixTrainSummary, DifixTrainError>;
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let devices = devices::<B>(self.backend, &device, &self.devices)?;
         let mut bar = Bar(super::progress_bar(
             self.config.steps as u64,
             "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
         ));
-        let result = trainer::train_difix::<Autodiff<B>>(&self.config, &device, &mut bar, &self.stop);
+        let result = trainer::train_difix::<Autodiff<B>>(&self.config, &devices, &mut bar, &self.stop);
         bar.0.finish_and_clear();
         result
     }
 }
 
 pub fn run(args: TrainDifixArgs) -> anyhow::Result<()> {
-    if args.devices.len() > 1 {
-        bail!("training on several devices (--devices) is not supported yet; run on one device");
-    }
     let lpips = LpipsFiles {
         backbone: args.lpips_backbone,
         lin: args.lpips_lin,
@@ -145,7 +146,16 @@ pub fn run(args: TrainDifixArgs) -> anyhow::Result<()> {
     config.seed = args.seed;
     // Ctrl-C ends the run after the current step, with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;
-    let summary = run_on(args.backend, Precision::Fp32, Job { config, stop })??;
+    let summary = run_on(
+        args.backend,
+        Precision::Fp32,
+        Job {
+            config,
+            backend: args.backend,
+            devices: args.devices,
+            stop,
+        },
+    )??;
     let last = summary.evals.last().map_or_else(
         || "no test split to evaluate".to_string(),
         |e| format!("test PSNR {:.2} dB, LPIPS {:.4}", e.psnr, e.lpips),

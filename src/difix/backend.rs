@@ -58,6 +58,23 @@ pub fn run_on<J: WithBackend>(kind: BackendKind, precision: Precision, job: J) -
     }
 }
 
+/// [`run_on`], except that wgpu at fp32 runs on `gpu`'s own device
+/// ([`crate::render::GpuContext::burn_device`]), so the renderer and burn exchange data by GPU-side
+/// copies (training's render op, the live fix) instead of through the CPU.
+pub fn run_on_renderer_device<J: WithBackend>(
+    kind: BackendKind,
+    precision: Precision,
+    gpu: &crate::render::GpuContext,
+    job: J,
+) -> Result<J::Output, DifixError> {
+    match (kind, precision) {
+        (BackendKind::Wgpu, Precision::Fp32) => {
+            Ok(job.run::<crate::render::burn_bridge::SharedBackend>(gpu.burn_device()))
+        }
+        _ => run_on(kind, precision, job),
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn run_cuda<J: WithBackend>(precision: Precision, job: J) -> Result<J::Output, DifixError> {
     use burn::backend::{cuda::CudaDevice, Cuda};
@@ -78,8 +95,51 @@ fn run_cuda<J: WithBackend>(_precision: Precision, _job: J) -> Result<J::Output,
     ))
 }
 
-/// Checks that an NVIDIA driver is installed and sees at least one GPU.
-pub fn probe_cuda() -> Result<(), DifixError> {
+/// The devices `--devices` names on the backend `kind` runs on, starting from its `default`
+/// device: GPU `i` for CUDA, the `i`-th discrete GPU for wgpu; on the CPU backend every index is
+/// one more worker thread on the same CPU (useful for testing data-parallel training). No indices:
+/// just the default device.
+pub fn devices<B: Backend>(
+    kind: BackendKind,
+    default: &B::Device,
+    indices: &[usize],
+) -> Result<Vec<B::Device>, DifixError> {
+    use burn::tensor::backend::{Device, DeviceId};
+    if indices.is_empty() {
+        return Ok(vec![default.clone()]);
+    }
+    for (k, i) in indices.iter().enumerate() {
+        if indices[..k].contains(i) {
+            return Err(DifixError::Backend(format!("device {i} is listed twice in --devices")));
+        }
+    }
+    let available = match kind {
+        BackendKind::Cpu => return Ok(vec![default.clone(); indices.len()]),
+        BackendKind::Cuda => probe_cuda()?,
+        BackendKind::Wgpu => pollster::block_on(wgpu::Instance::default().enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .filter(|a| a.get_info().device_type == wgpu::DeviceType::DiscreteGpu)
+            .count(),
+    };
+    if let Some(missing) = indices.iter().find(|&&i| i >= available) {
+        let what = if kind == BackendKind::Wgpu {
+            "discrete GPUs"
+        } else {
+            "CUDA devices"
+        };
+        return Err(DifixError::Backend(format!(
+            "--devices names device {missing}, but {kind} sees {available} {what} (numbered from 0)"
+        )));
+    }
+    // CUDA and wgpu both number their GPUs as device type 0 (wgpu: discrete GPUs).
+    Ok(indices
+        .iter()
+        .map(|&i| B::Device::from_id(DeviceId::new(0, i as u16)))
+        .collect())
+}
+
+/// Checks that an NVIDIA driver is installed and sees at least one GPU; returns how many.
+pub fn probe_cuda() -> Result<usize, DifixError> {
     type CuInit = unsafe extern "C" fn(u32) -> i32;
     type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
     let no = |why: String| DifixError::Backend(format!("CUDA is not usable here: {why}; use --backend wgpu or cpu"));
@@ -100,6 +160,6 @@ pub fn probe_cuda() -> Result<(), DifixError> {
         if status != 0 || n == 0 {
             return Err(no(format!("no CUDA device (status {status}, {n} devices)")));
         }
+        Ok(n as usize)
     }
-    Ok(())
 }

@@ -178,11 +178,22 @@ impl<B: Backend> Difix<B> {
         let (w, h) = image.dimensions();
         let (ww, wh) = policy.working_size(w, h);
         let input = images::to_tensor::<B>(&images::resize(image, ww, wh), &self.device);
-        let reference = reference.map(|r| images::to_tensor::<B>(&images::resize(r, ww, wh), &self.device));
-        let fixed = self.fix(input, reference, prompt)?;
-        let fixed =
-            images::to_image(fixed).map_err(|e| DifixError::Backend(format!("reading the result back: {e}")))?;
+        let fixed = self.fix_tensor_image(input, reference, prompt)?;
         Ok(images::resize(&fixed, w, h))
+    }
+
+    /// Fixes one image already on the device ([1, 3, h, w] in [0, 1], h and w multiples of 8) with a
+    /// reference photo scaled to its size; the result is read back as 8-bit RGB.
+    pub fn fix_tensor_image(
+        &mut self,
+        input: Tensor<B, 4>,
+        reference: Option<&image::RgbImage>,
+        prompt: &str,
+    ) -> Result<image::RgbImage, DifixError> {
+        let [_, _, h, w] = input.dims();
+        let reference = reference.map(|r| images::to_tensor::<B>(&images::resize(r, w as u32, h as u32), &self.device));
+        let fixed = self.fix(input, reference, prompt)?;
+        images::to_image(fixed).map_err(|e| DifixError::Backend(format!("reading the result back: {e}")))
     }
 
     /// Fixes `images` [n, 3, h, w] (values in [0,1], h and w multiples of 8). `refs` is `None`, one

@@ -1,16 +1,20 @@
-//! A training or refinement run on its own thread: progress events out, commands (pause, resume,
-//! save, stop) in. The viewer's Training and Refinement panels drive it; the CLI calls the trainer
-//! and the refiner directly with the same observer interface.
+//! A training, refinement or Difix fine-tuning run on its own thread: progress events out, commands
+//! (pause, resume, save, stop) in. The viewer's Training and Refinement panels drive it; the CLI
+//! calls the trainers and the refiner directly with the same observer interfaces.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use crate::difix::backend::{devices, run_on, run_on_renderer_device, BackendKind, Precision, WithBackend};
+use crate::difix::train::trainer::{
+    self as difix_trainer, DifixEvalReport, DifixStepReport, DifixTrainConfig, DifixTrainObserver, DifixTrainSummary,
+};
 use crate::refine::refiner::{self, RefineConfig, RefineSummary};
 use crate::refine::round::RoundEvent;
 use crate::render::GpuContext;
@@ -32,6 +36,9 @@ pub enum TrainEvent {
     Paused(bool),
     /// Progress of a refinement round.
     Round(RoundEvent),
+    /// A Difix fine-tuning step, and its evaluations on the test pairs.
+    DifixStep(DifixStepReport),
+    DifixEval(DifixEvalReport),
     Done(Result<Finished, String>),
 }
 
@@ -40,6 +47,7 @@ pub enum TrainEvent {
 pub enum Finished {
     Train(TrainSummary),
     Refine(RefineSummary),
+    Difix(DifixTrainSummary),
 }
 
 pub struct TrainHandle {
@@ -84,15 +92,21 @@ impl ChannelObserver {
         }
         save
     }
+
+    /// Applies the commands that arrived since the last step; returns whether to save now.
+    fn apply_pending(&mut self) -> bool {
+        let mut save = false;
+        while let Ok(command) = self.commands.try_recv() {
+            save |= self.apply(command);
+        }
+        save
+    }
 }
 
 impl TrainObserver for ChannelObserver {
     fn step(&mut self, report: &StepReport) -> StepRequest {
         let _ = self.events.send(TrainEvent::Step(report.clone()));
-        let mut save = false;
-        while let Ok(command) = self.commands.try_recv() {
-            save |= self.apply(command);
-        }
+        let save = self.apply_pending();
         let snapshot = self.last_snapshot.elapsed() >= SNAPSHOT_EVERY;
         if snapshot {
             self.last_snapshot = Instant::now();
@@ -113,14 +127,31 @@ impl TrainObserver for ChannelObserver {
     }
 }
 
+impl DifixTrainObserver for ChannelObserver {
+    fn step(&mut self, report: &DifixStepReport) -> bool {
+        let _ = self.events.send(TrainEvent::DifixStep(report.clone()));
+        self.apply_pending()
+    }
+
+    fn eval(&mut self, report: &DifixEvalReport) {
+        let _ = self.events.send(TrainEvent::DifixEval(report.clone()));
+    }
+
+    fn saved(&mut self, path: &Path) {
+        let _ = self.events.send(TrainEvent::Saved(path.to_path_buf()));
+    }
+}
+
 enum Config {
-    Train(TrainConfig),
-    Refine(RefineConfig),
+    /// Renders on the GPU context.
+    Train(TrainConfig, GpuContext),
+    Refine(RefineConfig, GpuContext),
+    /// On the devices `--devices` would name (none: the backend's default device).
+    Difix(DifixTrainConfig, BackendKind, Vec<usize>),
 }
 
 struct Job {
     config: Config,
-    gpu: GpuContext,
     observer: ChannelObserver,
 }
 
@@ -130,34 +161,47 @@ impl WithBackend for Job {
     fn run<B: Backend>(mut self, device: B::Device) -> Self::Output {
         let stop = self.observer.stop.clone();
         let observer = &mut self.observer;
-        match &self.config {
-            Config::Train(c) => trainer::train::<B>(c, self.gpu, &device, observer, &stop)
+        match self.config {
+            Config::Train(c, gpu) => trainer::train::<B>(&c, gpu, &device, observer, &stop)
                 .map(Finished::Train)
                 .map_err(|e| e.to_string()),
-            Config::Refine(c) => refiner::refine::<B>(c, self.gpu, &device, observer, &stop)
+            Config::Refine(c, gpu) => refiner::refine::<B>(&c, gpu, &device, observer, &stop)
                 .map(Finished::Refine)
                 .map_err(|e| e.to_string()),
+            Config::Difix(c, kind, indices) => {
+                let devices = devices::<B>(kind, &device, &indices).map_err(|e| e.to_string())?;
+                difix_trainer::train_difix::<Autodiff<B>>(&c, &devices, observer, &stop)
+                    .map(Finished::Difix)
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 }
 
 /// Starts training `config` with the loss on `backend`, rendering on `gpu`.
 pub fn spawn(config: TrainConfig, gpu: GpuContext, backend: BackendKind) -> TrainHandle {
-    spawn_job(Config::Train(config), gpu, backend)
+    spawn_job(Config::Train(config, gpu), backend)
 }
 
 /// Starts refining per `config` with Difix and the loss on `backend`, rendering on `gpu`.
 pub fn spawn_refine(config: RefineConfig, gpu: GpuContext, backend: BackendKind) -> TrainHandle {
-    spawn_job(Config::Refine(config), gpu, backend)
+    spawn_job(Config::Refine(config, gpu), backend)
 }
 
-fn spawn_job(config: Config, gpu: GpuContext, backend: BackendKind) -> TrainHandle {
+/// Starts fine-tuning Difix per `config` on `backend`, data-parallel over `devices` (as
+/// `difix3d train-difix --devices`; empty: the backend's default device).
+pub fn spawn_difix(config: DifixTrainConfig, backend: BackendKind, devices: Vec<usize>) -> TrainHandle {
+    spawn_job(Config::Difix(config, backend, devices), backend)
+}
+
+fn spawn_job(config: Config, backend: BackendKind) -> TrainHandle {
     let (event_tx, events) = crossbeam_channel::unbounded();
     let (commands, command_rx) = crossbeam_channel::unbounded();
     let done_tx = event_tx.clone();
     let name = match config {
-        Config::Train(_) => "train",
-        Config::Refine(_) => "refine",
+        Config::Train(..) => "train",
+        Config::Refine(..) => "refine",
+        Config::Difix(..) => "train-difix",
     };
     let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
         let observer = ChannelObserver {
@@ -166,9 +210,18 @@ fn spawn_job(config: Config, gpu: GpuContext, backend: BackendKind) -> TrainHand
             stop: Arc::new(AtomicBool::new(false)),
             last_snapshot: Instant::now(),
         };
-        let result = run_on(backend, Precision::Fp32, Job { config, gpu, observer })
-            .map_err(|e| e.to_string())
-            .and_then(|r| r);
+        // Training and refinement render on `gpu`: burn joins that device when it is wgpu.
+        let renderer = match &config {
+            Config::Train(_, gpu) | Config::Refine(_, gpu) => Some(gpu.clone()),
+            Config::Difix(..) => None,
+        };
+        let job = Job { config, observer };
+        let result = match renderer {
+            Some(gpu) => run_on_renderer_device(backend, Precision::Fp32, &gpu, job),
+            None => run_on(backend, Precision::Fp32, job),
+        }
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
         let _ = done_tx.send(TrainEvent::Done(result));
     });
     if let Err(e) = spawned {

@@ -1,6 +1,6 @@
 //! The wgpu device the renderer runs on: created headless for the CLI and tests, or borrowed from eframe.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Why the GPU could not be used. A missing adapter is bad input (no driver), not a bug.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,9 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     /// Human-readable adapter description for logs and benchmark records.
     pub adapter_name: Arc<str>,
+    adapter: wgpu::Adapter,
+    /// burn's wgpu backend on this same device, made on first use ([`GpuContext::burn_device`]).
+    burn: Arc<OnceLock<burn::backend::wgpu::WgpuDevice>>,
 }
 
 impl GpuContext {
@@ -38,26 +41,55 @@ impl GpuContext {
         }))
         .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("difix3d"),
-            required_features: wgpu::Features::empty(),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }))
-        .map_err(|e| GpuError::Device(e.to_string()))?;
-        Ok(Self {
-            device,
-            queue,
-            adapter_name: describe(&info).into(),
-        })
+        let (device, queue) = pollster::block_on(adapter.request_device(&Self::device_descriptor(&adapter)))
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(Self::from_parts(adapter, device, queue, &info))
     }
 
-    pub fn from_parts(device: wgpu::Device, queue: wgpu::Queue, info: &wgpu::AdapterInfo) -> Self {
+    /// What the device must be created with: the splat kernels need more storage buffers per stage
+    /// than WebGPU's defaults, and burn (sharing the device, see [`GpuContext::burn_device`]) expects
+    /// the adapter's features.
+    pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+        wgpu::DeviceDescriptor {
+            label: Some("difix3d"),
+            required_features: adapter.features() - wgpu::Features::all_experimental_mask(),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }
+    }
+
+    /// A context on a device made elsewhere (eframe's), with [`GpuContext::device_descriptor`].
+    pub fn from_parts(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: &wgpu::AdapterInfo,
+    ) -> Self {
         Self {
             device,
             queue,
             adapter_name: describe(info).into(),
+            adapter,
+            burn: Arc::default(),
         }
+    }
+
+    /// burn's wgpu backend on this very device and queue, so tensors and render buffers can be
+    /// copied into each other on the GPU (the live fix's frame hand-off). Made once per device.
+    pub fn burn_device(&self) -> burn::backend::wgpu::WgpuDevice {
+        self.burn
+            .get_or_init(|| {
+                let setup = burn::backend::wgpu::WgpuSetup {
+                    // burn keeps the instance but does not use it for an existing device.
+                    instance: wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle()),
+                    adapter: self.adapter.clone(),
+                    device: self.device.clone(),
+                    queue: self.queue.clone(),
+                    backend: self.adapter.get_info().backend,
+                };
+                burn::backend::wgpu::init_device(setup, Default::default())
+            })
+            .clone()
     }
 
     /// Blocks until all submitted work is done.

@@ -2,6 +2,7 @@
 
 pub mod backward;
 mod buffers;
+pub mod burn_bridge;
 pub mod gpu;
 mod kernels;
 pub mod rasterize;
@@ -9,6 +10,7 @@ mod sort;
 pub mod splats;
 
 pub use backward::SplatGradients;
+pub use buffers::storage_from;
 pub use gpu::{GpuContext, GpuError};
 pub use rasterize::{FrameStats, Rasterizer, RenderOptions, RenderedImage};
 pub use splats::GpuSplats;

@@ -399,6 +399,23 @@ impl Rasterizer {
         ctx.queue.submit([encoder.finish()]);
     }
 
+    /// The last frame's (width, height); `None` before the first.
+    pub fn frame_size(&self) -> Option<(u32, u32)> {
+        self.ws.color.get().map(|_| self.last_size)
+    }
+
+    /// Copies the last frame's colour and alpha (`width · height` RGBA f32, row-major) into `dst` at
+    /// `offset` on the GPU, in the queue's order; returns the frame's (width, height). Nothing to
+    /// copy: `None`.
+    pub fn copy_image_to(&self, ctx: &GpuContext, dst: &wgpu::Buffer, offset: u64) -> Option<(u32, u32)> {
+        let (width, height) = self.last_size;
+        let color = self.ws.color.get()?;
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(color, 0, dst, offset, width as u64 * height as u64 * 16);
+        ctx.queue.submit([encoder.finish()]);
+        Some((width, height))
+    }
+
     /// Copies the last frame's colour and alpha to the CPU (every caller's per-frame read-back: the
     /// live fix, recording and training, so it reads nothing else).
     pub fn read_image(&self, ctx: &GpuContext) -> Result<RenderedImage, GpuError> {

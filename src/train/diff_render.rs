@@ -3,10 +3,12 @@
 //! calling `backward()` on a loss of it runs the rasterizer's backward pass
 //! (`render/backward.rs`) and hands burn the parameter gradients.
 //!
-//! This first version moves parameters and images through the CPU on every step (any burn backend
-//! works, and the wgpu renderer need not share burn's device). The backward step reuses the
-//! rasterizer's forward state when its frame is still the last one drawn, and renders it again
-//! otherwise (when something else was rendered in between).
+//! When burn runs on the renderer's own wgpu device ([`GpuContext::burn_device`]), the parameters,
+//! the image, the pixel gradients and the parameter gradients move between burn and the rasterizer
+//! by GPU-side copies ([`crate::render::burn_bridge`]); only the 2D-mean gradients and the visibility
+//! that densification needs are read back. On any other backend or device they go through the CPU.
+//! The backward step reuses the rasterizer's forward state when its frame is still the last one
+//! drawn, and renders it again otherwise (when something else was rendered in between).
 
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +21,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use crate::data::Camera;
+use crate::render::backward::GpuGradients;
+use crate::render::burn_bridge::{self, buffer_from_tensor, from_shared, tensor_from_buffer, tensor_written_by};
 use crate::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions, RenderedImage, SplatGradients};
 use crate::scene::Splats;
 
@@ -34,8 +38,38 @@ pub struct SplatRenderer {
 /// reuses instead of rendering again.
 struct RasterState {
     rasterizer: Rasterizer,
-    frame: Option<(u64, GpuSplats)>,
+    frame: Option<(u64, Arc<GpuSplats>)>,
     next_id: u64,
+}
+
+/// The splats a frame was drawn from: on the CPU, or already in GPU buffers.
+#[derive(Clone)]
+enum Source {
+    Cpu(Arc<Splats>),
+    Gpu(Arc<GpuSplats>),
+}
+
+impl Source {
+    fn len(&self) -> usize {
+        match self {
+            Source::Cpu(s) => s.len(),
+            Source::Gpu(s) => s.count as usize,
+        }
+    }
+
+    fn sh_degree(&self) -> u32 {
+        match self {
+            Source::Cpu(s) => s.sh_degree,
+            Source::Gpu(s) => s.sh_degree,
+        }
+    }
+
+    fn on_gpu(&self, device: &wgpu::Device) -> Arc<GpuSplats> {
+        match self {
+            Source::Cpu(s) => Arc::new(GpuSplats::upload(device, s)),
+            Source::Gpu(s) => s.clone(),
+        }
+    }
 }
 
 /// The 2D-mean gradients of one backward pass and which splats that view drew.
@@ -83,57 +117,113 @@ impl SplatRenderer {
         camera: &Camera,
         options: &RenderOptions,
     ) -> Result<(u64, RenderedImage), GpuError> {
-        let gpu_splats = GpuSplats::upload(&self.gpu.device, splats);
+        let gpu_splats = Arc::new(GpuSplats::upload(&self.gpu.device, splats));
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.frame = None;
-        state.rasterizer.render(&self.gpu, &gpu_splats, camera, options)?;
-        let image = state.rasterizer.read_image(&self.gpu)?;
-        state.next_id += 1;
-        let id = state.next_id;
-        state.frame = Some((id, gpu_splats));
+        let id = state.draw(&self.gpu, gpu_splats, camera, options)?;
+        Ok((id, state.rasterizer.read_image(&self.gpu)?))
+    }
+
+    /// Renders splats already on the GPU and copies the image [H, W, 4] into a tensor on the shared
+    /// burn device; returns the frame's id and the image.
+    fn render_frame_on_gpu(
+        &self,
+        splats: Arc<GpuSplats>,
+        camera: &Camera,
+        options: &RenderOptions,
+    ) -> Result<(u64, Tensor<burn_bridge::SharedBackend, 3>), GpuError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let id = state.draw(&self.gpu, splats, camera, options)?;
+        let shape = [camera.height as usize, camera.width as usize, 4];
+        let image = tensor_written_by(&self.gpu, shape, |dst, offset, _| {
+            state.rasterizer.copy_image_to(&self.gpu, dst, offset);
+        })?;
         Ok((id, image))
     }
 
-    /// The backward pass of frame `id`: reuses the rasterizer's state when that frame is still the
-    /// last one drawn, and renders it again otherwise.
-    fn backward(
+    /// The gradients of frame `id` for pixel gradients `v_out` (an [H, W, 4] f32 buffer), left on
+    /// the GPU: reuses the rasterizer's state when that frame is still the last one drawn, and renders
+    /// it again otherwise. Reads back the 2D-mean gradients and visibility for densification.
+    fn backward_on_gpu(
         &self,
         id: u64,
-        splats: &Splats,
+        source: &Source,
         camera: &Camera,
         options: &RenderOptions,
-        v_out: &[[f32; 4]],
-    ) -> Result<SplatGradients, String> {
+        v_out: &wgpu::Buffer,
+    ) -> Result<GpuGradients, String> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let state = &mut *state;
         let current = state.frame.as_ref().is_some_and(|(last, _)| *last == id);
         if !current {
-            let gpu_splats = GpuSplats::upload(&self.gpu.device, splats);
-            state.frame = None;
+            let splats = source.on_gpu(&self.gpu.device);
             state
-                .rasterizer
-                .render(&self.gpu, &gpu_splats, camera, options)
+                .draw(&self.gpu, splats, camera, options)
                 .map_err(|e| e.to_string())?;
-            state.frame = Some((id, gpu_splats));
         }
         let Some((_, gpu_splats)) = &state.frame else {
             return Err("no frame to differentiate".into());
         };
         let grads = state
             .rasterizer
-            .backward(&self.gpu, gpu_splats, v_out)
+            .backward_gpu(&self.gpu, gpu_splats, v_out)
             .map_err(|e| e.to_string())?;
+        let n = grads.count as u64;
+        let mean2d: Vec<f32> = if n == 0 {
+            Vec::new()
+        } else {
+            bytemuck::pod_collect_to_vec(
+                &self
+                    .gpu
+                    .read_buffer(&grads.mean2d, 0, n * 8)
+                    .map_err(|e| e.to_string())?,
+            )
+        };
         let visible = state
             .rasterizer
             .read_visible(&self.gpu, gpu_splats.count)
             .map_err(|e| e.to_string())?;
         *self.last_view.lock().unwrap_or_else(|p| p.into_inner()) = Some(ViewGradients {
-            mean2d: grads.mean2d.clone(),
+            mean2d: mean2d.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
             visible,
             width: camera.width,
             height: camera.height,
         });
         Ok(grads)
+    }
+
+    /// [`Self::backward_on_gpu`] with the pixel gradients and the result on the CPU.
+    fn backward(
+        &self,
+        id: u64,
+        source: &Source,
+        camera: &Camera,
+        options: &RenderOptions,
+        v_out: &[[f32; 4]],
+    ) -> Result<SplatGradients, String> {
+        let expected = (camera.width * camera.height) as usize;
+        if v_out.len() != expected {
+            return Err(format!("{} pixel gradients for a {expected}-pixel frame", v_out.len()));
+        }
+        let v_out = crate::render::storage_from(&self.gpu.device, v_out, "v_out");
+        let grads = self.backward_on_gpu(id, source, camera, options, &v_out)?;
+        grads.read(&self.gpu).map_err(|e| e.to_string())
+    }
+}
+
+impl RasterState {
+    /// Renders `splats` and remembers them as the last frame; returns its id.
+    fn draw(
+        &mut self,
+        gpu: &GpuContext,
+        splats: Arc<GpuSplats>,
+        camera: &Camera,
+        options: &RenderOptions,
+    ) -> Result<u64, GpuError> {
+        self.frame = None;
+        self.rasterizer.render(gpu, &splats, camera, options)?;
+        self.next_id += 1;
+        self.frame = Some((self.next_id, splats));
+        Ok(self.next_id)
     }
 }
 
@@ -193,7 +283,7 @@ impl<B: Backend> SplatTensors<B> {
 struct RenderState<B: Backend> {
     renderer: Arc<SplatRenderer>,
     frame: u64,
-    splats: Arc<Splats>,
+    source: Source,
     camera: Camera,
     options: RenderOptions,
     device: B::Device,
@@ -201,7 +291,7 @@ struct RenderState<B: Backend> {
 
 impl<B: Backend> std::fmt::Debug for RenderState<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RenderState({} splats, {})", self.splats.len(), self.camera.name)
+        write!(f, "RenderState({} splats, {})", self.source.len(), self.camera.name)
     }
 }
 
@@ -213,43 +303,110 @@ impl<B: Backend> Backward<B, 5> for RenderBackward {
 
     fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
         let state = ops.state;
-        let grad_out = grads.consume::<B>(&ops.node);
-        let v: Vec<f32> = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(grad_out))
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("a float tensor converts to f32");
+        let grad_out = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
         // A failure here has no error channel in burn's backward: it is a lost device, a true invariant.
-        let g = state
-            .renderer
-            .backward(
-                state.frame,
-                &state.splats,
-                &state.camera,
-                &state.options,
-                &rows::<4>(&v),
-            )
-            .unwrap_or_else(|e| panic!("the rasterizer's backward pass failed: {e}"));
-        let n = state.splats.len();
-        let k = crate::scene::sh_coeffs(state.splats.sh_degree);
-        let tensor = |v: Vec<f32>, cols: usize| {
-            Tensor::<B, 2>::from_data(TensorData::new(v, [n, cols]), &state.device)
-                .into_primitive()
-                .tensor()
-        };
-        let values = [
-            tensor(g.means.into_iter().flatten().collect(), 3),
-            tensor(g.log_scales.into_iter().flatten().collect(), 3),
-            tensor(g.rotations.into_iter().flatten().collect(), 4),
-            tensor(g.opacity_logits, 1),
-            tensor(g.sh.into_iter().flatten().collect(), k * 3),
-        ];
+        let values = match &state.source {
+            Source::Gpu(_) => gradients_on_gpu(&state, grad_out),
+            Source::Cpu(_) => gradients_through_cpu(&state, grad_out),
+        }
+        .unwrap_or_else(|e| panic!("the rasterizer's backward pass failed: {e}"));
         for (parent, value) in ops.parents.iter().zip(values) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, value);
             }
         }
     }
+}
+
+/// Columns of each parameter tensor: means, log scales, rotations, opacity logits, SH.
+fn param_columns(sh_degree: u32) -> [usize; 5] {
+    [3, 3, 4, 1, crate::scene::sh_coeffs(sh_degree) * 3]
+}
+
+fn gradients_through_cpu<B: Backend>(
+    state: &RenderState<B>,
+    grad_out: Tensor<B, 3>,
+) -> Result<[B::FloatTensorPrimitive; 5], String> {
+    let v = flat(&grad_out);
+    let g = state.renderer.backward(
+        state.frame,
+        &state.source,
+        &state.camera,
+        &state.options,
+        &rows::<4>(&v),
+    )?;
+    let n = state.source.len();
+    let values: [Vec<f32>; 5] = [
+        g.means.into_iter().flatten().collect(),
+        g.log_scales.into_iter().flatten().collect(),
+        g.rotations.into_iter().flatten().collect(),
+        g.opacity_logits,
+        g.sh.into_iter().flatten().collect(),
+    ];
+    let columns = param_columns(state.source.sh_degree());
+    let mut values = values.into_iter().zip(columns);
+    Ok(std::array::from_fn(|_| {
+        let (v, cols) = values.next().expect("five parameter groups");
+        Tensor::<B, 2>::from_data(TensorData::new(v, [n, cols]), &state.device)
+            .into_primitive()
+            .tensor()
+    }))
+}
+
+fn gradients_on_gpu<B: Backend>(
+    state: &RenderState<B>,
+    grad_out: Tensor<B, 3>,
+) -> Result<[B::FloatTensorPrimitive; 5], String> {
+    let gpu = &state.renderer.gpu;
+    let shared = burn_bridge::to_shared(grad_out).ok_or("a GPU frame's gradient is not on the shared backend")?;
+    let v_out = buffer_from_tensor(gpu, shared, "v_out").map_err(|e| e.to_string())?;
+    let g = state
+        .renderer
+        .backward_on_gpu(state.frame, &state.source, &state.camera, &state.options, &v_out)?;
+    let n = state.source.len();
+    let buffers = [&g.means, &g.log_scales, &g.rotations, &g.opacity_logits, &g.sh];
+    let mut values = Vec::with_capacity(5);
+    for (buffer, cols) in buffers.into_iter().zip(param_columns(state.source.sh_degree())) {
+        let tensor = tensor_from_buffer(gpu, buffer, 0, [n, cols]).map_err(|e| e.to_string())?;
+        let tensor = from_shared::<B, 2>(tensor).ok_or("the shared backend is not the training backend")?;
+        values.push(tensor.into_primitive().tensor());
+    }
+    values.try_into().map_err(|_| "five parameter groups".to_string())
+}
+
+/// The parameters copied into the rasterizer's buffers on the GPU, when burn shares its device.
+fn splats_on_gpu<B: Backend, C: CheckpointStrategy>(
+    renderer: &SplatRenderer,
+    params: &SplatTensors<Autodiff<B, C>>,
+) -> Result<Option<GpuSplats>, GpuError> {
+    let count = params.means.dims()[0];
+    if count == 0 || !burn_bridge::is_shared::<B>(&renderer.gpu, &params.means.device()) {
+        return Ok(None);
+    }
+    let buffer = |t: &Tensor<Autodiff<B, C>, 2>, label: &str| -> Result<Option<wgpu::Buffer>, GpuError> {
+        match burn_bridge::to_shared(t.clone().inner()) {
+            Some(shared) => buffer_from_tensor(&renderer.gpu, shared, label).map(Some),
+            None => Ok(None),
+        }
+    };
+    let (Some(means), Some(log_scales), Some(rotations), Some(opacity_logits), Some(sh)) = (
+        buffer(&params.means, "means")?,
+        buffer(&params.log_scales, "log_scales")?,
+        buffer(&params.rotations, "rotations")?,
+        buffer(&params.opacity_logits, "opacity_logits")?,
+        buffer(&params.sh, "sh")?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(GpuSplats {
+        means,
+        log_scales,
+        rotations,
+        opacity_logits,
+        sh,
+        count: count as u32,
+        sh_degree: params.sh_degree,
+    }))
 }
 
 /// Renders the splats differentiably: the image [H, W, 4] (linear RGB + alpha).
@@ -259,15 +416,26 @@ pub fn render<B: Backend, C: CheckpointStrategy>(
     camera: &Camera,
     options: &RenderOptions,
 ) -> Result<Tensor<Autodiff<B, C>, 3>, GpuError> {
-    let splats = Arc::new(params.to_splats());
-    let (frame, image) = renderer.render_frame(&splats, camera, options)?;
     // An autodiff backend runs on its inner backend's device.
     let inner_device: B::Device = params.means.device();
-    let shape = [camera.height as usize, camera.width as usize, 4];
-    let values: Vec<f32> = image.rgba.into_iter().flatten().collect();
-    let output = Tensor::<B, 3>::from_data(TensorData::new(values, shape), &inner_device)
-        .into_primitive()
-        .tensor();
+    let (frame, output, source) = match splats_on_gpu(renderer, params)? {
+        Some(gpu_splats) => {
+            let gpu_splats = Arc::new(gpu_splats);
+            let (frame, image) = renderer.render_frame_on_gpu(gpu_splats.clone(), camera, options)?;
+            let image = from_shared::<B, 3>(image).expect("splats_on_gpu checked the backend");
+            (frame, image.into_primitive().tensor(), Source::Gpu(gpu_splats))
+        }
+        None => {
+            let splats = Arc::new(params.to_splats());
+            let (frame, image) = renderer.render_frame(&splats, camera, options)?;
+            let shape = [camera.height as usize, camera.width as usize, 4];
+            let values: Vec<f32> = image.rgba.into_iter().flatten().collect();
+            let output = Tensor::<B, 3>::from_data(TensorData::new(values, shape), &inner_device)
+                .into_primitive()
+                .tensor();
+            (frame, output, Source::Cpu(splats))
+        }
+    };
     let nodes = [
         &params.means,
         &params.log_scales,
@@ -281,7 +449,7 @@ pub fn render<B: Backend, C: CheckpointStrategy>(
             RenderState {
                 renderer: renderer.clone(),
                 frame,
-                splats,
+                source,
                 camera: camera.clone(),
                 options: *options,
                 device: inner_device,

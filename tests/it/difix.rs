@@ -554,7 +554,7 @@ fn bench_fix_reports_and_files_its_row_under_its_table() {
 #[test]
 fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
     use difix3d::difix::backend::{BackendKind, Precision};
-    use difix3d::fix::{FixEvent, Frame, LiveFixer, LiveFixerOptions};
+    use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.png");
@@ -565,13 +565,14 @@ fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
         backend: BackendKind::Cpu,
         precision: Precision::Fp32,
         prompt: "remove degradation".into(),
+        shared: None,
     };
     let fixer = LiveFixer::spawn(options(tiny()));
     // Submitted before the model is ready: only the last of these may survive the one-slot queue.
     for id in 1..=3 {
         fixer.submit(Frame {
             id,
-            image: image.clone(),
+            image: FrameImage::Cpu(image.clone()),
             reference: None,
             policy: difix3d::difix::images::SizePolicy::Native,
         });
@@ -607,7 +608,7 @@ fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
 fn live_fix_of_a_render_equals_the_fix_cli_and_keeps_no_backlog() {
     use difix3d::difix::backend::{BackendKind, Precision};
     use difix3d::difix::images::SizePolicy;
-    use difix3d::fix::{FixEvent, Frame, LiveFixer, LiveFixerOptions};
+    use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
     use difix3d::render::{GpuSplats, RenderOptions};
     use std::time::Duration;
     let Some(scene) = crate::asset("luigi.ply") else { return };
@@ -644,13 +645,14 @@ fn live_fix_of_a_render_equals_the_fix_cli_and_keeps_no_backlog() {
         backend: BackendKind::Cpu,
         precision: Precision::Fp32,
         prompt: "remove degradation".into(),
+        shared: None,
     });
     let next = || fixer.events().recv_timeout(Duration::from_secs(120)).expect("an event");
     assert!(matches!(next(), FixEvent::Ready));
     let submit = |id| {
         fixer.submit(Frame {
             id,
-            image: frame.clone(),
+            image: FrameImage::Cpu(frame.clone()),
             reference: None,
             policy: SizePolicy::Native,
         })
@@ -680,6 +682,115 @@ fn live_fix_of_a_render_equals_the_fix_cli_and_keeps_no_backlog() {
         fixer.events().recv_timeout(Duration::from_millis(500)).is_err(),
         "nothing after the newest frame"
     );
+}
+
+/// With the wgpu backend the live worker shares the renderer's device and a frame reaches it as one
+/// GPU-side copy: the tensor it gets equals the read-back 8-bit frame exactly, and the fixed frame is
+/// the same as for the read-back frame. A worker on another backend refuses GPU frames.
+#[test]
+fn live_fix_takes_frames_on_the_renderers_device() {
+    use difix3d::difix::backend::{BackendKind, Precision};
+    use difix3d::difix::images::{to_tensor, SizePolicy};
+    use difix3d::fix::gpu_frame::{GpuFrame, SharedBackend};
+    use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
+    use difix3d::render::{GpuSplats, RenderOptions};
+    use std::time::Duration;
+    let Some(scene) = crate::asset("luigi.ply") else { return };
+    let splats = difix3d::scene::load(&scene).unwrap();
+    let (ctx, rasterizer) = crate::gpu();
+    let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
+    // A render at this size, read back and captured on the GPU.
+    let render = |width, height| {
+        let camera = difix3d::view::ViewController::default_for(&splats, glam::Vec3::NEG_Y).camera(width, height);
+        let mut r = rasterizer.lock().unwrap();
+        r.render(ctx, &gpu_splats, &camera, &RenderOptions::default()).unwrap();
+        let image = difix3d::image_io::to_rgb8(&r.read_image(ctx).unwrap());
+        (image, GpuFrame::capture(ctx, &r).expect("a rendered frame"))
+    };
+    let (read_back, on_gpu) = render(72, 48);
+    assert_eq!((on_gpu.width, on_gpu.height), (72, 48));
+    let device = ctx.burn_device();
+    let expected = to_tensor::<SharedBackend>(&read_back, &device).into_data();
+    assert_eq!(
+        on_gpu.to_input(72, 48).unwrap().into_data(),
+        expected,
+        "the GPU hand-off differs from the read-back frame"
+    );
+
+    let options = |backend, shared| LiveFixerOptions {
+        model: tiny(),
+        backend,
+        precision: Precision::Fp32,
+        prompt: "remove degradation".into(),
+        shared,
+    };
+    let fixer = LiveFixer::spawn(options(BackendKind::Wgpu, Some(device.clone())));
+    let next = |f: &LiveFixer| f.events().recv_timeout(Duration::from_secs(300)).expect("an event");
+    assert!(matches!(next(&fixer), FixEvent::Ready));
+    let frame = |id, image| Frame {
+        id,
+        image,
+        reference: Some(std::sync::Arc::new(read_back.clone())),
+        policy: SizePolicy::Native,
+    };
+    fixer.submit(frame(1, FrameImage::Cpu(read_back.clone())));
+    let FixEvent::Fixed {
+        id: 1, image: from_cpu, ..
+    } = next(&fixer)
+    else {
+        panic!("expected frame 1 back")
+    };
+    fixer.submit(frame(2, FrameImage::Gpu(on_gpu.clone())));
+    let FixEvent::Fixed {
+        id: 2, image: from_gpu, ..
+    } = next(&fixer)
+    else {
+        panic!("expected frame 2 back")
+    };
+    assert_eq!(from_gpu, from_cpu, "the GPU frame was fixed differently");
+    assert_ne!(from_gpu, read_back, "the frame was not fixed at all");
+
+    // A frame that is not a multiple of 8 is scaled on the GPU (bicubic; the CPU path uses Lanczos)
+    // and comes back at its own size, close to the CPU path's result.
+    let (odd_back, odd_gpu) = render(75, 50);
+    fixer.submit(frame(4, FrameImage::Cpu(odd_back.clone())));
+    let FixEvent::Fixed {
+        id: 4, image: odd_cpu, ..
+    } = next(&fixer)
+    else {
+        panic!("expected frame 4 back")
+    };
+    fixer.submit(frame(5, FrameImage::Gpu(odd_gpu)));
+    let FixEvent::Fixed {
+        id: 5,
+        image: odd_fixed,
+        ..
+    } = next(&fixer)
+    else {
+        panic!("expected frame 5 back")
+    };
+    assert_eq!(odd_fixed.dimensions(), (75, 50));
+    let mse = odd_fixed
+        .as_raw()
+        .iter()
+        .zip(odd_cpu.as_raw())
+        .map(|(a, b)| ((*a as f64 - *b as f64) / 255.0).powi(2))
+        .sum::<f64>()
+        / odd_cpu.as_raw().len() as f64;
+    let psnr = -10.0 * mse.log10();
+    eprintln!("scaled GPU frame vs the CPU path: {psnr:.1} dB");
+    assert!(
+        psnr > 30.0,
+        "the scaled GPU frame is far from the CPU path's ({psnr:.1} dB)"
+    );
+
+    let cpu = LiveFixer::spawn(options(BackendKind::Cpu, Some(device)));
+    assert!(matches!(next(&cpu), FixEvent::Ready));
+    cpu.submit(frame(3, FrameImage::Gpu(on_gpu)));
+    let FixEvent::Error(message) = next(&cpu) else {
+        panic!("a CPU worker must refuse a GPU frame")
+    };
+    assert!(message.contains("does not share"), "{message}");
 }
 
 /// Groundwork for Difix training: the whole network (text encoder, VAE encoder with its skips, UNet
@@ -865,7 +976,7 @@ fn a_difix_training_step_matches_torch() {
         lr: value(&["lr"]),
         max_grad_norm: value(&["max_grad_norm"]) as f32,
     };
-    let (nets, before, norm) = step::train_step(nets, &mut optimizer, vec![batch], &settings);
+    let (nets, before, norm) = step::train_step(nets, &mut optimizer, vec![batch], &settings, None).unwrap();
     let close = |got: f32, want: f64, rel: f64| ((got as f64) - want).abs() <= rel * want.abs();
     for (name, got, rel) in [
         ("l2", before.l2, 1e-4),

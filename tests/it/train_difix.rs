@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::{asset, difix3d, repo};
 
 /// Pairs (blurred photo -> photo, with a neighbouring photo as reference) in `dir`; returns the JSON.
-fn make_pairs(photos: &Path, dir: &Path) -> std::path::PathBuf {
+pub(crate) fn make_pairs(photos: &Path, dir: &Path) -> std::path::PathBuf {
     let names = ["00", "01", "02", "03"];
     for name in names {
         let clean = image::open(photos.join(format!("{name}.jpg"))).unwrap().to_rgb8();
@@ -35,6 +35,111 @@ fn evals(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `difix3d train-difix` of the tiny model on the CPU at 32x32 with the tiny LPIPS/VGG; the Gram
+/// loss is on from step 3.
+fn train(data: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
+    let lpips = repo().join("tests/fixtures/lpips");
+    let backbone = lpips.join("vgg_tiny_backbone.pth");
+    let lin = lpips.join("vgg_tiny_lin.pth");
+    let tiny = repo().join("tests/fixtures/difix/tiny");
+    let mut args = vec![
+        "train-difix",
+        "--data",
+        data.to_str().unwrap(),
+        "--model",
+        tiny.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        steps,
+        "--resolution",
+        "32",
+        "--lr",
+        "1e-3",
+        "--gram-warmup",
+        "2",
+        "--gram-crop",
+        "16",
+        "--lpips-backbone",
+        backbone.to_str().unwrap(),
+        "--lpips-lin",
+        lin.to_str().unwrap(),
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "0",
+        "--backend",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = difix3d(&args);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    stdout
+}
+
+/// Every tensor of a model folder's UNet and VAE, by file and key.
+fn model_tensors(model: &Path) -> Vec<(String, Vec<f32>)> {
+    let mut all = Vec::new();
+    for file in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+    ] {
+        let bytes = std::fs::read(model.join(file)).unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<String> = tensors.names().into_iter().map(|n| n.to_string()).collect();
+        names.sort();
+        for name in names {
+            let view = tensors.tensor(&name).unwrap();
+            assert_eq!(view.dtype(), safetensors::Dtype::F32);
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            all.push((format!("{file}:{name}"), values));
+        }
+    }
+    all
+}
+
+/// Data-parallel training on two CPU peers (burn-collective averaging their gradients) takes the
+/// same steps as one device accumulating both peers' micro-batches, Gram loss included.
+#[test]
+fn two_data_parallel_peers_train_like_one_device_with_twice_the_batch() {
+    let Some(photos) = asset("maupertuis/images_8") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_pairs(&photos, dir.path());
+    let one = dir.path().join("one");
+    train(&data, &one, "3", &["--grad-accumulation", "2"]);
+    let two = dir.path().join("two");
+    let stdout = train(&data, &two, "3", &["--devices", "0,1"]);
+    eprintln!("{stdout}");
+    let (a, b) = (
+        model_tensors(&one.join("checkpoint")),
+        model_tensors(&two.join("checkpoint")),
+    );
+    let start = model_tensors(&repo().join("tests/fixtures/difix/tiny"));
+    assert_eq!(a.len(), b.len());
+    let (mut worst, mut moved) = (0f32, 0f32);
+    for ((name, x), (other, y)) in a.iter().zip(&b) {
+        assert_eq!(name, other);
+        for (p, q) in x.iter().zip(y) {
+            worst = worst.max((p - q).abs());
+        }
+        if let Some((_, s)) = start.iter().find(|(n, _)| n == name) {
+            for (p, q) in x.iter().zip(s) {
+                moved = moved.max((p - q).abs());
+            }
+        }
+    }
+    eprintln!("largest weight difference {worst:e}; largest change from the start {moved:e}");
+    // Three AdamW steps at lr 1e-3 move weights by up to ~3e-3; the two runs agree to 1% of one step.
+    assert!(moved > 1e-3, "training did not move the weights ({moved:e})");
+    assert!(worst <= 1e-5, "data-parallel weights differ by {worst:e}");
+}
+
 #[test]
 fn train_difix_lowers_the_loss_resumes_exactly_and_feeds_fix() {
     let Some(photos) = asset("maupertuis/images_8") else {
@@ -44,43 +149,8 @@ fn train_difix_lowers_the_loss_resumes_exactly_and_feeds_fix() {
     let data = make_pairs(&photos, dir.path());
     let lpips = repo().join("tests/fixtures/lpips");
     let backbone = lpips.join("vgg_tiny_backbone.pth");
-    let lin = lpips.join("vgg_tiny_lin.pth");
     let tiny = repo().join("tests/fixtures/difix/tiny");
-    let run = |out: &Path, steps: &str, extra: &[&str]| {
-        let mut args = vec![
-            "train-difix",
-            "--data",
-            data.to_str().unwrap(),
-            "--model",
-            tiny.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--steps",
-            steps,
-            "--resolution",
-            "32",
-            "--lr",
-            "1e-3",
-            "--gram-warmup",
-            "2",
-            "--gram-crop",
-            "16",
-            "--lpips-backbone",
-            backbone.to_str().unwrap(),
-            "--lpips-lin",
-            lin.to_str().unwrap(),
-            "--checkpoint-every",
-            "2",
-            "--eval-every",
-            "0",
-            "--backend",
-            "cpu",
-        ];
-        args.extend_from_slice(extra);
-        let (code, stdout, stderr) = difix3d(&args);
-        assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-        stdout
-    };
+    let run = |out: &Path, steps: &str, extra: &[&str]| train(&data, out, steps, extra);
 
     // Four uninterrupted steps lower the test L2 clearly.
     let whole = dir.path().join("whole");
@@ -152,19 +222,28 @@ fn train_difix_lowers_the_loss_resumes_exactly_and_feeds_fix() {
         "{stderr}"
     );
     assert!(!bad_out.exists(), "no run folder for a run that never started");
-    let (code, _, stderr) = difix3d(&[
-        "train-difix",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        bad_out.to_str().unwrap(),
-        "--lpips-backbone",
-        backbone.to_str().unwrap(),
-        "--devices",
-        "0,1",
-    ]);
-    assert_ne!(code, 0);
-    assert!(stderr.contains("not supported yet"), "{stderr}");
+    // Device lists: a repeated index; more GPUs than any machine here has.
+    for (devices, backend, why) in [
+        ("0,0", "cpu", "device 0 is listed twice"),
+        ("0,7", "wgpu", "--devices names device"),
+    ] {
+        let (code, _, stderr) = difix3d(&[
+            "train-difix",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            bad_out.to_str().unwrap(),
+            "--lpips-backbone",
+            backbone.to_str().unwrap(),
+            "--devices",
+            devices,
+            "--backend",
+            backend,
+        ]);
+        assert_ne!(code, 0);
+        assert!(stderr.contains(why), "{stderr}");
+    }
+    assert!(!bad_out.exists());
 }
 
 #[test]

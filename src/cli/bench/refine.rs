@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use burn::tensor::backend::Backend;
 
-use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::refine::refiner::{self, RefineConfig, SceneSource};
 use difix3d::refine::round::{RoundEvent, RoundReport};
 use difix3d::render::GpuContext;
@@ -75,7 +75,7 @@ pub fn bench_refine(args: RefineBenchArgs) -> anyhow::Result<()> {
     config.post_render_eval = false;
     let gpu = GpuContext::headless()?;
     let adapter = gpu.adapter_name.clone();
-    let result = run_on(args.backend, Precision::Fp32, Job { config, gpu });
+    let result = run_on_renderer_device(args.backend, Precision::Fp32, &gpu.clone(), Job { config, gpu });
     let _ = std::fs::remove_dir_all(&out);
     let collect = result??;
 

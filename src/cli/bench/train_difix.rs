@@ -24,8 +24,9 @@ pub struct TrainDifixBenchArgs {
 struct Times(Vec<Instant>);
 
 impl DifixTrainObserver for Times {
-    fn step(&mut self, _report: &DifixStepReport) {
+    fn step(&mut self, _report: &DifixStepReport) -> bool {
         self.0.push(Instant::now());
+        false
     }
 }
 
@@ -39,7 +40,7 @@ impl WithBackend for Job {
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
         let mut times = Times(vec![Instant::now()]);
         let stop = std::sync::atomic::AtomicBool::new(false);
-        trainer::train_difix::<Autodiff<B>>(&self.config, &device, &mut times, &stop)?;
+        trainer::train_difix::<Autodiff<B>>(&self.config, &[device], &mut times, &stop)?;
         Ok(times.0)
     }
 }

@@ -3,6 +3,7 @@
 //! after the warm-up, `λ_gram · Gram(VGG16)` on a crop; the gradients of what trains (the whole UNet,
 //! the VAE decoder's LoRA pairs and skip convs) are clipped to a global norm and AdamW updates them.
 
+use burn::collective::{CollectiveError, PeerId, ReduceOperation};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
@@ -109,6 +110,21 @@ pub struct Losses {
     pub gram: Option<f32>,
     /// The weighted sum that is backpropagated.
     pub total: f32,
+}
+
+impl Losses {
+    /// The term-wise mean (of micro-batches, or of data-parallel peers).
+    pub fn mean(items: &[Losses]) -> Losses {
+        let n = items.len().max(1) as f32;
+        let mut mean = Losses::default();
+        for l in items {
+            mean.l2 += l.l2 / n;
+            mean.lpips += l.lpips / n;
+            mean.gram = l.gram.map(|g| mean.gram.unwrap_or(0.0) + g / n);
+            mean.total += l.total / n;
+        }
+        mean
+    }
 }
 
 /// The weighted loss of `prediction` against `target` (both [n, 3, h, w] in [-1, 1]) and its terms.
@@ -224,17 +240,20 @@ pub struct StepSettings<'a, B: Backend> {
 
 /// One optimiser step over `batches` (gradient accumulation: each micro-batch's loss divided by
 /// their number, as accelerate does): forward all views, the loss, backward, global-norm clipping,
-/// AdamW. Returns the updated networks, the loss terms averaged over the micro-batches, and the
+/// AdamW. With `peer` set, this is one of several data-parallel copies (see [`super::parallel`]):
+/// the gradients are averaged with the other peers' before clipping, so every copy takes the same
+/// update. Returns the updated networks, the loss terms averaged over the micro-batches, and the
 /// gradient norm before clipping.
 pub fn train_step<B: AutodiffBackend>(
     nets: Nets<B>,
     optimizer: &mut DifixOptimizer<B>,
     batches: Vec<Batch<B>>,
     settings: &StepSettings<B>,
-) -> (Nets<B>, Losses, f32) {
+    peer: Option<PeerId>,
+) -> Result<(Nets<B>, Losses, f32), CollectiveError> {
     let n = batches.len().max(1);
     let mut accumulator = burn::optim::GradientsAccumulator::new();
-    let mut mean = Losses::default();
+    let mut terms = Vec::with_capacity(n);
     for batch in batches {
         let prediction = nets.forward(
             batch.inputs,
@@ -246,13 +265,13 @@ pub fn train_step<B: AutodiffBackend>(
         let gram = settings.gram.zip(batch.gram_crop);
         let (total, losses) = loss(prediction, batch.targets, settings.lpips, gram, settings.weights);
         accumulator.accumulate(&nets, GradientsParams::from_grads((total / n as f32).backward(), &nets));
-        mean.l2 += losses.l2 / n as f32;
-        mean.lpips += losses.lpips / n as f32;
-        mean.gram = losses.gram.map(|g| mean.gram.unwrap_or(0.0) + g / n as f32);
-        mean.total += losses.total / n as f32;
+        terms.push(losses);
     }
     let mut grads = accumulator.grads();
+    if let Some(peer) = peer {
+        grads = grads.all_reduce::<B::InnerBackend>(peer, ReduceOperation::Mean)?;
+    }
     let norm = clip_global_norm(&nets, &mut grads, settings.max_grad_norm);
     let nets = optimizer.step(settings.lr, nets, grads);
-    (nets, mean, norm)
+    Ok((nets, Losses::mean(&terms), norm))
 }

@@ -7,14 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use burn::collective::PeerId;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, OPTIMIZER_FILE, STATE_FILE};
 use super::data::{self, Pair, PairsError, Sample};
 use super::export::export;
+use super::parallel::{PeerSetup, Peers};
 use super::step::{self, Batch, Crop, LossWeights, Losses, Nets, StepSettings};
 use crate::difix::images::to_tensor;
 use crate::difix::pipeline::{Difix, PromptEncoder};
@@ -31,6 +33,8 @@ pub enum DifixTrainError {
     Model(#[from] DifixError),
     #[error("{0}")]
     Input(String),
+    #[error("data-parallel training: {0}")]
+    Parallel(String),
 }
 
 /// Every knob of a run; [`DifixTrainConfig::new`] gives the reference's defaults.
@@ -127,7 +131,8 @@ pub struct DifixEvalReport {
 }
 
 pub trait DifixTrainObserver {
-    fn step(&mut self, report: &DifixStepReport);
+    /// Hears each step; returning true saves a checkpoint now.
+    fn step(&mut self, report: &DifixStepReport) -> bool;
     fn eval(&mut self, _report: &DifixEvalReport) {}
     fn saved(&mut self, _path: &Path) {}
 }
@@ -162,14 +167,43 @@ fn context<B: AutodiffBackend>(prompts: &mut PromptEncoder<B>, prompt: &str, vie
     prompts.embed(prompt).detach().repeat_dim(0, views)
 }
 
-/// Fine-tunes per `config` on `B`. `observer` hears every step and evaluation; `stop` ends the run
-/// after the current step, with a checkpoint.
+/// One micro-batch as drawn, before it becomes tensors on the device of the peer that trains on it.
+pub struct Draw {
+    sample: Sample,
+    /// The prompt's embedding, [1, 77, dim].
+    context: TensorData,
+    gram_crop: Option<Crop>,
+    noise_seed: Option<u64>,
+}
+
+impl Draw {
+    pub fn batch<B: AutodiffBackend>(&self, device: &B::Device) -> Batch<B> {
+        let (inputs, targets, views) = views::<B>(&self.sample, device);
+        Batch {
+            inputs,
+            targets,
+            context: Tensor::<B, 3>::from_data(self.context.clone(), device).repeat_dim(0, views),
+            views,
+            gram_crop: self.gram_crop,
+            noise_seed: self.noise_seed,
+        }
+    }
+}
+
+/// Fine-tunes per `config` on `B`, data-parallel when given several `devices` (see
+/// [`super::parallel`]; the first one evaluates and saves). Each device takes
+/// `config.grad_accumulation` micro-batches per step, so N devices train as one device with N times
+/// the accumulation. `observer` hears every step and evaluation; `stop` ends the run after the
+/// current step, with a checkpoint.
 pub fn train_difix<B: AutodiffBackend>(
     config: &DifixTrainConfig,
-    device: &B::Device,
+    devices: &[B::Device],
     observer: &mut dyn DifixTrainObserver,
     stop: &AtomicBool,
 ) -> Result<DifixTrainSummary, DifixTrainError> {
+    let Some(device) = devices.first() else {
+        return Err(DifixTrainError::Input("no device to train on".into()));
+    };
     if config.resolution == 0 || !config.resolution.is_multiple_of(8) {
         return Err(DifixTrainError::Input(format!(
             "the resolution must be a positive multiple of 8, got {}",
@@ -242,6 +276,22 @@ pub fn train_difix<B: AutodiffBackend>(
         })
     };
 
+    let mut peers = if devices.len() > 1 {
+        let setup = PeerSetup {
+            lpips: config.lpips.clone(),
+            gram_vgg16: gram
+                .is_some()
+                .then(|| config.vgg16.clone().unwrap_or(config.lpips.backbone.clone())),
+            one_step,
+            weights: config.weights,
+            weight_decay: config.weight_decay,
+            max_grad_norm: config.max_grad_norm,
+        };
+        Some(Peers::start::<B>(devices, &nets, &optimizer, &setup)?)
+    } else {
+        None
+    };
+
     let started = Instant::now();
     let mut step = start;
     let mut stopped_early = false;
@@ -255,26 +305,40 @@ pub fn train_difix<B: AutodiffBackend>(
         // what an uninterrupted one would.
         let mut rng = Rng(config.seed ^ 0xD1F7 ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let gram_on = gram.is_some() && step > config.gram_warmup;
-        let mut batches = Vec::with_capacity(config.grad_accumulation.max(1));
-        for _ in 0..config.grad_accumulation.max(1) {
+        let per_peer = config.grad_accumulation.max(1);
+        let mut draws = Vec::with_capacity(per_peer * devices.len());
+        for _ in 0..per_peer * devices.len() {
             let pair = &pairs.train[rng.below(pairs.train.len())];
             let sample = data::sample(pair, size, rng.uniform(), rng.uniform())?;
-            let (inputs, targets, views) = views::<B>(&sample, device);
             let gram_crop = gram_on.then(|| Crop {
                 top: rng.below(size as usize - gram_size + 1),
                 left: rng.below(size as usize - gram_size + 1),
                 size: gram_size,
             });
             let noise_seed = config.sample_posterior.then(|| rng.next_u64());
-            batches.push(Batch {
-                inputs,
-                targets,
-                context: context(&mut prompts, &sample.prompt, views),
-                views,
+            let context = prompts.embed(&sample.prompt).into_data();
+            draws.push(Draw {
+                sample,
+                context,
                 gram_crop,
                 noise_seed,
             });
         }
+        // Peer p trains on draws [p·per_peer, (p+1)·per_peer).
+        let mut shares: Vec<Vec<Draw>> = Vec::with_capacity(devices.len());
+        let mut rest = draws.into_iter();
+        for _ in 0..devices.len() {
+            shares.push(rest.by_ref().take(per_peer).collect());
+        }
+        let own = shares.remove(0);
+        let peer = match &mut peers {
+            Some(peers) => {
+                peers.dispatch::<B>(device, shares, config.lr)?;
+                Some(PeerId(0))
+            }
+            None => None,
+        };
+        let batches = own.iter().map(|d| d.batch::<B>(device)).collect();
         let settings = StepSettings {
             step: &one_step,
             lpips: &lpips,
@@ -283,16 +347,28 @@ pub fn train_difix<B: AutodiffBackend>(
             lr: config.lr,
             max_grad_norm: config.max_grad_norm,
         };
-        let (updated, losses, grad_norm) = step::train_step(nets, &mut optimizer, batches, &settings);
+        let (updated, mut losses, grad_norm) = match step::train_step(nets, &mut optimizer, batches, &settings, peer) {
+            Ok(stepped) => stepped,
+            Err(e) => {
+                return Err(peers
+                    .as_ref()
+                    .map_or(DifixTrainError::Parallel(format!("{e:?}")), |p| p.explain(e)))
+            }
+        };
+        if let Some(peers) = &peers {
+            let mut all = peers.collect()?;
+            all.insert(0, losses);
+            losses = Losses::mean(&all);
+        }
         nets = updated;
-        observer.step(&DifixStepReport {
+        let save_now = observer.step(&DifixStepReport {
             step,
             steps: config.steps,
             losses,
             grad_norm,
             steps_per_second: (step - start) as f32 / started.elapsed().as_secs_f32().max(1e-6),
         });
-        if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 {
+        if save_now || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0) {
             save(&nets, &optimizer, step)?;
             observer.saved(&checkpoint_dir);
         }

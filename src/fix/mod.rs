@@ -1,6 +1,10 @@
 //! The live post-render fix: a worker thread that owns a Difix model and fixes the newest frame it is
 //! given. The renderer never waits for it: frames go over a one-slot channel where a new frame replaces
-//! one that was not picked up yet (latest wins), and fixed frames come back as events.
+//! one that was not picked up yet (latest wins), and fixed frames come back as events. On the wgpu
+//! backend the worker can share the renderer's device, and frames then stay on the GPU
+//! ([`gpu_frame`]).
+
+pub mod gpu_frame;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,15 +17,34 @@ use image::RgbImage;
 use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
 use crate::difix::images::SizePolicy;
 use crate::difix::Difix;
+use crate::render::burn_bridge::{from_shared, SharedBackend};
+use gpu_frame::GpuFrame;
 
 /// A rendered view to fix; `id` lets the caller match results to what it showed.
 pub struct Frame {
     pub id: u64,
-    pub image: RgbImage,
+    pub image: FrameImage,
     /// Shared: the same photo usually guides many frames.
     pub reference: Option<Arc<RgbImage>>,
     /// The working resolution (the fixed frame comes back at the frame's own size).
     pub policy: SizePolicy,
+}
+
+/// A frame's pixels: read back to the CPU, or still on the GPU (for a worker on the renderer's
+/// device).
+pub enum FrameImage {
+    Cpu(RgbImage),
+    Gpu(GpuFrame),
+}
+
+impl FrameImage {
+    /// (width, height)
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            FrameImage::Cpu(image) => image.dimensions(),
+            FrameImage::Gpu(frame) => (frame.width, frame.height),
+        }
+    }
 }
 
 pub enum FixEvent {
@@ -41,6 +64,16 @@ pub struct LiveFixerOptions {
     pub backend: BackendKind,
     pub precision: Precision,
     pub prompt: String,
+    /// burn's handle to the renderer's device ([`crate::render::GpuContext::burn_device`]): with the
+    /// wgpu backend at fp32, the worker runs there and takes [`FrameImage::Gpu`] frames.
+    pub shared: Option<burn::backend::wgpu::WgpuDevice>,
+}
+
+impl LiveFixerOptions {
+    /// Whether the worker will run on the renderer's device.
+    pub fn shares_device(&self) -> bool {
+        self.shared.is_some() && self.backend == BackendKind::Wgpu && self.precision == Precision::Fp32
+    }
 }
 
 pub struct LiveFixer {
@@ -88,8 +121,13 @@ impl LiveFixer {
                     frames: frame_rx,
                     events: event_tx.clone(),
                 };
-                if let Err(e) = run_on(job.options.backend, job.options.precision, job) {
-                    let _ = event_tx.send(FixEvent::Error(e.to_string()));
+                match job.options.shared.clone() {
+                    Some(device) if job.options.shares_device() => job.run::<SharedBackend>(device),
+                    _ => {
+                        if let Err(e) = run_on(job.options.backend, job.options.precision, job) {
+                            let _ = event_tx.send(FixEvent::Error(e.to_string()));
+                        }
+                    }
                 }
             })
             .expect("spawning a thread only fails when the OS is out of resources");
@@ -127,12 +165,24 @@ impl WithBackend for Worker {
         // Ends when the LiveFixer (the only sender) is dropped.
         while let Ok(frame) = self.frames.recv() {
             let start = Instant::now();
-            let event = match model.fix_image(
-                &frame.image,
-                frame.reference.as_deref(),
-                frame.policy,
-                &self.options.prompt,
-            ) {
+            let fixed = match &frame.image {
+                FrameImage::Cpu(image) => {
+                    model.fix_image(image, frame.reference.as_deref(), frame.policy, &self.options.prompt)
+                }
+                FrameImage::Gpu(gpu) => {
+                    let (w, h) = frame.policy.working_size(gpu.width, gpu.height);
+                    match gpu.to_input(w, h).map(from_shared::<B, 4>) {
+                        Err(e) => Err(crate::difix::DifixError::Backend(e.to_string())),
+                        Ok(Some(input)) => model
+                            .fix_tensor_image(input, frame.reference.as_deref(), &self.options.prompt)
+                            .map(|fixed| crate::difix::images::resize(&fixed, gpu.width, gpu.height)),
+                        Ok(None) => Err(crate::difix::DifixError::Backend(
+                            "a GPU frame reached a worker that does not share the renderer's device".into(),
+                        )),
+                    }
+                }
+            };
+            let event = match fixed {
                 Ok(image) => FixEvent::Fixed {
                     id: frame.id,
                     image,

@@ -1,0 +1,252 @@
+//! The Training panel's Difix mode: fine-tunes Difix on a pair JSON in the background (the same
+//! trainer as `difix3d train-difix`), with pause/save/stop, the loss plot, the newest evaluation on
+//! the test pairs, and a button that hands the result to the post-render fix.
+
+use std::path::PathBuf;
+
+use crossbeam_channel::Receiver;
+use difix3d::difix::backend::BackendKind;
+use difix3d::difix::train::trainer::DifixTrainConfig;
+use difix3d::perceptual::lpips::LpipsFiles;
+
+use super::train_panel::{backend_ui, run_folder_ui};
+use super::{pick, ViewerApp};
+
+/// Settings a fine-tuning run starts with from the command line (`difix3d view --train-difix ...`).
+#[derive(Clone, Debug)]
+pub struct DifixTrainStart {
+    pub data: PathBuf,
+    pub model: PathBuf,
+    pub lpips: LpipsFiles,
+    pub steps: usize,
+    pub resolution: u32,
+    pub backend: BackendKind,
+}
+
+/// A path typed in or picked with the file dialog.
+#[derive(Default)]
+pub struct PathField {
+    pub text: String,
+    picking: Option<Receiver<Option<PathBuf>>>,
+}
+
+impl PathField {
+    fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            picking: None,
+        }
+    }
+
+    fn path(&self) -> Option<PathBuf> {
+        let text = self.text.trim();
+        (!text.is_empty()).then(|| PathBuf::from(text))
+    }
+
+    /// A labelled text box with a "…" button opening a file (or folder) dialog.
+    fn ui(&mut self, ui: &mut egui::Ui, label: &str, hint: &str, folder: bool) {
+        if let Some(picked) = self.picking.as_ref().and_then(|rx| rx.try_recv().ok()) {
+            self.picking = None;
+            if let Some(path) = picked {
+                self.text = path.display().to_string();
+            }
+        }
+        ui.horizontal(|ui| {
+            ui.label(label).on_hover_text(hint);
+            ui.add(egui::TextEdit::singleline(&mut self.text).desired_width(140.0));
+            if ui.add_enabled(self.picking.is_none(), egui::Button::new("…")).clicked() {
+                self.picking = Some(if folder {
+                    pick(|d| d.pick_folder())
+                } else {
+                    pick(|d| d.pick_file())
+                });
+            }
+        });
+    }
+}
+
+/// What the Difix mode edits.
+pub struct DifixForm {
+    data: PathField,
+    model: PathField,
+    lpips_backbone: PathField,
+    lpips_lin: PathField,
+    steps: usize,
+    resolution: u32,
+    grad_accumulation: usize,
+    eval_every: usize,
+    checkpoint_every: usize,
+    /// `0,1`: data-parallel over those GPUs; empty: the backend's default device.
+    devices: String,
+    out: String,
+    backend: BackendKind,
+}
+
+impl Default for DifixForm {
+    fn default() -> Self {
+        Self {
+            data: PathField::default(),
+            model: PathField::new("checkpoints/difix_ref"),
+            lpips_backbone: PathField::new("checkpoints/vgg16-397923af.pth"),
+            lpips_lin: PathField::default(),
+            steps: 10_000,
+            resolution: 512,
+            grad_accumulation: 1,
+            eval_every: 500,
+            checkpoint_every: 1000,
+            devices: String::new(),
+            out: "runs/difix".into(),
+            backend: BackendKind::Wgpu,
+        }
+    }
+}
+
+impl DifixForm {
+    /// The run's configuration, or what is missing.
+    fn config(&self) -> Result<(DifixTrainConfig, Vec<usize>), String> {
+        let data = self.data.path().ok_or("choose the pair JSON to train on")?;
+        let model = self.model.path().ok_or("choose the Difix model folder to start from")?;
+        let backbone = self
+            .lpips_backbone
+            .path()
+            .ok_or("choose torchvision's VGG16 weights for LPIPS")?;
+        let devices = parse_devices(&self.devices)?;
+        let lpips = LpipsFiles {
+            backbone,
+            lin: self.lpips_lin.path(),
+        };
+        let mut config = DifixTrainConfig::new(data, model, PathBuf::from(self.out.trim()), lpips);
+        config.steps = self.steps;
+        config.resolution = self.resolution;
+        config.grad_accumulation = self.grad_accumulation.max(1);
+        config.eval_every = self.eval_every;
+        config.checkpoint_every = self.checkpoint_every;
+        Ok((config, devices))
+    }
+}
+
+/// `"0, 1"` -> [0, 1]; empty -> [].
+fn parse_devices(text: &str) -> Result<Vec<usize>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| format!("devices: '{s}' is not a GPU index")))
+        .collect()
+}
+
+impl ViewerApp {
+    pub(super) fn difix_train_ui(&mut self, ui: &mut egui::Ui) {
+        let running = self.train.monitor.running();
+        let form = &mut self.train.difix;
+        ui.add_enabled_ui(!running, |ui| {
+            form.data.ui(
+                ui,
+                "Pairs",
+                "The pair JSON: {\"train\": {ID: {\"image\", \"target_image\", \"ref_image\"?, \"prompt\"?}}, \"test\": {...}}",
+                false,
+            );
+            form.model.ui(ui, "Model", "The Difix model folder to start from (diffusers layout)", true);
+            form.lpips_backbone
+                .ui(ui, "VGG16", "torchvision's vgg16-397923af.pth, for LPIPS and the Gram loss", false);
+            form.lpips_lin.ui(
+                ui,
+                "LPIPS lin",
+                "lpips's vgg.pth linear layers (empty: the copy in assets/lpips)",
+                false,
+            );
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::DragValue::new(&mut form.steps)
+                        .range(1..=1_000_000)
+                        .prefix("steps "),
+                );
+                ui.add(
+                    egui::DragValue::new(&mut form.resolution)
+                        .range(8..=2048)
+                        .speed(8)
+                        .prefix("crop ")
+                        .suffix(" px"),
+                );
+            });
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::DragValue::new(&mut form.grad_accumulation)
+                        .range(1..=64)
+                        .prefix("accumulate "),
+                );
+                ui.add(
+                    egui::DragValue::new(&mut form.eval_every)
+                        .range(0..=100_000)
+                        .prefix("eval every "),
+                );
+            });
+            ui.horizontal(|ui| {
+                ui.label("GPUs").on_hover_text(
+                    "Data-parallel over these device indices, e.g. 0,1 (empty: the backend's default device)",
+                );
+                ui.add(
+                    egui::TextEdit::singleline(&mut form.devices)
+                        .hint_text("default")
+                        .desired_width(70.0),
+                );
+            });
+            run_folder_ui(ui, &mut form.out);
+            backend_ui(ui, "backend", &mut form.backend);
+        });
+        if self.train.monitor.controls_ui(ui, "▶ Fine-tune Difix") {
+            match self.train.difix.config() {
+                Ok((config, devices)) => self.start_difix_training(config, self.train.difix.backend, devices),
+                Err(e) => self.train.monitor.message = Some(Err(e)),
+            }
+        }
+        self.train.monitor.progress_ui(ui);
+        if let Some(summary) = &self.train.difix_done {
+            let model = summary.checkpoint.display().to_string();
+            if ui.button("Use in the post-render fix").on_hover_text(&model).clicked() {
+                self.fix.model = model;
+            }
+        }
+    }
+
+    /// Starts fine-tuning from the command line's settings.
+    pub(super) fn start_difix_with(&mut self, start: DifixTrainStart) {
+        let form = &mut self.train.difix;
+        form.data.text = start.data.display().to_string();
+        form.model.text = start.model.display().to_string();
+        form.lpips_backbone.text = start.lpips.backbone.display().to_string();
+        form.lpips_lin.text = start
+            .lpips
+            .lin
+            .as_ref()
+            .map_or(String::new(), |p| p.display().to_string());
+        form.steps = start.steps;
+        form.resolution = start.resolution;
+        form.backend = start.backend;
+        match form.config() {
+            Ok((config, devices)) => self.start_difix_training(config, start.backend, devices),
+            Err(e) => self.train.monitor.message = Some(Err(e)),
+        }
+    }
+
+    fn start_difix_training(&mut self, config: DifixTrainConfig, backend: BackendKind, devices: Vec<usize>) {
+        let panel = &mut self.train;
+        panel.mode = super::train_panel::TrainMode::Difix;
+        panel.unfold = true;
+        panel.difix_done = None;
+        panel
+            .monitor
+            .start(difix3d::jobs::train::spawn_difix(config, backend, devices));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_devices;
+
+    #[test]
+    fn device_lists_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_devices(""), Ok(vec![]));
+        assert_eq!(parse_devices(" 0, 1 ,"), Ok(vec![0, 1]));
+        assert!(parse_devices("0,gpu1").unwrap_err().contains("'gpu1'"));
+    }
+}
