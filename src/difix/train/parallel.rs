@@ -6,8 +6,9 @@
 //!
 //! The calling thread is peer 0 (it keeps doing the checkpoints and evaluations); the other devices
 //! each get a worker thread. Their gradients meet in burn-collective's in-process server, so all
-//! peers live in one process: burn-collective's multi-machine mode (a global orchestrator over
-//! websockets) is not wired up here.
+//! peers live in one process. (burn-collective 0.21's multi-machine mode was tried with two processes
+//! on one machine and failed: the global ring all-reduce rejects unevenly split tensors, the tree and
+//! centralized strategies stall; see the README.)
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::thread::JoinHandle;

@@ -213,6 +213,50 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
     }
 }
 
+/// Replaces each gradient by its mean over all data-parallel peers (burn-collective's all-reduce),
+/// parameter by parameter in the module's own order, which every peer shares whatever its parameter
+/// ids. (burn's `GradientsParams::all_reduce` goes by sorted ids, which only agree between clones of
+/// one process's networks.)
+fn average_with_peers<B: AutodiffBackend, M: Module<B>>(
+    module: &M,
+    grads: &mut GradientsParams,
+    peer: PeerId,
+) -> Result<(), CollectiveError> {
+    let mut visitor = AllReduce {
+        grads,
+        peer,
+        error: None,
+    };
+    module.visit(&mut visitor);
+    visitor.error.map_or(Ok(()), Err)
+}
+
+struct AllReduce<'a> {
+    grads: &'a mut GradientsParams,
+    peer: PeerId,
+    /// The first failure; no further all-reduce is attempted after it.
+    error: Option<CollectiveError>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for AllReduce<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        let primitive = grad.into_primitive().tensor();
+        match burn::collective::all_reduce::<B::InnerBackend>(self.peer, primitive, ReduceOperation::Mean) {
+            Ok(mean) => {
+                let mean = Tensor::<B::InnerBackend, D>::from_primitive(burn::tensor::TensorPrimitive::Float(mean));
+                self.grads.register::<B::InnerBackend, D>(param.id, mean);
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
 /// One micro-batch: the views of one or more samples (each target followed by its reference when
 /// there is one), what they should become, and the prompt embedding per view.
 pub struct Batch<B: Backend> {
@@ -269,7 +313,7 @@ pub fn train_step<B: AutodiffBackend>(
     }
     let mut grads = accumulator.grads();
     if let Some(peer) = peer {
-        grads = grads.all_reduce::<B::InnerBackend>(peer, ReduceOperation::Mean)?;
+        average_with_peers(&nets, &mut grads, peer)?;
     }
     let norm = clip_global_norm(&nets, &mut grads, settings.max_grad_norm);
     let nets = optimizer.step(settings.lr, nets, grads);
