@@ -98,15 +98,12 @@ pub struct LiveFix {
     model_pick: Option<Receiver<Option<PathBuf>>>,
     /// The renderer's device, which a wgpu worker shares so frames stay on the GPU.
     gpu: GpuContext,
-    /// Whether the current worker shares it.
-    shares_device: bool,
 }
 
 impl LiveFix {
     pub fn new(start: FixStart, gpu: GpuContext) -> Self {
         Self {
             gpu,
-            shares_device: false,
             enabled: start.enabled,
             model: start.model.display().to_string(),
             backend: start.backend,
@@ -158,7 +155,6 @@ impl LiveFix {
             prompt: DEFAULT_PROMPT.into(),
             shared: (key.backend == BackendKind::Wgpu).then(|| self.gpu.burn_device()),
         };
-        self.shares_device = options.shares_device();
         let fixer = LiveFixer::spawn(options);
         self.worker = Some((key, fixer));
         self.state = WorkerState::Loading;
@@ -229,7 +225,7 @@ impl LiveFix {
 
     /// Whether frames go to the worker on the GPU (it shares the renderer's device).
     pub fn takes_gpu_frames(&self) -> bool {
-        self.shares_device
+        self.worker.as_ref().is_some_and(|(_, fixer)| fixer.takes_gpu_frames())
     }
 
     /// Sends frame `id` (rendered from `camera`) to the worker, with the reference the settings pick.

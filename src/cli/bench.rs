@@ -324,11 +324,7 @@ fn bench_live(
     let fps_off = frames as f64 / off.elapsed().as_secs_f64();
 
     let backend = options.backend;
-    let model_name = options
-        .model
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let model_name = file_name(&options.model);
     let fixer = LiveFixer::spawn(options);
     let wait_event = |timeout: Duration| -> anyhow::Result<Option<FixEvent>> {
         match fixer.events().recv_timeout(timeout) {
@@ -412,9 +408,7 @@ fn bench_live(
     let row = format!(
         "| {} | live | {} | {}x{} | {} / {backend}{} | {model_name} | {fps_off:.2} / {fps_on:.2} | {:.1} | {:.0} | {fixed_fps:.2} | {:.0} | {frames} |",
         chrono_date(),
-        path.file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        file_name(path),
         height,
         width,
         bench.ctx.adapter_name,
@@ -462,11 +456,7 @@ impl WithBackend for FixBench {
         }
         let per = |d: Duration| d.as_secs_f64() * 1e3 / self.iters as f64;
         let rss = peak_rss_mib();
-        let model_name = self
-            .model
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let model_name = file_name(&self.model);
         let report = serde_json::json!({
             "bench": "fix",
             "model": self.model.display().to_string(),
@@ -584,9 +574,7 @@ fn bench_render(
     let row = format!(
         "| {} | render | {} | {}x{} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.0} | {} |",
         chrono_date(),
-        path.file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        file_name(path),
         width,
         height,
         bench.ctx.adapter_name,
@@ -603,6 +591,13 @@ fn bench_render(
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, without pulling in a date crate.
+/// The last component of `path` (a model folder, scene or dataset name for the result tables).
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn chrono_date() -> String {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -661,7 +656,15 @@ fn bench_train(
     config.steps = steps;
     let gpu = GpuContext::headless()?;
     let adapter = gpu.adapter_name.clone();
-    let result = run_on_renderer_device(backend, Precision::Fp32, &gpu.clone(), TrainBench { config, gpu });
+    let result = run_on_renderer_device(
+        backend,
+        Precision::Fp32,
+        &gpu,
+        TrainBench {
+            config,
+            gpu: gpu.clone(),
+        },
+    );
     let _ = std::fs::remove_dir_all(&out);
     let (summary, reports) = result??;
     // The first steps compile kernels; time the rest.
@@ -702,10 +705,7 @@ fn bench_train(
         "eval_psnr_after": summary.eval_psnr_after,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    let name = data
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = file_name(&data);
     let row = format!(
         "| {} | train | {name} | {}x{} | {adapter} / {backend} | {:.2} | {render:.1} / {loss:.1} / {backward:.1} / {optimizer:.1} / {densify:.1} | {} | {rss:.0} | {steps} |",
         chrono_date(),

@@ -167,8 +167,12 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     let summary = run_on_renderer_device(
         args.backend,
         Precision::Fp32,
-        &gpu.clone(),
-        RefineJob { config, gpu, stop },
+        &gpu,
+        RefineJob {
+            config,
+            gpu: gpu.clone(),
+            stop,
+        },
     )??;
     let report = serde_json::json!({
         "steps": summary.steps,

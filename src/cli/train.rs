@@ -93,8 +93,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let summary = run_on_renderer_device(
         args.backend,
         Precision::Fp32,
-        &gpu.clone(),
-        TrainJob { config, gpu, stop },
+        &gpu,
+        TrainJob {
+            config,
+            gpu: gpu.clone(),
+            stop,
+        },
     )??;
     let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));
     let report = serde_json::json!({

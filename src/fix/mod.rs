@@ -79,6 +79,8 @@ impl LiveFixerOptions {
 pub struct LiveFixer {
     slot: LatestSlot<Frame>,
     events: Receiver<FixEvent>,
+    /// The worker runs on the renderer's device and takes [`FrameImage::Gpu`] frames.
+    shares_device: bool,
 }
 
 /// A one-item channel whose sender replaces an item that was not taken yet.
@@ -113,6 +115,7 @@ impl LiveFixer {
     pub fn spawn(options: LiveFixerOptions) -> Self {
         let (slot, frame_rx) = LatestSlot::new();
         let (event_tx, events) = crossbeam_channel::unbounded();
+        let shares_device = options.shares_device();
         std::thread::Builder::new()
             .name("difix-live".into())
             .spawn(move || {
@@ -122,7 +125,7 @@ impl LiveFixer {
                     events: event_tx.clone(),
                 };
                 match job.options.shared.clone() {
-                    Some(device) if job.options.shares_device() => job.run::<SharedBackend>(device),
+                    Some(device) if shares_device => job.run::<SharedBackend>(device),
                     _ => {
                         if let Err(e) = run_on(job.options.backend, job.options.precision, job) {
                             let _ = event_tx.send(FixEvent::Error(e.to_string()));
@@ -131,7 +134,16 @@ impl LiveFixer {
                 }
             })
             .expect("spawning a thread only fails when the OS is out of resources");
-        Self { slot, events }
+        Self {
+            slot,
+            events,
+            shares_device,
+        }
+    }
+
+    /// Whether frames can be handed over on the GPU ([`FrameImage::Gpu`]).
+    pub fn takes_gpu_frames(&self) -> bool {
+        self.shares_device
     }
 
     /// Queues `frame`, replacing a frame that is still waiting.

@@ -75,7 +75,15 @@ pub fn bench_refine(args: RefineBenchArgs) -> anyhow::Result<()> {
     config.post_render_eval = false;
     let gpu = GpuContext::headless()?;
     let adapter = gpu.adapter_name.clone();
-    let result = run_on_renderer_device(args.backend, Precision::Fp32, &gpu.clone(), Job { config, gpu });
+    let result = run_on_renderer_device(
+        args.backend,
+        Precision::Fp32,
+        &gpu,
+        Job {
+            config,
+            gpu: gpu.clone(),
+        },
+    );
     let _ = std::fs::remove_dir_all(&out);
     let collect = result??;
 
@@ -109,11 +117,7 @@ pub fn bench_refine(args: RefineBenchArgs) -> anyhow::Result<()> {
         d.train.first().map_or((0, 0), |v| (v.camera.width, v.camera.height))
     };
     let rss = super::peak_rss_mib();
-    let model = args
-        .model
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let model = super::file_name(&args.model);
     let report = serde_json::json!({
         "bench": "refine",
         "data": args.data.display().to_string(),
@@ -132,11 +136,7 @@ pub fn bench_refine(args: RefineBenchArgs) -> anyhow::Result<()> {
         "peak_rss_mib": rss,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    let name = args
-        .data
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = super::file_name(&args.data);
     let row = format!(
         "| {} | refine | {name} | {}x{} | {adapter} / {} | {model} | {views} | {step_ms:.1} / {render_ms:.1} / {difix_ms:.1} | {round_s:.1} | {rss:.0} | {} / {} |",
         super::chrono_date(),

@@ -84,11 +84,7 @@ pub fn bench_train_difix(args: TrainDifixBenchArgs) -> anyhow::Result<()> {
     let steady: Vec<f64> = times.windows(2).skip(1).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
     let step_s = steady.iter().sum::<f64>() / steady.len().max(1) as f64;
     let rss = super::peak_rss_mib();
-    let model = args
-        .model
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let model = super::file_name(&args.model);
     let report = serde_json::json!({
         "bench": "train-difix",
         "model": model,

@@ -38,8 +38,8 @@ pub struct PeerSetup {
 }
 
 /// One step's share of a worker.
-struct Work {
-    draws: Vec<Draw>,
+struct Work<B: AutodiffBackend> {
+    draws: Vec<Draw<B>>,
     lr: f64,
 }
 
@@ -49,19 +49,18 @@ enum Report {
 }
 
 /// The workers of peers 1.. (peer 0 is the caller). Dropping it ends them.
-pub struct Peers {
-    senders: Vec<Sender<Work>>,
+pub struct Peers<B: AutodiffBackend> {
+    senders: Vec<Sender<Work<B>>>,
     reports: Receiver<(usize, Report)>,
     handles: Vec<JoinHandle<()>>,
     count: usize,
     registered: bool,
-    finish: fn(PeerId),
 }
 
-impl Peers {
+impl<B: AutodiffBackend> Peers<B> {
     /// Starts a worker for each of `devices[1..]` with a copy of `nets` and of `optimizer`'s state,
     /// and waits until each has loaded its loss networks.
-    pub fn start<B: AutodiffBackend>(
+    pub fn start(
         devices: &[B::Device],
         nets: &Nets<B>,
         optimizer: &DifixOptimizer<B>,
@@ -75,14 +74,11 @@ impl Peers {
             handles: Vec::new(),
             count,
             registered: false,
-            finish: |id| {
-                let _ = collective::finish_collective::<B::InnerBackend>(id);
-            },
         };
         // A previous run that failed part-way may have left peers registered.
         collective::reset_collective::<B::InnerBackend>();
         for (index, device) in devices.iter().enumerate().skip(1) {
-            let (tx, rx) = crossbeam_channel::bounded::<Work>(1);
+            let (tx, rx) = crossbeam_channel::bounded::<Work<B>>(1);
             let worker = Worker {
                 index,
                 count,
@@ -114,12 +110,7 @@ impl Peers {
     /// Hands each worker its draws (`shares[i]` to peer `i + 1`). The first time, registers every
     /// peer with burn-collective: the workers on reading their first work, peer 0 here (each
     /// registration returns once all peers have registered).
-    pub fn dispatch<B: AutodiffBackend>(
-        &mut self,
-        device: &B::Device,
-        shares: Vec<Vec<Draw>>,
-        lr: f64,
-    ) -> Result<(), DifixTrainError> {
+    pub fn dispatch(&mut self, device: &B::Device, shares: Vec<Vec<Draw<B>>>, lr: f64) -> Result<(), DifixTrainError> {
         for (sender, draws) in self.senders.iter().zip(shares) {
             sender
                 .send(Work { draws, lr })
@@ -163,14 +154,14 @@ impl Peers {
     }
 }
 
-impl Drop for Peers {
+impl<B: AutodiffBackend> Drop for Peers<B> {
     fn drop(&mut self) {
         self.senders.clear();
         for handle in self.handles.drain(..) {
             let _ = handle.join();
         }
         if self.registered {
-            (self.finish)(PeerId(0));
+            let _ = collective::finish_collective::<B::InnerBackend>(PeerId(0));
         }
     }
 }
@@ -189,7 +180,7 @@ struct Worker<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> Worker<B> {
-    fn run(self, work: Receiver<Work>, reports: Sender<(usize, Report)>) {
+    fn run(self, work: Receiver<Work<B>>, reports: Sender<(usize, Report)>) {
         let index = self.index;
         let peer = PeerId(index as u32);
         let loaded = (|| {
@@ -231,7 +222,7 @@ impl<B: AutodiffBackend> Worker<B> {
             };
             let current = nets.take().expect("the networks are put back after every step");
             let stepped = catch_unwind(AssertUnwindSafe(|| {
-                let batches = draws.iter().map(|d| d.batch::<B>(&self.device)).collect();
+                let batches = draws.iter().map(|d| d.batch(&self.device)).collect();
                 step::train_step(current, &mut optimizer, batches, &settings, Some(peer))
             }));
             let report = match stepped {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::collective::PeerId;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, OPTIMIZER_FILE, STATE_FILE};
@@ -168,21 +168,21 @@ fn context<B: AutodiffBackend>(prompts: &mut PromptEncoder<B>, prompt: &str, vie
 }
 
 /// One micro-batch as drawn, before it becomes tensors on the device of the peer that trains on it.
-pub struct Draw {
+pub struct Draw<B: AutodiffBackend> {
     sample: Sample,
-    /// The prompt's embedding, [1, 77, dim].
-    context: TensorData,
+    /// The prompt's embedding, [1, 77, dim], detached, on the first peer's device.
+    context: Tensor<B, 3>,
     gram_crop: Option<Crop>,
     noise_seed: Option<u64>,
 }
 
-impl Draw {
-    pub fn batch<B: AutodiffBackend>(&self, device: &B::Device) -> Batch<B> {
+impl<B: AutodiffBackend> Draw<B> {
+    pub fn batch(&self, device: &B::Device) -> Batch<B> {
         let (inputs, targets, views) = views::<B>(&self.sample, device);
         Batch {
             inputs,
             targets,
-            context: Tensor::<B, 3>::from_data(self.context.clone(), device).repeat_dim(0, views),
+            context: self.context.clone().to_device(device).repeat_dim(0, views),
             views,
             gram_crop: self.gram_crop,
             noise_seed: self.noise_seed,
@@ -287,7 +287,7 @@ pub fn train_difix<B: AutodiffBackend>(
             weight_decay: config.weight_decay,
             max_grad_norm: config.max_grad_norm,
         };
-        Some(Peers::start::<B>(devices, &nets, &optimizer, &setup)?)
+        Some(Peers::start(devices, &nets, &optimizer, &setup)?)
     } else {
         None
     };
@@ -316,7 +316,7 @@ pub fn train_difix<B: AutodiffBackend>(
                 size: gram_size,
             });
             let noise_seed = config.sample_posterior.then(|| rng.next_u64());
-            let context = prompts.embed(&sample.prompt).into_data();
+            let context = prompts.embed(&sample.prompt).detach();
             draws.push(Draw {
                 sample,
                 context,
@@ -325,7 +325,7 @@ pub fn train_difix<B: AutodiffBackend>(
             });
         }
         // Peer p trains on draws [p·per_peer, (p+1)·per_peer).
-        let mut shares: Vec<Vec<Draw>> = Vec::with_capacity(devices.len());
+        let mut shares: Vec<Vec<Draw<B>>> = Vec::with_capacity(devices.len());
         let mut rest = draws.into_iter();
         for _ in 0..devices.len() {
             shares.push(rest.by_ref().take(per_peer).collect());
@@ -333,12 +333,12 @@ pub fn train_difix<B: AutodiffBackend>(
         let own = shares.remove(0);
         let peer = match &mut peers {
             Some(peers) => {
-                peers.dispatch::<B>(device, shares, config.lr)?;
+                peers.dispatch(device, shares, config.lr)?;
                 Some(PeerId(0))
             }
             None => None,
         };
-        let batches = own.iter().map(|d| d.batch::<B>(device)).collect();
+        let batches = own.iter().map(|d| d.batch(device)).collect();
         let settings = StepSettings {
             step: &one_step,
             lpips: &lpips,
