@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Packs gpu-kit/ (git-ignored): everything scripts/gpu/check.sh needs on the GPU machine that is not in
+# the working tree, within the device's limits (gpu-kit <= 48 MiB; tracked + untracked-not-ignored
+# files + kit <= 64 MiB).
+#
+#   scripts/gpu/pack.sh [--no-tests] [--kit DIR]
+#
+#   difix3d.xz     `cargo build --release --features cuda`, stripped copy, xz -9
+#   it.xz          the integration-test binary of the same build (`cargo test --release --features cuda
+#                  --test it --no-run`), stripped, xz -9: the in-process golden tests (rasterizer
+#                  gradients, render parity, the tiny Difix on wgpu); left out with --no-tests
+#   gl/*.deb       Debian's Vulkan/EGL/GL loaders (libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0
+#                  libgles2; apt-get download for amd64), unpacked into / there when no loader is found
+#   wheels/*.whl   the reference's pinned Python packages for the GPU machine's Python 3.12, which has
+#                  torch, numpy, accelerate, safetensors, einops but transformers 5 / huggingface_hub 1
+#                  and no diffusers: diffusers 0.25.1, transformers 4.38.0, tokenizers 0.15.2,
+#                  huggingface-hub 0.25.1, peft 0.9.0 (installed with --target into a folder placed
+#                  first on PYTHONPATH for the reference only)
+#   assets/        bonsai-7k-mini.splat (the real scene of the render benches and parity goldens) and
+#                  maupertuis/ (the training bench's dataset), from scripts/fetch_assets.sh
+#   manifest.json  commit, sizes, sha256s, the paths the test binary was built with
+#
+# The full-size random-weight Difix model is NOT packed (GBs): check.sh generates it there with
+# tests/golden/difix/make_full_difix.py (numpy only).
+# Environment: CARGO_TARGET_DIR (default target/), PYTHON (default python3; needs pip).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$REPO"
+KIT="$REPO/gpu-kit"
+TESTS=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-tests) TESTS=0; shift ;;
+        --kit) KIT="$2"; shift 2 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "pack.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+PYTHON="${PYTHON:-python3}"
+TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+KIT_LIMIT=$((48 * 1024 * 1024))
+TREE_LIMIT=$((64 * 1024 * 1024))
+WHEELS=(diffusers==0.25.1 transformers==4.38.0 tokenizers==0.15.2 huggingface-hub==0.25.1 peft==0.9.0)
+DEBS=(libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+
+die() { echo "pack.sh: ERROR: $*" >&2; exit 1; }
+say() { echo "pack.sh: $*" >&2; }
+for tool in cargo strip xz apt-get git; do command -v "$tool" >/dev/null || die "'$tool' not found"; done
+"$PYTHON" -m pip --version >/dev/null 2>&1 || die "pip is not available for $PYTHON"
+
+STAGE="$(mktemp -d "${TMPDIR:-/tmp}/gpu-kit.XXXXXX")"
+trap 'rm -rf "$STAGE"' EXIT
+
+# ---------------------------------------------------------------- binaries
+say "cargo build --release --features cuda (target: $TARGET)"
+timeout 7200 cargo build --release --features cuda
+BIN="$TARGET/release/difix3d"
+[ -x "$BIN" ] || die "$BIN was not built"
+strip -o "$STAGE/difix3d" "$BIN"
+say "xz -9 of the stripped binary ($(du -m "$STAGE/difix3d" | cut -f1) MiB)"
+xz -T0 -9 -c "$STAGE/difix3d" >"$STAGE/difix3d.xz"
+rm "$STAGE/difix3d"
+
+TEST_BIN=""
+if [ "$TESTS" = 1 ]; then
+    say "cargo test --release --features cuda --test it --no-run"
+    TEST_BIN="$(timeout 7200 cargo test --release --features cuda --test it --no-run --message-format=json 2>/dev/null \
+        | "$PYTHON" -c 'import json,sys
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "it":
+        print(m["executable"])' | tail -n 1)"
+    [ -n "$TEST_BIN" ] && [ -x "$TEST_BIN" ] || die "the test binary was not built (run: cargo test --release --features cuda --test it --no-run)"
+    strip -o "$STAGE/it" "$TEST_BIN"
+    say "xz -9 of the stripped test binary ($(du -m "$STAGE/it" | cut -f1) MiB)"
+    xz -T0 -9 -c "$STAGE/it" >"$STAGE/it.xz"
+    rm "$STAGE/it"
+fi
+
+# ---------------------------------------------------------------- Vulkan/EGL loaders (device README recipe)
+mkdir -p "$STAGE/gl" "$STAGE/apt/lists/partial"
+APT=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists="$STAGE/apt/lists")
+say "apt-get download ${DEBS[*]}"
+timeout 300 apt-get "${APT[@]}" update -qq >/dev/null 2>&1 || die "apt-get update failed"
+(cd "$STAGE/gl" && timeout 300 apt-get "${APT[@]}" download "${DEBS[@]}" >/dev/null 2>&1) || die "apt-get download ${DEBS[*]} failed"
+rm -rf "$STAGE/apt"
+[ "$(ls "$STAGE"/gl/*.deb | wc -l)" = "${#DEBS[@]}" ] || die "expected ${#DEBS[@]} .debs, got: $(ls "$STAGE/gl")"
+
+# ---------------------------------------------------------------- Python wheels for CPython 3.12 x86-64
+say "pip download ${WHEELS[*]} (cp312 manylinux)"
+timeout 600 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$STAGE/wheels" "${WHEELS[@]}" \
+    || die "pip download failed"
+[ "$(ls "$STAGE"/wheels/*.whl | wc -l)" = "${#WHEELS[@]}" ] || die "expected ${#WHEELS[@]} wheels, got: $(ls "$STAGE/wheels")"
+
+# ---------------------------------------------------------------- data
+if [ ! -f assets/bonsai-7k-mini.splat ] || [ ! -d assets/maupertuis ]; then
+    say "assets missing: scripts/fetch_assets.sh"
+    timeout 1200 scripts/fetch_assets.sh >&2 || die "scripts/fetch_assets.sh failed"
+fi
+mkdir -p "$STAGE/assets"
+cp assets/bonsai-7k-mini.splat "$STAGE/assets/"
+cp -r assets/maupertuis "$STAGE/assets/"
+
+# ---------------------------------------------------------------- manifest
+CUDA_VERSION="$(cat "$TARGET"/release/build/cudarc-*/output 2>/dev/null | sed -n 's/^cargo:rustc-env=CUDA_\(MAJOR\|MINOR\)_VERSION=//p' | paste -sd. - | cut -d. -f1,2 || true)"
+"$PYTHON" - "$STAGE" "$REPO" "$BIN" "$TEST_BIN" "$CUDA_VERSION" <<'EOF'
+import hashlib, json, subprocess, sys, time
+from pathlib import Path
+stage, repo, bin_path, test_bin, cuda = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+files = {str(p.relative_to(stage)): {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+         for p in sorted(stage.rglob("*")) if p.is_file()}
+git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True).stdout.strip()
+manifest = {
+    "commit": git("rev-parse", "HEAD"),
+    "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    "packed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "build": "cargo build --release --features cuda",
+    "cudarc_cuda_bindings": cuda or "unknown",
+    # The test binary finds fixtures under the repository path and the binary under the target path it was
+    # built with (env! at compile time): check.sh links these to the copies there.
+    "manifest_dir": repo,
+    "bin_path": bin_path,
+    "files": files,
+}
+(stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+EOF
+
+# ---------------------------------------------------------------- sizes, then swap in
+KIT_BYTES="$(du -sb "$STAGE" | cut -f1)"
+TREE_BYTES="$(git ls-files -z --cached --others --exclude-standard | "$PYTHON" -c 'import os,sys
+print(sum(os.path.getsize(p) for p in sys.stdin.buffer.read().decode().split("\0") if p and os.path.isfile(p) and not os.path.islink(p)))')"
+say "kit $((KIT_BYTES / 1024)) KiB (limit $((KIT_LIMIT / 1024))); tree $((TREE_BYTES / 1024)) KiB; together $(((KIT_BYTES + TREE_BYTES) / 1024)) KiB (limit $((TREE_LIMIT / 1024)))"
+[ "$KIT_BYTES" -le "$KIT_LIMIT" ] || die "the kit is $KIT_BYTES bytes, over 48 MiB (try --no-tests)"
+[ $((KIT_BYTES + TREE_BYTES)) -le "$TREE_LIMIT" ] || die "tree + kit is $((KIT_BYTES + TREE_BYTES)) bytes, over 64 MiB"
+rm -rf "$KIT"
+mkdir -p "$(dirname "$KIT")"
+cp -r "$STAGE" "$KIT"
+du -ab "$KIT" | sort -k2 | sed "s|$REPO/||" >&2
+say "wrote $KIT; on the GPU machine: bash scripts/gpu/check.sh (carry gpu-kit), here: scripts/gpu/check.sh --rehearse"
