@@ -50,7 +50,7 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
 STEPS="$WORK/steps"
-mkdir -p "$STEPS" "$WORK/logs"
+mkdir -p "$STEPS" "$WORK/logs" "$WORK/bin"
 LOG="$OUT/gpu_check.log"
 : >"$LOG"
 START=$(date +%s)
@@ -155,22 +155,40 @@ fi
 # is on the loader path; NVRTC may only be in the CUDA toolkit folder or in the pip nvidia-cuda-nvrtc wheel
 # (torch's), which are not: put the first folder that has it on LD_LIBRARY_PATH.
 NVRTC_DIR=""
-if ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so'; then
+if ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so.13'; then
     NVRTC_DIR="(loader cache)"
 else
-    for d in $("$PY" - <<'EOF' 2>/dev/null
+    nvrtc_dirs="$("$PY" - <<'EOF' 2>/dev/null || true
 import glob, site, sys
 roots = site.getsitepackages() + [site.getusersitepackages()] + sys.path
-for r in roots:
-    for lib in sorted(glob.glob(f"{r}/nvidia/*/lib/libnvrtc.so*")) + sorted(glob.glob(f"{r}/nvidia/cu*/lib/libnvrtc.so*")):
+for r in dict.fromkeys(roots):
+    for lib in sorted(glob.glob(f"{r}/nvidia/*/lib/libnvrtc.so.13*")):
         print(lib.rsplit("/", 1)[0])
 EOF
-    ) /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64; do
-        if ls "$d"/libnvrtc.so* >/dev/null 2>&1; then NVRTC_DIR="$d"; break; fi
+    )"
+    # the bindings are CUDA 13's: only NVRTC 13 (the driver is 580 = CUDA 13.0 there)
+    for d in $nvrtc_dirs /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64; do
+        if ls "$d"/libnvrtc.so.13* >/dev/null 2>&1; then NVRTC_DIR="$d"; break; fi
     done
     if [ -n "$NVRTC_DIR" ]; then export LD_LIBRARY_PATH="$NVRTC_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
 fi
 log "cuda: nvrtc from ${NVRTC_DIR:-nowhere (not found)}; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1 || echo 'no nvidia-smi')"
+# cubecl-cuda compiles its kernels with NVRTC against the toolkit's headers: CUDA_PATH/include (and
+# include/cccl for cuda/barrier, nv/target), default /usr/local/cuda, and panics when there is none. The
+# pip nvidia/cu13/include lacks crt/ and cccl, so only nvcc's toolkit will do.
+if [ -z "${CUDA_PATH:-}" ] && [ ! -f /usr/local/cuda/include/cuda_fp16.h ]; then
+    for d in "$(dirname "$(dirname "$(command -v nvcc 2>/dev/null || echo /nonexistent/bin/nvcc)")")" /opt/cuda /usr/local/cuda-13*; do
+        if [ -f "$d/include/cuda_fp16.h" ]; then export CUDA_PATH="$d"; break; fi
+    done
+fi
+CUDA_HEADERS="${CUDA_PATH:-/usr/local/cuda}"
+if [ -f "$CUDA_HEADERS/include/cuda_fp16.h" ]; then
+    CUDA_HEADERS="$CUDA_HEADERS/include ($( [ -d "$CUDA_HEADERS/include/cccl" ] && echo "with cccl/" || echo "no cccl/"))"
+else
+    CUDA_HEADERS="none found (CUDA_PATH, /usr/local/cuda, nvcc's folder): cubecl-cuda cannot compile kernels"
+fi
+log "cuda: toolkit headers $CUDA_HEADERS"
+EXTRA_SETUP+=("extra.cuda_headers=$CUDA_HEADERS")
 # What difix3d's CUDA backend will find, as dlopen sees it with this environment.
 CUDA_LIBS="$("$PY" - <<'EOF' 2>&1 | tr '\n' ';' || true
 import ctypes
@@ -405,9 +423,43 @@ if wanted bench_render; then
     fi
 fi
 
+# web-splat (github.com/KeKsBoTer/web-splat) at the same camera, when pack.sh found its timing binary
+# (benches/render_vs_websplat.sh builds it); difix3d is timed at that camera too, for the ratio.
 if wanted web_splat; then
-    record web_splat skipped 0 "figures.render_ms_web_splat_1080p=null" \
-        "why.render_ms_web_splat_1080p=web-splat's timing binary is not in the kit (benches/render_vs_websplat.sh builds it from source here; not packed)"
+    if [ -f "$KIT/web_splat_timing.xz" ] && [ -f "$SCENE" ]; then
+        xz -dc "$KIT/web_splat_timing.xz" >"$WORK/bin/web_splat_timing" && chmod +x "$WORK/bin/web_splat_timing"
+        w="${RENDER_SIZE%x*}"; h="${RENDER_SIZE#*x}"
+        # benches/render_vs_websplat.sh's bonsai view (eye, target, focal 1000 at 1280x720), at this size
+        "$PY" - "$w" "$h" >"$WORK/ws_camera.json" <<'EOF'
+import json, math, sys
+w, h = int(sys.argv[1]), int(sys.argv[2])
+eye, target, f = [-0.2, -1.4, -4.0], [-0.2, -0.1, 0.3], 1000.0 * w / 1280
+norm = lambda v: [c / math.sqrt(sum(x * x for x in v)) for c in v]
+cross = lambda a, b: [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+z = norm([t - e for t, e in zip(target, eye)])
+x = norm(cross([0.0, 1.0, 0.0], z))
+y = cross(z, x)
+rows = [[x[i], y[i], z[i], eye[i]] for i in range(3)] + [[0.0, 0.0, 0.0, 1.0]]
+print(json.dumps({"name": "bench", "width": w, "height": h, "fx": f, "fy": f, "cx": w / 2, "cy": h / 2,
+                  "world_from_camera": rows}))
+EOF
+        run web_splat 60 "$WORK/bin/web_splat_timing" "$SCENE" "$WORK/ws_camera.json" "$RENDER_FRAMES"
+        if [ "$RC" = 0 ] && j="$(grep '^{' "$WORK/logs/web_splat.log" | tail -n 1)" && [ -n "$j" ]; then
+            fields=("figures.render_ms_web_splat_1080p=$(json_field "$j" mean_ms)" "extra.web_splat=$j"
+                "conditions.render_ms_web_splat_1080p=web-splat's timing binary (benches/render_vs_websplat.sh), bonsai, its fixed bonsai view at $RENDER_SIZE, $RENDER_FRAMES frames")
+            run bench_render_ws_camera 60 "$BIN" bench render --scene "$SCENE" --camera-json "$WORK/ws_camera.json" --frames "$RENDER_FRAMES"
+            if [ "$RC" = 0 ] && k="$("$PY" "$HELP" bench-json "$WORK/logs/bench_render_ws_camera.log")"; then
+                fields+=("figures.render_ms_1080p_web_splat_camera=$(json_field "$k" mean_ms)"
+                    "conditions.render_ms_1080p_web_splat_camera=difix3d bench render at web-splat's camera ($RENDER_SIZE)")
+            fi
+            record web_splat ok "$SECS" "${fields[@]}"
+        else
+            record web_splat "$(status_of)" "$SECS" "figures.render_ms_web_splat_1080p=null" "why.render_ms_web_splat_1080p=$(why_of web_splat)"
+        fi
+    else
+        record web_splat skipped 0 "figures.render_ms_web_splat_1080p=null" \
+            "why.render_ms_web_splat_1080p=web-splat's timing binary is not in the kit (pack.sh takes it from WEB_SPLAT_BIN or ~/.cache/web-splat/target/release/difix3d_timing, built by benches/render_vs_websplat.sh)"
+    fi
 fi
 
 if wanted bench_train; then

@@ -18,6 +18,8 @@
 #                  first on PYTHONPATH for the reference only)
 #   assets/        bonsai-7k-mini.splat (the real scene of the render benches and parity goldens) and
 #                  maupertuis/ (the training bench's dataset), from scripts/fetch_assets.sh
+#   web_splat_timing.xz  web-splat's timing binary (benches/render_vs_websplat.sh), when built here
+#                  (WEB_SPLAT_BIN, default ~/.cache/web-splat/target/release/difix3d_timing)
 #   manifest.json  commit, sizes, sha256s, the paths the test binary was built with
 #
 # The full-size random-weight Difix model is NOT packed (GBs): check.sh generates it there with
@@ -77,6 +79,17 @@ for line in sys.stdin:
     say "xz -9 of the stripped test binary ($(du -m "$STAGE/it" | cut -f1) MiB)"
     xz -T0 -9 -c "$STAGE/it" >"$STAGE/it.xz"
     rm "$STAGE/it"
+fi
+
+# web-splat's timing binary, if benches/render_vs_websplat.sh has built it here
+WS_BIN="${WEB_SPLAT_BIN:-$HOME/.cache/web-splat/target/release/difix3d_timing}"
+if [ -x "$WS_BIN" ]; then
+    strip -o "$STAGE/web_splat_timing" "$WS_BIN"
+    xz -T0 -9 -c "$STAGE/web_splat_timing" >"$STAGE/web_splat_timing.xz"
+    rm "$STAGE/web_splat_timing"
+    say "web-splat timing binary from $WS_BIN"
+else
+    say "no web-splat timing binary ($WS_BIN): render_ms_web_splat_1080p will be null"
 fi
 
 # ---------------------------------------------------------------- Vulkan/EGL loaders (device README recipe)
