@@ -82,7 +82,8 @@ struct ProjectUniforms {
     camera_position: vec4<f32>,
     intrinsics: vec4<f32>,   // fx, fy, cx, cy
     size: vec4<u32>,         // width, height, tiles_x, tiles_y
-    counts: vec4<u32>,       // splat count, SH degree to evaluate, SH coefficients stored per splat, unused
+    counts: vec4<u32>,       // splat count, SH degree to evaluate, SH coefficients stored per splat,
+                             // rasterizer constants (0 INRIA's, 1 gsplat's: RasterConstants)
 }
 
 // Uniforms of the compositing stage and its backward pass (`RasterUniforms` in render/rasterize.rs).
@@ -90,7 +91,7 @@ struct RasterUniforms {
     width: u32,
     height: u32,
     tiles_x: u32,
-    _pad: u32,
+    max_alpha: f32,          // alpha clamp: 0.99 (INRIA's constants) or 0.999 (gsplat's)
     background: vec4<f32>,
 }
 

@@ -82,17 +82,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let conic = vec3<f32>(c / det, -b / det, a / det);
 
     let xy = vec2<f32>(fx * p.x * rz + cx, fy * p.y * rz + cy);
-    let mid = 0.5 * (a + c);
-    let lambda = mid + sqrt(max(0.01, mid * mid - det));
-    let radius = ceil(3.0 * sqrt(lambda));
-    if radius <= 0.0 || xy.x + radius <= 0.0 || xy.x - radius >= width || xy.y + radius <= 0.0 || xy.y - radius >= height {
+    // Half sizes of the screen box: 3 sigma of the major axis (INRIA's, the viewer's), or with gsplat's
+    // constants (counts.w == 1) gsplat 1.5.3's opacity-aware per-axis box out to where alpha falls to
+    // 1/255 (at most 3.33 sigma), splats fainter than 1/255 culled.
+    var box_half = vec2<f32>(0.0);
+    if u.counts.w == 1u {
+        let o = 1.0 / (1.0 + exp(-opacity_logits[i]));
+        if o >= 1.0 / 255.0 {
+            box_half = ceil(min(3.33, sqrt(2.0 * log(255.0 * o))) * sqrt(vec2<f32>(a, c)));
+        }
+    } else {
+        let mid = 0.5 * (a + c);
+        let lambda = mid + sqrt(max(0.01, mid * mid - det));
+        box_half = vec2<f32>(ceil(3.0 * sqrt(lambda)));
+    }
+    let radius = max(box_half.x, box_half.y);
+    if radius <= 0.0 || xy.x + box_half.x <= 0.0 || xy.x - box_half.x >= width || xy.y + box_half.y <= 0.0
+        || xy.y - box_half.y >= height {
         cull(i);
         return;
     }
 
     let tiles = vec2<f32>(f32(u.size.z), f32(u.size.w));
-    let tile_min = clamp(floor((xy - radius) / TILE), vec2<f32>(0.0), tiles);
-    let tile_max = clamp(ceil((xy + radius) / TILE), vec2<f32>(0.0), tiles);
+    let tile_min = clamp(floor((xy - box_half) / TILE), vec2<f32>(0.0), tiles);
+    let tile_max = clamp(ceil((xy + box_half) / TILE), vec2<f32>(0.0), tiles);
     let extent = vec2<u32>(tile_max - tile_min);
     let count = extent.x * extent.y;
     if count == 0u {

@@ -1,5 +1,5 @@
 // Stage 5: one 16x16 workgroup per tile composites the tile's splats front to back, loading them into
-// workgroup memory 256 at a time. Same rules as 3DGS/gsplat: alpha = min(0.99, o * exp(-sigma)), splats
+// workgroup memory 256 at a time. Same rules as 3DGS/gsplat: alpha = min(0.99 or 0.999, o * exp(-sigma)), splats
 // with alpha < 1/255 are skipped, and a pixel stops before transmittance would fall to 1e-4.
 // Besides colour, alpha and depth it keeps per pixel the index just past the last splat it used, which
 // the backward pass needs to walk the same splats in reverse.
@@ -70,7 +70,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             if sigma < 0.0 {
                 continue;
             }
-            let alpha = min(0.99, xyo.z * exp(-sigma));
+            let alpha = min(u.max_alpha, xyo.z * exp(-sigma));
             if alpha < 1.0 / 255.0 {
                 continue;
             }

@@ -116,7 +116,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             }
             let gaussian = exp(-sigma);
             let raw_alpha = xyo.z * gaussian;
-            let alpha = min(0.99, raw_alpha);
+            let alpha = min(u.max_alpha, raw_alpha);
             if alpha < 1.0 / 255.0 {
                 continue;
             }
@@ -132,7 +132,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 
             var v_opacity = 0.0;
             var v_sigma = 0.0;
-            if raw_alpha < 0.99 {
+            if raw_alpha < u.max_alpha {
                 v_opacity = v_a * gaussian;
                 v_sigma = -v_a * alpha;
             }

@@ -38,6 +38,9 @@ pub struct TrainArgs {
     /// Composite training renders over a random colour each step (gsplat's --random-bkgd).
     #[arg(long)]
     random_background: bool,
+    /// Also measure the eval PSNR after these steps (comma-separated; in summary.json's "evals").
+    #[arg(long, value_delimiter = ',')]
+    eval_steps: Vec<usize>,
     /// Where the loss and the optimiser run (the rasterizer always runs on wgpu).
     #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
     backend: BackendKind,
@@ -87,6 +90,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.seed = args.seed;
     config.random_background = args.random_background;
     config.lpips = args.lpips.files();
+    config.eval_steps = args.eval_steps;
     let gpu = GpuContext::headless()?;
     // Ctrl-C ends the run after the current step, with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;
@@ -108,6 +112,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "eval_psnr_after": summary.eval_psnr_after,
         "eval": summary.eval,
         "stopped_early": summary.stopped_early,
+        "evals": summary.evals,
     });
     super::write_json(&args.out.join("summary.json"), &report)?;
     println!(

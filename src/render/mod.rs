@@ -12,5 +12,5 @@ pub mod splats;
 pub use backward::SplatGradients;
 pub use buffers::storage_from;
 pub use gpu::{GpuContext, GpuError};
-pub use rasterize::{FrameStats, Rasterizer, RenderOptions, RenderedImage};
+pub use rasterize::{FrameStats, RasterConstants, Rasterizer, RenderOptions, RenderedImage};
 pub use splats::GpuSplats;

@@ -34,6 +34,34 @@ impl Default for RenderOptions {
     }
 }
 
+/// The rasterizer constants on which the reference implementations differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RasterConstants {
+    /// INRIA 3DGS's (the viewer's): screen box 3 sigma of the 2D covariance's major axis, alpha
+    /// clamped at 0.99.
+    #[default]
+    Inria,
+    /// gsplat 1.5.3's (3DGS training): splats with opacity below 1/255 culled, the opacity-aware
+    /// per-axis box `ceil(min(3.33, sqrt(2 ln(255 o))) sqrt(Σ_ii))`, alpha clamped at 0.999.
+    Gsplat,
+}
+
+impl RasterConstants {
+    fn shader_mode(self) -> u32 {
+        match self {
+            RasterConstants::Inria => 0,
+            RasterConstants::Gsplat => 1,
+        }
+    }
+
+    pub fn max_alpha(self) -> f32 {
+        match self {
+            RasterConstants::Inria => 0.99,
+            RasterConstants::Gsplat => 0.999,
+        }
+    }
+}
+
 /// Counts and (when profiling) per-stage wall times of one frame.
 #[derive(Clone, Debug, Default)]
 pub struct FrameStats {
@@ -70,7 +98,7 @@ pub(super) struct RasterUniforms {
     width: u32,
     height: u32,
     tiles_x: u32,
-    _pad: u32,
+    max_alpha: f32,
     background: [f32; 4],
 }
 
@@ -126,6 +154,7 @@ pub struct Rasterizer {
     /// The uniforms of the last frame, which its backward pass reuses.
     pub(super) last_uniforms: Option<(ProjectUniforms, RasterUniforms)>,
     peak_bytes: u64,
+    constants: RasterConstants,
 }
 
 impl Rasterizer {
@@ -137,7 +166,13 @@ impl Rasterizer {
             last_size: (0, 0),
             last_uniforms: None,
             peak_bytes: 0,
+            constants: RasterConstants::default(),
         }
+    }
+
+    /// The constants the next frames are drawn with (INRIA's until set).
+    pub fn set_constants(&mut self, constants: RasterConstants) {
+        self.constants = constants;
     }
 
     /// Renders one frame into the rasterizer's output buffers (see [`Rasterizer::read_image`]).
@@ -208,7 +243,12 @@ impl Rasterizer {
             camera_position: [position.x, position.y, position.z, 0.0],
             intrinsics: [camera.fx, camera.fy, camera.cx, camera.cy],
             size: [width, height, tiles_x, tiles_y],
-            counts: [n, opts.sh_degree.min(splats.sh_degree), splats.sh_coeffs(), 0],
+            counts: [
+                n,
+                opts.sh_degree.min(splats.sh_degree),
+                splats.sh_coeffs(),
+                self.constants.shader_mode(),
+            ],
         };
         let project_uniforms = uniform(device, &project_values);
         let mut encoder = device.create_command_encoder(&Default::default());
@@ -336,7 +376,7 @@ impl Rasterizer {
             width,
             height,
             tiles_x,
-            _pad: 0,
+            max_alpha: self.constants.max_alpha(),
             background: [bgc[0], bgc[1], bgc[2], 0.0],
         };
         let raster_uniforms = uniform(device, &raster_values);

@@ -29,9 +29,27 @@ pub fn from_points(points: &[([f32; 3], [u8; 3])]) -> Option<Splats> {
 /// For each point, the mean distance to its `k` nearest other points, found with a uniform grid.
 /// Points with no neighbours (a single point) get the distance 1.
 pub fn mean_knn_distances(points: &[glam::Vec3], k: usize) -> Vec<f32> {
+    knn_distances(points, k)
+        .iter()
+        .map(|d| d.iter().sum::<f32>() / d.len() as f32)
+        .collect()
+}
+
+/// For each point, the root mean square of the distances to its `k` nearest other points: gsplat's
+/// initial splat size (`sqrt((knn(x, 4)[:, 1:] ** 2).mean(-1))`). A single point gets 1.
+pub fn rms_knn_distances(points: &[glam::Vec3], k: usize) -> Vec<f32> {
+    knn_distances(points, k)
+        .iter()
+        .map(|d| (d.iter().map(|v| v * v).sum::<f32>() / d.len() as f32).sqrt())
+        .collect()
+}
+
+/// For each point, the distances to its `k` nearest other points in increasing order, found with a
+/// uniform grid. Points with no neighbours (a single point) get `[1.0]`.
+pub fn knn_distances(points: &[glam::Vec3], k: usize) -> Vec<Vec<f32>> {
     let n = points.len();
     if n < 2 {
-        return vec![1.0; n];
+        return vec![vec![1.0]; n];
     }
     let (lo, hi) = points.iter().fold(
         (glam::Vec3::splat(f32::MAX), glam::Vec3::splat(f32::MIN)),
@@ -91,7 +109,7 @@ pub fn mean_knn_distances(points: &[glam::Vec3], k: usize) -> Vec<f32> {
                     break;
                 }
             }
-            best.iter().sum::<f32>() / k as f32
+            best
         })
         .collect()
 }
@@ -122,6 +140,22 @@ mod tests {
             let want = (d[0] + d[1] + d[2]) / 3.0;
             assert!((fast[i] - want).abs() < 1e-5, "point {i}: {} vs {}", fast[i], want);
         }
+    }
+
+    #[test]
+    fn rms_knn_is_the_root_mean_square_of_the_neighbour_distances() {
+        // Neighbours of the origin at 1, 2 and 2 (and a far point).
+        let points = [
+            glam::Vec3::ZERO,
+            glam::Vec3::X,
+            glam::Vec3::Y * 2.0,
+            glam::Vec3::Z * -2.0,
+            glam::Vec3::splat(9.0),
+        ];
+        let rms = rms_knn_distances(&points, 3)[0];
+        assert!((rms - 3.0f32.sqrt()).abs() < 1e-6, "{rms}");
+        let mean = mean_knn_distances(&points, 3)[0];
+        assert!((mean - 5.0 / 3.0).abs() < 1e-6, "{mean}");
     }
 
     #[test]

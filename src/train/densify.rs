@@ -36,6 +36,24 @@ impl Default for DensifyConfig {
     }
 }
 
+impl DensifyConfig {
+    /// Whether to refine and whether to reset opacities after gsplat's (0-based) step `s`, as
+    /// `DefaultStrategy.step_post_backward` decides: refine when `s > refine_start`, every
+    /// `refine_every` steps, before `refine_stop`; reset every `reset_every` steps from
+    /// `reset_every` on, before `refine_stop`. (gsplat 1.5.3's reset test,
+    /// `step % reset_every == 0 & step > 0`, is never true because `&` binds first, so 1.5.3 never
+    /// resets; its main branch has fixed it to `and`, which this follows. Runs shorter than
+    /// `reset_every` are the same either way.)
+    pub fn due(&self, s: usize) -> (bool, bool) {
+        if s >= self.refine_stop {
+            return (false, false);
+        }
+        let refine = s > self.refine_start && s % self.refine_every.max(1) == 0;
+        let reset = s > 0 && s % self.reset_every.max(1) == 0;
+        (refine, reset)
+    }
+}
+
 /// Per-splat 2D-gradient statistics gathered between refinements.
 #[derive(Clone, Debug, Default)]
 pub struct GradStats {
@@ -83,7 +101,8 @@ fn max_scale(log_scale: &[f32; 3]) -> f32 {
     log_scale.iter().copied().fold(f32::MIN, f32::max).exp()
 }
 
-/// Grows and prunes `splats` from the statistics (gsplat's `_grow_gs` then `_prune_gs`).
+/// Grows and prunes `splats` from the statistics (gsplat's `_grow_gs` then `_prune_gs`) after
+/// gsplat's (0-based) step `step`: huge splats are pruned only once `step > reset_every`.
 /// `normal` draws standard normal samples for the positions of split children.
 pub fn refine(
     splats: &Splats,

@@ -23,12 +23,16 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use crate::data::Camera;
 use crate::render::backward::GpuGradients;
 use crate::render::burn_bridge::{self, buffer_from_tensor, from_shared, tensor_from_buffer, tensor_written_by};
-use crate::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions, RenderedImage, SplatGradients};
+use crate::render::{
+    GpuContext, GpuError, GpuSplats, RasterConstants, Rasterizer, RenderOptions, RenderedImage, SplatGradients,
+};
 use crate::scene::Splats;
 
 /// The wgpu device and rasterizer a training run renders with.
 pub struct SplatRenderer {
     pub gpu: GpuContext,
+    /// The rasterizer constants every frame is drawn with.
+    constants: RasterConstants,
     state: Mutex<RasterState>,
     /// What the last backward pass saw, for densification (burn's graph has no slot for it).
     last_view: Mutex<Option<ViewGradients>>,
@@ -82,7 +86,13 @@ pub struct ViewGradients {
 }
 
 impl SplatRenderer {
+    /// A renderer with the viewer's rasterizer constants (INRIA's, as `difix3d render` and `eval`).
     pub fn new(gpu: GpuContext) -> Arc<Self> {
+        Self::with_constants(gpu, RasterConstants::default())
+    }
+
+    /// A renderer drawing with `constants` (3DGS training uses [`RasterConstants::Gsplat`]).
+    pub fn with_constants(gpu: GpuContext, constants: RasterConstants) -> Arc<Self> {
         let state = Mutex::new(RasterState {
             rasterizer: Rasterizer::new(&gpu.device),
             frame: None,
@@ -90,6 +100,7 @@ impl SplatRenderer {
         });
         Arc::new(Self {
             gpu,
+            constants,
             state,
             last_view: Mutex::new(None),
         })
@@ -119,7 +130,7 @@ impl SplatRenderer {
     ) -> Result<(u64, RenderedImage), GpuError> {
         let gpu_splats = Arc::new(GpuSplats::upload(&self.gpu.device, splats));
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let id = state.draw(&self.gpu, gpu_splats, camera, options)?;
+        let id = state.draw(&self.gpu, gpu_splats, camera, options, self.constants)?;
         Ok((id, state.rasterizer.read_image(&self.gpu)?))
     }
 
@@ -132,7 +143,7 @@ impl SplatRenderer {
         options: &RenderOptions,
     ) -> Result<(u64, Tensor<burn_bridge::SharedBackend, 3>), GpuError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let id = state.draw(&self.gpu, splats, camera, options)?;
+        let id = state.draw(&self.gpu, splats, camera, options, self.constants)?;
         let shape = [camera.height as usize, camera.width as usize, 4];
         let image = tensor_written_by(&self.gpu, shape, |dst, offset, _| {
             state.rasterizer.copy_image_to(&self.gpu, dst, offset);
@@ -157,7 +168,7 @@ impl SplatRenderer {
         if !current {
             let splats = source.on_gpu(&self.gpu.device);
             state
-                .draw(&self.gpu, splats, camera, options)
+                .draw(&self.gpu, splats, camera, options, self.constants)
                 .map_err(|e| e.to_string())?;
         }
         let Some((_, gpu_splats)) = &state.frame else {
@@ -218,8 +229,10 @@ impl RasterState {
         splats: Arc<GpuSplats>,
         camera: &Camera,
         options: &RenderOptions,
+        constants: RasterConstants,
     ) -> Result<u64, GpuError> {
         self.frame = None;
+        self.rasterizer.set_constants(constants);
         self.rasterizer.render(gpu, &splats, camera, options)?;
         self.next_id += 1;
         self.frame = Some((self.next_id, splats));

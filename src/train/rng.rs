@@ -26,4 +26,61 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
+
+    /// A uniformly random permutation of 0..n (Fisher-Yates).
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, self.below(i + 1));
+        }
+        order
+    }
+}
+
+/// Training views in gsplat's order: its loader (`batch_size=1, shuffle=True`) visits every view
+/// once per epoch, in a fresh random order each epoch.
+pub(crate) struct Epochs {
+    order: Vec<usize>,
+    next: usize,
+    views: usize,
+}
+
+impl Epochs {
+    pub fn new(views: usize) -> Self {
+        Self {
+            order: Vec::new(),
+            next: 0,
+            views,
+        }
+    }
+
+    /// The next view (0..views; `views` must be > 0).
+    pub fn next(&mut self, rng: &mut Rng) -> usize {
+        if self.next >= self.order.len() {
+            self.order = rng.permutation(self.views.max(1));
+            self.next = 0;
+        }
+        self.next += 1;
+        self.order[self.next - 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_visit_every_view_once_in_a_new_order() {
+        let mut rng = Rng(7);
+        let mut epochs = Epochs::new(20);
+        let first: Vec<usize> = (0..20).map(|_| epochs.next(&mut rng)).collect();
+        let second: Vec<usize> = (0..20).map(|_| epochs.next(&mut rng)).collect();
+        for epoch in [&first, &second] {
+            let mut sorted = epoch.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..20).collect::<Vec<_>>());
+        }
+        assert_ne!(first, second);
+        assert_ne!(first, (0..20).collect::<Vec<_>>());
+    }
 }

@@ -44,7 +44,7 @@ pub(crate) fn groups<B: Backend>(p: &SplatTensors<B>) -> [&Tensor<B, 2>; 5] {
     [&p.means, &p.log_scales, &p.rotations, &p.opacity_logits, &p.sh]
 }
 
-pub(crate) const GROUP_NAMES: [&str; 5] = ["means", "log_scales", "rotations", "opacity_logits", "sh"];
+pub const GROUP_NAMES: [&str; 5] = ["means", "log_scales", "rotations", "opacity_logits", "sh"];
 
 /// Learning rate of each parameter group (SH split into the DC term and the higher orders).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,10 +58,12 @@ pub struct LearningRates {
 }
 
 impl LearningRates {
-    /// gsplat's defaults at `step` of `decay_steps`: the means' rate is scaled by the scene size and
-    /// decays exponentially to 1% at `decay_steps`; the others are constant.
+    /// gsplat's defaults for the update after `step` scheduler steps (gsplat's 0-based step: the
+    /// first update uses `step = 0`, the undecayed rates): the means' rate is scaled by the scene
+    /// size and decays exponentially to 1% at `decay_steps` (`ExponentialLR` with
+    /// `gamma = 0.01^(1/decay_steps)`); the others are constant.
     pub fn gsplat(step: usize, decay_steps: usize, scene_scale: f32) -> Self {
-        let decay = 0.01f32.powf(step as f32 / decay_steps.max(1) as f32);
+        let decay = 0.01f64.powf(step as f64 / decay_steps.max(1) as f64) as f32;
         Self {
             means: 1.6e-4 * scene_scale * decay,
             log_scales: 5e-3,

@@ -18,13 +18,13 @@ use super::checkpoint;
 use super::densify::{self, DensifyConfig, GradStats};
 use super::diff_render::{SplatRenderer, SplatTensors};
 use super::eval::{EvalReport, MetricsBackend};
-use super::rng::Rng;
+use super::rng::{Epochs, Rng};
 pub use super::step::StepTimes;
 use super::step::{self, image_tensor, LearningRates, State, StepSettings, Target};
 use crate::data::{self, Dataset};
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
 use crate::refine::round::RoundEvent;
-use crate::render::{GpuContext, RenderOptions};
+use crate::render::{GpuContext, RasterConstants, RenderOptions};
 use crate::scene::{self, Splats};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,8 @@ pub struct TrainConfig {
     pub random_background: bool,
     /// Also measure LPIPS on the eval views with this network.
     pub lpips: Option<LpipsFiles>,
+    /// Steps after which to measure the eval PSNR (for training curves; see [`TrainSummary::evals`]).
+    pub eval_steps: Vec<usize>,
 }
 
 impl TrainConfig {
@@ -82,6 +84,7 @@ impl TrainConfig {
             seed: 42,
             random_background: false,
             lpips: None,
+            eval_steps: Vec::new(),
         }
     }
 }
@@ -149,34 +152,48 @@ pub struct TrainSummary {
     pub ply: PathBuf,
     pub checkpoint: PathBuf,
     pub stopped_early: bool,
+    /// The eval PSNR after each of [`TrainConfig::eval_steps`] the run reached.
+    pub evals: Vec<EvalPoint>,
 }
 
-/// The initial splats as gsplat makes them: one per COLMAP point, scale from the 3 nearest
-/// neighbours, opacity 0.1, random rotation, colour in the DC term, higher SH zero.
+/// The eval PSNR (mean over the eval views) and splat count after a step.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct EvalPoint {
+    pub step: usize,
+    pub psnr: f64,
+    pub splats: usize,
+}
+
+/// The initial splats as gsplat's `simple_trainer.py` makes them (`init_type="sfm"`): one per
+/// COLMAP point, isotropic with the root mean square of the distances to its 3 nearest neighbours
+/// as scale, opacity 0.1, a random (uniform in [0, 1)^4, then normalised by the rasterizer)
+/// rotation, the point's colour in the DC term and higher SH zero.
 pub fn initial_splats(dataset: &Dataset, max_sh_degree: u32, seed: u64) -> Result<Splats, TrainError> {
-    let points: Vec<([f32; 3], [u8; 3])> = dataset.points.iter().map(|p| (p.position, p.color)).collect();
-    let base = scene::init::from_points(&points).ok_or_else(|| {
-        TrainError::Input(format!(
+    if dataset.points.is_empty() {
+        return Err(TrainError::Input(format!(
             "{}: the sparse model has no 3D points to start from",
             dataset.root.display()
-        ))
-    })?;
+        )));
+    }
+    let positions: Vec<glam::Vec3> = dataset.points.iter().map(|p| glam::Vec3::from(p.position)).collect();
+    let spacing = scene::init::rms_knn_distances(&positions, 3);
     let mut rng = Rng(seed);
     let k = scene::sh_coeffs(max_sh_degree);
     let logit = |p: f32| (p / (1.0 - p)).ln();
-    let n = base.len();
+    let n = positions.len();
     let mut sh = vec![[0.0f32; 3]; n * k];
-    for i in 0..n {
-        sh[i * k] = base.sh[i];
+    for (i, p) in dataset.points.iter().enumerate() {
+        sh[i * k] = p.color.map(|v| (v as f32 / 255.0 - 0.5) / scene::SH_C0);
     }
     Ok(Splats {
+        means: dataset.points.iter().map(|p| p.position).collect(),
+        log_scales: spacing.iter().map(|d| [d.max(1e-7).ln(); 3]).collect(),
         rotations: (0..n)
             .map(|_| [rng.uniform(), rng.uniform(), rng.uniform(), rng.uniform()])
             .collect(),
         opacity_logits: vec![logit(0.1); n],
         sh_degree: max_sh_degree,
         sh,
-        ..base
     })
 }
 
@@ -288,7 +305,10 @@ pub fn train<B: Backend>(
 ) -> Result<TrainSummary, TrainError> {
     let data = TrainingData::<B>::open(&config.data, config.factor, &config.out, config.lpips.as_ref(), device)?;
     let dataset = &data.dataset;
-    let renderer = SplatRenderer::new(gpu);
+    // Training draws with gsplat's rasterizer constants; the eval views with the viewer's, as
+    // `difix3d eval` and `render` measure the exported scene.
+    let renderer = SplatRenderer::with_constants(gpu.clone(), RasterConstants::Gsplat);
+    let eval_renderer = SplatRenderer::new(gpu);
 
     let (mut state, start_step) = match &config.resume {
         Some(path) => {
@@ -301,25 +321,30 @@ pub fn train<B: Backend>(
         ),
     };
     let eval_before = if start_step == 0 {
-        data.evaluate(&renderer, &state.params.to_splats(), None)?
+        data.evaluate(&eval_renderer, &state.params.to_splats(), None)?
             .map(|r| r.psnr)
     } else {
         None
     };
     let mut rng = Rng(config.seed ^ 0x5EED ^ start_step as u64);
+    let mut epochs = Epochs::new(dataset.train.len());
     let mut stats = GradStats::new(state.len());
     let checkpoint_path = config.out.join("checkpoint.safetensors");
     let started = Instant::now();
     let mut step = start_step;
     let mut stopped_early = false;
+    let mut evals = Vec::new();
     while step < config.steps {
         if stop.load(Ordering::Relaxed) {
             stopped_early = true;
             break;
         }
         step += 1;
-        let index = rng.below(dataset.train.len());
-        let sh_degree = ((step - 1) / config.sh_degree_interval.max(1)).min(config.max_sh_degree as usize) as u32;
+        // gsplat counts its steps from 0: `s` is its number for this (1-based) step; its schedules,
+        // SH degree and refinement times are functions of `s`.
+        let s = step - 1;
+        let index = epochs.next(&mut rng);
+        let sh_degree = (s / config.sh_degree_interval.max(1)).min(config.max_sh_degree as usize) as u32;
         let options = RenderOptions {
             sh_degree,
             background: [0.0; 3],
@@ -336,7 +361,7 @@ pub fn train<B: Backend>(
             options: &options,
             background,
             ssim_lambda: config.ssim_lambda,
-            lr: LearningRates::gsplat(step, config.steps, data.scene_scale),
+            lr: LearningRates::gsplat(s, config.steps, data.scene_scale),
             adam_step: step,
         };
         let result = step::optimize(
@@ -350,17 +375,17 @@ pub fn train<B: Backend>(
 
         // Densification.
         let t_densify = Instant::now();
-        if let Some(v) = renderer.take_view_gradients() {
+        let d = &config.densify;
+        let view = renderer.take_view_gradients();
+        if let (Some(v), true) = (view, s < d.refine_stop) {
             stats.add(&v.mean2d, &v.visible, v.width, v.height);
         }
-        let d = &config.densify;
-        let refine = step > d.refine_start && step % d.refine_every == 0 && step < d.refine_stop;
-        let reset = step % d.reset_every == 0 && step < d.refine_stop;
+        let (refine, reset) = d.due(s);
         if refine || reset {
             let mut splats = state.params.to_splats();
             let mut origin: Vec<Option<usize>> = (0..splats.len()).map(Some).collect();
             if refine {
-                let refined = densify::refine(&splats, &stats, d, data.scene_scale, step, &mut || rng.normal());
+                let refined = densify::refine(&splats, &stats, d, data.scene_scale, s, &mut || rng.normal());
                 splats = refined.splats;
                 origin = refined.origin;
             }
@@ -400,6 +425,15 @@ pub fn train<B: Backend>(
         if request.snapshot {
             observer.snapshot(state.params.to_splats());
         }
+        if config.eval_steps.contains(&step) {
+            if let Some(report) = data.evaluate(&eval_renderer, &state.params.to_splats(), None)? {
+                evals.push(EvalPoint {
+                    step,
+                    psnr: report.psnr,
+                    splats: state.len(),
+                });
+            }
+        }
         let periodic = config
             .checkpoint_every
             .is_some_and(|every| every > 0 && step % every == 0);
@@ -414,7 +448,7 @@ pub fn train<B: Backend>(
     observer.snapshot(splats.clone());
     let ply = config.out.join("point_cloud.ply");
     scene::ply::write_ply(&splats, &ply)?;
-    let eval_after = data.evaluate(&renderer, &splats, Some(&config.out.join("eval")))?;
+    let eval_after = data.evaluate(&eval_renderer, &splats, Some(&config.out.join("eval")))?;
     Ok(TrainSummary {
         steps: step,
         splats: splats.len(),
@@ -424,5 +458,6 @@ pub fn train<B: Backend>(
         ply,
         checkpoint: checkpoint_path,
         stopped_early,
+        evals,
     })
 }
