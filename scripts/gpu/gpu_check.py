@@ -142,15 +142,18 @@ def render_parity(binary: str, outdir: Path) -> None:
         if not scene.exists():
             result["skipped"].append(f"{case['name']}: {case['scene']} missing")
             continue
-        cam = outdir / f"{case['name']}.json"
+        out = outdir / case["name"]
+        out.mkdir(exist_ok=True)
+        cam = out / "camera.json"
         cam.write_text(json.dumps(case["camera"]))
         run = subprocess.run(
-            [binary, "render", "--scene", str(scene), "--camera-json", str(cam), "--out", str(outdir),
+            [binary, "render", "--scene", str(scene), "--camera-json", str(cam), "--out", str(out),
              "--sh-degree", str(case["sh_degree"]), "--background", ",".join(str(v) for v in case["background"])],
             capture_output=True, text=True)
         if run.returncode != 0:
             raise SystemExit(f"render of {case['name']} failed ({run.returncode}):\n{run.stderr[-2000:]}")
-        w, h, ours = rgb(outdir / f"{case['camera']['name']}.png")
+        # `render` names each output after its camera's file stem
+        w, h, ours = rgb(out / f"{Path(case['camera']['name']).stem or 'render'}.png")
         gw, gh, golden = rgb(fixtures / case["image"])
         if (w, h) != (gw, gh):
             raise SystemExit(f"{case['name']}: rendered {w}x{h}, golden {gw}x{gh}")
