@@ -15,8 +15,22 @@ pub enum BackendKind {
     Cuda,
     /// Any GPU through wgpu (Vulkan/Metal/DX12); runs on the CPU via lavapipe where there is no GPU.
     Wgpu,
-    /// Pure CPU (burn-ndarray): slow, but always available.
+    /// The CPU, always available: burn-flex (gemm matmuls, im2col convolutions, rayon threads), the
+    /// fastest of burn's CPU backends on the Difix model (BENCHMARKS.md).
     Cpu,
+}
+
+/// The CPU backend `--backend cpu` runs.
+pub type CpuBackend = burn::backend::Flex;
+
+/// burn's CPU implementations. `--backend cpu` runs [`CpuImpl::Flex`] ([`CpuBackend`]); ndarray (what
+/// it ran before) stays selectable in `difix3d bench fix --cpu-impl` so the comparison in BENCHMARKS.md
+/// can be repeated. (burn-candle, deprecated in burn 0.21, was measured too and dropped.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuImpl {
+    #[default]
+    Flex,
+    Ndarray,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,12 +58,10 @@ pub trait WithBackend {
 
 /// Runs `job` on the chosen backend and precision, or explains why that combination cannot run here.
 pub fn run_on<J: WithBackend>(kind: BackendKind, precision: Precision, job: J) -> Result<J::Output, DifixError> {
-    use burn::backend::{ndarray::NdArrayDevice, wgpu::WgpuDevice, NdArray, Wgpu};
+    use burn::backend::{wgpu::WgpuDevice, Wgpu};
     match (kind, precision) {
-        (BackendKind::Cpu, Precision::Fp32) => Ok(job.run::<NdArray<f32>>(NdArrayDevice::Cpu)),
-        (BackendKind::Cpu, p) => Err(DifixError::Backend(format!(
-            "{p:?} needs a GPU backend; the CPU backend runs fp32"
-        ))),
+        (BackendKind::Cpu, Precision::Fp32) => Ok(job.run::<CpuBackend>(Default::default())),
+        (BackendKind::Cpu, p) => Err(cpu_precision(p)),
         (BackendKind::Wgpu, Precision::Fp32) => Ok(job.run::<Wgpu<f32>>(WgpuDevice::DefaultDevice)),
         (BackendKind::Wgpu, p) => Err(DifixError::Backend(format!(
             "{p:?} on wgpu is not yet supported (use --precision fp32, or --backend cuda on NVIDIA)"
@@ -73,6 +85,23 @@ pub fn run_on_renderer_device<J: WithBackend>(
         }
         _ => run_on(kind, precision, job),
     }
+}
+
+fn cpu_precision(precision: Precision) -> DifixError {
+    DifixError::Backend(format!("{precision:?} needs a GPU backend; the CPU backend runs fp32"))
+}
+
+/// Runs `job` on one of burn's CPU implementations (fp32 only). Only the benchmark calls this: every
+/// other job runs [`CpuBackend`] through [`run_on`], so the others are not compiled into them.
+pub fn run_on_cpu<J: WithBackend>(which: CpuImpl, precision: Precision, job: J) -> Result<J::Output, DifixError> {
+    use burn::backend::{ndarray::NdArrayDevice, NdArray};
+    if precision != Precision::Fp32 {
+        return Err(cpu_precision(precision));
+    }
+    Ok(match which {
+        CpuImpl::Flex => job.run::<CpuBackend>(Default::default()),
+        CpuImpl::Ndarray => job.run::<NdArray<f32>>(NdArrayDevice::Cpu),
+    })
 }
 
 #[cfg(feature = "cuda")]

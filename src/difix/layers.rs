@@ -441,14 +441,17 @@ pub fn attention_chunked<B: Backend>(
     let chunk = (max_elements / (b * h * m).max(1)).max(1);
     let scale = 1.0 / (d as f64).sqrt();
     let block = |q: Tensor<B, 4>, offset: usize| {
+        if !causal {
+            // The backend's own attention: burn-flex runs a tiled (flash) kernel that never holds the
+            // score matrix; the others compute the same softmax(q k^T / sqrt(d)) v as below.
+            return burn::tensor::module::attention(q, k.clone(), v.clone(), None, None, Default::default());
+        }
         let rows = q.dims()[2];
         let mut scores = q.matmul(k.clone().swap_dims(2, 3)).mul_scalar(scale);
-        if causal {
-            // Query i (absolute offset + i) must not see keys after it.
-            let masked: Vec<bool> = (0..rows).flat_map(|i| (0..m).map(move |j| j > offset + i)).collect();
-            let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(masked, [rows, m]), &scores.device());
-            scores = scores.mask_fill(mask.reshape([1, 1, rows, m]).expand([b, h, rows, m]), f32::NEG_INFINITY);
-        }
+        // Query i (absolute offset + i) must not see keys after it.
+        let masked: Vec<bool> = (0..rows).flat_map(|i| (0..m).map(move |j| j > offset + i)).collect();
+        let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(masked, [rows, m]), &scores.device());
+        scores = scores.mask_fill(mask.reshape([1, 1, rows, m]).expand([b, h, rows, m]), f32::NEG_INFINITY);
         softmax(scores, 3).matmul(v.clone())
     };
     if chunk >= n {

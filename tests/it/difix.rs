@@ -10,13 +10,16 @@ use std::sync::OnceLock;
 
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::NdArray;
+use difix3d::difix::backend::CpuBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use difix3d::difix::{Difix, DifixError};
 
 use crate::copy_dir;
 
-type Cpu = NdArray<f32>;
+/// What `--backend cpu` runs (burn-flex); ndarray, which it ran before, keeps one golden test.
+type Cpu = CpuBackend;
+const CPU: burn::backend::flex::FlexDevice = burn::backend::flex::FlexDevice;
 
 fn fixtures() -> PathBuf {
     crate::repo().join("tests/fixtures/difix")
@@ -184,7 +187,13 @@ fn check_against_goldens<B: Backend>(device: &B::Device) {
 
 #[test]
 fn tiny_difix_matches_the_reference_on_ndarray() {
-    check_against_goldens::<Cpu>(&NdArrayDevice::Cpu);
+    check_against_goldens::<NdArray<f32>>(&NdArrayDevice::Cpu);
+}
+
+/// The CPU backend `--backend cpu` runs (burn-flex: gemm convolutions, flash attention, threads).
+#[test]
+fn tiny_difix_matches_the_reference_on_the_cpu_backend() {
+    check_against_goldens::<Cpu>(&CPU);
 }
 
 #[test]
@@ -222,7 +231,7 @@ fn write_tensors(path: &Path, tensors: &Tensors) {
 }
 
 fn load_err(dir: &Path) -> DifixError {
-    match Difix::<Cpu>::load(dir, None, &NdArrayDevice::Cpu) {
+    match Difix::<Cpu>::load(dir, None, &CPU) {
         Ok(_) => panic!("{} should not load", dir.display()),
         Err(e) => e,
     }
@@ -331,10 +340,10 @@ fn sharded_and_half_precision_files_load() {
         .collect();
     write_tensors(&vae_file, &half);
 
-    let mut model = Difix::<Cpu>::load(dir.path(), None, &NdArrayDevice::Cpu).unwrap();
+    let mut model = Difix::<Cpu>::load(dir.path(), None, &CPU).unwrap();
     let out = model
         .fix(
-            golden::<Cpu, 4>("pipe.input", &NdArrayDevice::Cpu),
+            golden::<Cpu, 4>("pipe.input", &CPU),
             None,
             "remove degradation",
         )
@@ -361,12 +370,12 @@ fn stock_dir() -> tempfile::TempDir {
 fn trainer_checkpoint_over_a_stock_model_reproduces_the_model() {
     let dir = stock_dir();
     let ckpt = fixtures().join("model_tiny.pkl");
-    let mut model = Difix::<Cpu>::load(dir.path(), Some(&ckpt), &NdArrayDevice::Cpu).unwrap();
+    let mut model = Difix::<Cpu>::load(dir.path(), Some(&ckpt), &CPU).unwrap();
     assert_close(
         "pipe.output",
         model
             .fix(
-                golden::<Cpu, 4>("pipe.input", &NdArrayDevice::Cpu),
+                golden::<Cpu, 4>("pipe.input", &CPU),
                 None,
                 "remove degradation",
             )
@@ -375,7 +384,7 @@ fn trainer_checkpoint_over_a_stock_model_reproduces_the_model() {
     );
 
     let bad = fixtures().join("model_tiny_bad.pkl");
-    let msg = match Difix::<Cpu>::load(dir.path(), Some(&bad), &NdArrayDevice::Cpu) {
+    let msg = match Difix::<Cpu>::load(dir.path(), Some(&bad), &CPU) {
         Ok(_) => panic!("the bad checkpoint loaded"),
         Err(e) => e.to_string(),
     };
@@ -441,8 +450,8 @@ fn fix_cli_writes_each_input_and_rejects_bad_requests() {
         assert_eq!(fixed.dimensions(), (48, 32));
     }
     // The CLI result is the library's result on the 8-bit input (within PNG rounding).
-    let mut lib = Difix::<Cpu>::load(&model, None, &NdArrayDevice::Cpu).unwrap();
-    let device = NdArrayDevice::Cpu;
+    let mut lib = Difix::<Cpu>::load(&model, None, &CPU).unwrap();
+    let device = CPU;
     let input = difix3d::difix::images::to_tensor::<Cpu>(&image::open(&a).unwrap().to_rgb8(), &device);
     let refimg = difix3d::difix::images::to_tensor::<Cpu>(&image::open(&r).unwrap().to_rgb8(), &device);
     let expected =
@@ -579,8 +588,8 @@ fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
     }
     let next = || fixer.events().recv_timeout(Duration::from_secs(120)).expect("an event");
     assert!(matches!(next(), FixEvent::Ready));
-    let mut lib = Difix::<Cpu>::load(&tiny(), None, &NdArrayDevice::Cpu).unwrap();
-    let input = difix3d::difix::images::to_tensor::<Cpu>(&image, &NdArrayDevice::Cpu);
+    let mut lib = Difix::<Cpu>::load(&tiny(), None, &CPU).unwrap();
+    let input = difix3d::difix::images::to_tensor::<Cpu>(&image, &CPU);
     let expected = difix3d::difix::images::to_image(lib.fix(input, None, "remove degradation").unwrap()).unwrap();
     // Frames may be replaced while the worker is busy (see the LatestSlot unit test); whatever is fixed
     // comes in order, is right, and the newest frame is always among it.
@@ -804,7 +813,7 @@ fn the_tiny_difix_is_differentiable_end_to_end() {
     use burn::module::list_param_ids;
     use burn::optim::GradientsParams;
     type Ad = Autodiff<Cpu>;
-    let device = NdArrayDevice::Cpu;
+    let device = CPU;
     let mut model = Difix::<Ad>::load_for_training(&tiny(), None, &device).unwrap();
     let random = |seed: u64| {
         Tensor::<Ad, 4>::from_data(
@@ -864,7 +873,7 @@ fn the_tiny_difix_is_differentiable_end_to_end() {
 #[test]
 fn lora_kept_apart_matches_the_merged_model() {
     use burn::module::list_param_ids;
-    let device = NdArrayDevice::Cpu;
+    let device = CPU;
     let mut merged = Difix::<Cpu>::load(&tiny(), None, &device).unwrap();
     let mut apart = Difix::<Cpu>::load_for_training(&tiny(), None, &device).unwrap();
     let targets: Vec<String> =
@@ -902,7 +911,7 @@ fn a_difix_training_step_matches_torch() {
     use difix3d::perceptual::gram::GramLoss;
     use difix3d::perceptual::lpips::{Lpips, LpipsFiles};
     type Ad = Autodiff<Cpu>;
-    let device = NdArrayDevice::Cpu;
+    let device = CPU;
     let dir = fixtures().join("train_step");
     let golden: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
