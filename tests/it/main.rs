@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod difix;
 mod grad_parity;
+mod gpu_kit;
 mod gui;
 mod perceptual;
 mod record;
