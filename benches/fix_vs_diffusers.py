@@ -11,8 +11,14 @@ attention). Like the reference pipeline it encodes the prompt on every call. The
     python benches/fix_vs_diffusers.py --model checkpoints/difix_ref --size 576x1024 --ref \
         --precision fp16 --device cuda --difix3d target/release/difix3d [--append-md BENCHMARKS.md]
 
-On a machine without a GPU it runs both on the CPU (--device cpu; difix3d's --backend cpu), which is
-how it is tested with the tiny model. Needs the packages of tests/golden/difix/requirements.txt.
+On a machine without a GPU it runs both on the CPU (--device cpu; difix3d's --backend cpu, burn-flex;
+torch uses all cores, as difix3d does), which is how it is tested with the tiny model. Needs the
+packages of tests/golden/difix/requirements.txt.
+
+The full-size comparison (SD-Turbo sizes, random weights; ~1 minute and 5.2 GB to write):
+
+    python3 tests/golden/difix/make_full_difix.py --out ~/.cache/difix-full
+    python benches/fix_vs_diffusers.py --model ~/.cache/difix-full --size 256x256 --device cpu --iters 2
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ def time_torch(model: Path, h: int, w: int, with_ref: bool, precision: str, devi
         ms = (time.perf_counter() - start) * 1e3 / iters
     assert out.shape == (1, 3, h, w) and torch.isfinite(out).all()
     peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-    return {"ms": ms, "peak_gpu_mib": peak, "torch": torch.__version__}
+    return {"ms": ms, "peak_gpu_mib": peak, "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def time_difix3d(binary: str, model: Path, h: int, w: int, with_ref: bool, precision: str, backend: str,
