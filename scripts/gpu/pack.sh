@@ -149,7 +149,7 @@ cp -r assets/maupertuis "$STAGE/assets/"
 
 # ---------------------------------------------------------------- manifest
 CUDA_VERSION="$(cat "$TARGET"/release/build/cudarc-*/output 2>/dev/null | sed -n 's/^cargo:rustc-env=CUDA_\(MAJOR\|MINOR\)_VERSION=//p' | paste -sd. - | cut -d. -f1,2 || true)"
-"$PYTHON" - "$STAGE" "$REPO" "$BIN" "$TEST_BIN" "$CUDA_VERSION" <<'EOF'
+"$PYTHON" - "$STAGE" "$REPO" "$TARGET/release/difix3d" "$TEST_BIN" "$CUDA_VERSION" <<'EOF'
 import hashlib, json, subprocess, sys, time
 from pathlib import Path
 stage, repo, bin_path, test_bin, cuda = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
@@ -165,7 +165,8 @@ manifest = {
     # The test binary finds fixtures under the repository path and the binary under the target path it was
     # built with (env! at compile time): check.sh links these to the copies there.
     "manifest_dir": repo,
-    "bin_path": bin_path,
+    "bin_path": bin_path,  # CARGO_BIN_EXE_difix3d of the test binary
+    "test_binary": bool(test_bin),
     "files": files,
 }
 (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
