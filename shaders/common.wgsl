@@ -6,6 +6,10 @@ fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, local_index: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * 256u + local_index;
 }
 
+// Radix sort blocks (`render/sort.rs` SORT_BLOCK): 256 threads of SORT_KEYS_PER_THREAD keys each.
+const SORT_KEYS_PER_THREAD: u32 = 8u;
+const SORT_BLOCK: u32 = 2048u;
+
 // The per-splat result of projection, consumed by the rasterizer (and later by its backward pass).
 struct Projected {
     xy: vec2<f32>,      // pixel-space mean
@@ -117,4 +121,37 @@ fn perspective(p: vec3<f32>, intrinsics: vec4<f32>, size: vec2<f32>) -> Perspect
     // WGSL matrices are column-major: mat3x2 has 3 columns of vec2.
     let j = mat3x2<f32>(vec2<f32>(f.x * rz, 0.0), vec2<f32>(0.0, f.y * rz), vec2<f32>(-f.x * t.x * rz2, -f.y * t.y * rz2));
     return Perspective(j, t, (ratio >= -lim_neg) & (ratio <= lim_pos));
+}
+
+// Whether a projected splat can add anything to tile `tile` (TILE_SIZE x TILE_SIZE pixels, cut at the
+// image border `size`): the smallest Mahalanobis power 0.5 d^T conic d over the tile's pixel centres
+// against the power at which o * exp(-power) falls below the rasterizer's 1/255 skip threshold. Exact
+// for the convex quadratic (its minimum over a rectangle lies at the mean or on an edge) and slightly
+// conservative, so a tile it rejects is one where every pixel would skip the splat anyway: dropping it
+// changes no pixel, only the work (gsplat's and Brush's opacity-aware, ellipse-exact tile binning).
+const TILE_SIZE: u32 = 16u;
+
+fn splat_touches_tile(xy: vec2<f32>, conic: vec3<f32>, opacity: f32, tile: vec2<u32>, size: vec2<u32>) -> bool {
+    let limit = log(255.0 * opacity) + 1e-3;
+    if limit < 0.0 {
+        return false;
+    }
+    let lo = vec2<f32>(tile * TILE_SIZE) + 0.5 - xy;
+    let hi = vec2<f32>(min((tile + 1u) * TILE_SIZE, size)) - 0.5 - xy;
+    if lo.x <= 0.0 && hi.x >= 0.0 && lo.y <= 0.0 && hi.y >= 0.0 {
+        return true;
+    }
+    let a = conic.x;
+    let b = conic.y;
+    let c = conic.z;
+    // On the vertical edges x = X: the power is smallest at dy = -b X / c (clamped to the edge).
+    let y_lo = clamp(-b * lo.x / c, lo.y, hi.y);
+    let y_hi = clamp(-b * hi.x / c, lo.y, hi.y);
+    let x_lo = clamp(-b * lo.y / a, lo.x, hi.x);
+    let x_hi = clamp(-b * hi.y / a, lo.x, hi.x);
+    let p0 = 0.5 * (a * lo.x * lo.x + c * y_lo * y_lo) + b * lo.x * y_lo;
+    let p1 = 0.5 * (a * hi.x * hi.x + c * y_hi * y_hi) + b * hi.x * y_hi;
+    let p2 = 0.5 * (a * x_lo * x_lo + c * lo.y * lo.y) + b * x_lo * lo.y;
+    let p3 = 0.5 * (a * x_hi * x_hi + c * hi.y * hi.y) + b * x_hi * hi.y;
+    return min(min(p0, p1), min(p2, p3)) * (1.0 - 1e-5) <= limit;
 }

@@ -1,5 +1,5 @@
 // Stage 1: project every Gaussian to the image (EWA splatting, as in 3DGS/gsplat), evaluate its
-// view-dependent colour from SH, and count the 16x16 tiles its 3-sigma box touches.
+// view-dependent colour from SH, and count the 16x16 tiles of its 3-sigma box it can contribute to.
 
 @group(0) @binding(0) var<uniform> u: ProjectUniforms;
 @group(0) @binding(1) var<storage, read> means: array<f32>;
@@ -106,8 +106,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let tiles = vec2<f32>(f32(u.size.z), f32(u.size.w));
     let tile_min = clamp(floor((xy - box_half) / TILE), vec2<f32>(0.0), tiles);
     let tile_max = clamp(ceil((xy + box_half) / TILE), vec2<f32>(0.0), tiles);
-    let extent = vec2<u32>(tile_max - tile_min);
-    let count = extent.x * extent.y;
+    let lo = vec2<u32>(tile_min);
+    let hi = vec2<u32>(tile_max);
+    let opacity = 1.0 / (1.0 + exp(-opacity_logits[i]));
+    // Only the tiles of the 3-sigma box where the splat can reach the 1/255 alpha threshold
+    // (`emit_intersections.wgsl` walks the same tiles with the same test).
+    var count = 0u;
+    for (var ty = lo.y; ty < hi.y; ty++) {
+        for (var tx = lo.x; tx < hi.x; tx++) {
+            if splat_touches_tile(xy, conic, opacity, vec2<u32>(tx, ty), u.size.xy) {
+                count++;
+            }
+        }
+    }
     if count == 0u {
         cull(i);
         return;
@@ -115,12 +126,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
     let dir = normalize(mean - u.camera_position.xyz);
     let color = eval_sh(i * u.counts.z * 3u, u.counts.y, dir);
-    let opacity = 1.0 / (1.0 + exp(-opacity_logits[i]));
 
     projected[i] = Projected(xy, p.z, opacity, vec4<f32>(conic, radius), vec4<f32>(color, 0.0));
     tile_counts[i] = count;
     depth_keys[i] = bitcast<u32>(p.z);
-    let lo = vec2<u32>(tile_min);
-    let hi = vec2<u32>(tile_max);
     tile_rects[i] = vec2<u32>(lo.x | (lo.y << 16u), hi.x | (hi.y << 16u));
 }

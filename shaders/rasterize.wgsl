@@ -56,7 +56,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let idx = batch_start + li;
         if idx < range.y {
             let p = projected[isect_splats[idx]];
-            batch_xy_opacity[li] = vec4<f32>(p.xy, p.opacity, 0.0);
+            // w: a power beyond which the splat's alpha is certainly below 1/255 (see below).
+            batch_xy_opacity[li] = vec4<f32>(p.xy, p.opacity, log(255.0 * p.opacity) + 1e-3);
             batch_conic[li] = p.conic;
             batch_color_depth[li] = vec4<f32>(p.color.xyz, p.depth);
         }
@@ -67,7 +68,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             let conic = batch_conic[k];
             let d = xyo.xy - pixel;
             let sigma = 0.5 * (conic.x * d.x * d.x + conic.z * d.y * d.y) + conic.y * d.x * d.y;
-            if sigma < 0.0 {
+            // Past w, o * exp(-sigma) < exp(-1e-3) / 255: the 1/255 test below would skip the splat,
+            // so skip it before paying for the exponential (the same splats are used either way).
+            if sigma < 0.0 || sigma > xyo.w {
                 continue;
             }
             let alpha = min(u.max_alpha, xyo.z * exp(-sigma));

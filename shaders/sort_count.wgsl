@@ -1,9 +1,9 @@
-// Radix sort, pass part 1 of 2: histogram of one 4-bit digit over each block of 1024 keys.
+// Radix sort, pass part 1 of 2: histogram of one 4-bit digit over each block of SORT_BLOCK keys.
 // Counts are stored digit-major (counts[digit * num_blocks + block]) so one exclusive scan over the
 // whole array yields every block's first output slot for every digit.
 
 struct Uniforms {
-    n: u32,
+    _n: u32, // unused: the length comes from `sort_len`
     shift: u32,
     num_blocks: u32,
     _pad: u32,
@@ -12,6 +12,7 @@ struct Uniforms {
 @group(0) @binding(0) var<uniform> u: Uniforms;
 @group(0) @binding(1) var<storage, read> keys: array<u32>;
 @group(0) @binding(2) var<storage, read_write> counts: array<u32>;
+@group(0) @binding(3) var<storage, read> sort_len: array<u32>; // [0]: how many keys to sort
 
 var<workgroup> histogram: array<atomic<u32>, 16>;
 
@@ -19,13 +20,15 @@ var<workgroup> histogram: array<atomic<u32>, 16>;
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
     let block = wg.y * nwg.x + wg.x;
+    let n = sort_len[0];
     if li < 16u {
         atomicStore(&histogram[li], 0u);
     }
     workgroupBarrier();
-    for (var r = 0u; r < 4u; r++) {
-        let i = block * 1024u + r * 256u + li;
-        if i < u.n {
+    // Which thread counts which key does not matter here: read them 256 apart (coalesced).
+    for (var r = 0u; r < SORT_KEYS_PER_THREAD; r++) {
+        let i = block * SORT_BLOCK + r * 256u + li;
+        if i < n {
             atomicAdd(&histogram[(keys[i] >> u.shift) & 15u], 1u);
         }
     }

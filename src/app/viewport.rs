@@ -31,7 +31,6 @@ pub struct Viewport {
     splats_changed: bool,
     frame_time: Duration,
     fps_window: Vec<Instant>,
-    intersections: u32,
     /// Counts rendered frames; the live fix matches fixed frames to renders by it.
     frame_id: u64,
 }
@@ -47,7 +46,6 @@ impl Viewport {
             splats_changed: false,
             frame_time: Duration::ZERO,
             fps_window: Vec::new(),
-            intersections: 0,
             frame_id: 0,
         }
     }
@@ -108,12 +106,10 @@ impl Viewport {
             return self.texture.as_ref().map(|t| t.2);
         }
         let start = Instant::now();
-        match self.rasterizer.render(gpu, splats, camera, options) {
-            Ok(stats) => self.intersections = stats.intersections,
-            Err(e) => {
-                log::error!("render failed: {e}");
-                return None;
-            }
+        // The display path (instanced quads); recording and training use the compute rasterizer.
+        if let Err(e) = self.rasterizer.render_display(gpu, splats, camera, options) {
+            log::error!("render failed: {e}");
+            return None;
         }
         self.ensure_texture(gpu, camera.width, camera.height);
         let (_, view, id) = self.texture.as_ref()?;
@@ -167,9 +163,17 @@ impl Viewport {
     }
 
     /// The world point under pixel (x, y) of the last frame, from its depth; `None` over empty space.
-    fn point_at(&self, gpu: &GpuContext, x: u32, y: u32) -> Option<glam::Vec3> {
+    fn point_at(&mut self, gpu: &GpuContext, x: u32, y: u32) -> Option<glam::Vec3> {
         let last = self.last.as_ref()?;
         let cam = &last.camera;
+        if !self.rasterizer.has_depth() {
+            // Display frames draw no depth: the compute path renders this frame again with it.
+            let splats = self.splats.as_ref()?;
+            if let Err(e) = self.rasterizer.render(gpu, splats, cam, &last.options) {
+                log::error!("render failed: {e}");
+                return None;
+            }
+        }
         let depth = self.rasterizer.read_depth_at(gpu, x, y).ok()??;
         let ray = glam::Vec3::new(
             (x as f32 + 0.5 - cam.cx) / cam.fx,
@@ -232,12 +236,11 @@ impl ViewerApp {
         let splats = self.scene.as_ref().map_or(0, |s| s.splat_count);
         let size = v.last.as_ref().map_or((0, 0), |l| (l.camera.width, l.camera.height));
         let mut text = format!(
-            "{fps} fps · frame {:.1} ms · {} splats · {}x{} · {} tile hits{}",
+            "{fps} fps · frame {:.1} ms · {} splats · {}x{}{}",
             v.frame_time.as_secs_f64() * 1e3,
             splats,
             size.0,
             size.1,
-            v.intersections,
             if self.settings.fly_mode {
                 " · fly (WASD/QE)"
             } else {

@@ -20,13 +20,17 @@ use difix3d::{scene, view};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// Frame times of the splat renderer along an orbit around the scene.
+    /// Frame times of the splat renderer along an orbit around the scene, or at fixed cameras.
     Render {
         #[arg(long)]
         scene: PathBuf,
-        /// Resolution WIDTHxHEIGHT.
-        #[arg(long, default_value = "1920x1080", value_parser = super::parse_size)]
-        size: (u32, u32),
+        /// Resolution WIDTHxHEIGHT [default: 1920x1080, or the cameras' own with --camera-json].
+        #[arg(long, value_parser = super::parse_size)]
+        size: Option<(u32, u32)>,
+        /// Time these cameras (a camera JSON file as `render --camera-json` reads: one camera or a
+        /// list, cycled through) instead of an orbit.
+        #[arg(long)]
+        camera_json: Option<PathBuf>,
         #[arg(long, default_value_t = 100)]
         frames: u32,
         /// Also append the result as a table row to this markdown file (e.g. BENCHMARKS.md).
@@ -147,9 +151,23 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Render {
             scene: path,
             size,
+            camera_json,
             frames,
             append_md,
-        } => bench_render(&path, size, frames.max(1), append_md),
+        } => {
+            let cameras = match &camera_json {
+                Some(file) => {
+                    let cameras = super::render::read_camera_json(file)?;
+                    anyhow::ensure!(!cameras.is_empty(), "{}: no cameras", file.display());
+                    match size {
+                        Some((w, h)) => cameras.into_iter().map(|c| c.resized(w, h)).collect(),
+                        None => cameras,
+                    }
+                }
+                None => Vec::new(),
+            };
+            bench_render(&path, size.unwrap_or((1920, 1080)), cameras, frames.max(1), append_md)
+        }
         BenchCommand::Fix {
             model,
             size: (height, width),
@@ -251,10 +269,21 @@ struct OrbitBench {
     start: view::ViewController,
     frames: u32,
     size: (u32, u32),
+    /// Fixed cameras to cycle through instead of the orbit (empty: the orbit).
+    fixed: Vec<difix3d::data::Camera>,
 }
 
 impl OrbitBench {
     fn new(path: &std::path::Path, size: (u32, u32), frames: u32) -> anyhow::Result<Self> {
+        Self::with_cameras(path, size, Vec::new(), frames)
+    }
+
+    fn with_cameras(
+        path: &std::path::Path,
+        size: (u32, u32),
+        fixed: Vec<difix3d::data::Camera>,
+        frames: u32,
+    ) -> anyhow::Result<Self> {
         let splats = scene::load(path)?;
         let ctx = GpuContext::headless()?;
         let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
@@ -268,6 +297,7 @@ impl OrbitBench {
             start,
             frames,
             size,
+            fixed,
         };
         for i in 0..3 {
             bench.render(i)?;
@@ -277,6 +307,9 @@ impl OrbitBench {
     }
 
     fn camera(&self, i: u32) -> difix3d::data::Camera {
+        if !self.fixed.is_empty() {
+            return self.fixed[i as usize % self.fixed.len()].clone();
+        }
         let mut v = self.start.clone();
         v.orbit(std::f32::consts::TAU * i as f32 / self.frames as f32, 0.0);
         v.camera(self.size.0, self.size.1)
@@ -521,11 +554,14 @@ fn append_row(append_md: Option<PathBuf>, row: &str, bench: &str, header_marker:
 
 fn bench_render(
     path: &std::path::Path,
-    (width, height): (u32, u32),
+    size: (u32, u32),
+    cameras: Vec<difix3d::data::Camera>,
     frames: u32,
     append_md: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let mut bench = OrbitBench::new(path, (width, height), frames)?;
+    let (width, height) = cameras.first().map_or(size, |c| (c.width, c.height));
+    let fixed = !cameras.is_empty();
+    let mut bench = OrbitBench::with_cameras(path, size, cameras, frames)?;
     let mut times = Vec::with_capacity(frames as usize);
     let mut intersections = 0u64;
     for i in 0..frames {
@@ -538,6 +574,7 @@ fn bench_render(
     // A second pass with a GPU wait after every stage splits the time per stage.
     let profiled_frames = frames.min(20);
     let (mut project, mut sort, mut raster) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut depth_sort, mut tile_sort) = (Duration::ZERO, Duration::ZERO);
     for i in 0..profiled_frames {
         let camera = bench.camera(i);
         let s = bench
@@ -545,12 +582,44 @@ fn bench_render(
             .render_profiled(&bench.ctx, &bench.gpu_splats, &camera, &RenderOptions::default())?;
         project += s.project;
         sort += s.sort;
+        depth_sort += s.depth_sort;
+        tile_sort += s.tile_sort;
         raster += s.rasterize;
     }
+    // The viewer's path (`render_display`: instanced quads, hardware blending), timed the same way
+    // after one warm-up frame that builds its pipeline.
+    let options = RenderOptions::default();
+    bench
+        .rasterizer
+        .render_display(&bench.ctx, &bench.gpu_splats, &bench.camera(0), &options)?;
+    bench.ctx.wait()?;
+    let mut display_times = Vec::with_capacity(frames as usize);
+    for i in 0..frames {
+        let camera = bench.camera(i);
+        let t = Instant::now();
+        bench
+            .rasterizer
+            .render_display(&bench.ctx, &bench.gpu_splats, &camera, &options)?;
+        bench.ctx.wait()?;
+        display_times.push(t.elapsed());
+    }
+    let (mut d_project, mut d_sort, mut d_draw) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for i in 0..profiled_frames {
+        let camera = bench.camera(i);
+        let s = bench
+            .rasterizer
+            .render_display_profiled(&bench.ctx, &bench.gpu_splats, &camera, &options)?;
+        d_project += s.project;
+        d_sort += s.sort;
+        d_draw += s.rasterize;
+    }
     times.sort();
+    display_times.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let mean = times.iter().map(|d| ms(*d)).sum::<f64>() / times.len() as f64;
-    let p95 = ms(times[((times.len() as f64 * 0.95).ceil() as usize).clamp(1, times.len()) - 1]);
+    let mean_of = |t: &[Duration]| t.iter().map(|d| ms(*d)).sum::<f64>() / t.len() as f64;
+    let p95_of = |t: &[Duration]| ms(t[((t.len() as f64 * 0.95).ceil() as usize).clamp(1, t.len()) - 1]);
+    let (mean, p95) = (mean_of(&times), p95_of(&times));
+    let (display_mean, display_p95) = (mean_of(&display_times), p95_of(&display_times));
     let per = |d: Duration| ms(d) / profiled_frames as f64;
     let peak_mib = bench.rasterizer.peak_bytes() as f64 / (1024.0 * 1024.0);
     let report = serde_json::json!({
@@ -560,14 +629,22 @@ fn bench_render(
         "width": width,
         "height": height,
         "frames": frames,
+        "cameras": if fixed { "fixed (--camera-json)" } else { "orbit" },
         "adapter": &*bench.ctx.adapter_name,
         "mean_ms": mean,
         "p95_ms": p95,
         "fps": 1e3 / mean,
         "project_ms": per(project),
         "sort_ms": per(sort),
+        "depth_sort_ms": per(depth_sort),
+        "tile_sort_ms": per(tile_sort),
         "rasterize_ms": per(raster),
         "mean_intersections": intersections / frames as u64,
+        "display_mean_ms": display_mean,
+        "display_p95_ms": display_p95,
+        "display_project_ms": per(d_project),
+        "display_sort_ms": per(d_sort),
+        "display_draw_ms": per(d_draw),
         "peak_gpu_mib": peak_mib,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -587,7 +664,24 @@ fn bench_render(
         frames,
     );
     println!("{row}");
-    append_row(append_md, &row, "render", "project / sort / raster")
+    let display_row = format!(
+        "| {} | render (display) | {} | {}x{} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {:.0} | {} |",
+        chrono_date(),
+        file_name(path),
+        width,
+        height,
+        bench.ctx.adapter_name,
+        display_mean,
+        display_p95,
+        per(d_project),
+        per(d_sort),
+        per(d_draw),
+        peak_mib,
+        frames,
+    );
+    println!("{display_row}");
+    append_row(append_md.clone(), &row, "render", "project / sort / raster")?;
+    append_row(append_md, &display_row, "render (display)", "project / sort / raster")
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, without pulling in a date crate.

@@ -124,7 +124,7 @@ pub fn default_up() -> glam::Vec3 {
     glam::Vec3::NEG_Y
 }
 
-fn read_camera_json(path: &std::path::Path) -> anyhow::Result<Vec<Camera>> {
+pub(super) fn read_camera_json(path: &std::path::Path) -> anyhow::Result<Vec<Camera>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;

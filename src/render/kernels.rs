@@ -9,11 +9,14 @@ pub struct Kernels {
     pub scan_add: wgpu::ComputePipeline,
     pub sort_count: wgpu::ComputePipeline,
     pub sort_scatter: wgpu::ComputePipeline,
+    pub visible_flags: wgpu::ComputePipeline,
+    pub compact_visible: wgpu::ComputePipeline,
     pub gather_counts: wgpu::ComputePipeline,
     pub emit_intersections: wgpu::ComputePipeline,
     pub tile_ranges: wgpu::ComputePipeline,
     pub rasterize: wgpu::ComputePipeline,
     pub present: wgpu::ComputePipeline,
+    pub quads_resolve: wgpu::ComputePipeline,
     pub rasterize_backward: wgpu::ComputePipeline,
     pub project_backward: wgpu::ComputePipeline,
 }
@@ -32,23 +35,31 @@ impl Kernels {
             scan_add: kernel!(device, "scan_add"),
             sort_count: kernel!(device, "sort_count"),
             sort_scatter: kernel!(device, "sort_scatter"),
+            visible_flags: kernel!(device, "visible_flags"),
+            compact_visible: kernel!(device, "compact_visible"),
             gather_counts: kernel!(device, "gather_counts"),
             emit_intersections: kernel!(device, "emit_intersections"),
             tile_ranges: kernel!(device, "tile_ranges"),
             rasterize: kernel!(device, "rasterize"),
             present: kernel!(device, "present"),
+            quads_resolve: kernel!(device, "quads_resolve"),
             rasterize_backward: kernel!(device, "rasterize_backward"),
             project_backward: kernel!(device, "project_backward"),
         }
     }
 }
 
-fn compile(device: &wgpu::Device, name: &str, body: &str) -> wgpu::ComputePipeline {
+/// A shader module of `body` with `shaders/common.wgsl` in front.
+pub fn module(device: &wgpu::Device, name: &str, body: &str) -> wgpu::ShaderModule {
     let source = format!("{COMMON}\n{body}");
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+    device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(source.into()),
-    });
+    })
+}
+
+fn compile(device: &wgpu::Device, name: &str, body: &str) -> wgpu::ComputePipeline {
+    let module = module(device, name, body);
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(name),
         layout: None,

@@ -3,6 +3,7 @@
 pub mod backward;
 mod buffers;
 pub mod burn_bridge;
+mod display;
 pub mod gpu;
 mod kernels;
 pub mod rasterize;

@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use super::buffers::{uniform, Growable};
+use super::display::QuadPath;
 use super::gpu::{GpuContext, GpuError};
 use super::kernels::{bind, dispatch_1d, Kernels};
-use super::sort::{bits_for, encode_exclusive_scan, encode_radix_sort, SortScratch};
+use super::sort::{bits_for, encode_exclusive_scan, encode_radix_sort, SortLen, SortScratch};
 use super::splats::GpuSplats;
 use crate::data::Camera;
 
@@ -69,7 +70,12 @@ pub struct FrameStats {
     pub intersections: u32,
     /// Only filled in by [`Rasterizer::render_profiled`], which waits for the GPU after every stage.
     pub project: Duration,
+    /// Both sorts: `depth_sort` + `tile_sort`.
     pub sort: Duration,
+    /// Depth sort of the splats, their tile counts in that order, the scan and its readback.
+    pub depth_sort: Duration,
+    /// Emitting (tile, splat) pairs, the tile sort and the tile ranges.
+    pub tile_sort: Duration,
     pub rasterize: Duration,
 }
 
@@ -111,6 +117,8 @@ pub(super) struct Workspace {
     pub(super) depth_keys: [Growable; 2],
     pub(super) depth_ids: [Growable; 2],
     pub(super) sorted_counts: Growable,
+    pub(super) visible_slots: Growable,
+    pub(super) visible_count: Growable,
     pub(super) isect_tiles: [Growable; 2],
     pub(super) isect_splats: [Growable; 2],
     pub(super) ranges: Growable,
@@ -118,6 +126,8 @@ pub(super) struct Workspace {
     pub(super) depth: Growable,
     pub(super) last: Growable,
     pub(super) scratch: SortScratch,
+    /// Block sums of the frame's own scans (visible slots, tile-count offsets).
+    pub(super) scratch_scan: Vec<Growable>,
 }
 
 impl Workspace {
@@ -127,6 +137,8 @@ impl Workspace {
             &self.tile_counts,
             &self.tile_rects,
             &self.sorted_counts,
+            &self.visible_slots,
+            &self.visible_count,
             &self.ranges,
             &self.color,
             &self.depth,
@@ -136,6 +148,7 @@ impl Workspace {
         singles.iter().map(|g| g.capacity()).sum::<u64>()
             + pairs.iter().flat_map(|p| p.iter()).map(Growable::capacity).sum::<u64>()
             + self.scratch.capacity()
+            + self.scratch_scan.iter().map(Growable::capacity).sum::<u64>()
     }
 }
 
@@ -151,8 +164,12 @@ pub struct Rasterizer {
     pub(super) ws: Workspace,
     pub(super) sorted: Sorted,
     pub(super) last_size: (u32, u32),
-    /// The uniforms of the last frame, which its backward pass reuses.
+    /// The uniforms of the last frame, which its backward pass reuses (`None` after a display frame).
     pub(super) last_uniforms: Option<(ProjectUniforms, RasterUniforms)>,
+    /// The hardware-rasterised display path, made on first use.
+    quads: Option<QuadPath>,
+    /// Whether the depth buffer belongs to the last frame (display frames draw none).
+    depth_valid: bool,
     peak_bytes: u64,
     constants: RasterConstants,
 }
@@ -165,6 +182,8 @@ impl Rasterizer {
             sorted: Sorted::default(),
             last_size: (0, 0),
             last_uniforms: None,
+            quads: None,
+            depth_valid: false,
             peak_bytes: 0,
             constants: RasterConstants::default(),
         }
@@ -183,7 +202,37 @@ impl Rasterizer {
         camera: &Camera,
         opts: &RenderOptions,
     ) -> Result<FrameStats, GpuError> {
-        self.render_inner(ctx, splats, camera, opts, false)
+        self.render_inner(ctx, splats, camera, opts, false, false)
+    }
+
+    /// Renders one frame for looking at (the viewer): the same projection, depth order and alpha
+    /// rule, but drawn as instanced quads with hardware blending (see `render/display.rs`) instead
+    /// of the compute tile rasterizer, which is far faster where pixels are expensive (a CPU adapter).
+    /// Output as [`Rasterizer::render`] (colour and alpha for `present`, `copy_image_to`,
+    /// `read_image`), at 16-bit float blending precision and without the 1e-4 transmittance stop; no
+    /// depth ([`Rasterizer::has_depth`] is false until a [`Rasterizer::render`]), no backward state (a
+    /// backward pass after it is [`super::backward::BackwardError::NoFrame`]), and the stats count
+    /// no intersections.
+    pub fn render_display(
+        &mut self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        camera: &Camera,
+        opts: &RenderOptions,
+    ) -> Result<FrameStats, GpuError> {
+        self.render_inner(ctx, splats, camera, opts, false, true)
+    }
+
+    /// [`Rasterizer::render_display`] timed per stage like [`Rasterizer::render_profiled`]
+    /// (`depth_sort` then covers the compaction and the sort, `rasterize` the draw and resolve).
+    pub fn render_display_profiled(
+        &mut self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        camera: &Camera,
+        opts: &RenderOptions,
+    ) -> Result<FrameStats, GpuError> {
+        self.render_inner(ctx, splats, camera, opts, true, true)
     }
 
     /// Like [`Rasterizer::render`] but waits for the GPU after each stage to time it. Slower; for benchmarks.
@@ -194,7 +243,7 @@ impl Rasterizer {
         camera: &Camera,
         opts: &RenderOptions,
     ) -> Result<FrameStats, GpuError> {
-        self.render_inner(ctx, splats, camera, opts, true)
+        self.render_inner(ctx, splats, camera, opts, true, false)
     }
 
     fn render_inner(
@@ -204,6 +253,7 @@ impl Rasterizer {
         camera: &Camera,
         opts: &RenderOptions,
         profile: bool,
+        display: bool,
     ) -> Result<FrameStats, GpuError> {
         let device = &ctx.device;
         let k = &self.kernels;
@@ -233,8 +283,10 @@ impl Rasterizer {
         ];
         let sorted_counts = ws
             .sorted_counts
-            .ensure(device, (nb + 1) * 4, "sorted tile counts")
+            .ensure(device, (nb + 2) * 4, "sorted tile counts")
             .clone();
+        let visible_slots = ws.visible_slots.ensure(device, (nb + 1) * 4, "visible slots").clone();
+        let visible_count = ws.visible_count.ensure(device, 16, "visible count").clone();
 
         let camera_from_world = glam::Mat4::from(camera.camera_from_world());
         let position = camera.position();
@@ -277,37 +329,118 @@ impl Rasterizer {
             encoder = device.create_command_encoder(&Default::default());
         }
 
-        // Stage 2: sort splats by depth, then lay out their tile counts in that order and scan them.
+        // Stage 2: compact the visible splats, sort them by depth, then lay out their tile counts in
+        // that order and scan them.
         let t1 = Instant::now();
-        let d = encode_radix_sort(
+        let counts_uniforms = uniform(device, &[n, 0, 0, 0]);
+        let bg = bind(
+            device,
+            &k.visible_flags,
+            &[
+                counts_uniforms.as_entire_binding(),
+                tile_counts.as_entire_binding(),
+                visible_slots.as_entire_binding(),
+            ],
+        );
+        dispatch_1d(&mut encoder, &k.visible_flags, &bg, (n + 1).div_ceil(256));
+        encode_exclusive_scan(device, k, &mut encoder, &visible_slots, n + 1, &mut ws.scratch_scan, 0);
+        let bg = bind(
+            device,
+            &k.compact_visible,
+            &[
+                counts_uniforms.as_entire_binding(),
+                tile_counts.as_entire_binding(),
+                visible_slots.as_entire_binding(),
+                depth_keys[0].as_entire_binding(),
+                depth_keys[1].as_entire_binding(),
+                depth_ids[1].as_entire_binding(),
+                visible_count.as_entire_binding(),
+            ],
+        );
+        dispatch_1d(&mut encoder, &k.compact_visible, &bg, (n + 1).div_ceil(256));
+        // The compacted pairs start in buffers 1.
+        let sorted_in = encode_radix_sort(
             device,
             k,
             &mut encoder,
-            [&depth_keys[0], &depth_keys[1]],
-            [&depth_ids[0], &depth_ids[1]],
-            n,
+            [&depth_keys[1], &depth_keys[0]],
+            [&depth_ids[1], &depth_ids[0]],
+            SortLen::Gpu {
+                max: n,
+                count: &visible_count,
+            },
             32,
             &mut ws.scratch,
         );
+        let d = 1 - sorted_in;
         self.sorted.depth = d;
-        let gather_uniforms = uniform(device, &[n, 0, 0, 0]);
+        let bgc = opts.background;
+        let raster_values = RasterUniforms {
+            width,
+            height,
+            tiles_x,
+            max_alpha: self.constants.max_alpha(),
+            background: [bgc[0], bgc[1], bgc[2], 0.0],
+        };
+        let raster_uniforms = uniform(device, &raster_values);
+
+        if display {
+            if profile {
+                ctx.queue.submit([encoder.finish()]);
+                ctx.wait()?;
+                stats.depth_sort = t1.elapsed();
+                stats.sort = stats.depth_sort;
+                encoder = device.create_command_encoder(&Default::default());
+            }
+            let t2 = Instant::now();
+            let color = ws.color.ensure(device, pixels * 16, "color").clone();
+            self.last_uniforms = None;
+            self.depth_valid = false;
+            let quads = self.quads.get_or_insert_with(|| QuadPath::new(device));
+            quads.encode(
+                device,
+                k,
+                &mut encoder,
+                &projected,
+                &depth_ids[d],
+                &visible_count,
+                &raster_uniforms,
+                &color,
+                (width, height),
+                self.constants.max_alpha(),
+            );
+            ctx.queue.submit([encoder.finish()]);
+            if profile {
+                ctx.wait()?;
+                stats.rasterize = t2.elapsed();
+            }
+            self.peak_bytes = self.peak_bytes.max(ws.capacity() + splats.bytes());
+            return Ok(stats);
+        }
         let bg = bind(
             device,
             &k.gather_counts,
             &[
-                gather_uniforms.as_entire_binding(),
+                counts_uniforms.as_entire_binding(),
                 tile_counts.as_entire_binding(),
                 depth_ids[d].as_entire_binding(),
                 sorted_counts.as_entire_binding(),
+                visible_count.as_entire_binding(),
             ],
         );
-        dispatch_1d(&mut encoder, &k.gather_counts, &bg, (n + 1).div_ceil(256));
-        encode_exclusive_scan(device, k, &mut encoder, &sorted_counts, n + 1, &mut Vec::new(), 0);
+        dispatch_1d(&mut encoder, &k.gather_counts, &bg, (n + 2).div_ceil(256));
+        encode_exclusive_scan(device, k, &mut encoder, &sorted_counts, n + 1, &mut ws.scratch_scan, 0);
         ctx.queue.submit([encoder.finish()]);
-        // The total number of intersections decides the size of the next buffers: one small readback.
-        let total_bytes = ctx.read_buffer(&sorted_counts, nb * 4, 4)?;
+        // The total number of intersections decides the size of the next buffers: one small readback
+        // (with the number of visible splats beside it).
+        let total_bytes = ctx.read_buffer(&sorted_counts, nb * 4, 8)?;
+        stats.visible_splats = u32::from_le_bytes([total_bytes[4], total_bytes[5], total_bytes[6], total_bytes[7]]);
         let m = u32::from_le_bytes([total_bytes[0], total_bytes[1], total_bytes[2], total_bytes[3]]);
         stats.intersections = m;
+        let t_tiles = Instant::now();
+        if profile {
+            stats.depth_sort = t_tiles - t1;
+        }
 
         // Stage 3: emit (tile, splat) pairs in depth order and sort them stably by tile.
         let mb = m as u64;
@@ -321,7 +454,7 @@ impl Rasterizer {
         ];
         let ranges = ws.ranges.ensure(device, num_tiles as u64 * 8, "tile ranges").clone();
         let mut encoder = device.create_command_encoder(&Default::default());
-        let emit_uniforms = uniform(device, &[n, tiles_x, 0, 0]);
+        let emit_uniforms = uniform(device, &[n, tiles_x, width, height]);
         let bg = bind(
             device,
             &k.emit_intersections,
@@ -333,6 +466,8 @@ impl Rasterizer {
                 tile_counts.as_entire_binding(),
                 isect_tiles[0].as_entire_binding(),
                 isect_splats[0].as_entire_binding(),
+                projected.as_entire_binding(),
+                visible_count.as_entire_binding(),
             ],
         );
         dispatch_1d(&mut encoder, &k.emit_intersections, &bg, n.div_ceil(256));
@@ -342,7 +477,7 @@ impl Rasterizer {
             &mut encoder,
             [&isect_tiles[0], &isect_tiles[1]],
             [&isect_splats[0], &isect_splats[1]],
-            m,
+            SortLen::Cpu(m),
             bits_for(num_tiles),
             &mut ws.scratch,
         );
@@ -363,6 +498,7 @@ impl Rasterizer {
             ctx.queue.submit([encoder.finish()]);
             ctx.wait()?;
             stats.sort = t1.elapsed();
+            stats.tile_sort = t_tiles.elapsed();
             encoder = device.create_command_encoder(&Default::default());
         }
 
@@ -371,15 +507,7 @@ impl Rasterizer {
         let color = ws.color.ensure(device, pixels * 16, "color").clone();
         let depth = ws.depth.ensure(device, pixels * 4, "depth").clone();
         let last = ws.last.ensure(device, pixels * 4, "last index").clone();
-        let bgc = opts.background;
-        let raster_values = RasterUniforms {
-            width,
-            height,
-            tiles_x,
-            max_alpha: self.constants.max_alpha(),
-            background: [bgc[0], bgc[1], bgc[2], 0.0],
-        };
-        let raster_uniforms = uniform(device, &raster_values);
+        self.depth_valid = true;
         self.last_uniforms = Some((project_values, raster_values));
         let bg = bind(
             device,
@@ -476,10 +604,17 @@ impl Rasterizer {
         })
     }
 
-    /// Expected depth of the last frame at one pixel; `None` outside the image or where nothing was drawn.
+    /// Whether the last frame has a depth buffer ([`Rasterizer::read_depth_at`]): frames of
+    /// [`Rasterizer::render`] do, frames of [`Rasterizer::render_display`] do not.
+    pub fn has_depth(&self) -> bool {
+        self.depth_valid
+    }
+
+    /// Expected depth of the last frame at one pixel; `None` outside the image, where nothing was
+    /// drawn, or after a display frame (see [`Rasterizer::has_depth`]).
     pub fn read_depth_at(&self, ctx: &GpuContext, x: u32, y: u32) -> Result<Option<f32>, GpuError> {
         let (width, height) = self.last_size;
-        let Some(depth) = self.ws.depth.get() else {
+        let Some(depth) = self.ws.depth.get().filter(|_| self.depth_valid) else {
             return Ok(None);
         };
         if x >= width || y >= height {

@@ -4,8 +4,11 @@
 //! intersections emitted in that order, then stably sorted by tile id, which leaves every tile's list
 //! ordered front to back without 64-bit keys (WGSL has no u64).
 
-use super::buffers::{uniform, Growable};
+use super::buffers::{storage_from, uniform, Growable};
 use super::kernels::{bind, dispatch_1d, Kernels};
+
+/// Keys per radix-sort block (`SORT_BLOCK` in `shaders/common.wgsl`).
+const SORT_BLOCK: u32 = 2048;
 
 /// Scratch memory for scans and sorts, reused across frames.
 #[derive(Default)]
@@ -66,8 +69,16 @@ pub fn encode_exclusive_scan(
     }
 }
 
-/// Records a stable sort of `n` (key, value) pairs by the low `bits` bits of the key. The pairs start in
-/// `keys[0]`/`values[0]`; the returned index (0 or 1) says which pair of buffers holds the result.
+/// How many pairs a sort covers: known on the CPU, or a u32 that earlier commands write to the first
+/// word of a GPU buffer (at most `max`), so a frame need not wait for the count.
+#[derive(Clone, Copy)]
+pub enum SortLen<'a> {
+    Cpu(u32),
+    Gpu { max: u32, count: &'a wgpu::Buffer },
+}
+
+/// Records a stable sort of `len` (key, value) pairs by the low `bits` bits of the key. The pairs start
+/// in `keys[0]`/`values[0]`; the returned index (0 or 1) says which pair of buffers holds the result.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_radix_sort(
     device: &wgpu::Device,
@@ -75,14 +86,18 @@ pub fn encode_radix_sort(
     encoder: &mut wgpu::CommandEncoder,
     keys: [&wgpu::Buffer; 2],
     values: [&wgpu::Buffer; 2],
-    n: u32,
+    len: SortLen,
     bits: u32,
     scratch: &mut SortScratch,
 ) -> usize {
+    let (n, count) = match len {
+        SortLen::Cpu(n) => (n, storage_from(device, &[n, 0, 0, 0], "sort length")),
+        SortLen::Gpu { max, count } => (max, count.clone()),
+    };
     if n <= 1 {
         return 0;
     }
-    let num_blocks = n.div_ceil(1024);
+    let num_blocks = n.div_ceil(SORT_BLOCK);
     let counts = scratch
         .counts
         .ensure(device, 16 * num_blocks as u64 * 4, "sort counts")
@@ -99,6 +114,7 @@ pub fn encode_radix_sort(
                 params.as_entire_binding(),
                 keys[src].as_entire_binding(),
                 counts.as_entire_binding(),
+                count.as_entire_binding(),
             ],
         );
         dispatch_1d(encoder, &kernels.sort_count, &bg, num_blocks);
@@ -121,6 +137,7 @@ pub fn encode_radix_sort(
                 counts.as_entire_binding(),
                 keys[dst].as_entire_binding(),
                 values[dst].as_entire_binding(),
+                count.as_entire_binding(),
             ],
         );
         dispatch_1d(encoder, &kernels.sort_scatter, &bg, num_blocks);
@@ -163,6 +180,9 @@ mod tests {
             (255, 32),
             (1024, 8),
             (1025, 13),
+            (2048, 4),
+            (2049, 12),
+            (4097, 1),
             (70_000, 32),
             (300_001, 5),
         ] {
@@ -183,7 +203,7 @@ mod tests {
                 &mut encoder,
                 [&k[0], &k[1]],
                 [&v[0], &v[1]],
-                n as u32,
+                SortLen::Cpu(n as u32),
                 bits,
                 &mut scratch,
             );
