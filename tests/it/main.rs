@@ -12,6 +12,7 @@ mod record;
 mod refine;
 mod render_parity;
 mod train;
+mod train_parity;
 mod train_difix;
 
 use std::path::{Path, PathBuf};
