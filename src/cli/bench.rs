@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Subcommand;
 
-use difix3d::difix::backend::{run_on, run_on_renderer_device, BackendKind, Precision, WithBackend};
+use difix3d::difix::backend::{
+    run_on, run_on_cpu, run_on_renderer_device, BackendKind, CpuImpl, Precision, WithBackend,
+};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::StageTimes;
 use difix3d::difix::Difix;
@@ -52,6 +54,10 @@ pub enum BenchCommand {
         precision: Precision,
         #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
         backend: BackendKind,
+        /// With `--backend cpu`: which of burn's CPU backends to time (`--backend cpu` elsewhere
+        /// always runs flex).
+        #[arg(long, value_enum, default_value_t = CpuImpl::Flex)]
+        cpu_impl: CpuImpl,
         /// Timed runs after one warm-up run.
         #[arg(long, default_value_t = 10)]
         iters: u32,
@@ -174,6 +180,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             with_ref,
             precision,
             backend,
+            cpu_impl,
             iters,
             append_md,
         } => {
@@ -184,7 +191,14 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
                 with_ref,
                 iters: iters.max(1),
             };
-            let (report, row) = run_on(backend, precision, job)??;
+            let (report, row) = match backend {
+                BackendKind::Cpu => run_on_cpu(cpu_impl, precision, job)??,
+                _ => run_on(backend, precision, job)??,
+            };
+            let backend = match backend {
+                BackendKind::Cpu => format!("cpu ({cpu_impl:?})").to_lowercase(),
+                other => other.to_string(),
+            };
             let row = format!("| {} | fix | {} | {row}", chrono_date(), backend);
             println!("{}", serde_json::to_string_pretty(&report)?);
             println!("{row}");

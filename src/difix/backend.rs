@@ -167,11 +167,67 @@ pub fn devices<B: Backend>(
         .collect())
 }
 
-/// Checks that an NVIDIA driver is installed and sees at least one GPU; returns how many.
+/// Checks that an NVIDIA driver is installed and sees at least one GPU, and that what burn-cuda
+/// loads later is there too (NVRTC, which compiles its kernels, and the CUDA headers they include):
+/// without them burn-cuda panics at first use. Returns how many GPUs the driver sees.
 pub fn probe_cuda() -> Result<usize, DifixError> {
+    let gpus = probe_cuda_driver()?;
+    probe_nvrtc()?;
+    probe_cuda_headers()?;
+    Ok(gpus)
+}
+
+fn cuda_not_usable(why: String) -> DifixError {
+    DifixError::Backend(format!("CUDA is not usable here: {why}; use --backend wgpu or cpu"))
+}
+
+/// NVRTC's library names as cudarc tries them (bindings of CUDA 13 in this build; older majors too).
+const NVRTC_NAMES: [&str; 4] = ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11"];
+
+fn probe_nvrtc() -> Result<(), DifixError> {
+    type NvrtcVersion = unsafe extern "C" fn(*mut i32, *mut i32) -> i32;
+    let no = cuda_not_usable;
+    // SAFETY: loading NVRTC runs its initialisers, as any CUDA program that compiles kernels does.
+    let lib = NVRTC_NAMES
+        .iter()
+        .find_map(|name| unsafe { libloading::Library::new(name) }.ok())
+        .ok_or_else(|| {
+            no(format!(
+                "NVRTC (the CUDA runtime compiler) was not found as any of {NVRTC_NAMES:?}; put the folder \
+                 holding it on LD_LIBRARY_PATH (a CUDA toolkit's lib64, or pip's nvidia/cu13/lib)"
+            ))
+        })?;
+    // SAFETY: nvrtcVersion(int*, int*) is NVRTC's C signature.
+    unsafe {
+        let version: libloading::Symbol<NvrtcVersion> =
+            lib.get(b"nvrtcVersion\0").map_err(|e| no(format!("NVRTC has no nvrtcVersion ({e})")))?;
+        let (mut major, mut minor) = (0, 0);
+        if version(&mut major, &mut minor) != 0 {
+            return Err(no("NVRTC does not report its version".into()));
+        }
+    }
+    Ok(())
+}
+
+/// burn-cuda's kernels include the CUDA headers from `$CUDA_PATH/include` or the usual install folders.
+fn probe_cuda_headers() -> Result<(), DifixError> {
+    let candidates: Vec<std::path::PathBuf> = match std::env::var_os("CUDA_PATH") {
+        Some(path) => vec![path.into()],
+        None => ["/usr/local/cuda", "/opt/cuda", "/usr"].iter().map(Into::into).collect(),
+    };
+    if candidates.iter().any(|dir| dir.join("include").join("cuda_fp16.h").is_file()) {
+        return Ok(());
+    }
+    Err(cuda_not_usable(format!(
+        "no CUDA headers (include/cuda_fp16.h) under {}; set CUDA_PATH to a CUDA toolkit",
+        candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+fn probe_cuda_driver() -> Result<usize, DifixError> {
     type CuInit = unsafe extern "C" fn(u32) -> i32;
     type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
-    let no = |why: String| DifixError::Backend(format!("CUDA is not usable here: {why}; use --backend wgpu or cpu"));
+    let no = cuda_not_usable;
     // SAFETY: loading the system's CUDA driver library runs its initialisers, as any CUDA program does.
     let lib = unsafe { libloading::Library::new("libcuda.so.1").or_else(|_| libloading::Library::new("libcuda.so")) }
         .map_err(|e| no(format!("no NVIDIA driver library ({e})")))?;

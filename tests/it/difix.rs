@@ -556,7 +556,7 @@ fn bench_fix_reports_and_files_its_row_under_its_table() {
     assert!(report["mean_ms"].as_f64().unwrap() > 0.0 && report["unet_ms"].as_f64().unwrap() > 0.0);
     let text = std::fs::read_to_string(&md).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[4].contains("| fix | cpu | tiny | 16x24 |"), "{text}");
+    assert!(lines[4].contains("| fix | cpu (flex) | tiny | 16x24 |"), "{text}");
     assert_eq!(lines.last(), Some(&"after"));
 }
 
