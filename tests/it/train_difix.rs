@@ -168,13 +168,16 @@ fn train_difix_lowers_the_loss_resumes_exactly_and_feeds_fix() {
     let split = dir.path().join("split");
     run(&split, "2", &[]);
     run(&split, "4", &["--resume"]);
-    let weights = |run: &Path| std::fs::read(run.join("checkpoint/unet/diffusion_pytorch_model.safetensors")).unwrap();
-    assert!(
-        weights(&whole) == weights(&split),
-        "a resumed run differs from an uninterrupted one"
-    );
-    let vae = |run: &Path| std::fs::read(run.join("checkpoint/vae/diffusion_pytorch_model.safetensors")).unwrap();
-    assert!(vae(&whole) == vae(&split));
+    // Equal to float rounding: the CPU backend (burn-flex) keeps weights read from a checkpoint as
+    // zero-copy views (a linear layer's transposed [out, in] tensor), whose products round differently
+    // in the last bit from those of the uninterrupted run's own tensors (seen: at most 6e-8 after 4
+    // steps, while each AdamW step moves a weight by about the learning rate, 1e-3).
+    let (whole_w, split_w) = (model_tensors(&whole.join("checkpoint")), model_tensors(&split.join("checkpoint")));
+    assert_eq!(whole_w.len(), split_w.len());
+    for ((name, a), (_, b)) in whole_w.iter().zip(&split_w) {
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "a resumed run differs from an uninterrupted one in {name} by {worst:e}");
+    }
 
     // The checkpoint is a model folder `difix3d fix` uses.
     let fixed = dir.path().join("fixed");
