@@ -199,8 +199,9 @@ fn probe_nvrtc() -> Result<(), DifixError> {
         })?;
     // SAFETY: nvrtcVersion(int*, int*) is NVRTC's C signature.
     unsafe {
-        let version: libloading::Symbol<NvrtcVersion> =
-            lib.get(b"nvrtcVersion\0").map_err(|e| no(format!("NVRTC has no nvrtcVersion ({e})")))?;
+        let version: libloading::Symbol<NvrtcVersion> = lib
+            .get(b"nvrtcVersion\0")
+            .map_err(|e| no(format!("NVRTC has no nvrtcVersion ({e})")))?;
         let (mut major, mut minor) = (0, 0);
         if version(&mut major, &mut minor) != 0 {
             return Err(no("NVRTC does not report its version".into()));
@@ -213,14 +214,24 @@ fn probe_nvrtc() -> Result<(), DifixError> {
 fn probe_cuda_headers() -> Result<(), DifixError> {
     let candidates: Vec<std::path::PathBuf> = match std::env::var_os("CUDA_PATH") {
         Some(path) => vec![path.into()],
-        None => ["/usr/local/cuda", "/opt/cuda", "/usr"].iter().map(Into::into).collect(),
+        None => ["/usr/local/cuda", "/opt/cuda", "/usr"]
+            .iter()
+            .map(Into::into)
+            .collect(),
     };
-    if candidates.iter().any(|dir| dir.join("include").join("cuda_fp16.h").is_file()) {
+    if candidates
+        .iter()
+        .any(|dir| dir.join("include").join("cuda_fp16.h").is_file())
+    {
         return Ok(());
     }
     Err(cuda_not_usable(format!(
         "no CUDA headers (include/cuda_fp16.h) under {}; set CUDA_PATH to a CUDA toolkit",
-        candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        candidates
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 

@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::NdArray;
-use difix3d::difix::backend::CpuBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
+use difix3d::difix::backend::CpuBackend;
 use difix3d::difix::{Difix, DifixError};
 
 use crate::copy_dir;
@@ -342,11 +342,7 @@ fn sharded_and_half_precision_files_load() {
 
     let mut model = Difix::<Cpu>::load(dir.path(), None, &CPU).unwrap();
     let out = model
-        .fix(
-            golden::<Cpu, 4>("pipe.input", &CPU),
-            None,
-            "remove degradation",
-        )
+        .fix(golden::<Cpu, 4>("pipe.input", &CPU), None, "remove degradation")
         .unwrap();
     // fp16 weights round to ~1e-3 relative; the output stays close to the fp32 golden.
     assert_close("pipe.output", out, 2e-2);
@@ -374,11 +370,7 @@ fn trainer_checkpoint_over_a_stock_model_reproduces_the_model() {
     assert_close(
         "pipe.output",
         model
-            .fix(
-                golden::<Cpu, 4>("pipe.input", &CPU),
-                None,
-                "remove degradation",
-            )
+            .fix(golden::<Cpu, 4>("pipe.input", &CPU), None, "remove degradation")
             .unwrap(),
         TOL,
     );

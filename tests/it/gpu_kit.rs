@@ -57,7 +57,9 @@ fn the_gpu_check_rehearsal_writes_every_figure_or_its_reason() {
     let figures = report["figures"].as_object().expect("figures");
     let why = report["why"].as_object().expect("why");
     for key in FIGURES {
-        let value = figures.get(key).unwrap_or_else(|| panic!("figure {key} missing: {text}"));
+        let value = figures
+            .get(key)
+            .unwrap_or_else(|| panic!("figure {key} missing: {text}"));
         assert!(value.is_null() || value.is_number(), "{key} = {value}");
         if value.is_null() {
             let reason = why.get(key).and_then(|w| w.as_str()).unwrap_or("");
@@ -67,13 +69,18 @@ fn the_gpu_check_rehearsal_writes_every_figure_or_its_reason() {
     // The CLI's fix of the tiny model against the float64 reference of the same 8-bit input: the 8-bit
     // output alone is off by up to 0.5/255, a wrong pipeline by far more.
     for key in ["difix_cpu_max_abs_vs_golden", "difix_wgpu_max_abs_vs_golden"] {
-        let v = figures[key].as_f64().unwrap_or_else(|| panic!("{key} not measured: {text}"));
+        let v = figures[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} not measured: {text}"));
         assert!((0.0..0.01).contains(&v), "{key} = {v}");
     }
     // This build has no CUDA (or no NVIDIA driver here): a clean error, recorded as the reason.
     assert!(figures["difix_cuda_max_abs_vs_golden"].is_null());
     let cuda_why = why["difix_cuda_max_abs_vs_golden"].as_str().unwrap();
-    assert!(!cuda_why.contains("PANIC"), "the CUDA backend must fail cleanly: {cuda_why}");
+    assert!(
+        !cuda_why.contains("PANIC"),
+        "the CUDA backend must fail cleanly: {cuda_why}"
+    );
     assert!(cuda_why.to_lowercase().contains("cuda"), "{cuda_why}");
     // The render goldens: at least the maupertuis views of tests/fixtures (bonsai's need the assets).
     let psnr = figures["render_psnr_vs_golden_db"]

@@ -4,16 +4,16 @@
 mod bad_input;
 mod cli;
 mod difix;
-mod grad_parity;
 mod gpu_kit;
+mod grad_parity;
 mod gui;
 mod perceptual;
 mod record;
 mod refine;
 mod render_parity;
 mod train;
-mod train_parity;
 mod train_difix;
+mod train_parity;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

@@ -172,11 +172,17 @@ fn train_difix_lowers_the_loss_resumes_exactly_and_feeds_fix() {
     // zero-copy views (a linear layer's transposed [out, in] tensor), whose products round differently
     // in the last bit from those of the uninterrupted run's own tensors (seen: at most 6e-8 after 4
     // steps, while each AdamW step moves a weight by about the learning rate, 1e-3).
-    let (whole_w, split_w) = (model_tensors(&whole.join("checkpoint")), model_tensors(&split.join("checkpoint")));
+    let (whole_w, split_w) = (
+        model_tensors(&whole.join("checkpoint")),
+        model_tensors(&split.join("checkpoint")),
+    );
     assert_eq!(whole_w.len(), split_w.len());
     for ((name, a), (_, b)) in whole_w.iter().zip(&split_w) {
         let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(worst <= 1e-6, "a resumed run differs from an uninterrupted one in {name} by {worst:e}");
+        assert!(
+            worst <= 1e-6,
+            "a resumed run differs from an uninterrupted one in {name} by {worst:e}"
+        );
     }
 
     // The checkpoint is a model folder `difix3d fix` uses.
