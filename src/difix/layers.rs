@@ -11,6 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
+use super::flex_kernels::{conv2d, group_norm};
 use super::weights::{ParamKey, Weights};
 use super::DifixError;
 
@@ -279,8 +280,8 @@ pub struct ConvLora<B: Backend> {
 impl<B: Backend> LoraConv2d<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match &self.lora {
-            None => self.base.forward(x),
-            Some(l) => self.base.forward(x.clone()) + l.up.forward(l.down.forward(x)).mul_scalar(l.scale),
+            None => conv2d(&self.base, x),
+            Some(l) => conv2d(&self.base, x.clone()) + l.up.forward(conv2d(&l.down, x)).mul_scalar(l.scale),
         }
     }
 }
@@ -349,13 +350,13 @@ impl<B: Backend> ResnetBlock<B> {
 
     /// `temb` is the SiLU-free timestep embedding [batch, dim]; the block applies SiLU itself.
     pub fn forward(&self, x: Tensor<B, 4>, temb: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let mut h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let mut h = self.conv1.forward(group_norm(&self.norm1, x.clone(), true));
         if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
             let t = proj.forward(silu(t.clone()));
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(group_norm(&self.norm2, h, true));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,

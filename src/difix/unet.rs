@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::Deserialize;
 
+use super::flex_kernels::{conv2d, group_norm};
 use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, ResnetBlock};
 use super::DifixError;
 
@@ -153,7 +154,9 @@ impl<B: Backend> SpatialTransformer<B> {
 
     fn forward(&self, x: Tensor<B, 4>, context: &Tensor<B, 3>, views: usize) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        let tokens = self.norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
+        let tokens = group_norm(&self.norm, x.clone(), false)
+            .reshape([b, c, h * w])
+            .swap_dims(1, 2);
         let mut t = self.proj_in.forward(tokens);
         let blk = &self.block;
         // Reference mode: the views of one sample attend to each other's tokens.
@@ -333,7 +336,7 @@ impl<B: Backend> UNet<B> {
     pub fn forward(&self, sample: Tensor<B, 4>, timestep: f64, context: &Tensor<B, 3>, views: usize) -> Tensor<B, 4> {
         let [batch, _, _, _] = sample.dims();
         let temb = self.time_embedding(timestep, batch, &sample.device());
-        let mut h = self.conv_in.forward(sample);
+        let mut h = conv2d(&self.conv_in, sample);
         let mut skips = vec![h.clone()];
         for block in &self.down {
             for (j, resnet) in block.resnets.iter().enumerate() {
@@ -344,7 +347,7 @@ impl<B: Backend> UNet<B> {
                 skips.push(h.clone());
             }
             if let Some(conv) = &block.downsample {
-                h = conv.forward(h);
+                h = conv2d(conv, h);
                 skips.push(h.clone());
             }
         }
@@ -362,9 +365,9 @@ impl<B: Backend> UNet<B> {
             if let Some(conv) = &block.upsample {
                 // Upsample to the next skip's exact size: latents need not be multiples of 8.
                 let [_, _, sh, sw] = skips.last().expect("skips remain for the next up block").dims();
-                h = conv.forward(resize_nearest(h, sh, sw));
+                h = conv2d(conv, resize_nearest(h, sh, sw));
             }
         }
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        conv2d(&self.conv_out, group_norm(&self.norm_out, h, true))
     }
 }

@@ -9,7 +9,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::Deserialize;
 
-use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, LoraConv2d, ResnetBlock};
+use super::flex_kernels::{conv2d, group_norm};
+use super::layers::{resize_nearest, tokens_to_image, Attention, Loader, LoraConv2d, ResnetBlock};
 use super::DifixError;
 
 /// diffusers' VAE ResNets and norms use eps 1e-6.
@@ -84,9 +85,7 @@ impl<B: Backend> MidBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let h = self.resnet_1.forward(x, None);
         let [b, c, height, width] = h.dims();
-        let tokens = self
-            .attn_norm
-            .forward(h.clone())
+        let tokens = group_norm(&self.attn_norm, h.clone(), false)
             .reshape([b, c, height * width])
             .swap_dims(1, 2);
         let attended = tokens_to_image(self.attention.forward(tokens, None), height, width);
@@ -236,7 +235,7 @@ impl<B: Backend> Vae<B> {
 
     /// x: [b, 3, h, w] in [-1, 1]. The posterior mean is used (no sampling): deterministic output.
     pub fn encode(&self, x: Tensor<B, 4>) -> Encoded<B> {
-        let mut h = self.enc_conv_in.forward(x);
+        let mut h = conv2d(&self.enc_conv_in, x);
         let mut skips = Vec::with_capacity(self.enc_down.len());
         for stage in &self.enc_down {
             skips.push(h.clone());
@@ -248,8 +247,8 @@ impl<B: Backend> Vae<B> {
             }
         }
         h = self.enc_mid.forward(h);
-        h = self.enc_conv_out.forward(silu(self.enc_norm_out.forward(h)));
-        let moments = self.quant_conv.forward(h);
+        h = conv2d(&self.enc_conv_out, group_norm(&self.enc_norm_out, h, true));
+        let moments = conv2d(&self.quant_conv, h);
         let [b, _, lh, lw] = moments.dims();
         let mean = moments.clone().slice([0..b, 0..self.latent_channels, 0..lh, 0..lw]);
         let z = self.latent_channels;
@@ -259,7 +258,7 @@ impl<B: Backend> Vae<B> {
 
     /// z: unscaled latent [b, 4, h/8, w/8]; `skips`: the encoder's activations of the same images.
     pub fn decode(&self, z: Tensor<B, 4>, skips: &[Tensor<B, 4>]) -> Tensor<B, 4> {
-        let mut h = self.dec_conv_in.forward(self.post_quant_conv.forward(z));
+        let mut h = self.dec_conv_in.forward(conv2d(&self.post_quant_conv, z));
         h = self.dec_mid.forward(h);
         let n = self.dec_up.len();
         for (i, stage) in self.dec_up.iter().enumerate() {
@@ -274,6 +273,6 @@ impl<B: Backend> Vae<B> {
                 h = conv.forward(resize_nearest(h, hh * 2, ww * 2));
             }
         }
-        self.dec_conv_out.forward(silu(self.dec_norm_out.forward(h)))
+        self.dec_conv_out.forward(group_norm(&self.dec_norm_out, h, true))
     }
 }

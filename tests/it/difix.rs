@@ -976,8 +976,11 @@ fn a_difix_training_step_matches_torch() {
         weights,
         lr: value(&["lr"]),
         max_grad_norm: value(&["max_grad_norm"]) as f32,
+        sync_phases: true,
     };
-    let (nets, before, norm) = step::train_step(nets, &mut optimizer, vec![batch], &settings, None).unwrap();
+    let stepped = step::train_step(nets, &mut optimizer, vec![batch], &settings, None).unwrap();
+    let (nets, before, norm) = (stepped.nets, stepped.losses, stepped.grad_norm);
+    assert!(stepped.times.forward > std::time::Duration::ZERO && stepped.times.backward > std::time::Duration::ZERO);
     let close = |got: f32, want: f64, rel: f64| ((got as f64) - want).abs() <= rel * want.abs();
     for (name, got, rel) in [
         ("l2", before.l2, 1e-4),

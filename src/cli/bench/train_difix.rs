@@ -8,6 +8,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 
 use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::train::step::StepTimes;
 use difix3d::difix::train::trainer::{self, DifixStepReport, DifixTrainConfig, DifixTrainObserver};
 use difix3d::perceptual::lpips::LpipsFiles;
 
@@ -21,11 +22,16 @@ pub struct TrainDifixBenchArgs {
     pub append_md: Option<PathBuf>,
 }
 
-struct Times(Vec<Instant>);
+/// When each step ended, and its phases.
+struct Times {
+    ends: Vec<Instant>,
+    phases: Vec<StepTimes>,
+}
 
 impl DifixTrainObserver for Times {
-    fn step(&mut self, _report: &DifixStepReport) -> bool {
-        self.0.push(Instant::now());
+    fn step(&mut self, report: &DifixStepReport) -> bool {
+        self.ends.push(Instant::now());
+        self.phases.push(report.times);
         false
     }
 }
@@ -35,13 +41,16 @@ struct Job {
 }
 
 impl WithBackend for Job {
-    type Output = anyhow::Result<Vec<Instant>>;
+    type Output = anyhow::Result<Times>;
 
     fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let mut times = Times(vec![Instant::now()]);
+        let mut times = Times {
+            ends: vec![Instant::now()],
+            phases: Vec::new(),
+        };
         let stop = std::sync::atomic::AtomicBool::new(false);
         trainer::train_difix::<Autodiff<B>>(&self.config, &[device], &mut times, &stop)?;
-        Ok(times.0)
+        Ok(times)
     }
 }
 
@@ -76,13 +85,24 @@ pub fn bench_train_difix(args: TrainDifixBenchArgs) -> anyhow::Result<()> {
         config.gram_warmup = 0;
         config.checkpoint_every = 0;
         config.eval_every = 0;
+        config.sync_phases = true;
         run_on(args.backend, Precision::Fp32, Job { config })?
     })();
     let _ = std::fs::remove_dir_all(&dir);
-    let times = result?;
+    let Times { ends: times, phases } = result?;
     // The first step compiles kernels; time the rest.
     let steady: Vec<f64> = times.windows(2).skip(1).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
     let step_s = steady.iter().sum::<f64>() / steady.len().max(1) as f64;
+    let phase_s = |f: fn(&StepTimes) -> std::time::Duration| {
+        let rest = &phases[1.min(phases.len())..];
+        rest.iter().map(|t| f(t).as_secs_f64()).sum::<f64>() / rest.len().max(1) as f64
+    };
+    let (forward, loss, backward, update) = (
+        phase_s(|t| t.forward),
+        phase_s(|t| t.loss),
+        phase_s(|t| t.backward),
+        phase_s(|t| t.update),
+    );
     let rss = super::peak_rss_mib();
     let model = super::file_name(&args.model);
     let report = serde_json::json!({
@@ -94,11 +114,15 @@ pub fn bench_train_difix(args: TrainDifixBenchArgs) -> anyhow::Result<()> {
         "steps": times.len().saturating_sub(1),
         "its": 1.0 / step_s.max(1e-9),
         "step_s": step_s,
+        "forward_s": forward,
+        "loss_s": loss,
+        "backward_s": backward,
+        "update_s": update,
         "peak_rss_mib": rss,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let row = format!(
-        "| {} | train-difix | {} | {model} | {}x{} | {} | f32 | {:.3} | {:.2} | {rss:.0} | {} |",
+        "| {} | train-difix | {} | {model} | {}x{} | {} | f32 | {:.3} | {:.2} | {forward:.2} / {loss:.2} / {backward:.2} / {update:.2} | {rss:.0} | {} |",
         super::chrono_date(),
         args.backend,
         args.resolution,

@@ -219,6 +219,7 @@ impl<B: AutodiffBackend> Worker<B> {
                 weights: self.setup.weights,
                 lr,
                 max_grad_norm: self.setup.max_grad_norm,
+                sync_phases: false,
             };
             let current = nets.take().expect("the networks are put back after every step");
             let stepped = catch_unwind(AssertUnwindSafe(|| {
@@ -226,9 +227,9 @@ impl<B: AutodiffBackend> Worker<B> {
                 step::train_step(current, &mut optimizer, batches, &settings, Some(peer))
             }));
             let report = match stepped {
-                Ok(Ok((updated, losses, _norm))) => {
-                    nets = Some(updated);
-                    Ok(losses)
+                Ok(Ok(stepped)) => {
+                    nets = Some(stepped.nets);
+                    Ok(stepped.losses)
                 }
                 Ok(Err(e)) => Err(format!("averaging gradients: {e:?}")),
                 Err(panic) => {

@@ -9,6 +9,7 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
+use std::time::{Duration, Instant};
 
 use crate::difix::pipeline::denoise;
 use crate::difix::scheduler::OneStep;
@@ -280,25 +281,59 @@ pub struct StepSettings<'a, B: Backend> {
     pub weights: LossWeights,
     pub lr: f64,
     pub max_grad_norm: f32,
+    /// Wait for the device after each phase so [`StepTimes`] is the phases' own time (on GPU
+    /// backends the phases otherwise overlap); for benchmarks.
+    pub sync_phases: bool,
+}
+
+/// Where one optimiser step's time went (host clock; exact per phase only with
+/// [`StepSettings::sync_phases`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTimes {
+    /// Encode, denoise and decode of every view.
+    pub forward: Duration,
+    /// L2, LPIPS and Gram terms (read back to the host).
+    pub loss: Duration,
+    pub backward: Duration,
+    /// Gradient averaging with peers, clipping and AdamW.
+    pub update: Duration,
+}
+
+impl StepTimes {
+    pub fn total(&self) -> Duration {
+        self.forward + self.loss + self.backward + self.update
+    }
+}
+
+/// What [`train_step`] returns.
+pub struct Stepped<B: AutodiffBackend> {
+    pub nets: Nets<B>,
+    /// The loss terms averaged over the micro-batches.
+    pub losses: Losses,
+    /// The gradient norm before clipping.
+    pub grad_norm: f32,
+    pub times: StepTimes,
 }
 
 /// One optimiser step over `batches` (gradient accumulation: each micro-batch's loss divided by
 /// their number, as accelerate does): forward all views, the loss, backward, global-norm clipping,
 /// AdamW. With `peer` set, this is one of several data-parallel copies (see [`super::parallel`]):
 /// the gradients are averaged with the other peers' before clipping, so every copy takes the same
-/// update. Returns the updated networks, the loss terms averaged over the micro-batches, and the
-/// gradient norm before clipping.
+/// update.
 pub fn train_step<B: AutodiffBackend>(
     nets: Nets<B>,
     optimizer: &mut DifixOptimizer<B>,
     batches: Vec<Batch<B>>,
     settings: &StepSettings<B>,
     peer: Option<PeerId>,
-) -> Result<(Nets<B>, Losses, f32), CollectiveError> {
+) -> Result<Stepped<B>, CollectiveError> {
     let n = batches.len().max(1);
     let mut accumulator = burn::optim::GradientsAccumulator::new();
     let mut terms = Vec::with_capacity(n);
+    let mut times = StepTimes::default();
+    let mut clock = PhaseClock::new(settings.sync_phases);
     for batch in batches {
+        let device = batch.inputs.device();
         let prediction = nets.forward(
             batch.inputs,
             &batch.context,
@@ -306,16 +341,56 @@ pub fn train_step<B: AutodiffBackend>(
             settings.step,
             batch.noise_seed,
         );
+        times.forward += clock.lap::<B>(&device);
         let gram = settings.gram.zip(batch.gram_crop);
         let (total, losses) = loss(prediction, batch.targets, settings.lpips, gram, settings.weights);
-        accumulator.accumulate(&nets, GradientsParams::from_grads((total / n as f32).backward(), &nets));
+        times.loss += clock.lap::<B>(&device);
+        let grads = GradientsParams::from_grads((total / n as f32).backward(), &nets);
+        times.backward += clock.lap::<B>(&device);
+        accumulator.accumulate(&nets, grads);
         terms.push(losses);
     }
     let mut grads = accumulator.grads();
     if let Some(peer) = peer {
         average_with_peers(&nets, &mut grads, peer)?;
     }
-    let norm = clip_global_norm(&nets, &mut grads, settings.max_grad_norm);
+    let grad_norm = clip_global_norm(&nets, &mut grads, settings.max_grad_norm);
     let nets = optimizer.step(settings.lr, nets, grads);
-    Ok((nets, Losses::mean(&terms), norm))
+    times.update += clock.elapsed();
+    Ok(Stepped {
+        nets,
+        losses: Losses::mean(&terms),
+        grad_norm,
+        times,
+    })
+}
+
+/// Times consecutive phases, waiting for the device at each boundary when asked to.
+struct PhaseClock {
+    sync: bool,
+    since: Instant,
+}
+
+impl PhaseClock {
+    fn new(sync: bool) -> Self {
+        Self {
+            sync,
+            since: Instant::now(),
+        }
+    }
+
+    /// The time since the last lap, after the device's queued work when syncing.
+    fn lap<B: Backend>(&mut self, device: &B::Device) -> Duration {
+        if self.sync {
+            // A failed sync surfaces at the next read-back; the timing is what is lost.
+            let _ = B::sync(device);
+        }
+        let lap = self.since.elapsed();
+        self.since = Instant::now();
+        lap
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.since.elapsed()
+    }
 }

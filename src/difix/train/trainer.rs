@@ -17,7 +17,7 @@ use super::checkpoint::{self, OPTIMIZER_FILE, STATE_FILE};
 use super::data::{self, Pair, PairsError, Sample};
 use super::export::export;
 use super::parallel::{PeerSetup, Peers};
-use super::step::{self, Batch, Crop, LossWeights, Losses, Nets, StepSettings};
+use super::step::{self, Batch, Crop, LossWeights, Losses, Nets, StepSettings, StepTimes};
 use crate::difix::images::to_tensor;
 use crate::difix::pipeline::{Difix, PromptEncoder};
 use crate::difix::DifixError;
@@ -72,6 +72,9 @@ pub struct DifixTrainConfig {
     pub seed: u64,
     /// Sample the VAE posterior as the reference does (the mean otherwise).
     pub sample_posterior: bool,
+    /// Wait for the device between a step's phases so [`DifixStepReport::times`] splits it exactly
+    /// (benchmarks; it costs GPU overlap).
+    pub sync_phases: bool,
 }
 
 impl DifixTrainConfig {
@@ -101,6 +104,7 @@ impl DifixTrainConfig {
             resume: false,
             seed: 42,
             sample_posterior: true,
+            sync_phases: false,
         }
     }
 
@@ -116,6 +120,8 @@ pub struct DifixStepReport {
     pub steps: usize,
     pub losses: Losses,
     pub grad_norm: f32,
+    /// This step's phases (peer 0's, when data-parallel).
+    pub times: StepTimes,
     pub steps_per_second: f32,
 }
 
@@ -346,8 +352,9 @@ pub fn train_difix<B: AutodiffBackend>(
             weights: config.weights,
             lr: config.lr,
             max_grad_norm: config.max_grad_norm,
+            sync_phases: config.sync_phases,
         };
-        let (updated, mut losses, grad_norm) = match step::train_step(nets, &mut optimizer, batches, &settings, peer) {
+        let stepped = match step::train_step(nets, &mut optimizer, batches, &settings, peer) {
             Ok(stepped) => stepped,
             Err(e) => {
                 return Err(peers
@@ -355,17 +362,19 @@ pub fn train_difix<B: AutodiffBackend>(
                     .map_or(DifixTrainError::Parallel(format!("{e:?}")), |p| p.explain(e)))
             }
         };
+        let mut losses = stepped.losses;
         if let Some(peers) = &peers {
             let mut all = peers.collect()?;
             all.insert(0, losses);
             losses = Losses::mean(&all);
         }
-        nets = updated;
+        nets = stepped.nets;
         let save_now = observer.step(&DifixStepReport {
             step,
             steps: config.steps,
             losses,
-            grad_norm,
+            grad_norm: stepped.grad_norm,
+            times: stepped.times,
             steps_per_second: (step - start) as f32 / started.elapsed().as_secs_f32().max(1e-6),
         });
         if save_now || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0) {
