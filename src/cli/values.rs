@@ -13,11 +13,6 @@ where
     s.trim().parse().map_err(|e| format!("'{s}' is not a number: {e}"))
 }
 
-/// Any finite number.
-pub fn finite_f32(s: &str) -> Result<f32, String> {
-    validate::finite(f64::from(parse::<f32>(s)?)).map(|v| v as f32)
-}
-
 /// A finite number greater than 0.
 pub fn positive_f32(s: &str) -> Result<f32, String> {
     validate::positive(f64::from(parse::<f32>(s)?)).map(|v| v as f32)
@@ -31,11 +26,6 @@ pub fn positive_f64(s: &str) -> Result<f64, String> {
 /// A finite number of at least 0.
 pub fn non_negative_f32(s: &str) -> Result<f32, String> {
     validate::non_negative(f64::from(parse::<f32>(s)?)).map(|v| v as f32)
-}
-
-/// A finite number in [0, 1].
-pub fn unit_interval(s: &str) -> Result<f32, String> {
-    validate::unit_interval(f64::from(parse::<f32>(s)?)).map(|v| v as f32)
 }
 
 /// A whole number of at least 1 (steps, intervals, samples).
@@ -84,14 +74,12 @@ mod tests {
 
     #[test]
     fn parsers_refuse_values_outside_their_domain() {
-        assert!(finite_f32("nan").is_err());
-        assert!(finite_f32("inf").is_err());
-        assert_eq!(finite_f32("-1.5"), Ok(-1.5));
+        assert!(positive_f32("nan").is_err());
+        assert!(positive_f32("inf").is_err());
         assert!(positive_f32("0").is_err());
         assert!(positive_f32("1e39").is_err(), "overflows f32 to infinity");
         assert!(positive_f64("-2e-5").is_err());
         assert!(non_negative_f32("-0.5").is_err());
-        assert!(unit_interval("1.01").is_err());
         assert!(at_least_one("0").is_err());
         assert!(at_least_one("-3").is_err());
         assert!(image_side("0").is_err());
@@ -101,6 +89,6 @@ mod tests {
         assert!(fps("0").is_err());
         assert!(fps("5000").is_err());
         assert!(factor("0").is_err());
-        assert!(finite_f32("abc").unwrap_err().contains("not a number"));
+        assert!(positive_f32("abc").unwrap_err().contains("not a number"));
     }
 }
