@@ -128,6 +128,13 @@ impl CameraPath {
         ((self.duration_s * fps).round() as usize).max(1)
     }
 
+    /// [`Self::frame_count`], refused when `fps` is not a positive number or the path would take
+    /// more than [`crate::validate::MAX_FRAMES`] frames (the error gives the duration, fps and count).
+    pub fn checked_frame_count(&self, fps: f32) -> Result<usize, String> {
+        crate::validate::frame_count(f64::from(self.duration_s), f64::from(fps))?;
+        Ok(self.frame_count(fps))
+    }
+
     /// Where frame `index` of `count` sits on the path, in [0, 1]. Open paths end on their last
     /// keyframe; looped paths stop one step short of returning to the first.
     pub fn frame_time(&self, index: usize, count: usize) -> f32 {

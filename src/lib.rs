@@ -16,4 +16,5 @@ pub mod render;
 pub mod scene;
 pub mod tensor_file;
 pub mod train;
+pub mod validate;
 pub mod view;

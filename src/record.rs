@@ -190,11 +190,11 @@ pub fn record(
     job.path
         .validate()
         .map_err(|m| RecordError::Input(format!("the camera path: {m}")))?;
-    if !(job.fps.is_finite() && job.fps > 0.0) {
-        return Err(RecordError::Input(format!("fps must be positive, not {}", job.fps)));
-    }
-    if job.width == 0 || job.height == 0 {
-        return Err(RecordError::Input("the frame size must be at least 1x1".into()));
+    job.path
+        .checked_frame_count(job.fps)
+        .map_err(|m| RecordError::Input(format!("the camera path: {m}")))?;
+    for (what, side) in [("width", job.width), ("height", job.height)] {
+        crate::validate::image_side(side).map_err(|m| RecordError::Input(format!("the frame {what} {m}")))?;
     }
     if job.side_by_side && job.fix.is_none() {
         return Err(RecordError::Input(
@@ -357,9 +357,9 @@ impl ReferenceCache {
 }
 
 fn load_image(path: &Path) -> Result<RgbImage, RecordError> {
-    image::open(path).map(|i| i.to_rgb8()).map_err(|e| RecordError::File {
+    image_io::open_rgb(path).map_err(|e| RecordError::File {
         path: path.to_path_buf(),
-        message: format!("cannot read the reference image: {e}"),
+        message: format!("the reference image: {e}"),
     })
 }
 

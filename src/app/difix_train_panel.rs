@@ -162,7 +162,7 @@ impl ViewerApp {
                 );
                 ui.add(
                     egui::DragValue::new(&mut form.resolution)
-                        .range(8..=2048)
+                        .range(16..=2048)
                         .speed(8)
                         .prefix("crop ")
                         .suffix(" px"),

@@ -33,7 +33,7 @@ pub enum BenchCommand {
         /// list, cycled through) instead of an orbit.
         #[arg(long)]
         camera_json: Option<PathBuf>,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, value_parser = super::values::at_least_one_u32, default_value_t = 100)]
         frames: u32,
         /// Also append the result as a table row to this markdown file (e.g. BENCHMARKS.md).
         #[arg(long)]
@@ -59,7 +59,7 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value_t = CpuImpl::Flex)]
         cpu_impl: CpuImpl,
         /// Timed runs after one warm-up run.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, value_parser = super::values::at_least_one_u32, default_value_t = 10)]
         iters: u32,
         #[arg(long)]
         append_md: Option<PathBuf>,
@@ -69,7 +69,7 @@ pub enum BenchCommand {
     Train {
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
         factor: u32,
         #[arg(long, default_value_t = 200)]
         steps: usize,
@@ -95,7 +95,7 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
         backend: BackendKind,
         /// Camera moves (rendered frames) per phase.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, value_parser = super::values::at_least_one_u32, default_value_t = 60)]
         frames: u32,
         /// Run Difix on the renderer's own wgpu device and hand frames over on the GPU (as the
         /// viewer does with the wgpu backend) instead of reading them back.
@@ -114,7 +114,7 @@ pub enum BenchCommand {
         lpips_backbone: PathBuf,
         #[arg(long)]
         lpips_lin: Option<PathBuf>,
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, value_parser = super::values::image_side, default_value_t = 512)]
         resolution: u32,
         #[arg(long, default_value_t = 5)]
         steps: usize,
@@ -134,7 +134,7 @@ pub enum BenchCommand {
         scene: PathBuf,
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
         factor: u32,
         /// Model directory (diffusers layout).
         #[arg(long, default_value = "checkpoints/difix_ref")]
@@ -163,7 +163,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
         } => {
             let cameras = match &camera_json {
                 Some(file) => {
-                    let cameras = super::render::read_camera_json(file)?;
+                    let cameras = difix3d::data::camera::read_json(file)?;
                     anyhow::ensure!(!cameras.is_empty(), "{}: no cameras", file.display());
                     match size {
                         Some((w, h)) => cameras.into_iter().map(|c| c.resized(w, h)).collect(),

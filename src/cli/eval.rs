@@ -18,7 +18,7 @@ pub struct EvalArgs {
     /// The dataset whose eval views to compare with.
     #[arg(long)]
     data: PathBuf,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
     factor: u32,
     /// Where to write metrics.json and the renders (default: `eval/` beside the scene).
     #[arg(long)]

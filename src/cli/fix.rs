@@ -76,9 +76,7 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn load_rgb(path: &Path) -> anyhow::Result<image::RgbImage> {
-    Ok(image::open(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read image: {e}", path.display()))?
-        .to_rgb8())
+    difix3d::image_io::open_rgb(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 struct FixJob {

@@ -8,6 +8,7 @@ mod refine;
 mod render;
 mod train;
 mod train_difix;
+mod values;
 
 use std::path::PathBuf;
 
@@ -57,17 +58,17 @@ enum Command {
         #[arg(long, requires = "screenshot", hide = true)]
         screenshot_toggle_fix: bool,
         /// Start training the opened dataset for this many steps (Training panel settings otherwise).
-        #[arg(long)]
+        #[arg(long, value_parser = values::at_least_one)]
         train_steps: Option<usize>,
         /// Image factor for --train-steps.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, value_parser = values::factor, default_value_t = 4)]
         train_factor: u32,
         /// Start fine-tuning Difix (--model) on this pair JSON instead, for --train-steps steps
         /// (default 10000), in the Training panel's Difix mode.
         #[arg(long, requires = "lpips_backbone")]
         train_difix: Option<PathBuf>,
         /// Side of the square crops for --train-difix.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, value_parser = values::image_side, default_value_t = 512)]
         train_resolution: u32,
         /// torchvision's VGG16 weights for LPIPS in --train-difix.
         #[arg(long)]
@@ -80,13 +81,13 @@ enum Command {
         train_backend: difix3d::difix::backend::BackendKind,
         /// Start refining the scene with Difix for this many steps (needs --data; Refinement panel
         /// settings otherwise).
-        #[arg(long, requires = "data")]
+        #[arg(long, value_parser = values::at_least_one, requires = "data")]
         refine_steps: Option<usize>,
         /// Steps between fix rounds for --refine-steps.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, value_parser = values::at_least_one, default_value_t = 2000)]
         refine_every: usize,
         /// Image factor for --refine-steps.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, value_parser = values::factor, default_value_t = 4)]
         refine_factor: u32,
         /// Where Difix and the loss run for --refine-steps.
         #[arg(long, value_enum, default_value_t = difix3d::difix::backend::BackendKind::Wgpu)]

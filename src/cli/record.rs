@@ -25,7 +25,7 @@ pub struct RecordArgs {
     /// A folder for PNG frames, or a file ending in .mp4 (encoded with ffmpeg).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, value_parser = super::values::fps, default_value_t = 30.0)]
     fps: f32,
     /// Frame size WIDTHxHEIGHT.
     #[arg(long, default_value = "1280x720", value_parser = super::parse_size)]
@@ -46,7 +46,7 @@ pub struct RecordArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Which downscaled image folder of the dataset to take references from (1, 2, 4, 8).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
     factor: u32,
     /// Difix working size HEIGHTxWIDTH; default: the frame size floored to multiples of 8.
     #[arg(long, value_parser = super::parse_hw, requires = "fix")]
@@ -62,7 +62,7 @@ pub struct RecordArgs {
     #[arg(long, requires = "fix")]
     side_by_side: bool,
     /// SH degree to evaluate (at most the scene's).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = super::values::sh_degree, default_value_t = 3)]
     sh_degree: u32,
     /// Background colour r,g,b in [0, 1].
     #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
@@ -71,6 +71,8 @@ pub struct RecordArgs {
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let path = CameraPath::load(&args.path)?;
+    path.checked_frame_count(args.fps)
+        .map_err(|m| anyhow::anyhow!("{}: {m}", args.path.display()))?;
     let fix = if args.fix {
         let reference = match args.reference.as_str() {
             "none" => Reference::None,

@@ -24,7 +24,7 @@ pub struct RefineArgs {
     #[arg(long)]
     data: PathBuf,
     /// Train on images downscaled by this factor (`images_N/`).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
     factor: u32,
     /// Difix model directory in the diffusers layout (nvidia/difix_ref, or nvidia/difix with --no-reference).
     #[arg(long, default_value = "checkpoints/difix_ref")]
@@ -39,16 +39,16 @@ pub struct RefineArgs {
     #[arg(long, default_value = "eval")]
     targets: String,
     /// Target cameras sampled along a camera path (with --targets PATH.json).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_parser = super::values::at_least_one, default_value_t = 16)]
     path_samples: usize,
     /// Refinement steps.
     #[arg(long, default_value_t = 30_000)]
     steps: usize,
     /// Steps between fix rounds (a round also runs at the start).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, value_parser = super::values::at_least_one, default_value_t = 2000)]
     every: usize,
     /// How far each round moves the novel cameras toward their targets.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, value_parser = super::values::positive_f32, default_value_t = 0.5)]
     distance: f32,
     /// The run folder: rounds/, checkpoint.safetensors, point_cloud.ply, eval.json, summary.json.
     #[arg(long)]
@@ -57,7 +57,7 @@ pub struct RefineArgs {
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Also write the checkpoint every N steps.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::at_least_one)]
     checkpoint_every: Option<usize>,
     #[arg(long, default_value_t = 42)]
     seed: u64,

@@ -19,7 +19,7 @@ pub struct RenderArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Which downscaled image folder of the dataset sets the resolution (1, 2, 4, 8).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
     factor: u32,
     /// Render the dataset camera with this image name.
     #[arg(long, conflicts_with = "all_eval")]
@@ -34,12 +34,12 @@ pub struct RenderArgs {
     #[arg(long)]
     out: PathBuf,
     /// Output width; with --height overrides the camera's resolution (intrinsics scale along).
-    #[arg(long, requires = "height")]
+    #[arg(long, value_parser = super::values::image_side, requires = "height")]
     width: Option<u32>,
-    #[arg(long, requires = "width")]
+    #[arg(long, value_parser = super::values::image_side, requires = "width")]
     height: Option<u32>,
     /// SH degree to evaluate (at most the scene's).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = super::values::sh_degree, default_value_t = 3)]
     sh_degree: u32,
     /// Background colour r,g,b in [0, 1].
     #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
@@ -86,7 +86,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
 
 fn cameras(args: &RenderArgs, splats: &scene::Splats) -> anyhow::Result<Vec<Camera>> {
     let mut cameras: Vec<Camera> = if let Some(path) = &args.camera_json {
-        read_camera_json(path)?
+        data::camera::read_json(path)?
     } else if let Some(root) = &args.data {
         let dataset = data::open_dataset(root, args.factor)?;
         if args.all_eval {
@@ -116,22 +116,11 @@ fn cameras(args: &RenderArgs, splats: &scene::Splats) -> anyhow::Result<Vec<Came
     if let (Some(w), Some(h)) = (args.width, args.height) {
         cameras = cameras.into_iter().map(|c| c.resized(w, h)).collect();
     }
+    data::validate::cameras(&cameras).map_err(|m| anyhow::anyhow!("cannot render: {m}"))?;
     Ok(cameras)
 }
 
 /// Without cameras we cannot know the scene's up; COLMAP-frame captures are usually -y up.
 pub fn default_up() -> glam::Vec3 {
     glam::Vec3::NEG_Y
-}
-
-pub(super) fn read_camera_json(path: &std::path::Path) -> anyhow::Result<Vec<Camera>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    let cameras = if value.is_array() {
-        serde_json::from_value(value)
-    } else {
-        serde_json::from_value(value).map(|c| vec![c])
-    };
-    cameras.with_context(|| format!("{}: not a camera (or list of cameras)", path.display()))
 }

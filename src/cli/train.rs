@@ -17,7 +17,7 @@ pub struct TrainArgs {
     #[arg(long)]
     data: PathBuf,
     /// Train on images downscaled by this factor (`images_N/`).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
     factor: u32,
     #[arg(long, default_value_t = 30_000)]
     steps: usize,
@@ -28,10 +28,10 @@ pub struct TrainArgs {
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Also write the checkpoint every N steps.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::at_least_one)]
     checkpoint_every: Option<usize>,
     /// Highest SH degree (raised by one every 1000 steps).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_parser = super::values::sh_degree, default_value_t = 3)]
     sh_degree: u32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -86,7 +86,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.steps = args.steps;
     config.resume = args.resume;
     config.checkpoint_every = args.checkpoint_every;
-    config.max_sh_degree = args.sh_degree.min(3);
+    config.max_sh_degree = args.sh_degree;
     config.seed = args.seed;
     config.random_background = args.random_background;
     config.lpips = args.lpips.files();

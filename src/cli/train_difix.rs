@@ -32,22 +32,23 @@ pub struct TrainDifixArgs {
     #[arg(long, default_value_t = 10_000)]
     steps: usize,
     /// Side of the square training crops (a multiple of 8).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, value_parser = super::values::image_side, default_value_t = 512)]
     resolution: u32,
-    #[arg(long, default_value_t = 2e-5)]
+    #[arg(long, value_parser = super::values::positive_f64, default_value_t = 2e-5)]
     lr: f64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = super::values::non_negative_f32, default_value_t = 1.0)]
     lambda_l2: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = super::values::non_negative_f32, default_value_t = 1.0)]
     lambda_lpips: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = super::values::non_negative_f32, default_value_t = 1.0)]
     lambda_gram: f32,
     /// Steps before the Gram loss is added.
     #[arg(long, default_value_t = 2000)]
     gram_warmup: usize,
-    /// Side of the Gram loss's random crop (at most the resolution).
-    #[arg(long, default_value_t = 400)]
-    gram_crop: usize,
+    /// Side of the Gram loss's random crop, from 16 to the resolution [default: 400, or the
+    /// resolution when smaller].
+    #[arg(long, value_parser = super::values::image_side_usize)]
+    gram_crop: Option<usize>,
     /// torchvision's VGG16 ImageNet weights (vgg16-397923af.pth) for LPIPS (and the Gram loss).
     #[arg(long)]
     lpips_backbone: PathBuf,
@@ -58,7 +59,7 @@ pub struct TrainDifixArgs {
     #[arg(long)]
     vgg16: Option<PathBuf>,
     /// Micro-batches per optimiser step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = super::values::at_least_one, default_value_t = 1)]
     grad_accumulation: usize,
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: usize,

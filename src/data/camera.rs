@@ -130,6 +130,29 @@ impl Camera {
     }
 }
 
+/// Reads a camera JSON file (one camera or a list, as the viewer writes them) and checks every
+/// camera with [`super::validate::cameras`]: an empty list, a 0x0 or oversized image, a non-positive
+/// focal length or a pose that is not a rotation is an error naming the file and the camera.
+pub fn read_json(path: &std::path::Path) -> Result<Vec<Camera>, super::DataError> {
+    let invalid = |message: String| super::DataError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| super::DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    let cameras = if value.is_array() {
+        serde_json::from_value(value)
+    } else {
+        serde_json::from_value(value).map(|c| vec![c])
+    };
+    let cameras: Vec<Camera> = cameras.map_err(|e| invalid(format!("not a camera (or list of cameras): {e}")))?;
+    super::validate::cameras(&cameras).map_err(invalid)?;
+    Ok(cameras)
+}
+
 /// (De)serialises an affine transform as a row-major 4x4 matrix, the form people paste from other tools.
 mod rows4x4 {
     use glam::{Affine3A, Mat4};

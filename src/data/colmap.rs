@@ -267,6 +267,20 @@ pub fn read_model(dir: &Path) -> Result<ColmapModel, DataError> {
         Vec::new()
     };
 
+    // A NaN here would pass through the pinhole maths and the splat initialisation silently (a NaN
+    // point once made `train` spin forever), so every number is checked before use.
+    for camera in cameras.values() {
+        if let Some(value) = camera.params.iter().find(|p| !p.is_finite()) {
+            return Err(invalid(
+                &cameras_path,
+                format!(
+                    "camera {} ({}) has a non-finite parameter {value}; every parameter must be a finite number",
+                    camera.id, camera.model
+                ),
+            ));
+        }
+    }
+    super::validate::points(&points).map_err(|message| invalid(&points_path, message))?;
     for image in &images {
         if !cameras.contains_key(&image.camera_id) {
             return Err(DataError::UnknownCamera {
@@ -1180,6 +1194,29 @@ mod tests {
         other.points.truncate(1);
         write_binary(&other, dir.path()).unwrap();
         assert_eq!(read_model(dir.path()).unwrap(), other);
+    }
+
+    #[test]
+    fn non_finite_points_and_camera_parameters_are_errors_in_both_formats() {
+        for nan_in in ["points", "cameras"] {
+            let mut model = pinhole_model();
+            if nan_in == "points" {
+                model.points[1].position[0] = f32::NAN;
+            } else {
+                model.cameras.get_mut(&1).unwrap().params[1] = f64::INFINITY;
+            }
+            for binary in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                if binary {
+                    write_binary(&model, dir.path()).unwrap();
+                } else {
+                    write_text(&model, dir.path()).unwrap();
+                }
+                let error = read_model(dir.path()).unwrap_err().to_string();
+                let file = if nan_in == "points" { "points3D" } else { "cameras" };
+                assert!(error.contains(file) && error.contains("non-finite"), "{error}");
+            }
+        }
     }
 
     #[test]

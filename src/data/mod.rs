@@ -3,6 +3,7 @@
 pub mod camera;
 pub mod colmap;
 pub mod layout;
+pub mod validate;
 
 pub use camera::Camera;
 pub use colmap::{read_model, CameraModel, ColmapCamera, ColmapImage, ColmapModel, Point3D};

@@ -46,3 +46,61 @@ impl DifixError {
         }
     }
 }
+
+/// A model config value that breaks the architecture's rules: the key and the rule it breaks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigProblem {
+    pub key: &'static str,
+    pub rule: String,
+}
+
+impl ConfigProblem {
+    /// The error for `file` (the config's path, or its place in the model folder).
+    pub fn into_error(self, file: impl AsRef<Path>) -> DifixError {
+        DifixError::Key {
+            path: file.as_ref().to_path_buf(),
+            key: self.key.to_string(),
+            message: self.rule,
+        }
+    }
+}
+
+/// Checks that `groups` is positive and divides each of `channels` (GroupNorm's rule).
+pub(crate) fn check_groups(key: &'static str, groups: usize, channels: &[usize]) -> Result<(), ConfigProblem> {
+    if groups == 0 {
+        return Err(ConfigProblem {
+            key,
+            rule: "must be greater than 0".into(),
+        });
+    }
+    match channels.iter().find(|&&c| c % groups != 0) {
+        None => Ok(()),
+        Some(c) => Err(ConfigProblem {
+            key,
+            rule: format!("{groups} must divide every block's channels (block_out_channels has {c})"),
+        }),
+    }
+}
+
+/// Checks that each `(key, value)` is greater than 0.
+pub(crate) fn check_positive(values: &[(&'static str, usize)]) -> Result<(), ConfigProblem> {
+    match values.iter().find(|(_, v)| *v == 0) {
+        None => Ok(()),
+        Some((key, _)) => Err(ConfigProblem {
+            key,
+            rule: "must be greater than 0".into(),
+        }),
+    }
+}
+
+/// Checks that a float setting is finite and greater than 0.
+pub(crate) fn check_positive_f64(key: &'static str, value: f64) -> Result<(), ConfigProblem> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(ConfigProblem {
+            key,
+            rule: format!("must be a finite number greater than 0, not {value}"),
+        })
+    }
+}

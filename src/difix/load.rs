@@ -60,11 +60,22 @@ impl ModelFiles {
             }
         }
         let scheduler_path = root.join("scheduler/scheduler_config.json");
+        // Each config is checked against the architecture's rules here, naming the file and the key,
+        // before any network is built from it.
+        let config = |part: &str| root.join(part).join("config.json");
+        let unet: UNetConfig = read_json(&config("unet"))?;
+        unet.validate().map_err(|p| p.into_error(config("unet")))?;
+        let vae: VaeConfig = read_json(&config("vae"))?;
+        vae.validate().map_err(|p| p.into_error(config("vae")))?;
+        let text_encoder: TextEncoderConfig = read_json(&config("text_encoder"))?;
+        text_encoder
+            .validate()
+            .map_err(|p| p.into_error(config("text_encoder")))?;
         Ok(Self {
             root: root.to_path_buf(),
-            unet: read_json(&root.join("unet/config.json"))?,
-            vae: read_json(&root.join("vae/config.json"))?,
-            text_encoder: read_json(&root.join("text_encoder/config.json"))?,
+            unet,
+            vae,
+            text_encoder,
             scheduler: read_json(&scheduler_path)?,
             scheduler_path,
             tokenizer: ClipTokenizer::from_dir(&root.join("tokenizer"))?,

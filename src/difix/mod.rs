@@ -19,5 +19,5 @@ pub mod unet;
 pub mod vae;
 pub mod weights;
 
-pub use error::DifixError;
+pub use error::{ConfigProblem, DifixError};
 pub use pipeline::Difix;

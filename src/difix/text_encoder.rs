@@ -8,8 +8,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::Deserialize;
 
+use super::error::{check_positive, check_positive_f64};
 use super::layers::{attention, merge_heads, split_heads, Loader};
-use super::DifixError;
+use super::{ConfigProblem, DifixError};
 
 /// The keys of `text_encoder/config.json` this implementation uses.
 #[derive(Clone, Debug, Deserialize)]
@@ -55,8 +56,43 @@ pub struct TextEncoder<B: Backend> {
     quick_gelu: bool,
 }
 
+impl TextEncoderConfig {
+    /// Checks the config against what [`TextEncoder::load`] builds: positive sizes, heads that divide
+    /// the width, a finite epsilon, a supported activation.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        check_positive(&[
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ])?;
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(ConfigProblem {
+                key: "num_attention_heads",
+                rule: format!(
+                    "{} must divide hidden_size ({})",
+                    self.num_attention_heads, self.hidden_size
+                ),
+            });
+        }
+        check_positive_f64("layer_norm_eps", self.layer_norm_eps)?;
+        if !matches!(self.hidden_act.as_str(), "gelu" | "quick_gelu") {
+            return Err(ConfigProblem {
+                key: "hidden_act",
+                rule: format!("`{}` is not supported (gelu or quick_gelu)", self.hidden_act),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl<B: Backend> TextEncoder<B> {
     pub fn load(l: &mut Loader<B>, config: &TextEncoderConfig) -> Result<Self, DifixError> {
+        config
+            .validate()
+            .map_err(|p| p.into_error("text_encoder/config.json"))?;
         let d = config.hidden_size;
         let eps = config.layer_norm_eps;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);

@@ -9,9 +9,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::Deserialize;
 
+use super::error::{check_groups, check_positive, check_positive_f64};
 use super::flex_kernels::{conv2d, group_norm};
 use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, ResnetBlock};
-use super::DifixError;
+use super::{ConfigProblem, DifixError};
 
 /// `attention_head_dim` / `num_attention_heads`: a number or one per block.
 #[derive(Clone, Debug, Deserialize)]
@@ -85,18 +86,76 @@ impl UNetConfig {
             .get(block)
     }
 
-    fn check(&self) -> Result<(), DifixError> {
+    /// Checks the config against what this implementation builds, before any tensor is made: a bad
+    /// value here would otherwise panic deep inside the network (a zero group count, heads that do
+    /// not divide a width). The error gives the key and the rule.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
         let n = self.block_out_channels.len();
-        let bad = |m: String| Err(DifixError::Input(format!("unet/config.json: {m}")));
+        let bad = |key: &'static str, rule: String| Err(ConfigProblem { key, rule });
+        if n == 0 || self.block_out_channels.contains(&0) {
+            return bad(
+                "block_out_channels",
+                "must list at least one block, each with channels > 0".into(),
+            );
+        }
+        if self.block_out_channels[0] % 2 != 0 {
+            return bad(
+                "block_out_channels",
+                format!(
+                    "the first block's channels ({}) must be even (the timestep embedding's sin/cos halves)",
+                    self.block_out_channels[0]
+                ),
+            );
+        }
         if self.down_block_types.len() != n || self.up_block_types.len() != n {
-            return bad("down/up block type lists must match block_out_channels".into());
+            return bad(
+                "down_block_types",
+                "down/up block type lists must match block_out_channels".into(),
+            );
+        }
+        check_positive(&[
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("layers_per_block", self.layers_per_block),
+            ("cross_attention_dim", self.cross_attention_dim),
+        ])?;
+        check_groups("norm_num_groups", self.norm_num_groups, &self.block_out_channels)?;
+        check_positive_f64("norm_eps", self.norm_eps)?;
+        if !self.freq_shift.is_finite() {
+            return bad("freq_shift", format!("must be finite, not {}", self.freq_shift));
+        }
+        let heads_key = if self.num_attention_heads.is_some() {
+            "num_attention_heads"
+        } else {
+            "attention_head_dim"
+        };
+        let heads = self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim);
+        if matches!(heads, PerBlock::Each(v) if v.is_empty()) {
+            return bad(heads_key, "must be a number or a non-empty list".into());
+        }
+        for (i, &c) in self.block_out_channels.iter().enumerate() {
+            let h = heads.get(i);
+            if h == 0 || c % h != 0 {
+                return bad(
+                    heads_key,
+                    format!(
+                        "block {i}: the head count must be greater than 0 and divide the block's {c} channels, not {h}"
+                    ),
+                );
+            }
         }
         if !self.use_linear_projection {
-            return bad("only use_linear_projection = true (SD 2.x) is supported".into());
+            return bad(
+                "use_linear_projection",
+                "only use_linear_projection = true (SD 2.x) is supported".into(),
+            );
         }
         if let Some(layers) = &self.transformer_layers_per_block {
-            if (0..n).any(|i| layers.get(i) != 1) {
-                return bad("only one transformer layer per block is supported".into());
+            if matches!(layers, PerBlock::Each(v) if v.is_empty()) || (0..n).any(|i| layers.get(i) != 1) {
+                return bad(
+                    "transformer_layers_per_block",
+                    "only one transformer layer per block is supported".into(),
+                );
             }
         }
         for t in self.down_block_types.iter().chain(&self.up_block_types) {
@@ -104,7 +163,7 @@ impl UNetConfig {
                 t.as_str(),
                 "CrossAttnDownBlock2D" | "DownBlock2D" | "CrossAttnUpBlock2D" | "UpBlock2D"
             ) {
-                return bad(format!("unsupported block type `{t}`"));
+                return bad("down_block_types", format!("unsupported block type `{t}`"));
             }
         }
         Ok(())
@@ -204,7 +263,7 @@ pub struct UNet<B: Backend> {
 
 impl<B: Backend> UNet<B> {
     pub fn load(l: &mut Loader<B>, cfg: &UNetConfig) -> Result<Self, DifixError> {
-        cfg.check()?;
+        cfg.validate().map_err(|p| p.into_error("unet/config.json"))?;
         let ch = &cfg.block_out_channels;
         let n = ch.len();
         let temb = ch[0] * 4;

@@ -9,9 +9,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use serde::Deserialize;
 
+use super::error::{check_groups, check_positive, check_positive_f64};
 use super::flex_kernels::{conv2d, group_norm};
 use super::layers::{resize_nearest, tokens_to_image, Attention, Loader, LoraConv2d, ResnetBlock};
-use super::DifixError;
+use super::{ConfigProblem, DifixError};
 
 /// diffusers' VAE ResNets and norms use eps 1e-6.
 const EPS: f64 = 1e-6;
@@ -153,8 +154,40 @@ pub struct Vae<B: Backend> {
     use_skips: bool,
 }
 
+impl VaeConfig {
+    /// Checks the config against what [`Vae::load`] builds (see [`super::unet::UNetConfig::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        let ch = &self.block_out_channels;
+        if ch.is_empty() || ch.contains(&0) {
+            return Err(ConfigProblem {
+                key: "block_out_channels",
+                rule: "must list at least one block, each with channels > 0".into(),
+            });
+        }
+        check_positive(&[
+            ("in_channels", self.in_channels),
+            ("out_channels", self.out_channels),
+            ("layers_per_block", self.layers_per_block),
+            ("latent_channels", self.latent_channels),
+        ])?;
+        check_groups("norm_num_groups", self.norm_num_groups, ch)?;
+        check_positive_f64("scaling_factor", self.scaling_factor)?;
+        if !self.gamma.is_finite() {
+            return Err(ConfigProblem {
+                key: "gamma",
+                rule: format!("must be finite, not {}", self.gamma),
+            });
+        }
+        if let Some(alpha) = self.lora_alpha {
+            check_positive_f64("lora_alpha", f64::from(alpha))?;
+        }
+        Ok(())
+    }
+}
+
 impl<B: Backend> Vae<B> {
     pub fn load(l: &mut Loader<B>, cfg: &VaeConfig) -> Result<Self, DifixError> {
+        cfg.validate().map_err(|p| p.into_error("vae/config.json"))?;
         let ch = &cfg.block_out_channels;
         let n = ch.len();
         let g = cfg.norm_num_groups;

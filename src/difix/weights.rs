@@ -245,6 +245,18 @@ impl Weights {
                 format!("holds {} values for shape {:?}", values.len(), entry.shape),
             ));
         }
+        // NaN or infinite weights turn every output black without any error, so they fail here, in
+        // the one pass that decodes each tensor.
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(self.key_error(
+                key,
+                format!(
+                    "value {i} of {} is {}; every weight must be finite (the file is corrupt)",
+                    values.len(),
+                    values[i]
+                ),
+            ));
+        }
         let shape = entry.shape.clone();
         self.taken.insert(key.to_string());
         Ok((shape, values))

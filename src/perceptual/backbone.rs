@@ -34,6 +34,13 @@ impl Net {
         }
     }
 
+    /// How many max pools the input passes before the last read-out.
+    pub fn pools_before_last_read_out(self) -> u32 {
+        let layout = self.layout();
+        let last = layout.rfind('|').unwrap_or(0);
+        layout[..last].matches('P').count() as u32
+    }
+
     /// (kernel, stride) of the max pools.
     fn pool(self) -> (usize, usize) {
         match self {

@@ -57,6 +57,21 @@ impl<B: Backend> GramLoss<B> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_smallest_crop_survives_four_poolings() {
+        assert_eq!(super::min_crop(), 16);
+    }
+}
+
+/// The smallest crop side the loss can take: VGG16 halves its input with a 2x2, stride-2 max pool
+/// before each of relu2_2 .. relu5_3 (four times before relu5_3, the last layer read), and every
+/// read-out needs at least one pixel (its convolutions are padded, so only the pools shrink it).
+pub fn min_crop() -> usize {
+    1 << Net::Vgg16.pools_before_last_read_out()
+}
+
 /// The reference's `gram_matrix`: features [b, d, h, w] as (b·d) rows of h·w, times their transpose.
 fn gram<B: Backend>(features: Tensor<B, 4>) -> Tensor<B, 2> {
     let [b, d, h, w] = features.dims();

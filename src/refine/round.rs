@@ -247,9 +247,13 @@ pub fn load_round(dir: &Path) -> Result<Vec<PseudoView>, RoundError> {
     let text = std::fs::read_to_string(&cameras_path).map_err(|e| err(&cameras_path, format!("cannot read: {e}")))?;
     let cameras: Vec<Camera> =
         serde_json::from_str(&text).map_err(|e| err(&cameras_path, format!("not a list of cameras: {e}")))?;
+    for camera in &cameras {
+        crate::data::validate::camera(camera)
+            .map_err(|m| err(&cameras_path, format!("camera {}: {m}", camera.name)))?;
+    }
     let open = |sub: &str, camera: &Camera| -> Result<image::DynamicImage, RoundError> {
         let path = dir.join(sub).join(format!("{}.png", camera.name));
-        let image = image::open(&path).map_err(|e| err(&path, format!("cannot read the image: {e}")))?;
+        let image = image_io::open(&path).map_err(|e| err(&path, e))?;
         if image.width() != camera.width || image.height() != camera.height {
             return Err(err(
                 &path,

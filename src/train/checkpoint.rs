@@ -68,6 +68,15 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<Loaded<B>, Tr
             return Err(err(format!("`{name}` is not a 2D f32 tensor")));
         }
         let values: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+        // A NaN here (a run that diverged, a corrupt copy) would train on silently.
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(err(format!(
+                "`{name}` row {} holds {}: every value of a checkpoint must be finite (the file is corrupt \
+                 or the run that wrote it diverged)",
+                i / shape[1].max(1),
+                values[i]
+            )));
+        }
         Ok(Tensor::from_data(TensorData::new(values, [shape[0], shape[1]]), device))
     };
     let p = |i: usize| tensor(GROUP_NAMES[i]);

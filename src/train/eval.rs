@@ -45,12 +45,10 @@ pub fn load_lpips(files: Option<&LpipsFiles>) -> Result<Option<Lpips<MetricsBack
 
 /// The photo of `view` as RGB in [0, 1], checked against its camera's size.
 pub fn load_photo(view: &View) -> Result<image::RgbImage, TrainError> {
-    let image = image::open(&view.image_path)
-        .map_err(|e| TrainError::File {
-            path: view.image_path.clone(),
-            message: format!("cannot read the image: {e}"),
-        })?
-        .to_rgb8();
+    let image = crate::image_io::open_rgb(&view.image_path).map_err(|message| TrainError::File {
+        path: view.image_path.clone(),
+        message,
+    })?;
     let (w, h) = image.dimensions();
     if (w, h) != (view.camera.width, view.camera.height) {
         return Err(TrainError::File {

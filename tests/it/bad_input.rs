@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::difix3d;
 
 /// Runs `difix3d render` on `scene` and checks the failure is clean and mentions every `needles`.
-fn expect_clean_failure(args: &[&str], needles: &[&str]) {
+pub(crate) fn expect_clean_failure(args: &[&str], needles: &[&str]) {
     let (code, _stdout, stderr) = difix3d(args);
     assert_eq!(code, 1, "expected exit 1 for {args:?}, stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
@@ -46,9 +46,9 @@ fn check_scene_error(file_name: &str, contents: &[u8], needles: &[&str]) {
     assert_eq!(written, 0, "no output may be written for a bad scene");
 }
 
-const GOOD_HEADER: &str = "ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nproperty float f_dc_0\nproperty float f_dc_1\nproperty float f_dc_2\nproperty float opacity\nproperty float scale_0\nproperty float scale_1\nproperty float scale_2\nproperty float rot_0\nproperty float rot_1\nproperty float rot_2\nproperty float rot_3\nend_header\n";
+pub(crate) const GOOD_HEADER: &str = "ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\nproperty float f_dc_0\nproperty float f_dc_1\nproperty float f_dc_2\nproperty float opacity\nproperty float scale_0\nproperty float scale_1\nproperty float scale_2\nproperty float rot_0\nproperty float rot_1\nproperty float rot_2\nproperty float rot_3\nend_header\n";
 
-fn ply_with(header: &str, values: &[f32]) -> Vec<u8> {
+pub(crate) fn ply_with(header: &str, values: &[f32]) -> Vec<u8> {
     let mut bytes = header.as_bytes().to_vec();
     for v in values {
         bytes.extend_from_slice(&v.to_le_bytes());
@@ -56,7 +56,7 @@ fn ply_with(header: &str, values: &[f32]) -> Vec<u8> {
     bytes
 }
 
-fn good_vertex() -> Vec<f32> {
+pub(crate) fn good_vertex() -> Vec<f32> {
     vec![0.0, 0.0, 3.0, 0.5, 0.5, 0.5, 0.0, -2.0, -2.0, -2.0, 1.0, 0.0, 0.0, 0.0]
 }
 

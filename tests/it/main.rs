@@ -2,6 +2,7 @@
 //! Tests that need the sample data skip loudly when `scripts/fetch_assets.sh` has not been run.
 
 mod bad_input;
+mod bad_values;
 mod cli;
 mod difix;
 mod gpu_kit;

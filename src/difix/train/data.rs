@@ -103,12 +103,14 @@ fn check_entry(base: &Path, split: &str, id: &str, entry: &Value) -> Result<Pair
         return Err(vec![format!("{at}: not an object")]);
     };
     let mut problems = Vec::new();
-    let mut path_of = |key: &str, required: bool| -> Option<PathBuf> {
+    // Each image is decoded in full (not just its header), so a corrupt or cut-off file fails here,
+    // before the run writes anything, rather than at the step that first samples it.
+    let mut path_of = |key: &str, required: bool| -> Option<(PathBuf, (u32, u32))> {
         match fields.get(key) {
             Some(Value::String(p)) => {
                 let path = base.join(p);
-                match image::image_dimensions(&path) {
-                    Ok(_) => Some(path),
+                match crate::image_io::open(&path) {
+                    Ok(image) => Some((path, (image.width(), image.height()))),
                     Err(e) => {
                         problems.push(format!("{at}: {key} {}: {e}", path.display()));
                         None
@@ -129,7 +131,7 @@ fn check_entry(base: &Path, split: &str, id: &str, entry: &Value) -> Result<Pair
     };
     let image = path_of("image", true);
     let target = path_of("target_image", true);
-    let reference = path_of("ref_image", false);
+    let reference = path_of("ref_image", false).map(|(path, _)| path);
     let prompt = match fields.get("prompt") {
         None => Some(DEFAULT_PROMPT.to_string()),
         Some(Value::String(p)) => Some(p.clone()),
@@ -138,17 +140,15 @@ fn check_entry(base: &Path, split: &str, id: &str, entry: &Value) -> Result<Pair
             None
         }
     };
-    if let (Some(i), Some(t)) = (&image, &target) {
-        let (a, b) = (image::image_dimensions(i).ok(), image::image_dimensions(t).ok());
+    if let (Some((_, a)), Some((_, b))) = (&image, &target) {
         if a != b {
             problems.push(format!(
-                "{at}: image is {} but target_image is {}",
-                size_text(a),
-                size_text(b)
+                "{at}: image is {}x{} but target_image is {}x{}",
+                a.0, a.1, b.0, b.1
             ));
         }
     }
-    match (image, target, prompt) {
+    match (image.map(|(path, _)| path), target.map(|(path, _)| path), prompt) {
         (Some(image), Some(target), Some(prompt)) if problems.is_empty() => Ok(Pair {
             id: id.to_string(),
             image,
@@ -158,10 +158,6 @@ fn check_entry(base: &Path, split: &str, id: &str, entry: &Value) -> Result<Pair
         }),
         _ => Err(problems),
     }
-}
-
-fn size_text(size: Option<(u32, u32)>) -> String {
-    size.map_or("unreadable".into(), |(w, h)| format!("{w}x{h}"))
 }
 
 /// A training example's pixels, cropped.
@@ -199,9 +195,9 @@ fn fit(image: RgbImage, size: u32) -> RgbImage {
 /// the input, the target and the reference (the reference is first resized to the input's size).
 pub fn sample(pair: &Pair, size: u32, u: f32, v: f32) -> Result<Sample, PairsError> {
     let open = |path: &Path| -> Result<RgbImage, PairsError> {
-        image::open(path).map(|i| i.to_rgb8()).map_err(|e| PairsError::File {
+        crate::image_io::open_rgb(path).map_err(|message| PairsError::File {
             path: path.to_path_buf(),
-            message: format!("cannot read the image: {e}"),
+            message,
         })
     };
     let image = fit(open(&pair.image)?, size);

@@ -21,7 +21,7 @@ use super::step::{self, Batch, Crop, LossWeights, Losses, Nets, StepSettings, St
 use crate::difix::images::to_tensor;
 use crate::difix::pipeline::{Difix, PromptEncoder};
 use crate::difix::DifixError;
-use crate::perceptual::gram::GramLoss;
+use crate::perceptual::gram::{self, GramLoss};
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
 use crate::train::rng::Rng;
 
@@ -36,6 +36,9 @@ pub enum DifixTrainError {
     #[error("data-parallel training: {0}")]
     Parallel(String),
 }
+
+/// The reference's Gram crop side.
+const DEFAULT_GRAM_CROP: usize = 400;
 
 /// Every knob of a run; [`DifixTrainConfig::new`] gives the reference's defaults.
 #[derive(Clone, Debug)]
@@ -57,8 +60,9 @@ pub struct DifixTrainConfig {
     pub weights: LossWeights,
     /// The Gram loss is added once the step exceeds this.
     pub gram_warmup: usize,
-    /// Side of the Gram loss's random crop (the reference's 400), at most the resolution.
-    pub gram_crop: usize,
+    /// Side of the Gram loss's random crop, from [`gram::min_crop`] to the resolution; `None`: the
+    /// reference's 400, or the resolution when that is smaller.
+    pub gram_crop: Option<usize>,
     /// LPIPS's network (VGG16 in the reference) and the VGG16 for the Gram loss (default: LPIPS's
     /// backbone).
     pub lpips: LpipsFiles,
@@ -95,7 +99,7 @@ impl DifixTrainConfig {
                 gram: 1.0,
             },
             gram_warmup: 2000,
-            gram_crop: 400,
+            gram_crop: None,
             lpips,
             vgg16: None,
             grad_accumulation: 1,
@@ -110,6 +114,50 @@ impl DifixTrainConfig {
 
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.out.join("checkpoint")
+    }
+
+    /// The Gram crop's side: [`Self::gram_crop`] or its default.
+    pub fn gram_crop_side(&self) -> usize {
+        self.gram_crop
+            .unwrap_or(DEFAULT_GRAM_CROP.min(self.resolution as usize))
+    }
+
+    /// Checks every number against its domain before anything is loaded or written: the errors
+    /// name the setting (as its `train-difix` flag) and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::validate;
+        fn flag(name: &str) -> impl Fn(String) -> String + '_ {
+            move |m| format!("--{name} {m}")
+        }
+        let size = self.resolution;
+        validate::image_side(size).map_err(flag("resolution"))?;
+        let min = gram::min_crop();
+        if !size.is_multiple_of(8) || (size as usize) < min {
+            return Err(format!(
+                "--resolution must be a multiple of 8 and at least {min} (what VGG16's four 2x2 poolings before relu5_3 need), not {size}"
+            ));
+        }
+        if self.weights.gram > 0.0 {
+            let crop = self.gram_crop_side();
+            if !(min..=size as usize).contains(&crop) {
+                return Err(format!(
+                    "--gram-crop must be between {min} (VGG16 pools the crop 2x2 four times before relu5_3, the last layer the Gram loss reads) and the resolution {size}, not {crop}"
+                ));
+            }
+        }
+        validate::positive(self.lr).map_err(flag("lr"))?;
+        validate::non_negative(f64::from(self.weight_decay)).map_err(flag("weight-decay"))?;
+        validate::positive(f64::from(self.max_grad_norm)).map_err(flag("max-grad-norm"))?;
+        let weights = &self.weights;
+        for (name, w) in [
+            ("lambda-l2", weights.l2),
+            ("lambda-lpips", weights.lpips),
+            ("lambda-gram", weights.gram),
+        ] {
+            validate::non_negative(f64::from(w)).map_err(flag(name))?;
+        }
+        validate::at_least_one(self.grad_accumulation).map_err(flag("grad-accumulation"))?;
+        Ok(())
     }
 }
 
@@ -210,12 +258,7 @@ pub fn train_difix<B: AutodiffBackend>(
     let Some(device) = devices.first() else {
         return Err(DifixTrainError::Input("no device to train on".into()));
     };
-    if config.resolution == 0 || !config.resolution.is_multiple_of(8) {
-        return Err(DifixTrainError::Input(format!(
-            "the resolution must be a positive multiple of 8, got {}",
-            config.resolution
-        )));
-    }
+    config.validate().map_err(DifixTrainError::Input)?;
     let pairs = data::load(&config.data)?;
     let checkpoint_dir = config.checkpoint_dir();
     let (model_dir, model_checkpoint, start) = if config.resume {
@@ -253,7 +296,7 @@ pub fn train_difix<B: AutodiffBackend>(
     std::fs::create_dir_all(&config.out).map_err(|e| DifixError::io(&config.out, e))?;
 
     let size = config.resolution;
-    let gram_size = config.gram_crop.min(size as usize);
+    let gram_size = config.gram_crop_side();
     let mut evals = Vec::new();
     let run_eval = |nets: &Nets<B>,
                     prompts: &mut PromptEncoder<B>,
