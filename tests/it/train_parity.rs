@@ -83,7 +83,6 @@ fn worst(a: &[f32], b: &[f32], atol: f32, rtol: f32) -> (f32, usize) {
 }
 
 #[test]
-#[ignore = "issue 22: the tolerances after the rotation-noise handling are not yet confirmed by a run; `cargo test --test it train_parity -- --ignored`"]
 fn first_steps_and_first_refinement_match_gsplat() {
     let dir = repo().join("tests/fixtures/train_parity");
     let golden: serde_json::Value =
@@ -160,6 +159,19 @@ fn first_steps_and_first_refinement_match_gsplat() {
         .iter()
         .map(|(name, _, _)| vec![false; floats(&golden["initial"][name]).len()])
         .collect();
+    // The first step's splats are isotropic, so the loss does not depend on their rotations: in both
+    // implementations (gsplat's too: 104 of its 128 rotation values move) the rotation gradients
+    // there are float rounding, which Adam (eps 1e-15) turns into steps of ±lr_quats (1e-3) whose
+    // signs are coin tosses. So the rotations may differ by 2 lr per step from the first on, and
+    // through them the gradients of the (no longer isotropic) scales from the second: there the
+    // scales are held to a fifth of an Adam step of theirs (lr 5e-3), those two groups' final Adam
+    // moments to 5% of the group's largest, and the others' (whose gradients feel the rotations
+    // too) to 2e-4 of theirs.
+    let chaotic = |name: &str| name == "rotations" || name == "log_scales";
+    let chaotic_atol = |name: &str, steps_taken: usize| match name {
+        "rotations" => 2.1e-3 * steps_taken as f32,
+        _ => 1e-3,
+    };
     for step in 0..steps - 1 {
         let ours = &record.snapshots[step];
         let g = &golden["params"][step];
@@ -174,20 +186,14 @@ fn first_steps_and_first_refinement_match_gsplat() {
                 *t |= *v != 0.0 && v.abs() <= 1e-3 * largest;
             }
             let want = floats(&g[name]);
-            let (kept_ours, kept_want): (Vec<f32>, Vec<f32>) = values
-                .iter()
-                .zip(&want)
-                .zip(tiny.iter())
-                .filter(|(_, t)| !**t)
-                .map(|((a, b), _)| (*a, *b))
+            let cols = want.len() / initial.len();
+            let (kept_ours, kept_want): (Vec<f32>, Vec<f32>) = (0..want.len())
+                .filter(|&e| !tiny[e])
+                .map(|e| (values[e], want[e]))
                 .unzip();
             let left_out = tiny.iter().filter(|t| **t).count();
-            // The first step's splats are isotropic, so the loss does not depend on their rotations:
-            // gsplat's rotation gradients are exactly 0 there, ours float32 noise that Adam (eps
-            // 1e-15) turns into steps of the learning rate. From then on the rotations may differ by
-            // up to Adam's largest step, lr (1 - β1) / sqrt(1 - β2) ≈ 3.2e-3, per step.
-            let atol = if name == "rotations" {
-                3.2e-3 * (step + 1) as f32
+            let atol = if name == "rotations" || (step > 0 && chaotic(name)) {
+                chaotic_atol(name, step + 1)
             } else {
                 atol
             };
@@ -199,17 +205,15 @@ fn first_steps_and_first_refinement_match_gsplat() {
             );
             assert!(
                 w <= 1.0,
-                "step {} {name}: compared element {i}: {w}x the tolerance",
-                step + 1
+                "step {} {name}: compared element {i}: {w}x the tolerance ({} vs gsplat {})",
+                step + 1,
+                kept_ours[i],
+                kept_want[i]
             );
-            if name == "rotations" {
-                tiny.fill(false);
-            } else {
-                assert!(
-                    left_out * 10 <= tiny.len(),
-                    "{name}: too many elements with ~zero gradients"
-                );
-            }
+            assert!(
+                left_out * 10 <= tiny.len(),
+                "{name}: too many elements with ~zero gradients"
+            );
         }
     }
     // The refinement after the last step: same count; the kept originals and the clones in gsplat's
@@ -239,13 +243,9 @@ fn first_steps_and_first_refinement_match_gsplat() {
         let want = golden_rows(g, name, fixed.clone());
         let cols = want.len() / fixed.len();
         let keep = |e: usize| !tiny[origin[e / cols] * cols + e % cols];
+        let atol = if chaotic(name) { chaotic_atol(name, steps) } else { atol };
         let ours: Vec<f32> = (0..values.len()).filter(|&e| keep(e)).map(|e| values[e]).collect();
         let want: Vec<f32> = (0..want.len()).filter(|&e| keep(e)).map(|e| want[e]).collect();
-        let atol = if name == "rotations" {
-            3.2e-3 * steps as f32
-        } else {
-            atol
-        };
         let (w, i) = worst(&ours, &want, atol, rtol);
         assert!(
             w <= 1.0,
@@ -267,11 +267,7 @@ fn first_steps_and_first_refinement_match_gsplat() {
         let cols = want.len() / kids.len();
         for (j, &parent) in parents.iter().enumerate() {
             for (ours_row, want_row) in [(2 * j, j), (2 * j + 1, parents.len() + j)] {
-                let atol = if name == "rotations" {
-                    3.2e-3 * steps as f32
-                } else {
-                    atol
-                };
+                let atol = if chaotic(name) { chaotic_atol(name, steps) } else { atol };
                 for c in (0..cols).filter(|&c| !tiny[parent * cols + c]) {
                     let (x, y) = (values[ours_row * cols + c], want[want_row * cols + c]);
                     assert!(
@@ -292,10 +288,16 @@ fn first_steps_and_first_refinement_match_gsplat() {
             let t = if key == "m" { &group.m } else { &group.v };
             let values: Vec<f32> = t.clone().into_data().to_vec().unwrap();
             let cols = values.len() / after.len();
-            let ours = &values[..fixed.end * cols];
             let want = golden_rows(&golden["moments"][moment], name, fixed.clone());
+            let ours = &values[..fixed.end * cols];
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let (w, i) = worst(ours, &want, 1e-5 * scale, 1e-4);
+            let share = if chaotic(name) { 5e-2 } else { 2e-4 };
+            // The golden stores 9 decimals: v's small values are rounded to 1e-9.
+            let (w, i) = worst(ours, &want, share * scale + 1e-9, 1e-4);
+            eprintln!(
+                "Adam {moment} of {name}: worst {w:.3} of the tolerance ({} vs gsplat {}, largest {scale})",
+                ours[i], want[i]
+            );
             assert!(w <= 1.0, "Adam {moment} of {name}[{i}]: {w}x the tolerance");
             assert!(
                 values[fixed.end * cols..].iter().all(|v| *v == 0.0),
