@@ -186,7 +186,6 @@ fn first_steps_and_first_refinement_match_gsplat() {
                 *t |= *v != 0.0 && v.abs() <= 1e-3 * largest;
             }
             let want = floats(&g[name]);
-            let cols = want.len() / initial.len();
             let (kept_ours, kept_want): (Vec<f32>, Vec<f32>) = (0..want.len())
                 .filter(|&e| !tiny[e])
                 .map(|e| (values[e], want[e]))
