@@ -96,7 +96,8 @@ impl<B: Backend> Loader<'_, B> {
     /// A torch `nn.Linear` (weight stored [out, in]; burn wants [in, out]).
     pub fn linear(&mut self, prefix: &str, din: usize, dout: usize, bias: bool) -> Result<Linear<B>, DifixError> {
         let key = format!("{prefix}.weight");
-        let weight = self.tensor(&key, [dout, din])?.transpose();
+        let weight = self.weights.take_values(&key, &[dout, din])?;
+        let weight = transposed(weight, [dout, din], self.device);
         let weight = self.param(&key, weight, true);
         let bias = if bias {
             let key = format!("{prefix}.bias");
@@ -208,7 +209,7 @@ impl<B: Backend> Loader<'_, B> {
                 }
                 // torch stores [out, in]; burn multiplies by [in, out].
                 let mut linear = |key: &str, values: Vec<f32>, shape: [usize; 2]| {
-                    let weight = Tensor::<B, 2>::from_data(TensorData::new(values, shape), self.device).transpose();
+                    let weight = transposed::<B>(values, shape, self.device);
                     Linear {
                         weight: self.param(key, weight, true),
                         bias: None,
@@ -260,6 +261,19 @@ impl<B: Backend> Loader<'_, B> {
             },
         })
     }
+}
+
+/// `values` ([rows, cols], row-major) as the [cols, rows] tensor, transposed on the host so the
+/// tensor is contiguous: a transposed view would be copied by every matmul that reshapes it (burn's
+/// `Linear` does), on every call.
+fn transposed<B: Backend>(values: Vec<f32>, [rows, cols]: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+    let mut out = vec![0.0f32; values.len()];
+    for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            out[c * rows + r] = *v;
+        }
+    }
+    Tensor::from_data(TensorData::new(out, [cols, rows]), device)
 }
 
 /// A conv with its PEFT LoRA (`down` = lora_A, `up` = lora_B, times alpha / rank) kept apart so
