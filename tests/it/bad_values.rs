@@ -117,24 +117,26 @@ fn a_nan_point_in_a_text_model_fails_train_at_once() {
         .collect();
     std::fs::write(&points, broken.join("\n")).unwrap();
     let out = dir.path().join("run");
-    expect_quick_failure(
-        &[
-            "train",
-            "--data",
-            s(&data),
-            "--factor",
-            "8",
-            "--steps",
-            "0",
-            "--backend",
-            "cpu",
-            "--out",
-            s(&out),
-        ],
-        60,
-        &["points3D.txt", "non-finite"],
-    );
+    expect_train_refused(&data, &out, "points3D.txt");
     assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+/// `train --steps 0` on `data` fails within a minute, naming `file` and the non-finite value.
+fn expect_train_refused(data: &Path, out: &Path, file: &str) {
+    let args = [
+        "train",
+        "--data",
+        s(data),
+        "--factor",
+        "8",
+        "--steps",
+        "0",
+        "--backend",
+        "cpu",
+        "--out",
+        s(out),
+    ];
+    expect_quick_failure(&args, 60, &[file, "non-finite"]);
 }
 
 #[test]
@@ -149,23 +151,7 @@ fn a_nan_point_in_a_binary_model_fails_train_at_once() {
     bytes[16..24].copy_from_slice(&f64::NAN.to_le_bytes());
     std::fs::write(&points, bytes).unwrap();
     let out = dir.path().join("run");
-    expect_quick_failure(
-        &[
-            "train",
-            "--data",
-            s(&data),
-            "--factor",
-            "8",
-            "--steps",
-            "0",
-            "--backend",
-            "cpu",
-            "--out",
-            s(&out),
-        ],
-        60,
-        &["points3D.bin", "non-finite"],
-    );
+    expect_train_refused(&data, &out, "points3D.bin");
 }
 
 // --- 2. Camera JSON and camera paths ------------------------------------------------------------
