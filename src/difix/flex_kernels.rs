@@ -45,7 +45,8 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let weight = to_flex::<B, _>(conv.weight.val()).to_contiguous();
     let bias = conv.bias.as_ref().map(|b| to_flex::<B, _>(b.val()).to_contiguous());
     let input = to_flex::<B, _>(x).to_contiguous();
-    let (Some(w), Some(xs)) = (weight.as_slice::<f32>(), input.as_slice::<f32>()) else {
+    let bias_f32 = bias.as_ref().is_none_or(|b| b.as_slice::<f32>().is_some());
+    let (Some(w), Some(xs), true) = (weight.as_slice::<f32>(), input.as_slice::<f32>(), bias_f32) else {
         // Not f32 (the backend's float type is f32; kept for safety): burn's kernel.
         return conv.forward(from_flex::<B, 4>(input));
     };
@@ -101,6 +102,10 @@ pub fn group_norm<B: Backend, const D: usize>(norm: &GroupNorm<B>, x: Tensor<B, 
     }
     let gamma = norm.gamma.as_ref().map(|g| to_flex::<B, 1>(g.val()).to_contiguous());
     let beta = norm.beta.as_ref().map(|b| to_flex::<B, 1>(b.val()).to_contiguous());
+    let f32_or_absent = |t: &Option<FlexTensor>| t.as_ref().is_none_or(|t| t.as_slice::<f32>().is_some());
+    if !f32_or_absent(&gamma) || !f32_or_absent(&beta) {
+        return generic(from_flex::<B, D>(input));
+    }
     let gamma = gamma.as_ref().and_then(|g| g.as_slice::<f32>());
     let beta = beta.as_ref().and_then(|b| b.as_slice::<f32>());
     let plane = shape[2..].iter().product::<usize>();
