@@ -121,21 +121,24 @@ fn a_nan_point_in_a_text_model_fails_train_at_once() {
     assert!(!out.join("checkpoint.safetensors").exists());
 }
 
-/// `train --steps 0` on `data` fails within a minute, naming `file` and the non-finite value.
-fn expect_train_refused(data: &Path, out: &Path, file: &str) {
-    let args = [
+/// `train` on `data` at 1/8 size on the CPU into `out` (the step count is the caller's).
+fn cpu_train<'a>(data: &'a Path, out: &'a Path) -> [&'a str; 9] {
+    [
         "train",
         "--data",
         s(data),
         "--factor",
         "8",
-        "--steps",
-        "0",
         "--backend",
         "cpu",
         "--out",
         s(out),
-    ];
+    ]
+}
+
+/// `train --steps 0` on `data` fails within a minute, naming `file` and the non-finite value.
+fn expect_train_refused(data: &Path, out: &Path, file: &str) {
+    let args = [&cpu_train(data, out)[..], &["--steps", "0"]].concat();
     expect_quick_failure(&args, 60, &[file, "non-finite"]);
 }
 
@@ -507,34 +510,14 @@ fn resuming_from_a_nan_checkpoint_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let Some(data) = asset("maupertuis") else { return };
     let out = dir.path().join("run");
-    let base = [
-        "train",
-        "--data",
-        s(&data),
-        "--factor",
-        "8",
-        "--backend",
-        "cpu",
-        "--out",
-        s(&out),
-    ];
+    let base = cpu_train(&data, &out);
     let (code, _, stderr) = crate::difix3d(&[&base[..], &["--steps", "0"]].concat());
     assert_eq!(code, 0, "{stderr}");
     let checkpoint = dir.path().join("broken.safetensors");
     std::fs::copy(out.join("checkpoint.safetensors"), &checkpoint).unwrap();
     poison(&checkpoint, "means");
     let out2 = dir.path().join("resumed");
-    let base2 = [
-        "train",
-        "--data",
-        s(&data),
-        "--factor",
-        "8",
-        "--backend",
-        "cpu",
-        "--out",
-        s(&out2),
-    ];
+    let base2 = cpu_train(&data, &out2);
     expect_quick_failure(
         &[&base2[..], &["--steps", "1", "--resume", s(&checkpoint)]].concat(),
         60,
@@ -572,19 +555,7 @@ fn a_truncated_training_photo_fails_train() {
     std::fs::write(&photo, &bytes[..bytes.len() / 2]).unwrap();
     let out = dir.path().join("run");
     expect_quick_failure(
-        &[
-            "train",
-            "--data",
-            s(&data),
-            "--factor",
-            "8",
-            "--steps",
-            "0",
-            "--backend",
-            "cpu",
-            "--out",
-            s(&out),
-        ],
+        &[&cpu_train(&data, &out)[..], &["--steps", "0"]].concat(),
         120,
         &["01.jpg", "truncated"],
     );
