@@ -10,14 +10,12 @@ fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, local_index: u32) -> u32 {
 const SORT_KEYS_PER_THREAD: u32 = 8u;
 const SORT_BLOCK: u32 = 2048u;
 
-// The per-splat result of projection, consumed by the rasterizer (and later by its backward pass).
-struct Projected {
-    xy: vec2<f32>,      // pixel-space mean
-    depth: f32,         // view-space z
-    opacity: f32,       // sigmoid(opacity logit)
-    conic: vec4<f32>,   // inverse 2D covariance (a, b, c) and the screen radius in w
-    color: vec4<f32>,   // view-dependent RGB from SH (w unused)
-}
+// The per-splat result of projection, consumed by the rasterizer and its backward pass, is three
+// planes of vec4<f32> (structure of arrays, so each fits in one storage binding for scenes of millions
+// of splats; `ProjectedPlanes` in render/rasterize.rs):
+//   projected_mean[i]  = (pixel-space x, y, view-space depth, opacity = sigmoid(logit))
+//   projected_conic[i] = (inverse 2D covariance a, b, c, screen radius; 0 when culled)
+//   projected_color[i] = (view-dependent RGB from SH, unused)
 
 // Splat maths shared by the projection and its backward pass.
 
@@ -88,6 +86,8 @@ struct ProjectUniforms {
     size: vec4<u32>,         // width, height, tiles_x, tiles_y
     counts: vec4<u32>,       // splat count, SH degree to evaluate, SH coefficients stored per splat,
                              // rasterizer constants (0 INRIA's, 1 gsplat's: RasterConstants)
+    chunk: vec4<u32>,        // the projection's dispatch: first splat, one past the last (its SH
+                             // coefficients are bound from the first splat on); unused by the backward
 }
 
 // Uniforms of the compositing stage and its backward pass (`RasterUniforms` in render/rasterize.rs).

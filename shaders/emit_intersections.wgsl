@@ -15,8 +15,9 @@ struct Uniforms {
 @group(0) @binding(4) var<storage, read> tile_counts: array<u32>;
 @group(0) @binding(5) var<storage, read_write> isect_tiles: array<u32>;
 @group(0) @binding(6) var<storage, read_write> isect_splats: array<u32>;
-@group(0) @binding(7) var<storage, read> projected: array<Projected>;
-@group(0) @binding(8) var<storage, read> visible: array<u32>; // [0]: how many splats were depth-sorted
+@group(0) @binding(7) var<storage, read> projected_mean: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> projected_conic: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> visible: array<u32>; // [0]: how many splats were depth-sorted
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -34,7 +35,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let y0 = rect.x >> 16u;
     let x1 = rect.y & 0xffffu;
     let y1 = rect.y >> 16u;
-    let p = projected[g];
+    let mean = projected_mean[g];
+    let conic = projected_conic[g].xyz;
     var slot = offsets[j];
     let end = slot + tile_counts[g];
     // The count came from the same test in `project.wgsl`; should a compiler have rounded a borderline
@@ -45,7 +47,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var y = y0; y < y1; y++) {
         for (var x = x0; x < x1; x++) {
             if slot < end && (left_in_box <= end - slot
-                || splat_touches_tile(p.xy, p.conic.xyz, p.opacity, vec2<u32>(x, y), u.size)) {
+                || splat_touches_tile(mean.xy, conic, mean.w, vec2<u32>(x, y), u.size)) {
                 isect_tiles[slot] = y * u.tiles_x + x;
                 isect_splats[slot] = g;
                 slot++;

@@ -6,12 +6,15 @@
 @group(0) @binding(2) var<storage, read> log_scales: array<f32>;
 @group(0) @binding(3) var<storage, read> rotations: array<f32>;
 @group(0) @binding(4) var<storage, read> opacity_logits: array<f32>;
+// Only this dispatch's splats (u.chunk): splat i's coefficients start at (i - u.chunk.x) * coeffs * 3.
 @group(0) @binding(5) var<storage, read> sh: array<f32>;
-@group(0) @binding(6) var<storage, read_write> projected: array<Projected>;
-@group(0) @binding(7) var<storage, read_write> tile_counts: array<u32>;
-@group(0) @binding(8) var<storage, read_write> depth_keys: array<u32>;
-@group(0) @binding(9) var<storage, read_write> depth_ids: array<u32>;
-@group(0) @binding(10) var<storage, read_write> tile_rects: array<vec2<u32>>; // packed (x | y << 16) min and max tile
+@group(0) @binding(6) var<storage, read_write> projected_mean: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> projected_conic: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> projected_color: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> tile_counts: array<u32>;
+@group(0) @binding(10) var<storage, read_write> depth_keys: array<u32>;
+@group(0) @binding(11) var<storage, read_write> depth_ids: array<u32>;
+@group(0) @binding(12) var<storage, read_write> tile_rects: array<vec2<u32>>; // packed (x | y << 16) min and max tile
 
 const NEAR: f32 = 0.01;
 const FAR: f32 = 1e10;
@@ -33,15 +36,14 @@ fn eval_sh(base: u32, degree: u32, d: vec3<f32>) -> vec3<f32> {
 fn cull(i: u32) {
     tile_counts[i] = 0u;
     depth_keys[i] = 0xffffffffu;
-    projected[i].conic = vec4<f32>(0.0);
+    projected_conic[i] = vec4<f32>(0.0);
 }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-    let i = flat_index(wg, nwg, li);
-    let n = u.counts.x;
-    if i >= n {
+    let i = u.chunk.x + flat_index(wg, nwg, li);
+    if i >= u.chunk.y {
         return;
     }
     depth_ids[i] = i;
@@ -125,9 +127,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 
     let dir = normalize(mean - u.camera_position.xyz);
-    let color = eval_sh(i * u.counts.z * 3u, u.counts.y, dir);
+    let color = eval_sh((i - u.chunk.x) * u.counts.z * 3u, u.counts.y, dir);
 
-    projected[i] = Projected(xy, p.z, opacity, vec4<f32>(conic, radius), vec4<f32>(color, 0.0));
+    projected_mean[i] = vec4<f32>(xy, p.z, opacity);
+    projected_conic[i] = vec4<f32>(conic, radius);
+    projected_color[i] = vec4<f32>(color, 0.0);
     tile_counts[i] = count;
     depth_keys[i] = bitcast<u32>(p.z);
     tile_rects[i] = vec2<u32>(lo.x | (lo.y << 16u), hi.x | (hi.y << 16u));

@@ -10,7 +10,7 @@
 @group(0) @binding(3) var<storage, read> rotations: array<f32>;
 @group(0) @binding(4) var<storage, read> opacity_logits: array<f32>;
 @group(0) @binding(5) var<storage, read> sh: array<f32>;
-@group(0) @binding(6) var<storage, read> projected: array<Projected>;
+@group(0) @binding(6) var<storage, read> projected_conic: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> v_projected: array<f32>;
 @group(0) @binding(8) var<storage, read_write> v_means: array<f32>;
 @group(0) @binding(9) var<storage, read_write> v_log_scales: array<f32>;
@@ -88,7 +88,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let coeffs = u.counts.z;
     // Culled splats (radius 0) got no gradient.
-    if projected[i].conic.w <= 0.0 {
+    if projected_conic[i].w <= 0.0 {
         return;
     }
     let vo = i * V_STRIDE;
@@ -157,7 +157,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let rz2 = rz * rz;
 
     // conic = inverse(cov): dL/dcov = -conic G conic, G the symmetric gradient of the conic matrix.
-    let conic = projected[i].conic;
+    let conic = projected_conic[i];
     let ci = mat2x2<f32>(vec2<f32>(conic.x, conic.y), vec2<f32>(conic.y, conic.z));
     let gm = mat2x2<f32>(vec2<f32>(v_conic.x, 0.5 * v_conic.y), vec2<f32>(0.5 * v_conic.y, v_conic.z));
     let v_cov = -1.0 * (ci * gm * ci);

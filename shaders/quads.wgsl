@@ -13,8 +13,10 @@ struct QuadUniforms {
 }
 
 @group(0) @binding(0) var<uniform> u: QuadUniforms;
-@group(0) @binding(1) var<storage, read> projected: array<Projected>;
-@group(0) @binding(2) var<storage, read> sorted_ids: array<u32>;
+@group(0) @binding(1) var<storage, read> projected_mean: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> projected_conic: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> projected_color: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> sorted_ids: array<u32>;
 
 struct VertexOut {
     @builtin(position) position: vec4<f32>,
@@ -26,11 +28,13 @@ struct VertexOut {
 @vertex
 fn vs_main(@builtin(vertex_index) vertex: u32, @builtin(instance_index) instance: u32) -> VertexOut {
     var out: VertexOut;
-    let p = projected[sorted_ids[instance]];
-    let conic = p.conic.xyz;
+    let id = sorted_ids[instance];
+    let mean = projected_mean[id];
+    let conic_radius = projected_conic[id];
+    let conic = conic_radius.xyz;
     // The rectangle along the ellipse's axes that holds every pixel where the alpha can reach 1/255
     // (power <= ln(255 o)); half-axes capped by the 3-sigma radius the compute path bins tiles with.
-    let power = log(255.0 * p.opacity);
+    let power = log(255.0 * mean.w);
     let det = conic.x * conic.z - conic.y * conic.y;
     if power <= 0.0 || det <= 0.0 {
         out.position = vec4<f32>(0.0, 0.0, 2.0, 1.0); // outside the clip volume: nothing drawn
@@ -50,13 +54,13 @@ fn vs_main(@builtin(vertex_index) vertex: u32, @builtin(instance_index) instance
         major = vec2<f32>(0.0, 1.0);
     }
     let minor = vec2<f32>(-major.y, major.x);
-    let half_axes = min(sqrt(2.0 * power * lambda), vec2<f32>(p.conic.w)) + 0.5;
+    let half_axes = min(sqrt(2.0 * power * lambda), vec2<f32>(conic_radius.w)) + 0.5;
     let corner = vec2<f32>(f32(vertex & 1u), f32(vertex >> 1u)) * 2.0 - 1.0;
-    let pixel = p.xy + corner.x * half_axes.x * major + corner.y * half_axes.y * minor;
+    let pixel = mean.xy + corner.x * half_axes.x * major + corner.y * half_axes.y * minor;
     out.position = vec4<f32>(pixel.x / u.size.x * 2.0 - 1.0, 1.0 - pixel.y / u.size.y * 2.0, 0.0, 1.0);
-    out.xy = p.xy;
+    out.xy = mean.xy;
     out.conic = conic;
-    out.color_opacity = vec4<f32>(p.color.xyz, p.opacity);
+    out.color_opacity = vec4<f32>(projected_color[id].xyz, mean.w);
     return out;
 }
 

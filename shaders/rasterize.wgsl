@@ -7,10 +7,12 @@
 @group(0) @binding(0) var<uniform> u: RasterUniforms;
 @group(0) @binding(1) var<storage, read> ranges: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read> isect_splats: array<u32>;
-@group(0) @binding(3) var<storage, read> projected: array<Projected>;
-@group(0) @binding(4) var<storage, read_write> out_color: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> out_depth: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out_last: array<u32>;
+@group(0) @binding(3) var<storage, read> projected_mean: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> projected_conic: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> projected_color: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out_color: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> out_depth: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out_last: array<u32>;
 
 var<workgroup> batch_xy_opacity: array<vec4<f32>, 256>;
 var<workgroup> batch_conic: array<vec4<f32>, 256>;
@@ -55,11 +57,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let batch_start = range.x + b * 256u;
         let idx = batch_start + li;
         if idx < range.y {
-            let p = projected[isect_splats[idx]];
+            let id = isect_splats[idx];
+            let mean = projected_mean[id];
             // w: a power beyond which the splat's alpha is certainly below 1/255 (see below).
-            batch_xy_opacity[li] = vec4<f32>(p.xy, p.opacity, log(255.0 * p.opacity) + 1e-3);
-            batch_conic[li] = p.conic;
-            batch_color_depth[li] = vec4<f32>(p.color.xyz, p.depth);
+            batch_xy_opacity[li] = vec4<f32>(mean.xy, mean.w, log(255.0 * mean.w) + 1e-3);
+            batch_conic[li] = projected_conic[id];
+            batch_color_depth[li] = vec4<f32>(projected_color[id].xyz, mean.z);
         }
         workgroupBarrier();
         let batch_size = min(256u, range.y - batch_start);

@@ -9,13 +9,15 @@
 @group(0) @binding(0) var<uniform> u: RasterUniforms;
 @group(0) @binding(1) var<storage, read> ranges: array<vec2<u32>>;
 @group(0) @binding(2) var<storage, read> isect_splats: array<u32>;
-@group(0) @binding(3) var<storage, read> projected: array<Projected>;
-@group(0) @binding(4) var<storage, read> out_color: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> out_last: array<u32>;
+@group(0) @binding(3) var<storage, read> projected_mean: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> projected_conic: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> projected_color: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> out_color: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> out_last: array<u32>;
 // dL/d(output colour, output alpha) per pixel.
-@group(0) @binding(6) var<storage, read> v_out: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> v_out: array<vec4<f32>>;
 // Per splat, 9 floats: d(mean2d.x, mean2d.y, conic.a, conic.b, conic.c, opacity, r, g, b).
-@group(0) @binding(7) var<storage, read_write> v_projected: array<atomic<u32>>;
+@group(0) @binding(9) var<storage, read_write> v_projected: array<atomic<u32>>;
 
 const V_STRIDE: u32 = 9u;
 
@@ -91,11 +93,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let idx = batch_start + li;
         if idx < batch_end {
             let id = isect_splats[idx];
-            let p = projected[id];
+            let mean = projected_mean[id];
             batch_ids[li] = id;
-            batch_xy_opacity[li] = vec4<f32>(p.xy, p.opacity, 0.0);
-            batch_conic[li] = p.conic;
-            batch_color[li] = p.color;
+            batch_xy_opacity[li] = vec4<f32>(mean.xy, mean.w, 0.0);
+            batch_conic[li] = projected_conic[id];
+            batch_color[li] = projected_color[id];
         }
         workgroupBarrier();
         if !inside {

@@ -196,6 +196,7 @@ pub fn record(
     for (what, side) in [("width", job.width), ("height", job.height)] {
         crate::validate::image_side(side).map_err(|m| RecordError::Input(format!("the frame {what} {m}")))?;
     }
+    crate::render::check_frame_size(&gpu.device, job.width, job.height, false)?;
     if job.side_by_side && job.fix.is_none() {
         return Err(RecordError::Input(
             "a side-by-side output compares raw and fixed frames: it needs the fix turned on".into(),
@@ -258,7 +259,7 @@ fn render_frames(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<usize, RecordError> {
-    let splats = GpuSplats::upload(&gpu.device, &job.splats);
+    let splats = GpuSplats::upload(&gpu, &job.splats)?;
     let mut rasterizer = Rasterizer::new(&gpu.device);
     let total = job.path.frame_count(job.fps);
     progress(Progress { done: 0, total });

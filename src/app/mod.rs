@@ -221,6 +221,15 @@ impl ViewerApp {
 
     fn on_loaded(&mut self, loaded: Loaded) {
         let splats = &loaded.splats;
+        if let Err(e) = self.viewport.set_splats(&self.gpu, splats) {
+            let kept = if self.scene.is_some() {
+                "; the previous scene stays open"
+            } else {
+                ""
+            };
+            self.toast(format!("{}: cannot show this scene: {e}{kept}", loaded.path.display()));
+            return;
+        }
         if let Some(dataset) = loaded.dataset {
             self.dataset = Some(Arc::new(dataset));
         }
@@ -243,7 +252,6 @@ impl ViewerApp {
             splat_count: splats.len(),
             sh_degree: splats.sh_degree,
         });
-        self.viewport.set_splats(&self.gpu, splats);
         self.splats = Some(Arc::new(loaded.splats));
     }
 

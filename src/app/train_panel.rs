@@ -147,7 +147,10 @@ impl ViewerApp {
 
     /// Shows splats from a running job (training or refinement) in the view.
     pub(super) fn show_splats(&mut self, splats: Arc<difix3d::scene::Splats>) {
-        self.viewport.set_splats(&self.gpu, &splats);
+        if let Err(e) = self.viewport.set_splats(&self.gpu, &splats) {
+            self.toast(format!("cannot show the job's splats: {e}"));
+            return;
+        }
         // Follow the job's SH degree unless the user chose a lower one.
         let shown_max = self.scene.as_ref().map_or(0, |s| s.sh_degree);
         if self.settings.sh_degree >= shown_max {

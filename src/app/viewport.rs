@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use difix3d::data::Camera;
 use difix3d::fix::gpu_frame::GpuFrame;
 use difix3d::fix::FrameImage;
-use difix3d::render::{GpuContext, GpuSplats, Rasterizer, RenderOptions};
+use difix3d::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::scene::Splats;
 use egui_wgpu::wgpu;
 
@@ -50,9 +50,11 @@ impl Viewport {
         }
     }
 
-    pub fn set_splats(&mut self, gpu: &GpuContext, splats: &Splats) {
-        self.splats = Some(GpuSplats::upload(&gpu.device, splats));
+    /// Uploads `splats` for drawing; when they do not fit the GPU, the error, and the previous splats stay.
+    pub fn set_splats(&mut self, gpu: &GpuContext, splats: &Splats) -> Result<(), GpuError> {
+        self.splats = Some(GpuSplats::upload(&gpu, splats)?);
         self.splats_changed = true;
+        Ok(())
     }
 
     pub fn has_frame(&self) -> bool {
@@ -208,8 +210,12 @@ impl ViewerApp {
 
         let ppp = ui.ctx().pixels_per_point();
         let scale = self.settings.render_scale * ppp;
-        let width = ((rect.width() * scale).round() as u32).clamp(1, 8192);
-        let height = ((rect.height() * scale).round() as u32).clamp(1, 8192);
+        // At most what the GPU holds in one frame (a huge window at a high render scale renders smaller).
+        let (width, height) = difix3d::render::fit_frame_size(
+            &self.gpu.device,
+            (rect.width() * scale).round() as u32,
+            (rect.height() * scale).round() as u32,
+        );
         let camera = self.controller.camera(width, height);
         let screen = [rect.min.x * ppp, rect.min.y * ppp, rect.max.x * ppp, rect.max.y * ppp];
         let options = self.render_options();

@@ -1,5 +1,6 @@
 //! `difix3d bench ...`: performance measurements, printed as JSON and as a BENCHMARKS.md table row.
 
+mod memory;
 mod refine;
 mod train_difix;
 
@@ -101,6 +102,10 @@ pub enum BenchCommand {
         /// viewer does with the wgpu backend) instead of reading them back.
         #[arg(long)]
         gpu_frames: bool,
+        /// After the timed phases, keep flying and fixing for this many seconds, sampling resident
+        /// memory (a leak shows as growth; reported as `soak`).
+        #[arg(long, value_parser = super::values::seconds, default_value_t = 0.0)]
+        soak_s: f64,
         #[arg(long)]
         append_md: Option<PathBuf>,
     },
@@ -259,6 +264,7 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             backend,
             frames,
             gpu_frames,
+            soak_s,
             append_md,
         } => {
             let options = LiveFixerOptions {
@@ -268,7 +274,12 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
                 prompt: difix3d::difix::pipeline::DEFAULT_PROMPT.into(),
                 shared: None,
             };
-            bench_live(&scene, options, (width, height), frames.max(2), gpu_frames, append_md)
+            let run = LiveRun {
+                frames: frames.max(2),
+                gpu_frames,
+                soak: Duration::from_secs_f64(soak_s),
+            };
+            bench_live(&scene, options, (width, height), run, append_md)
         }
     }
 }
@@ -300,7 +311,7 @@ impl OrbitBench {
     ) -> anyhow::Result<Self> {
         let splats = scene::load(path)?;
         let ctx = GpuContext::headless()?;
-        let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
+        let gpu_splats = GpuSplats::upload(&ctx, &splats)?;
         let rasterizer = Rasterizer::new(&ctx.device);
         let start = view::ViewController::default_for(&splats, super::render::default_up());
         let mut bench = Self {
@@ -339,14 +350,26 @@ impl OrbitBench {
 
 /// Renders `frames` orbit views with the fix off, then again feeding each frame to a live fixer as the
 /// viewer does (read back, submit, never wait), timing what a user would see.
+/// How long `bench live` runs: camera moves per timed phase, the frame hand-off, the soak after them.
+struct LiveRun {
+    frames: u32,
+    gpu_frames: bool,
+    soak: Duration,
+}
+
 fn bench_live(
     path: &std::path::Path,
     mut options: LiveFixerOptions,
     (width, height): (u32, u32),
-    frames: u32,
-    gpu_frames: bool,
+    run: LiveRun,
     append_md: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let LiveRun {
+        frames,
+        gpu_frames,
+        soak,
+    } = run;
+    let mut trace = memory::MemoryTrace::new(Duration::from_secs(5));
     let mut bench = OrbitBench::new(path, (width, height), frames)?;
     if gpu_frames {
         options.shared = Some(bench.ctx.burn_device());
@@ -433,6 +456,33 @@ fn bench_live(
     }
     let fps_on = frames as f64 / render_phase;
     let fixed_fps = fix_ms.len() as f64 / on.elapsed().as_secs_f64();
+    // The soak: the same loop for `soak`, memory sampled as it goes.
+    let soak_start = Instant::now();
+    let mut soak_frames = 0u64;
+    while soak_start.elapsed() < soak {
+        let i = frames as u64 + soak_frames;
+        bench.render(i as u32)?;
+        fixer.submit(frame(i, hand_off(&bench)?));
+        while wait_event(Duration::ZERO)?.is_some() {}
+        soak_frames += 1;
+        trace.sample();
+    }
+    if soak_frames > 0 {
+        let last = frames as u64 + soak_frames - 1;
+        loop {
+            match wait_event(Duration::from_secs(3600))? {
+                None => anyhow::bail!("the last soak frame was never fixed"),
+                Some(FixEvent::Fixed { id, .. }) if id == last => break,
+                Some(_) => {}
+            }
+        }
+    }
+    let soak_report = (soak_frames > 0).then(|| {
+        let mut report = trace.report();
+        report["frames"] = soak_frames.into();
+        report["renderer_gpu_mib"] = (bench.rasterizer.peak_bytes() as f64 / 1048576.0).into();
+        report
+    });
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let report = serde_json::json!({
         "bench": "live",
@@ -450,6 +500,7 @@ fn bench_live(
         "fixed_fps": fixed_fps,
         "end_to_end_ms": mean(&e2e_ms),
         "adapter": &*bench.ctx.adapter_name,
+        "soak": soak_report,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let row = format!(
@@ -528,15 +579,7 @@ impl WithBackend for FixBench {
     }
 }
 
-/// The process's peak resident memory (Linux `VmHWM`); 0 where unknown.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
+use memory::peak_rss_mib;
 
 /// Adds `row` to the markdown table whose rows carry `| bench |` (after its last row, or after the
 /// header separator of the table whose header contains `header_marker`); at the end otherwise.
@@ -730,23 +773,28 @@ struct TrainBench {
 }
 
 impl WithBackend for TrainBench {
-    /// (summary, per-step reports)
+    /// (summary, per-step reports, resident memory over the run)
     type Output = anyhow::Result<(
         difix3d::train::trainer::TrainSummary,
         Vec<difix3d::train::trainer::StepReport>,
+        serde_json::Value,
     )>;
 
     fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
         let mut reports = Vec::new();
         let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut trace = memory::MemoryTrace::new(Duration::from_secs(5));
         let summary = difix3d::train::trainer::train::<B>(
             &self.config,
             self.gpu,
             &device,
-            &mut |r: &difix3d::train::trainer::StepReport| reports.push(r.clone()),
+            &mut |r: &difix3d::train::trainer::StepReport| {
+                reports.push(r.clone());
+                trace.sample();
+            },
             &stop,
         )?;
-        Ok((summary, reports))
+        Ok((summary, reports, trace.report()))
     }
 }
 
@@ -774,7 +822,7 @@ fn bench_train(
         },
     );
     let _ = std::fs::remove_dir_all(&out);
-    let (summary, reports) = result??;
+    let (summary, reports, memory) = result??;
     // The first steps compile kernels; time the rest.
     let timed = &reports[reports.len().min(5)..];
     let n = timed.len().max(1) as f64;
@@ -811,6 +859,7 @@ fn bench_train(
         "final_splats": summary.splats,
         "peak_rss_mib": rss,
         "eval_psnr_after": summary.eval_psnr_after,
+        "memory": memory,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     let name = file_name(&data);

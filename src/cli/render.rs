@@ -7,7 +7,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use difix3d::data::{self, Camera};
-use difix3d::render::{GpuContext, GpuSplats, Rasterizer, RenderOptions};
+use difix3d::render::{check_frame_size, GpuContext, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::{image_io, scene, view};
 
 #[derive(Args)]
@@ -49,10 +49,17 @@ pub struct RenderArgs {
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     let splats = scene::load(&args.scene)?;
     let cameras = cameras(&args, &splats)?;
+    if args.out.exists() && !args.out.is_dir() {
+        bail!("{}: the output folder is a file", args.out.display());
+    }
+    let ctx = GpuContext::headless()?;
+    for camera in &cameras {
+        check_frame_size(&ctx.device, camera.width, camera.height, false)
+            .with_context(|| format!("cannot render camera '{}'", camera.name))?;
+    }
+    let gpu_splats = GpuSplats::upload(&ctx, &splats).with_context(|| format!("{}", args.scene.display()))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
-    let ctx = GpuContext::headless()?;
-    let gpu_splats = GpuSplats::upload(&ctx.device, &splats);
     let mut rasterizer = Rasterizer::new(&ctx.device);
     let options = RenderOptions {
         sh_degree: args.sh_degree,

@@ -422,7 +422,13 @@ pub fn refine<B: Backend>(
             lr: LearningRates::gsplat(step, config.lr_decay_steps, data.scene_scale).scaled(&config.lr_scale),
             adam_step: step,
         };
-        let result = step::optimize(&mut state, &renderer, camera, target, &settings, device)?;
+        let result = match step::optimize(&mut state, &renderer, camera, target, &settings, device) {
+            Ok(result) => result,
+            Err(error) => {
+                let save = || save(&state, step - 1, rounds, round_step);
+                return Err(crate::train::trainer::rescue(save, step - 1, &checkpoint_path, error).into());
+            }
+        };
         // No densification: the reference refines after gsplat's densification has stopped.
         let _ = renderer.take_view_gradients();
         let elapsed = started.elapsed().as_secs_f32().max(1e-6);

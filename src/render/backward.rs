@@ -4,7 +4,7 @@
 //! reuse the forward state the rasterizer keeps (sorted tile lists, projected splats, last indices).
 
 use super::buffers::{storage_from, uniform, STORAGE};
-use super::gpu::{GpuContext, GpuError};
+use super::gpu::{check_binding, GpuContext, GpuError};
 use super::kernels::{bind, dispatch_1d};
 use super::rasterize::Rasterizer;
 use super::splats::GpuSplats;
@@ -67,6 +67,37 @@ impl Rasterizer {
         if project_u.counts[0] != splats.count {
             return Err(BackwardError::NoFrame);
         }
+        let n = splats.count as u64;
+        let fit = super::gpu::binding_limit(&ctx.device) / 36;
+        check_binding(
+            &ctx.device,
+            || format!("the 2D gradients of {n} splats"),
+            n * 36,
+            &format!("the backward pass holds at most {fit} splats on this GPU; train a smaller scene"),
+        )?;
+        check_binding(
+            &ctx.device,
+            || format!("the SH gradients of {n} splats"),
+            splats.sh.size(),
+            &format!(
+                "the backward pass holds at most {} splats at SH degree {} on this GPU; train a smaller scene or at a lower SH degree",
+                super::gpu::binding_limit(&ctx.device) / (splats.sh_coeffs() as u64 * 12),
+                splats.sh_degree
+            ),
+        )?;
+        ctx.scoped("the backward pass", || {
+            self.encode_backward(ctx, splats, v_out, project_u, raster_u)
+        })?
+    }
+
+    fn encode_backward(
+        &self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        v_out: &wgpu::Buffer,
+        project_u: super::rasterize::ProjectUniforms,
+        raster_u: super::rasterize::RasterUniforms,
+    ) -> Result<GpuGradients, BackwardError> {
         let device = &ctx.device;
         let ws = &self.ws;
         let (Some(ranges), Some(isect), Some(projected), Some(color), Some(last)) = (
@@ -102,7 +133,9 @@ impl Rasterizer {
                 raster_uniforms.as_entire_binding(),
                 ranges.as_entire_binding(),
                 isect.as_entire_binding(),
-                projected.as_entire_binding(),
+                projected[0].as_entire_binding(),
+                projected[1].as_entire_binding(),
+                projected[2].as_entire_binding(),
                 color.as_entire_binding(),
                 last.as_entire_binding(),
                 v_out.as_entire_binding(),
@@ -130,7 +163,7 @@ impl Rasterizer {
                 splats.rotations.as_entire_binding(),
                 splats.opacity_logits.as_entire_binding(),
                 splats.sh.as_entire_binding(),
-                projected.as_entire_binding(),
+                projected[1].as_entire_binding(),
                 v_projected.as_entire_binding(),
                 grads.means.as_entire_binding(),
                 grads.log_scales.as_entire_binding(),

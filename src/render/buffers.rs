@@ -3,6 +3,8 @@
 
 use wgpu::util::DeviceExt;
 
+use super::gpu::{check_binding, GpuError};
+
 pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
@@ -14,20 +16,31 @@ pub struct Growable {
 }
 
 impl Growable {
-    /// Returns a buffer of at least `bytes` bytes (at least 16), reallocating with 25% headroom if needed.
-    pub fn ensure(&mut self, device: &wgpu::Device, bytes: u64, label: &str) -> &wgpu::Buffer {
+    /// Returns a buffer of at least `bytes` bytes (at least 16), reallocating with 25% headroom (as far
+    /// as one binding allows) if needed. A size beyond what the device can bind is an error naming
+    /// `label` (callers check their own sizes first, with a better hint; this is the safety net).
+    pub fn ensure(&mut self, device: &wgpu::Device, bytes: u64, label: &str) -> Result<&wgpu::Buffer, GpuError> {
         let bytes = bytes.max(16).next_multiple_of(16);
+        check_binding(
+            device,
+            || format!("the {label} buffer"),
+            bytes,
+            "use fewer splats or a smaller image",
+        )?;
         let too_small = self.buffer.as_ref().is_none_or(|b| b.size() < bytes);
         if too_small {
-            let size = bytes + bytes / 4;
+            let limit = super::gpu::binding_limit(device) / 16 * 16;
+            let size = (bytes + bytes / 4).next_multiple_of(16).min(limit);
+            // Drop the old buffer first, so the peak is not old + new.
+            self.buffer = None;
             self.buffer = Some(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: size.next_multiple_of(16),
+                size,
                 usage: STORAGE,
                 mapped_at_creation: false,
             }));
         }
-        self.buffer.as_ref().expect("buffer was just ensured")
+        Ok(self.buffer.as_ref().expect("buffer was just ensured"))
     }
 
     pub fn get(&self) -> Option<&wgpu::Buffer> {

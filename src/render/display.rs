@@ -113,7 +113,7 @@ impl QuadPath {
         device: &wgpu::Device,
         kernels: &Kernels,
         encoder: &mut wgpu::CommandEncoder,
-        projected: &wgpu::Buffer,
+        projected: &[wgpu::Buffer; 3],
         sorted_ids: &wgpu::Buffer,
         visible_count: &wgpu::Buffer,
         raster_uniforms: &wgpu::Buffer,
@@ -133,10 +133,18 @@ impl QuadPath {
                 },
                 wgpu::BindGroupEntry {
                     binding: 1,
-                    resource: projected.as_entire_binding(),
+                    resource: projected[0].as_entire_binding(),
                 },
                 wgpu::BindGroupEntry {
                     binding: 2,
+                    resource: projected[1].as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: projected[2].as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 4,
                     resource: sorted_ids.as_entire_binding(),
                 },
             ],

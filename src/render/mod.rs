@@ -13,5 +13,7 @@ pub mod splats;
 pub use backward::SplatGradients;
 pub use buffers::storage_from;
 pub use gpu::{GpuContext, GpuError};
-pub use rasterize::{FrameStats, RasterConstants, Rasterizer, RenderOptions, RenderedImage};
+pub use rasterize::{
+    check_frame_size, fit_frame_size, FrameStats, RasterConstants, Rasterizer, RenderOptions, RenderedImage,
+};
 pub use splats::GpuSplats;

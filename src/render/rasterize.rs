@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use super::buffers::{uniform, Growable};
 use super::display::QuadPath;
-use super::gpu::{GpuContext, GpuError};
+use super::gpu::{check_binding, GpuContext, GpuError};
 use super::kernels::{bind, dispatch_1d, Kernels};
 use super::sort::{bits_for, encode_exclusive_scan, encode_radix_sort, SortLen, SortScratch};
 use super::splats::GpuSplats;
 use crate::data::Camera;
 
 pub const TILE_SIZE: u32 = 16;
-/// Bytes of one `Projected` record in `shaders/common.wgsl`.
-const PROJECTED_BYTES: u64 = 48;
+/// Bytes per splat of each plane of the projection's output (one `vec4<f32>`).
+const PLANE_BYTES: u64 = 16;
 
 /// What to draw beyond the camera.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -96,6 +96,8 @@ pub(super) struct ProjectUniforms {
     intrinsics: [f32; 4],
     size: [u32; 4],
     pub(super) counts: [u32; 4],
+    /// The splats of this dispatch of the projection: first, one past the last.
+    chunk: [u32; 4],
 }
 
 #[repr(C)]
@@ -108,10 +110,41 @@ pub(super) struct RasterUniforms {
     background: [f32; 4],
 }
 
+/// The projection's per-splat output as three planes of `vec4<f32>` (structure of arrays, so each
+/// fits in one storage binding for scenes of millions of splats; see `shaders/common.wgsl`).
+#[derive(Default)]
+pub(super) struct ProjectedPlanes {
+    /// Pixel-space x, y, view-space depth, opacity.
+    pub(super) mean: Growable,
+    /// Inverse 2D covariance (a, b, c) and the screen radius (0: culled).
+    pub(super) conic: Growable,
+    /// View-dependent RGB from SH (w unused).
+    pub(super) color: Growable,
+}
+
+impl ProjectedPlanes {
+    fn ensure(&mut self, device: &wgpu::Device, n: u64) -> Result<[wgpu::Buffer; 3], GpuError> {
+        Ok([
+            self.mean.ensure(device, n * PLANE_BYTES, "projected means")?.clone(),
+            self.conic.ensure(device, n * PLANE_BYTES, "projected conics")?.clone(),
+            self.color.ensure(device, n * PLANE_BYTES, "projected colours")?.clone(),
+        ])
+    }
+
+    /// The three planes of the last frame, in binding order (mean, conic, colour).
+    pub(super) fn get(&self) -> Option<[&wgpu::Buffer; 3]> {
+        Some([self.mean.get()?, self.conic.get()?, self.color.get()?])
+    }
+
+    fn capacity(&self) -> u64 {
+        self.mean.capacity() + self.conic.capacity() + self.color.capacity()
+    }
+}
+
 /// Per-frame working memory, reused across frames.
 #[derive(Default)]
 pub(super) struct Workspace {
-    pub(super) projected: Growable,
+    pub(super) projected: ProjectedPlanes,
     pub(super) tile_counts: Growable,
     pub(super) tile_rects: Growable,
     pub(super) depth_keys: [Growable; 2],
@@ -133,7 +166,6 @@ pub(super) struct Workspace {
 impl Workspace {
     fn capacity(&self) -> u64 {
         let singles = [
-            &self.projected,
             &self.tile_counts,
             &self.tile_rects,
             &self.sorted_counts,
@@ -148,6 +180,7 @@ impl Workspace {
         singles.iter().map(|g| g.capacity()).sum::<u64>()
             + pairs.iter().flat_map(|p| p.iter()).map(Growable::capacity).sum::<u64>()
             + self.scratch.capacity()
+            + self.projected.capacity()
             + self.scratch_scan.iter().map(Growable::capacity).sum::<u64>()
     }
 }
@@ -255,6 +288,21 @@ impl Rasterizer {
         profile: bool,
         display: bool,
     ) -> Result<FrameStats, GpuError> {
+        check_frame_size(&ctx.device, camera.width.max(1), camera.height.max(1), display)?;
+        ctx.scoped("rendering a frame", || {
+            self.encode_frame(ctx, splats, camera, opts, profile, display)
+        })?
+    }
+
+    fn encode_frame(
+        &mut self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        camera: &Camera,
+        opts: &RenderOptions,
+        profile: bool,
+        display: bool,
+    ) -> Result<FrameStats, GpuError> {
         let device = &ctx.device;
         let k = &self.kernels;
         let ws = &mut self.ws;
@@ -270,27 +318,27 @@ impl Rasterizer {
         // Stage 1: projection.
         let t0 = Instant::now();
         let nb = n as u64;
-        let projected = ws.projected.ensure(device, nb * PROJECTED_BYTES, "projected").clone();
-        let tile_counts = ws.tile_counts.ensure(device, nb * 4, "tile counts").clone();
-        let tile_rects = ws.tile_rects.ensure(device, nb * 8, "tile rects").clone();
+        let projected = ws.projected.ensure(device, nb)?;
+        let tile_counts = ws.tile_counts.ensure(device, nb * 4, "tile counts")?.clone();
+        let tile_rects = ws.tile_rects.ensure(device, nb * 8, "tile rects")?.clone();
         let depth_keys = [
-            ws.depth_keys[0].ensure(device, nb * 4, "depth keys").clone(),
-            ws.depth_keys[1].ensure(device, nb * 4, "depth keys").clone(),
+            ws.depth_keys[0].ensure(device, nb * 4, "depth keys")?.clone(),
+            ws.depth_keys[1].ensure(device, nb * 4, "depth keys")?.clone(),
         ];
         let depth_ids = [
-            ws.depth_ids[0].ensure(device, nb * 4, "depth ids").clone(),
-            ws.depth_ids[1].ensure(device, nb * 4, "depth ids").clone(),
+            ws.depth_ids[0].ensure(device, nb * 4, "depth ids")?.clone(),
+            ws.depth_ids[1].ensure(device, nb * 4, "depth ids")?.clone(),
         ];
         let sorted_counts = ws
             .sorted_counts
-            .ensure(device, (nb + 2) * 4, "sorted tile counts")
+            .ensure(device, (nb + 2) * 4, "sorted tile counts")?
             .clone();
-        let visible_slots = ws.visible_slots.ensure(device, (nb + 1) * 4, "visible slots").clone();
-        let visible_count = ws.visible_count.ensure(device, 16, "visible count").clone();
+        let visible_slots = ws.visible_slots.ensure(device, (nb + 1) * 4, "visible slots")?.clone();
+        let visible_count = ws.visible_count.ensure(device, 16, "visible count")?.clone();
 
         let camera_from_world = glam::Mat4::from(camera.camera_from_world());
         let position = camera.position();
-        let project_values = ProjectUniforms {
+        let mut project_values = ProjectUniforms {
             camera_from_world: camera_from_world.to_cols_array_2d(),
             camera_position: [position.x, position.y, position.z, 0.0],
             intrinsics: [camera.fx, camera.fy, camera.cx, camera.cy],
@@ -301,27 +349,44 @@ impl Rasterizer {
                 splats.sh_coeffs(),
                 self.constants.shader_mode(),
             ],
+            chunk: [0, n, 0, 0],
         };
-        let project_uniforms = uniform(device, &project_values);
         let mut encoder = device.create_command_encoder(&Default::default());
-        let bg = bind(
-            device,
-            &k.project,
-            &[
-                project_uniforms.as_entire_binding(),
-                splats.means.as_entire_binding(),
-                splats.log_scales.as_entire_binding(),
-                splats.rotations.as_entire_binding(),
-                splats.opacity_logits.as_entire_binding(),
-                splats.sh.as_entire_binding(),
-                projected.as_entire_binding(),
-                tile_counts.as_entire_binding(),
-                depth_keys[0].as_entire_binding(),
-                depth_ids[0].as_entire_binding(),
-                tile_rects.as_entire_binding(),
-            ],
-        );
-        dispatch_1d(&mut encoder, &k.project, &bg, n.div_ceil(256));
+        // One dispatch per chunk of splats whose SH coefficients fit in one binding.
+        let chunk_len = splats.sh_chunk_len(device);
+        let mut first = 0;
+        while first < n {
+            let count = chunk_len.min(n - first);
+            let chunk_uniforms = uniform(
+                device,
+                &ProjectUniforms {
+                    chunk: [first, first + count, 0, 0],
+                    ..project_values
+                },
+            );
+            let bg = bind(
+                device,
+                &k.project,
+                &[
+                    chunk_uniforms.as_entire_binding(),
+                    splats.means.as_entire_binding(),
+                    splats.log_scales.as_entire_binding(),
+                    splats.rotations.as_entire_binding(),
+                    splats.opacity_logits.as_entire_binding(),
+                    splats.sh_binding(first, count),
+                    projected[0].as_entire_binding(),
+                    projected[1].as_entire_binding(),
+                    projected[2].as_entire_binding(),
+                    tile_counts.as_entire_binding(),
+                    depth_keys[0].as_entire_binding(),
+                    depth_ids[0].as_entire_binding(),
+                    tile_rects.as_entire_binding(),
+                ],
+            );
+            dispatch_1d(&mut encoder, &k.project, &bg, count.div_ceil(256));
+            first += count;
+        }
+        project_values.chunk = [0, n, 0, 0];
         if profile {
             ctx.queue.submit([encoder.finish()]);
             ctx.wait()?;
@@ -343,7 +408,7 @@ impl Rasterizer {
             ],
         );
         dispatch_1d(&mut encoder, &k.visible_flags, &bg, (n + 1).div_ceil(256));
-        encode_exclusive_scan(device, k, &mut encoder, &visible_slots, n + 1, &mut ws.scratch_scan, 0);
+        encode_exclusive_scan(device, k, &mut encoder, &visible_slots, n + 1, &mut ws.scratch_scan, 0)?;
         let bg = bind(
             device,
             &k.compact_visible,
@@ -371,7 +436,7 @@ impl Rasterizer {
             },
             32,
             &mut ws.scratch,
-        );
+        )?;
         let d = 1 - sorted_in;
         self.sorted.depth = d;
         let bgc = opts.background;
@@ -393,7 +458,7 @@ impl Rasterizer {
                 encoder = device.create_command_encoder(&Default::default());
             }
             let t2 = Instant::now();
-            let color = ws.color.ensure(device, pixels * 16, "color").clone();
+            let color = ws.color.ensure(device, pixels * 16, "color")?.clone();
             self.last_uniforms = None;
             self.depth_valid = false;
             let quads = self.quads.get_or_insert_with(|| QuadPath::new(device));
@@ -429,7 +494,7 @@ impl Rasterizer {
             ],
         );
         dispatch_1d(&mut encoder, &k.gather_counts, &bg, (n + 2).div_ceil(256));
-        encode_exclusive_scan(device, k, &mut encoder, &sorted_counts, n + 1, &mut ws.scratch_scan, 0);
+        encode_exclusive_scan(device, k, &mut encoder, &sorted_counts, n + 1, &mut ws.scratch_scan, 0)?;
         ctx.queue.submit([encoder.finish()]);
         // The total number of intersections decides the size of the next buffers: one small readback
         // (with the number of visible splats beside it).
@@ -444,15 +509,21 @@ impl Rasterizer {
 
         // Stage 3: emit (tile, splat) pairs in depth order and sort them stably by tile.
         let mb = m as u64;
+        check_binding(
+            device,
+            || format!("the {m} tile intersections of this view ({width}x{height}, {n} splats)"),
+            mb * 4,
+            "render at a smaller size, or from further away",
+        )?;
         let isect_tiles = [
-            ws.isect_tiles[0].ensure(device, mb * 4, "isect tiles").clone(),
-            ws.isect_tiles[1].ensure(device, mb * 4, "isect tiles").clone(),
+            ws.isect_tiles[0].ensure(device, mb * 4, "isect tiles")?.clone(),
+            ws.isect_tiles[1].ensure(device, mb * 4, "isect tiles")?.clone(),
         ];
         let isect_splats = [
-            ws.isect_splats[0].ensure(device, mb * 4, "isect splats").clone(),
-            ws.isect_splats[1].ensure(device, mb * 4, "isect splats").clone(),
+            ws.isect_splats[0].ensure(device, mb * 4, "isect splats")?.clone(),
+            ws.isect_splats[1].ensure(device, mb * 4, "isect splats")?.clone(),
         ];
-        let ranges = ws.ranges.ensure(device, num_tiles as u64 * 8, "tile ranges").clone();
+        let ranges = ws.ranges.ensure(device, num_tiles as u64 * 8, "tile ranges")?.clone();
         let mut encoder = device.create_command_encoder(&Default::default());
         let emit_uniforms = uniform(device, &[n, tiles_x, width, height]);
         let bg = bind(
@@ -466,7 +537,8 @@ impl Rasterizer {
                 tile_counts.as_entire_binding(),
                 isect_tiles[0].as_entire_binding(),
                 isect_splats[0].as_entire_binding(),
-                projected.as_entire_binding(),
+                projected[0].as_entire_binding(),
+                projected[1].as_entire_binding(),
                 visible_count.as_entire_binding(),
             ],
         );
@@ -480,7 +552,7 @@ impl Rasterizer {
             SortLen::Cpu(m),
             bits_for(num_tiles),
             &mut ws.scratch,
-        );
+        )?;
         self.sorted.tiles = t;
         encoder.clear_buffer(&ranges, 0, None);
         let range_uniforms = uniform(device, &[m, 0, 0, 0]);
@@ -504,9 +576,9 @@ impl Rasterizer {
 
         // Stage 4: composite each tile.
         let t2 = Instant::now();
-        let color = ws.color.ensure(device, pixels * 16, "color").clone();
-        let depth = ws.depth.ensure(device, pixels * 4, "depth").clone();
-        let last = ws.last.ensure(device, pixels * 4, "last index").clone();
+        let color = ws.color.ensure(device, pixels * 16, "color")?.clone();
+        let depth = ws.depth.ensure(device, pixels * 4, "depth")?.clone();
+        let last = ws.last.ensure(device, pixels * 4, "last index")?.clone();
         self.depth_valid = true;
         self.last_uniforms = Some((project_values, raster_values));
         let bg = bind(
@@ -516,7 +588,9 @@ impl Rasterizer {
                 raster_uniforms.as_entire_binding(),
                 ranges.as_entire_binding(),
                 isect_splats[t].as_entire_binding(),
-                projected.as_entire_binding(),
+                projected[0].as_entire_binding(),
+                projected[1].as_entire_binding(),
+                projected[2].as_entire_binding(),
                 color.as_entire_binding(),
                 depth.as_entire_binding(),
                 last.as_entire_binding(),
@@ -628,17 +702,17 @@ impl Rasterizer {
     /// Which splats the last frame drew (passed every cull and touched a tile): what densification
     /// counts as "seen by this view".
     pub fn read_visible(&self, ctx: &GpuContext, count: u32) -> Result<Vec<bool>, GpuError> {
-        let Some(projected) = self.ws.projected.get() else {
+        let Some(conics) = self.ws.projected.conic.get() else {
             return Ok(vec![false; count as usize]);
         };
         if count == 0 {
             return Ok(Vec::new());
         }
-        let bytes = ctx.read_buffer(projected, 0, count as u64 * PROJECTED_BYTES)?;
-        // conic.w, the screen radius, sits at byte 28 of each record; culled splats have 0.
+        let bytes = ctx.read_buffer(conics, 0, count as u64 * PLANE_BYTES)?;
+        // The screen radius is the conic plane's w (bytes 12..16); culled splats have 0.
         Ok(bytes
-            .chunks_exact(PROJECTED_BYTES as usize)
-            .map(|r| f32::from_le_bytes([r[28], r[29], r[30], r[31]]) > 0.0)
+            .chunks_exact(PLANE_BYTES as usize)
+            .map(|r| f32::from_le_bytes([r[12], r[13], r[14], r[15]]) > 0.0)
             .collect())
     }
 
@@ -646,4 +720,44 @@ impl Rasterizer {
     pub fn peak_bytes(&self) -> u64 {
         self.peak_bytes
     }
+}
+
+/// An error unless a `width` x `height` frame fits this device: its colour buffer in one storage
+/// binding and, for the display path (`display`), its render target within the texture size limit.
+/// Every render checks this; commands check their cameras with it before writing anything.
+pub fn check_frame_size(device: &wgpu::Device, width: u32, height: u32, display: bool) -> Result<(), GpuError> {
+    let pixels = width as u64 * height as u64;
+    let fit = super::gpu::binding_limit(device) / 16;
+    check_binding(
+        device,
+        || format!("a {width}x{height} frame"),
+        pixels * 16,
+        &format!("at most {fit} pixels fit in one frame on this GPU; render at a smaller size or a lower render scale"),
+    )?;
+    let max_side = device.limits().max_texture_dimension_2d;
+    if display && (width > max_side || height > max_side) {
+        return Err(GpuError::TooLarge {
+            what: format!("a {width}x{height} frame"),
+            bytes: width.max(height) as u64,
+            limit: max_side as u64,
+            limit_name: "max_texture_dimension_2d, in pixels per side",
+            hint: "render at a smaller size or a lower render scale".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The largest size of `width` x `height`'s aspect, at most that size, that passes
+/// [`check_frame_size`] for the display path (the viewer renders its window at this size when the
+/// window times the render scale is more than the GPU can hold).
+pub fn fit_frame_size(device: &wgpu::Device, width: u32, height: u32) -> (u32, u32) {
+    let max_pixels = super::gpu::binding_limit(device) / 16;
+    let max_side = device.limits().max_texture_dimension_2d;
+    let (w, h) = (width.max(1) as f64, height.max(1) as f64);
+    let scale = (max_pixels as f64 / (w * h))
+        .sqrt()
+        .min(max_side as f64 / w.max(h))
+        .min(1.0);
+    let fit = |side: f64| ((side * scale).floor() as u32).clamp(1, max_side);
+    (fit(w), fit(h))
 }

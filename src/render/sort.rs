@@ -5,6 +5,7 @@
 //! ordered front to back without 64-bit keys (WGSL has no u64).
 
 use super::buffers::{storage_from, uniform, Growable};
+use super::gpu::GpuError;
 use super::kernels::{bind, dispatch_1d, Kernels};
 
 /// Keys per radix-sort block (`SORT_BLOCK` in `shaders/common.wgsl`).
@@ -32,16 +33,16 @@ pub fn encode_exclusive_scan(
     n: u32,
     levels: &mut Vec<Growable>,
     level: usize,
-) {
+) -> Result<(), GpuError> {
     if n == 0 {
-        return;
+        return Ok(());
     }
     let groups = n.div_ceil(256);
     if levels.len() <= level {
         levels.resize_with(level + 1, Growable::default);
     }
     let sums = levels[level]
-        .ensure(device, groups as u64 * 4, "scan block sums")
+        .ensure(device, groups as u64 * 4, "scan block sums")?
         .clone();
     let params = uniform(device, &[n, 0, 0, 0]);
     let bg = bind(
@@ -55,7 +56,7 @@ pub fn encode_exclusive_scan(
     );
     dispatch_1d(encoder, &kernels.scan_blocks, &bg, groups);
     if groups > 1 {
-        encode_exclusive_scan(device, kernels, encoder, &sums, groups, levels, level + 1);
+        encode_exclusive_scan(device, kernels, encoder, &sums, groups, levels, level + 1)?;
         let bg = bind(
             device,
             &kernels.scan_add,
@@ -67,6 +68,7 @@ pub fn encode_exclusive_scan(
         );
         dispatch_1d(encoder, &kernels.scan_add, &bg, groups);
     }
+    Ok(())
 }
 
 /// How many pairs a sort covers: known on the CPU, or a u32 that earlier commands write to the first
@@ -89,18 +91,18 @@ pub fn encode_radix_sort(
     len: SortLen,
     bits: u32,
     scratch: &mut SortScratch,
-) -> usize {
+) -> Result<usize, GpuError> {
     let (n, count) = match len {
         SortLen::Cpu(n) => (n, storage_from(device, &[n, 0, 0, 0], "sort length")),
         SortLen::Gpu { max, count } => (max, count.clone()),
     };
     if n <= 1 {
-        return 0;
+        return Ok(0);
     }
     let num_blocks = n.div_ceil(SORT_BLOCK);
     let counts = scratch
         .counts
-        .ensure(device, 16 * num_blocks as u64 * 4, "sort counts")
+        .ensure(device, 16 * num_blocks as u64 * 4, "sort counts")?
         .clone();
     let passes = bits.div_ceil(4);
     for pass in 0..passes {
@@ -126,7 +128,7 @@ pub fn encode_radix_sort(
             16 * num_blocks,
             &mut scratch.scan_levels,
             0,
-        );
+        )?;
         let bg = bind(
             device,
             &kernels.sort_scatter,
@@ -142,7 +144,7 @@ pub fn encode_radix_sort(
         );
         dispatch_1d(encoder, &kernels.sort_scatter, &bg, num_blocks);
     }
-    (passes % 2) as usize
+    Ok((passes % 2) as usize)
 }
 
 /// Number of bits needed to represent every value below `n`.
@@ -206,7 +208,8 @@ mod tests {
                 SortLen::Cpu(n as u32),
                 bits,
                 &mut scratch,
-            );
+            )
+            .unwrap();
             ctx.queue.submit([encoder.finish()]);
             let mut expected: Vec<(u32, u32)> = keys.iter().copied().zip(values.iter().copied()).collect();
             expected.sort_by_key(|&(key, _)| key);
@@ -237,7 +240,8 @@ mod tests {
                 n as u32,
                 &mut Vec::new(),
                 0,
-            );
+            )
+            .unwrap();
             ctx.queue.submit([encoder.finish()]);
             let expected: Vec<u32> = data
                 .iter()

@@ -36,6 +36,7 @@ pub struct SplatRenderer {
     state: Mutex<RasterState>,
     /// What the last backward pass saw, for densification (burn's graph has no slot for it).
     last_view: Mutex<Option<ViewGradients>>,
+    backward_error: Mutex<Option<String>>,
 }
 
 /// The rasterizer and the frame it drew last (id and splats), whose forward state a backward pass
@@ -68,11 +69,11 @@ impl Source {
         }
     }
 
-    fn on_gpu(&self, device: &wgpu::Device) -> Arc<GpuSplats> {
-        match self {
-            Source::Cpu(s) => Arc::new(GpuSplats::upload(device, s)),
+    fn on_gpu(&self, gpu: &GpuContext) -> Result<Arc<GpuSplats>, GpuError> {
+        Ok(match self {
+            Source::Cpu(s) => Arc::new(GpuSplats::upload(gpu, s)?),
             Source::Gpu(s) => s.clone(),
-        }
+        })
     }
 }
 
@@ -103,7 +104,15 @@ impl SplatRenderer {
             constants,
             state,
             last_view: Mutex::new(None),
+            backward_error: Mutex::new(None),
         })
+    }
+
+    /// Why the last backward pass through the rasterizer failed (taken), if it did. burn's backward
+    /// has no error channel: a failed pass registers no gradients and leaves its error here for the
+    /// training step to return.
+    pub fn take_backward_error(&self) -> Option<String> {
+        self.backward_error.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// The 2D-mean gradients of the last backward pass (taken: a second call returns `None`).
@@ -128,7 +137,7 @@ impl SplatRenderer {
         camera: &Camera,
         options: &RenderOptions,
     ) -> Result<(u64, RenderedImage), GpuError> {
-        let gpu_splats = Arc::new(GpuSplats::upload(&self.gpu.device, splats));
+        let gpu_splats = Arc::new(GpuSplats::upload(&self.gpu, splats)?);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let id = state.draw(&self.gpu, gpu_splats, camera, options, self.constants)?;
         Ok((id, state.rasterizer.read_image(&self.gpu)?))
@@ -166,7 +175,7 @@ impl SplatRenderer {
         let state = &mut *state;
         let current = state.frame.as_ref().is_some_and(|(last, _)| *last == id);
         if !current {
-            let splats = source.on_gpu(&self.gpu.device);
+            let splats = source.on_gpu(&self.gpu).map_err(|e| e.to_string())?;
             state
                 .draw(&self.gpu, splats, camera, options, self.constants)
                 .map_err(|e| e.to_string())?;
@@ -317,12 +326,19 @@ impl<B: Backend> Backward<B, 5> for RenderBackward {
     fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
         let state = ops.state;
         let grad_out = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(grads.consume::<B>(&ops.node)));
-        // A failure here has no error channel in burn's backward: it is a lost device, a true invariant.
         let values = match &state.source {
             Source::Gpu(_) => gradients_on_gpu(&state, grad_out),
             Source::Cpu(_) => gradients_through_cpu(&state, grad_out),
-        }
-        .unwrap_or_else(|e| panic!("the rasterizer's backward pass failed: {e}"));
+        };
+        // burn's backward has no error channel: leave the error for the step (see
+        // `SplatRenderer::take_backward_error`) and register nothing.
+        let values = match values {
+            Ok(values) => values,
+            Err(e) => {
+                *state.renderer.backward_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                return;
+            }
+        };
         for (parent, value) in ops.parents.iter().zip(values) {
             if let Some(node) = parent {
                 grads.register::<B>(node.id, value);

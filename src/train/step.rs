@@ -191,6 +191,9 @@ pub fn optimize<B: Backend>(
     };
     let t_backward = Instant::now();
     let grads = loss.backward();
+    if let Some(message) = renderer.take_backward_error() {
+        return Err(TrainError::Backward(message));
+    }
     let t_optimizer = Instant::now();
 
     let lr = &settings.lr;

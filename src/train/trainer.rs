@@ -44,6 +44,12 @@ pub enum TrainError {
     File { path: PathBuf, message: String },
     #[error("{0}")]
     Input(String),
+    #[error("the rasterizer's backward pass failed: {0}")]
+    Backward(String),
+    /// A step failed part-way through a run (a lost GPU, say); `note` says whether the last completed
+    /// step's checkpoint was saved.
+    #[error("{error}; {note}")]
+    Interrupted { error: Box<TrainError>, note: String },
 }
 
 #[derive(Clone, Debug)]
@@ -364,14 +370,20 @@ pub fn train<B: Backend>(
             lr: LearningRates::gsplat(s, config.steps, data.scene_scale),
             adam_step: step,
         };
-        let result = step::optimize(
+        let result = match step::optimize(
             &mut state,
             &renderer,
             &dataset.train[index].camera,
             &target,
             &settings,
             device,
-        )?;
+        ) {
+            Ok(result) => result,
+            Err(error) => {
+                let save = || checkpoint::save(&state, step - 1, &[], &checkpoint_path);
+                return Err(rescue(save, step - 1, &checkpoint_path, error));
+            }
+        };
 
         // Densification.
         let t_densify = Instant::now();
@@ -460,4 +472,30 @@ pub fn train<B: Backend>(
         stopped_early,
         evals,
     })
+}
+
+/// A step failed (a lost GPU, say): saves the last completed step's checkpoint while the parameters
+/// can still be read (with the renderer's device gone, a loss and optimiser on another device still
+/// hold them), so the run goes on with `--resume`; the error says which happened.
+pub(crate) fn rescue(
+    save: impl FnOnce() -> Result<(), TrainError>,
+    step: usize,
+    path: &Path,
+    error: TrainError,
+) -> TrainError {
+    // Reading tensors back from a backend whose device is gone may panic inside the backend; this is
+    // the last thing the run does, so contain that here rather than lose the error.
+    let saved = std::panic::catch_unwind(std::panic::AssertUnwindSafe(save));
+    let note = match saved {
+        Ok(Ok(())) => format!(
+            "the checkpoint of step {step} is saved at {} (continue with --resume)",
+            path.display()
+        ),
+        Ok(Err(e)) => format!("no checkpoint could be saved: {e}"),
+        Err(_) => "no checkpoint could be saved: the parameters could not be read back".into(),
+    };
+    TrainError::Interrupted {
+        error: Box::new(error),
+        note,
+    }
 }

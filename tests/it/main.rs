@@ -6,6 +6,7 @@ mod bad_values;
 mod cli;
 mod difix;
 mod gpu_kit;
+mod gpu_limits;
 mod grad_parity;
 mod gui;
 mod perceptual;

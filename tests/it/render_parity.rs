@@ -56,7 +56,7 @@ fn renders_match_the_reference_implementation() {
         }
         if loaded.as_ref().is_none_or(|(p, _)| *p != case.scene) {
             let splats = scene::load(&scene_path).unwrap();
-            loaded = Some((case.scene.clone(), GpuSplats::upload(&ctx.device, &splats)));
+            loaded = Some((case.scene.clone(), GpuSplats::upload(&ctx, &splats).unwrap()));
         }
         let splats = &loaded.as_ref().unwrap().1;
         let options = RenderOptions {
