@@ -194,3 +194,35 @@ fn a_lost_renderer_device_ends_training_with_its_checkpoint() {
     let loaded = difix3d::train::checkpoint::load::<NdArray<f32>>(&checkpoint, &device).unwrap();
     assert_eq!(loaded.step, 3);
 }
+
+/// `difix3d render` with a camera the GPU cannot hold in one frame (16384x16384: 4 GiB of colour)
+/// fails before writing anything, with the error saying what fits.
+#[test]
+fn a_camera_larger_than_the_gpu_holds_fails_before_writing() {
+    let Some(scene) = crate::asset("luigi.ply") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let camera = dir.path().join("huge.json");
+    let side = 16384;
+    std::fs::write(
+        &camera,
+        format!(
+            r#"{{"name": "huge", "width": {side}, "height": {side}, "fx": 9000, "fy": 9000, "cx": 8192, "cy": 8192,
+               "world_from_camera": [[1,0,0,0],[0,1,0,0],[0,0,1,-3],[0,0,0,1]]}}"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = crate::difix3d(&[
+        "render",
+        "--scene",
+        scene.to_str().unwrap(),
+        "--camera-json",
+        camera.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("huge") && stderr.contains("pixels fit"), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+}
