@@ -5,6 +5,7 @@ mod bad_input;
 mod bad_values;
 mod cli;
 mod difix;
+mod fuzz;
 mod gpu_kit;
 mod grad_parity;
 mod gui;
