@@ -83,6 +83,10 @@ impl Default for CameraPath {
     }
 }
 
+/// The largest keyframe coordinate accepted: scenes are metres to kilometres across, and squared
+/// distances between points this far apart still fit in f32.
+pub const MAX_COORDINATE: f32 = 1e9;
+
 /// Samples per segment for the arc-length table of constant-speed playback.
 const ARC_SAMPLES: usize = 64;
 
@@ -258,9 +262,17 @@ impl CameraPath {
         }
         for (i, k) in self.keyframes.iter().enumerate() {
             let finite = k.position.is_finite() && k.rotation.is_finite();
-            if !finite || k.rotation.length() < 1e-6 {
+            if !finite || !(1e-6..=1e6).contains(&k.rotation.length()) {
                 return Err(format!(
-                    "keyframe {i}: position and rotation must be finite, rotation non-zero"
+                    "keyframe {i}: position and rotation must be finite, the rotation's length between 1e-6 \
+                     and 1e6 (it is normalised)"
+                ));
+            }
+            // The spline and the arc-length table square distances: beyond this they overflow f32.
+            if k.position.abs().max_element() > MAX_COORDINATE {
+                return Err(format!(
+                    "keyframe {i}: position {} is beyond {MAX_COORDINATE:e} (no scene is that large)",
+                    k.position
                 ));
             }
             if !(k.fov_y_deg > 0.0 && k.fov_y_deg < 180.0) {

@@ -5,6 +5,7 @@
 pub mod camera_path;
 pub mod data;
 pub mod difix;
+pub mod disk;
 pub mod fix;
 pub mod image_io;
 pub mod jobs;

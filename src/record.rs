@@ -161,20 +161,21 @@ impl Layout {
         } else {
             job.out.clone()
         };
-        let mut layout = Self {
+        Ok(Self {
             main: root.clone(),
             raw: fixing.then(|| root.join("raw")),
             side_by_side: job.side_by_side.then(|| root.join("side_by_side")),
-            staging: None,
-        };
-        create_dir(&root)?;
-        if is_video(&job.out) {
-            layout.staging = Some(root);
-        }
-        for dir in layout.raw.iter().chain(&layout.side_by_side) {
+            staging: is_video(&job.out).then_some(root),
+        })
+    }
+
+    /// Creates the folders; called once everything the frames need (the model too) has loaded, so
+    /// a recording that cannot start leaves `--out` as it was.
+    fn create(&self) -> Result<(), RecordError> {
+        for dir in std::iter::once(&self.main).chain(&self.raw).chain(&self.side_by_side) {
             create_dir(dir)?;
         }
-        Ok(layout)
+        Ok(())
     }
 }
 
@@ -190,13 +191,16 @@ pub fn record(
     job.path
         .validate()
         .map_err(|m| RecordError::Input(format!("the camera path: {m}")))?;
-    job.path
+    let frames = job
+        .path
         .checked_frame_count(job.fps)
         .map_err(|m| RecordError::Input(format!("the camera path: {m}")))?;
     for (what, side) in [("width", job.width), ("height", job.height)] {
         crate::validate::image_side(side).map_err(|m| RecordError::Input(format!("the frame {what} {m}")))?;
     }
     crate::render::check_frame_size(&gpu.device, job.width, job.height, false)?;
+    let (needed, what) = output_lower_bound(job.width, job.height, job.fix.is_some(), job.side_by_side, frames);
+    crate::disk::check_fits(&job.out, needed, &what).map_err(RecordError::Input)?;
     if job.side_by_side && job.fix.is_none() {
         return Err(RecordError::Input(
             "a side-by-side output compares raw and fixed frames: it needs the fix turned on".into(),
@@ -212,6 +216,7 @@ pub fn record(
     if is_video(&job.out) {
         check_encoder()?;
     }
+    // Only planned here: the folders appear when the first frame can be rendered.
     let layout = Layout::new(job)?;
     let frames = match &job.fix {
         None => render_frames(job, gpu, &layout, &mut |_, _| Ok(None), progress, cancel)?,
@@ -259,9 +264,10 @@ fn render_frames(
     progress: &mut dyn FnMut(Progress),
     cancel: &AtomicBool,
 ) -> Result<usize, RecordError> {
-    let splats = GpuSplats::upload(&gpu, &job.splats)?;
+    let splats = GpuSplats::upload(gpu, &job.splats)?;
     let mut rasterizer = Rasterizer::new(&gpu.device);
     let total = job.path.frame_count(job.fps);
+    layout.create()?;
     progress(Progress { done: 0, total });
     for index in 0..total {
         if cancel.load(Ordering::Relaxed) {
@@ -286,6 +292,29 @@ fn render_frames(
         progress(Progress { done: index + 1, total });
     }
     Ok(total)
+}
+
+/// The least bytes `frames` frames of `width` x `height` take on disk (the PNGs of every output:
+/// fixed, raw and side by side; a video is staged as PNGs first), and how that figure is made up.
+/// The viewer's Record panel shows the same estimate.
+pub fn output_lower_bound(width: u32, height: u32, fixing: bool, side_by_side: bool, frames: usize) -> (u64, String) {
+    let frame = crate::disk::png_lower_bound(width, height);
+    let mut per_frame = frame;
+    let mut outputs = 1;
+    if fixing {
+        per_frame += frame; // raw frames beside the fixed ones
+        outputs += 1;
+    }
+    if side_by_side {
+        per_frame += 2 * frame;
+        outputs += 1;
+    }
+    let needed = per_frame.saturating_mul(frames as u64);
+    let what = format!(
+        "{frames} frame(s) of {width}x{height} in {outputs} output(s) ({} per frame at least)",
+        crate::disk::human(per_frame)
+    );
+    (needed, what)
 }
 
 /// The camera of frame `index` of `total`.

@@ -211,6 +211,26 @@ impl ViewerApp {
             panel.fix_frames,
             egui::Checkbox::new(&mut panel.side_by_side, "also raw | fixed side by side"),
         );
+        // The recording's size, as `record` checks it before the first frame.
+        if let Ok(frames) = panel.path.checked_frame_count(panel.fps) {
+            let (needed, what) = difix3d::record::output_lower_bound(
+                panel.size[0],
+                panel.size[1],
+                panel.fix_frames,
+                panel.fix_frames && panel.side_by_side,
+                frames,
+            );
+            let estimate = format!("At least {} on disk", difix3d::disk::human(needed));
+            let out = std::path::Path::new(if panel.out.is_empty() { "." } else { &panel.out });
+            match difix3d::disk::free_bytes(out) {
+                Some(free) if free < needed => ui.colored_label(
+                    ui.visuals().error_fg_color,
+                    format!("{estimate}, but only {} is free", difix3d::disk::human(free)),
+                ),
+                _ => ui.label(estimate),
+            }
+            .on_hover_text(what);
+        }
         if let Some((handle, progress)) = &panel.job {
             ui.horizontal(|ui| {
                 let fraction = progress.done as f32 / progress.total.max(1) as f32;

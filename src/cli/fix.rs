@@ -117,6 +117,12 @@ impl WithBackend for FixJob {
                 _ => Some(&self.refs[i]),
             };
             let fixed = model.fix_image(image, reference, policy, &args.prompt)?;
+            // The folder appears with the first fixed image: a model, timestep or size that
+            // cannot work fails before it, leaving `--out` as it was.
+            if i == 0 {
+                std::fs::create_dir_all(&args.out)
+                    .with_context(|| format!("{}: cannot create output folder", args.out.display()))?;
+            }
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -149,8 +155,6 @@ pub fn run(args: FixArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| load_rgb(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("{}: cannot create output folder", args.out.display()))?;
     let backend = args.backend.unwrap_or_else(default_backend);
     let precision = args.precision;
     let out = args.out.clone();

@@ -284,6 +284,7 @@ pub fn read_model(dir: &Path) -> Result<ColmapModel, DataError> {
     for image in &images {
         if !cameras.contains_key(&image.camera_id) {
             return Err(DataError::UnknownCamera {
+                images_file: images_path,
                 image_id: image.id,
                 image_name: image.name.clone(),
                 camera_id: image.camera_id,
@@ -307,6 +308,13 @@ pub fn read_model(dir: &Path) -> Result<ColmapModel, DataError> {
         images,
         points,
     })
+}
+
+/// The `stem` file (`cameras`, `images` or `points3D`) of the model in `dir`, `.bin` or `.txt` as
+/// [`read_model`] reads it, for errors about what it holds found after reading.
+pub fn model_file(dir: &Path, stem: &str) -> std::path::PathBuf {
+    let ext = detect_format(dir).map_or("bin", Format::ext);
+    dir.join(format!("{stem}.{ext}"))
 }
 
 fn detect_format(dir: &Path) -> Result<Format, DataError> {
@@ -1342,7 +1350,8 @@ mod tests {
         assert_eq!(
             message,
             format!(
-                "image 12 (IMG_0012.JPG) refers to camera 7 which is not in {}",
+                "{}: image 12 (IMG_0012.JPG) refers to camera 7 which is not in {}",
+                dir.path().join("images.bin").display(),
                 dir.path().join("cameras.bin").display()
             )
         );

@@ -102,7 +102,7 @@ pub fn open_dataset(root: &Path, factor: u32) -> Result<Dataset, DataError> {
     let model = colmap::read_model(&sparse_dir)?;
     if model.images.is_empty() {
         return Err(DataError::Invalid {
-            path: sparse_dir,
+            path: colmap::model_file(&sparse_dir, "images"),
             message: "the COLMAP model has no registered images".into(),
         });
     }
@@ -119,7 +119,7 @@ pub fn open_dataset(root: &Path, factor: u32) -> Result<Dataset, DataError> {
             message,
         });
     }
-    let paths = resolve_image_files(&model, &image_dir)?;
+    let paths = resolve_image_files(&model, &image_dir, colmap::model_file(&sparse_dir, "images"))?;
 
     let views = build_views(&model, &sparse_dir, paths)?;
     let (train, eval) = split(views);
@@ -160,7 +160,7 @@ pub fn find_sparse_dir(root: &Path) -> Result<PathBuf, DataError> {
 }
 
 /// The file of every image (in model order), or one error listing the missing ones.
-fn resolve_image_files(model: &ColmapModel, image_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+fn resolve_image_files(model: &ColmapModel, image_dir: &Path, images_file: PathBuf) -> Result<Vec<PathBuf>, DataError> {
     let mut paths = Vec::with_capacity(model.images.len());
     let mut missing = Vec::new();
     for image in &model.images {
@@ -185,6 +185,7 @@ fn resolve_image_files(model: &ColmapModel, image_dir: &Path) -> Result<Vec<Path
         dir: image_dir.to_path_buf(),
         count: missing.len(),
         listed,
+        images_file,
     })
 }
 
@@ -201,6 +202,12 @@ fn find_image_file(image_dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 fn build_views(model: &ColmapModel, sparse_dir: &Path, paths: Vec<PathBuf>) -> Result<Vec<View>, DataError> {
+    let cameras_file = colmap::model_file(sparse_dir, "cameras");
+    let images_file = colmap::model_file(sparse_dir, "images");
+    let bad_camera = |message: String| DataError::Invalid {
+        path: cameras_file.clone(),
+        message,
+    };
     // Intrinsics per camera, checked once: one bad camera gives one error, not one per image.
     let mut intrinsics = BTreeMap::new();
     let mut views = Vec::with_capacity(paths.len());
@@ -210,15 +217,16 @@ fn build_views(model: &ColmapModel, sparse_dir: &Path, paths: Vec<PathBuf>) -> R
             .cameras
             .get(&image.camera_id)
             .ok_or_else(|| DataError::UnknownCamera {
+                images_file: images_file.clone(),
                 image_id: image.id,
                 image_name: image.name.clone(),
                 camera_id: image.camera_id,
-                cameras_file: sparse_dir.join("cameras.bin"),
+                cameras_file: cameras_file.clone(),
             })?;
         let pinhole = match intrinsics.get(&camera.id) {
             Some(&pinhole) => pinhole,
             None => {
-                let pinhole = camera.pinhole()?;
+                let pinhole = camera.pinhole().map_err(|e| bad_camera(e.to_string()))?;
                 intrinsics.insert(camera.id, pinhole);
                 pinhole
             }
@@ -230,14 +238,24 @@ fn build_views(model: &ColmapModel, sparse_dir: &Path, paths: Vec<PathBuf>) -> R
             (camera.width, camera.height),
             pinhole,
         );
-        let camera = fit_to_image(colmap_camera, &image_path)?;
+        let camera_id = camera.id;
+        let camera = fit_to_image(colmap_camera, &image_path, camera_id, &cameras_file)?;
+        // Values that are finite in COLMAP's f64 but not in our f32 (a focal length of 1e39, a
+        // translation of 1e300), or a principal point and size that only go wrong after scaling,
+        // end here rather than in a render: the pose is the images file's, the rest the cameras'.
+        super::validate::pose(&camera.world_from_camera).map_err(|message| DataError::Invalid {
+            path: images_file.clone(),
+            message: format!("image {} ({}): {message}", image.id, image.name),
+        })?;
+        super::validate::camera(&camera)
+            .map_err(|m| bad_camera(format!("camera {camera_id} as used by image {}: {m}", image.name)))?;
         views.push(View { camera, image_path });
     }
     Ok(views)
 }
 
 /// Scales the camera to the size of the image file, which is what gets rendered and compared against.
-fn fit_to_image(camera: Camera, path: &Path) -> Result<Camera, DataError> {
+fn fit_to_image(camera: Camera, path: &Path, camera_id: u32, cameras_file: &Path) -> Result<Camera, DataError> {
     let (width, height) = image_size(path)?;
     if (width, height) == (camera.width, camera.height) {
         return Ok(camera);
@@ -248,9 +266,11 @@ fn fit_to_image(camera: Camera, path: &Path) -> Result<Camera, DataError> {
         return Err(DataError::Invalid {
             path: path.to_path_buf(),
             message: format!(
-                "the image is {width}x{height} but its COLMAP camera is {}x{}; the aspect ratios differ, so it is \
-                 not a downscaled copy of the registered image",
-                camera.width, camera.height
+                "the image is {width}x{height} but its COLMAP camera {camera_id} in {} is {}x{}; the aspect \
+                 ratios differ, so it is not a downscaled copy of the registered image",
+                cameras_file.display(),
+                camera.width,
+                camera.height
             ),
         });
     }
@@ -506,8 +526,9 @@ mod tests {
         let path = root.path().join("images_2/a.png");
         assert!(
             message.starts_with(&format!(
-                "{}: the image is 8x8 but its COLMAP camera is 16x12",
-                path.display()
+                "{}: the image is 8x8 but its COLMAP camera 1 in {} is 16x12",
+                path.display(),
+                root.path().join("colmap/sparse/0/cameras.bin").display()
             )),
             "{message}"
         );
@@ -525,8 +546,9 @@ mod tests {
         assert_eq!(
             message,
             format!(
-                "{}: 7 image file(s) missing: 1.png, 2.png, 3.png, 4.png, 5.png and 2 more",
-                root.path().join("images").display()
+                "{}: 7 image file(s) missing: 1.png, 2.png, 3.png, 4.png, 5.png and 2 more (listed in {})",
+                root.path().join("images").display(),
+                colmap::model_file(&root.path().join("colmap/sparse/0"), "images").display()
             )
         );
         fs::remove_dir_all(root.path().join("images")).unwrap();
@@ -566,7 +588,10 @@ mod tests {
         write_binary(&m, &sparse).unwrap();
         let message = open_dataset(root.path(), 1).unwrap_err().to_string();
         assert!(
-            message.starts_with("camera 1 uses the OPENCV model with lens distortion"),
+            message.starts_with(&format!(
+                "{}: camera 1 uses the OPENCV model with lens distortion",
+                sparse.join("cameras.bin").display()
+            )),
             "{message}"
         );
     }

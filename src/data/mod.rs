@@ -45,8 +45,9 @@ pub enum DataError {
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 
-    #[error("image {image_id} ({image_name}) refers to camera {camera_id} which is not in {}", cameras_file.display())]
+    #[error("{}: image {image_id} ({image_name}) refers to camera {camera_id} which is not in {}", images_file.display(), cameras_file.display())]
     UnknownCamera {
+        images_file: PathBuf,
         image_id: u32,
         image_name: String,
         camera_id: u32,
@@ -70,8 +71,13 @@ pub enum DataError {
         message: String,
     },
 
-    #[error("{}: {count} image file(s) missing: {listed}", dir.display())]
-    MissingImages { dir: PathBuf, count: usize, listed: String },
+    #[error("{}: {count} image file(s) missing: {listed} (listed in {})", dir.display(), images_file.display())]
+    MissingImages {
+        dir: PathBuf,
+        count: usize,
+        listed: String,
+        images_file: PathBuf,
+    },
 
     #[error("{}: cannot read the image size: {source}", path.display())]
     ImageHeader {

@@ -45,6 +45,19 @@ impl DifixError {
             message: message.into(),
         }
     }
+
+    /// A weight that is missing, unexpected or of the wrong shape may as well be the config's
+    /// fault as the weight file's: the message names the config the shapes came from too.
+    pub fn built_from(self, config: &Path) -> Self {
+        match self {
+            Self::Key { path, key, message } if !message.contains("finite") => Self::Key {
+                path,
+                key,
+                message: format!("{message} (the shapes follow {})", config.display()),
+            },
+            other => other,
+        }
+    }
 }
 
 /// A model config value that breaks the architecture's rules: the key and the rule it breaks.

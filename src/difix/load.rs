@@ -93,14 +93,16 @@ impl ModelFiles {
 
     pub fn load_text_encoder<B: Backend>(&self, device: &B::Device) -> Result<TextEncoder<B>, DifixError> {
         let mut weights = self.weights("text_encoder", "model", None)?;
+        let config = self.root.join("text_encoder/config.json");
         let model = TextEncoder::load(
             &mut Loader {
                 weights: &mut weights,
                 device,
             },
             &self.text_encoder,
-        )?;
-        weights.finish()?;
+        )
+        .map_err(|e| e.built_from(&config))?;
+        weights.finish().map_err(|e| e.built_from(&config))?;
         Ok(model)
     }
 
@@ -111,14 +113,16 @@ impl ModelFiles {
     /// The UNet and the stored name of each of its parameters.
     pub fn load_unet_and_keys<B: Backend>(&self, device: &B::Device) -> Result<(UNet<B>, Vec<ParamKey>), DifixError> {
         let mut weights = self.weights("unet", "diffusion_pytorch_model", Some("state_dict_unet"))?;
+        let config = self.root.join("unet/config.json");
         let model = UNet::load(
             &mut Loader {
                 weights: &mut weights,
                 device,
             },
             &self.unet,
-        )?;
-        weights.finish()?;
+        )
+        .map_err(|e| e.built_from(&config))?;
+        weights.finish().map_err(|e| e.built_from(&config))?;
         Ok((model, weights.param_keys))
     }
 
@@ -142,14 +146,16 @@ impl ModelFiles {
         if let Some(alpha) = self.vae.lora_alpha {
             weights.lora_alpha = alpha;
         }
+        let config = self.root.join("vae/config.json");
         let model = Vae::load(
             &mut Loader {
                 weights: &mut weights,
                 device,
             },
             &self.vae,
-        )?;
-        weights.finish()?;
+        )
+        .map_err(|e| e.built_from(&config))?;
+        weights.finish().map_err(|e| e.built_from(&config))?;
         Ok((model, weights.param_keys))
     }
 }

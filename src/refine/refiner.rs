@@ -112,6 +112,41 @@ pub struct RefineConfig {
 }
 
 impl RefineConfig {
+    /// Checks every number against its domain, naming the flag: used by `difix3d refine` and the
+    /// Refinement panel alike, through [`refine`].
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::validate;
+        let flag = |name: &'static str| move |m: String| format!("--{name}: {m}");
+        validate::at_least_one(self.factor as usize).map_err(flag("factor"))?;
+        crate::train::trainer::check_steps(self.steps).map_err(flag("steps"))?;
+        validate::at_least_one(self.every).map_err(flag("every"))?;
+        validate::positive(f64::from(self.distance)).map_err(flag("distance"))?;
+        if let Targets::Path { samples, .. } = &self.targets {
+            validate::at_least_one(*samples).map_err(flag("path-samples"))?;
+        }
+        if let Some(every) = self.checkpoint_every {
+            validate::at_least_one(every).map_err(flag("checkpoint-every"))?;
+        }
+        validate::unit_interval(f64::from(self.novel_probability)).map_err(flag("novel-probability"))?;
+        validate::unit_interval(f64::from(self.ssim_lambda)).map_err(flag("ssim-lambda"))?;
+        for (name, weight) in [("novel-weight", self.novel_weight), ("photo-weight", self.photo_weight)] {
+            validate::non_negative(f64::from(weight)).map_err(flag(name))?;
+        }
+        validate::at_least_one(self.lr_decay_steps).map_err(flag("lr-decay-steps"))?;
+        let scales = &self.lr_scale;
+        for (group, scale) in [
+            ("means", scales.means),
+            ("log_scales", scales.log_scales),
+            ("rotations", scales.rotations),
+            ("opacity_logits", scales.opacity_logits),
+            ("sh0", scales.sh0),
+            ("sh_rest", scales.sh_rest),
+        ] {
+            validate::non_negative(f64::from(scale)).map_err(|m| format!("learning-rate scale of {group}: {m}"))?;
+        }
+        Ok(())
+    }
+
     /// The reference's defaults.
     pub fn new(data: PathBuf, scene: SceneSource, model: PathBuf, out: PathBuf) -> Self {
         Self {
@@ -268,6 +303,36 @@ fn target_cameras(config: &RefineConfig, data: &TrainingData<impl Backend>) -> R
     Ok(cameras)
 }
 
+/// Refuses a refinement whose files cannot fit where it writes: checkpoint and `.ply` of the
+/// scene, each round's four PNGs per target (pred, fixed, reference, alpha) and the eval renders
+/// (before, after and fixed).
+fn check_refine_fits(
+    config: &RefineConfig,
+    splats: &Splats,
+    targets: &[Camera],
+    eval_views: usize,
+) -> Result<(), RefineError> {
+    let files = crate::disk::run_files_lower_bound(splats.len(), splats.sh_degree);
+    let rounds = config.steps.div_ceil(config.every).max(1) as u64;
+    let per_round: u64 = targets
+        .iter()
+        .map(|c| 4 * crate::disk::png_lower_bound(c.width, c.height))
+        .sum();
+    let eval = targets
+        .first()
+        .map_or(0, |c| crate::disk::png_lower_bound(c.width, c.height))
+        .saturating_mul(3 * eval_views as u64);
+    let needed = files
+        .saturating_add(per_round.saturating_mul(rounds))
+        .saturating_add(eval);
+    let what = format!(
+        "{rounds} round(s) of {} novel view(s), a checkpoint of {} splats and the eval renders",
+        targets.len(),
+        splats.len()
+    );
+    crate::disk::check_fits(&config.out, needed, &what).map_err(RefineError::Input)
+}
+
 /// Refines per `config`: the loss, the optimiser and Difix run on `B`, the rasterizer on `gpu`.
 /// `observer` hears every step and round; `stop` ends the run (mid-round too) with a checkpoint.
 pub fn refine<B: Backend>(
@@ -277,12 +342,8 @@ pub fn refine<B: Backend>(
     observer: &mut dyn TrainObserver,
     stop: &AtomicBool,
 ) -> Result<RefineSummary, RefineError> {
-    if config.every == 0 {
-        return Err(RefineError::Input(
-            "the round interval (--every) must be at least 1".into(),
-        ));
-    }
-    let data = TrainingData::<B>::open(&config.data, config.factor, &config.out, config.lpips.as_ref(), device)?;
+    config.validate().map_err(RefineError::Input)?;
+    let data = TrainingData::<B>::open(&config.data, config.factor, config.lpips.as_ref(), device)?;
     let targets = target_cameras(config, &data)?;
     // The model is loaded before any work, so missing weights fail at once.
     let mut model = Difix::<B>::load(&config.model, config.model_checkpoint.as_deref(), device)?;
@@ -300,7 +361,7 @@ pub fn refine<B: Backend>(
     let mut round_step: Option<usize> = None;
     let mut novel: Option<Novel<B>> = None;
     let mut current: Vec<Affine3A> = dataset.train.iter().map(|v| v.camera.world_from_camera).collect();
-    let (mut state, start_step, baseline) = match &config.resume {
+    let (mut state, start_step, baseline, mut run_dir) = match &config.resume {
         Some(path) => {
             let loaded = checkpoint::load::<B>(path, device)?;
             let number = |key: &str| loaded.metadata.get(key).and_then(|v| v.parse::<usize>().ok());
@@ -321,18 +382,22 @@ pub fn refine<B: Backend>(
             let baseline = std::fs::read_to_string(&baseline_path)
                 .ok()
                 .and_then(|s| serde_json::from_str(&s).ok());
-            (loaded.state, loaded.step, baseline)
+            let run_dir = crate::train::trainer::create_run_dir(&config.out)?;
+            (loaded.state, loaded.step, baseline, run_dir)
         }
         None => {
             let splats = match &config.scene {
                 SceneSource::Splats(splats) => splats.as_ref().clone(),
                 SceneSource::File(path) => scene::load(path)?,
             };
+            // Every input has loaded: size the run, then from here on it writes into its folder.
+            check_refine_fits(config, &splats, &targets, data.dataset.eval.len())?;
+            let run_dir = crate::train::trainer::create_run_dir(&config.out)?;
             let baseline = data.evaluate(&renderer, &splats, Some(&config.out.join("eval_before")))?;
             if let Some(report) = &baseline {
                 write_json(&baseline_path, report)?;
             }
-            (State::new(&splats, device), 0, baseline)
+            (State::new(&splats, device), 0, baseline, run_dir)
         }
     };
 
@@ -451,10 +516,12 @@ pub fn refine<B: Backend>(
             .is_some_and(|every| every > 0 && step % every == 0);
         if request.save || periodic {
             save(&state, step, rounds, round_step)?;
+            run_dir.keep();
             observer.saved(&checkpoint_path);
         }
     }
     save(&state, step, rounds, round_step)?;
+    run_dir.keep();
     let splats = state.params.to_splats();
     // The view ends on the final splats, not on the last periodic snapshot.
     observer.snapshot(splats.clone());

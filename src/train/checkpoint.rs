@@ -60,12 +60,41 @@ pub fn load<B: Backend>(path: &Path, device: &B::Device) -> Result<Loaded<B>, Tr
             .ok_or_else(|| err(format!("no `{key}` in the checkpoint's metadata")))
     };
     let step = number("step")?;
-    let sh_degree = number("sh_degree")? as u32;
+    let sh_degree = number("sh_degree")?;
+    if sh_degree > 3 {
+        return Err(err(format!(
+            "`sh_degree` is {sh_degree} in the checkpoint's metadata; it must be 0 to 3"
+        )));
+    }
+    let sh_degree = sh_degree as u32;
+    // Every group and both its moments hold one row per splat, with the group's width.
+    let splats = tensors
+        .tensor(GROUP_NAMES[0])
+        .map(|view| view.shape().first().copied().unwrap_or(0))
+        .map_err(|e| err(format!("`{}`: {e}", GROUP_NAMES[0])))?;
+    if splats == 0 {
+        return Err(err("the checkpoint holds no splats".into()));
+    }
+    let width = |name: &str| -> usize {
+        let group = name.rsplit('.').next().unwrap_or(name);
+        match group {
+            "means" | "log_scales" => 3,
+            "rotations" => 4,
+            "opacity_logits" => 1,
+            _ => 3 * crate::scene::sh_coeffs(sh_degree),
+        }
+    };
     let tensor = |name: &str| -> Result<Tensor<B, 2>, TrainError> {
         let view = tensors.tensor(name).map_err(|e| err(format!("`{name}`: {e}")))?;
         let shape = view.shape();
         if view.dtype() != safetensors::Dtype::F32 || shape.len() != 2 {
             return Err(err(format!("`{name}` is not a 2D f32 tensor")));
+        }
+        let expected = [splats, width(name)];
+        if shape != expected {
+            return Err(err(format!(
+                "`{name}` has shape {shape:?}, expected {expected:?} ({splats} splats of SH degree {sh_degree})"
+            )));
         }
         let values: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
         // A NaN here (a run that diverged, a corrupt copy) would train on silently.

@@ -37,6 +37,23 @@ impl Default for DensifyConfig {
 }
 
 impl DensifyConfig {
+    /// Intervals of at least 1 (they divide step numbers) and finite, non-negative thresholds.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::validate;
+        let name = |what: &'static str| move |m: String| format!("densification {what}: {m}");
+        validate::at_least_one(self.refine_every).map_err(name("interval"))?;
+        validate::at_least_one(self.reset_every).map_err(name("opacity reset interval"))?;
+        for (what, value) in [
+            ("gradient threshold", self.grow_grad2d),
+            ("split scale", self.grow_scale3d),
+            ("prune opacity", self.prune_opacity),
+            ("prune scale", self.prune_scale3d),
+        ] {
+            validate::non_negative(f64::from(value)).map_err(name(what))?;
+        }
+        Ok(())
+    }
+
     /// Whether to refine and whether to reset opacities after gsplat's (0-based) step `s`, as
     /// `DefaultStrategy.step_post_backward` decides: refine when `s > refine_start`, every
     /// `refine_every` steps, before `refine_stop`; reset every `reset_every` steps from

@@ -50,6 +50,17 @@ pub fn load_photo(view: &View) -> Result<image::RgbImage, TrainError> {
         message,
     })?;
     let (w, h) = image.dimensions();
+    // SSIM (the training loss and the metric) slides an 11x11 window over the valid region.
+    let min = super::ssim::MIN_SIDE as u32;
+    if w < min || h < min {
+        return Err(TrainError::File {
+            path: view.image_path.clone(),
+            message: format!(
+                "the photo is {w}x{h}; training and evaluation need at least {min}x{min} pixels (SSIM's window); \
+                 use a smaller data factor"
+            ),
+        });
+    }
     if (w, h) != (view.camera.width, view.camera.height) {
         return Err(TrainError::File {
             path: view.image_path.clone(),

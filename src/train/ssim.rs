@@ -6,6 +6,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 const WINDOW: usize = 11;
+/// The smallest image side SSIM is defined on here (one window); photos are checked against it
+/// when they load.
+pub const MIN_SIDE: usize = WINDOW;
 const SIGMA: f32 = 1.5;
 const C1: f32 = 0.01 * 0.01;
 const C2: f32 = 0.03 * 0.03;

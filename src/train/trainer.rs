@@ -74,6 +74,21 @@ pub struct TrainConfig {
     pub eval_steps: Vec<usize>,
 }
 
+/// The most steps a run may ask for: far beyond any real run (gsplat's default is 30000), and
+/// small enough that step arithmetic (schedules, intervals, resumed counts) never overflows.
+pub const MAX_STEPS: usize = 100_000_000;
+
+/// A step count of at most [`MAX_STEPS`].
+pub fn check_steps(steps: usize) -> Result<usize, String> {
+    if steps > MAX_STEPS {
+        return Err(format!(
+            "{steps} steps is more than the limit of {MAX_STEPS} (at 100 steps per second that run would take {:.0} days)",
+            steps as f64 / 100.0 / 86_400.0
+        ));
+    }
+    Ok(steps)
+}
+
 impl TrainConfig {
     pub fn new(data: PathBuf, out: PathBuf) -> Self {
         Self {
@@ -92,6 +107,26 @@ impl TrainConfig {
             lpips: None,
             eval_steps: Vec::new(),
         }
+    }
+
+    /// Checks every number against its domain, naming the flag (the GUI's fields carry the same
+    /// names): used by `difix3d train` and the Training panel alike, through [`train`].
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::validate;
+        let flag = |name: &'static str| move |m: String| format!("--{name}: {m}");
+        validate::at_least_one(self.factor as usize).map_err(flag("factor"))?;
+        check_steps(self.steps).map_err(flag("steps"))?;
+        validate::sh_degree(self.max_sh_degree).map_err(flag("sh-degree"))?;
+        validate::at_least_one(self.sh_degree_interval).map_err(flag("sh-degree-interval"))?;
+        validate::unit_interval(f64::from(self.ssim_lambda)).map_err(flag("ssim-lambda"))?;
+        if let Some(every) = self.checkpoint_every {
+            validate::at_least_one(every).map_err(flag("checkpoint-every"))?;
+        }
+        for &step in &self.eval_steps {
+            validate::at_least_one(step).map_err(flag("eval-steps"))?;
+            check_steps(step).map_err(flag("eval-steps"))?;
+        }
+        self.densify.validate()
     }
 }
 
@@ -230,14 +265,9 @@ pub(crate) struct TrainingData<B: Backend> {
 
 impl<B: Backend> TrainingData<B> {
     /// Opens `data` at `factor`, loads every photo and the LPIPS network when given (a bad file
-    /// fails before any work), and creates the run folder `out`.
-    pub fn open(
-        data: &Path,
-        factor: u32,
-        out: &Path,
-        lpips: Option<&LpipsFiles>,
-        device: &B::Device,
-    ) -> Result<Self, TrainError> {
+    /// fails before any work). It writes nothing: the caller creates the run folder once every
+    /// input has loaded.
+    pub fn open(data: &Path, factor: u32, lpips: Option<&LpipsFiles>, device: &B::Device) -> Result<Self, TrainError> {
         let dataset = data::open_dataset(data, factor)?;
         if dataset.train.is_empty() {
             return Err(TrainError::Input(format!(
@@ -245,7 +275,6 @@ impl<B: Backend> TrainingData<B> {
                 data.display()
             )));
         }
-        create_dir(out)?;
         let train_images = dataset
             .train
             .iter()
@@ -293,6 +322,30 @@ impl<B: Backend> TrainingData<B> {
     }
 }
 
+/// Refuses a run whose files cannot fit where it writes: its checkpoint and `.ply` at the
+/// starting splat count (they only grow with densification) and the eval renders.
+pub(crate) fn check_run_fits<B: Backend>(
+    out: &Path,
+    state: &State<B>,
+    eval_views: usize,
+    view: Option<&data::View>,
+) -> Result<(), TrainError> {
+    let splats = state.len();
+    let files = crate::disk::run_files_lower_bound(splats, state.params.sh_degree);
+    let render = view.map_or(0, |v| crate::disk::png_lower_bound(v.camera.width, v.camera.height));
+    let needed = files.saturating_add(render.saturating_mul(eval_views as u64));
+    let what = format!("a checkpoint and a .ply of {splats} splats and {eval_views} eval render(s)");
+    crate::disk::check_fits(out, needed, &what).map_err(TrainError::Input)
+}
+
+/// The run folder, put back as it was if the run fails before its first checkpoint.
+pub(crate) fn create_run_dir(path: &Path) -> Result<crate::disk::RunDir, TrainError> {
+    crate::disk::RunDir::create(path).map_err(|e| TrainError::File {
+        path: path.to_path_buf(),
+        message: format!("cannot create the output folder: {e}"),
+    })
+}
+
 pub(crate) fn create_dir(path: &Path) -> Result<(), TrainError> {
     std::fs::create_dir_all(path).map_err(|e| TrainError::File {
         path: path.to_path_buf(),
@@ -309,7 +362,8 @@ pub fn train<B: Backend>(
     observer: &mut dyn TrainObserver,
     stop: &AtomicBool,
 ) -> Result<TrainSummary, TrainError> {
-    let data = TrainingData::<B>::open(&config.data, config.factor, &config.out, config.lpips.as_ref(), device)?;
+    config.validate().map_err(TrainError::Input)?;
+    let data = TrainingData::<B>::open(&config.data, config.factor, config.lpips.as_ref(), device)?;
     let dataset = &data.dataset;
     // Training draws with gsplat's rasterizer constants; the eval views with the viewer's, as
     // `difix3d eval` and `render` measure the exported scene.
@@ -326,6 +380,9 @@ pub fn train<B: Backend>(
             0,
         ),
     };
+    // Every input has loaded: size the run, then from here on it writes into its folder.
+    check_run_fits(&config.out, &state, dataset.eval.len(), dataset.train.first())?;
+    let mut run_dir = create_run_dir(&config.out)?;
     let eval_before = if start_step == 0 {
         data.evaluate(&eval_renderer, &state.params.to_splats(), None)?
             .map(|r| r.psnr)
@@ -451,10 +508,12 @@ pub fn train<B: Backend>(
             .is_some_and(|every| every > 0 && step % every == 0);
         if request.save || periodic {
             checkpoint::save(&state, step, &[], &checkpoint_path)?;
+            run_dir.keep();
             observer.saved(&checkpoint_path);
         }
     }
     checkpoint::save(&state, step, &[], &checkpoint_path)?;
+    run_dir.keep();
     let splats = state.params.to_splats();
     // The view ends on the final splats, not on the last periodic snapshot.
     observer.snapshot(splats.clone());

@@ -13,10 +13,16 @@ use crate::{asset, copy_dir, repo};
 /// Runs the binary, killing it after `limit` (a hang is a failure, not a stuck test run); returns
 /// (exit code, stderr), the code -1 when it was killed.
 fn run_with_limit(args: &[&str], limit: Duration) -> (i32, String) {
+    run_with_env(args, &[], limit)
+}
+
+/// [`run_with_limit`] with extra environment variables.
+fn run_with_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let err_path = dir.path().join("stderr");
     let mut child = Command::new(env!("CARGO_BIN_EXE_difix3d"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
@@ -38,7 +44,12 @@ fn run_with_limit(args: &[&str], limit: Duration) -> (i32, String) {
 
 /// A failure within `limit` seconds, exit 1, no panic, one `error:` line mentioning every needle.
 fn expect_quick_failure(args: &[&str], limit_s: u64, needles: &[&str]) {
-    let (code, stderr) = run_with_limit(args, Duration::from_secs(limit_s));
+    expect_quick_failure_with(args, &[], limit_s, needles);
+}
+
+/// [`expect_quick_failure`] with extra environment variables.
+fn expect_quick_failure_with(args: &[&str], env: &[(&str, &str)], limit_s: u64, needles: &[&str]) {
+    let (code, stderr) = run_with_env(args, env, Duration::from_secs(limit_s));
     assert_ne!(code, -1, "{args:?} did not finish within {limit_s} s; stderr: {stderr}");
     assert_eq!(code, 1, "expected exit 1 for {args:?}, stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
@@ -560,4 +571,72 @@ fn a_truncated_training_photo_fails_train() {
         &["01.jpg", "truncated"],
     );
     assert!(!out.join("checkpoint.safetensors").exists());
+}
+
+// --- Long jobs size themselves first ------------------------------------------------------------
+
+#[test]
+fn a_step_count_no_run_could_finish_is_refused_with_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = dataset_copy("maupertuis", dir.path()) else {
+        return;
+    };
+    let out = dir.path().join("run");
+    let args = [&cpu_train(&data, &out)[..], &["--steps", "18446744073709551615"]].concat();
+    expect_quick_failure(&args, 60, &["--steps", "18446744073709551615", "limit of 100000000"]);
+    assert!(!out.exists(), "a refused run must not create its folder");
+}
+
+#[test]
+fn a_recording_that_cannot_fit_on_the_disk_is_refused_before_any_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let scene = good_scene(dir.path());
+    let path = dir.path().join("path.json");
+    std::fs::write(&path, camera_path(2.0).to_string()).unwrap();
+    let out = dir.path().join("frames");
+    let args = [
+        "record",
+        "--scene",
+        s(&scene),
+        "--path",
+        s(&path),
+        "--size",
+        "320x240",
+        "--fps",
+        "10",
+        "--out",
+        s(&out),
+    ];
+    // 20 frames of 320x240 need at least 20 * 14400 bytes; pretend 100 KiB are free.
+    expect_quick_failure_with(
+        &args,
+        &[("DIFIX3D_FREE_BYTES", "102400")],
+        60,
+        &[
+            "frames",
+            "not enough free disk space",
+            "20 frame(s) of 320x240",
+            "100.0 KiB is free",
+        ],
+    );
+    assert!(!out.exists(), "a refused recording must not create its folder");
+}
+
+#[test]
+fn a_training_run_that_cannot_fit_on_the_disk_leaves_out_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(data) = dataset_copy("maupertuis", dir.path()) else {
+        return;
+    };
+    let out = dir.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "kept").unwrap();
+    let args = [&cpu_train(&data, &out)[..], &["--steps", "1"]].concat();
+    expect_quick_failure_with(
+        &args,
+        &[("DIFIX3D_FREE_BYTES", "1000")],
+        120,
+        &["run", "not enough free disk space", "splats"],
+    );
+    assert_eq!(count_files(&out), 1, "only the file from before stays");
 }

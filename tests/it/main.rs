@@ -5,6 +5,7 @@ mod bad_input;
 mod bad_values;
 mod cli;
 mod difix;
+mod fuzz;
 mod gpu_kit;
 mod gpu_limits;
 mod grad_parity;

@@ -157,6 +157,19 @@ impl DifixTrainConfig {
             validate::non_negative(f64::from(w)).map_err(flag(name))?;
         }
         validate::at_least_one(self.grad_accumulation).map_err(flag("grad-accumulation"))?;
+        // The run's size, up front: a step count or a number of micro-batches that no run could
+        // finish (or that overflows the step arithmetic) is refused with the numbers.
+        crate::train::trainer::check_steps(self.steps).map_err(flag("steps"))?;
+        let limit = crate::train::trainer::MAX_STEPS;
+        match self.steps.checked_mul(self.grad_accumulation) {
+            Some(batches) if batches <= limit => {}
+            _ => {
+                return Err(format!(
+                    "--steps {} with --grad-accumulation {} is more than {limit} micro-batches in all",
+                    self.steps, self.grad_accumulation
+                ))
+            }
+        }
         Ok(())
     }
 }
@@ -293,7 +306,9 @@ pub fn train_difix<B: AutodiffBackend>(
     if config.resume {
         optimizer = checkpoint::load_optimizer(optimizer, &nets, &keys, &checkpoint_dir.join(OPTIMIZER_FILE))?;
     }
-    std::fs::create_dir_all(&config.out).map_err(|e| DifixError::io(&config.out, e))?;
+    // Every input has loaded; the folder is put back as it was if the run fails before its first
+    // checkpoint.
+    let mut run_dir = crate::disk::RunDir::create(&config.out).map_err(|e| DifixError::io(&config.out, e))?;
 
     let size = config.resolution;
     let gram_size = config.gram_crop_side();
@@ -422,6 +437,7 @@ pub fn train_difix<B: AutodiffBackend>(
         });
         if save_now || (config.checkpoint_every > 0 && step % config.checkpoint_every == 0) {
             save(&nets, &optimizer, step)?;
+            run_dir.keep();
             observer.saved(&checkpoint_dir);
         }
         if config.eval_every > 0 && step % config.eval_every == 0 && step < config.steps {
@@ -429,6 +445,7 @@ pub fn train_difix<B: AutodiffBackend>(
         }
     }
     save(&nets, &optimizer, step)?;
+    run_dir.keep();
     observer.saved(&checkpoint_dir);
     if !stopped_early {
         run_eval(&nets, &mut prompts, step, observer, &mut evals)?;
