@@ -269,7 +269,7 @@ impl ViewerApp {
 
     fn pick_file(&mut self) {
         self.file_dialog = Some(pick(|d| {
-            d.add_filter("Gaussian splats", &["ply", "splat", "pt", "safetensors"])
+            d.add_filter("Gaussian splats", &["ply", "splat", "spz", "pt", "safetensors"])
                 .pick_file()
         }));
     }

@@ -8,10 +8,10 @@ use difix3d::scene::{self, SceneFormat};
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// The scene to read: .ply, .compressed.ply, .splat, a gsplat checkpoint ckpt_STEP_rankR.pt (all
+    /// The scene to read: .ply, .compressed.ply, .splat, .spz (versions 2-3), a gsplat checkpoint ckpt_STEP_rankR.pt (all
     /// ranks of that step are read) or a difix3d run's checkpoint.safetensors.
     pub input: PathBuf,
-    /// Where to write it; the extension picks the format: .ply, .compressed.ply, .splat or .pt (a gsplat
+    /// Where to write it; the extension picks the format: .ply, .compressed.ply, .splat, .spz or .pt (a gsplat
     /// checkpoint at step 0 that gsplat's and Difix3D's `--ckpt` load).
     pub output: PathBuf,
 }

@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Open the viewer window (the default when no subcommand is given).
     View {
-        /// A scene file (.ply, .compressed.ply, .splat, .pt, .safetensors) or a dataset folder; defaults to
+        /// A scene file (.ply, .compressed.ply, .splat, .spz, .pt, .safetensors) or a dataset folder; defaults to
         /// the bundled sample scene.
         path: Option<PathBuf>,
         /// The dataset folder that goes with a scene file (its cameras, and photos for refinement).

@@ -9,6 +9,7 @@ pub mod gsplat;
 pub mod init;
 pub mod ply;
 pub mod splat;
+pub mod spz;
 
 use std::path::{Path, PathBuf};
 
@@ -161,6 +162,8 @@ pub enum SceneFormat {
     CompressedPly,
     /// antimatter15 `.splat`.
     Splat,
+    /// Niantic `.spz` (versions 2 and 3).
+    Spz,
     /// gsplat / Difix3D checkpoint `ckpt_STEP_rankR.pt` (torch zip pickle).
     GsplatCheckpoint,
     /// The `checkpoint.safetensors` of a `difix3d train` / `refine` run (read only).
@@ -170,8 +173,8 @@ pub enum SceneFormat {
 impl SceneFormat {
     /// What the extensions mean, for error messages.
     pub const READABLE: &'static str =
-        ".ply, .compressed.ply, .splat, a gsplat checkpoint .pt or a difix3d checkpoint .safetensors";
-    pub const WRITABLE: &'static str = ".ply, .compressed.ply, .splat or .pt (a gsplat checkpoint)";
+        ".ply, .compressed.ply, .splat, .spz, a gsplat checkpoint .pt or a difix3d checkpoint .safetensors";
+    pub const WRITABLE: &'static str = ".ply, .compressed.ply, .splat, .spz or .pt (a gsplat checkpoint)";
 
     /// The format a file name stands for, or `None` for an unknown extension.
     pub fn of(path: &Path) -> Option<Self> {
@@ -181,6 +184,7 @@ impl SceneFormat {
             "ply" if name.ends_with(".compressed.ply") => Self::CompressedPly,
             "ply" => Self::Ply,
             "splat" => Self::Splat,
+            "spz" => Self::Spz,
             "pt" | "pth" => Self::GsplatCheckpoint,
             "safetensors" => Self::RunCheckpoint,
             _ => return None,
@@ -293,6 +297,7 @@ pub fn load_reporting(path: &Path) -> Result<(Splats, Repairs), SceneError> {
         // A compressed PLY is recognised by its header, whatever its name.
         Some(SceneFormat::Ply | SceneFormat::CompressedPly) => ply::read_ply(path)?,
         Some(SceneFormat::Splat) => splat::read_splat(path)?,
+        Some(SceneFormat::Spz) => spz::read_spz(path)?,
         Some(SceneFormat::GsplatCheckpoint) => gsplat::read_gsplat_checkpoint(path)?,
         Some(SceneFormat::RunCheckpoint) => checkpoint::read_checkpoint(path)?,
         None => {
@@ -324,6 +329,7 @@ pub fn save(splats: &Splats, path: &Path) -> Result<(), SceneError> {
         Some(SceneFormat::Ply) => ply::write_ply(splats, path),
         Some(SceneFormat::CompressedPly) => compressed_ply::write_compressed_ply(splats, path),
         Some(SceneFormat::Splat) => splat::write_splat(splats, path),
+        Some(SceneFormat::Spz) => spz::write_spz(splats, path),
         Some(SceneFormat::GsplatCheckpoint) => gsplat::write_gsplat_checkpoint(splats, 0, path),
         Some(SceneFormat::RunCheckpoint) => Err(SceneError::format(
             path,

@@ -6,6 +6,10 @@
 #   small.decoded.ply         splat-transform's own decode of small.compressed.ply
 #   ours.compressed.ply       small.ply compressed by `difix3d convert`
 #   ours.decoded.ply          splat-transform's decode of ours.compressed.ply (it reads our file)
+#   small.spz                 small.ply as .spz version 3 (gzip) by splat-transform
+#   small.spz.decoded.ply     splat-transform's decode of small.spz
+#   ours.spz                  small.ply as .spz by `difix3d convert`
+#   ours.spz.decoded.ply      splat-transform's decode of ours.spz
 #   reference_checks.jsonl    torch.load(weights_only=True) of our `.pt` against small.ply
 # Needs: node + `npm install --prefix ~/.cache/splat-transform @playcanvas/splat-transform` (2.7.1 used),
 # a Python with torch and numpy (PYTHON, default ~/.cache/peer-venv/bin/python: torch 2.5.1), and cargo.
@@ -22,6 +26,10 @@ node "$st" -q -w "$out/small.compressed.ply" "$out/small.decoded.ply"
 difix3d() { (cd "$repo" && cargo run --quiet --locked -- "$@"); }
 difix3d convert "$out/small.ply" "$out/ours.compressed.ply"
 node "$st" -q -w "$out/ours.compressed.ply" "$out/ours.decoded.ply"
+node "$st" -q -w --spz-version 3 "$out/small.ply" "$out/small.spz"
+node "$st" -q -w "$out/small.spz" "$out/small.spz.decoded.ply"
+difix3d convert "$out/small.ply" "$out/ours.spz"
+node "$st" -q -w "$out/ours.spz" "$out/ours.spz.decoded.ply"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 difix3d convert "$out/small.ply" "$tmp/ours.pt"
