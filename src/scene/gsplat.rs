@@ -202,6 +202,17 @@ fn read_one(path: &Path) -> Result<Splats, SceneError> {
     })
 }
 
+/// Writes the splats a run ends with beside its other outputs as gsplat would after `steps`
+/// optimisation steps: `DIR/ckpt_{steps - 1}_rank0.pt` with that step (gsplat counts steps from 0 and
+/// names each checkpoint by its last one), so a user can take the result back to gsplat or Difix3D.
+/// Returns the file written.
+pub fn write_run_result(splats: &Splats, steps: usize, dir: &Path) -> Result<PathBuf, SceneError> {
+    let step = steps.saturating_sub(1) as u64;
+    let path = dir.join(format!("ckpt_{step}_rank0.pt"));
+    write_gsplat_checkpoint(splats, step, &path)?;
+    Ok(path)
+}
+
 /// Writes `splats` as a gsplat checkpoint `{"step": step, "splats": {...}}` that gsplat's and
 /// Difix3D's trainers load with `--ckpt` (`torch.load(..., weights_only=True)`), atomically.
 pub fn write_gsplat_checkpoint(splats: &Splats, step: u64, path: &Path) -> Result<(), SceneError> {
