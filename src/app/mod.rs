@@ -220,6 +220,10 @@ impl ViewerApp {
     }
 
     fn on_loaded(&mut self, loaded: Loaded) {
+        if let Some(notice) = &loaded.notice {
+            // Already logged (as a warning) by the loader; shown once here.
+            self.toasts.push((notice.clone(), Instant::now()));
+        }
         let splats = &loaded.splats;
         if let Err(e) = self.viewport.set_splats(&self.gpu, splats) {
             let kept = if self.scene.is_some() {
@@ -273,7 +277,7 @@ impl ViewerApp {
 
     fn pick_file(&mut self) {
         self.file_dialog = Some(pick(|d| {
-            d.add_filter("Gaussian splats", &["ply", "splat", "safetensors"])
+            d.add_filter("Gaussian splats", &["ply", "splat", "spz", "pt", "safetensors"])
                 .pick_file()
         }));
     }

@@ -1,6 +1,7 @@
 //! Command-line interface. Every subcommand calls the same library code the viewer uses.
 
 mod bench;
+mod convert;
 mod eval;
 mod fix;
 mod record;
@@ -30,7 +31,8 @@ struct Cli {
 enum Command {
     /// Open the viewer window (the default when no subcommand is given).
     View {
-        /// A `.ply`/`.splat` scene or a dataset folder; defaults to the bundled sample scene.
+        /// A scene file (.ply, .compressed.ply, .splat, .spz, .pt, .safetensors) or a dataset folder; defaults to
+        /// the bundled sample scene.
         path: Option<PathBuf>,
         /// The dataset folder that goes with a scene file (its cameras, and photos for refinement).
         #[arg(long)]
@@ -107,6 +109,8 @@ enum Command {
     Refine(refine::RefineArgs),
     /// Compare a trained scene with its dataset's eval photos (PSNR, SSIM).
     Eval(eval::EvalArgs),
+    /// Convert a scene file to another format (chosen by the output's extension).
+    Convert(convert::ConvertArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -220,6 +224,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Refine(args) => refine::run(args),
         Command::TrainDifix(args) => train_difix::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Bench { what } => bench::run(what),
     }
 }

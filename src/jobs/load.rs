@@ -12,6 +12,8 @@ pub struct Loaded {
     pub path: PathBuf,
     pub splats: Splats,
     pub dataset: Option<Dataset>,
+    /// What loading had to change (broken values clamped or splats dropped), to show the user once.
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +63,19 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             path: path.to_path_buf(),
             splats,
             dataset: Some(dataset),
+            notice: None,
         })
     } else {
+        let (splats, repairs) = scene::load_reporting(path)?;
+        let notice = (!repairs.is_empty()).then(|| format!("{}: {repairs}", path.display()));
+        if let Some(notice) = &notice {
+            log::warn!("{notice}");
+        }
         Ok(Loaded {
             path: path.to_path_buf(),
-            splats: scene::load(path)?,
+            splats,
             dataset: None,
+            notice,
         })
     }
 }

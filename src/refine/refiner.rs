@@ -527,6 +527,7 @@ pub fn refine<B: Backend>(
     observer.snapshot(splats.clone());
     let ply = config.out.join("point_cloud.ply");
     scene::ply::write_ply(&splats, &ply)?;
+    scene::gsplat::write_run_result(&splats, step, &config.out)?;
 
     let refined = data.evaluate(&renderer, &splats, Some(&config.out.join("eval")))?;
     let refined_post = if config.post_render_eval && !stopped_early && !data.eval_views.is_empty() {

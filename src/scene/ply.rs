@@ -90,7 +90,7 @@ pub(super) fn check_layout(splats: &Splats) -> Result<usize, String> {
 // ---------------------------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Format {
+pub(super) enum Format {
     Ascii,
     BinaryLittleEndian,
     BinaryBigEndian,
@@ -98,7 +98,7 @@ enum Format {
 
 /// The scalar types of the PLY specification, under either their classic or their sized names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scalar {
+pub(super) enum Scalar {
     I8,
     U8,
     I16,
@@ -124,7 +124,7 @@ impl Scalar {
         })
     }
 
-    fn size(self) -> usize {
+    pub(super) fn size(self) -> usize {
         match self {
             Self::I8 | Self::U8 => 1,
             Self::I16 | Self::U16 => 2,
@@ -135,15 +135,15 @@ impl Scalar {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum PropType {
+pub(super) enum PropType {
     Scalar(Scalar),
     List { count: Scalar, item: Scalar },
 }
 
 #[derive(Debug)]
-struct Property {
-    name: String,
-    ty: PropType,
+pub(super) struct Property {
+    pub(super) name: String,
+    pub(super) ty: PropType,
     /// The type as the file spells it, for error messages ("uchar", "list uchar int").
     type_name: String,
 }
@@ -172,28 +172,28 @@ impl Property {
 }
 
 #[derive(Debug)]
-struct Element {
-    name: String,
-    count: usize,
-    props: Vec<Property>,
+pub(super) struct Element {
+    pub(super) name: String,
+    pub(super) count: usize,
+    pub(super) props: Vec<Property>,
 }
 
 impl Element {
     /// Bytes per row when no property is a list.
-    fn fixed_stride(&self) -> Option<usize> {
+    pub(super) fn fixed_stride(&self) -> Option<usize> {
         self.props.iter().map(Property::fixed_size).sum()
     }
 }
 
 #[derive(Debug)]
-struct Header {
-    format: Format,
-    elements: Vec<Element>,
+pub(super) struct Header {
+    pub(super) format: Format,
+    pub(super) elements: Vec<Element>,
     /// Offset of the first data byte, just after the `end_header` line.
-    body_start: usize,
+    pub(super) body_start: usize,
 }
 
-fn parse_header(bytes: &[u8]) -> Result<Header, String> {
+pub(super) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     if bytes.is_empty() {
         return Err("the file is empty".into());
     }
@@ -442,7 +442,7 @@ impl Builder {
 /// Scales `q` to unit length. Quaternions that are already unit length to within rounding are kept
 /// bit-for-bit, so writing and re-reading a scene is lossless. Non-finite values are passed through for
 /// [`Splats::validate`] to report; a zero quaternion is an error since it encodes no rotation.
-fn normalise_quaternion(q: [f32; 4], index: usize) -> Result<[f32; 4], String> {
+pub(super) fn normalise_quaternion(q: [f32; 4], index: usize) -> Result<[f32; 4], String> {
     let norm2 = q.iter().map(|c| c * c).sum::<f32>();
     if norm2 == 0.0 {
         return Err(format!("splat {index} has a zero rotation quaternion"));
@@ -467,11 +467,7 @@ fn parse_ply(bytes: &[u8]) -> Result<Splats, String> {
             .flat_map(|e| &e.props)
             .any(|p| p.name.starts_with("packed_"));
     if is_compressed {
-        return Err(
-            "compressed PLY (SuperSplat 'chunk' / packed_* layout) is not supported yet; \
-                    export an uncompressed .ply instead"
-                .into(),
-        );
+        return super::compressed_ply::decode(&header, bytes);
     }
     let vertex_index = header
         .elements
@@ -1108,11 +1104,9 @@ mod tests {
 
         let compressed = "ply\nformat binary_little_endian 1.0\nelement chunk 1\nproperty float min_x\n\
                           element vertex 1\nproperty uint packed_position\nend_header\n";
+        // Read as a compressed PLY (see compressed_ply.rs), whose data is missing here.
         let err = error_of(compressed.as_bytes());
-        assert!(
-            err.contains("compressed PLY") && err.contains("not supported yet"),
-            "{err}"
-        );
+        assert!(err.contains("truncated"), "{err}");
     }
 
     #[test]
@@ -1133,21 +1127,44 @@ mod tests {
     }
 
     #[test]
-    fn nan_is_rejected_by_load() {
+    fn non_finite_values_are_repaired_by_load() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut splats = random_splats(5, 1, 9);
+        let mut splats = random_splats(6, 1, 9);
+        splats.opacity_logits[1] = f32::INFINITY;
+        splats.opacity_logits[2] = f32::NEG_INFINITY;
         splats.opacity_logits[3] = f32::NAN;
+        splats.sh[5 * 4 + 2][1] = f32::INFINITY;
         let path = dir.path().join("nan.ply");
         write_ply(&splats, &path).expect("a NaN can be written, for inspection");
-        let err = crate::scene::load(&path).expect_err("NaN must be rejected").to_string();
-        assert!(err.contains("NaN") && err.contains("splat 3"), "{err}");
+        let (loaded, repairs) = crate::scene::load_reporting(&path).expect("a few bad values do not cost the scene");
+        assert_eq!(
+            repairs,
+            crate::scene::Repairs {
+                total: 6,
+                clamped_opacities: 2,
+                dropped: 2
+            }
+        );
+        let message = repairs.to_string();
+        assert!(
+            message.contains("dropped 2 of 6 splats") && message.contains("clamped 2"),
+            "{message}"
+        );
+        // Splats 0, 1, 2 and 4 are kept, in order; the infinities are now finite with the same alpha.
+        assert_eq!(loaded.means, [0, 1, 2, 4].map(|i| splats.means[i]));
+        assert_eq!(loaded.sh[4..8], splats.sh[4..8]);
+        assert_eq!(loaded.sh[12..16], splats.sh[16..20]);
+        let limit = crate::scene::OPACITY_LOGIT_LIMIT;
+        assert_eq!(loaded.opacity_logits[1..3], [limit, -limit]);
+        let sigmoid = |x: f32| 1.0 / (1.0 + (-x).exp());
+        assert_eq!((sigmoid(limit), sigmoid(-limit)), (1.0, 0.0));
 
-        // ascii "nan" parses as a number, and is caught the same way
+        // ascii "nan" parses as a number; a scene of nothing but broken splats is an error.
         let mut ascii = header("ascii", 1, &float_props(0, ""));
         ascii.push_str("nan 0 0 0 0 0 0 0 0 0 0 0 0 1 0 0 0\n");
         let path = write_bytes(&dir, "nan_ascii.ply", ascii.as_bytes());
-        let err = crate::scene::load(&path).expect_err("NaN must be rejected").to_string();
-        assert!(err.contains("NaN") && err.contains("position"), "{err}");
+        let err = crate::scene::load(&path).expect_err("nothing left").to_string();
+        assert!(err.contains("nan_ascii.ply") && err.contains("no splats left"), "{err}");
 
         let mut ascii = header("ascii", 1, &float_props(0, ""));
         ascii.push_str("zero 0 0 0 0 0 0 0 0 0 0 0 0 1 0 0 0\n");

@@ -77,7 +77,7 @@ fn decode(bytes: &[u8]) -> Result<Splats, String> {
             if scale < 0.0 {
                 return Err(format!("splat {i} has a negative scale ({scale})"));
             }
-            // NaN stays NaN (f32::max would hide it) so that validation reports it.
+            // NaN stays NaN (f32::max would hide it) so that loading drops the splat.
             *out = if scale.is_nan() {
                 f32::NAN
             } else {

@@ -519,6 +519,7 @@ pub fn train<B: Backend>(
     observer.snapshot(splats.clone());
     let ply = config.out.join("point_cloud.ply");
     scene::ply::write_ply(&splats, &ply)?;
+    scene::gsplat::write_run_result(&splats, step, &config.out)?;
     let eval_after = data.evaluate(&eval_renderer, &splats, Some(&config.out.join("eval")))?;
     Ok(TrainSummary {
         steps: step,

@@ -104,13 +104,35 @@ fn empty_scene() {
     check_scene_error("empty.ply", &ply_with(&header, &[]), &["no splats"]);
 }
 
+/// A splat with a NaN position is dropped, an infinite opacity clamped, and the render goes on, with
+/// one warning saying so; a scene with nothing but broken splats is still an error.
 #[test]
 fn nan_in_scene() {
+    let dir = tempfile::tempdir().unwrap();
     let mut values = good_vertex();
+    values[6] = f32::INFINITY; // opacity: alpha exactly 1
     let mut second = good_vertex();
     second[1] = f32::NAN;
     values.extend(second);
-    check_scene_error("nan.ply", &ply_with(GOOD_HEADER, &values), &["NaN"]);
+    let scene = dir.path().join("nan.ply");
+    std::fs::write(&scene, ply_with(GOOD_HEADER, &values)).unwrap();
+    let out = dir.path().join("out");
+    let args = render_scene(&scene, &out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _stdout, stderr) = difix3d(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("nan.ply")).collect();
+    assert_eq!(warnings.len(), 1, "one warning: {stderr}");
+    assert!(
+        warnings[0].contains("dropped 1 of 2 splats") && warnings[0].contains("clamped 1 infinite opacity"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "one render");
+
+    let mut all_bad = good_vertex();
+    all_bad[0] = f32::NAN;
+    all_bad.extend(all_bad.clone());
+    check_scene_error("all_nan.ply", &ply_with(GOOD_HEADER, &all_bad), &["no splats left"]);
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod perceptual;
 mod record;
 mod refine;
 mod render_parity;
+mod scene_formats;
 mod train;
 mod train_difix;
 mod train_parity;

@@ -316,6 +316,18 @@ fn a_refinement_runs_rounds_on_schedule_and_trains_on_them() {
         from_checkpoint == ply,
         "the checkpoint's splats differ from the exported .ply"
     );
+    // And as a gsplat checkpoint beside it, for going back to gsplat / Difix3D.
+    let run_dir = summary.ply.parent().unwrap();
+    let pts: Vec<_> = std::fs::read_dir(run_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pt"))
+        .collect();
+    assert_eq!(pts.len(), 1, "{pts:?}");
+    assert!(
+        difix3d::scene::load(&pts[0]).unwrap() == ply,
+        "the run's .pt differs from its .ply"
+    );
     let last = &recorder.steps.last().unwrap().1;
     assert_ne!(ply.means, last.means, "the last step changed the splats");
     let eval: serde_json::Value =

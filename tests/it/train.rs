@@ -39,6 +39,9 @@ fn a_short_run_raises_eval_psnr_and_resumes() {
     let splats = difix3d::scene::load(&out.join("point_cloud.ply")).unwrap();
     assert_eq!(splats.len() as u64, s["splats"].as_u64().unwrap());
     assert_eq!(splats.sh_degree, 3);
+    // The same splats as a gsplat checkpoint, named as gsplat names the one after 300 steps.
+    let pt = difix3d::scene::load(&out.join("ckpt_299_rank0.pt")).unwrap();
+    assert!(pt == splats, "the .pt and the .ply of the run differ");
 
     assert!(out.join("eval/00.png").exists(), "the run writes its eval renders");
 
