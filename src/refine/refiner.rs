@@ -490,7 +490,12 @@ pub fn refine<B: Backend>(
         let result = match step::optimize(&mut state, &renderer, camera, target, &settings, device) {
             Ok(result) => result,
             Err(error) => {
-                let save = || save(&state, step - 1, rounds, round_step);
+                // A saved checkpoint keeps the run folder (its cleanup is for runs that produced nothing).
+                let save = || {
+                    save(&state, step - 1, rounds, round_step)?;
+                    run_dir.keep();
+                    Ok(())
+                };
                 return Err(crate::train::trainer::rescue(save, step - 1, &checkpoint_path, error).into());
             }
         };

@@ -437,7 +437,12 @@ pub fn train<B: Backend>(
         ) {
             Ok(result) => result,
             Err(error) => {
-                let save = || checkpoint::save(&state, step - 1, &[], &checkpoint_path);
+                // A saved checkpoint keeps the run folder (its cleanup is for runs that produced nothing).
+                let save = || {
+                    checkpoint::save(&state, step - 1, &[], &checkpoint_path)?;
+                    run_dir.keep();
+                    Ok(())
+                };
                 return Err(rescue(save, step - 1, &checkpoint_path, error));
             }
         };
