@@ -161,14 +161,7 @@ pub(super) fn decode(header: &Header, bytes: &[u8]) -> Result<Splats, String> {
     let lerp = |a: f64, b: f64, t: f64| a * (1.0 - t) + b * t;
     let unpack_111011 = |v: u32| [unorm(v >> 21, 11), unorm(v >> 11, 10), unorm(v, 11)];
 
-    let mut splats = Splats {
-        means: Vec::with_capacity(n),
-        log_scales: Vec::with_capacity(n),
-        rotations: Vec::with_capacity(n),
-        opacity_logits: Vec::with_capacity(n),
-        sh_degree,
-        sh: Vec::with_capacity(n * k),
-    };
+    let mut splats = Splats::with_capacity(n, sh_degree);
     for (i, row) in vertex_rows.chunks_exact(vertex_stride).enumerate() {
         let bounds = &chunk_rows[(i / CHUNK) * chunk_stride..(i / CHUNK + 1) * chunk_stride];
         let [position, rotation, scale, colour] = [0, 1, 2, 3].map(|p| u32_at(row, packed[p]));

@@ -72,6 +72,18 @@ impl SceneError {
 }
 
 impl Splats {
+    /// No splats yet, with room for `n` of SH degree `sh_degree` (what readers fill in).
+    pub fn with_capacity(n: usize, sh_degree: u32) -> Self {
+        Self {
+            means: Vec::with_capacity(n),
+            log_scales: Vec::with_capacity(n),
+            rotations: Vec::with_capacity(n),
+            opacity_logits: Vec::with_capacity(n),
+            sh_degree,
+            sh: Vec::with_capacity(n * sh_coeffs(sh_degree)),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.means.len()
     }

@@ -59,14 +59,7 @@ fn decode(bytes: &[u8]) -> Result<Splats, String> {
         ));
     }
     let n = bytes.len() / RECORD;
-    let mut splats = Splats {
-        means: Vec::with_capacity(n),
-        log_scales: Vec::with_capacity(n),
-        rotations: Vec::with_capacity(n),
-        opacity_logits: Vec::with_capacity(n),
-        sh_degree: 0,
-        sh: Vec::with_capacity(n),
-    };
+    let mut splats = Splats::with_capacity(n, 0);
     for (i, record) in bytes.chunks_exact(RECORD).enumerate() {
         let f = |at: usize| f32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]);
         splats.means.push([f(0), f(4), f(8)]);

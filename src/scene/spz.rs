@@ -126,14 +126,7 @@ fn decode(file: &[u8]) -> Result<Splats, String> {
     let (rotations, sh) = rest.split_at(n * rotation_bytes);
 
     let position_scale = 1.0 / (1u32 << fractional_bits) as f32;
-    let mut splats = Splats {
-        means: Vec::with_capacity(n),
-        log_scales: Vec::with_capacity(n),
-        rotations: Vec::with_capacity(n),
-        opacity_logits: Vec::with_capacity(n),
-        sh_degree,
-        sh: Vec::with_capacity(n * k),
-    };
+    let mut splats = Splats::with_capacity(n, sh_degree);
     for i in 0..n {
         splats.means.push([0, 1, 2].map(|a| {
             let b = &positions[i * 9 + a * 3..i * 9 + a * 3 + 3];

@@ -27,6 +27,36 @@ fn scene_ok(path: &Path) -> impl FnOnce(&Splats) -> Result<(), String> + '_ {
     move |splats: &Splats| splats.validate(path).map_err(|e| e.to_string())
 }
 
+/// Judges `scene::load` on `path` holding each truncation of `bytes` (at most `truncation_cases`),
+/// then `cases` mutations of it made by `mutate`; `label` starts each case's description.
+fn fuzz_scene_bytes(
+    verdicts: &mut Verdicts,
+    path: &Path,
+    label: &str,
+    bytes: &[u8],
+    truncation_cases: usize,
+    cases: usize,
+    mut mutate: impl FnMut() -> (Vec<u8>, String),
+) {
+    let cut = truncations(bytes.len(), truncation_cases)
+        .into_iter()
+        .map(|at| (bytes[..at].to_vec(), format!("{label}truncated at {at}")));
+    let mutated = (0..case_count(cases)).map(|i| {
+        let (bytes, what) = mutate();
+        (bytes, format!("{label}#{i}: {what}"))
+    });
+    for (case_bytes, case) in cut.chain(mutated) {
+        put(path, &case_bytes);
+        let p = path.to_path_buf();
+        verdicts.run(
+            &case,
+            path,
+            move || scene::load(&p).map_err(|e| e.to_string()),
+            scene_ok(path),
+        );
+    }
+}
+
 // --- Scenes: PLY, .splat, checkpoint ------------------------------------------------------------
 
 /// Three splats of SH degree 1 with every attribute different from its neighbours.
@@ -123,27 +153,10 @@ fn fuzz_ply() {
     let mut rng = Rng::new(seed("ply"));
     for (format, seed) in ply_seeds(dir.path()) {
         let ascii = format == "ascii";
-        for at in truncations(seed.bytes.len(), 400) {
-            put(&path, &seed.bytes[..at]);
-            let p = path.clone();
-            verdicts.run(
-                &format!("{format} truncated at {at}"),
-                &path,
-                move || scene::load(&p).map_err(|e| e.to_string()),
-                scene_ok(&path),
-            );
-        }
-        for i in 0..case_count(600) {
-            let (bytes, what) = mutate_ply(&mut rng, &seed, ascii);
-            put(&path, &bytes);
-            let p = path.clone();
-            verdicts.run(
-                &format!("{format} #{i}: {what}"),
-                &path,
-                move || scene::load(&p).map_err(|e| e.to_string()),
-                scene_ok(&path),
-            );
-        }
+        let label = format!("{format} ");
+        fuzz_scene_bytes(&mut verdicts, &path, &label, &seed.bytes, 400, 600, || {
+            mutate_ply(&mut rng, &seed, ascii)
+        });
     }
     verdicts.finish();
 }
@@ -170,27 +183,9 @@ fn fuzz_splat() {
     };
     let mut verdicts = Verdicts::new(".splat");
     let mut rng = Rng::new(seed("splat"));
-    for at in truncations(seed_file.bytes.len(), 400) {
-        put(&path, &seed_file.bytes[..at]);
-        let p = path.clone();
-        verdicts.run(
-            &format!("truncated at {at}"),
-            &path,
-            move || scene::load(&p).map_err(|e| e.to_string()),
-            scene_ok(&path),
-        );
-    }
-    for i in 0..case_count(1500) {
-        let (bytes, what) = mutate_binary(&mut rng, &seed_file);
-        put(&path, &bytes);
-        let p = path.clone();
-        verdicts.run(
-            &format!("#{i}: {what}"),
-            &path,
-            move || scene::load(&p).map_err(|e| e.to_string()),
-            scene_ok(&path),
-        );
-    }
+    fuzz_scene_bytes(&mut verdicts, &path, "", &seed_file.bytes, 400, 1500, || {
+        mutate_binary(&mut rng, &seed_file)
+    });
     verdicts.finish();
 }
 
@@ -279,27 +274,9 @@ fn fuzz_scene_checkpoint() {
     let seed_file = checkpoint_seed();
     let mut verdicts = Verdicts::new("3DGS checkpoint (scene)");
     let mut rng = Rng::new(seed("scene checkpoint"));
-    for at in truncations(seed_file.bytes.len(), 300) {
-        put(&path, &seed_file.bytes[..at]);
-        let p = path.clone();
-        verdicts.run(
-            &format!("truncated at {at}"),
-            &path,
-            move || scene::load(&p).map_err(|e| e.to_string()),
-            scene_ok(&path),
-        );
-    }
-    for i in 0..case_count(1500) {
-        let (bytes, what) = mutate_safetensors(&mut rng, &seed_file);
-        put(&path, &bytes);
-        let p = path.clone();
-        verdicts.run(
-            &format!("#{i}: {what}"),
-            &path,
-            move || scene::load(&p).map_err(|e| e.to_string()),
-            scene_ok(&path),
-        );
-    }
+    fuzz_scene_bytes(&mut verdicts, &path, "", &seed_file.bytes, 300, 1500, || {
+        mutate_safetensors(&mut rng, &seed_file)
+    });
     verdicts.finish();
 }
 
