@@ -52,7 +52,7 @@ impl Viewport {
 
     /// Uploads `splats` for drawing; when they do not fit the GPU, the error, and the previous splats stay.
     pub fn set_splats(&mut self, gpu: &GpuContext, splats: &Splats) -> Result<(), GpuError> {
-        self.splats = Some(GpuSplats::upload(&gpu, splats)?);
+        self.splats = Some(GpuSplats::upload(gpu, splats)?);
         self.splats_changed = true;
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! reuse the forward state the rasterizer keeps (sorted tile lists, projected splats, last indices).
 
 use super::buffers::{storage_from, uniform, STORAGE};
-use super::gpu::{check_binding, GpuContext, GpuError};
+use super::gpu::{check_items, GpuContext, GpuError};
 use super::kernels::{bind, dispatch_1d};
 use super::rasterize::Rasterizer;
 use super::splats::GpuSplats;
@@ -45,6 +45,9 @@ pub enum BackwardError {
     Gpu(#[from] GpuError),
 }
 
+/// Floats per splat of dL/d(2D mean, conic, opacity, colour) (`V_STRIDE` in `shaders/rasterize_backward.wgsl`).
+const V_PROJECTED_FLOATS: u64 = 9;
+
 fn zeroed(device: &wgpu::Device, floats: u64, label: &str) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -68,22 +71,24 @@ impl Rasterizer {
             return Err(BackwardError::NoFrame);
         }
         let n = splats.count as u64;
-        let fit = super::gpu::binding_limit(&ctx.device) / 36;
-        check_binding(
+        check_items(
             &ctx.device,
             || format!("the 2D gradients of {n} splats"),
-            n * 36,
-            &format!("the backward pass holds at most {fit} splats on this GPU; train a smaller scene"),
+            n,
+            V_PROJECTED_FLOATS * 4,
+            |fit| format!("the backward pass holds at most {fit} splats on this GPU; train a smaller scene"),
         )?;
-        check_binding(
+        check_items(
             &ctx.device,
             || format!("the SH gradients of {n} splats"),
-            splats.sh.size(),
-            &format!(
-                "the backward pass holds at most {} splats at SH degree {} on this GPU; train a smaller scene or at a lower SH degree",
-                super::gpu::binding_limit(&ctx.device) / (splats.sh_coeffs() as u64 * 12),
-                splats.sh_degree
-            ),
+            n,
+            splats.sh_coeffs() as u64 * 12,
+            |fit| {
+                format!(
+                    "the backward pass holds at most {fit} splats at SH degree {} on this GPU; train a smaller scene or at a lower SH degree",
+                    splats.sh_degree
+                )
+            },
         )?;
         ctx.scoped("the backward pass", || {
             self.encode_backward(ctx, splats, v_out, project_u, raster_u)
@@ -111,7 +116,7 @@ impl Rasterizer {
         };
         let n = splats.count as u64;
         let coeffs = splats.sh_coeffs() as u64;
-        let v_projected = zeroed(device, n * 9, "v_projected");
+        let v_projected = zeroed(device, n * V_PROJECTED_FLOATS, "v_projected");
         let grads = GpuGradients {
             means: zeroed(device, n * 3, "v_means"),
             log_scales: zeroed(device, n * 3, "v_log_scales"),

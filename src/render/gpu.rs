@@ -90,21 +90,6 @@ fn from_wgpu(operation: &str, error: wgpu::Error) -> GpuError {
     }
 }
 
-/// Runs `f` (allocations, bind groups, pipelines, submissions on `device`) inside wgpu error scopes, so a
-/// validation error or an out-of-memory is returned as a [`GpuError`] naming `operation` instead of
-/// reaching wgpu's uncaptured-error handler.
-pub fn scoped<T>(device: &wgpu::Device, operation: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
-    let memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let value = f();
-    let validation = pollster::block_on(validation.pop());
-    let memory = pollster::block_on(memory.pop());
-    match memory.or(validation) {
-        Some(error) => Err(from_wgpu(operation, error)),
-        None => Ok(value),
-    }
-}
-
 /// The largest buffer the device can bind to one shader binding, and the largest it can allocate.
 pub fn binding_limit(device: &wgpu::Device) -> u64 {
     let limits = device.limits();
@@ -118,14 +103,27 @@ pub fn check_binding(
     bytes: u64,
     hint: &str,
 ) -> Result<(), GpuError> {
+    check_items(device, what, bytes, 1, |_| hint.to_string())
+}
+
+/// An error unless `count` items of `bytes_each` bytes (splats, pixels) fit in one binding of `device`;
+/// `hint` is told how many would fit. Nothing is formatted unless it fails (frames check this).
+pub fn check_items(
+    device: &wgpu::Device,
+    what: impl FnOnce() -> String,
+    count: u64,
+    bytes_each: u64,
+    hint: impl FnOnce(u64) -> String,
+) -> Result<(), GpuError> {
     let limit = binding_limit(device);
+    let bytes = count.saturating_mul(bytes_each);
     if bytes > limit {
         return Err(GpuError::TooLarge {
             what: what(),
             bytes,
             limit,
             limit_name: "max_storage_buffer_binding_size",
-            hint: hint.to_string(),
+            hint: hint(limit / bytes_each),
         });
     }
     Ok(())
@@ -210,13 +208,22 @@ impl GpuContext {
         }
     }
 
-    /// [`scoped`] on this context's device, also reporting any earlier error that escaped a scope
-    /// (a lost device, say).
+    /// Runs `f` (allocations, bind groups, pipelines, submissions on this device) inside wgpu error
+    /// scopes, so a validation error or an out-of-memory is returned as a [`GpuError`] naming
+    /// `operation` instead of reaching wgpu's uncaptured-error handler; also reports any earlier error
+    /// that escaped a scope (a lost device, say).
     pub fn scoped<T>(&self, operation: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
         // A device destroyed or lost since the last call reports it on the next poll.
         let _ = self.device.poll(wgpu::PollType::Poll);
         self.errors.take()?;
-        let value = scoped(&self.device, operation, f)?;
+        let memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let validation = pollster::block_on(validation.pop());
+        let memory = pollster::block_on(memory.pop());
+        if let Some(error) = memory.or(validation) {
+            return Err(from_wgpu(operation, error));
+        }
         self.errors.take()?;
         Ok(value)
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::buffers::{uniform, Growable};
 use super::display::QuadPath;
-use super::gpu::{check_binding, GpuContext, GpuError};
+use super::gpu::{check_binding, check_items, GpuContext, GpuError};
 use super::kernels::{bind, dispatch_1d, Kernels};
 use super::sort::{bits_for, encode_exclusive_scan, encode_radix_sort, SortLen, SortScratch};
 use super::splats::GpuSplats;
@@ -338,7 +338,7 @@ impl Rasterizer {
 
         let camera_from_world = glam::Mat4::from(camera.camera_from_world());
         let position = camera.position();
-        let mut project_values = ProjectUniforms {
+        let project_values = ProjectUniforms {
             camera_from_world: camera_from_world.to_cols_array_2d(),
             camera_position: [position.x, position.y, position.z, 0.0],
             intrinsics: [camera.fx, camera.fy, camera.cx, camera.cy],
@@ -386,7 +386,6 @@ impl Rasterizer {
             dispatch_1d(&mut encoder, &k.project, &bg, count.div_ceil(256));
             first += count;
         }
-        project_values.chunk = [0, n, 0, 0];
         if profile {
             ctx.queue.submit([encoder.finish()]);
             ctx.wait()?;
@@ -726,13 +725,16 @@ impl Rasterizer {
 /// binding and, for the display path (`display`), its render target within the texture size limit.
 /// Every render checks this; commands check their cameras with it before writing anything.
 pub fn check_frame_size(device: &wgpu::Device, width: u32, height: u32, display: bool) -> Result<(), GpuError> {
-    let pixels = width as u64 * height as u64;
-    let fit = super::gpu::binding_limit(device) / 16;
-    check_binding(
+    check_items(
         device,
         || format!("a {width}x{height} frame"),
-        pixels * 16,
-        &format!("at most {fit} pixels fit in one frame on this GPU; render at a smaller size or a lower render scale"),
+        width as u64 * height as u64,
+        16,
+        |fit| {
+            format!(
+                "at most {fit} pixels fit in one frame on this GPU; render at a smaller size or a lower render scale"
+            )
+        },
     )?;
     let max_side = device.limits().max_texture_dimension_2d;
     if display && (width > max_side || height > max_side) {

@@ -4,7 +4,7 @@
 use std::num::NonZeroU64;
 
 use super::buffers::storage_from;
-use super::gpu::{binding_limit, check_binding, GpuContext, GpuError};
+use super::gpu::{binding_limit, check_items, GpuContext, GpuError};
 use crate::scene::{sh_coeffs, Splats};
 
 /// Bytes per splat of the widest array the renderer binds whole (a rotation, a plane of the
@@ -28,12 +28,12 @@ impl GpuSplats {
     pub fn upload(ctx: &GpuContext, splats: &Splats) -> Result<Self, GpuError> {
         let device = &ctx.device;
         let n = splats.len() as u64;
-        let fit = binding_limit(device) / WHOLE_BYTES_PER_SPLAT;
-        check_binding(
+        check_items(
             device,
             || format!("a scene of {n} splats"),
-            n * WHOLE_BYTES_PER_SPLAT,
-            &format!("the renderer holds at most {fit} splats on this GPU; open a smaller scene"),
+            n,
+            WHOLE_BYTES_PER_SPLAT,
+            |fit| format!("the renderer holds at most {fit} splats on this GPU; open a smaller scene"),
         )?;
         let sh_bytes = std::mem::size_of_val(splats.sh.as_slice()) as u64;
         let max_buffer = device.limits().max_buffer_size;
