@@ -10,6 +10,9 @@ fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, local_index: u32) -> u32 {
 const SORT_KEYS_PER_THREAD: u32 = 8u;
 const SORT_BLOCK: u32 = 2048u;
 
+// The display path (`quad_args.wgsl`, `quads.wgsl`) draws one triangle per visible splat.
+const VERTICES_PER_SPLAT: u32 = 3u;
+
 // The per-splat result of projection, consumed by the rasterizer and its backward pass, is three
 // planes of vec4<f32> (structure of arrays, so each fits in one storage binding for scenes of millions
 // of splats; `ProjectedPlanes` in render/rasterize.rs):

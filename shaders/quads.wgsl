@@ -1,10 +1,12 @@
-// Display path only (the viewer): the depth-sorted visible splats drawn as instanced screen-space
-// quads by the hardware rasterizer, blended front to back ("under": dst += (1 - dst.a) * src, with
-// premultiplied colour), as web-splat and SuperSplat draw. Same projection, alpha rule
-// (min(max_alpha, o * exp(-power)), skipped below 1/255) and order as the compute rasterizer, without its
-// 1e-4 transmittance stop and at 16-bit float precision, and no depth (a second blended target
-// nearly doubles the cost where fragments are expensive): for looking at, not for gradients (training
-// and recording use the compute path, whose forward state the backward pass reads).
+// Display path only (the viewer): the depth-sorted visible splats drawn by the hardware rasterizer,
+// one triangle per splat around its ellipse, blended front to back ("under": dst += (1 - dst.a) * src,
+// with premultiplied colour) into an 8-bit target, as web-splat and SuperSplat draw. Same projection,
+// alpha rule (min(max_alpha, o * exp(-power)), skipped below 1/255) and order as the compute
+// rasterizer, without its 1e-4 transmittance stop and at 8-bit precision, and no depth (a second
+// blended target nearly doubles the cost where fragments are expensive): for looking at, not for
+// gradients (training and recording use the compute path, whose forward state the backward pass
+// reads). On lavapipe a frame's cost is mostly per triangle (setup and binning), not per fragment: one
+// triangle per splat instead of a two-triangle quad, in one non-instanced draw, is what makes it fast.
 
 struct QuadUniforms {
     size: vec2<f32>, // image width, height in pixels
@@ -18,6 +20,9 @@ struct QuadUniforms {
 @group(0) @binding(3) var<storage, read> projected_color: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> sorted_ids: array<u32>;
 
+/// The equilateral triangle around the unit circle (its incircle).
+const TRIANGLE = array<vec2<f32>, 3>(vec2<f32>(0.0, 2.0), vec2<f32>(1.7320508, -1.0), vec2<f32>(-1.7320508, -1.0));
+
 struct VertexOut {
     @builtin(position) position: vec4<f32>,
     @location(0) @interpolate(flat) xy: vec2<f32>,
@@ -26,14 +31,14 @@ struct VertexOut {
 }
 
 @vertex
-fn vs_main(@builtin(vertex_index) vertex: u32, @builtin(instance_index) instance: u32) -> VertexOut {
+fn vs_main(@builtin(vertex_index) vertex: u32) -> VertexOut {
     var out: VertexOut;
-    let id = sorted_ids[instance];
+    let id = sorted_ids[vertex / VERTICES_PER_SPLAT];
     let mean = projected_mean[id];
     let conic_radius = projected_conic[id];
     let conic = conic_radius.xyz;
-    // The rectangle along the ellipse's axes that holds every pixel where the alpha can reach 1/255
-    // (power <= ln(255 o)); half-axes capped by the 3-sigma radius the compute path bins tiles with.
+    // The ellipse where the alpha can reach 1/255 (power <= ln(255 o)), its half-axes capped by the
+    // 3-sigma radius the compute path bins tiles with, inside an equilateral triangle (scaled to it).
     let power = log(255.0 * mean.w);
     let det = conic.x * conic.z - conic.y * conic.y;
     if power <= 0.0 || det <= 0.0 {
@@ -54,8 +59,9 @@ fn vs_main(@builtin(vertex_index) vertex: u32, @builtin(instance_index) instance
         major = vec2<f32>(0.0, 1.0);
     }
     let minor = vec2<f32>(-major.y, major.x);
-    let half_axes = min(sqrt(2.0 * power * lambda), vec2<f32>(conic_radius.w)) + 0.5;
-    let corner = vec2<f32>(f32(vertex & 1u), f32(vertex >> 1u)) * 2.0 - 1.0;
+    let half_axes = min(sqrt(2.0 * power * lambda), vec2<f32>(conic_radius.w));
+    var triangle = TRIANGLE;
+    let corner = triangle[vertex % VERTICES_PER_SPLAT];
     let pixel = mean.xy + corner.x * half_axes.x * major + corner.y * half_axes.y * minor;
     out.position = vec4<f32>(pixel.x / u.size.x * 2.0 - 1.0, 1.0 - pixel.y / u.size.y * 2.0, 0.0, 1.0);
     out.xy = mean.xy;

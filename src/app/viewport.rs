@@ -108,7 +108,7 @@ impl Viewport {
             return self.texture.as_ref().map(|t| t.2);
         }
         let start = Instant::now();
-        // The display path (instanced quads); recording and training use the compute rasterizer.
+        // The display path (hardware-rasterised triangles); recording and training use the compute rasterizer.
         if let Err(e) = self.rasterizer.render_display(gpu, splats, camera, options) {
             log::error!("render failed: {e}");
             return None;

@@ -1,17 +1,17 @@
 //! The display path of [`super::Rasterizer::render_display`]: after the shared projection and depth
-//! sort, the visible splats are drawn as instanced quads by the hardware rasterizer with blending
-//! (`shaders/quads.wgsl`), then resolved into the rasterizer's colour and depth buffers
-//! (`shaders/quads_resolve.wgsl`); no depth (see [`super::Rasterizer::has_depth`]). Only pixels inside each splat's box are shaded, where the compute
-//! rasterizer evaluates every splat for all 256 pixels of each tile it touches: on a CPU adapter
-//! (lavapipe) that is most of a frame. No backward state is kept, so it is for viewing only.
-
-use wgpu::util::DeviceExt;
+//! sort, the visible splats are drawn by the hardware rasterizer, one triangle each, with blending
+//! (`shaders/quad_args.wgsl`, `shaders/quads.wgsl`), then resolved into the rasterizer's colour
+//! buffer (`shaders/quads_resolve.wgsl`); no depth (see [`super::Rasterizer::has_depth`]). Only
+//! pixels inside each splat's triangle are shaded, where the compute rasterizer evaluates every splat
+//! for all 256 pixels of each tile it touches: on a CPU adapter (lavapipe) that is most of a frame. No
+//! backward state is kept, so it is for viewing only.
 
 use super::buffers::uniform;
 use super::kernels::{module, Kernels};
 
-/// Blendable and filterable everywhere (32-bit float blending is an optional feature).
-const TARGET_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba16Float;
+/// Blendable everywhere. 8-bit blending is lavapipe's fastest path (web-splat draws into the same format); 16-bit float
+/// targets cost about 10% more per frame there for no visible gain (the display test's bound holds).
+const TARGET_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba8Unorm;
 
 /// Front to back "under" compositing of premultiplied colour: dst += (1 - dst.a) * src.
 const UNDER: wgpu::BlendComponent = wgpu::BlendComponent {
@@ -27,7 +27,7 @@ struct Target {
 
 pub(super) struct QuadPath {
     pipeline: wgpu::RenderPipeline,
-    /// Indirect draw arguments: 4 vertices, one instance per visible splat (copied in on the GPU).
+    /// Indirect draw arguments: six vertices per visible splat, one instance (`shaders/quad_args.wgsl`).
     draw_args: wgpu::Buffer,
     target: Option<Target>,
 }
@@ -53,7 +53,7 @@ impl QuadPath {
                 buffers: &[],
             },
             primitive: wgpu::PrimitiveState {
-                topology: wgpu::PrimitiveTopology::TriangleStrip,
+                topology: wgpu::PrimitiveTopology::TriangleList,
                 ..Default::default()
             },
             depth_stencil: None,
@@ -67,10 +67,11 @@ impl QuadPath {
             multiview_mask: None,
             cache: None,
         });
-        let draw_args = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        let draw_args = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("quad draw args"),
-            contents: bytemuck::cast_slice(&[4u32, 0, 0, 0]),
-            usage: wgpu::BufferUsages::INDIRECT | wgpu::BufferUsages::COPY_DST,
+            size: 16,
+            usage: wgpu::BufferUsages::INDIRECT | wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
         });
         Self {
             pipeline,
@@ -121,7 +122,20 @@ impl QuadPath {
         (width, height): (u32, u32),
         max_alpha: f32,
     ) {
-        encoder.copy_buffer_to_buffer(visible_count, 0, &self.draw_args, 4, 4);
+        {
+            let args_bg = super::kernels::bind(
+                device,
+                &kernels.quad_args,
+                &[visible_count.as_entire_binding(), self.draw_args.as_entire_binding()],
+            );
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("quad args"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&kernels.quad_args);
+            pass.set_bind_group(0, &args_bg, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
         let quad_uniforms = uniform(device, &[width as f32, height as f32, max_alpha, 0.0]);
         let draw_bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,

@@ -122,7 +122,8 @@ fn run_viewer_in(display: &str, args: &[&str], runtime: &Path, cwd: &Path) {
     assert!(status.success(), "viewer exited with {status}: {stderr}");
 }
 
-/// The screenshot and its metadata, and the headless render of the same camera.
+/// The screenshot and its metadata, and the headless render of the same camera through the viewer's
+/// own path (`render_display`).
 fn load_shot(shot: &Path, scene: &Path) -> (image::RgbImage, Shot, image::RgbImage) {
     let meta = shot_meta(shot);
     let window = image::open(shot).unwrap().to_rgb8();
@@ -130,7 +131,7 @@ fn load_shot(shot: &Path, scene: &Path) -> (image::RgbImage, Shot, image::RgbIma
     let splats = GpuSplats::upload(&ctx, &difix3d::scene::load(scene).unwrap()).unwrap();
     let mut rasterizer = rasterizer.lock().unwrap();
     rasterizer
-        .render(
+        .render_display(
             ctx,
             &splats,
             &meta.camera,
