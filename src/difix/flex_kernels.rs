@@ -221,7 +221,16 @@ pub fn shifted_conv(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometr
         });
     let mut wide = vec![0.0f32; g.c_out * n];
     let wide_ptr = SharedOut(wide.as_mut_ptr());
-    (0..n.div_ceil(COLUMN_TILE)).into_par_iter().for_each(|tile| {
+    // Tiles in parallel when there are enough to share out; otherwise (the UNet's 8x8 to 32x32
+    // latents at 640-1280 channels) one tile after another, each gemm using every thread.
+    let tiles = n.div_ceil(COLUMN_TILE);
+    let parallel_tiles = tiles >= 2 * rayon::current_num_threads();
+    let gemm_threads = if parallel_tiles {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
+    };
+    let one_tile = |tile: usize| {
         let wide_ptr = &wide_ptr;
         let first = tile * COLUMN_TILE;
         let columns = COLUMN_TILE.min(n - first);
@@ -254,12 +263,17 @@ pub fn shifted_conv(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometr
                         false,
                         false,
                         false,
-                        gemm::Parallelism::None,
+                        gemm_threads,
                     );
                 }
             }
         }
-    });
+    };
+    if parallel_tiles {
+        (0..tiles).into_par_iter().for_each(one_tile);
+    } else {
+        (0..tiles).for_each(one_tile);
+    }
     // Drop the kw - 1 extra columns of each row and add the bias.
     let mut out = vec![0.0f32; g.c_out * oh * ow];
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(c, dst)| {
