@@ -68,6 +68,15 @@ pub fn fps(s: &str) -> Result<f32, String> {
     Ok(v)
 }
 
+/// A duration in seconds: finite, from 0 to a week (`Duration::from_secs_f64` panics past its range).
+pub fn seconds(s: &str) -> Result<f64, String> {
+    let value = validate::non_negative(parse(s)?)?;
+    if value > 604_800.0 {
+        return Err(format!("{value} s is more than a week (604800 s)"));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,13 +100,4 @@ mod tests {
         assert!(factor("0").is_err());
         assert!(positive_f32("abc").unwrap_err().contains("not a number"));
     }
-}
-
-/// A duration in seconds: finite, from 0 to a week (`Duration::from_secs_f64` panics past its range).
-pub fn seconds(s: &str) -> Result<f64, String> {
-    let value = validate::non_negative(parse(s)?)?;
-    if value > 604_800.0 {
-        return Err(format!("{value} s is more than a week (604800 s)"));
-    }
-    Ok(value)
 }

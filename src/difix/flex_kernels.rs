@@ -98,7 +98,7 @@ pub fn group_norm<B: Backend, const D: usize>(norm: &GroupNorm<B>, x: Tensor<B, 
     let shape = input.layout().shape().to_vec();
     let channels = shape[1];
     let groups = norm.num_groups;
-    if channels != norm.num_channels || groups == 0 || channels % groups != 0 {
+    if channels != norm.num_channels || groups == 0 || !channels.is_multiple_of(groups) {
         // burn's module reports the misuse.
         return generic(from_flex::<B, D>(input));
     }

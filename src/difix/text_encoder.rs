@@ -68,7 +68,7 @@ impl TextEncoderConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("max_position_embeddings", self.max_position_embeddings),
         ])?;
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigProblem {
                 key: "num_attention_heads",
                 rule: format!(

@@ -98,7 +98,7 @@ impl UNetConfig {
                 "must list at least one block, each with channels > 0".into(),
             );
         }
-        if self.block_out_channels[0] % 2 != 0 {
+        if !self.block_out_channels[0].is_multiple_of(2) {
             return bad(
                 "block_out_channels",
                 format!(

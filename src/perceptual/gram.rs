@@ -57,14 +57,6 @@ impl<B: Backend> GramLoss<B> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_smallest_crop_survives_four_poolings() {
-        assert_eq!(super::min_crop(), 16);
-    }
-}
-
 /// The smallest crop side the loss can take: VGG16 halves its input with a 2x2, stride-2 max pool
 /// before each of relu2_2 .. relu5_3 (four times before relu5_3, the last layer read), and every
 /// read-out needs at least one pixel (its convolutions are padded, so only the pools shrink it).
@@ -77,4 +69,12 @@ fn gram<B: Backend>(features: Tensor<B, 4>) -> Tensor<B, 2> {
     let [b, d, h, w] = features.dims();
     let rows = features.reshape([b * d, h * w]);
     rows.clone().matmul(rows.transpose())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_smallest_crop_survives_four_poolings() {
+        assert_eq!(super::min_crop(), 16);
+    }
 }

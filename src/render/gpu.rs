@@ -93,7 +93,7 @@ fn from_wgpu(operation: &str, error: wgpu::Error) -> GpuError {
 /// The largest buffer the device can bind to one shader binding, and the largest it can allocate.
 pub fn binding_limit(device: &wgpu::Device) -> u64 {
     let limits = device.limits();
-    (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size)
+    limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)
 }
 
 /// An error unless a buffer of `bytes` fits in one binding of `device`.

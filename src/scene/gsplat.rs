@@ -518,7 +518,8 @@ mod tests {
             zip.finish().expect("finish").into_inner()
         };
         let n = s.len();
-        let cases: [(&str, Vec<(&str, Vec<usize>)>, &str); 4] = [
+        type Tensors = Vec<(&'static str, Vec<usize>)>;
+        let cases: [(&str, Tensors, &str); 4] = [
             (
                 "no_quats.pt",
                 vec![

@@ -156,11 +156,11 @@ fn decode(file: &[u8]) -> Result<Splats, String> {
         splats
             .sh
             .push([0, 1, 2].map(|c| (f32::from(colours[i * 3 + c]) / 255.0 - 0.5) / COLOR_SCALE));
-        for j in 0..k - 1 {
+        for (j, flip) in FLIP_SH.iter().enumerate().take(k - 1) {
             let at = (i * (k - 1) + j) * 3;
             splats
                 .sh
-                .push([0, 1, 2].map(|c| FLIP_SH[j] * (f32::from(sh[at + c]) - 128.0) / 128.0));
+                .push([0, 1, 2].map(|c| flip * (f32::from(sh[at + c]) - 128.0) / 128.0));
         }
     }
     Ok(splats)
@@ -217,7 +217,8 @@ fn encode(splats: &Splats) -> Result<Vec<u8>, String> {
     for (i, mean) in splats.means.iter().enumerate() {
         for a in 0..3 {
             let v = FLIP[a] * mean[a];
-            if !(v.abs() < limit) {
+            // NaN fails this too.
+            if v.abs().partial_cmp(&limit) != Some(std::cmp::Ordering::Less) {
                 return Err(format!(
                     "splat {i}'s position {mean:?} is outside the .spz range (±{limit} units at 1/4096)"
                 ));

@@ -65,8 +65,8 @@ impl DensifyConfig {
         if s >= self.refine_stop {
             return (false, false);
         }
-        let refine = s > self.refine_start && s % self.refine_every.max(1) == 0;
-        let reset = s > 0 && s % self.reset_every.max(1) == 0;
+        let refine = s > self.refine_start && s.is_multiple_of(self.refine_every.max(1));
+        let reset = s > 0 && s.is_multiple_of(self.reset_every.max(1));
         (refine, reset)
     }
 }

@@ -55,9 +55,7 @@ fn expect_quick_failure_with(args: &[&str], env: &[(&str, &str)], limit_s: u64, 
     assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
     // The last one: graphics drivers may log their own `error:` lines before it.
     let line = stderr
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .next_back()
+        .lines().rfind(|l| l.starts_with("error:"))
         .unwrap_or_else(|| panic!("no error line: {stderr}"));
     for needle in needles {
         assert!(

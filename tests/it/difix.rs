@@ -617,7 +617,7 @@ fn live_fix_of_a_render_equals_the_fix_cli_and_keeps_no_backlog() {
     let camera = difix3d::view::ViewController::default_for(&splats, glam::Vec3::NEG_Y).camera(72, 48);
     let (ctx, rasterizer) = crate::gpu();
     let frame = {
-        let gpu_splats = GpuSplats::upload(&ctx, &splats).unwrap();
+        let gpu_splats = GpuSplats::upload(ctx, &splats).unwrap();
         let mut r = rasterizer.lock().unwrap();
         r.render(ctx, &gpu_splats, &camera, &RenderOptions::default()).unwrap();
         difix3d::image_io::to_rgb8(&r.read_image(ctx).unwrap())
@@ -699,7 +699,7 @@ fn live_fix_takes_frames_on_the_renderers_device() {
     let Some(scene) = crate::asset("luigi.ply") else { return };
     let splats = difix3d::scene::load(&scene).unwrap();
     let (ctx, rasterizer) = crate::gpu();
-    let gpu_splats = GpuSplats::upload(&ctx, &splats).unwrap();
+    let gpu_splats = GpuSplats::upload(ctx, &splats).unwrap();
     // A render at this size, read back and captured on the GPU.
     let render = |width, height| {
         let camera = difix3d::view::ViewController::default_for(&splats, glam::Vec3::NEG_Y).camera(width, height);

@@ -53,7 +53,7 @@ fn camera(width: u32, height: u32) -> Camera {
 }
 
 fn render(ctx: &GpuContext, splats: &Splats, camera: &Camera, display: bool) -> Vec<[f32; 4]> {
-    let gpu_splats = GpuSplats::upload(&ctx, splats).unwrap();
+    let gpu_splats = GpuSplats::upload(ctx, splats).unwrap();
     let mut r = Rasterizer::new(&ctx.device);
     let options = RenderOptions::default();
     if display {
@@ -121,7 +121,7 @@ fn four_million_splats_render() {
     let splats = random_splats(4_000_000, 1, 7);
     let (ctx, rasterizer) = crate::gpu();
     let mut r = rasterizer.lock().unwrap_or_else(|p| p.into_inner());
-    let gpu_splats = GpuSplats::upload(&ctx, &splats).unwrap();
+    let gpu_splats = GpuSplats::upload(ctx, &splats).unwrap();
     let stats = r
         .render(ctx, &gpu_splats, &camera(320, 240), &RenderOptions::default())
         .unwrap();

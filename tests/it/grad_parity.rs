@@ -102,7 +102,7 @@ fn loss_and_grads(
     with_grads: bool,
 ) -> (f64, Option<SplatGradients>) {
     let (ctx, rasterizer) = gpu();
-    let gpu_splats = GpuSplats::upload(&ctx, splats).unwrap();
+    let gpu_splats = GpuSplats::upload(ctx, splats).unwrap();
     let mut r = rasterizer.lock().unwrap();
     r.render(ctx, &gpu_splats, camera, options).unwrap();
     let image = r.read_image(ctx).unwrap();

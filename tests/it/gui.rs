@@ -128,7 +128,7 @@ fn load_shot(shot: &Path, scene: &Path) -> (image::RgbImage, Shot, image::RgbIma
     let meta = shot_meta(shot);
     let window = image::open(shot).unwrap().to_rgb8();
     let (ctx, rasterizer) = gpu();
-    let splats = GpuSplats::upload(&ctx, &difix3d::scene::load(scene).unwrap()).unwrap();
+    let splats = GpuSplats::upload(ctx, &difix3d::scene::load(scene).unwrap()).unwrap();
     let mut rasterizer = rasterizer.lock().unwrap();
     rasterizer
         .render_display(
@@ -312,7 +312,7 @@ fn the_viewer_trains_the_open_dataset_and_shows_it() {
     let window = image::open(&shot).unwrap().to_rgb8();
     let initial = difix3d::jobs::load::load(&data).unwrap().splats;
     let (ctx, rasterizer) = gpu();
-    let splats = GpuSplats::upload(&ctx, &initial).unwrap();
+    let splats = GpuSplats::upload(ctx, &initial).unwrap();
     let before = {
         let mut r = rasterizer.lock().unwrap();
         r.render(ctx, &splats, &meta.camera, &RenderOptions::default()).unwrap();

@@ -82,7 +82,7 @@ fn record_renders_every_frame_and_fixes_it_like_the_pipeline() {
 
     let dataset = difix3d::data::open_dataset(&data, 8).unwrap();
     let (ctx, rasterizer) = gpu();
-    let splats = GpuSplats::upload(&ctx, &difix3d::scene::load(&scene()).unwrap()).unwrap();
+    let splats = GpuSplats::upload(ctx, &difix3d::scene::load(&scene()).unwrap()).unwrap();
     let mut difix = Difix::<NdArray<f32>>::load(&tiny(), None, &NdArrayDevice::Cpu).unwrap();
     for (i, name) in expected.iter().enumerate() {
         // The raw frame is the render of the path's camera for that frame...

@@ -71,7 +71,7 @@ fn check_goldens(display: bool, min_psnr: f64) {
         }
         if loaded.as_ref().is_none_or(|(p, _)| *p != case.scene) {
             let splats = scene::load(&scene_path).unwrap();
-            loaded = Some((case.scene.clone(), GpuSplats::upload(&ctx, &splats).unwrap()));
+            loaded = Some((case.scene.clone(), GpuSplats::upload(ctx, &splats).unwrap()));
         }
         let splats = &loaded.as_ref().unwrap().1;
         let options = RenderOptions {

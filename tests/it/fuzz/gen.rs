@@ -352,7 +352,7 @@ pub fn mutate_json(rng: &mut Rng, doc: &serde_json::Value) -> (Vec<u8>, String) 
     let target = doc.pointer_mut(&path).expect("the path was just collected");
     use serde_json::{json, Value};
     let what = match rng.below(8) {
-        0 | 1 | 2 => {
+        0..=2 => {
             let token = *rng.pick(&SPECIAL_TOKENS);
             // Tokens JSON has no literal for (nan, inf) go in as strings, which a reader must refuse.
             *target = serde_json::from_str(token).unwrap_or_else(|_| Value::String(token.into()));
