@@ -763,3 +763,61 @@ pub fn fit_frame_size(device: &wgpu::Device, width: u32, height: u32) -> (u32, u
     let fit = |side: f64| ((side * scale).floor() as u32).clamp(1, max_side);
     (fit(w), fit(h))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wgpu::naga;
+
+    /// Size and (member, offset) list of struct `name` in `shaders/common.wgsl`, as naga lays it out.
+    fn wgsl_layout(name: &str) -> (u32, Vec<(String, u32)>) {
+        let module = naga::front::wgsl::parse_str(include_str!("../../shaders/common.wgsl"))
+            .unwrap_or_else(|e| panic!("common.wgsl: {e}"));
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("common.wgsl lays out");
+        let ty = module
+            .types
+            .iter()
+            .find_map(|(_, ty)| (ty.name.as_deref() == Some(name)).then_some(ty))
+            .unwrap_or_else(|| panic!("no struct {name} in common.wgsl"));
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            panic!("{name} is not a struct");
+        };
+        let members = members
+            .iter()
+            .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
+            .collect();
+        (*span, members)
+    }
+
+    /// Size and (field, offset) list of a Rust struct; fields left out show up as a size mismatch.
+    macro_rules! rust_layout {
+        ($t:ty, $($field:ident),+) => {
+            (
+                std::mem::size_of::<$t>() as u32,
+                vec![$((stringify!($field).to_string(), std::mem::offset_of!($t, $field) as u32)),+],
+            )
+        };
+    }
+
+    /// The uniform structs the Rust side uploads are laid out exactly as the shaders read them.
+    #[test]
+    fn uniform_structs_match_their_wgsl_definitions() {
+        assert_eq!(
+            rust_layout!(
+                ProjectUniforms,
+                camera_from_world,
+                camera_position,
+                intrinsics,
+                size,
+                counts,
+                chunk
+            ),
+            wgsl_layout("ProjectUniforms")
+        );
+        assert_eq!(
+            rust_layout!(RasterUniforms, width, height, tiles_x, max_alpha, background),
+            wgsl_layout("RasterUniforms")
+        );
+    }
+}

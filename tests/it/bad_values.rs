@@ -55,7 +55,8 @@ fn expect_quick_failure_with(args: &[&str], env: &[(&str, &str)], limit_s: u64, 
     assert!(!stderr.contains("panicked"), "panic for {args:?}: {stderr}");
     // The last one: graphics drivers may log their own `error:` lines before it.
     let line = stderr
-        .lines().rfind(|l| l.starts_with("error:"))
+        .lines()
+        .rfind(|l| l.starts_with("error:"))
         .unwrap_or_else(|| panic!("no error line: {stderr}"));
     for needle in needles {
         assert!(
