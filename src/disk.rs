@@ -4,6 +4,9 @@
 //! disk. And their run folder ([`RunDir`]) is put back as it was when a run fails before it has
 //! written anything worth keeping.
 //!
+//! Every file the program writes goes through [`write_atomic`]: a temporary file beside it, flushed
+//! to disk, then renamed over it, so a failed or interrupted write never leaves a half-written file.
+//!
 //! The free space comes from `statvfs` (what an unprivileged user may still write). The
 //! environment variable `DIFIX3D_FREE_BYTES` overrides that figure, so the refusal can be tested
 //! without filling a disk.
@@ -11,6 +14,38 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::{fs, io};
+
+/// Writes `path` atomically: `write` fills a uniquely named temporary file in the same directory
+/// (by its path, so any writer works), which is flushed to disk and renamed over `path`. On any
+/// failure the temporary file is removed and `path` is as it was.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the output path does not name a file"))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    // Deleted when dropped, so every early return below cleans up.
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    write(tmp.path())?;
+    // The writer may have replaced the file rather than written into it: sync what is there now.
+    fs::File::open(tmp.path())?.sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// [`write_atomic`] of a byte buffer.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(path, |tmp| fs::write(tmp, bytes))
+}
 
 /// Raw RGB bytes are divided by this for the least a PNG frame takes: rendered scenes compress
 /// 2–4x, so 1/16 is a bound no real frame gets below.
@@ -158,6 +193,33 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write that fails leaves the old file and no temporary; one that succeeds replaces it.
+    #[test]
+    fn write_atomic_replaces_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        fs::write(&path, "old").unwrap();
+        let err = write_atomic(&path, |tmp| {
+            fs::write(tmp, "half")?;
+            Err(io::Error::other("the writer failed"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "the writer failed");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "old");
+        let names = || -> Vec<_> {
+            fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect()
+        };
+        assert_eq!(names(), ["out.txt"], "the temporary file was removed");
+
+        write_bytes_atomic(&path, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(names(), ["out.txt"]);
+        assert!(write_bytes_atomic(dir.path().join("missing/x.txt").as_path(), b"x").is_err());
+    }
 
     #[test]
     fn the_free_space_of_a_folder_not_created_yet_is_its_parents() {

@@ -53,24 +53,12 @@ fn check_complete(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `path` by writing a temporary sibling first and renaming it over the target.
+/// [`crate::disk::write_atomic`] with the writer's errors as messages and the result as an
+/// [`ImageError`] naming `path`.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<(), ImageError> {
-    let err = |message: String| ImageError::Write {
+    crate::disk::write_atomic(path, |tmp| write(tmp).map_err(std::io::Error::other)).map_err(|e| ImageError::Write {
         path: path.to_path_buf(),
-        message,
-    };
-    let file_name = path.file_name().ok_or_else(|| err("not a file path".into()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    if let Err(e) = write(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        err(e.to_string())
+        message: e.to_string(),
     })
 }
 

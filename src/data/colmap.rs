@@ -685,19 +685,9 @@ fn create_dir(dir: &Path) -> Result<(), DataError> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| DataError::Io { path, source }
-    };
-    fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+    crate::disk::write_bytes_atomic(path, bytes).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

@@ -12,9 +12,7 @@
 //! straight into the arrays.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{sh_coeffs, SceneError, Splats};
 
@@ -37,33 +35,10 @@ pub fn write_ply(splats: &Splats, path: &Path) -> Result<(), SceneError> {
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` atomically: into a uniquely named temporary file in the same directory
-/// (so the final rename stays on one file system), flushed to disk, then renamed over `path`.
-/// On failure the temporary file is removed. Shared with the `.splat` writer.
+/// [`crate::disk::write_bytes_atomic`] with errors as [`SceneError`]s naming `path`. Shared with the
+/// other scene writers.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SceneError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| SceneError::format(path, "the output path does not name a file"))?
-        .to_string_lossy();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}-{unique}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create_new(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        // Best effort: the temporary file may not even exist if creating it was what failed.
-        let _ = fs::remove_file(&tmp);
-        SceneError::io(path, e)
-    })
+    crate::disk::write_bytes_atomic(path, bytes).map_err(|e| SceneError::io(path, e))
 }
 
 /// Checks that the arrays of `splats` agree with each other so writers can index them without
