@@ -14,6 +14,11 @@ mod values;
 use std::path::PathBuf;
 
 use anyhow::Context;
+
+/// The split rule a `--difix3d-test-every` option asks for.
+fn split_rule(difix3d_test_every: Option<u32>) -> difix3d::data::Split {
+    difix3d_test_every.map_or(difix3d::data::Split::Default, difix3d::data::Split::Difix3dTestEvery)
+}
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -111,6 +116,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Convert a scene file to another format (chosen by the output's extension).
     Convert(convert::ConvertArgs),
+    /// Convert a camera path between difix3d's JSON and nerfstudio's camera_path.json.
+    ConvertPath(convert::ConvertPathArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -225,6 +232,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::TrainDifix(args) => train_difix::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::ConvertPath(args) => convert::run_path(args),
         Command::Bench { what } => bench::run(what),
     }
 }
