@@ -285,7 +285,19 @@ impl CameraPath {
         Ok(())
     }
 
+    /// Reads a camera path: ours, or a nerfstudio camera_path.json (recognised by its `camera_path`
+    /// list; see [`crate::nerfstudio`]), whose render size and fps are dropped here.
     pub fn load(path: &Path) -> Result<Self, PathError> {
+        Ok(Self::load_with(path, None)?.0)
+    }
+
+    /// [`Self::load`], with the render size and fps a nerfstudio path carries, and its poses mapped
+    /// through nerfstudio's `dataparser_transforms.json` when one is given (refused for our own
+    /// paths, which are in the scene's world already).
+    pub fn load_with(
+        path: &Path,
+        dataparser: Option<&crate::nerfstudio::DataparserTransform>,
+    ) -> Result<(Self, Option<crate::nerfstudio::RenderSettings>), PathError> {
         let text = std::fs::read_to_string(path).map_err(|source| PathError::Read {
             path: path.to_path_buf(),
             source,
@@ -294,9 +306,43 @@ impl CameraPath {
             path: path.to_path_buf(),
             message,
         };
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format(e.to_string()))?;
+        if crate::nerfstudio::is_camera_path(&value) {
+            let (parsed, settings) = crate::nerfstudio::path_from_json(&value, dataparser)
+                .map_err(|m| format(format!("nerfstudio camera path: {m}")))?;
+            return Ok((parsed, Some(settings)));
+        }
+        if dataparser.is_some() {
+            return Err(format(
+                "a dataparser transform applies to nerfstudio camera paths only (this is a difix3d path, in the \
+                 scene's world already)"
+                    .into(),
+            ));
+        }
+        // Parsed again from the text so that errors keep their line and column.
         let parsed: Self = serde_json::from_str(&text).map_err(|e| format(e.to_string()))?;
         parsed.validate().map_err(format)?;
-        Ok(parsed)
+        Ok((parsed, None))
+    }
+
+    /// Writes the path in nerfstudio's camera path format (every frame of a recording at `settings`,
+    /// and the keyframes for its viewer), atomically; poses go through `dataparser` when given.
+    pub fn save_nerfstudio(
+        &self,
+        path: &Path,
+        settings: crate::nerfstudio::RenderSettings,
+        dataparser: Option<&crate::nerfstudio::DataparserTransform>,
+    ) -> Result<(), PathError> {
+        let write = |message: String| PathError::Write {
+            path: path.to_path_buf(),
+            message,
+        };
+        self.validate().map_err(write)?;
+        self.checked_frame_count(settings.fps).map_err(write)?;
+        let json = serde_json::to_string_pretty(&crate::nerfstudio::path_to_json(self, settings, dataparser))
+            .map_err(|e| write(e.to_string()))?;
+        crate::image_io::write_atomic(path, |tmp| std::fs::write(tmp, json).map_err(|e| e.to_string()))
+            .map_err(|e| write(e.to_string()))
     }
 
     /// Writes the path as pretty JSON, atomically (a temporary file renamed into place).

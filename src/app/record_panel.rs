@@ -26,6 +26,8 @@ pub struct RecordPanel {
     outcome: Option<Result<String, String>>,
     load_pick: Option<Receiver<Option<PathBuf>>>,
     save_pick: Option<Receiver<Option<PathBuf>>>,
+    /// "Save for nerfstudio…": the path as nerfstudio's camera_path.json at the panel's size and fps.
+    save_ns_pick: Option<Receiver<Option<PathBuf>>>,
     out_pick: Option<Receiver<Option<PathBuf>>>,
 }
 
@@ -44,6 +46,7 @@ impl Default for RecordPanel {
             outcome: None,
             load_pick: None,
             save_pick: None,
+            save_ns_pick: None,
             out_pick: None,
         }
     }
@@ -175,6 +178,19 @@ impl ViewerApp {
                         .save_file()
                 }));
             }
+            if ui
+                .add_enabled(has_keys, egui::Button::new("Save for nerfstudio…"))
+                .on_hover_text(
+                    "nerfstudio's camera_path.json (ns-render camera-path): every frame at this size and fps",
+                )
+                .clicked()
+            {
+                panel.save_ns_pick = Some(super::pick(|d| {
+                    d.add_filter("nerfstudio camera path", &["json"])
+                        .set_file_name("camera_path_nerfstudio.json")
+                        .save_file()
+                }));
+            }
         });
         if let Some(i) = goto {
             if let Some(key) = self.record.path.keyframes.get(i).copied() {
@@ -292,8 +308,15 @@ impl ViewerApp {
             if let Ok(choice) = rx.try_recv() {
                 panel.load_pick = None;
                 if let Some(file) = choice {
-                    match CameraPath::load(&file) {
-                        Ok(path) => panel.path = path,
+                    // Ours or nerfstudio's; a nerfstudio path brings its render size and fps.
+                    match CameraPath::load_with(&file, None) {
+                        Ok((path, settings)) => {
+                            panel.path = path;
+                            if let Some(s) = settings {
+                                panel.fps = s.fps;
+                                panel.size = [s.width, s.height];
+                            }
+                        }
                         Err(e) => panel.outcome = Some(Err(e.to_string())),
                     }
                 }
@@ -308,6 +331,25 @@ impl ViewerApp {
                             .path
                             .save(&file)
                             .map(|()| format!("Saved {}", file.display()))
+                            .map_err(|e| e.to_string()),
+                    );
+                }
+            }
+        }
+        if let Some(rx) = &panel.save_ns_pick {
+            if let Ok(choice) = rx.try_recv() {
+                panel.save_ns_pick = None;
+                if let Some(file) = choice {
+                    let settings = difix3d::nerfstudio::RenderSettings {
+                        fps: panel.fps,
+                        width: panel.size[0],
+                        height: panel.size[1],
+                    };
+                    panel.outcome = Some(
+                        panel
+                            .path
+                            .save_nerfstudio(&file, settings, None)
+                            .map(|()| format!("Saved {} (nerfstudio)", file.display()))
                             .map_err(|e| e.to_string()),
                     );
                 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
+use difix3d::camera_path::CameraPath;
+use difix3d::nerfstudio::{DataparserTransform, RenderSettings};
 use difix3d::scene::{self, SceneFormat};
 
 #[derive(Args)]
@@ -38,5 +40,69 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         splats.len(),
         splats.sh_degree
     );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ConvertPathArgs {
+    /// The camera path to read: difix3d's JSON (the Record panel's Save) or a nerfstudio camera_path.json.
+    pub input: PathBuf,
+    /// Where to write it, in the other format (a nerfstudio path becomes ours, ours becomes nerfstudio's).
+    pub output: PathBuf,
+    /// For nerfstudio output: frames per second [default: 30].
+    #[arg(long, value_parser = super::values::fps)]
+    pub fps: Option<f32>,
+    /// For nerfstudio output: render size WIDTHxHEIGHT [default: 1280x720].
+    #[arg(long, value_parser = super::parse_size)]
+    pub size: Option<(u32, u32)>,
+    /// nerfstudio's dataparser_transforms.json: nerfstudio paths are in the world nerfstudio trained in, ours in
+    /// the data's (COLMAP) world; this maps between them (both directions).
+    #[arg(long)]
+    pub dataparser_transforms: Option<PathBuf>,
+}
+
+pub fn run_path(args: ConvertPathArgs) -> anyhow::Result<()> {
+    let dataparser = match &args.dataparser_transforms {
+        Some(file) => Some(DataparserTransform::load(file)?),
+        None => None,
+    };
+    let text = std::fs::read_to_string(&args.input)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the camera path: {e}", args.input.display()))?;
+    let from_nerfstudio = serde_json::from_str::<serde_json::Value>(&text)
+        .map(|v| difix3d::nerfstudio::is_camera_path(&v))
+        .unwrap_or(false);
+    if from_nerfstudio {
+        if args.fps.is_some() || args.size.is_some() {
+            bail!("--fps and --size are for nerfstudio output; a nerfstudio path's frames are converted as listed");
+        }
+        let (path, settings) = CameraPath::load_with(&args.input, dataparser.as_ref())?;
+        path.save(&args.output)?;
+        let settings = settings.map(|s| format!(" (it was {}x{} at {} fps)", s.width, s.height, s.fps));
+        println!(
+            "{} -> {}: {} keyframes, one per nerfstudio frame{}",
+            args.input.display(),
+            args.output.display(),
+            path.keyframes.len(),
+            settings.unwrap_or_default()
+        );
+    } else {
+        let path = CameraPath::load(&args.input)?;
+        let (width, height) = args.size.unwrap_or((1280, 720));
+        let settings = RenderSettings {
+            fps: args.fps.unwrap_or(30.0),
+            width,
+            height,
+        };
+        path.save_nerfstudio(&args.output, settings, dataparser.as_ref())?;
+        println!(
+            "{} -> {}: nerfstudio camera path of {} frames at {}x{}, {} fps",
+            args.input.display(),
+            args.output.display(),
+            path.frame_count(settings.fps),
+            width,
+            height,
+            settings.fps
+        );
+    }
     Ok(())
 }

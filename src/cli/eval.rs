@@ -15,11 +15,17 @@ pub struct EvalArgs {
     /// The trained scene (.ply, .splat or a run's checkpoint.safetensors).
     #[arg(long)]
     scene: PathBuf,
-    /// The dataset whose eval views to compare with.
+    /// The dataset whose eval views to compare with (a COLMAP scene folder or a nerfstudio transforms.json).
     #[arg(long)]
     data: PathBuf,
     #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
     factor: u32,
+    /// Split train/eval as Difix3D's own `--test_every N` does (its examples/gsplat/datasets/colmap.py): 0 = every
+    /// image in both, 1 = by file name (`_train_` / `_eval_`), N > 1 = every N-th image is a *training* image.
+    /// Without it: by Difix3D's `image_train_`/`image_eval_` names when present, else every 8th image is an eval
+    /// image (gsplat's `--test_every 8`).
+    #[arg(long, value_name = "N")]
+    difix3d_test_every: Option<u32>,
     /// Where to write metrics.json and the renders (default: `eval/` beside the scene).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -32,7 +38,7 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let lpips = load_lpips(args.lpips.files().as_ref())?;
     let splats = scene::load(&args.scene)?;
-    let dataset = data::open_dataset(&args.data, args.factor)?;
+    let dataset = data::open_dataset_split(&args.data, args.factor, super::split_rule(args.difix3d_test_every))?;
     if dataset.eval.is_empty() {
         bail!("{}: the dataset has no eval views", args.data.display());
     }

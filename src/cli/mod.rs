@@ -14,6 +14,11 @@ mod values;
 use std::path::PathBuf;
 
 use anyhow::Context;
+
+/// The split rule a `--difix3d-test-every` option asks for.
+fn split_rule(difix3d_test_every: Option<u32>) -> difix3d::data::Split {
+    difix3d_test_every.map_or(difix3d::data::Split::Default, difix3d::data::Split::Difix3dTestEvery)
+}
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,10 +36,11 @@ struct Cli {
 enum Command {
     /// Open the viewer window (the default when no subcommand is given).
     View {
-        /// A scene file (.ply, .compressed.ply, .splat, .spz, .pt, .safetensors) or a dataset folder; defaults to
-        /// the bundled sample scene.
+        /// A scene file (.ply, .compressed.ply, .splat, .spz, .pt, .safetensors), a dataset folder or a nerfstudio
+        /// transforms.json; defaults to the bundled sample scene.
         path: Option<PathBuf>,
-        /// The dataset folder that goes with a scene file (its cameras, and photos for refinement).
+        /// The dataset (folder or nerfstudio transforms.json) that goes with a scene file (its cameras, and photos
+        /// for refinement).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Window size WIDTHxHEIGHT.
@@ -111,6 +117,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Convert a scene file to another format (chosen by the output's extension).
     Convert(convert::ConvertArgs),
+    /// Convert a camera path between difix3d's JSON and nerfstudio's camera_path.json.
+    ConvertPath(convert::ConvertPathArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -225,6 +233,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::TrainDifix(args) => train_difix::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Convert(args) => convert::run(args),
+        Command::ConvertPath(args) => convert::run_path(args),
         Command::Bench { what } => bench::run(what),
     }
 }

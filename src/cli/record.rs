@@ -10,6 +10,7 @@ use difix3d::camera_path::CameraPath;
 use difix3d::difix::backend::{BackendKind, Precision};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::DEFAULT_PROMPT;
+use difix3d::nerfstudio::DataparserTransform;
 use difix3d::record::{self, FixSettings, RecordJob, Reference};
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::{data, scene};
@@ -19,17 +20,24 @@ pub struct RecordArgs {
     /// The scene: a 3DGS `.ply` or an antimatter15 `.splat`.
     #[arg(long)]
     scene: PathBuf,
-    /// The camera path JSON (saved from the viewer's Record panel).
+    /// The camera path JSON: saved from the viewer's Record panel, or a nerfstudio camera_path.json (its frames
+    /// are rendered exactly as listed, at its render_width x render_height and fps unless --size/--fps say
+    /// otherwise).
     #[arg(long)]
     path: PathBuf,
+    /// nerfstudio's dataparser_transforms.json (next to its config.yml): maps a nerfstudio camera path from the
+    /// world nerfstudio trained in back to the data's (COLMAP) world the scene is in.
+    #[arg(long)]
+    dataparser_transforms: Option<PathBuf>,
     /// A folder for PNG frames, or a file ending in .mp4 (encoded with ffmpeg).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, value_parser = super::values::fps, default_value_t = 30.0)]
-    fps: f32,
-    /// Frame size WIDTHxHEIGHT.
-    #[arg(long, default_value = "1280x720", value_parser = super::parse_size)]
-    size: (u32, u32),
+    /// Frames per second [default: a nerfstudio path's fps, else 30].
+    #[arg(long, value_parser = super::values::fps)]
+    fps: Option<f32>,
+    /// Frame size WIDTHxHEIGHT [default: a nerfstudio path's render size, else 1280x720].
+    #[arg(long, value_parser = super::parse_size)]
+    size: Option<(u32, u32)>,
     /// Clean every frame with Difix.
     #[arg(long)]
     fix: bool,
@@ -70,8 +78,17 @@ pub struct RecordArgs {
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
-    let path = CameraPath::load(&args.path)?;
-    path.checked_frame_count(args.fps)
+    let dataparser = match &args.dataparser_transforms {
+        Some(file) => Some(DataparserTransform::load(file)?),
+        None => None,
+    };
+    let (path, settings) = CameraPath::load_with(&args.path, dataparser.as_ref())?;
+    let fps = args.fps.or(settings.map(|s| s.fps)).unwrap_or(30.0);
+    let size = args
+        .size
+        .or(settings.map(|s| (s.width, s.height)))
+        .unwrap_or((1280, 720));
+    path.checked_frame_count(fps)
         .map_err(|m| anyhow::anyhow!("{}: {m}", args.path.display()))?;
     let fix = if args.fix {
         let reference = match args.reference.as_str() {
@@ -103,9 +120,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let job = RecordJob {
         splats,
         path,
-        fps: args.fps,
-        width: args.size.0,
-        height: args.size.1,
+        fps,
+        width: size.0,
+        height: size.1,
         render: RenderOptions {
             sh_degree: args.sh_degree,
             background: args.background,
@@ -138,8 +155,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     println!(
         "recorded {} frame(s) at {}x{} in {:.1} s -> {}",
         summary.frames,
-        args.size.0,
-        args.size.1,
+        size.0,
+        size.1,
         summary.seconds,
         outputs.join(", ")
     );

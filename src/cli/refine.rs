@@ -20,12 +20,18 @@ pub struct RefineArgs {
     /// dataset's coordinates.
     #[arg(long, required_unless_present = "resume")]
     scene: Option<PathBuf>,
-    /// The dataset folder the scene was trained on (COLMAP sparse model + images).
+    /// The dataset folder the scene was trained on (COLMAP sparse model + images, or a nerfstudio transforms.json).
     #[arg(long)]
     data: PathBuf,
     /// Train on images downscaled by this factor (`images_N/`).
     #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
     factor: u32,
+    /// Split train/eval as Difix3D's own `--test_every N` does (its examples/gsplat/datasets/colmap.py): 0 = every
+    /// image in both, 1 = by file name (`_train_` / `_eval_`), N > 1 = every N-th image is a *training* image.
+    /// Without it: by Difix3D's `image_train_`/`image_eval_` names when present, else every 8th image is an eval
+    /// image (gsplat's `--test_every 8`).
+    #[arg(long, value_name = "N")]
+    difix3d_test_every: Option<u32>,
     /// Difix model directory in the diffusers layout (nvidia/difix_ref, or nvidia/difix with --no-reference).
     #[arg(long, default_value = "checkpoints/difix_ref")]
     model: PathBuf,
@@ -143,6 +149,7 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     let scene = SceneSource::File(args.scene.clone().unwrap_or_default());
     let mut config = RefineConfig::new(args.data, scene, args.model, args.out.clone());
     config.factor = args.factor;
+    config.split = super::split_rule(args.difix3d_test_every);
     config.model_checkpoint = args.model_checkpoint;
     config.reference = !args.no_reference;
     config.targets = match args.targets.as_str() {

@@ -15,7 +15,7 @@ pub struct RenderArgs {
     /// The scene: a 3DGS `.ply` or an antimatter15 `.splat`.
     #[arg(long)]
     scene: PathBuf,
-    /// A dataset folder (Difix3D/COLMAP layout) whose cameras to render.
+    /// A dataset (a Difix3D/COLMAP folder, or a nerfstudio transforms.json) whose cameras to render.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Which downscaled image folder of the dataset sets the resolution (1, 2, 4, 8).

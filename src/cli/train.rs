@@ -13,12 +13,18 @@ use difix3d::train::trainer::{self, TrainConfig, TrainSummary};
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// The dataset folder (COLMAP sparse model + images).
+    /// The dataset folder (COLMAP sparse model + images, or a nerfstudio transforms.json).
     #[arg(long)]
     data: PathBuf,
     /// Train on images downscaled by this factor (`images_N/`).
     #[arg(long, value_parser = super::values::factor, default_value_t = 1)]
     factor: u32,
+    /// Split train/eval as Difix3D's own `--test_every N` does (its examples/gsplat/datasets/colmap.py): 0 = every
+    /// image in both, 1 = by file name (`_train_` / `_eval_`), N > 1 = every N-th image is a *training* image.
+    /// Without it: by Difix3D's `image_train_`/`image_eval_` names when present, else every 8th image is an eval
+    /// image (gsplat's `--test_every 8`).
+    #[arg(long, value_name = "N")]
+    difix3d_test_every: Option<u32>,
     #[arg(long, default_value_t = 30_000)]
     steps: usize,
     /// The run folder: checkpoint.safetensors, point_cloud.ply, summary.json.
@@ -83,6 +89,7 @@ impl WithBackend for TrainJob {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let mut config = TrainConfig::new(args.data, args.out.clone());
     config.factor = args.factor;
+    config.split = super::split_rule(args.difix3d_test_every);
     config.steps = args.steps;
     config.resume = args.resume;
     config.checkpoint_every = args.checkpoint_every;

@@ -24,7 +24,7 @@ const OTHER_EXTENSIONS: [&str; 6] = ["png", "jpg", "JPG", "jpeg", "JPEG", "PNG"]
 
 /// Aspect ratios may differ this much (relative) between the COLMAP camera and the image file: rounding
 /// of downscaled sizes (1919 / 4 = 479.75) changes it slightly, a different crop changes it a lot.
-const ASPECT_TOLERANCE: f64 = 0.01;
+pub(super) const ASPECT_TOLERANCE: f64 = 0.01;
 
 /// How many missing files an error lists by name.
 const LISTED_MISSING: usize = 5;
@@ -84,21 +84,52 @@ impl Dataset {
     }
 }
 
+/// How a dataset's views are split into train and eval views.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Split {
+    /// difix3d's default: by file name when any name starts with `image_train_` or `image_eval_`
+    /// (Difix3D's convention; unmarked names then count as train), otherwise every 8th image in name
+    /// order, starting with the first, is an eval view (gsplat's `test_every = 8`).
+    #[default]
+    Default,
+    /// Difix3D's own `--test_every N` (`examples/gsplat/datasets/colmap.py`), which differs from
+    /// gsplat's: 0 puts every image in both train and eval; 1 splits by file name (names containing
+    /// `_train_` are train, `_eval_` eval, others neither); N > 1 makes every N-th image in name
+    /// order, starting with the first, a *training* image and the rest eval.
+    Difix3dTestEvery(u32),
+}
+
 /// Opens the scene at `root` with images downscaled by `factor` (1 means `images/`, `f > 1` means
-/// `images_f/`; any positive factor works if its folder exists).
+/// `images_f/`; any positive factor works if its folder exists), split by [`Split::Default`].
+///
+/// `root` is a COLMAP scene folder (see the module documentation) or a nerfstudio dataset: a
+/// `transforms.json` file, or a folder holding one and no COLMAP model (see [`super::transforms`]).
 ///
 /// Every image of the model must have a file; all missing ones are reported at once. Each image's header
 /// is read to size its camera, so an `images_4/` made with other rounding than expected still gets exact
 /// intrinsics.
-///
-/// The split follows the file names when any name starts with `image_train_` or `image_eval_` (Difix3D's
-/// convention; unmarked names then count as train). Otherwise every 8th image in name order, starting with
-/// the first, is an eval view, like gsplat's `test_every = 8` (so a one-image scene has no train view).
 pub fn open_dataset(root: &Path, factor: u32) -> Result<Dataset, DataError> {
+    open_dataset_split(root, factor, Split::Default)
+}
+
+/// [`open_dataset`] with another split rule.
+pub fn open_dataset_split(root: &Path, factor: u32, rule: Split) -> Result<Dataset, DataError> {
     if factor == 0 {
         return Err(DataError::BadFactor(factor));
     }
-    let sparse_dir = find_sparse_dir(root)?;
+    let colmap = find_sparse_dir(root);
+    if let (Err(_), Some(file)) = (&colmap, super::transforms::transforms_file(root)) {
+        let (views, points) = super::transforms::read(&file, factor)?;
+        let (train, eval) = split(views, rule);
+        return Ok(Dataset {
+            root: root.to_path_buf(),
+            factor,
+            train,
+            eval,
+            points,
+        });
+    }
+    let sparse_dir = colmap?;
     let model = colmap::read_model(&sparse_dir)?;
     if model.images.is_empty() {
         return Err(DataError::Invalid {
@@ -122,7 +153,7 @@ pub fn open_dataset(root: &Path, factor: u32) -> Result<Dataset, DataError> {
     let paths = resolve_image_files(&model, &image_dir, colmap::model_file(&sparse_dir, "images"))?;
 
     let views = build_views(&model, &sparse_dir, paths)?;
-    let (train, eval) = split(views);
+    let (train, eval) = split(views, rule);
     Ok(Dataset {
         root: root.to_path_buf(),
         factor,
@@ -190,7 +221,7 @@ fn resolve_image_files(model: &ColmapModel, image_dir: &Path, images_file: PathB
 }
 
 /// `image_dir/name`, or the same stem with another common image extension.
-fn find_image_file(image_dir: &Path, name: &str) -> Option<PathBuf> {
+pub(super) fn find_image_file(image_dir: &Path, name: &str) -> Option<PathBuf> {
     let exact = image_dir.join(name);
     if exact.is_file() {
         return Some(exact);
@@ -278,7 +309,7 @@ fn fit_to_image(camera: Camera, path: &Path, camera_id: u32, cameras_file: &Path
 }
 
 /// The image size from its header only (decoding hundreds of photos just to size them would take seconds).
-fn image_size(path: &Path) -> Result<(u32, u32), DataError> {
+pub(super) fn image_size(path: &Path) -> Result<(u32, u32), DataError> {
     let header = |source| DataError::ImageHeader {
         path: path.to_path_buf(),
         source,
@@ -309,8 +340,41 @@ fn split_marker(name: &str) -> Option<Marker> {
     }
 }
 
-/// Splits views (sorted by name) into (train, eval); see [`open_dataset`] for the rule.
-fn split(views: Vec<View>) -> (Vec<View>, Vec<View>) {
+/// Splits views (sorted by name) into (train, eval) by `rule`.
+fn split(views: Vec<View>, rule: Split) -> (Vec<View>, Vec<View>) {
+    let n = match rule {
+        Split::Default => return default_split(views),
+        Split::Difix3dTestEvery(n) => n as usize,
+    };
+    let file_name = |v: &View| {
+        Path::new(&v.camera.name)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    match n {
+        0 => (views.clone(), views),
+        1 => {
+            let train = views
+                .iter()
+                .filter(|v| file_name(v).contains("_train_"))
+                .cloned()
+                .collect();
+            let eval = views.into_iter().filter(|v| file_name(v).contains("_eval_")).collect();
+            (train, eval)
+        }
+        n => {
+            let (train, eval): (Vec<_>, Vec<_>) = views.into_iter().enumerate().partition(|(i, _)| i % n == 0);
+            (
+                train.into_iter().map(|(_, v)| v).collect(),
+                eval.into_iter().map(|(_, v)| v).collect(),
+            )
+        }
+    }
+}
+
+/// [`Split::Default`].
+fn default_split(views: Vec<View>) -> (Vec<View>, Vec<View>) {
     let markers: Vec<Option<Marker>> = views.iter().map(|v| split_marker(&v.camera.name)).collect();
     let by_name = markers.iter().any(Option::is_some);
     let mut train = Vec::new();
@@ -445,6 +509,32 @@ mod tests {
         assert_eq!(dataset.train.len(), 14);
         // `views` is train then eval.
         assert_eq!(dataset.views().last().unwrap().camera.name, "img_16.png");
+    }
+
+    #[test]
+    fn difix3d_test_every_makes_every_nth_image_a_training_image() {
+        let files: Vec<String> = (0..10).map(|i| format!("{i:02}.png")).collect();
+        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+        let root = scene(&refs);
+        let ds = open_dataset_split(root.path(), 1, Split::Difix3dTestEvery(4)).unwrap();
+        // examples/gsplat/datasets/colmap.py: train = indices % 4 == 0, eval = the rest.
+        assert_eq!(names(&ds.train), ["00.png", "04.png", "08.png"]);
+        assert_eq!(ds.eval.len(), 7);
+        let all = open_dataset_split(root.path(), 1, Split::Difix3dTestEvery(0)).unwrap();
+        assert_eq!((all.train.len(), all.eval.len()), (10, 10));
+        // gsplat's rule (our default) is the other way round.
+        let ours = open_dataset(root.path(), 1).unwrap();
+        assert_eq!(names(&ours.eval), ["00.png", "08.png"]);
+
+        let root = scene(&[
+            "image_eval_000.png",
+            "image_train_001.png",
+            "other.png",
+            "x_train_2.png",
+        ]);
+        let ds = open_dataset_split(root.path(), 1, Split::Difix3dTestEvery(1)).unwrap();
+        assert_eq!(names(&ds.train), ["image_train_001.png", "x_train_2.png"]);
+        assert_eq!(names(&ds.eval), ["image_eval_000.png"]);
     }
 
     #[test]

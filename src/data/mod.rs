@@ -3,11 +3,12 @@
 pub mod camera;
 pub mod colmap;
 pub mod layout;
+pub mod transforms;
 pub mod validate;
 
 pub use camera::Camera;
 pub use colmap::{read_model, CameraModel, ColmapCamera, ColmapImage, ColmapModel, Point3D};
-pub use layout::{open_dataset, Dataset, View};
+pub use layout::{open_dataset, open_dataset_split, Dataset, Split, View};
 
 use std::path::PathBuf;
 

@@ -146,6 +146,23 @@ impl ModelFiles {
         if let Some(alpha) = self.vae.lora_alpha {
             weights.lora_alpha = alpha;
         }
+        // A plain SD-Turbo VAE: the skip convs (and, for training, the decoder LoRA) are created as
+        // the reference's trainer creates them.
+        if !self.vae.ignore_skip && super::sd_turbo::lacks_skip_convs(&weights) {
+            super::sd_turbo::add_skip_convs(&mut weights, &self.vae);
+            let mut what = format!("skip convs at {}", super::sd_turbo::SKIP_INIT);
+            if keep_lora && !super::sd_turbo::has_decoder_lora(&weights) {
+                let modules = super::sd_turbo::add_decoder_lora(&mut weights, super::sd_turbo::LORA_RANK, 0);
+                what.push_str(&format!(
+                    " and a rank-{} decoder LoRA on {modules} modules (B = 0)",
+                    super::sd_turbo::LORA_RANK
+                ));
+            }
+            log::info!(
+                "{}: a plain SD-Turbo VAE (no Difix skip convs); created {what}",
+                self.root.join("vae").display()
+            );
+        }
         let config = self.root.join("vae/config.json");
         let model = Vae::load(
             &mut Loader {

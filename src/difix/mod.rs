@@ -12,6 +12,7 @@ pub mod layers;
 pub mod load;
 pub mod pipeline;
 pub mod scheduler;
+pub mod sd_turbo;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod train;

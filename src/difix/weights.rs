@@ -181,6 +181,22 @@ impl Weights {
         Ok(count)
     }
 
+    /// Adds a tensor made in memory rather than read from a file (the Difix weights a plain SD-Turbo
+    /// VAE lacks); an existing key is left as it is.
+    pub fn insert_created(&mut self, key: &str, shape: Vec<usize>, values: Vec<f32>) {
+        let entry = Entry {
+            shape,
+            path: self.origin.clone(),
+            source: Source::Decoded(Arc::new(values)),
+        };
+        self.entries.entry(key.to_string()).or_insert(entry);
+    }
+
+    /// Every stored key with its shape, in name order.
+    pub fn stored_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.entries.iter().map(|(k, e)| (k.clone(), e.shape.clone())).collect()
+    }
+
     /// Keys matching any of these substrings may stay unused without an error.
     pub fn allow_unused(&mut self, pattern: &str) {
         self.ignorable.push(pattern.to_string());

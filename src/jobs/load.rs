@@ -35,7 +35,7 @@ pub fn spawn(path: PathBuf, data: Option<PathBuf>) -> Receiver<Result<Loaded, Lo
         .spawn(move || {
             let result = load(&path).and_then(|mut loaded| {
                 if let Some(dir) = data {
-                    if !dir.is_dir() {
+                    if !dir.exists() {
                         return Err(LoadError::Missing(dir));
                     }
                     loaded.dataset = Some(data::open_dataset(&dir, 1)?);
@@ -49,12 +49,15 @@ pub fn spawn(path: PathBuf, data: Option<PathBuf>) -> Receiver<Result<Loaded, Lo
     rx
 }
 
-/// Loads a `.ply`/`.splat` scene, or a dataset folder (whose sparse points become the splats shown).
+/// Loads a scene file, or a dataset (a folder, or a nerfstudio transforms.json) whose sparse points become
+/// the splats shown.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     if !path.exists() {
         return Err(LoadError::Missing(path.to_path_buf()));
     }
-    if path.is_dir() {
+    // A folder is a dataset (COLMAP or nerfstudio); so is a nerfstudio transforms.json.
+    let nerfstudio_file = path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    if path.is_dir() || nerfstudio_file {
         let dataset = data::open_dataset(path, 1)?;
         let points: Vec<([f32; 3], [u8; 3])> = dataset.points.iter().map(|p| (p.position, p.color)).collect();
         let splats = scene::init::from_points(&points)

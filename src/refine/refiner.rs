@@ -75,6 +75,8 @@ pub enum Targets {
 pub struct RefineConfig {
     pub data: PathBuf,
     pub factor: u32,
+    /// How the dataset's views are split into train and eval.
+    pub split: crate::data::Split,
     pub scene: SceneSource,
     /// The Difix model folder (diffusers layout) and an optional trainer checkpoint over it.
     pub model: PathBuf,
@@ -152,6 +154,7 @@ impl RefineConfig {
         Self {
             data,
             factor: 1,
+            split: crate::data::Split::Default,
             scene,
             model,
             model_checkpoint: None,
@@ -343,7 +346,7 @@ pub fn refine<B: Backend>(
     stop: &AtomicBool,
 ) -> Result<RefineSummary, RefineError> {
     config.validate().map_err(RefineError::Input)?;
-    let data = TrainingData::<B>::open(&config.data, config.factor, config.lpips.as_ref(), device)?;
+    let data = TrainingData::<B>::open(&config.data, config.factor, config.split, config.lpips.as_ref(), device)?;
     let targets = target_cameras(config, &data)?;
     // The model is loaded before any work, so missing weights fail at once.
     let mut model = Difix::<B>::load(&config.model, config.model_checkpoint.as_deref(), device)?;

@@ -56,6 +56,8 @@ pub enum TrainError {
 pub struct TrainConfig {
     pub data: PathBuf,
     pub factor: u32,
+    /// How the dataset's views are split into train and eval.
+    pub split: data::Split,
     pub steps: usize,
     pub out: PathBuf,
     pub max_sh_degree: u32,
@@ -94,6 +96,7 @@ impl TrainConfig {
         Self {
             data,
             factor: 1,
+            split: data::Split::Default,
             steps: 30_000,
             out,
             max_sh_degree: 3,
@@ -267,8 +270,14 @@ impl<B: Backend> TrainingData<B> {
     /// Opens `data` at `factor`, loads every photo and the LPIPS network when given (a bad file
     /// fails before any work). It writes nothing: the caller creates the run folder once every
     /// input has loaded.
-    pub fn open(data: &Path, factor: u32, lpips: Option<&LpipsFiles>, device: &B::Device) -> Result<Self, TrainError> {
-        let dataset = data::open_dataset(data, factor)?;
+    pub fn open(
+        data: &Path,
+        factor: u32,
+        split: data::Split,
+        lpips: Option<&LpipsFiles>,
+        device: &B::Device,
+    ) -> Result<Self, TrainError> {
+        let dataset = data::open_dataset_split(data, factor, split)?;
         if dataset.train.is_empty() {
             return Err(TrainError::Input(format!(
                 "{}: the dataset has no training views",
@@ -363,7 +372,7 @@ pub fn train<B: Backend>(
     stop: &AtomicBool,
 ) -> Result<TrainSummary, TrainError> {
     config.validate().map_err(TrainError::Input)?;
-    let data = TrainingData::<B>::open(&config.data, config.factor, config.lpips.as_ref(), device)?;
+    let data = TrainingData::<B>::open(&config.data, config.factor, config.split, config.lpips.as_ref(), device)?;
     let dataset = &data.dataset;
     // Training draws with gsplat's rasterizer constants; the eval views with the viewer's, as
     // `difix3d eval` and `render` measure the exported scene.

@@ -231,3 +231,177 @@ fn record_encodes_mp4_and_rejects_bad_requests() {
         "{stderr}"
     );
 }
+
+/// A nerfstudio camera_path.json (OpenGL camera-to-world, row-major) through the dataset's training
+/// cameras, in a nerfstudio world `scale * (T x)`: recorded with its dataparser_transforms.json, every
+/// frame is the render of exactly the listed camera, at the path's own size and fps.
+#[test]
+fn record_renders_a_nerfstudio_path_at_its_exact_frames() {
+    let Some(data) = asset("maupertuis") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = difix3d::data::open_dataset(&data, 8).unwrap();
+    // T: 90 degrees about z plus a shift; scale 0.5.
+    let t = glam::DMat4::from_cols_array_2d(&[
+        [0.0, 1.0, 0.0, 0.0],
+        [-1.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.3, -0.2, 1.0, 1.0],
+    ]);
+    let scale = 0.5;
+    let (width, height) = (64u32, 40u32);
+    let fovs = [40.0f64, 50.0, 60.0];
+    let flip = glam::DMat4::from_diagonal(glam::DVec4::new(1.0, -1.0, -1.0, 1.0));
+    let frames: Vec<serde_json::Value> = dataset
+        .train
+        .iter()
+        .zip(fovs)
+        .map(|(view, fov)| {
+            let cv = glam::Mat4::from(view.camera.world_from_camera).as_dmat4();
+            let mut ns = t * cv * flip;
+            ns.w_axis = (ns.w_axis.truncate() * scale).extend(1.0);
+            let rows: Vec<f64> = (0..4).flat_map(|r| ns.row(r).to_array()).collect();
+            serde_json::json!({"camera_to_world": rows, "fov": fov, "aspect": 1.6})
+        })
+        .collect();
+    let ns_file = dir.path().join("camera_path.json");
+    let path_json = serde_json::json!({
+        "camera_type": "perspective", "render_width": width, "render_height": height, "fps": 2,
+        "seconds": 1.5, "camera_path": frames,
+    });
+    std::fs::write(&ns_file, path_json.to_string()).unwrap();
+    let dp_file = dir.path().join("dataparser_transforms.json");
+    let rows: Vec<Vec<f64>> = (0..3).map(|r| t.row(r).to_array().to_vec()).collect();
+    std::fs::write(
+        &dp_file,
+        serde_json::json!({"transform": rows, "scale": scale}).to_string(),
+    )
+    .unwrap();
+
+    let out = dir.path().join("frames");
+    let (code, stdout, stderr) = difix3d(&[
+        "record",
+        "--scene",
+        scene().to_str().unwrap(),
+        "--path",
+        ns_file.to_str().unwrap(),
+        "--dataparser-transforms",
+        dp_file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("recorded 3 frame(s) at 64x40"), "{stdout}");
+    let (ctx, rasterizer) = gpu();
+    let splats = GpuSplats::upload(&ctx, &difix3d::scene::load(&scene()).unwrap()).unwrap();
+    for (i, (view, fov)) in dataset.train.iter().zip(fovs).enumerate() {
+        // Hand-derived: the listed camera is the training camera's pose, fx = fy = (h / 2) / tan(fov / 2),
+        // principal point in the centre (ns-render's get_path_from_json).
+        let f = 0.5 * height as f32 / (0.5 * (fov as f32).to_radians()).tan();
+        let camera = difix3d::data::Camera {
+            name: format!("{i}"),
+            width,
+            height,
+            fx: f,
+            fy: f,
+            cx: 32.0,
+            cy: 20.0,
+            world_from_camera: view.camera.world_from_camera,
+        };
+        let render = {
+            let mut r = rasterizer.lock().unwrap();
+            r.render(ctx, &splats, &camera, &RenderOptions::default()).unwrap();
+            difix3d::image_io::to_rgb8(&r.read_image(ctx).unwrap())
+        };
+        let frame = image::open(out.join(format!("{i:05}.png"))).unwrap().to_rgb8();
+        let worst = frame
+            .as_raw()
+            .iter()
+            .zip(render.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 1,
+            "frame {i}: differs from the listed camera's render by {worst} levels"
+        );
+    }
+
+    // Both ways: to ours and back to nerfstudio's keeps the frames.
+    let ours = dir.path().join("ours.json");
+    let back = dir.path().join("back.json");
+    let dp = dp_file.to_str().unwrap();
+    let (code, _, stderr) = difix3d(&[
+        "convert-path",
+        ns_file.to_str().unwrap(),
+        ours.to_str().unwrap(),
+        "--dataparser-transforms",
+        dp,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = difix3d(&[
+        "convert-path",
+        ours.to_str().unwrap(),
+        back.to_str().unwrap(),
+        "--dataparser-transforms",
+        dp,
+        "--fps",
+        "2",
+        "--size",
+        "64x40",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let back: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&back).unwrap()).unwrap();
+    assert_eq!(back["render_width"], 64);
+    let listed = path_json["camera_path"].as_array().unwrap();
+    let got = back["camera_path"].as_array().unwrap();
+    assert_eq!(got.len(), listed.len());
+    for (a, b) in listed.iter().zip(got) {
+        for (x, y) in a["camera_to_world"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["camera_to_world"].as_array().unwrap())
+        {
+            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5, "{a} vs {b}");
+        }
+        assert!((a["fov"].as_f64().unwrap() - b["fov"].as_f64().unwrap()).abs() < 1e-4);
+    }
+
+    // Bad files name themselves.
+    std::fs::write(
+        &ns_file,
+        r#"{"camera_path": [], "render_width": 64, "render_height": 40, "fps": 2}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = difix3d(&[
+        "record",
+        "--scene",
+        scene().to_str().unwrap(),
+        "--path",
+        ns_file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("camera_path.json") && stderr.contains("no frames"),
+        "{stderr}"
+    );
+    std::fs::write(&dp_file, r#"{"transform": [[1, 0, 0, 0]], "scale": 1}"#).unwrap();
+    let (code, _, stderr) = difix3d(&[
+        "record",
+        "--scene",
+        scene().to_str().unwrap(),
+        "--path",
+        ours.to_str().unwrap(),
+        "--dataparser-transforms",
+        dp,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("dataparser_transforms.json") && stderr.contains("transform"),
+        "{stderr}"
+    );
+}

@@ -38,10 +38,14 @@ fn evals(run: &Path) -> Vec<serde_json::Value> {
 /// `difix3d train-difix` of the tiny model on the CPU at 32x32 with the tiny LPIPS/VGG; the Gram
 /// loss is on from step 3.
 fn train(data: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
+    train_model(&repo().join("tests/fixtures/difix/tiny"), data, out, steps, extra)
+}
+
+/// [`train`] starting from the model folder `tiny`.
+fn train_model(tiny: &Path, data: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
     let lpips = repo().join("tests/fixtures/lpips");
     let backbone = lpips.join("vgg_tiny_backbone.pth");
     let lin = lpips.join("vgg_tiny_lin.pth");
-    let tiny = repo().join("tests/fixtures/difix/tiny");
     let mut args = vec![
         "train-difix",
         "--data",
@@ -294,4 +298,83 @@ fn bench_train_difix_reports_speed_and_files_its_row() {
         "{text}"
     );
     assert_eq!(lines.last(), Some(&"after"));
+}
+
+/// The tiny model with a plain SD VAE, as SD-Turbo's `vae/` is: no skip convs, no LoRA (PEFT's
+/// `M.base_layer.weight` back to `M.weight`), no Difix keys in its config.
+fn plain_sd_turbo(to: &Path) {
+    crate::copy_dir(&repo().join("tests/fixtures/difix/tiny"), to);
+    let file = to.join("vae/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !name.contains("skip_conv") && !name.contains(".lora_"))
+        .map(|(name, view)| (name.replace(".base_layer.", "."), view))
+        .collect();
+    std::fs::write(&file, safetensors::serialize(kept, None).unwrap()).unwrap();
+    let config = to.join("vae/config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    for key in ["gamma", "ignore_skip", "lora_rank"] {
+        json.as_object_mut().unwrap().remove(key);
+    }
+    std::fs::write(&config, json.to_string()).unwrap();
+}
+
+/// `train-difix --model` on a plain SD-Turbo folder: the skip convs (1e-5) and the rank-4 decoder
+/// LoRA (B = 0) are created as the reference's `src/model.py` does, a few steps train them, and the
+/// result is the usual model folder that `fix` loads.
+#[test]
+fn training_starts_from_a_plain_sd_turbo_folder() {
+    let Some(photos) = asset("maupertuis/images_8") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = make_pairs(&photos, dir.path());
+    let plain = dir.path().join("sd-turbo");
+    plain_sd_turbo(&plain);
+    let run = dir.path().join("run");
+    train_model(&plain, &data, &run, "3", &[]);
+    let model = run.join("checkpoint");
+    let tensors = model_tensors(&model);
+    let get = |key: &str| {
+        let wanted = format!("vae/diffusion_pytorch_model.safetensors:{key}");
+        tensors
+            .iter()
+            .find(|(name, _)| *name == wanted)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{key} is not in the trained model"))
+    };
+    let skip = get("decoder.skip_conv_1.weight");
+    assert!(
+        skip.iter().any(|v| (v - 1e-5).abs() > 1e-5),
+        "the skip conv did not move from 1e-5"
+    );
+    for module in [
+        "decoder.conv_in",
+        "decoder.skip_conv_4",
+        "decoder.mid_block.attentions.0.to_q",
+    ] {
+        let b = get(&format!("{module}.lora_B.vae_skip.weight"));
+        assert!(b.iter().any(|v| *v != 0.0), "{module}'s LoRA B did not move from zero");
+        get(&format!("{module}.lora_A.vae_skip.weight"));
+    }
+    let fixed = dir.path().join("fixed");
+    let (code, stdout, stderr) = difix3d(&[
+        "fix",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        dir.path().join("blur_03.png").to_str().unwrap(),
+        "--ref",
+        dir.path().join("clean_02.png").to_str().unwrap(),
+        "--out",
+        fixed.to_str().unwrap(),
+        "--native",
+        "--backend",
+        "cpu",
+    ]);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(fixed.join("blur_03.png").exists());
 }
