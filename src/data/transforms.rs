@@ -166,8 +166,8 @@ pub fn read(file: &Path, factor: u32) -> Result<(Vec<View>, Vec<Point3D>), DataE
             world_from_camera: pose,
         };
         let camera = fit(camera, &image_path, file)?;
-        super::validate::pose(&camera.world_from_camera).map_err(|m| at(m))?;
-        super::validate::camera(&camera).map_err(|m| at(m))?;
+        super::validate::pose(&camera.world_from_camera).map_err(&at)?;
+        super::validate::camera(&camera).map_err(&at)?;
         views.push(View { camera, image_path });
     }
     if !missing.is_empty() {

@@ -292,7 +292,7 @@ fn record_renders_a_nerfstudio_path_at_its_exact_frames() {
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("recorded 3 frame(s) at 64x40"), "{stdout}");
     let (ctx, rasterizer) = gpu();
-    let splats = GpuSplats::upload(&ctx, &difix3d::scene::load(&scene()).unwrap()).unwrap();
+    let splats = GpuSplats::upload(ctx, &difix3d::scene::load(&scene()).unwrap()).unwrap();
     for (i, (view, fov)) in dataset.train.iter().zip(fovs).enumerate() {
         // Hand-derived: the listed camera is the training camera's pose, fx = fy = (h / 2) / tan(fov / 2),
         // principal point in the centre (ns-render's get_path_from_json).
