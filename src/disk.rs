@@ -59,7 +59,10 @@ pub fn png_lower_bound(width: u32, height: u32) -> u64 {
 /// Bytes a checkpoint (parameters and both Adam moments) and a `.ply` of `splats` splats of SH
 /// degree `sh_degree` take at least.
 pub fn run_files_lower_bound(splats: usize, sh_degree: u32) -> u64 {
-    let floats = 3 + 3 + 4 + 1 + 3 * crate::scene::sh_coeffs(sh_degree) as u64;
+    // (degree + 1)² SH coefficients per channel (`scene::sh_coeffs`; the scene writers use this
+    // module, so it does not use theirs).
+    let sh_coeffs = u64::from((sh_degree + 1) * (sh_degree + 1));
+    let floats = 3 + 3 + 4 + 1 + 3 * sh_coeffs;
     // The checkpoint holds each value three times; the PLY once more, plus three normals.
     (splats as u64).saturating_mul((floats * 3 + floats + 3) * 4)
 }

@@ -10,7 +10,6 @@ pub mod fix;
 pub mod image_io;
 pub mod jobs;
 pub mod metrics;
-pub mod nerfstudio;
 pub mod perceptual;
 pub mod record;
 pub mod refine;

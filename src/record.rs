@@ -274,7 +274,7 @@ fn render_frames(
             return Err(RecordError::Cancelled(index));
         }
         let name = format!("{index:05}.png");
-        let camera = frame_camera(&job.path, index, total, job.width, job.height);
+        let camera = job.path.frame_camera(index, total, job.width, job.height);
         rasterizer.render(gpu, &splats, &camera, &job.render)?;
         let raw = image_io::to_rgb8(&rasterizer.read_image(gpu)?);
         match fix(&camera, &raw)? {
@@ -315,14 +315,6 @@ pub fn output_lower_bound(width: u32, height: u32, fixing: bool, side_by_side: b
         crate::disk::human(per_frame)
     );
     (needed, what)
-}
-
-/// The camera of frame `index` of `total`.
-pub fn frame_camera(path: &CameraPath, index: usize, total: usize, width: u32, height: u32) -> Camera {
-    let key = path
-        .sample(path.frame_time(index, total))
-        .expect("a validated path has keyframes");
-    key.camera(&format!("{index:05}"), width, height)
 }
 
 struct FixedRecording<'a> {

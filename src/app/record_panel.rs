@@ -340,7 +340,7 @@ impl ViewerApp {
             if let Ok(choice) = rx.try_recv() {
                 panel.save_ns_pick = None;
                 if let Some(file) = choice {
-                    let settings = difix3d::nerfstudio::RenderSettings {
+                    let settings = difix3d::camera_path::nerfstudio::RenderSettings {
                         fps: panel.fps,
                         width: panel.size[0],
                         height: panel.size[1],

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
+use difix3d::camera_path::nerfstudio::{DataparserTransform, RenderSettings};
 use difix3d::camera_path::CameraPath;
-use difix3d::nerfstudio::{DataparserTransform, RenderSettings};
 use difix3d::scene::{self, SceneFormat};
 
 #[derive(Args)]
@@ -69,7 +69,7 @@ pub fn run_path(args: ConvertPathArgs) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.input)
         .map_err(|e| anyhow::anyhow!("{}: cannot read the camera path: {e}", args.input.display()))?;
     let from_nerfstudio = serde_json::from_str::<serde_json::Value>(&text)
-        .map(|v| difix3d::nerfstudio::is_camera_path(&v))
+        .map(|v| difix3d::camera_path::nerfstudio::is_camera_path(&v))
         .unwrap_or(false);
     if from_nerfstudio {
         if args.fps.is_some() || args.size.is_some() {

@@ -24,7 +24,6 @@ use serde_json::Value;
 use super::colmap::Point3D;
 use super::layout::{find_image_file, image_size, View, ASPECT_TOLERANCE};
 use super::{Camera, DataError};
-use crate::nerfstudio::{matrix_row_major, matrix_rows};
 
 /// The file a dataset path names, when it is a nerfstudio dataset: a `.json` file, or a folder with
 /// `transforms.json` in it.
@@ -377,6 +376,57 @@ fn parse_point_ply(bytes: &[u8]) -> Result<Vec<Point3D>, String> {
         points.push(Point3D { position, color });
     }
     Ok(points)
+}
+
+// JSON matrices, shared with nerfstudio camera paths (`camera_path::nerfstudio`).
+
+/// `rows` rows of 4 numbers (a 3x4 or 4x4 row-major matrix) as a 4x4; a 4x4's last row must be 0 0 0 1.
+pub(crate) fn matrix_rows(value: &Value, rows: usize, what: &str) -> Result<DMat4, String> {
+    let bad = || format!("\"{what}\" must be {rows} rows of 4 numbers");
+    let list = value.as_array().ok_or_else(bad)?;
+    if list.len() != rows && !(rows == 3 && list.len() == 4) {
+        return Err(bad());
+    }
+    let mut numbers = Vec::with_capacity(16);
+    for row in list {
+        let row = row.as_array().filter(|r| r.len() == 4).ok_or_else(bad)?;
+        for v in row {
+            numbers.push(v.as_f64().filter(|v| v.is_finite()).ok_or_else(bad)?);
+        }
+    }
+    if list.len() == 3 {
+        numbers.extend([0.0, 0.0, 0.0, 1.0]);
+    }
+    matrix_row_major(&numbers, what)
+}
+
+/// 16 numbers, row-major, as a 4x4 whose last row is 0 0 0 1.
+pub(crate) fn matrix_row_major(numbers: &[f64], what: &str) -> Result<DMat4, String> {
+    if numbers.len() != 16 || numbers.iter().any(|v| !v.is_finite()) {
+        return Err(format!("\"{what}\" must be 16 finite numbers (a row-major 4x4)"));
+    }
+    let last = &numbers[12..16];
+    if last.iter().zip([0.0, 0.0, 0.0, 1.0]).any(|(a, b)| (a - b).abs() > 1e-6) {
+        return Err(format!("\"{what}\"'s last row must be 0 0 0 1, not {last:?}"));
+    }
+    Ok(DMat4::from_cols_array(&[
+        numbers[0],
+        numbers[4],
+        numbers[8],
+        0.0,
+        numbers[1],
+        numbers[5],
+        numbers[9],
+        0.0,
+        numbers[2],
+        numbers[6],
+        numbers[10],
+        0.0,
+        numbers[3],
+        numbers[7],
+        numbers[11],
+        1.0,
+    ]))
 }
 
 #[cfg(test)]

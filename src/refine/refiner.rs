@@ -290,7 +290,7 @@ fn target_cameras(config: &RefineConfig, data: &TrainingData<impl Backend>) -> R
             let path = CameraPath::load(file)?;
             let first = &data.dataset.train[0].camera;
             (0..*samples)
-                .map(|i| crate::record::frame_camera(&path, i, *samples, first.width, first.height))
+                .map(|i| path.frame_camera(i, *samples, first.width, first.height))
                 .collect()
         }
     };

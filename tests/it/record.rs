@@ -86,7 +86,7 @@ fn record_renders_every_frame_and_fixes_it_like_the_pipeline() {
     let mut difix = Difix::<NdArray<f32>>::load(&tiny(), None, &NdArrayDevice::Cpu).unwrap();
     for (i, name) in expected.iter().enumerate() {
         // The raw frame is the render of the path's camera for that frame...
-        let camera = difix3d::record::frame_camera(&path, i, 3, 64, 40);
+        let camera = path.frame_camera(i, 3, 64, 40);
         assert!(camera.position().distance(dataset.train[i].camera.position()) < 1e-4);
         let render = {
             let mut r = rasterizer.lock().unwrap();

@@ -16,10 +16,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::data::transforms::{matrix_row_major, matrix_rows};
 use glam::{Affine3A, DMat3, DMat4, DVec3, DVec4, Mat3, Quat, Vec3};
 use serde_json::{json, Map, Value};
 
-use crate::camera_path::{CameraPath, Keyframe};
+use super::{CameraPath, Keyframe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NerfstudioError {
@@ -118,55 +119,6 @@ impl DataparserTransform {
     }
 }
 
-/// `rows` rows of 4 numbers (a 3x4 or 4x4 row-major matrix) as a 4x4; a 4x4's last row must be 0 0 0 1.
-pub(crate) fn matrix_rows(value: &Value, rows: usize, what: &str) -> Result<DMat4, String> {
-    let bad = || format!("\"{what}\" must be {rows} rows of 4 numbers");
-    let list = value.as_array().ok_or_else(bad)?;
-    if list.len() != rows && !(rows == 3 && list.len() == 4) {
-        return Err(bad());
-    }
-    let mut numbers = Vec::with_capacity(16);
-    for row in list {
-        let row = row.as_array().filter(|r| r.len() == 4).ok_or_else(bad)?;
-        for v in row {
-            numbers.push(v.as_f64().filter(|v| v.is_finite()).ok_or_else(bad)?);
-        }
-    }
-    if list.len() == 3 {
-        numbers.extend([0.0, 0.0, 0.0, 1.0]);
-    }
-    matrix_row_major(&numbers, what)
-}
-
-/// 16 numbers, row-major, as a 4x4 whose last row is 0 0 0 1.
-pub(crate) fn matrix_row_major(numbers: &[f64], what: &str) -> Result<DMat4, String> {
-    if numbers.len() != 16 || numbers.iter().any(|v| !v.is_finite()) {
-        return Err(format!("\"{what}\" must be 16 finite numbers (a row-major 4x4)"));
-    }
-    let last = &numbers[12..16];
-    if last.iter().zip([0.0, 0.0, 0.0, 1.0]).any(|(a, b)| (a - b).abs() > 1e-6) {
-        return Err(format!("\"{what}\"'s last row must be 0 0 0 1, not {last:?}"));
-    }
-    Ok(DMat4::from_cols_array(&[
-        numbers[0],
-        numbers[4],
-        numbers[8],
-        0.0,
-        numbers[1],
-        numbers[5],
-        numbers[9],
-        0.0,
-        numbers[2],
-        numbers[6],
-        numbers[10],
-        0.0,
-        numbers[3],
-        numbers[7],
-        numbers[11],
-        1.0,
-    ]))
-}
-
 fn row_major(m: DMat4) -> Vec<f64> {
     (0..4).flat_map(|r| m.row(r).to_array()).collect()
 }
@@ -188,7 +140,7 @@ fn opencv_pose(gl: DMat4) -> Result<Affine3A, String> {
         return Err("its rotation is not a rotation (scaled, sheared or mirrored)".into());
     }
     let t = cv.w_axis.truncate();
-    let limit = f64::from(crate::camera_path::MAX_COORDINATE);
+    let limit = f64::from(super::MAX_COORDINATE);
     if t.abs().max_element() > limit {
         return Err(format!("its position {t} is beyond {limit:e}"));
     }
@@ -300,7 +252,7 @@ pub fn path_to_json(path: &CameraPath, settings: RenderSettings, dataparser: Opt
     let count = path.frame_count(settings.fps);
     let frames: Vec<Value> = (0..count)
         .map(|i| {
-            let camera = crate::record::frame_camera(path, i, count, settings.width, settings.height);
+            let camera = path.frame_camera(i, count, settings.width, settings.height);
             json!({
                 "camera_to_world": to_ns(camera.world_from_camera),
                 "fov": f64::from(path.sample(path.frame_time(i, count)).map_or(50.0, |k| k.fov_y_deg)),
@@ -376,14 +328,14 @@ mod tests {
         );
         assert_eq!(path.keyframes.len(), 2);
         assert_eq!(path.frame_count(settings.fps), 2);
-        let c0 = crate::record::frame_camera(&path, 0, 2, 64, 48);
+        let c0 = path.frame_camera(0, 2, 64, 48);
         let want0 = Mat3::from_diagonal(Vec3::new(1.0, -1.0, -1.0));
         assert!(Mat3::from(c0.world_from_camera.matrix3).abs_diff_eq(want0, 1e-6));
         assert!(c0.position().abs_diff_eq(Vec3::new(1.0, 2.0, 3.0), 1e-6));
         let f0 = 24.0 / (30f32.to_radians()).tan();
         assert!((c0.fy - f0).abs() < 1e-3 && (c0.fx - f0).abs() < 1e-3);
         assert_eq!((c0.cx, c0.cy), (32.0, 24.0));
-        let c1 = crate::record::frame_camera(&path, 1, 2, 64, 48);
+        let c1 = path.frame_camera(1, 2, 64, 48);
         // Camera +z (forward) is world -x, camera +y (down) world -y, camera +x (right) world -z.
         let want1 = Mat3::from_cols(Vec3::NEG_Z, Vec3::NEG_Y, Vec3::NEG_X);
         assert!(
@@ -459,8 +411,8 @@ mod tests {
         let n = path.frame_count(12.0);
         assert_eq!(back.frame_count(got.fps), n);
         for i in 0..n {
-            let a = crate::record::frame_camera(&path, i, n, 80, 60);
-            let b = crate::record::frame_camera(&back, i, n, 80, 60);
+            let a = path.frame_camera(i, n, 80, 60);
+            let b = back.frame_camera(i, n, 80, 60);
             assert!(a.position().abs_diff_eq(b.position(), 1e-4), "frame {i}");
             // Matrices, not angle_between: f32 acos near 1 cannot resolve angles below ~7e-4.
             let (ra, rb) = (

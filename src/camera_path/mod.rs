@@ -9,6 +9,10 @@
 //! ```
 //! `rotation` is the world_from_camera quaternion with OpenCV camera axes (+x right, +y down,
 //! +z forward), the same convention as COLMAP-derived cameras everywhere else in difix3d.
+//!
+//! nerfstudio's camera paths are read and written too ([`nerfstudio`]).
+
+pub mod nerfstudio;
 
 use std::path::{Path, PathBuf};
 
@@ -285,8 +289,16 @@ impl CameraPath {
         Ok(())
     }
 
+    /// The camera of frame `index` of `total` (named by its index, `00000`...).
+    pub fn frame_camera(&self, index: usize, total: usize, width: u32, height: u32) -> Camera {
+        let key = self
+            .sample(self.frame_time(index, total))
+            .expect("a validated path has keyframes");
+        key.camera(&format!("{index:05}"), width, height)
+    }
+
     /// Reads a camera path: ours, or a nerfstudio camera_path.json (recognised by its `camera_path`
-    /// list; see [`crate::nerfstudio`]), whose render size and fps are dropped here.
+    /// list; see [`nerfstudio`]), whose render size and fps are dropped here.
     pub fn load(path: &Path) -> Result<Self, PathError> {
         Ok(Self::load_with(path, None)?.0)
     }
@@ -296,8 +308,8 @@ impl CameraPath {
     /// paths, which are in the scene's world already).
     pub fn load_with(
         path: &Path,
-        dataparser: Option<&crate::nerfstudio::DataparserTransform>,
-    ) -> Result<(Self, Option<crate::nerfstudio::RenderSettings>), PathError> {
+        dataparser: Option<&nerfstudio::DataparserTransform>,
+    ) -> Result<(Self, Option<nerfstudio::RenderSettings>), PathError> {
         let text = std::fs::read_to_string(path).map_err(|source| PathError::Read {
             path: path.to_path_buf(),
             source,
@@ -307,8 +319,8 @@ impl CameraPath {
             message,
         };
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format(e.to_string()))?;
-        if crate::nerfstudio::is_camera_path(&value) {
-            let (parsed, settings) = crate::nerfstudio::path_from_json(&value, dataparser)
+        if nerfstudio::is_camera_path(&value) {
+            let (parsed, settings) = nerfstudio::path_from_json(&value, dataparser)
                 .map_err(|m| format(format!("nerfstudio camera path: {m}")))?;
             return Ok((parsed, Some(settings)));
         }
@@ -330,8 +342,8 @@ impl CameraPath {
     pub fn save_nerfstudio(
         &self,
         path: &Path,
-        settings: crate::nerfstudio::RenderSettings,
-        dataparser: Option<&crate::nerfstudio::DataparserTransform>,
+        settings: nerfstudio::RenderSettings,
+        dataparser: Option<&nerfstudio::DataparserTransform>,
     ) -> Result<(), PathError> {
         let write = |message: String| PathError::Write {
             path: path.to_path_buf(),
@@ -339,7 +351,7 @@ impl CameraPath {
         };
         self.validate().map_err(write)?;
         self.checked_frame_count(settings.fps).map_err(write)?;
-        let json = serde_json::to_string_pretty(&crate::nerfstudio::path_to_json(self, settings, dataparser))
+        let json = serde_json::to_string_pretty(&nerfstudio::path_to_json(self, settings, dataparser))
             .map_err(|e| write(e.to_string()))?;
         crate::image_io::write_atomic(path, |tmp| std::fs::write(tmp, json).map_err(|e| e.to_string()))
             .map_err(|e| write(e.to_string()))
