@@ -284,7 +284,7 @@ fn render_frames(
                     image_io::save_png(&raw, &dir.join(&name))?;
                 }
                 if let Some(dir) = &layout.side_by_side {
-                    image_io::save_png(&side_by_side(&raw, &fixed), &dir.join(&name))?;
+                    image_io::save_png(&crate::difix::images::side_by_side(&raw, &fixed), &dir.join(&name))?;
                 }
                 image_io::save_png(&fixed, &layout.main.join(&name))?;
             }
@@ -385,16 +385,6 @@ fn load_image(path: &Path) -> Result<RgbImage, RecordError> {
     })
 }
 
-/// `left | right` on one canvas (right resized to left's height when they differ).
-pub fn side_by_side(left: &RgbImage, right: &RgbImage) -> RgbImage {
-    let (w, h) = left.dimensions();
-    let right = crate::difix::images::resize(right, w, h);
-    let mut out = RgbImage::new(2 * w, h);
-    image::imageops::replace(&mut out, left, 0, 0);
-    image::imageops::replace(&mut out, &right, w as i64, 0);
-    out
-}
-
 /// Encodes `dir/%05d.png` to an H.264 MP4 at `fps`, through a temporary file renamed into place.
 fn encode(dir: &Path, fps: f32, video: &Path) -> Result<(), RecordError> {
     image_io::write_atomic(video, |tmp| {
@@ -444,15 +434,5 @@ mod tests {
         assert!(is_video(Path::new("FLY.MP4")));
         assert!(!is_video(Path::new("frames")));
         assert!(!is_video(Path::new("frames.d/")));
-    }
-
-    #[test]
-    fn side_by_side_puts_raw_left_and_fixed_right() {
-        let left = RgbImage::from_pixel(3, 2, image::Rgb([10, 20, 30]));
-        let right = RgbImage::from_pixel(3, 2, image::Rgb([200, 100, 0]));
-        let both = side_by_side(&left, &right);
-        assert_eq!(both.dimensions(), (6, 2));
-        assert_eq!(both.get_pixel(2, 1).0, [10, 20, 30]);
-        assert_eq!(both.get_pixel(3, 0).0, [200, 100, 0]);
     }
 }

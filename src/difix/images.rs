@@ -22,6 +22,16 @@ impl SizePolicy {
     }
 }
 
+/// `left | right` on one canvas (right resized to left's height when they differ).
+pub fn side_by_side(left: &RgbImage, right: &RgbImage) -> RgbImage {
+    let (w, h) = left.dimensions();
+    let right = resize(right, w, h);
+    let mut out = RgbImage::new(2 * w, h);
+    image::imageops::replace(&mut out, left, 0, 0);
+    image::imageops::replace(&mut out, &right, w as i64, 0);
+    out
+}
+
 /// Lanczos resize (the reference uses PIL's LANCZOS), skipped when the size already matches.
 pub fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     if image.dimensions() == (width, height) {
@@ -60,4 +70,19 @@ pub fn to_image<B: Backend>(tensor: Tensor<B, 4>) -> Result<RgbImage, String> {
         }
     }
     Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn side_by_side_puts_raw_left_and_fixed_right() {
+        let left = RgbImage::from_pixel(3, 2, image::Rgb([10, 20, 30]));
+        let right = RgbImage::from_pixel(3, 2, image::Rgb([200, 100, 0]));
+        let both = side_by_side(&left, &right);
+        assert_eq!(both.dimensions(), (6, 2));
+        assert_eq!(both.get_pixel(2, 1).0, [10, 20, 30]);
+        assert_eq!(both.get_pixel(3, 0).0, [200, 100, 0]);
+    }
 }

@@ -496,7 +496,10 @@ fn evaluate<B: AutodiffBackend>(
         ssim += m.ssim;
         let distance = lpips.distance(Tensor::from_inner(fixed), Tensor::from_inner(target));
         lp += distance.into_scalar().elem::<f64>();
-        let strip = crate::record::side_by_side(&crate::record::side_by_side(&sample.image, &image), &sample.target);
+        let strip = crate::difix::images::side_by_side(
+            &crate::difix::images::side_by_side(&sample.image, &image),
+            &sample.target,
+        );
         crate::image_io::save_png(&strip, &dir.join(format!("{}.png", sanitize(&pair.id))))
             .map_err(|e| DifixError::Backend(e.to_string()))?;
     }
