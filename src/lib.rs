@@ -14,6 +14,7 @@ pub mod perceptual;
 pub mod record;
 pub mod refine;
 pub mod render;
+pub mod rng;
 pub mod scene;
 pub mod tensor_file;
 pub mod train;

@@ -9,6 +9,21 @@
 /// The largest image side anything renders, trains on or fixes (wgpu's texture limit on most GPUs).
 pub const MAX_IMAGE_SIDE: u32 = 16384;
 
+/// The most steps a run may ask for: far beyond any real run (gsplat's default is 30000), and
+/// small enough that step arithmetic (schedules, intervals, resumed counts) never overflows.
+pub const MAX_STEPS: usize = 100_000_000;
+
+/// A step count of at most [`MAX_STEPS`].
+pub fn steps(steps: usize) -> Result<usize, String> {
+    if steps > MAX_STEPS {
+        return Err(format!(
+            "{steps} steps is more than the limit of {MAX_STEPS} (at 100 steps per second that run would take {:.0} days)",
+            steps as f64 / 100.0 / 86_400.0
+        ));
+    }
+    Ok(steps)
+}
+
 /// The most frames a recording may have: a day at 12 fps, far past any flythrough, but small
 /// enough that a typo in a duration fails at once instead of starting a render that never ends.
 pub const MAX_FRAMES: usize = 1_000_000;

@@ -28,11 +28,11 @@ use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
 use crate::record::{Reference, ReferenceCache};
 use crate::render::{GpuContext, RenderOptions};
+use crate::rng::Rng;
 use crate::scene::{self, Splats};
 use crate::train::checkpoint;
 use crate::train::diff_render::SplatRenderer;
 use crate::train::eval::{self, EvalReport};
-use crate::train::rng::Rng;
 use crate::train::step::{self, image_tensor, LearningRates, State, StepSettings, Target};
 use crate::train::trainer::{StepReport, TrainError, TrainObserver, TrainingData, ViewSource};
 
@@ -120,7 +120,7 @@ impl RefineConfig {
         use crate::validate;
         let flag = |name: &'static str| move |m: String| format!("--{name}: {m}");
         validate::at_least_one(self.factor as usize).map_err(flag("factor"))?;
-        crate::train::trainer::check_steps(self.steps).map_err(flag("steps"))?;
+        crate::validate::steps(self.steps).map_err(flag("steps"))?;
         validate::at_least_one(self.every).map_err(flag("every"))?;
         validate::positive(f64::from(self.distance)).map_err(flag("distance"))?;
         if let Targets::Path { samples, .. } = &self.targets {
@@ -591,7 +591,12 @@ fn post_render_eval<B: Backend>(
         let fixed = model.fix_image(&raw, guide, SizePolicy::Native, DEFAULT_PROMPT)?;
         crate::image_io::save_png(&fixed, &out.join(eval::render_name(view))).map_err(TrainError::from)?;
         let values: Vec<f32> = fixed.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
-        metrics.push(eval::compare(&view.camera.name, &values, photo, data.lpips.as_ref()));
+        metrics.push(crate::metrics::compare(
+            &view.camera.name,
+            &values,
+            photo,
+            data.lpips.as_ref(),
+        ));
     }
     Ok(eval::summarize(metrics))
 }

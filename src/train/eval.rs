@@ -5,26 +5,15 @@
 
 use std::path::Path;
 
-use burn::backend::ndarray::NdArrayDevice;
-use burn::backend::NdArray;
-use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::diff_render::SplatRenderer;
-use super::ssim::ssim;
 use super::trainer::TrainError;
 use crate::data::View;
-use crate::perceptual::lpips::{Lpips, LpipsFiles};
+use crate::metrics::{compare, MetricsBackend, ViewMetrics};
+use crate::perceptual::lpips::Lpips;
 use crate::render::RenderOptions;
 use crate::scene::Splats;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ViewMetrics {
-    pub name: String,
-    pub psnr: f64,
-    pub ssim: f64,
-    pub lpips: Option<f64>,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -35,14 +24,6 @@ pub struct EvalReport {
     pub lpips: Option<f64>,
 }
 
-/// The backend the metrics run on.
-pub type MetricsBackend = NdArray<f32>;
-
-/// Loads LPIPS for the metrics, when its files are given.
-pub fn load_lpips(files: Option<&LpipsFiles>) -> Result<Option<Lpips<MetricsBackend>>, crate::difix::DifixError> {
-    files.map(|f| Lpips::load(f, &NdArrayDevice::Cpu)).transpose()
-}
-
 /// The photo of `view` as RGB in [0, 1], checked against its camera's size.
 pub fn load_photo(view: &View) -> Result<image::RgbImage, TrainError> {
     let image = crate::image_io::open_rgb(&view.image_path).map_err(|message| TrainError::File {
@@ -51,7 +32,7 @@ pub fn load_photo(view: &View) -> Result<image::RgbImage, TrainError> {
     })?;
     let (w, h) = image.dimensions();
     // SSIM (the training loss and the metric) slides an 11x11 window over the valid region.
-    let min = super::ssim::MIN_SIDE as u32;
+    let min = crate::metrics::ssim::MIN_SIDE as u32;
     if w < min || h < min {
         return Err(TrainError::File {
             path: view.image_path.clone(),
@@ -71,12 +52,6 @@ pub fn load_photo(view: &View) -> Result<image::RgbImage, TrainError> {
         });
     }
     Ok(image)
-}
-
-fn nchw(values: Vec<f32>, w: usize, h: usize) -> Tensor<NdArray<f32>, 4> {
-    Tensor::<NdArray<f32>, 3>::from_data(TensorData::new(values, [h, w, 3]), &NdArrayDevice::Cpu)
-        .permute([2, 0, 1])
-        .unsqueeze()
 }
 
 /// Renders `splats` from every view, compares with the (already loaded) photos, and writes the
@@ -107,29 +82,6 @@ pub fn render_name(view: &View) -> String {
         .file_stem()
         .map_or_else(|| view.camera.name.clone(), |s| s.to_string_lossy().into_owned());
     format!("{stem}.png")
-}
-
-/// PSNR, SSIM (and LPIPS when given) of an RGB image [H * W * 3] (clamped to [0, 1] here) against
-/// its photo.
-pub fn compare(
-    name: &str,
-    rendered: &[f32],
-    photo: &image::RgbImage,
-    lpips: Option<&Lpips<MetricsBackend>>,
-) -> ViewMetrics {
-    let truth: Vec<f32> = photo.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
-    let clamped: Vec<f32> = rendered.iter().map(|v| v.clamp(0.0, 1.0)).collect();
-    let psnr = crate::metrics::psnr(&clamped, &truth);
-    let (w, h) = (photo.width() as usize, photo.height() as usize);
-    let (a, b) = (nchw(clamped, w, h), nchw(truth, w, h));
-    let lpips = lpips.map(|m| m.distance(a.clone(), b.clone()).into_scalar() as f64);
-    let ssim_value: f32 = ssim(a, b).into_scalar();
-    ViewMetrics {
-        name: name.to_string(),
-        psnr,
-        ssim: ssim_value as f64,
-        lpips,
-    }
 }
 
 /// Means over the views.

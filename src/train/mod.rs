@@ -8,7 +8,5 @@ pub mod checkpoint;
 pub mod densify;
 pub mod diff_render;
 pub mod eval;
-pub(crate) mod rng;
-pub mod ssim;
 pub mod step;
 pub mod trainer;

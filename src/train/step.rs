@@ -11,9 +11,9 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 
 use super::adam::{self, Moments};
 use super::diff_render::{render, SplatRenderer, SplatTensors};
-use super::ssim::ssim;
 use super::trainer::TrainError;
 use crate::data::Camera;
+use crate::metrics::ssim::ssim;
 use crate::render::RenderOptions;
 use crate::scene::{self, Splats};
 

@@ -17,14 +17,15 @@ use super::adam::Moments;
 use super::checkpoint;
 use super::densify::{self, DensifyConfig, GradStats};
 use super::diff_render::{SplatRenderer, SplatTensors};
-use super::eval::{EvalReport, MetricsBackend};
-use super::rng::{Epochs, Rng};
+use super::eval::EvalReport;
 pub use super::step::StepTimes;
 use super::step::{self, image_tensor, LearningRates, State, StepSettings, Target};
 use crate::data::{self, Dataset};
+use crate::metrics::MetricsBackend;
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
 use crate::refine::round::RoundEvent;
 use crate::render::{GpuContext, RasterConstants, RenderOptions};
+use crate::rng::{Epochs, Rng};
 use crate::scene::{self, Splats};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,21 +77,6 @@ pub struct TrainConfig {
     pub eval_steps: Vec<usize>,
 }
 
-/// The most steps a run may ask for: far beyond any real run (gsplat's default is 30000), and
-/// small enough that step arithmetic (schedules, intervals, resumed counts) never overflows.
-pub const MAX_STEPS: usize = 100_000_000;
-
-/// A step count of at most [`MAX_STEPS`].
-pub fn check_steps(steps: usize) -> Result<usize, String> {
-    if steps > MAX_STEPS {
-        return Err(format!(
-            "{steps} steps is more than the limit of {MAX_STEPS} (at 100 steps per second that run would take {:.0} days)",
-            steps as f64 / 100.0 / 86_400.0
-        ));
-    }
-    Ok(steps)
-}
-
 impl TrainConfig {
     pub fn new(data: PathBuf, out: PathBuf) -> Self {
         Self {
@@ -118,7 +104,7 @@ impl TrainConfig {
         use crate::validate;
         let flag = |name: &'static str| move |m: String| format!("--{name}: {m}");
         validate::at_least_one(self.factor as usize).map_err(flag("factor"))?;
-        check_steps(self.steps).map_err(flag("steps"))?;
+        crate::validate::steps(self.steps).map_err(flag("steps"))?;
         validate::sh_degree(self.max_sh_degree).map_err(flag("sh-degree"))?;
         validate::at_least_one(self.sh_degree_interval).map_err(flag("sh-degree-interval"))?;
         validate::unit_interval(f64::from(self.ssim_lambda)).map_err(flag("ssim-lambda"))?;
@@ -127,7 +113,7 @@ impl TrainConfig {
         }
         for &step in &self.eval_steps {
             validate::at_least_one(step).map_err(flag("eval-steps"))?;
-            check_steps(step).map_err(flag("eval-steps"))?;
+            crate::validate::steps(step).map_err(flag("eval-steps"))?;
         }
         self.densify.validate()
     }
@@ -295,7 +281,7 @@ impl<B: Backend> TrainingData<B> {
             .map(|v| Ok((v.clone(), super::eval::load_photo(v)?)))
             .collect::<Result<Vec<_>, TrainError>>()?;
         let scene_scale = dataset.scene_extent().max(1e-3);
-        let lpips = super::eval::load_lpips(lpips)?;
+        let lpips = crate::metrics::load_lpips(lpips)?;
         Ok(Self {
             dataset: Arc::new(dataset),
             train_images,

@@ -50,7 +50,7 @@ impl<B: Backend> Nets<B> {
             None => encoded.mean,
             Some(seed) => {
                 let shape = encoded.mean.dims();
-                let mut rng = crate::train::rng::Rng(seed);
+                let mut rng = crate::rng::Rng(seed);
                 let values: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| rng.normal()).collect();
                 let eps = Tensor::<B, 4>::from_data(TensorData::new(values, shape), &encoded.mean.device());
                 encoded.mean + encoded.logvar.mul_scalar(0.5).exp() * eps

@@ -23,7 +23,7 @@ use crate::difix::pipeline::{Difix, PromptEncoder};
 use crate::difix::DifixError;
 use crate::perceptual::gram::{self, GramLoss};
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
-use crate::train::rng::Rng;
+use crate::rng::Rng;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DifixTrainError {
@@ -159,8 +159,8 @@ impl DifixTrainConfig {
         validate::at_least_one(self.grad_accumulation).map_err(flag("grad-accumulation"))?;
         // The run's size, up front: a step count or a number of micro-batches that no run could
         // finish (or that overflows the step arithmetic) is refused with the numbers.
-        crate::train::trainer::check_steps(self.steps).map_err(flag("steps"))?;
-        let limit = crate::train::trainer::MAX_STEPS;
+        crate::validate::steps(self.steps).map_err(flag("steps"))?;
+        let limit = crate::validate::MAX_STEPS;
         match self.steps.checked_mul(self.grad_accumulation) {
             Some(batches) if batches <= limit => {}
             _ => {
@@ -491,7 +491,7 @@ fn evaluate<B: AutodiffBackend>(
         let image = crate::difix::images::to_image(fixed.clone())
             .map_err(|e| DifixError::Backend(format!("reading the result back: {e}")))?;
         let values: Vec<f32> = image.as_raw().iter().map(|v| *v as f32 / 255.0).collect();
-        let m = crate::train::eval::compare(&pair.id, &values, &sample.target, None);
+        let m = crate::metrics::compare(&pair.id, &values, &sample.target, None);
         psnr += m.psnr;
         ssim += m.ssim;
         let distance = lpips.distance(Tensor::from_inner(fixed), Tensor::from_inner(target));

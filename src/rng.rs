@@ -1,6 +1,6 @@
 //! Deterministic random numbers (SplitMix64) so training and refinement runs are reproducible.
 
-pub(crate) struct Rng(pub u64);
+pub struct Rng(pub u64);
 
 impl Rng {
     pub fn next_u64(&mut self) -> u64 {
