@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 
 use difix3d::difix::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
-use difix3d::refine::refiner::{self, RefineConfig, RefineError, RefineSummary, SceneSource, Targets};
+use difix3d::refine::refiner::{self, RefineConfig, RefineError, RefineObserver, RefineSummary, SceneSource, Targets};
 use difix3d::refine::round::RoundEvent;
 use difix3d::render::GpuContext;
 use difix3d::scene::Splats;
@@ -97,7 +97,9 @@ impl TrainObserver for BarObserver {
     }
 
     fn snapshot(&mut self, _splats: Splats) {}
+}
 
+impl RefineObserver for BarObserver {
     fn round(&mut self, event: &RoundEvent) {
         match event {
             RoundEvent::Started { round, .. } => self.round = format!("round {}", round + 1),

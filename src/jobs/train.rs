@@ -15,7 +15,7 @@ use crate::difix::backend::{devices, run_on, run_on_renderer_device, BackendKind
 use crate::difix::train::trainer::{
     self as difix_trainer, DifixEvalReport, DifixStepReport, DifixTrainConfig, DifixTrainObserver, DifixTrainSummary,
 };
-use crate::refine::refiner::{self, RefineConfig, RefineSummary};
+use crate::refine::refiner::{self, RefineConfig, RefineObserver, RefineSummary};
 use crate::refine::round::RoundEvent;
 use crate::render::GpuContext;
 use crate::scene::Splats;
@@ -121,7 +121,9 @@ impl TrainObserver for ChannelObserver {
     fn saved(&mut self, path: &Path) {
         let _ = self.events.send(TrainEvent::Saved(path.to_path_buf()));
     }
+}
 
+impl RefineObserver for ChannelObserver {
     fn round(&mut self, event: &RoundEvent) {
         let _ = self.events.send(TrainEvent::Round(event.clone()));
     }

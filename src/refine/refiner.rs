@@ -336,13 +336,21 @@ fn check_refine_fits(
     crate::disk::check_fits(&config.out, needed, &what).map_err(RefineError::Input)
 }
 
+/// Follows a refinement: every step, snapshot and checkpoint as a training run's
+/// [`TrainObserver`] does, and the progress of each Difix3D round.
+pub trait RefineObserver: TrainObserver {
+    fn round(&mut self, _event: &RoundEvent) {}
+}
+
+impl<F: FnMut(&StepReport)> RefineObserver for F {}
+
 /// Refines per `config`: the loss, the optimiser and Difix run on `B`, the rasterizer on `gpu`.
 /// `observer` hears every step and round; `stop` ends the run (mid-round too) with a checkpoint.
 pub fn refine<B: Backend>(
     config: &RefineConfig,
     gpu: GpuContext,
     device: &B::Device,
-    observer: &mut dyn TrainObserver,
+    observer: &mut dyn RefineObserver,
     stop: &AtomicBool,
 ) -> Result<RefineSummary, RefineError> {
     config.validate().map_err(RefineError::Input)?;

@@ -23,7 +23,6 @@ use super::step::{self, image_tensor, LearningRates, State, StepSettings, Target
 use crate::data::{self, Dataset};
 use crate::metrics::MetricsBackend;
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
-use crate::refine::round::RoundEvent;
 use crate::render::{GpuContext, RasterConstants, RenderOptions};
 use crate::rng::{Epochs, Rng};
 use crate::scene::{self, Splats};
@@ -159,8 +158,6 @@ pub trait TrainObserver {
     fn step(&mut self, report: &StepReport) -> StepRequest;
     fn snapshot(&mut self, _splats: Splats) {}
     fn saved(&mut self, _path: &Path) {}
-    /// Progress of a Difix3D refinement round (never called by plain training).
-    fn round(&mut self, _event: &RoundEvent) {}
 }
 
 impl<F: FnMut(&StepReport)> TrainObserver for F {

@@ -15,7 +15,7 @@ use difix3d::difix::pipeline::DEFAULT_PROMPT;
 use difix3d::difix::Difix;
 use difix3d::record::Reference;
 use difix3d::refine::poses;
-use difix3d::refine::refiner::{self, RefineConfig, SceneSource};
+use difix3d::refine::refiner::{self, RefineConfig, RefineObserver, SceneSource};
 use difix3d::refine::round::{self, RoundEvent, RoundJob};
 use difix3d::render::RenderOptions;
 use difix3d::scene::Splats;
@@ -168,7 +168,9 @@ impl TrainObserver for Recorder {
     fn snapshot(&mut self, splats: Splats) {
         self.current = Some(Arc::new(splats));
     }
+}
 
+impl RefineObserver for Recorder {
     fn round(&mut self, event: &RoundEvent) {
         if let RoundEvent::Done(report) = event {
             self.rounds.push(report.clone());

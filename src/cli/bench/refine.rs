@@ -7,7 +7,7 @@ use std::time::Duration;
 use burn::tensor::backend::Backend;
 
 use difix3d::difix::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
-use difix3d::refine::refiner::{self, RefineConfig, SceneSource};
+use difix3d::refine::refiner::{self, RefineConfig, RefineObserver, SceneSource};
 use difix3d::refine::round::{RoundEvent, RoundReport};
 use difix3d::render::GpuContext;
 use difix3d::train::trainer::{StepReport, StepRequest, TrainObserver};
@@ -37,7 +37,9 @@ impl TrainObserver for Collect {
         self.steps.push(report.clone());
         StepRequest::default()
     }
+}
 
+impl RefineObserver for Collect {
     fn round(&mut self, event: &RoundEvent) {
         if let RoundEvent::Done(report) = event {
             self.rounds.push(report.clone());
