@@ -100,6 +100,7 @@ struct RasterUniforms {
     tiles_x: u32,
     max_alpha: f32,          // alpha clamp: 0.99 (INRIA's constants) or 0.999 (gsplat's)
     background: vec4<f32>,
+    flags: vec4<u32>,        // x: the backward pass also sums |dL/d mean2d| per pixel (absgrad); yzw unused
 }
 
 // The perspective Jacobian J (2x3) at camera-space mean p, with p's x/z and y/z clamped to 1.3x the

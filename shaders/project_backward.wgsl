@@ -18,8 +18,11 @@
 @group(0) @binding(11) var<storage, read_write> v_opacity_logits: array<f32>;
 @group(0) @binding(12) var<storage, read_write> v_sh: array<f32>;
 @group(0) @binding(13) var<storage, read_write> v_mean2d: array<f32>;
+// Sums over pixels of |each pixel's dL/d mean2d| (gsplat's absgrad; zeros unless the rasterize
+// backward pass accumulated them).
+@group(0) @binding(14) var<storage, read_write> v_mean2d_abs: array<f32>;
 
-const V_STRIDE: u32 = 9u;
+const V_STRIDE: u32 = 11u;
 
 // d(basis_k)/d(dir) for the SH basis of common.wgsl.
 fn sh_basis_grad(degree: u32, d: vec3<f32>) -> array<vec3<f32>, 16> {
@@ -98,6 +101,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let v_color = vec3<f32>(v_projected[vo + 6u], v_projected[vo + 7u], v_projected[vo + 8u]);
     v_mean2d[2u * i] = v_xy.x;
     v_mean2d[2u * i + 1u] = v_xy.y;
+    v_mean2d_abs[2u * i] = v_projected[vo + 9u];
+    v_mean2d_abs[2u * i + 1u] = v_projected[vo + 10u];
 
     // Opacity.
     let opacity = 1.0 / (1.0 + exp(-opacity_logits[i]));

@@ -16,10 +16,11 @@
 @group(0) @binding(7) var<storage, read> out_last: array<u32>;
 // dL/d(output colour, output alpha) per pixel.
 @group(0) @binding(8) var<storage, read> v_out: array<vec4<f32>>;
-// Per splat, 9 floats: d(mean2d.x, mean2d.y, conic.a, conic.b, conic.c, opacity, r, g, b).
+// Per splat, 11 floats: d(mean2d.x, mean2d.y, conic.a, conic.b, conic.c, opacity, r, g, b), then
+// (with u.flags.x == 1, gsplat's absgrad) the sums over pixels of |d(mean2d.x)|, |d(mean2d.y)|.
 @group(0) @binding(9) var<storage, read_write> v_projected: array<atomic<u32>>;
 
-const V_STRIDE: u32 = 9u;
+const V_STRIDE: u32 = 11u;
 
 var<workgroup> batch_ids: array<u32, 256>;
 var<workgroup> batch_xy_opacity: array<vec4<f32>, 256>;
@@ -151,6 +152,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             add_f32(o + 6u, v_rgb.x);
             add_f32(o + 7u, v_rgb.y);
             add_f32(o + 8u, v_rgb.z);
+            if u.flags.x == 1u {
+                // gsplat's absgrad: each pixel's contribution in absolute value
+                // (RasterizeToPixels3DGSBwd.cu, v_means2d_abs).
+                add_f32(o + 9u, abs(v_xy.x));
+                add_f32(o + 10u, abs(v_xy.y));
+            }
         }
     }
 }

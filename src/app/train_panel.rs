@@ -8,6 +8,7 @@ use std::sync::Arc;
 use difix3d::difix::backend::BackendKind;
 use difix3d::difix::train::trainer::DifixTrainSummary;
 use difix3d::jobs::train::Finished;
+use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::TrainConfig;
 
 use super::difix_train_panel::DifixForm;
@@ -32,6 +33,8 @@ pub struct TrainPanel {
     factor: u32,
     out: String,
     backend: BackendKind,
+    /// Densify from absolute 2D-mean gradients (gsplat's absgrad; `difix3d train --absgrad`).
+    absgrad: bool,
     pub monitor: JobMonitor,
     /// Unfold the panel on the next frame.
     pub unfold: bool,
@@ -47,6 +50,7 @@ impl Default for TrainPanel {
             factor: 4,
             out: String::new(),
             backend: BackendKind::Wgpu,
+            absgrad: false,
             monitor: JobMonitor::default(),
             unfold: false,
         }
@@ -87,6 +91,9 @@ impl ViewerApp {
             });
             run_folder_ui(ui, &mut panel.out);
             backend_ui(ui, "loss backend", &mut panel.backend);
+            ui.checkbox(&mut panel.absgrad, "absgrad").on_hover_text(
+                "Densify from absolute 2D-mean gradients (gsplat's absgrad / AbsGS, growth threshold 0.0008)",
+            );
         });
         if panel.monitor.controls_ui(ui, "▶ Train") {
             let (steps, factor, backend) = (panel.steps, panel.factor, panel.backend);
@@ -105,6 +112,10 @@ impl ViewerApp {
         let mut config = TrainConfig::new(dataset.root.clone(), panel.out.trim().into());
         config.steps = steps;
         config.factor = factor;
+        if panel.absgrad {
+            config.densify.absgrad = true;
+            config.densify.grow_grad2d = DensifyConfig::ABSGRAD_GROW_GRAD2D;
+        }
         (panel.steps, panel.factor, panel.backend) = (steps, factor, backend);
         panel.mode = TrainMode::Scene;
         panel.unfold = true;

@@ -9,6 +9,7 @@ use clap::Args;
 
 use difix3d::difix::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::render::GpuContext;
+use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::{self, TrainConfig, TrainSummary};
 
 #[derive(Args)]
@@ -47,6 +48,15 @@ pub struct TrainArgs {
     /// Also measure the eval PSNR after these steps (comma-separated; in summary.json's "evals").
     #[arg(long, value_delimiter = ',')]
     eval_steps: Vec<usize>,
+    /// Densify from the absolute 2D-mean gradients (gsplat's absgrad, AbsGS: per splat, the sum over
+    /// pixels of |each pixel's gradient|); raises the growth threshold to 0.0008 unless
+    /// --grow-grad2d is given.
+    #[arg(long)]
+    absgrad: bool,
+    /// The mean 2D-gradient norm (NDC units) above which a splat is cloned or split (default 0.0002,
+    /// 0.0008 with --absgrad).
+    #[arg(long, value_parser = super::values::non_negative_f32)]
+    grow_grad2d: Option<f32>,
     /// Where the loss and the optimiser run (the rasterizer always runs on wgpu).
     #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
     backend: BackendKind,
@@ -98,6 +108,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.random_background = args.random_background;
     config.lpips = args.lpips.files();
     config.eval_steps = args.eval_steps;
+    config.densify.absgrad = args.absgrad;
+    if args.absgrad {
+        config.densify.grow_grad2d = DensifyConfig::ABSGRAD_GROW_GRAD2D;
+    }
+    if let Some(grow) = args.grow_grad2d {
+        config.densify.grow_grad2d = grow;
+    }
     let gpu = GpuContext::headless()?;
     // Ctrl-C ends the run after the current step, with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;

@@ -18,6 +18,9 @@ pub struct GpuGradients {
     pub sh: wgpu::Buffer,
     /// dL/d(projected 2D mean) in pixels, [x, y] per splat.
     pub mean2d: wgpu::Buffer,
+    /// The sums over pixels of |each pixel's part of dL/d(2D mean)|, [x, y] per splat: gsplat's
+    /// `absgrad` (zeros unless [`Rasterizer::set_absgrad`] is on).
+    pub mean2d_abs: wgpu::Buffer,
     pub count: u32,
     pub sh_coeffs: u32,
 }
@@ -33,6 +36,8 @@ pub struct SplatGradients {
     /// `sh[i * coeffs + k]`, like [`crate::scene::Splats::sh`].
     pub sh: Vec<[f32; 3]>,
     pub mean2d: Vec<[f32; 2]>,
+    /// See [`GpuGradients::mean2d_abs`].
+    pub mean2d_abs: Vec<[f32; 2]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +50,9 @@ pub enum BackwardError {
     Gpu(#[from] GpuError),
 }
 
-/// Floats per splat of dL/d(2D mean, conic, opacity, colour) (`V_STRIDE` in `shaders/rasterize_backward.wgsl`).
-const V_PROJECTED_FLOATS: u64 = 9;
+/// Floats per splat of dL/d(2D mean, conic, opacity, colour) and the absolute 2D-mean sums
+/// (`V_STRIDE` in `shaders/rasterize_backward.wgsl`).
+const V_PROJECTED_FLOATS: u64 = 11;
 
 fn zeroed(device: &wgpu::Device, floats: u64, label: &str) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
@@ -66,7 +72,8 @@ impl Rasterizer {
         splats: &GpuSplats,
         v_out: &wgpu::Buffer,
     ) -> Result<GpuGradients, BackwardError> {
-        let (project_u, raster_u) = self.last_uniforms.ok_or(BackwardError::NoFrame)?;
+        let (project_u, mut raster_u) = self.last_uniforms.ok_or(BackwardError::NoFrame)?;
+        raster_u.flags[0] = u32::from(self.absgrad);
         if project_u.counts[0] != splats.count {
             return Err(BackwardError::NoFrame);
         }
@@ -124,6 +131,7 @@ impl Rasterizer {
             opacity_logits: zeroed(device, n, "v_opacity_logits"),
             sh: zeroed(device, n * coeffs * 3, "v_sh"),
             mean2d: zeroed(device, n * 2, "v_mean2d"),
+            mean2d_abs: zeroed(device, n * 2, "v_mean2d_abs"),
             count: splats.count,
             sh_coeffs: coeffs as u32,
         };
@@ -176,6 +184,7 @@ impl Rasterizer {
                 grads.opacity_logits.as_entire_binding(),
                 grads.sh.as_entire_binding(),
                 grads.mean2d.as_entire_binding(),
+                grads.mean2d_abs.as_entire_binding(),
             ],
         );
         dispatch_1d(&mut encoder, &k.project_backward, &bg, splats.count.div_ceil(256));
@@ -224,6 +233,10 @@ impl GpuGradients {
             opacity_logits: read(&self.opacity_logits, n)?,
             sh: chunks3(read(&self.sh, n * self.sh_coeffs as u64 * 3)?),
             mean2d: read(&self.mean2d, n * 2)?
+                .chunks_exact(2)
+                .map(|c| [c[0], c[1]])
+                .collect(),
+            mean2d_abs: read(&self.mean2d_abs, n * 2)?
                 .chunks_exact(2)
                 .map(|c| [c[0], c[1]])
                 .collect(),

@@ -108,6 +108,8 @@ pub(super) struct RasterUniforms {
     tiles_x: u32,
     max_alpha: f32,
     background: [f32; 4],
+    /// `flags[0]`: the backward pass also accumulates the absolute 2D-mean gradients (absgrad).
+    pub(super) flags: [u32; 4],
 }
 
 /// The projection's per-splat output as three planes of `vec4<f32>` (structure of arrays, so each
@@ -205,6 +207,8 @@ pub struct Rasterizer {
     depth_valid: bool,
     peak_bytes: u64,
     constants: RasterConstants,
+    /// Whether backward passes also sum the per-pixel absolute 2D-mean gradients (gsplat's absgrad).
+    pub(super) absgrad: bool,
 }
 
 impl Rasterizer {
@@ -219,12 +223,21 @@ impl Rasterizer {
             depth_valid: false,
             peak_bytes: 0,
             constants: RasterConstants::default(),
+            absgrad: false,
         }
     }
 
     /// The constants the next frames are drawn with (INRIA's until set).
     pub fn set_constants(&mut self, constants: RasterConstants) {
         self.constants = constants;
+    }
+
+    /// Whether the next backward passes also sum, per splat, the absolute values of each pixel's
+    /// contribution to dL/d(2D mean) (gsplat's `absgrad`, AbsGS), into
+    /// [`GpuGradients::mean2d_abs`](super::backward::GpuGradients::mean2d_abs) (off until set;
+    /// zeros when off).
+    pub fn set_absgrad(&mut self, absgrad: bool) {
+        self.absgrad = absgrad;
     }
 
     /// Renders one frame into the rasterizer's output buffers (see [`Rasterizer::read_image`]).
@@ -445,6 +458,7 @@ impl Rasterizer {
             tiles_x,
             max_alpha: self.constants.max_alpha(),
             background: [bgc[0], bgc[1], bgc[2], 0.0],
+            flags: [0; 4],
         };
         let raster_uniforms = uniform(device, &raster_values);
 

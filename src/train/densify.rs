@@ -19,6 +19,10 @@ pub struct DensifyConfig {
     pub grow_scale3d: f32,
     pub prune_opacity: f32,
     pub prune_scale3d: f32,
+    /// gsplat's `absgrad` (AbsGS): grow from the sums over pixels of the absolute per-pixel 2D-mean
+    /// gradients instead of the norm of their sum (use with a higher `grow_grad2d`, see
+    /// [`DensifyConfig::ABSGRAD_GROW_GRAD2D`]).
+    pub absgrad: bool,
 }
 
 impl Default for DensifyConfig {
@@ -32,11 +36,16 @@ impl Default for DensifyConfig {
             grow_scale3d: 0.01,
             prune_opacity: 0.005,
             prune_scale3d: 0.1,
+            absgrad: false,
         }
     }
 }
 
 impl DensifyConfig {
+    /// The growth threshold gsplat's `DefaultStrategy` documents for `absgrad=True` (0.0008; 0.0002
+    /// without).
+    pub const ABSGRAD_GROW_GRAD2D: f32 = 0.0008;
+
     /// Intervals of at least 1 (they divide step numbers) and finite, non-negative thresholds.
     pub fn validate(&self) -> Result<(), String> {
         use crate::validate;

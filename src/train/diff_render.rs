@@ -33,6 +33,8 @@ pub struct SplatRenderer {
     pub gpu: GpuContext,
     /// The rasterizer constants every frame is drawn with.
     constants: RasterConstants,
+    /// Whether backward passes also gather the absolute 2D-mean gradients ([`ViewGradients::mean2d_abs`]).
+    absgrad: bool,
     state: Mutex<RasterState>,
     /// What the last backward pass saw, for densification (burn's graph has no slot for it).
     last_view: Mutex<Option<ViewGradients>>,
@@ -81,6 +83,9 @@ impl Source {
 #[derive(Clone, Debug)]
 pub struct ViewGradients {
     pub mean2d: Vec<[f32; 2]>,
+    /// gsplat's absgrad: per splat, the sums over pixels of |each pixel's part of `mean2d`| (empty
+    /// unless the renderer was made with absgrad on).
+    pub mean2d_abs: Vec<[f32; 2]>,
     pub visible: Vec<bool>,
     pub width: u32,
     pub height: u32,
@@ -94,14 +99,23 @@ impl SplatRenderer {
 
     /// A renderer drawing with `constants` (3DGS training uses [`RasterConstants::Gsplat`]).
     pub fn with_constants(gpu: GpuContext, constants: RasterConstants) -> Arc<Self> {
+        Self::for_training(gpu, constants, false)
+    }
+
+    /// A renderer drawing with `constants` whose backward passes also gather the absolute
+    /// 2D-mean gradients when `absgrad` is on (gsplat's `absgrad=True`, for densification).
+    pub fn for_training(gpu: GpuContext, constants: RasterConstants, absgrad: bool) -> Arc<Self> {
+        let mut rasterizer = Rasterizer::new(&gpu.device);
+        rasterizer.set_absgrad(absgrad);
         let state = Mutex::new(RasterState {
-            rasterizer: Rasterizer::new(&gpu.device),
+            rasterizer,
             frame: None,
             next_id: 0,
         });
         Arc::new(Self {
             gpu,
             constants,
+            absgrad,
             state,
             last_view: Mutex::new(None),
             backward_error: Mutex::new(None),
@@ -188,22 +202,27 @@ impl SplatRenderer {
             .backward_gpu(&self.gpu, gpu_splats, v_out)
             .map_err(|e| e.to_string())?;
         let n = grads.count as u64;
-        let mean2d: Vec<f32> = if n == 0 {
-            Vec::new()
+        let read_pairs = |buffer: &wgpu::Buffer| -> Result<Vec<[f32; 2]>, String> {
+            if n == 0 {
+                return Ok(Vec::new());
+            }
+            let floats: Vec<f32> =
+                bytemuck::pod_collect_to_vec(&self.gpu.read_buffer(buffer, 0, n * 8).map_err(|e| e.to_string())?);
+            Ok(floats.chunks_exact(2).map(|c| [c[0], c[1]]).collect())
+        };
+        let mean2d = read_pairs(&grads.mean2d)?;
+        let mean2d_abs = if self.absgrad {
+            read_pairs(&grads.mean2d_abs)?
         } else {
-            bytemuck::pod_collect_to_vec(
-                &self
-                    .gpu
-                    .read_buffer(&grads.mean2d, 0, n * 8)
-                    .map_err(|e| e.to_string())?,
-            )
+            Vec::new()
         };
         let visible = state
             .rasterizer
             .read_visible(&self.gpu, gpu_splats.count)
             .map_err(|e| e.to_string())?;
         *self.last_view.lock().unwrap_or_else(|p| p.into_inner()) = Some(ViewGradients {
-            mean2d: mean2d.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
+            mean2d,
+            mean2d_abs,
             visible,
             width: camera.width,
             height: camera.height,

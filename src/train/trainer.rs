@@ -359,7 +359,7 @@ pub fn train<B: Backend>(
     let dataset = &data.dataset;
     // Training draws with gsplat's rasterizer constants; the eval views with the viewer's, as
     // `difix3d eval` and `render` measure the exported scene.
-    let renderer = SplatRenderer::with_constants(gpu.clone(), RasterConstants::Gsplat);
+    let renderer = SplatRenderer::for_training(gpu.clone(), RasterConstants::Gsplat, config.densify.absgrad);
     let eval_renderer = SplatRenderer::new(gpu);
 
     let (mut state, start_step) = match &config.resume {
@@ -444,7 +444,9 @@ pub fn train<B: Backend>(
         let d = &config.densify;
         let view = renderer.take_view_gradients();
         if let (Some(v), true) = (view, s < d.refine_stop) {
-            stats.add(&v.mean2d, &v.visible, v.width, v.height);
+            // gsplat's absgrad grows from the summed absolute per-pixel gradients instead.
+            let grads = if d.absgrad { &v.mean2d_abs } else { &v.mean2d };
+            stats.add(grads, &v.visible, v.width, v.height);
         }
         let (refine, reset) = d.due(s);
         if refine || reset {

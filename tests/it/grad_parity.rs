@@ -62,6 +62,7 @@ fn load(path: &Path, sh_degree: u32) -> Golden {
         opacity_logits: f32s(&t, "grad_opacity_logits"),
         sh: rows(f32s(&t, "grad_sh")),
         mean2d: rows(f32s(&t, "grad_mean2d")),
+        mean2d_abs: Vec::new(),
     };
     Golden {
         splats,
@@ -268,5 +269,97 @@ fn the_render_op_on_the_renderers_device_stays_on_the_gpu_and_agrees() {
         assert!(e <= 1e-3, "{name}: relative error {e:.2e}");
         // Not bit-identical: the backward kernels accumulate with atomics, in no fixed order.
         assert!(e_cpu <= 1e-4, "{name}: {e_cpu:.2e} from the CPU path");
+    }
+}
+
+/// gsplat's absgrad: with it on, the backward pass also sums, per splat, the absolute value of each
+/// pixel's part of dL/d(2D mean). The reference takes those parts one pixel at a time (a backward
+/// pass whose pixel gradients are zero except at that pixel, so the 2D-mean gradient it returns is
+/// exactly that pixel's part) and sums their absolute values in f64.
+#[test]
+fn absgrad_sums_the_absolute_per_pixel_mean2d_gradients() {
+    use difix3d::render::{RasterConstants, Rasterizer};
+
+    let dir = repo().join("tests/fixtures/grad");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).expect("cases.json")).unwrap();
+    let case = &cases[0];
+    let golden = load(&dir.join(&case.file), case.sh_degree);
+    let options = RenderOptions {
+        sh_degree: case.sh_degree,
+        background: case.background,
+    };
+    let (width, height) = (case.camera.width as usize, case.camera.height as usize);
+    // A 20x16 window across the tile boundaries at x = 16 and y = 16 (one backward pass per pixel).
+    let window: Vec<usize> = (6..22)
+        .flat_map(|y| (8..28).map(move |x| y * width + x))
+        .filter(|&p| p < width * height)
+        .collect();
+    assert_eq!(window.len(), 320);
+    let mut v_out = vec![[0.0f32; 4]; width * height];
+    for &p in &window {
+        v_out[p] = golden.v_out[p];
+    }
+    let ctx = &gpu().0;
+    let gpu_splats = GpuSplats::upload(ctx, &golden.splats).unwrap();
+    for constants in [RasterConstants::Inria, RasterConstants::Gsplat] {
+        let mut r = Rasterizer::new(&ctx.device);
+        r.set_constants(constants);
+        r.render(ctx, &gpu_splats, &case.camera, &options).unwrap();
+        let plain = r.backward(ctx, &gpu_splats, &v_out).unwrap();
+        assert!(
+            plain.mean2d_abs.iter().flatten().all(|v| *v == 0.0),
+            "{constants:?}: absgrad off leaves mean2d_abs zero"
+        );
+        r.set_absgrad(true);
+        let ours = r.backward(ctx, &gpu_splats, &v_out).unwrap();
+
+        let n = golden.splats.len();
+        let mut abs_sum = vec![[0.0f64; 2]; n];
+        let mut signed_sum = vec![[0.0f64; 2]; n];
+        for &p in &window {
+            let mut one = vec![[0.0f32; 4]; width * height];
+            one[p] = v_out[p];
+            let part = r.backward(ctx, &gpu_splats, &one).unwrap();
+            for i in 0..n {
+                for c in 0..2 {
+                    abs_sum[i][c] += (part.mean2d[i][c] as f64).abs();
+                    signed_sum[i][c] += part.mean2d[i][c] as f64;
+                }
+            }
+        }
+        let max_abs = abs_sum.iter().flatten().fold(0.0f64, |m, v| m.max(*v));
+        assert!(max_abs > 0.0, "{constants:?}: the window's pixels have gradients");
+        let mut cancelling = 0;
+        for i in 0..n {
+            for c in 0..2 {
+                let tol = |reference: f64| 1e-5 * reference.abs() + 1e-6 * max_abs;
+                let (a, reference) = (ours.mean2d_abs[i][c] as f64, abs_sum[i][c]);
+                assert!(
+                    (a - reference).abs() <= tol(reference),
+                    "{constants:?}: splat {i} axis {c}: absgrad {a:e} vs per-pixel sum {reference:e}"
+                );
+                // The ordinary gradient is unchanged by absgrad and is the signed per-pixel sum.
+                let (s, reference) = (ours.mean2d[i][c] as f64, signed_sum[i][c]);
+                assert!(
+                    (s - reference).abs() <= tol(abs_sum[i][c]),
+                    "{constants:?}: splat {i} axis {c}: mean2d {s:e} vs per-pixel sum {reference:e}"
+                );
+                assert!(
+                    (s - plain.mean2d[i][c] as f64).abs() <= tol(abs_sum[i][c]),
+                    "{constants:?}: splat {i} axis {c}: mean2d with absgrad {s:e} vs without {:e}",
+                    plain.mean2d[i][c]
+                );
+                if abs_sum[i][c] > 1e-3 * max_abs && signed_sum[i][c].abs() < 0.9 * abs_sum[i][c] {
+                    cancelling += 1;
+                }
+            }
+        }
+        // The case has splats whose per-pixel parts cancel (where absgrad differs from |mean2d|).
+        eprintln!("{constants:?}: {cancelling} splat axes whose per-pixel parts partly cancel");
+        assert!(
+            cancelling > 0,
+            "{constants:?}: no cancelling parts, the test would not tell them apart"
+        );
     }
 }

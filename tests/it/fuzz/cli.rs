@@ -180,6 +180,7 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
             ("--sh-degree", v(&["4", "-1"])),
             ("--seed", v(&["-1", "nan"])),
             ("--eval-steps", v(&["-5", "nan"])),
+            ("--grow-grad2d", v(&["-1", "nan", "inf"])),
             ("--data", vec![s(&i.model), s(&i.root.join("absent"))]),
             ("--resume", vec![s(&i.scene), s(&i.pairs)]),
         ],
