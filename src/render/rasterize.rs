@@ -830,7 +830,7 @@ mod tests {
             wgsl_layout("ProjectUniforms")
         );
         assert_eq!(
-            rust_layout!(RasterUniforms, width, height, tiles_x, max_alpha, background),
+            rust_layout!(RasterUniforms, width, height, tiles_x, max_alpha, background, flags),
             wgsl_layout("RasterUniforms")
         );
     }
