@@ -208,41 +208,49 @@ pub fn shifted_conv(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometr
     });
     let n = oh * wp;
     let taps = g.kh * g.kw;
-    // The weights one tap after another, each tap's [c_out, c_in] contiguous (gemm packs a
-    // contiguous matrix faster than one with a column stride of k²).
-    let mut tap_weights = vec![0.0f32; taps * g.c_out * g.c_in];
-    tap_weights
-        .par_chunks_mut(g.c_out * g.c_in)
-        .enumerate()
-        .for_each(|(tap, dst)| {
-            for (d, s) in dst.iter_mut().zip(weight[tap..].iter().step_by(taps)) {
-                *d = *s;
-            }
-        });
+    // Column tiles in parallel when there are enough to share out (the VAE's full-resolution
+    // layers). Otherwise (the UNet's 8x8 to 32x32 latents at 320-1280 channels) one tile of every
+    // column, each gemm using every thread: a copy of 1280² x 9 weights per call would cost more
+    // than it saves there.
+    let parallel_tiles = n.div_ceil(COLUMN_TILE) >= 2 * rayon::current_num_threads();
+    let (tile_len, gemm_threads) = if parallel_tiles {
+        (COLUMN_TILE, gemm::Parallelism::None)
+    } else {
+        (n, gemm::Parallelism::Rayon(0))
+    };
+    // Each tap's [c_out, c_in] weights: contiguous copies for the tiles (gemm packs a contiguous
+    // matrix faster than one with a column stride of k², once per tile and tap), the weights in
+    // place otherwise. (row stride, column stride, offset of tap t = t · tap stride).
+    let tap_weights: Vec<f32>;
+    let (lhs, lhs_rs, lhs_cs, tap_stride) = if parallel_tiles {
+        let mut copy = vec![0.0f32; taps * g.c_out * g.c_in];
+        copy.par_chunks_mut(g.c_out * g.c_in)
+            .enumerate()
+            .for_each(|(tap, dst)| {
+                for (d, s) in dst.iter_mut().zip(weight[tap..].iter().step_by(taps)) {
+                    *d = *s;
+                }
+            });
+        tap_weights = copy;
+        (tap_weights.as_slice(), g.c_in, 1, g.c_out * g.c_in)
+    } else {
+        (weight, g.c_in * taps, taps, 1)
+    };
     let mut wide = vec![0.0f32; g.c_out * n];
     let wide_ptr = SharedOut(wide.as_mut_ptr());
-    // Tiles in parallel when there are enough to share out; otherwise (the UNet's 8x8 to 32x32
-    // latents at 640-1280 channels) one tile after another, each gemm using every thread.
-    let tiles = n.div_ceil(COLUMN_TILE);
-    let parallel_tiles = tiles >= 2 * rayon::current_num_threads();
-    let gemm_threads = if parallel_tiles {
-        gemm::Parallelism::None
-    } else {
-        gemm::Parallelism::Rayon(0)
-    };
     let one_tile = |tile: usize| {
         let wide_ptr = &wide_ptr;
-        let first = tile * COLUMN_TILE;
-        let columns = COLUMN_TILE.min(n - first);
+        let first = tile * tile_len;
+        let columns = tile_len.min(n - first);
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let tap = i * g.kw + j;
                 // SAFETY: dst is columns [first, first + columns) of [c_out, n] row-major (row
-                // stride n), which no other tile writes; lhs is tap (i, j) of `tap_weights`,
-                // [c_out, c_in] row-major; rhs is [c_in, columns] starting at the tap's shift plus
-                // `first`, row stride `stride`: its last element, (c_in - 1)·stride + i·wp + j + n - 1,
-                // is below c_in·stride because i·wp + j + oh·wp <= (kh - 1 + oh)·wp + kw - 1 =
-                // hp·wp + kw - 1.
+                // stride n), which no other tile writes; lhs is tap (i, j)'s [c_out, c_in] inside
+                // `lhs` (strides as chosen above); rhs is [c_in, columns] starting at the tap's
+                // shift plus `first`, row stride `stride`: its last element,
+                // (c_in - 1)·stride + i·wp + j + n - 1, is below c_in·stride because
+                // i·wp + j + oh·wp <= (kh - 1 + oh)·wp + kw - 1 = hp·wp + kw - 1.
                 unsafe {
                     gemm::gemm(
                         g.c_out,
@@ -252,9 +260,9 @@ pub fn shifted_conv(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometr
                         1,
                         n as isize,
                         tap > 0,
-                        tap_weights.as_ptr().add(tap * g.c_out * g.c_in),
-                        1,
-                        g.c_in as isize,
+                        lhs.as_ptr().add(tap * tap_stride),
+                        lhs_cs as isize,
+                        lhs_rs as isize,
                         padded.as_ptr().add(i * wp + j + first),
                         1,
                         stride as isize,
@@ -269,6 +277,7 @@ pub fn shifted_conv(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometr
             }
         }
     };
+    let tiles = n.div_ceil(tile_len);
     if parallel_tiles {
         (0..tiles).into_par_iter().for_each(one_tile);
     } else {
