@@ -130,16 +130,7 @@ pub fn is_camera_path(value: &Value) -> bool {
 
 /// An OpenCV camera-to-world with an orthonormal, right-handed rotation, or why not.
 fn opencv_pose(gl: DMat4) -> Result<Affine3A, String> {
-    let cv = gl * FLIP_YZ;
-    let r = DMat3::from_mat4(cv);
-    let off = (r.transpose() * r - DMat3::IDENTITY)
-        .to_cols_array()
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()));
-    if off > 1e-3 || r.determinant() <= 0.0 {
-        return Err("its rotation is not a rotation (scaled, sheared or mirrored)".into());
-    }
-    let t = cv.w_axis.truncate();
+    let (r, t) = crate::data::transforms::opencv_rotation_translation(gl)?;
     let limit = f64::from(super::MAX_COORDINATE);
     if t.abs().max_element() > limit {
         return Err(format!("its position {t} is beyond {limit:e}"));

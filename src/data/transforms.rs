@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use glam::{Affine3A, DMat3, DMat4, DVec4};
+use glam::{Affine3A, DMat3, DMat4, DVec3, DVec4};
 use serde_json::Value;
 
 use super::colmap::Point3D;
@@ -209,8 +209,9 @@ fn view_name(file_path: &str) -> String {
     name.strip_prefix("images/").map(str::to_string).unwrap_or(name)
 }
 
-/// An OpenGL camera-to-world as an OpenCV one, its rotation checked.
-fn opencv_pose(gl: DMat4) -> Result<Affine3A, String> {
+/// An OpenGL camera-to-world (+y up, looking down -z) as an OpenCV one's rotation and translation,
+/// the rotation checked to be orthonormal and right-handed. Shared with nerfstudio camera paths.
+pub(crate) fn opencv_rotation_translation(gl: DMat4) -> Result<(DMat3, DVec3), String> {
     let flip = DMat4::from_cols(DVec4::X, DVec4::NEG_Y, DVec4::NEG_Z, DVec4::W);
     let cv = gl * flip;
     let r = DMat3::from_mat4(cv);
@@ -221,10 +222,13 @@ fn opencv_pose(gl: DMat4) -> Result<Affine3A, String> {
     if off > 1e-3 || r.determinant() <= 0.0 {
         return Err("its rotation is not a rotation (scaled, sheared or mirrored)".into());
     }
-    Ok(Affine3A::from_mat3_translation(
-        r.as_mat3(),
-        cv.w_axis.truncate().as_vec3(),
-    ))
+    Ok((r, cv.w_axis.truncate()))
+}
+
+/// An OpenGL camera-to-world as an OpenCV one, its rotation checked.
+fn opencv_pose(gl: DMat4) -> Result<Affine3A, String> {
+    let (r, t) = opencv_rotation_translation(gl)?;
+    Ok(Affine3A::from_mat3_translation(r.as_mat3(), t.as_vec3()))
 }
 
 /// Scales the camera to its image file's size (a data factor's downscaled copy), refusing a
