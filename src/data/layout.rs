@@ -270,7 +270,15 @@ fn build_views(model: &ColmapModel, sparse_dir: &Path, paths: Vec<PathBuf>) -> R
             pinhole,
         );
         let camera_id = camera.id;
-        let camera = fit_to_image(colmap_camera, &image_path, camera_id, &cameras_file)?;
+        let camera = fit_to_image(colmap_camera, &image_path, |c| {
+            format!(
+                "its COLMAP camera {camera_id} in {} is {}x{}; the aspect ratios differ, so it is not a \
+                 downscaled copy of the registered image",
+                cameras_file.display(),
+                c.width,
+                c.height
+            )
+        })?;
         // Values that are finite in COLMAP's f64 but not in our f32 (a focal length of 1e39, a
         // translation of 1e300), or a principal point and size that only go wrong after scaling,
         // end here rather than in a render: the pose is the images file's, the rest the cameras'.
@@ -285,8 +293,14 @@ fn build_views(model: &ColmapModel, sparse_dir: &Path, paths: Vec<PathBuf>) -> R
     Ok(views)
 }
 
-/// Scales the camera to the size of the image file, which is what gets rendered and compared against.
-fn fit_to_image(camera: Camera, path: &Path, camera_id: u32, cameras_file: &Path) -> Result<Camera, DataError> {
+/// Scales the camera to the size of the image file, which is what gets rendered and compared against
+/// (a data factor's downscaled copy), refusing a different aspect ratio. `mismatch` says where the
+/// camera's size came from, completing "the image is WxH but ...".
+pub(super) fn fit_to_image(
+    camera: Camera,
+    path: &Path,
+    mismatch: impl FnOnce(&Camera) -> String,
+) -> Result<Camera, DataError> {
     let (width, height) = image_size(path)?;
     if (width, height) == (camera.width, camera.height) {
         return Ok(camera);
@@ -296,13 +310,7 @@ fn fit_to_image(camera: Camera, path: &Path, camera_id: u32, cameras_file: &Path
     if width == 0 || height == 0 || ((actual - expected) / expected).abs() > ASPECT_TOLERANCE {
         return Err(DataError::Invalid {
             path: path.to_path_buf(),
-            message: format!(
-                "the image is {width}x{height} but its COLMAP camera {camera_id} in {} is {}x{}; the aspect \
-                 ratios differ, so it is not a downscaled copy of the registered image",
-                cameras_file.display(),
-                camera.width,
-                camera.height
-            ),
+            message: format!("the image is {width}x{height} but {}", mismatch(&camera)),
         });
     }
     Ok(camera.resized(width, height))

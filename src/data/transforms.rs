@@ -22,7 +22,7 @@ use glam::{Affine3A, DMat3, DMat4, DVec3, DVec4};
 use serde_json::Value;
 
 use super::colmap::Point3D;
-use super::layout::{find_image_file, image_size, View, ASPECT_TOLERANCE};
+use super::layout::{find_image_file, fit_to_image, View};
 use super::{Camera, DataError};
 
 /// The file a dataset path names, when it is a nerfstudio dataset: a `.json` file, or a folder with
@@ -164,7 +164,14 @@ pub fn read(file: &Path, factor: u32) -> Result<(Vec<View>, Vec<Point3D>), DataE
             cy: cy as f32,
             world_from_camera: pose,
         };
-        let camera = fit(camera, &image_path, file)?;
+        let camera = fit_to_image(camera, &image_path, |c| {
+            format!(
+                "{} gives {}x{} for it; the aspect ratios differ",
+                file.display(),
+                c.width,
+                c.height
+            )
+        })?;
         super::validate::pose(&camera.world_from_camera).map_err(&at)?;
         super::validate::camera(&camera).map_err(&at)?;
         views.push(View { camera, image_path });
@@ -229,29 +236,6 @@ pub(crate) fn opencv_rotation_translation(gl: DMat4) -> Result<(DMat3, DVec3), S
 fn opencv_pose(gl: DMat4) -> Result<Affine3A, String> {
     let (r, t) = opencv_rotation_translation(gl)?;
     Ok(Affine3A::from_mat3_translation(r.as_mat3(), t.as_vec3()))
-}
-
-/// Scales the camera to its image file's size (a data factor's downscaled copy), refusing a
-/// different aspect ratio.
-fn fit(camera: Camera, image: &Path, file: &Path) -> Result<Camera, DataError> {
-    let (width, height) = image_size(image)?;
-    if (width, height) == (camera.width, camera.height) {
-        return Ok(camera);
-    }
-    let expected = f64::from(camera.width) / f64::from(camera.height);
-    let actual = f64::from(width) / f64::from(height.max(1));
-    if width == 0 || height == 0 || ((actual - expected) / expected).abs() > ASPECT_TOLERANCE {
-        return Err(DataError::Invalid {
-            path: image.to_path_buf(),
-            message: format!(
-                "the image is {width}x{height} but {} gives {}x{} for it; the aspect ratios differ",
-                file.display(),
-                camera.width,
-                camera.height
-            ),
-        });
-    }
-    Ok(camera.resized(width, height))
 }
 
 /// The vertices of a point-cloud PLY (ASCII or binary little-endian; `x y z` float or double, and

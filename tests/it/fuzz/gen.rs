@@ -45,25 +45,21 @@ pub fn seed(salt: &str) -> u64 {
         .fold(base, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3))
 }
 
-/// SplitMix64: tiny, fast and good enough to pick mutations.
-pub struct Rng(u64);
+/// The library's SplitMix64 ([`difix3d::rng::Rng`]) with the choices the mutators need.
+pub struct Rng(difix3d::rng::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(difix3d::rng::Rng(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
+        self.0.below(n)
     }
 
     pub fn chance(&mut self, p: f64) -> bool {
