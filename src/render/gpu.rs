@@ -183,7 +183,11 @@ impl GpuContext {
     pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
         wgpu::DeviceDescriptor {
             label: Some("difix3d"),
-            required_features: adapter.features() - wgpu::Features::all_experimental_mask(),
+            // Not MAPPABLE_PRIMARY_BUFFERS either (as cubecl leaves it out): on a discrete GPU wgpu
+            // warns that it is a performance trap, and we map only MAP_READ | COPY_DST buffers.
+            required_features: adapter.features()
+                - wgpu::Features::all_experimental_mask()
+                - wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
             required_limits: adapter.limits(),
             ..Default::default()
         }

@@ -292,7 +292,9 @@ def tokenize(models: DifixModels, prompt: str) -> torch.Tensor:
 
 def encode_prompt(models: DifixModels, prompt: str):
     ids = tokenize(models, prompt)
-    return ids, models.text_encoder(ids)[0]  # last_hidden_state, no attention mask (causal only)
+    # last_hidden_state, no attention mask (causal only); the ids on the text encoder's device, as
+    # the reference pipeline moves them
+    return ids, models.text_encoder(ids.to(models.text_encoder.device))[0]
 
 
 def ddpm_z0_coefficients(scheduler, t: int = TIMESTEP):
