@@ -328,7 +328,7 @@ def vae_decode(vae, z, skips):
 
 
 def unet_eps(models: DifixModels, z, text_hidden, num_views: int = 1, t: int = TIMESTEP):
-    timesteps = torch.tensor([t], dtype=torch.long)
+    timesteps = torch.tensor([t], dtype=torch.long, device=z.device)
     with multiview(models.unet, num_views):
         return models.unet(z, timesteps, encoder_hidden_states=text_hidden).sample
 
