@@ -784,11 +784,27 @@ impl WithBackend for TrainBench {
         let mut reports = Vec::new();
         let stop = std::sync::atomic::AtomicBool::new(false);
         let mut trace = memory::MemoryTrace::new(Duration::from_secs(5));
+        let started = std::time::Instant::now();
+        let every = (self.config.steps / 10).max(1);
         let summary = difix3d::train::trainer::train::<B>(
             &self.config,
             self.gpu,
             &device,
             &mut |r: &difix3d::train::trainer::StepReport| {
+                // Progress on stderr (the report is stdout's): where a slow or stuck run got to.
+                if r.step <= 3 || r.step % every == 0 {
+                    let t = &r.times;
+                    eprintln!(
+                        "bench train: step {}/{} after {:.1} s (this step: render {:.1} / loss {:.1} / backward {:.1} / optimiser {:.1} ms)",
+                        r.step,
+                        r.steps,
+                        started.elapsed().as_secs_f64(),
+                        t.render.as_secs_f64() * 1e3,
+                        t.loss.as_secs_f64() * 1e3,
+                        t.backward.as_secs_f64() * 1e3,
+                        t.optimizer.as_secs_f64() * 1e3,
+                    );
+                }
                 reports.push(r.clone());
                 trace.sample();
             },

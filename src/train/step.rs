@@ -190,11 +190,13 @@ pub fn optimize<B: Backend>(
         None => psnr_of(colour.inner(), target.image.clone()),
     };
     let t_backward = Instant::now();
+    log::debug!("step: rendered and took the loss ({loss_value}) in {:?}", t_backward - t_render);
     let grads = loss.backward();
     if let Some(message) = renderer.take_backward_error() {
         return Err(TrainError::Backward(message));
     }
     let t_optimizer = Instant::now();
+    log::debug!("step: backward pass in {:?}", t_optimizer - t_backward);
 
     let lr = &settings.lr;
     let k = scene::sh_coeffs(p.sh_degree);

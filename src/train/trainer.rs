@@ -357,6 +357,12 @@ pub fn train<B: Backend>(
     config.validate().map_err(TrainError::Input)?;
     let data = TrainingData::<B>::open(&config.data, config.factor, config.split, config.lpips.as_ref(), device)?;
     let dataset = &data.dataset;
+    log::info!(
+        "training data: {} train / {} eval views of {}",
+        dataset.train.len(),
+        dataset.eval.len(),
+        config.data.display()
+    );
     // Training draws with gsplat's rasterizer constants; the eval views with the viewer's, as
     // `difix3d eval` and `render` measure the exported scene.
     let renderer = SplatRenderer::for_training(gpu.clone(), RasterConstants::Gsplat, config.densify.absgrad);
@@ -381,6 +387,7 @@ pub fn train<B: Backend>(
     } else {
         None
     };
+    log::info!("training: {} splats, evaluation before training: {eval_before:?} dB", state.len());
     let mut rng = Rng(config.seed ^ 0x5EED ^ start_step as u64);
     let mut epochs = Epochs::new(dataset.train.len());
     let mut stats = GradStats::new(state.len());
