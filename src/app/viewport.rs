@@ -108,8 +108,9 @@ impl Viewport {
             return self.texture.as_ref().map(|t| t.2);
         }
         let start = Instant::now();
-        // The display path (hardware-rasterised triangles); recording and training use the compute rasterizer.
-        if let Err(e) = self.rasterizer.render_display(gpu, splats, camera, options) {
+        // The faster path for this adapter: hardware-rasterised triangles on a CPU adapter, the
+        // compute rasterizer (which recording and training use) on a GPU.
+        if let Err(e) = self.rasterizer.render_for_screen(gpu, splats, camera, options) {
             log::error!("render failed: {e}");
             return None;
         }

@@ -193,6 +193,12 @@ impl GpuContext {
         }
     }
 
+    /// Whether the adapter is a CPU implementation (lavapipe, llvmpipe, WARP): pixels are
+    /// expensive there and triangle setup cheap, the other way round from a real GPU.
+    pub fn is_cpu_adapter(&self) -> bool {
+        self.adapter.get_info().device_type == wgpu::DeviceType::Cpu
+    }
+
     /// A context on a device made elsewhere (eframe's), with [`GpuContext::device_descriptor`].
     pub fn from_parts(
         adapter: wgpu::Adapter,

@@ -251,6 +251,21 @@ impl Rasterizer {
         self.render_inner(ctx, splats, camera, opts, false, false)
     }
 
+    /// Renders one frame for the screen (the viewer) by the path that is faster on this adapter:
+    /// [`Rasterizer::render_display`] on a CPU adapter (lavapipe, 1280x720 bonsai: 0.29 s against
+    /// the compute path's 0.8 s), the compute tile rasterizer of [`Rasterizer::render`] on a GPU
+    /// (an H200, 1920x1080 bonsai: 5.5 ms against the display path's 12.5 ms). BENCHMARKS.md has both.
+    pub fn render_for_screen(
+        &mut self,
+        ctx: &GpuContext,
+        splats: &GpuSplats,
+        camera: &Camera,
+        opts: &RenderOptions,
+    ) -> Result<FrameStats, GpuError> {
+        let display = ctx.is_cpu_adapter();
+        self.render_inner(ctx, splats, camera, opts, false, display)
+    }
+
     /// Renders one frame for looking at (the viewer): the same projection, depth order and alpha
     /// rule, but drawn as instanced quads with hardware blending (see `render/display.rs`) instead
     /// of the compute tile rasterizer, which is far faster where pixels are expensive (a CPU adapter).

@@ -64,6 +64,25 @@ fn render(ctx: &GpuContext, splats: &Splats, camera: &Camera, display: bool) -> 
     r.read_image(ctx).unwrap().rgba
 }
 
+/// The viewer's frame (`render_for_screen`) is the display path on a CPU adapter (lavapipe here:
+/// no tile intersections, no depth) and the compute path on a GPU (intersections and depth), and
+/// either way the same picture as that path drawn directly.
+#[test]
+fn the_viewer_draws_with_the_faster_path_for_its_adapter() {
+    let (ctx, rasterizer) = crate::gpu();
+    let mut r = rasterizer.lock().unwrap();
+    let splats = random_splats(2_000, 0, 5);
+    let gpu_splats = GpuSplats::upload(ctx, &splats).unwrap();
+    let camera = camera(96, 64);
+    let options = RenderOptions::default();
+    let stats = r.render_for_screen(ctx, &gpu_splats, &camera, &options).unwrap();
+    let screen = r.read_image(ctx).unwrap().rgba;
+    let cpu = ctx.is_cpu_adapter();
+    assert_eq!(stats.intersections == 0, cpu, "intersections {} on a CPU adapter: {cpu}", stats.intersections);
+    assert_eq!(r.has_depth(), !cpu);
+    assert_eq!(screen, render(ctx, &splats, &camera, cpu));
+}
+
 /// 20,000 splats at SH degree 3 hold 3.84 MB of coefficients, four 1 MiB chunks: the chunked
 /// projection draws exactly what the whole-buffer one draws, in both the compute and the display path.
 #[test]
