@@ -229,9 +229,9 @@ impl Layout {
             splats
                 .sh
                 .push([0, 1, 2].map(|c| (f32::from(colours[i * 3 + c]) / 255.0 - 0.5) / COLOR_SCALE));
-            for j in 0..kept_rest {
+            for (j, &flip_sign) in FLIP_SH.iter().enumerate().take(kept_rest) {
                 let at = (i * file_rest + j) * 3;
-                let sign = if flip { FLIP_SH[j] } else { 1.0 };
+                let sign = if flip { flip_sign } else { 1.0 };
                 splats
                     .sh
                     .push([0, 1, 2].map(|c| sign * (f32::from(sh[at + c]) - 128.0) / 128.0));
