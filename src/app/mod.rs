@@ -103,6 +103,9 @@ pub struct ViewerApp {
     selected_camera: Option<usize>,
     loading: Option<(PathBuf, Receiver<Result<Loaded, LoadError>>)>,
     file_dialog: Option<Receiver<Option<PathBuf>>>,
+    /// The "Save as…" dialog's answer, then the write in progress.
+    save_dialog: Option<Receiver<Option<PathBuf>>>,
+    saving: Option<(PathBuf, Receiver<Result<PathBuf, difix3d::scene::SceneError>>)>,
     toasts: Vec<(String, Instant)>,
     screenshot: Option<ScreenshotState>,
     fix: LiveFix,
@@ -166,6 +169,8 @@ impl ViewerApp {
             selected_camera: None,
             loading: None,
             file_dialog: None,
+            save_dialog: None,
+            saving: None,
             toasts: Vec::new(),
             screenshot: options.screenshot.map(|path| ScreenshotState {
                 path,
@@ -217,6 +222,43 @@ impl ViewerApp {
                 }
             }
         }
+        if let Some(rx) = &self.save_dialog {
+            if let Ok(choice) = rx.try_recv() {
+                self.save_dialog = None;
+                if let (Some(path), Some(splats)) = (choice, self.splats.clone()) {
+                    let rx = difix3d::jobs::save::spawn(splats, path.clone());
+                    self.saving = Some((path, rx));
+                }
+            }
+        }
+        if let Some((_, rx)) = &self.saving {
+            if let Ok(result) = rx.try_recv() {
+                self.saving = None;
+                match result {
+                    Ok(path) => {
+                        let message = format!("Saved the scene to {}", path.display());
+                        log::info!("{message}");
+                        self.toasts.push((message, Instant::now()));
+                    }
+                    Err(e) => self.toast(format!("Save failed: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Asks where to write the scene on screen ("Save as…"); the format follows the extension.
+    fn pick_save_file(&mut self) {
+        let name = self
+            .scene
+            .as_ref()
+            .and_then(|s| s.path.file_stem())
+            .map(|s| format!("{}.ply", s.to_string_lossy()))
+            .unwrap_or_else(|| "scene.ply".into());
+        self.save_dialog = Some(pick(move |d| {
+            d.add_filter("Gaussian splats", &["ply", "spz", "sog", "splat", "pt"])
+                .set_file_name(name)
+                .save_file()
+        }));
     }
 
     fn on_loaded(&mut self, loaded: Loaded) {
@@ -277,7 +319,7 @@ impl ViewerApp {
 
     fn pick_file(&mut self) {
         self.file_dialog = Some(pick(|d| {
-            d.add_filter("Gaussian splats", &["ply", "splat", "spz", "pt", "safetensors"])
+            d.add_filter("Gaussian splats", &["ply", "splat", "spz", "sog", "pt", "safetensors"])
                 .pick_file()
         }));
     }
@@ -455,7 +497,7 @@ impl eframe::App for ViewerApp {
         egui::CentralPanel::default().show(ui, |ui| self.viewport_ui(ui));
         self.toasts_ui(&ctx);
         self.screenshot_logic(&ctx);
-        if self.loading.is_some() || self.file_dialog.is_some() {
+        if self.loading.is_some() || self.file_dialog.is_some() || self.save_dialog.is_some() || self.saving.is_some() {
             ctx.request_repaint_after(Duration::from_millis(50));
         }
     }

@@ -31,7 +31,10 @@ fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
         if ui
             .button("Open scene…")
-            .on_hover_text(".ply, .splat, or a difix3d run's checkpoint.safetensors")
+            .on_hover_text(
+                ".ply, .compressed.ply, .splat, .spz, .sog, a gsplat checkpoint .pt or a difix3d run's \
+                 checkpoint.safetensors",
+            )
             .clicked()
         {
             app.pick_file();
@@ -44,6 +47,23 @@ fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
             app.pick_folder();
         }
     });
+    let can_save = app.splats.is_some() && app.saving.is_none() && app.save_dialog.is_none();
+    if ui
+        .add_enabled(can_save, egui::Button::new("Save as…"))
+        .on_hover_text(format!(
+            "Write the scene on screen; the extension picks the format: {}",
+            difix3d::scene::SceneFormat::WRITABLE
+        ))
+        .clicked()
+    {
+        app.pick_save_file();
+    }
+    if let Some((path, _)) = &app.saving {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label(format!("Saving {}", file_name(path)));
+        });
+    }
     if let Some((path, _)) = &app.loading {
         ui.horizontal(|ui| {
             ui.spinner();

@@ -10,12 +10,17 @@ use difix3d::scene::{self, SceneFormat};
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// The scene to read: .ply, .compressed.ply, .splat, .spz (versions 2-3), a gsplat checkpoint ckpt_STEP_rankR.pt (all
-    /// ranks of that step are read) or a difix3d run's checkpoint.safetensors.
+    /// The scene to read: .ply, .compressed.ply, .splat, .spz (versions 2-4), .sog (or a SOG folder's meta.json), a
+    /// gsplat checkpoint ckpt_STEP_rankR.pt (all ranks of that step are read) or a difix3d run's checkpoint.safetensors.
     pub input: PathBuf,
-    /// Where to write it; the extension picks the format: .ply, .compressed.ply, .splat, .spz or .pt (a gsplat
-    /// checkpoint at step 0 that gsplat's and Difix3D's `--ckpt` load).
+    /// Where to write it; the extension picks the format: .ply, .compressed.ply, .splat, .spz, .sog (a zip; a name
+    /// ending in meta.json writes the images beside it instead) or .pt (a gsplat checkpoint at step 0 that gsplat's
+    /// and Difix3D's `--ckpt` load).
     pub output: PathBuf,
+    /// For .spz output: 3 (one gzip stream, read by every .spz reader) or 4 (zstd streams, spz 2.x and
+    /// splat-transform's default).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(3..=4))]
+    pub spz_version: u32,
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
@@ -28,11 +33,18 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         ),
         Some(_) => {}
     }
+    if args.spz_version != 3 && SceneFormat::of(&args.output) != Some(SceneFormat::Spz) {
+        bail!("{}: --spz-version is for .spz output", args.output.display());
+    }
     let (splats, repairs) = scene::load_reporting(&args.input)?;
     if !repairs.is_empty() {
         eprintln!("{}: {repairs}", args.input.display());
     }
-    scene::save(&splats, &args.output)?;
+    if args.spz_version == 4 {
+        scene::spz::write_spz_version(&splats, &args.output, scene::spz::SpzVersion::V4)?;
+    } else {
+        scene::save(&splats, &args.output)?;
+    }
     println!(
         "{} -> {}: {} splats, SH degree {}",
         args.input.display(),

@@ -36,8 +36,8 @@ struct Cli {
 enum Command {
     /// Open the viewer window (the default when no subcommand is given).
     View {
-        /// A scene file (.ply, .compressed.ply, .splat, .spz, .pt, .safetensors), a dataset folder or a nerfstudio
-        /// transforms.json; defaults to the bundled sample scene.
+        /// A scene file (.ply, .compressed.ply, .splat, .spz, .sog or a SOG meta.json, .pt, .safetensors), a
+        /// dataset folder or a nerfstudio transforms.json; defaults to the bundled sample scene.
         path: Option<PathBuf>,
         /// The dataset (folder or nerfstudio transforms.json) that goes with a scene file (its cameras, and photos
         /// for refinement).

@@ -56,7 +56,10 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         return Err(LoadError::Missing(path.to_path_buf()));
     }
     // A folder is a dataset (COLMAP or nerfstudio); so is a nerfstudio transforms.json.
-    let nerfstudio_file = path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    // (A SOG meta.json is a scene.)
+    let nerfstudio_file = path.is_file()
+        && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        && scene::SceneFormat::of(path) != Some(scene::SceneFormat::Sog);
     if path.is_dir() || nerfstudio_file {
         let dataset = data::open_dataset(path, 1)?;
         let points: Vec<([f32; 3], [u8; 3])> = dataset.points.iter().map(|p| (p.position, p.color)).collect();

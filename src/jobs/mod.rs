@@ -3,4 +3,5 @@
 
 pub mod load;
 pub mod record;
+pub mod save;
 pub mod train;

@@ -394,7 +394,7 @@ fn pack_rotation(q: [f64; 4]) -> u32 {
 /// The splat indices sorted along a Morton (Z-order) curve of their centres, 10 bits per axis, with
 /// buckets of more than 256 identical codes sorted again within their own box (splat-transform's
 /// `sortMortonOrder`).
-fn morton_order(means: &[[f32; 3]]) -> Vec<usize> {
+pub(super) fn morton_order(means: &[[f32; 3]]) -> Vec<usize> {
     let mut indices: Vec<usize> = (0..means.len()).collect();
     sort_morton(means, &mut indices);
     indices

@@ -8,6 +8,8 @@ pub mod compressed_ply;
 pub mod gsplat;
 pub mod init;
 pub mod ply;
+pub mod quantise;
+pub mod sog;
 pub mod splat;
 pub mod spz;
 
@@ -174,8 +176,10 @@ pub enum SceneFormat {
     CompressedPly,
     /// antimatter15 `.splat`.
     Splat,
-    /// Niantic `.spz` (versions 2 and 3).
+    /// Niantic `.spz` (versions 2 to 4).
     Spz,
+    /// PlayCanvas SOG: a `.sog` archive, or a `meta.json` (any name ending in it) with its images beside it.
+    Sog,
     /// gsplat / Difix3D checkpoint `ckpt_STEP_rankR.pt` (torch zip pickle).
     GsplatCheckpoint,
     /// The `checkpoint.safetensors` of a `difix3d train` / `refine` run (read only).
@@ -184,9 +188,10 @@ pub enum SceneFormat {
 
 impl SceneFormat {
     /// What the extensions mean, for error messages.
-    pub const READABLE: &'static str =
-        ".ply, .compressed.ply, .splat, .spz, a gsplat checkpoint .pt or a difix3d checkpoint .safetensors";
-    pub const WRITABLE: &'static str = ".ply, .compressed.ply, .splat, .spz or .pt (a gsplat checkpoint)";
+    pub const READABLE: &'static str = ".ply, .compressed.ply, .splat, .spz, .sog (or a SOG meta.json), a gsplat \
+                                        checkpoint .pt or a difix3d checkpoint .safetensors";
+    pub const WRITABLE: &'static str =
+        ".ply, .compressed.ply, .splat, .spz, .sog (or a SOG folder's meta.json) or .pt (a gsplat checkpoint)";
 
     /// The format a file name stands for, or `None` for an unknown extension.
     pub fn of(path: &Path) -> Option<Self> {
@@ -197,6 +202,8 @@ impl SceneFormat {
             "ply" => Self::Ply,
             "splat" => Self::Splat,
             "spz" => Self::Spz,
+            "sog" => Self::Sog,
+            "json" if name.ends_with("meta.json") => Self::Sog,
             "pt" | "pth" => Self::GsplatCheckpoint,
             "safetensors" => Self::RunCheckpoint,
             _ => return None,
@@ -310,6 +317,7 @@ pub fn load_reporting(path: &Path) -> Result<(Splats, Repairs), SceneError> {
         Some(SceneFormat::Ply | SceneFormat::CompressedPly) => ply::read_ply(path)?,
         Some(SceneFormat::Splat) => splat::read_splat(path)?,
         Some(SceneFormat::Spz) => spz::read_spz(path)?,
+        Some(SceneFormat::Sog) => sog::read_sog(path)?,
         Some(SceneFormat::GsplatCheckpoint) => gsplat::read_gsplat_checkpoint(path)?,
         Some(SceneFormat::RunCheckpoint) => checkpoint::read_checkpoint(path)?,
         None => {
@@ -342,6 +350,7 @@ pub fn save(splats: &Splats, path: &Path) -> Result<(), SceneError> {
         Some(SceneFormat::CompressedPly) => compressed_ply::write_compressed_ply(splats, path),
         Some(SceneFormat::Splat) => splat::write_splat(splats, path),
         Some(SceneFormat::Spz) => spz::write_spz(splats, path),
+        Some(SceneFormat::Sog) => sog::write_sog(splats, path),
         Some(SceneFormat::GsplatCheckpoint) => gsplat::write_gsplat_checkpoint(splats, 0, path),
         Some(SceneFormat::RunCheckpoint) => Err(SceneError::format(
             path,

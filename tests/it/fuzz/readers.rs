@@ -189,6 +189,141 @@ fn fuzz_splat() {
     verdicts.finish();
 }
 
+/// Gzip of `bytes` (a `.spz` version 2-3 body).
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[test]
+fn fuzz_spz() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("case.spz");
+    let mut verdicts = Verdicts::new(".spz");
+    let mut rng = Rng::new(seed("spz"));
+
+    // Version 3: the gzip file as written, and its inflated body mutated then gzipped again (so the
+    // mutations reach the parser instead of gzip's checksum).
+    scene::spz::write_spz(&three_splats(), &path).unwrap();
+    let v3 = std::fs::read(&path).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&v3[..]), &mut raw).unwrap();
+    let raw_seed = BinarySeed {
+        bytes: raw,
+        header_len: 16,
+        fields: vec![Field::Count { at: 8, width: 4 }],
+    };
+    let gz_seed = BinarySeed {
+        bytes: v3.clone(),
+        header_len: 10,
+        fields: Vec::new(),
+    };
+    fuzz_scene_bytes(&mut verdicts, &path, "v3 ", &v3, 200, 1000, || {
+        if rng.chance(0.7) {
+            let (bytes, what) = mutate_binary(&mut rng, &raw_seed);
+            (gzip(&bytes), format!("inflated body: {what}"))
+        } else {
+            mutate_binary(&mut rng, &gz_seed)
+        }
+    });
+
+    // Version 4: header, table of contents (compressed and uncompressed sizes) and zstd frames.
+    scene::spz::write_spz_version(&three_splats(), &path, scene::spz::SpzVersion::V4).unwrap();
+    let v4 = std::fs::read(&path).unwrap();
+    let streams = usize::from(v4[15]);
+    let mut fields = vec![Field::Count { at: 8, width: 4 }, Field::Count { at: 16, width: 4 }];
+    fields.extend((0..2 * streams).map(|i| Field::Count {
+        at: 32 + 8 * i,
+        width: 8,
+    }));
+    let v4_seed = BinarySeed {
+        bytes: v4.clone(),
+        header_len: 32 + 16 * streams,
+        fields,
+    };
+    fuzz_scene_bytes(&mut verdicts, &path, "v4 ", &v4, 300, 1500, || {
+        mutate_binary(&mut rng, &v4_seed)
+    });
+    verdicts.finish();
+}
+
+/// The entries of a SOG archive, in order.
+fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
+    (0..archive.len())
+        .map(|i| {
+            let mut entry = archive.by_index(i).expect("an entry");
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).expect("an entry's bytes");
+            (entry.name().to_string(), bytes)
+        })
+        .collect()
+}
+
+/// A stored zip archive of `entries`.
+fn zip_entries(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in entries {
+        zip.start_file(name.as_str(), options).expect("zip entry");
+        std::io::Write::write_all(&mut zip, bytes).expect("zip entry");
+    }
+    zip.finish().expect("zip").into_inner()
+}
+
+#[test]
+fn fuzz_sog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("case.sog");
+    let mut verdicts = Verdicts::new(".sog");
+    let mut rng = Rng::new(seed("sog"));
+    // SH degree 1: every image, the palette included.
+    scene::save(&three_splats(), &path).unwrap();
+    let archive = std::fs::read(&path).unwrap();
+    let entries = unzip(&archive);
+    let meta_at = entries.iter().position(|(n, _)| n == "meta.json").expect("meta.json");
+    let meta: serde_json::Value = serde_json::from_slice(&entries[meta_at].1).unwrap();
+    let zip_seed = BinarySeed {
+        bytes: archive.clone(),
+        header_len: 30,
+        fields: Vec::new(),
+    };
+    fuzz_scene_bytes(&mut verdicts, &path, "", &archive, 300, 1500, || {
+        let mut files = entries.clone();
+        match rng.below(4) {
+            // The archive itself (mostly caught by zip's own checks).
+            0 => mutate_binary(&mut rng, &zip_seed),
+            // meta.json: counts, codebooks, file names, bands.
+            1 => {
+                let (bytes, what) = mutate_json(&mut rng, &meta);
+                files[meta_at].1 = bytes;
+                (zip_entries(&files), format!("meta.json: {what}"))
+            }
+            // One image's bytes.
+            2 => {
+                let at = rng.below(files.len());
+                let image = BinarySeed {
+                    bytes: files[at].1.clone(),
+                    header_len: 20,
+                    fields: Vec::new(),
+                };
+                let (bytes, what) = mutate_binary(&mut rng, &image);
+                files[at].1 = bytes;
+                let name = files[at].0.clone();
+                (zip_entries(&files), format!("{name}: {what}"))
+            }
+            // One file missing.
+            _ => {
+                let at = rng.below(files.len());
+                let (name, _) = files.remove(at);
+                (zip_entries(&files), format!("{name} removed"))
+            }
+        }
+    });
+    verdicts.finish();
+}
+
 /// A `difix3d train` checkpoint of [`three_splats`] written with the safetensors crate (parameters,
 /// Adam moments, `step` and `sh_degree` metadata), the header JSON's length and its f32 values.
 fn checkpoint_seed() -> BinarySeed {
