@@ -792,7 +792,7 @@ impl WithBackend for TrainBench {
             &device,
             &mut |r: &difix3d::train::trainer::StepReport| {
                 // Progress on stderr (the report is stdout's): where a slow or stuck run got to.
-                if r.step <= 3 || r.step % every == 0 {
+                if r.step <= 3 || r.step.is_multiple_of(every) {
                     let t = &r.times;
                     eprintln!(
                         "bench train: step {}/{} after {:.1} s (this step: render {:.1} / loss {:.1} / backward {:.1} / optimiser {:.1} ms)",

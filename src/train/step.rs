@@ -190,7 +190,10 @@ pub fn optimize<B: Backend>(
         None => psnr_of(colour.inner(), target.image.clone()),
     };
     let t_backward = Instant::now();
-    log::debug!("step: rendered and took the loss ({loss_value}) in {:?}", t_backward - t_render);
+    log::debug!(
+        "step: rendered and took the loss ({loss_value}) in {:?}",
+        t_backward - t_render
+    );
     let grads = loss.backward();
     if let Some(message) = renderer.take_backward_error() {
         return Err(TrainError::Backward(message));

@@ -387,7 +387,10 @@ pub fn train<B: Backend>(
     } else {
         None
     };
-    log::info!("training: {} splats, evaluation before training: {eval_before:?} dB", state.len());
+    log::info!(
+        "training: {} splats, evaluation before training: {eval_before:?} dB",
+        state.len()
+    );
     let mut rng = Rng(config.seed ^ 0x5EED ^ start_step as u64);
     let mut epochs = Epochs::new(dataset.train.len());
     let mut stats = GradStats::new(state.len());

@@ -78,7 +78,12 @@ fn the_viewer_draws_with_the_faster_path_for_its_adapter() {
     let stats = r.render_for_screen(ctx, &gpu_splats, &camera, &options).unwrap();
     let screen = r.read_image(ctx).unwrap().rgba;
     let cpu = ctx.is_cpu_adapter();
-    assert_eq!(stats.intersections == 0, cpu, "intersections {} on a CPU adapter: {cpu}", stats.intersections);
+    assert_eq!(
+        stats.intersections == 0,
+        cpu,
+        "intersections {} on a CPU adapter: {cpu}",
+        stats.intersections
+    );
     assert_eq!(r.has_depth(), !cpu);
     assert_eq!(screen, render(ctx, &splats, &camera, cpu));
 }
