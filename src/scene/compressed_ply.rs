@@ -375,16 +375,7 @@ fn pack_111011([x, y, z]: [f64; 3]) -> u32 {
 
 /// Smallest-three 2/10/10/10 packing of a quaternion (components in storage order).
 fn pack_rotation(q: [f64; 4]) -> u32 {
-    let len = q.iter().map(|c| c * c).sum::<f64>().sqrt();
-    let mut a = if len > 0.0 {
-        q.map(|c| c / len)
-    } else {
-        [1.0, 0.0, 0.0, 0.0]
-    };
-    let largest = (1..4).fold(0, |best, i| if a[i].abs() > a[best].abs() { i } else { best });
-    if a[largest] < 0.0 {
-        a = a.map(|c| -c);
-    }
+    let (a, largest) = super::quantise::smallest_three(q);
     let norm = std::f64::consts::SQRT_2 * 0.5;
     (0..4)
         .filter(|&i| i != largest)

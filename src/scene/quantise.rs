@@ -1,6 +1,7 @@
 //! The quantisers the `.sog` writer needs: a 256-entry scalar codebook (1D k-means) and a vector
 //! palette (k-means over SH coefficient vectors). Both are deterministic: the same input gives the
-//! same bytes, on any number of threads.
+//! same bytes, on any number of threads. Also the smallest-three rotation form that compressed PLY
+//! and SOG both store ([`smallest_three`]).
 
 use rayon::prelude::*;
 
@@ -300,6 +301,20 @@ fn assign(data: &[f32], dim: usize, members: &[u32], centroids: &[f32]) -> Vec<u
             best.1
         })
         .collect()
+}
+
+/// A rotation (components in storage order) normalised, with the component of largest magnitude
+/// made positive, and that component's index: what the smallest-three packings (compressed PLY,
+/// SOG) store of it. A zero quaternion is the identity (1, 0, 0, 0).
+pub(super) fn smallest_three(q: [f64; 4]) -> ([f64; 4], usize) {
+    let len = q.iter().map(|c| c * c).sum::<f64>().sqrt();
+    let q = if len > 0.0 {
+        q.map(|c| c / len)
+    } else {
+        [1.0, 0.0, 0.0, 0.0]
+    };
+    let largest = (1..4).fold(0, |best, i| if q[i].abs() > q[best].abs() { i } else { best });
+    (if q[largest] < 0.0 { q.map(|c| -c) } else { q }, largest)
 }
 
 #[cfg(test)]

@@ -609,17 +609,7 @@ fn encode(splats: &Splats) -> Result<Vec<(String, Vec<u8>)>, String> {
     // Rotations, (w, x, y, z).
     let mut quats = vec![0u8; texels];
     for (t, &i) in order.iter().enumerate() {
-        let q = splats.rotations[i].map(f64::from);
-        let len = q.iter().map(|c| c * c).sum::<f64>().sqrt();
-        let mut q = if len > 0.0 {
-            q.map(|c| c / len)
-        } else {
-            [1.0, 0.0, 0.0, 0.0]
-        };
-        let largest = (1..4).fold(0, |best, j| if q[j].abs() > q[best].abs() { j } else { best });
-        if q[largest] < 0.0 {
-            q = q.map(|c| -c);
-        }
+        let (q, largest) = super::quantise::smallest_three(splats.rotations[i].map(f64::from));
         let mut s = 0;
         for (j, &c) in q.iter().enumerate() {
             if j != largest {
