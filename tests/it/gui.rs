@@ -33,17 +33,25 @@ fn display() -> Option<(String, Xvfb)> {
             return Some((d, Xvfb(None, guard)));
         }
     }
-    let number = 90 + std::process::id() % 50;
-    let name = format!(":{number}");
+    // Xvfb picks a free display itself and writes its number to stdout once it accepts
+    // connections (a fixed number and a fixed wait raced the previous test's server).
     let child = Command::new("Xvfb")
-        .args([&name, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-        .stdout(Stdio::null())
+        .args(["-displayfd", "1", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn();
     match child {
-        Ok(child) => {
-            std::thread::sleep(Duration::from_secs(2));
-            Some((name, Xvfb(Some(child), guard)))
+        Ok(mut child) => {
+            let mut line = String::new();
+            if let Some(out) = child.stdout.take() {
+                let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+            }
+            let Ok(number) = line.trim().parse::<u32>() else {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!("Xvfb did not start (said {line:?}, {status:?})");
+            };
+            Some((format!(":{number}"), Xvfb(Some(child), guard)))
         }
         Err(e) => {
             eprintln!("SKIPPED: no DISPLAY and Xvfb cannot start ({e}); run scripts/setup.sh");
