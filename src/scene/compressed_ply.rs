@@ -262,14 +262,7 @@ pub fn write_compressed_ply(splats: &Splats, path: &Path) -> Result<(), SceneErr
 fn encode(splats: &Splats) -> Result<Vec<u8>, String> {
     let k = check_layout(splats)?;
     let n = splats.len();
-    let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
-    if let Some(i) = (0..n).find(|&i| {
-        !(finite(&splats.means[i])
-            && finite(&splats.log_scales[i])
-            && finite(&splats.rotations[i])
-            && !splats.opacity_logits[i].is_nan()
-            && splats.sh[i * k..(i + 1) * k].iter().all(|c| finite(c)))
-    }) {
+    if let Some(i) = (0..n).find(|&i| !splats.has_finite_values(i)) {
         return Err(format!(
             "splat {i} has a NaN or infinite value, which a compressed PLY cannot store"
         ));

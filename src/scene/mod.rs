@@ -253,6 +253,19 @@ impl std::fmt::Display for Repairs {
 }
 
 impl Splats {
+    /// Whether splat `i` has only finite values, except that its opacity logit may be ±infinity
+    /// (alpha exactly 1 or 0): what [`Splats::repair_non_finite`] keeps, and what the quantising
+    /// writers can store. The arrays must be consistent ([`ply::check_layout`]).
+    pub(crate) fn has_finite_values(&self, i: usize) -> bool {
+        let k = sh_coeffs(self.sh_degree);
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        finite(&self.means[i])
+            && finite(&self.log_scales[i])
+            && finite(&self.rotations[i])
+            && !self.opacity_logits[i].is_nan()
+            && self.sh[i * k..(i + 1) * k].iter().all(|c| finite(c))
+    }
+
     /// Makes a scene with a few broken values usable instead of refusing it: an opacity logit of
     /// ±infinity (alpha exactly 1 or 0) becomes ±[`OPACITY_LOGIT_LIMIT`], which has the same alpha in
     /// f32, and a splat with any other non-finite value (NaN or infinite position, log scale, rotation
@@ -265,16 +278,10 @@ impl Splats {
             total: n,
             ..Repairs::default()
         };
-        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         let mut kept = 0;
         for i in 0..n {
             let opacity = self.opacity_logits[i];
-            let good = finite(&self.means[i])
-                && finite(&self.log_scales[i])
-                && finite(&self.rotations[i])
-                && !opacity.is_nan()
-                && self.sh[i * k..(i + 1) * k].iter().all(|c| finite(c));
-            if !good {
+            if !self.has_finite_values(i) {
                 repairs.dropped += 1;
                 continue;
             }

@@ -555,14 +555,7 @@ fn encode(splats: &Splats) -> Result<Vec<(String, Vec<u8>)>, String> {
     if n == 0 {
         return Err("the scene has no splats".into());
     }
-    let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
-    if let Some(i) = (0..n).find(|&i| {
-        !(finite(&splats.means[i])
-            && finite(&splats.log_scales[i])
-            && finite(&splats.rotations[i])
-            && !splats.opacity_logits[i].is_nan()
-            && splats.sh[i * k..(i + 1) * k].iter().all(|c| finite(c)))
-    }) {
+    if let Some(i) = (0..n).find(|&i| !splats.has_finite_values(i)) {
         return Err(format!("splat {i} has a NaN or infinite value, which SOG cannot store"));
     }
     let (width, height) = texture_size(n);
