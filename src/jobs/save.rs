@@ -5,18 +5,13 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
-use crate::scene::{self, SceneError, SceneFormat, Splats};
+use crate::scene::{self, SceneError, Splats};
 
-/// Starts writing `splats` to `path` in the format its extension names ([`SceneFormat::WRITABLE`])
-/// on a new thread; the receiver yields exactly one result: the path written, or why not. An
-/// extension that is not writable is refused at once (the result is already waiting).
+/// Starts writing `splats` to `path` in the format its extension names ([`scene::SceneFormat::WRITABLE`])
+/// on a new thread; the receiver yields exactly one result: the path written, or why not (an
+/// extension that is not writable is [`scene::save`]'s error).
 pub fn spawn(splats: Arc<Splats>, path: PathBuf) -> Receiver<Result<PathBuf, SceneError>> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    if matches!(SceneFormat::of(&path), None | Some(SceneFormat::RunCheckpoint)) {
-        let message = format!("cannot write this format (expected {})", SceneFormat::WRITABLE);
-        let _ = tx.send(Err(SceneError::format(&path, message)));
-        return rx;
-    }
     let failed = tx.clone();
     let target = path.clone();
     let started = std::thread::Builder::new().name("save".into()).spawn(move || {

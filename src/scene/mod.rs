@@ -362,8 +362,8 @@ pub fn save(splats: &Splats, path: &Path) -> Result<(), SceneError> {
         Some(SceneFormat::RunCheckpoint) => Err(SceneError::format(
             path,
             format!(
-                "a difix3d run checkpoint also holds the optimiser state and is written by `train`/`refine` \
-                 only; write {} instead",
+                "cannot write a difix3d run checkpoint here: it also holds the optimiser state and is written \
+                 by `train`/`refine` only; write {} instead",
                 SceneFormat::WRITABLE
             ),
         )),
