@@ -11,7 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use super::flex_kernels::{conv2d, group_norm};
+use super::flex_kernels::{conv2d, group_norm, linear};
 use super::weights::{ParamKey, Weights};
 use super::DifixError;
 
@@ -317,8 +317,8 @@ pub struct LinearLora<B: Backend> {
 impl<B: Backend> LoraLinear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match &self.lora {
-            None => self.base.forward(x),
-            Some(l) => self.base.forward(x.clone()) + l.up.forward(l.down.forward(x)).mul_scalar(l.scale),
+            None => linear(&self.base, x),
+            Some(l) => linear(&self.base, x.clone()) + l.up.forward(l.down.forward(x)).mul_scalar(l.scale),
         }
     }
 }
@@ -457,9 +457,9 @@ pub fn attention_chunked<B: Backend>(
     let scale = 1.0 / (d as f64).sqrt();
     let block = |q: Tensor<B, 4>, offset: usize| {
         if !causal {
-            // The backend's own attention: burn-flex runs a tiled (flash) kernel that never holds the
-            // score matrix; the others compute the same softmax(q k^T / sqrt(d)) v as below.
-            return burn::tensor::module::attention(q, k.clone(), v.clone(), None, None, Default::default());
+            // The CPU kernel on burn-flex, the backend's own attention elsewhere; both compute the
+            // same softmax(q k^T / sqrt(d)) v as below.
+            return super::flex_kernels::attention(q, k.clone(), v.clone());
         }
         let rows = q.dims()[2];
         let mut scores = q.matmul(k.clone().swap_dims(2, 3)).mul_scalar(scale);

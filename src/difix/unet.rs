@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Deserialize;
 
 use super::error::{check_groups, check_positive, check_positive_f64};
-use super::flex_kernels::{conv2d, group_norm};
+use super::flex_kernels::{conv2d, geglu, group_norm, linear};
 use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, ResnetBlock};
 use super::{ConfigProblem, DifixError};
 
@@ -216,17 +216,16 @@ impl<B: Backend> SpatialTransformer<B> {
         let tokens = group_norm(&self.norm, x.clone(), false)
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
-        let mut t = self.proj_in.forward(tokens);
+        let mut t = linear(&self.proj_in, tokens);
         let blk = &self.block;
         // Reference mode: the views of one sample attend to each other's tokens.
         let joint = t.clone().reshape([b / views, views * h * w, c]);
         let attended = blk.attn1.forward(blk.norm1.forward(joint), None).reshape([b, h * w, c]);
         t = t + attended;
         t = t.clone() + blk.attn2.forward(blk.norm2.forward(t), Some(context.clone()));
-        let ff = blk.ff_proj.forward(blk.norm3.forward(t.clone()));
-        let [hidden, gate] = ff.chunk(2, 2).try_into().expect("chunk(2) yields two halves");
-        t = t + blk.ff_out.forward(hidden * burn::tensor::activation::gelu(gate));
-        tokens_to_image(self.proj_out.forward(t), h, w) + x
+        let ff = linear(&blk.ff_proj, blk.norm3.forward(t.clone()));
+        t = t + linear(&blk.ff_out, geglu(ff));
+        tokens_to_image(linear(&self.proj_out, t), h, w) + x
     }
 }
 
