@@ -38,11 +38,25 @@ use rayon::prelude::*;
 
 /// `conv.forward(x)`, through [`shifted_conv`] where that applies.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    conv2d_fused(conv, x, None)
+}
+
+/// `residual + conv.forward(x)` (a ResNet block's output), the addition done in the convolution's
+/// last pass where [`shifted_conv`] applies instead of as a pass of its own over the whole image.
+pub fn conv2d_plus<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, residual: Tensor<B, 4>) -> Tensor<B, 4> {
+    conv2d_fused(conv, x, Some(residual))
+}
+
+fn conv2d_fused<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, residual: Option<Tensor<B, 4>>) -> Tensor<B, 4> {
+    let generic = |x: Tensor<B, 4>, residual: Option<Tensor<B, 4>>| match residual {
+        Some(r) => r + conv.forward(x),
+        None => conv.forward(x),
+    };
     if TypeId::of::<B>() != TypeId::of::<Flex>() || !applies(conv) {
-        return conv.forward(x);
+        return generic(x, residual);
     }
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
-        return conv.forward(x);
+        return generic(x, residual);
     };
     let weight = to_flex::<B, _>(conv.weight.val()).to_contiguous();
     let bias = conv.bias.as_ref().map(|b| to_flex::<B, _>(b.val()).to_contiguous());
@@ -50,7 +64,7 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let bias_f32 = bias.as_ref().is_none_or(|b| b.as_slice::<f32>().is_some());
     let (Some(w), Some(xs), true) = (weight.as_slice::<f32>(), input.as_slice::<f32>(), bias_f32) else {
         // Not f32 (the backend's float type is f32; kept for safety): burn's kernel.
-        return conv.forward(from_flex::<B, 4>(input));
+        return generic(from_flex::<B, 4>(input), residual);
     };
     let [batch, c_in, h, width] = <[usize; 4]>::try_from(input.layout().shape().to_vec()).expect("4-D");
     let [c_out, _, kh, kw] = <[usize; 4]>::try_from(weight.layout().shape().to_vec()).expect("4-D");
@@ -65,13 +79,30 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         pad: [top, left, bottom, right],
     };
     let (oh, ow) = geometry.output_size();
-    let per_image = c_in * h * width;
+    let residual = match residual {
+        Some(r) if r.dims() == [batch, c_out, oh, ow] => {
+            let r = to_flex::<B, 4>(r).to_contiguous();
+            if r.as_slice::<f32>().is_none() {
+                return generic(from_flex::<B, 4>(input), Some(from_flex::<B, 4>(r)));
+            }
+            Some(r)
+        }
+        // A shape mismatch: burn's broadcasting add decides (or reports it).
+        Some(r) => return generic(from_flex::<B, 4>(input), Some(r)),
+        None => None,
+    };
+    let residual = residual.as_ref().and_then(|r| r.as_slice::<f32>());
+    let (per_image, per_output) = (c_in * h * width, c_out * oh * ow);
+    let image = |b: usize| {
+        let r = residual.map(|r| &r[b * per_output..(b + 1) * per_output]);
+        shifted_conv(&xs[b * per_image..(b + 1) * per_image], w, bias, r, &geometry)
+    };
     let out = if batch == 1 {
-        shifted_conv(xs, w, bias, &geometry)
+        image(0)
     } else {
-        let mut out = Vec::with_capacity(batch * c_out * oh * ow);
+        let mut out = Vec::with_capacity(batch * per_output);
         for b in 0..batch {
-            out.extend(shifted_conv(&xs[b * per_image..(b + 1) * per_image], w, bias, &geometry));
+            out.extend(image(b));
         }
         out
     };
@@ -160,10 +191,10 @@ pub fn linear<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> T
     let rows = xs.len() / d_in.max(1);
     let w = &weight.storage::<f32>()[weight.layout().start_offset()..];
     let (w_rs, w_cs) = (weight.layout().strides()[0], weight.layout().strides()[1]);
-    let mut out = match bias.as_ref().and_then(|b| b.as_slice::<f32>()) {
-        Some(b) => b.repeat(rows),
-        None => vec![0.0f32; rows * d_out],
-    };
+    let mut out = vec![0.0f32; rows * d_out];
+    if let (Some(b), true) = (bias.as_ref().and_then(|b| b.as_slice::<f32>()), d_out > 0) {
+        out.par_chunks_mut(d_out).for_each(|row| row.copy_from_slice(b));
+    }
     if rows > 0 && d_out > 0 && d_in > 0 {
         // SAFETY: dst is [rows, d_out] row-major (out has rows·d_out elements); lhs is [rows, d_in]
         // row-major (xs); rhs element (k, j) is w[k·w_rs + j·w_cs], inside the weight's storage
@@ -226,47 +257,53 @@ pub fn geglu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     from_flex::<B, D>(FlexTensor::from_data(TensorData::new(out, out_shape)))
 }
 
-/// Query rows per task of [`attention`]: a task's score block is this many rows of every key.
+/// Query rows per task of [`attention_merged`]: a task's score block is this many rows of every key.
 const ATTENTION_ROWS: usize = 128;
 
-/// softmax(q kᵀ / √d) v for q [b, h, n, d], k and v [b, h, m, d] (any strides), without a mask.
+/// softmax(q kᵀ / √d) v for q [b, h, n, d], k and v [b, h, m, d] (any strides), without a mask,
+/// with the heads merged back: [b, n, h·d] (what `layers::merge_heads` of the [b, h, n, d] result
+/// gives). `None` when the backend is not [`Flex`] or the tensors are not f32 with positive
+/// strides: the caller's generic attention applies.
+///
 /// Per (image, head, block of query rows): one gemm for the scores, a softmax over each row, one
-/// gemm for the output, the blocks in parallel. burn-flex's tiled kernel took 39 ms against torch's
-/// 10 ms at the UNet's 5 heads x 1024 tokens.
-pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
-    let generic = |q, k, v| burn::tensor::module::attention(q, k, v, None, None, Default::default());
+/// gemm writing straight into the merged layout, the blocks in parallel. burn-flex's tiled kernel
+/// took 39 ms against torch's 10 ms at the UNet's 5 heads x 1024 tokens, and merging its output
+/// was a single-threaded strided copy.
+pub fn attention_merged<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>) -> Option<Tensor<B, 3>> {
     if TypeId::of::<B>() != TypeId::of::<Flex>() {
-        return generic(q, k, v);
+        return None;
     }
-    let (q, k, v) = (to_flex::<B, 4>(q), to_flex::<B, 4>(k), to_flex::<B, 4>(v));
+    let (q, k, v) = (to_flex::<B, 4>(q.clone()), to_flex::<B, 4>(k.clone()), to_flex::<B, 4>(v.clone()));
     let usable = |t: &FlexTensor| t.dtype() == DType::F32 && t.layout().has_positive_strides();
-    let dims = |t: &FlexTensor| <[usize; 4]>::try_from(t.layout().shape().to_vec()).expect("4-D");
-    let ([b, h, n, d], [kb, kh, m, kd], [vb, vh, vm, vd]) = (dims(&q), dims(&k), dims(&v));
+    let dims = |t: &FlexTensor| <[usize; 4]>::try_from(t.layout().shape().to_vec()).ok();
+    let ([b, h, n, d], [kb, kh, m, kd], [vb, vh, vm, vd]) = (dims(&q)?, dims(&k)?, dims(&v)?);
     if !(usable(&q) && usable(&k) && usable(&v)) || (kb, kh, kd) != (b, h, d) || (vb, vh, vm, vd) != (b, h, m, d) {
-        return generic(from_flex(q), from_flex(k), from_flex(v));
+        return None;
     }
-    let mut out = vec![0.0f32; b * h * n * d];
-    if m == 0 || d == 0 || n == 0 {
-        return from_flex::<B, 4>(FlexTensor::from_data(TensorData::new(out, [b, h, n, d])));
-    }
-    fn view(t: &FlexTensor) -> (&[f32], [isize; 4]) {
-        let s = t.layout().strides();
-        (&t.storage::<f32>()[t.layout().start_offset()..], [s[0], s[1], s[2], s[3]])
-    }
-    let ((qs, qst), (ks, kst), (vs, vst)) = (view(&q), view(&k), view(&v));
-    let scale = 1.0 / (d as f32).sqrt();
-    out.par_chunks_mut(n * d).enumerate().for_each(|(bh, head)| {
-        let (bi, hi) = ((bh / h) as isize, (bh % h) as isize);
-        let q0 = (bi * qst[0] + hi * qst[1]) as usize;
-        let k0 = (bi * kst[0] + hi * kst[1]) as usize;
-        let v0 = (bi * vst[0] + hi * vst[1]) as usize;
-        head.par_chunks_mut(ATTENTION_ROWS * d).enumerate().for_each(|(block, dst)| {
+    let mut out = vec![0.0f32; b * n * h * d];
+    if m > 0 && d > 0 && n > 0 && h > 0 {
+        fn view(t: &FlexTensor) -> (&[f32], [isize; 4]) {
+            let s = t.layout().strides();
+            (&t.storage::<f32>()[t.layout().start_offset()..], [s[0], s[1], s[2], s[3]])
+        }
+        let ((qs, qst), (ks, kst), (vs, vst)) = (view(&q), view(&k), view(&v));
+        let scale = 1.0 / (d as f32).sqrt();
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let blocks = n.div_ceil(ATTENTION_ROWS);
+        (0..b * h * blocks).into_par_iter().for_each(|task| {
+            let out_ptr = &out_ptr;
+            let (bh, block) = (task / blocks, task % blocks);
+            let (bi, hi) = (bh / h, bh % h);
             let first = block * ATTENTION_ROWS;
-            let rows = dst.len() / d;
+            let rows = ATTENTION_ROWS.min(n - first);
+            let q0 = bi as isize * qst[0] + hi as isize * qst[1] + first as isize * qst[2];
+            let k0 = bi as isize * kst[0] + hi as isize * kst[1];
+            let v0 = bi as isize * vst[0] + hi as isize * vst[1];
             let mut scores = vec![0.0f32; rows * m];
             // SAFETY: every element read is (image bi, head hi, row < n or m, column < d) of a
             // tensor with that shape and positive strides, so inside its storage from its offset;
-            // dst and scores are [rows, d] and [rows, m] row-major.
+            // scores is [rows, m] row-major; the output block is rows first..first + rows, columns
+            // hi·d..(hi + 1)·d of image bi's [n, h·d], which no other task writes.
             unsafe {
                 gemm::gemm(
                     rows,
@@ -276,10 +313,10 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
                     1,
                     m as isize,
                     false,
-                    qs.as_ptr().add(q0 + first * qst[2] as usize),
+                    qs.as_ptr().offset(q0),
                     qst[3],
                     qst[2],
-                    ks.as_ptr().add(k0),
+                    ks.as_ptr().offset(k0),
                     kst[2],
                     kst[3],
                     0.0,
@@ -296,14 +333,14 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
                     rows,
                     d,
                     m,
-                    dst.as_mut_ptr(),
+                    out_ptr.0.add((bi * n + first) * h * d + hi * d),
                     1,
-                    d as isize,
+                    (h * d) as isize,
                     false,
                     scores.as_ptr(),
                     1,
                     m as isize,
-                    vs.as_ptr().add(v0),
+                    vs.as_ptr().offset(v0),
                     vst[3],
                     vst[2],
                     0.0,
@@ -315,8 +352,35 @@ pub fn attention<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) 
                 );
             }
         });
-    });
-    from_flex::<B, 4>(FlexTensor::from_data(TensorData::new(out, [b, h, n, d])))
+    }
+    Some(from_flex::<B, 3>(FlexTensor::from_data(TensorData::new(out, [b, n, h * d]))))
+}
+
+/// Nearest-neighbour resize with PyTorch's legacy index rule `src = floor(dst · in / out)`, as a
+/// parallel copy per channel; `None` when the backend is not [`Flex`] (burn-flex's gathers, which
+/// `layers::resize_nearest` falls back to, are single-threaded).
+pub fn resize_nearest<B: Backend>(x: &Tensor<B, 4>, height: usize, width: usize) -> Option<Tensor<B, 4>> {
+    if TypeId::of::<B>() != TypeId::of::<Flex>() {
+        return None;
+    }
+    let input = to_flex::<B, 4>(x.clone()).to_contiguous();
+    let xs = input.as_slice::<f32>()?;
+    let [b, c, h, w] = <[usize; 4]>::try_from(input.layout().shape().to_vec()).ok()?;
+    let columns: Vec<usize> = (0..width).map(|x| x * w / width).collect();
+    let mut out = vec![0.0f32; b * c * height * width];
+    if h > 0 && w > 0 && height > 0 && width > 0 {
+        out.par_chunks_mut(height * width)
+            .zip(xs.par_chunks(h * w))
+            .for_each(|(dst, src)| {
+                for (y, row) in dst.chunks_mut(width).enumerate() {
+                    let from = &src[(y * h / height) * w..];
+                    for (o, &x) in row.iter_mut().zip(&columns) {
+                        *o = from[x];
+                    }
+                }
+            });
+    }
+    Some(from_flex::<B, 4>(FlexTensor::from_data(TensorData::new(out, [b, c, height, width]))))
 }
 
 /// The element-wise loops of these kernels, written so the compiler vectorises them (independent
@@ -494,9 +558,15 @@ struct SharedOut(*mut f32);
 // SAFETY: the tasks write disjoint columns (see `shifted_conv`), and the buffer outlives them.
 unsafe impl Sync for SharedOut {}
 
-/// One image `x` [c_in, h, w] convolved (stride 1) with `weight` [c_out, c_in, kh, kw] plus `bias`:
-/// [c_out, oh, ow], row-major.
-pub fn shifted_conv(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+/// One image `x` [c_in, h, w] convolved (stride 1) with `weight` [c_out, c_in, kh, kw] plus `bias`
+/// and `residual` [c_out, oh, ow]: [c_out, oh, ow], row-major.
+pub fn shifted_conv(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    g: &Geometry,
+) -> Vec<f32> {
     let (hp, wp) = g.padded();
     let (oh, ow) = g.output_size();
     if oh == 0 || ow == 0 {
@@ -519,9 +589,13 @@ pub fn shifted_conv(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometr
     // layers). Otherwise (the UNet's 8x8 to 32x32 latents at 320-1280 channels) one tile of every
     // column, each gemm using every thread: a copy of 1280² x 9 weights per call would cost more
     // than it saves there.
-    let parallel_tiles = n.div_ceil(COLUMN_TILE) >= 2 * rayon::current_num_threads();
+    let threads = rayon::current_num_threads().max(1);
+    let parallel_tiles = n.div_ceil(COLUMN_TILE) >= 2 * threads;
     let (tile_len, gemm_threads) = if parallel_tiles {
-        (COLUMN_TILE, gemm::Parallelism::None)
+        // About COLUMN_TILE columns each, as many tiles as a multiple of the thread count, so no
+        // thread idles at the end (e.g. 4224 columns at 512 ch, 64²: 10 tiles of 432, not 9 of 512).
+        let tiles = n.div_ceil(COLUMN_TILE).next_multiple_of(threads);
+        (n.div_ceil(tiles).next_multiple_of(16), gemm::Parallelism::None)
     } else {
         (n, gemm::Parallelism::Rayon(0))
     };
@@ -590,14 +664,25 @@ pub fn shifted_conv(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometr
     } else {
         (0..tiles).for_each(one_tile);
     }
-    // Drop the kw - 1 extra columns of each row and add the bias.
+    // Drop the kw - 1 extra columns of each row and add the bias, then the residual.
     let mut out = vec![0.0f32; g.c_out * oh * ow];
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(c, dst)| {
         let b = bias.map_or(0.0, |b| b[c]);
         for y in 0..oh {
             let src = &wide[c * n + y * wp..c * n + y * wp + ow];
-            for (d, s) in dst[y * ow..(y + 1) * ow].iter_mut().zip(src) {
-                *d = s + b;
+            let row = &mut dst[y * ow..(y + 1) * ow];
+            match residual {
+                Some(r) => {
+                    let r = &r[c * oh * ow + y * ow..c * oh * ow + (y + 1) * ow];
+                    for ((d, s), r) in row.iter_mut().zip(src).zip(r) {
+                        *d = r + (s + b);
+                    }
+                }
+                None => {
+                    for (d, s) in row.iter_mut().zip(src) {
+                        *d = s + b;
+                    }
+                }
             }
         }
     });
@@ -707,9 +792,15 @@ mod tests {
             let q = Tensor::<Flex, 4>::random([2, n, 3, 16], Distribution::Normal(0.0, 1.0), &device).swap_dims(1, 2);
             let k = Tensor::<Flex, 4>::random([2, m, 3, 16], Distribution::Normal(0.0, 1.0), &device).swap_dims(1, 2);
             let v = Tensor::<Flex, 4>::random([2, 3, m, 16], Distribution::Normal(0.0, 1.0), &device);
-            let want =
-                burn::tensor::module::attention(q.clone(), k.clone(), v.clone(), None, None, Default::default());
-            let got = attention(q, k, v);
+            let want = crate::difix::layers::merge_heads(burn::tensor::module::attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                None,
+                None,
+                Default::default(),
+            ));
+            let got = attention_merged(&q, &k, &v).expect("Flex, f32, positive strides");
             assert_eq!(got.dims(), want.dims());
             let diff: f32 = (got - want).abs().max().into_scalar();
             assert!(diff < 1e-5, "n={n} m={m}: {diff}");
@@ -724,6 +815,34 @@ mod tests {
             .map(|x| ((lanes::exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs())
             .fold(0.0, f64::max);
         assert!(worst < 5e-7, "{worst}");
+    }
+
+    /// Against burn's gathers (`layers::resize_nearest` on ndarray): up, down and uneven factors.
+    #[test]
+    fn resize_nearest_equals_gathers() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 4>::random([2, 3, 5, 7], Distribution::Normal(0.0, 1.0), &device);
+        let values = x.to_data();
+        for (height, width) in [(10, 14), (3, 4), (7, 9)] {
+            let got = resize_nearest(&x, height, width).expect("Flex");
+            let on_ndarray = Tensor::<burn_ndarray::NdArray, 4>::from_data(values.clone(), &Default::default());
+            let want = crate::difix::layers::resize_nearest(on_ndarray, height, width);
+            assert_eq!(got.to_data().to_vec::<f32>().unwrap(), want.to_data().to_vec::<f32>().unwrap());
+        }
+    }
+
+    /// `conv2d_plus` adds the residual exactly as `residual + conv2d(x)` does.
+    #[test]
+    fn fused_residual_equals_the_sum() {
+        let device = Default::default();
+        let conv = Conv2dConfig::new([4, 6], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init::<Flex>(&device);
+        let x = Tensor::<Flex, 4>::random([2, 4, 33, 40], Distribution::Normal(0.0, 1.0), &device);
+        let r = Tensor::<Flex, 4>::random([2, 6, 33, 40], Distribution::Normal(0.0, 1.0), &device);
+        let want = r.clone() + conv2d(&conv, x.clone());
+        let got = conv2d_plus(&conv, x, r);
+        assert_eq!(got.to_data().to_vec::<f32>().unwrap(), want.to_data().to_vec::<f32>().unwrap());
     }
 
     /// Against burn-flex's own convolution: square and asymmetric padding, 3x3 and 3x2 kernels,

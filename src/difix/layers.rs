@@ -11,7 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use super::flex_kernels::{conv2d, group_norm, linear};
+use super::flex_kernels::{self, conv2d, group_norm, linear};
 use super::weights::{ParamKey, Weights};
 use super::DifixError;
 
@@ -298,6 +298,14 @@ impl<B: Backend> LoraConv2d<B> {
             Some(l) => conv2d(&self.base, x.clone()) + l.up.forward(conv2d(&l.down, x)).mul_scalar(l.scale),
         }
     }
+
+    /// `residual + self.forward(x)`.
+    pub fn forward_plus(&self, x: Tensor<B, 4>, residual: Tensor<B, 4>) -> Tensor<B, 4> {
+        match &self.lora {
+            None => flex_kernels::conv2d_plus(&self.base, x, residual),
+            Some(_) => residual + self.forward(x),
+        }
+    }
 }
 
 /// A linear layer with its PEFT LoRA kept apart (see [`LoraConv2d`]).
@@ -370,12 +378,11 @@ impl<B: Backend> ResnetBlock<B> {
             let [b, c] = t.dims();
             h = h + t.reshape([b, c, 1, 1]);
         }
-        let h = self.conv2.forward(group_norm(&self.norm2, h, true));
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
         };
-        shortcut + h
+        self.conv2.forward_plus(group_norm(&self.norm2, h, true), shortcut)
     }
 }
 
@@ -414,7 +421,8 @@ impl<B: Backend> Attention<B> {
         let q = split_heads(self.to_q.forward(x), self.heads);
         let k = split_heads(self.to_k.forward(context.clone()), self.heads);
         let v = split_heads(self.to_v.forward(context), self.heads);
-        self.to_out.forward(merge_heads(attention(q, k, v, false)))
+        let attended = flex_kernels::attention_merged(&q, &k, &v).unwrap_or_else(|| merge_heads(attention(q, k, v, false)));
+        self.to_out.forward(attended)
     }
 }
 
@@ -457,9 +465,10 @@ pub fn attention_chunked<B: Backend>(
     let scale = 1.0 / (d as f64).sqrt();
     let block = |q: Tensor<B, 4>, offset: usize| {
         if !causal {
-            // The CPU kernel on burn-flex, the backend's own attention elsewhere; both compute the
-            // same softmax(q k^T / sqrt(d)) v as below.
-            return super::flex_kernels::attention(q, k.clone(), v.clone());
+            // The backend's own attention: burn-flex runs a tiled (flash) kernel that never holds the
+            // score matrix (`Attention` uses `flex_kernels::attention_merged` there instead); the
+            // others compute the same softmax(q k^T / sqrt(d)) v as below.
+            return burn::tensor::module::attention(q, k.clone(), v.clone(), None, None, Default::default());
         }
         let rows = q.dims()[2];
         let mut scores = q.matmul(k.clone().swap_dims(2, 3)).mul_scalar(scale);
@@ -486,6 +495,9 @@ pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// Nearest-neighbour resize with PyTorch's legacy index rule `src = floor(dst * in / out)` (what
 /// diffusers' `F.interpolate(mode="nearest")` does), done with gathers so every backend agrees.
 pub fn resize_nearest<B: Backend>(x: Tensor<B, 4>, height: usize, width: usize) -> Tensor<B, 4> {
+    if let Some(resized) = flex_kernels::resize_nearest(&x, height, width) {
+        return resized;
+    }
     let [_, _, h, w] = x.dims();
     let device = x.device();
     let index = |out: usize, inp: usize| {
