@@ -1,5 +1,7 @@
-//! Inference kernels for the CPU backend (burn-flex) where its generic ops are slow: convolution,
-//! and GroupNorm with the SiLU that follows it. Each entry point takes and returns burn tensors of
+//! Inference kernels for the CPU backend (burn-flex) where its generic ops are slow: convolution
+//! (optionally with a ResNet residual), GroupNorm with the SiLU that follows it, linear layers,
+//! GEGLU, attention and nearest upsampling (BENCHMARKS.md has each one's measurement against
+//! burn-flex and torch). Each entry point takes and returns burn tensors of
 //! any backend and does the fast thing only when the backend is [`Flex`] (not under autodiff, whose
 //! backend type differs), so the layers call them unconditionally.
 //!
