@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crossbeam_channel::Receiver;
 use difix3d::difix::backend::BackendKind;
+use difix3d::difix::train::data::{ImagePrep, ImagePrepKind};
 use difix3d::difix::train::trainer::DifixTrainConfig;
 use difix3d::perceptual::lpips::LpipsFiles;
 
@@ -19,7 +20,7 @@ pub struct DifixTrainStart {
     pub model: PathBuf,
     pub lpips: LpipsFiles,
     pub steps: usize,
-    pub resolution: u32,
+    pub image_prep: ImagePrep,
     pub backend: BackendKind,
 }
 
@@ -31,20 +32,20 @@ pub struct PathField {
 }
 
 impl PathField {
-    fn new(text: impl Into<String>) -> Self {
+    pub(super) fn new(text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
             picking: None,
         }
     }
 
-    fn path(&self) -> Option<PathBuf> {
+    pub(super) fn path(&self) -> Option<PathBuf> {
         let text = self.text.trim();
         (!text.is_empty()).then(|| PathBuf::from(text))
     }
 
     /// A labelled text box with a "…" button opening a file (or folder) dialog.
-    fn ui(&mut self, ui: &mut egui::Ui, label: &str, hint: &str, folder: bool) {
+    pub(super) fn ui(&mut self, ui: &mut egui::Ui, label: &str, hint: &str, folder: bool) {
         if let Some(picked) = self.picking.as_ref().and_then(|rx| rx.try_recv().ok()) {
             self.picking = None;
             if let Some(path) = picked {
@@ -72,7 +73,11 @@ pub struct DifixForm {
     lpips_backbone: PathField,
     lpips_lin: PathField,
     steps: usize,
-    resolution: u32,
+    /// `resize` to `resize_hw` (height, width) or `crop` squares of `crop_side`; both sizes are kept
+    /// while the choice changes.
+    image_prep: ImagePrepKind,
+    resize_hw: [u32; 2],
+    crop_side: u32,
     grad_accumulation: usize,
     eval_every: usize,
     checkpoint_every: usize,
@@ -90,7 +95,9 @@ impl Default for DifixForm {
             lpips_backbone: PathField::new("checkpoints/vgg16-397923af.pth"),
             lpips_lin: PathField::default(),
             steps: 10_000,
-            resolution: 512,
+            image_prep: ImagePrepKind::Resize,
+            resize_hw: [576, 1024],
+            crop_side: 512,
             grad_accumulation: 1,
             eval_every: 500,
             checkpoint_every: 1000,
@@ -117,12 +124,35 @@ impl DifixForm {
         };
         let mut config = DifixTrainConfig::new(data, model, PathBuf::from(self.out.trim()), lpips);
         config.steps = self.steps;
-        config.resolution = self.resolution;
+        config.image_prep = self.image_prep();
         config.grad_accumulation = self.grad_accumulation.max(1);
         config.eval_every = self.eval_every;
         config.checkpoint_every = self.checkpoint_every;
         Ok((config, devices))
     }
+
+    fn image_prep(&self) -> ImagePrep {
+        match self.image_prep {
+            ImagePrepKind::Resize => ImagePrep::Resize {
+                height: self.resize_hw[0],
+                width: self.resize_hw[1],
+            },
+            ImagePrepKind::Crop => ImagePrep::Crop { side: self.crop_side },
+        }
+    }
+
+    fn set_image_prep(&mut self, prep: ImagePrep) {
+        self.image_prep = prep.kind();
+        match prep {
+            ImagePrep::Resize { height, width } => self.resize_hw = [height, width],
+            ImagePrep::Crop { side } => self.crop_side = side,
+        }
+    }
+}
+
+/// An image side in the form (the trainer checks it is a multiple of 8 and large enough).
+fn side_value(value: &mut u32) -> egui::DragValue<'_> {
+    egui::DragValue::new(value).range(16..=4096).speed(8)
 }
 
 /// `"0, 1"` -> [0, 1]; empty -> [].
@@ -154,19 +184,29 @@ impl ViewerApp {
                 "lpips's vgg.pth linear layers (empty: the copy in assets/lpips)",
                 false,
             );
+            ui.add(
+                egui::DragValue::new(&mut form.steps)
+                    .range(1..=1_000_000)
+                    .prefix("steps "),
+            );
             ui.horizontal(|ui| {
-                ui.add(
-                    egui::DragValue::new(&mut form.steps)
-                        .range(1..=1_000_000)
-                        .prefix("steps "),
+                ui.label("images").on_hover_text(
+                    "resize: every image (input, target, reference) resized to height x width, aspect ratio not kept, \
+                     as Difix3D's src/dataset.py (576x1024). crop: scaled so the shorter side fits, then a random \
+                     square, the same for all three",
                 );
-                ui.add(
-                    egui::DragValue::new(&mut form.resolution)
-                        .range(16..=2048)
-                        .speed(8)
-                        .prefix("crop ")
-                        .suffix(" px"),
-                );
+                ui.selectable_value(&mut form.image_prep, ImagePrepKind::Resize, "resize");
+                ui.selectable_value(&mut form.image_prep, ImagePrepKind::Crop, "crop");
+                match form.image_prep {
+                    ImagePrepKind::Resize => {
+                        ui.add(side_value(&mut form.resize_hw[0]));
+                        ui.label("x");
+                        ui.add(side_value(&mut form.resize_hw[1]).suffix(" px"));
+                    }
+                    ImagePrepKind::Crop => {
+                        ui.add(side_value(&mut form.crop_side).suffix(" px"));
+                    }
+                }
             });
             ui.horizontal(|ui| {
                 ui.add(
@@ -220,7 +260,7 @@ impl ViewerApp {
             .as_ref()
             .map_or(String::new(), |p| p.display().to_string());
         form.steps = start.steps;
-        form.resolution = start.resolution;
+        form.set_image_prep(start.image_prep);
         form.backend = start.backend;
         match form.config() {
             Ok((config, devices)) => self.start_difix_training(config, start.backend, devices),
@@ -241,7 +281,27 @@ impl ViewerApp {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_devices;
+    use super::*;
+
+    /// The panel's resize/crop choice reaches the run's configuration, and a start from the command
+    /// line sets it (keeping the other kind's size for when the user switches).
+    #[test]
+    fn image_prep_choice_reaches_the_config() {
+        let mut form = DifixForm::default();
+        form.data.text = "pairs.json".into();
+        let (config, _) = form.config().unwrap();
+        assert_eq!(config.image_prep, ImagePrep::REFERENCE);
+        form.image_prep = ImagePrepKind::Crop;
+        form.crop_side = 64;
+        assert_eq!(form.config().unwrap().0.image_prep, ImagePrep::Crop { side: 64 });
+        form.set_image_prep(ImagePrep::Resize { height: 32, width: 48 });
+        assert_eq!(form.image_prep, ImagePrepKind::Resize);
+        assert_eq!(form.crop_side, 64);
+        assert_eq!(
+            form.config().unwrap().0.image_prep,
+            ImagePrep::Resize { height: 32, width: 48 }
+        );
+    }
 
     #[test]
     fn device_lists_parse_or_say_what_is_wrong() {

@@ -1,14 +1,16 @@
 //! The Record panel: build a camera path (keyframes from the view, the dataset's cameras, or an
 //! orbit), preview it in the view, save/load it as JSON, and record it (raw or fixed) in the background.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
+use difix3d::camera_path::nerfstudio::{DataparserTransform, RenderSettings};
 use difix3d::camera_path::{CameraPath, Keyframe};
 use difix3d::jobs::record::{RecordEvent, RecordHandle};
 use difix3d::record::Progress;
 
+use super::difix_train_panel::PathField;
 use super::ViewerApp;
 
 pub struct RecordPanel {
@@ -28,6 +30,9 @@ pub struct RecordPanel {
     save_pick: Option<Receiver<Option<PathBuf>>>,
     /// "Save for nerfstudio…": the path as nerfstudio's camera_path.json at the panel's size and fps.
     save_ns_pick: Option<Receiver<Option<PathBuf>>>,
+    /// nerfstudio's dataparser_transforms.json, for Load and "Save for nerfstudio…" (empty: nerfstudio's
+    /// world is the scene's).
+    dataparser: PathField,
     out_pick: Option<Receiver<Option<PathBuf>>>,
 }
 
@@ -47,6 +52,7 @@ impl Default for RecordPanel {
             load_pick: None,
             save_pick: None,
             save_ns_pick: None,
+            dataparser: PathField::default(),
             out_pick: None,
         }
     }
@@ -192,6 +198,15 @@ impl ViewerApp {
                 }));
             }
         });
+        panel.dataparser.ui(
+            ui,
+            "nerfstudio transforms",
+            "nerfstudio's dataparser_transforms.json (in its run folder outputs/.../, next to config.yml). Load maps a \
+             nerfstudio camera path from the world nerfstudio trained in to the scene's, and Save for nerfstudio maps \
+             ours back. Leave empty when nerfstudio ran without a dataparser transform (--orientation-method none \
+             --center-method none --auto-scale-poses False, as in the Difix3D README).",
+            false,
+        );
         if let Some(i) = goto {
             if let Some(key) = self.record.path.keyframes.get(i).copied() {
                 self.apply_pose(&key);
@@ -309,15 +324,16 @@ impl ViewerApp {
                 panel.load_pick = None;
                 if let Some(file) = choice {
                     // Ours or nerfstudio's; a nerfstudio path brings its render size and fps.
-                    match CameraPath::load_with(&file, None) {
-                        Ok((path, settings)) => {
+                    match load_path(&file, panel.dataparser.path().as_deref()) {
+                        Ok((path, settings, message)) => {
                             panel.path = path;
                             if let Some(s) = settings {
                                 panel.fps = s.fps;
                                 panel.size = [s.width, s.height];
                             }
+                            panel.outcome = Some(Ok(message));
                         }
-                        Err(e) => panel.outcome = Some(Err(e.to_string())),
+                        Err(e) => panel.outcome = Some(Err(e)),
                     }
                 }
             }
@@ -340,18 +356,17 @@ impl ViewerApp {
             if let Ok(choice) = rx.try_recv() {
                 panel.save_ns_pick = None;
                 if let Some(file) = choice {
-                    let settings = difix3d::camera_path::nerfstudio::RenderSettings {
+                    let settings = RenderSettings {
                         fps: panel.fps,
                         width: panel.size[0],
                         height: panel.size[1],
                     };
-                    panel.outcome = Some(
-                        panel
-                            .path
-                            .save_nerfstudio(&file, settings, None)
-                            .map(|()| format!("Saved {} (nerfstudio)", file.display()))
-                            .map_err(|e| e.to_string()),
-                    );
+                    panel.outcome = Some(save_nerfstudio(
+                        &panel.path,
+                        &file,
+                        settings,
+                        panel.dataparser.path().as_deref(),
+                    ));
                 }
             }
         }
@@ -393,5 +408,120 @@ impl ViewerApp {
             panel.job = None;
             panel.outcome = Some(outcome);
         }
+    }
+}
+
+/// The panel's Load: a camera path, ours or nerfstudio's (mapped through the dataparser transforms
+/// file when one is given), with a nerfstudio path's render size and fps, and what to tell the user.
+fn load_path(file: &Path, dataparser: Option<&Path>) -> Result<(CameraPath, Option<RenderSettings>, String), String> {
+    let transform = dataparser
+        .map(DataparserTransform::load)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let (path, settings) = CameraPath::load_with(file, transform.as_ref()).map_err(|e| e.to_string())?;
+    let message = match (&settings, dataparser) {
+        (None, _) => format!("Loaded {}", file.display()),
+        (Some(s), Some(dp)) => format!(
+            "Loaded nerfstudio path {} ({} frames, {}x{} at {} fps) through {}",
+            file.display(),
+            path.keyframes.len(),
+            s.width,
+            s.height,
+            s.fps,
+            dp.display()
+        ),
+        (Some(s), None) => format!(
+            "Loaded nerfstudio path {} ({} frames, {}x{} at {} fps) in nerfstudio's world as is; if nerfstudio's \
+             dataparser moved the data, choose its dataparser_transforms.json and load again",
+            file.display(),
+            path.keyframes.len(),
+            s.width,
+            s.height,
+            s.fps
+        ),
+    };
+    Ok((path, settings, message))
+}
+
+/// The panel's "Save for nerfstudio…": every frame at `settings`, through the dataparser transforms
+/// file when one is given.
+fn save_nerfstudio(
+    path: &CameraPath,
+    file: &Path,
+    settings: RenderSettings,
+    dataparser: Option<&Path>,
+) -> Result<String, String> {
+    let transform = dataparser
+        .map(DataparserTransform::load)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    path.save_nerfstudio(file, settings, transform.as_ref())
+        .map_err(|e| e.to_string())?;
+    Ok(format!("Saved {} (nerfstudio)", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Load with the dataparser transforms: a nerfstudio path whose world is `scale * (T x)` comes back
+    /// at the data-world poses it was saved from; without the file it stays in nerfstudio's world and
+    /// the message says how to map it; our own path with the file is refused, naming the path.
+    #[test]
+    fn load_maps_nerfstudio_paths_through_the_dataparser_transforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let dp = dir.path().join("dataparser_transforms.json");
+        let transform = serde_json::json!({
+            "transform": [[0.0, -1.0, 0.0, 0.3], [1.0, 0.0, 0.0, -0.2], [0.0, 0.0, 1.0, 1.0]],
+            "scale": 0.5,
+        });
+        std::fs::write(&dp, transform.to_string()).unwrap();
+        let ours = CameraPath::orbit(
+            glam::Vec3::ZERO,
+            glam::Vec3::NEG_Y,
+            glam::Vec3::new(0.0, -1.0, -4.0),
+            50.0,
+            2.0,
+        );
+        let settings = RenderSettings {
+            fps: 4.0,
+            width: 64,
+            height: 48,
+        };
+        let ns = dir.path().join("camera_path.json");
+        assert!(save_nerfstudio(&ours, &ns, settings, Some(&dp))
+            .unwrap()
+            .contains("nerfstudio"));
+
+        let (loaded, got, message) = load_path(&ns, Some(&dp)).unwrap();
+        assert_eq!(got, Some(settings));
+        assert!(
+            message.contains("through") && message.contains("dataparser_transforms.json"),
+            "{message}"
+        );
+        let frames = ours.frame_count(settings.fps);
+        assert_eq!(loaded.keyframes.len(), frames);
+        for (i, key) in loaded.keyframes.iter().enumerate() {
+            let expected = ours.sample(ours.frame_time(i, frames)).unwrap();
+            assert!(key.position.distance(expected.position) < 1e-4, "frame {i}");
+            assert!(key.rotation.angle_between(expected.rotation) < 1e-3, "frame {i}");
+        }
+
+        let (raw, _, message) = load_path(&ns, None).unwrap();
+        assert!(
+            message.contains("dataparser_transforms.json and load again"),
+            "{message}"
+        );
+        assert!(raw.keyframes[0].position.distance(loaded.keyframes[0].position) > 0.1);
+
+        let ours_file = dir.path().join("ours.json");
+        ours.save(&ours_file).unwrap();
+        let e = load_path(&ours_file, Some(&dp)).unwrap_err();
+        assert!(
+            e.contains("ours.json") && e.contains("nerfstudio camera paths only"),
+            "{e}"
+        );
+        let e = load_path(&ns, Some(&dir.path().join("gone.json"))).unwrap_err();
+        assert!(e.contains("gone.json"), "{e}");
     }
 }

@@ -191,9 +191,12 @@ impl ViewerApp {
                 panel.monitor.message = Some(Err(format!("cannot use the camera path: {e}")));
                 return;
             }
+            // Already in the scene's world (a nerfstudio path went through its dataparser transform
+            // when the Record panel loaded it).
             config.targets = Targets::Path {
                 file,
                 samples: panel.path_samples,
+                dataparser: None,
             };
         }
         panel.round_status = None;

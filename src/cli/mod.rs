@@ -75,9 +75,16 @@ enum Command {
         /// (default 10000), in the Training panel's Difix mode.
         #[arg(long, requires = "lpips_backbone")]
         train_difix: Option<PathBuf>,
-        /// Side of the square crops for --train-difix.
-        #[arg(long, value_parser = values::image_side, default_value_t = 512)]
-        train_resolution: u32,
+        /// How --train-difix prepares its images: `resize` (to --train-size, as Difix3D) or `crop`
+        /// (random --train-resolution squares); see `train-difix --image-prep`.
+        #[arg(long, value_enum, default_value_t = difix3d::difix::train::data::ImagePrepKind::Resize)]
+        train_image_prep: difix3d::difix::train::data::ImagePrepKind,
+        /// HEIGHTxWIDTH for --train-image-prep resize [default: 576x1024].
+        #[arg(long, value_parser = parse_hw)]
+        train_size: Option<(u32, u32)>,
+        /// Side of the square crops for --train-image-prep crop [default: 512].
+        #[arg(long, value_parser = values::image_side)]
+        train_resolution: Option<u32>,
         /// torchvision's VGG16 weights for LPIPS in --train-difix.
         #[arg(long)]
         lpips_backbone: Option<PathBuf>,
@@ -150,7 +157,9 @@ pub fn run() -> anyhow::Result<()> {
         train_steps: None,
         train_factor: 4,
         train_difix: None,
-        train_resolution: 512,
+        train_image_prep: difix3d::difix::train::data::ImagePrepKind::Resize,
+        train_size: None,
+        train_resolution: None,
         lpips_backbone: None,
         lpips_lin: None,
         train_backend: difix3d::difix::backend::BackendKind::Wgpu,
@@ -173,6 +182,8 @@ pub fn run() -> anyhow::Result<()> {
             train_steps,
             train_factor,
             train_difix,
+            train_image_prep,
+            train_size,
             train_resolution,
             lpips_backbone,
             lpips_lin,
@@ -185,6 +196,7 @@ pub fn run() -> anyhow::Result<()> {
         } => {
             let path = path.unwrap_or_else(sample_scene);
             let difix_mode = train_difix.is_some();
+            let image_prep = train_difix::image_prep(train_image_prep, train_size, train_resolution, "train-")?;
             let difix_start = match (train_difix, lpips_backbone) {
                 (Some(data), Some(backbone)) => Some(crate::app::DifixTrainStart {
                     data,
@@ -194,7 +206,7 @@ pub fn run() -> anyhow::Result<()> {
                         lin: lpips_lin,
                     },
                     steps: train_steps.unwrap_or(10_000),
-                    resolution: train_resolution,
+                    image_prep,
                     backend: train_backend,
                 }),
                 _ => None,

@@ -47,6 +47,10 @@ pub struct RefineArgs {
     /// Target cameras sampled along a camera path (with --targets PATH.json).
     #[arg(long, value_parser = super::values::at_least_one, default_value_t = 16)]
     path_samples: usize,
+    /// nerfstudio's dataparser_transforms.json (next to its config.yml): maps a nerfstudio camera path
+    /// given as --targets from the world nerfstudio trained in back to the dataset's.
+    #[arg(long)]
+    dataparser_transforms: Option<PathBuf>,
     /// Refinement steps.
     #[arg(long, default_value_t = 30_000)]
     steps: usize,
@@ -155,10 +159,20 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     config.model_checkpoint = args.model_checkpoint;
     config.reference = !args.no_reference;
     config.targets = match args.targets.as_str() {
-        "eval" => Targets::Eval,
+        "eval" => {
+            if let Some(file) = &args.dataparser_transforms {
+                anyhow::bail!(
+                    "--dataparser-transforms {}: applies to a nerfstudio camera path given as --targets PATH.json, \
+                     not to --targets eval",
+                    file.display()
+                );
+            }
+            Targets::Eval
+        }
         file => Targets::Path {
             file: file.into(),
             samples: args.path_samples,
+            dataparser: args.dataparser_transforms,
         },
     };
     config.steps = args.steps;

@@ -9,6 +9,7 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 
 use difix3d::difix::backend::{devices, run_on, BackendKind, Precision, WithBackend};
+use difix3d::difix::train::data::{ImagePrep, ImagePrepKind};
 use difix3d::difix::train::step::LossWeights;
 use difix3d::difix::train::trainer::{
     self, DifixEvalReport, DifixStepReport, DifixTrainConfig, DifixTrainError, DifixTrainObserver, DifixTrainSummary,
@@ -31,9 +32,19 @@ pub struct TrainDifixArgs {
     out: PathBuf,
     #[arg(long, default_value_t = 10_000)]
     steps: usize,
-    /// Side of the square training crops (a multiple of 8).
-    #[arg(long, value_parser = super::values::image_side, default_value_t = 512)]
-    resolution: u32,
+    /// How pairs become training images: `resize` (Difix3D's src/dataset.py: input, target and
+    /// reference each resized to --size, aspect ratio not kept, bilinear antialiased as torchvision)
+    /// or `crop` (scaled so the shorter side fits, then a random --resolution square, the same for all
+    /// three).
+    #[arg(long, value_enum, default_value_t = ImagePrepKind::Resize)]
+    image_prep: ImagePrepKind,
+    /// With --image-prep resize: the size HEIGHTxWIDTH every image is resized to (multiples of 8)
+    /// [default: 576x1024, the reference's].
+    #[arg(long, value_parser = super::parse_hw)]
+    size: Option<(u32, u32)>,
+    /// With --image-prep crop: side of the square training crops (a multiple of 8) [default: 512].
+    #[arg(long, value_parser = super::values::image_side)]
+    resolution: Option<u32>,
     #[arg(long, value_parser = super::values::positive_f64, default_value_t = 2e-5)]
     lr: f64,
     #[arg(long, value_parser = super::values::non_negative_f32, default_value_t = 1.0)]
@@ -45,8 +56,8 @@ pub struct TrainDifixArgs {
     /// Steps before the Gram loss is added.
     #[arg(long, default_value_t = 2000)]
     gram_warmup: usize,
-    /// Side of the Gram loss's random crop, from 16 to the resolution [default: 400, or the
-    /// resolution when smaller].
+    /// Side of the Gram loss's random crop, from 16 to the training images' shorter side [default:
+    /// 400, or that side when smaller].
     #[arg(long, value_parser = super::values::image_side_usize)]
     gram_crop: Option<usize>,
     /// torchvision's VGG16 ImageNet weights (vgg16-397923af.pth) for LPIPS (and the Gram loss).
@@ -130,7 +141,7 @@ pub fn run(args: TrainDifixArgs) -> anyhow::Result<()> {
     let mut config = DifixTrainConfig::new(args.data, args.model, args.out, lpips);
     config.model_checkpoint = args.model_checkpoint;
     config.steps = args.steps;
-    config.resolution = args.resolution;
+    config.image_prep = image_prep(args.image_prep, args.size, args.resolution, "")?;
     config.lr = args.lr;
     config.weights = LossWeights {
         l2: args.lambda_l2,
@@ -169,4 +180,71 @@ pub fn run(args: TrainDifixArgs) -> anyhow::Result<()> {
         summary.checkpoint.display()
     );
     Ok(())
+}
+
+/// The image preparation `kind` with its size: `size` (HEIGHTxWIDTH) for `resize`, `resolution` for
+/// `crop`, each defaulting to the reference's 576x1024 and our 512. A size given for the other kind
+/// is an error rather than silently unused. `prefix` is put before the flag names in messages
+/// (`train-` for `view --train-difix`).
+pub fn image_prep(
+    kind: ImagePrepKind,
+    size: Option<(u32, u32)>,
+    resolution: Option<u32>,
+    prefix: &str,
+) -> anyhow::Result<ImagePrep> {
+    match (kind, size, resolution) {
+        (ImagePrepKind::Resize, _, Some(_)) => anyhow::bail!(
+            "--{prefix}resolution is the crop side of --{prefix}image-prep crop; --{prefix}image-prep resize (the \
+             default, as Difix3D's src/dataset.py, which never reads its own --resolution) resizes every image to \
+             --{prefix}size HEIGHTxWIDTH (default 576x1024)"
+        ),
+        (ImagePrepKind::Crop, Some(_), _) => anyhow::bail!(
+            "--{prefix}size is the size of --{prefix}image-prep resize; --{prefix}image-prep crop takes square crops \
+             of side --{prefix}resolution (default 512)"
+        ),
+        (ImagePrepKind::Resize, size, None) => Ok(size.map_or(ImagePrep::REFERENCE, |(height, width)| {
+            ImagePrep::Resize { height, width }
+        })),
+        (ImagePrepKind::Crop, None, side) => Ok(ImagePrep::Crop {
+            side: side.unwrap_or(512),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_prep_takes_the_size_of_its_kind_only() {
+        let resize = image_prep(ImagePrepKind::Resize, None, None, "").unwrap();
+        assert_eq!(
+            resize,
+            ImagePrep::Resize {
+                height: 576,
+                width: 1024
+            }
+        );
+        let resize = image_prep(ImagePrepKind::Resize, Some((64, 96)), None, "").unwrap();
+        assert_eq!(resize, ImagePrep::Resize { height: 64, width: 96 });
+        assert_eq!(
+            image_prep(ImagePrepKind::Crop, None, None, "").unwrap(),
+            ImagePrep::Crop { side: 512 }
+        );
+        assert_eq!(
+            image_prep(ImagePrepKind::Crop, None, Some(32), "").unwrap(),
+            ImagePrep::Crop { side: 32 }
+        );
+        let e = image_prep(ImagePrepKind::Resize, None, Some(512), "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--resolution is the crop side") && e.contains("--size"),
+            "{e}"
+        );
+        let e = image_prep(ImagePrepKind::Crop, Some((8, 8)), None, "train-")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--train-size") && e.contains("--train-resolution"), "{e}");
+    }
 }

@@ -41,6 +41,70 @@ pub fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     }
 }
 
+/// What Difix3D's training data gets from torchvision's `F.resize(tensor, [height, width])` on an
+/// image in [0, 1]: bilinear with antialiasing (torchvision's default since 0.17), i.e.
+/// `torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=True)`. Per axis,
+/// output pixel `i` averages the input around `scale * (i + 0.5)` (`scale` = input / output) with a
+/// triangle filter whose half-width is 1 input pixel, or `scale` pixels when shrinking (so every input
+/// pixel counts); taps past the border are dropped and the weights renormalised. The aspect ratio is
+/// not kept. Values in [0, 1], like the reference's float tensor (no rounding to 8 bits).
+pub fn resize_bilinear_antialiased(image: &RgbImage, width: u32, height: u32) -> image::Rgb32FImage {
+    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
+    let (out_w, out_h) = (width as usize, height as usize);
+    let columns = antialiased_bilinear_taps(in_w, out_w);
+    let rows = antialiased_bilinear_taps(in_h, out_h);
+    // Rows first (input height x output width), then columns.
+    let mut wide = vec![0f64; in_h * out_w * 3];
+    for y in 0..in_h {
+        for (x, (start, weights)) in columns.iter().enumerate() {
+            for (k, w) in weights.iter().enumerate() {
+                let px = image.get_pixel((start + k) as u32, y as u32);
+                for c in 0..3 {
+                    wide[(y * out_w + x) * 3 + c] += w * f64::from(px[c]) / 255.0;
+                }
+            }
+        }
+    }
+    let mut out = image::Rgb32FImage::new(width, height);
+    for (y, (start, weights)) in rows.iter().enumerate() {
+        for x in 0..out_w {
+            let mut sum = [0f64; 3];
+            for (k, w) in weights.iter().enumerate() {
+                let at = ((start + k) * out_w + x) * 3;
+                for (c, s) in sum.iter_mut().enumerate() {
+                    *s += w * wide[at + c];
+                }
+            }
+            out.put_pixel(x as u32, y as u32, image::Rgb(sum.map(|v| v as f32)));
+        }
+    }
+    out
+}
+
+/// For each of `output` pixels along one axis: the first input pixel it reads and the weights of
+/// the pixels from there (PyTorch's `_compute_indices_weights_aa` for the bilinear filter, the same
+/// as PIL's).
+fn antialiased_bilinear_taps(input: usize, output: usize) -> Vec<(usize, Vec<f64>)> {
+    let scale = input as f64 / output as f64;
+    let (support, inverse) = if scale >= 1.0 { (scale, 1.0 / scale) } else { (1.0, 1.0) };
+    (0..output)
+        .map(|i| {
+            let centre = scale * (i as f64 + 0.5);
+            // `as` truncates toward zero, as the C++ casts do.
+            let first = ((centre - support + 0.5) as i64).max(0) as usize;
+            let end = ((centre + support + 0.5) as i64).min(input as i64) as usize;
+            let mut weights: Vec<f64> = (first..end)
+                .map(|j| (1.0 - ((j as f64 - centre + 0.5) * inverse).abs()).max(0.0))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            if total != 0.0 {
+                weights.iter_mut().for_each(|w| *w /= total);
+            }
+            (first, weights)
+        })
+        .collect()
+}
+
 /// [1, 3, h, w] with values in [0, 1].
 pub fn to_tensor<B: Backend>(image: &RgbImage, device: &B::Device) -> Tensor<B, 4> {
     let (w, h) = image.dimensions();

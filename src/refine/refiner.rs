@@ -48,6 +48,8 @@ pub enum RefineError {
     Scene(#[from] scene::SceneError),
     #[error(transparent)]
     Path(#[from] crate::camera_path::PathError),
+    #[error(transparent)]
+    Nerfstudio(#[from] crate::camera_path::nerfstudio::NerfstudioError),
     #[error("{0}")]
     Input(String),
 }
@@ -67,8 +69,14 @@ pub enum SceneSource {
 pub enum Targets {
     /// The dataset's eval cameras (the reference's choice).
     Eval,
-    /// A camera path (the Record panel's JSON), sampled at `samples` evenly spaced times.
-    Path { file: PathBuf, samples: usize },
+    /// A camera path (the Record panel's JSON or nerfstudio's camera_path.json), sampled at
+    /// `samples` evenly spaced times; a nerfstudio path goes through nerfstudio's
+    /// `dataparser_transforms.json` when `dataparser` names one (see [`path_targets`]).
+    Path {
+        file: PathBuf,
+        samples: usize,
+        dataparser: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -286,12 +294,13 @@ impl<B: Backend> Novel<B> {
 fn target_cameras(config: &RefineConfig, data: &TrainingData<impl Backend>) -> Result<Vec<Camera>, RefineError> {
     let cameras: Vec<Camera> = match &config.targets {
         Targets::Eval => data.dataset.eval.iter().map(|v| v.camera.clone()).collect(),
-        Targets::Path { file, samples } => {
-            let path = CameraPath::load(file)?;
+        Targets::Path {
+            file,
+            samples,
+            dataparser,
+        } => {
             let first = &data.dataset.train[0].camera;
-            (0..*samples)
-                .map(|i| path.frame_camera(i, *samples, first.width, first.height))
-                .collect()
+            path_targets(file, dataparser.as_deref(), *samples, first.width, first.height)?
         }
     };
     if cameras.is_empty() {
@@ -304,6 +313,25 @@ fn target_cameras(config: &RefineConfig, data: &TrainingData<impl Backend>) -> R
         }));
     }
     Ok(cameras)
+}
+
+/// `samples` cameras of `width` x `height` at evenly spaced times along the camera path in `file`
+/// (ours, or nerfstudio's, whose poses are mapped back to the data's world through the
+/// `dataparser_transforms.json` at `dataparser` when given; refused for our own paths).
+pub fn path_targets(
+    file: &Path,
+    dataparser: Option<&Path>,
+    samples: usize,
+    width: u32,
+    height: u32,
+) -> Result<Vec<Camera>, RefineError> {
+    let dataparser = dataparser
+        .map(crate::camera_path::nerfstudio::DataparserTransform::load)
+        .transpose()?;
+    let (path, _) = CameraPath::load_with(file, dataparser.as_ref())?;
+    Ok((0..samples)
+        .map(|i| path.frame_camera(i, samples, width, height))
+        .collect())
 }
 
 /// Refuses a refinement whose files cannot fit where it writes: checkpoint and `.ply` of the
@@ -613,4 +641,80 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), RefineError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| RefineError::Input(e.to_string()))?;
     crate::image_io::write_atomic(path, |tmp| std::fs::write(tmp, text).map_err(|e| e.to_string()))
         .map_err(|e| RefineError::Train(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glam::{DMat4, DVec4};
+
+    /// A nerfstudio camera path in a world nerfstudio's dataparser moved (`scale * (T x)`), read with
+    /// its dataparser_transforms.json, gives the listed cameras in the data's world; without it the
+    /// cameras land elsewhere, and our own path with a dataparser file is refused, naming the path.
+    #[test]
+    fn nerfstudio_path_targets_go_through_the_dataparser_transform() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = DMat4::from_cols_array_2d(&[
+            [0.0, 1.0, 0.0, 0.0],
+            [-1.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.3, -0.2, 1.0, 1.0],
+        ]);
+        let scale = 0.5;
+        // Three OpenCV camera-to-world poses in the data's world.
+        let poses: Vec<Affine3A> = [
+            (0.0f32, [0.0f32, 0.0, -3.0]),
+            (0.4, [1.0, 0.2, -2.5]),
+            (0.9, [2.0, 0.5, -1.0]),
+        ]
+        .iter()
+        .map(|(yaw, p)| Affine3A::from_rotation_translation(glam::Quat::from_rotation_y(*yaw), (*p).into()))
+        .collect();
+        let flip = DMat4::from_diagonal(DVec4::new(1.0, -1.0, -1.0, 1.0));
+        let frames: Vec<serde_json::Value> = poses
+            .iter()
+            .map(|pose| {
+                let mut ns = t * glam::Mat4::from(*pose).as_dmat4() * flip;
+                ns.w_axis = (ns.w_axis.truncate() * scale).extend(1.0);
+                let rows: Vec<f64> = (0..4).flat_map(|r| ns.row(r).to_array()).collect();
+                serde_json::json!({"camera_to_world": rows, "fov": 50.0, "aspect": 1.5})
+            })
+            .collect();
+        let ns_file = dir.path().join("camera_path.json");
+        let json = serde_json::json!({"render_width": 48, "render_height": 32, "fps": 3, "camera_path": frames});
+        std::fs::write(&ns_file, json.to_string()).unwrap();
+        let dp_file = dir.path().join("dataparser_transforms.json");
+        let rows: Vec<Vec<f64>> = (0..3).map(|r| t.row(r).to_array().to_vec()).collect();
+        std::fs::write(
+            &dp_file,
+            serde_json::json!({"transform": rows, "scale": scale}).to_string(),
+        )
+        .unwrap();
+
+        let cameras = path_targets(&ns_file, Some(&dp_file), 3, 48, 32).unwrap();
+        assert_eq!(cameras.len(), 3);
+        for (camera, pose) in cameras.iter().zip(&poses) {
+            let (a, b) = (camera.world_from_camera, *pose);
+            assert!(
+                (a.translation - b.translation).abs().max_element() < 1e-4,
+                "{a:?} vs {b:?}"
+            );
+            assert!(a.matrix3.abs_diff_eq(b.matrix3, 1e-4), "{a:?} vs {b:?}");
+            assert_eq!((camera.width, camera.height), (48, 32));
+        }
+        let raw = path_targets(&ns_file, None, 3, 48, 32).unwrap();
+        assert!((raw[1].world_from_camera.translation - poses[1].translation).length() > 0.1);
+
+        let ours = dir.path().join("ours.json");
+        CameraPath::through_cameras(cameras.iter(), 2.0).save(&ours).unwrap();
+        let e = path_targets(&ours, Some(&dp_file), 3, 48, 32).unwrap_err().to_string();
+        assert!(
+            e.contains("ours.json") && e.contains("nerfstudio camera paths only"),
+            "{e}"
+        );
+        let e = path_targets(&ns_file, Some(&dir.path().join("none.json")), 3, 48, 32)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.json"), "{e}");
+    }
 }

@@ -335,6 +335,16 @@ fn numeric_flags_outside_their_domain_are_refused_at_the_command_line() {
         "--resolution",
         "between 1",
     );
+    expect_flag_refused(
+        &[&base_difix[..], &["--image-prep", "square"]].concat(),
+        "--image-prep",
+        "resize",
+    );
+    expect_flag_refused(
+        &[&base_difix[..], &["--size", "576"]].concat(),
+        "--size",
+        "HEIGHTxWIDTH",
+    );
     assert!(!out.exists());
 }
 
@@ -371,6 +381,8 @@ fn train_difix_args<'a>(data: &'a Path, out: &'a Path, model: &'a Path, extra: &
         s(out),
         "--steps",
         "1",
+        "--image-prep",
+        "crop",
         "--resolution",
         "32",
         "--lpips-backbone",
@@ -397,6 +409,42 @@ fn a_gram_crop_smaller_than_vgg_needs_is_an_error_not_a_panic() {
         let args = train_difix_args(&data, &out, &model, &["--gram-crop", crop]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         expect_quick_failure(&args, 60, &needles);
+    }
+    assert!(!out.exists(), "no run folder for a run that never started");
+}
+
+/// `--image-prep`: the size flag of the other kind is refused, not silently unused (the reference
+/// ignores its own `--resolution`); resize sizes follow the same rules as crop sides, and the Gram
+/// crop must fit the shorter side of a non-square size.
+#[test]
+fn train_difix_image_prep_sizes_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pairs(dir.path(), &lpips_fixture("a.png"));
+    let out = dir.path().join("run");
+    let model = tiny_model();
+    let base = train_difix_args(&data, &out, &model, &[]);
+    // Without the helper's `--image-prep crop --resolution 32`.
+    let at = base.iter().position(|a| a == "--image-prep").unwrap();
+    let mut plain = base.clone();
+    plain.drain(at..at + 4);
+    for (extra, needles) in [
+        (
+            &["--resolution", "512"][..],
+            &["--resolution is the crop side", "--size HEIGHTxWIDTH"][..],
+        ),
+        (
+            &["--image-prep", "crop", "--size", "32x32"],
+            &["--size is the size of --image-prep resize"],
+        ),
+        (&["--size", "30x40"], &["--size sides must be multiples of 8", "30x40"]),
+        (
+            &["--size", "32x48", "--gram-crop", "40"],
+            &["--gram-crop", "shorter side 32"],
+        ),
+    ] {
+        let mut args: Vec<&str> = plain.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        expect_quick_failure(&args, 60, needles);
     }
     assert!(!out.exists(), "no run folder for a run that never started");
 }

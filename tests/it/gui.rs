@@ -408,6 +408,8 @@ fn the_viewer_fine_tunes_difix() {
         lin.to_str().unwrap(),
         "--train-steps",
         "3",
+        "--train-image-prep",
+        "crop",
         "--train-resolution",
         "32",
         "--train-backend",

@@ -454,6 +454,43 @@ fn refine_cli_reports_bad_input_clearly() {
     assert!(stdout.contains("+ Difix3D"), "{stdout}");
     assert_eq!(read_cameras(&out.join("rounds/round_000001")).len(), 2);
 
+    // --dataparser-transforms maps a nerfstudio path given as --targets (checked in
+    // refine::refiner's unit test); with the eval cameras, or with our own path (already in the
+    // scene's world), it is refused before any work, naming the file.
+    let dp = dir.path().join("dataparser_transforms.json");
+    std::fs::write(
+        &dp,
+        r#"{"transform": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]], "scale": 1}"#,
+    )
+    .unwrap();
+    let fresh = dir.path().join("fresh");
+    let fresh_args = |extra: &[&str]| {
+        let mut a = args(extra);
+        let at = a.iter().position(|x| x == "--out").unwrap();
+        a[at + 1] = fresh.to_str().unwrap().to_string();
+        a
+    };
+    for (targets, needles) in [
+        ("eval", ["--dataparser-transforms", "not to --targets eval"]),
+        (path.to_str().unwrap(), ["path.json", "nerfstudio camera paths only"]),
+    ] {
+        let (code, _, stderr) = run(fresh_args(&[
+            "--scene",
+            scene.to_str().unwrap(),
+            "--model",
+            tiny.to_str().unwrap(),
+            "--targets",
+            targets,
+            "--dataparser-transforms",
+            dp.to_str().unwrap(),
+        ]));
+        assert_ne!(code, 0);
+        for needle in needles {
+            assert!(stderr.contains(needle), "{needle:?} missing: {stderr}");
+        }
+        assert!(!fresh.exists(), "no run folder for a refusal");
+    }
+
     // A training checkpoint is a scene to refine from, not a refinement to resume.
     let train_out = dir.path().join("train");
     let (code, _, stderr) = difix3d(&[

@@ -35,14 +35,19 @@ fn evals(run: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `difix3d train-difix` of the tiny model on the CPU at 32x32 with the tiny LPIPS/VGG; the Gram
-/// loss is on from step 3.
+/// `difix3d train-difix` of the tiny model on the CPU on 32x32 crops (unless `extra` chooses another
+/// --image-prep) with the tiny LPIPS/VGG; the Gram loss is on from step 3.
 fn train(data: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
     train_model(&repo().join("tests/fixtures/difix/tiny"), data, out, steps, extra)
 }
 
 /// [`train`] starting from the model folder `tiny`.
 fn train_model(tiny: &Path, data: &Path, out: &Path, steps: &str, extra: &[&str]) -> String {
+    let crops: &[&str] = if extra.contains(&"--image-prep") {
+        &[]
+    } else {
+        &["--image-prep", "crop", "--resolution", "32"]
+    };
     let lpips = repo().join("tests/fixtures/lpips");
     let backbone = lpips.join("vgg_tiny_backbone.pth");
     let lin = lpips.join("vgg_tiny_lin.pth");
@@ -56,8 +61,6 @@ fn train_model(tiny: &Path, data: &Path, out: &Path, steps: &str, extra: &[&str]
         out.to_str().unwrap(),
         "--steps",
         steps,
-        "--resolution",
-        "32",
         "--lr",
         "1e-3",
         "--gram-warmup",
@@ -75,6 +78,7 @@ fn train_model(tiny: &Path, data: &Path, out: &Path, steps: &str, extra: &[&str]
         "--backend",
         "cpu",
     ];
+    args.extend_from_slice(crops);
     args.extend_from_slice(extra);
     let (code, stdout, stderr) = difix3d(&args);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
@@ -107,7 +111,8 @@ fn model_tensors(model: &Path) -> Vec<(String, Vec<f32>)> {
 }
 
 /// Data-parallel training on two CPU peers (burn-collective averaging their gradients) takes the
-/// same steps as one device accumulating both peers' micro-batches, Gram loss included.
+/// same steps as one device accumulating both peers' micro-batches, Gram loss included (with
+/// `--image-prep resize` to a non-square size).
 #[test]
 fn two_data_parallel_peers_train_like_one_device_with_twice_the_batch() {
     let Some(photos) = asset("maupertuis/images_8") else {
@@ -115,10 +120,13 @@ fn two_data_parallel_peers_train_like_one_device_with_twice_the_batch() {
     };
     let dir = tempfile::tempdir().unwrap();
     let data = make_pairs(&photos, dir.path());
+    // On the reference's image preparation at a non-square size: every image resized to 32x48, the
+    // Gram crop anywhere in it.
+    let resize = ["--image-prep", "resize", "--size", "32x48"];
     let one = dir.path().join("one");
-    train(&data, &one, "3", &["--grad-accumulation", "2"]);
+    train(&data, &one, "3", &[&resize[..], &["--grad-accumulation", "2"]].concat());
     let two = dir.path().join("two");
-    let stdout = train(&data, &two, "3", &["--devices", "0,1"]);
+    let stdout = train(&data, &two, "3", &[&resize[..], &["--devices", "0,1"]].concat());
     eprintln!("{stdout}");
     let (a, b) = (
         model_tensors(&one.join("checkpoint")),

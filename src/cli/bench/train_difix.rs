@@ -81,7 +81,7 @@ pub fn bench_train_difix(args: TrainDifixBenchArgs) -> anyhow::Result<()> {
         let data = make_pairs(&dir, args.resolution, args.with_ref)?;
         let mut config = DifixTrainConfig::new(data, args.model.clone(), dir.join("run"), args.lpips.clone());
         config.steps = args.steps.max(2);
-        config.resolution = args.resolution;
+        config.image_prep = difix3d::difix::train::data::ImagePrep::Crop { side: args.resolution };
         config.gram_warmup = 0;
         config.checkpoint_every = 0;
         config.eval_every = 0;

@@ -2,15 +2,15 @@
 //! `{"train": {ID: {"image", "target_image", "ref_image"?, "prompt"?}}, "test": {...}}` — the degraded
 //! input, its clean target, optionally a reference view, and the prompt (Difix's own prompt when
 //! absent). Paths may be relative to the JSON's folder. Every entry is checked before training
-//! starts and all problems are reported in one error. Samples are random square crops at the
-//! training resolution, the same crop for input, target and reference.
+//! starts and all problems are reported in one error. [`ImagePrep`] says how a pair's images are
+//! brought to the training size: resized as the reference does, or random square crops.
 
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use serde_json::Value;
 
-use crate::difix::images::resize;
+use crate::difix::images::{resize, resize_bilinear_antialiased};
 use crate::difix::pipeline::DEFAULT_PROMPT;
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +160,63 @@ fn check_entry(base: &Path, split: &str, id: &str, entry: &Value) -> Result<Pair
     }
 }
 
-/// A training example's pixels, cropped.
+/// Which way training images are prepared (`train-difix --image-prep`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImagePrepKind {
+    /// Difix3D's: every image resized to one size, the aspect ratio not kept.
+    #[default]
+    Resize,
+    /// Random square crops of images scaled so their shorter side fits.
+    Crop,
+}
+
+/// How a pair's images become the network's input and target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePrep {
+    /// What the reference's `src/dataset.py` (`PairedDataset`) does: input, target and reference are
+    /// each resized to exactly `width` x `height` (576x1024 there; its `--resolution` flag is never
+    /// read) by [`resize_bilinear_antialiased`], whatever their aspect ratio. No randomness; the
+    /// evaluation sees the same whole image.
+    Resize { height: u32, width: u32 },
+    /// Ours: input and target scaled (Lanczos) so the shorter side is at least `side`, then a random
+    /// `side` x `side` crop, the same square in input, target and reference (the reference first
+    /// resized to the input's size). The evaluation takes the centre square.
+    Crop { side: u32 },
+}
+
+impl ImagePrep {
+    /// The reference's: resized to 576x1024 (height x width).
+    pub const REFERENCE: ImagePrep = ImagePrep::Resize {
+        height: 576,
+        width: 1024,
+    };
+
+    pub fn kind(&self) -> ImagePrepKind {
+        match self {
+            ImagePrep::Resize { .. } => ImagePrepKind::Resize,
+            ImagePrep::Crop { .. } => ImagePrepKind::Crop,
+        }
+    }
+
+    /// The (width, height) of every prepared image.
+    pub fn size(&self) -> (u32, u32) {
+        match *self {
+            ImagePrep::Resize { height, width } => (width, height),
+            ImagePrep::Crop { side } => (side, side),
+        }
+    }
+}
+
+impl std::fmt::Display for ImagePrep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImagePrep::Resize { height, width } => write!(f, "resized to {height}x{width}"),
+            ImagePrep::Crop { side } => write!(f, "{side}x{side} crops"),
+        }
+    }
+}
+
+/// A training example's pixels, prepared.
 pub struct Sample {
     pub image: RgbImage,
     pub target: RgbImage,
@@ -191,28 +247,53 @@ fn fit(image: RgbImage, size: u32) -> RgbImage {
     resize(&image, nw, nh)
 }
 
-/// Loads `pair` and crops a `size` x `size` square at the offset `(u, v)` picks, the same square in
-/// the input, the target and the reference (the reference is first resized to the input's size).
-pub fn sample(pair: &Pair, size: u32, u: f32, v: f32) -> Result<Sample, PairsError> {
+/// [`resize_bilinear_antialiased`] rounded to 8 bits (at most half a level, 0.5/255, from the
+/// reference's float values).
+fn resize_like_the_reference(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let values = resize_bilinear_antialiased(image, width, height);
+    RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb(
+            values
+                .get_pixel(x, y)
+                .0
+                .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8),
+        )
+    })
+}
+
+/// Loads `pair` and prepares it per `prep`; for [`ImagePrep::Crop`], `(u, v)` in [0, 1) pick the
+/// crop's offset (see [`crop_origin`]).
+pub fn sample(pair: &Pair, prep: ImagePrep, u: f32, v: f32) -> Result<Sample, PairsError> {
     let open = |path: &Path| -> Result<RgbImage, PairsError> {
         crate::image_io::open_rgb(path).map_err(|message| PairsError::File {
             path: path.to_path_buf(),
             message,
         })
     };
-    let image = fit(open(&pair.image)?, size);
-    let (w, h) = image.dimensions();
-    let target = resize(&fit(open(&pair.target)?, size), w, h);
-    let reference = match &pair.reference {
-        Some(path) => Some(resize(&open(path)?, w, h)),
-        None => None,
+    let reference = pair.reference.as_deref().map(open).transpose()?;
+    let (image, target, reference) = match prep {
+        ImagePrep::Resize { height, width } => {
+            let prepare = |i: &RgbImage| resize_like_the_reference(i, width, height);
+            (
+                prepare(&open(&pair.image)?),
+                prepare(&open(&pair.target)?),
+                reference.as_ref().map(prepare),
+            )
+        }
+        ImagePrep::Crop { side } => {
+            let image = fit(open(&pair.image)?, side);
+            let (w, h) = image.dimensions();
+            let target = resize(&fit(open(&pair.target)?, side), w, h);
+            let reference = reference.map(|r| resize(&r, w, h));
+            let (x, y) = crop_origin(w, h, side, u, v);
+            let crop = |i: &RgbImage| image::imageops::crop_imm(i, x, y, side, side).to_image();
+            (crop(&image), crop(&target), reference.as_ref().map(crop))
+        }
     };
-    let (x, y) = crop_origin(w, h, size, u, v);
-    let crop = |i: &RgbImage| image::imageops::crop_imm(i, x, y, size, size).to_image();
     Ok(Sample {
-        image: crop(&image),
-        target: crop(&target),
-        reference: reference.as_ref().map(crop),
+        image,
+        target,
+        reference,
         prompt: pair.prompt.clone(),
     })
 }
@@ -252,7 +333,7 @@ mod tests {
         assert_eq!(pairs.test[0].prompt, DEFAULT_PROMPT);
         assert_eq!(pairs.test[0].reference, None);
 
-        let s = sample(&pairs.train[0], 40, 0.5, 0.99).unwrap();
+        let s = sample(&pairs.train[0], ImagePrep::Crop { side: 40 }, 0.5, 0.99).unwrap();
         let (x, y) = crop_origin(100, 60, 40, 0.5, 0.99);
         assert_eq!((x, y), (30, 19));
         for (img, tag) in [(&s.image, 1), (&s.target, 2), (s.reference.as_ref().unwrap(), 3)] {
@@ -261,8 +342,97 @@ mod tests {
             assert_eq!(img.get_pixel(39, 39).0, [69, 58, tag]);
         }
         // Smaller than the resolution: scaled up so the short side fits, then cropped.
-        let s = sample(&pairs.train[0], 120, 0.0, 0.0).unwrap();
+        let s = sample(&pairs.train[0], ImagePrep::Crop { side: 120 }, 0.0, 0.0).unwrap();
         assert_eq!(s.image.dimensions(), (120, 120));
+    }
+
+    /// The test image of `tests/golden/difix/make_image_prep.py`.
+    fn golden_input() -> RgbImage {
+        RgbImage::from_fn(23, 13, |x, y| {
+            image::Rgb([0, 1, 2].map(|c| ((x * 37 + y * 91 + c * 53 + (x * y % 17) * 13) % 256) as u8))
+        })
+    }
+
+    /// `--image-prep resize` gives the reference's tensors: `tests/fixtures/difix/image_prep.json`
+    /// holds what torchvision's `F.resize` (bilinear, antialiased) gives in PyTorch for four sizes
+    /// (both axes shrunk, one grown and one shrunk, both grown, unchanged). Our float resize matches
+    /// it to 1e-6 (f64 here, f32 there); the 8-bit sample is within half a level, and after the
+    /// normalisation `2 v - 1` (`F.normalize(mean=0.5, std=0.5)`) within 1/255, for the input, the
+    /// target and the reference alike. A reference of another size is resized on its own to the
+    /// same size, as the reference does.
+    #[test]
+    fn resize_gives_the_reference_pixels() {
+        let golden: Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/difix/image_prep.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let input = golden_input();
+        input.save(dir.path().join("in.png")).unwrap();
+        let pair = Pair {
+            id: "a".into(),
+            image: dir.path().join("in.png"),
+            target: dir.path().join("in.png"),
+            reference: Some(dir.path().join("in.png")),
+            prompt: DEFAULT_PROMPT.into(),
+        };
+        let cases = golden["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 4);
+        for case in cases {
+            let (h, w) = (
+                case["height"].as_u64().unwrap() as u32,
+                case["width"].as_u64().unwrap() as u32,
+            );
+            let expected: Vec<f32> = case["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_eq!(expected.len(), (3 * w * h) as usize);
+            let ours = resize_bilinear_antialiased(&input, w, h);
+            let worst = ours
+                .as_raw()
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-6,
+                "{h}x{w}: the float resize differs from torch by {worst:e}"
+            );
+
+            let s = sample(&pair, ImagePrep::Resize { height: h, width: w }, 0.3, 0.7).unwrap();
+            for (name, img) in [
+                ("input", &s.image),
+                ("target", &s.target),
+                ("reference", s.reference.as_ref().unwrap()),
+            ] {
+                assert_eq!(img.dimensions(), (w, h), "{name}");
+                let worst = img
+                    .as_raw()
+                    .iter()
+                    .zip(&expected)
+                    .map(|(a, b)| ((*a as f32 / 255.0) * 2.0 - 1.0 - (b * 2.0 - 1.0)).abs())
+                    .fold(0f32, f32::max);
+                assert!(
+                    worst <= 1.0 / 255.0 + 1e-6,
+                    "{h}x{w} {name}: {worst} from the reference's normalised tensor"
+                );
+            }
+        }
+        // A reference of another size (and aspect ratio) comes out at the same size, resized on its own.
+        coded(7, 30, 9).save(dir.path().join("tall.png")).unwrap();
+        let tall = Pair {
+            reference: Some(dir.path().join("tall.png")),
+            ..pair
+        };
+        let s = sample(&tall, ImagePrep::Resize { height: 8, width: 16 }, 0.0, 0.0).unwrap();
+        assert_eq!(s.reference.unwrap().dimensions(), (16, 8));
+        assert_eq!(ImagePrep::REFERENCE.size(), (1024, 576));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The fine-tuning loop of `difix3d train-difix`: random pairs and crops, optimiser steps (with
+//! The fine-tuning loop of `difix3d train-difix`: random pairs prepared per
+//! [`ImagePrep`] (resized as the reference does, or random crops), optimiser steps (with
 //! gradient accumulation), the Gram loss after its warm-up, checkpoints (a model folder `difix3d
 //! fix --model` loads, with the optimiser state to resume from), and evaluation on the test split
 //! (PSNR, SSIM, LPIPS and L2 of the fixed input against its target, with sample images).
@@ -14,7 +15,7 @@ use burn::tensor::{ElementConversion, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, OPTIMIZER_FILE, STATE_FILE};
-use super::data::{self, Pair, PairsError, Sample};
+use super::data::{self, ImagePrep, Pair, PairsError, Sample};
 use super::export::export;
 use super::parallel::{PeerSetup, Peers};
 use super::step::{self, Batch, Crop, LossWeights, Losses, Nets, StepSettings, StepTimes};
@@ -52,16 +53,16 @@ pub struct DifixTrainConfig {
     /// `eval.jsonl`.
     pub out: PathBuf,
     pub steps: usize,
-    /// Side of the square training crops.
-    pub resolution: u32,
+    /// How pairs are brought to the training size (the reference's resize to 576x1024 by default).
+    pub image_prep: ImagePrep,
     pub lr: f64,
     pub weight_decay: f32,
     pub max_grad_norm: f32,
     pub weights: LossWeights,
     /// The Gram loss is added once the step exceeds this.
     pub gram_warmup: usize,
-    /// Side of the Gram loss's random crop, from [`gram::min_crop`] to the resolution; `None`: the
-    /// reference's 400, or the resolution when that is smaller.
+    /// Side of the Gram loss's random crop, from [`gram::min_crop`] to the training images' shorter
+    /// side; `None`: the reference's 400, or that side when it is smaller.
     pub gram_crop: Option<usize>,
     /// LPIPS's network (VGG16 in the reference) and the VGG16 for the Gram loss (default: LPIPS's
     /// backbone).
@@ -89,7 +90,7 @@ impl DifixTrainConfig {
             model_checkpoint: None,
             out,
             steps: 10_000,
-            resolution: 512,
+            image_prep: ImagePrep::REFERENCE,
             lr: 2e-5,
             weight_decay: 1e-2,
             max_grad_norm: 1.0,
@@ -119,7 +120,13 @@ impl DifixTrainConfig {
     /// The Gram crop's side: [`Self::gram_crop`] or its default.
     pub fn gram_crop_side(&self) -> usize {
         self.gram_crop
-            .unwrap_or(DEFAULT_GRAM_CROP.min(self.resolution as usize))
+            .unwrap_or(DEFAULT_GRAM_CROP.min(self.shorter_side() as usize))
+    }
+
+    /// The shorter side of the prepared training images.
+    fn shorter_side(&self) -> u32 {
+        let (w, h) = self.image_prep.size();
+        w.min(h)
     }
 
     /// Checks every number against its domain before anything is loaded or written: the errors
@@ -129,19 +136,26 @@ impl DifixTrainConfig {
         fn flag(name: &str) -> impl Fn(String) -> String + '_ {
             move |m| format!("--{name} {m}")
         }
-        let size = self.resolution;
-        validate::image_side(size).map_err(flag("resolution"))?;
         let min = gram::min_crop();
-        if !size.is_multiple_of(8) || (size as usize) < min {
-            return Err(format!(
-                "--resolution must be a multiple of 8 and at least {min} (what VGG16's four 2x2 poolings before relu5_3 need), not {size}"
-            ));
+        let (sides, name, what) = match self.image_prep {
+            ImagePrep::Resize { height, width } => (vec![height, width], "size", format!("{height}x{width}")),
+            ImagePrep::Crop { side } => (vec![side], "resolution", side.to_string()),
+        };
+        for side in sides {
+            validate::image_side(side).map_err(flag(name))?;
+            if !side.is_multiple_of(8) || (side as usize) < min {
+                return Err(format!(
+                    "--{name} sides must be multiples of 8 and at least {min} (what VGG16's four 2x2 poolings before relu5_3 need), not {what}"
+                ));
+            }
         }
         if self.weights.gram > 0.0 {
             let crop = self.gram_crop_side();
-            if !(min..=size as usize).contains(&crop) {
+            let short = self.shorter_side() as usize;
+            if !(min..=short).contains(&crop) {
                 return Err(format!(
-                    "--gram-crop must be between {min} (VGG16 pools the crop 2x2 four times before relu5_3, the last layer the Gram loss reads) and the resolution {size}, not {crop}"
+                    "--gram-crop must be between {min} (VGG16 pools the crop 2x2 four times before relu5_3, the last layer the Gram loss reads) and the training images' shorter side {short} ({}), not {crop}",
+                    self.image_prep
                 ));
             }
         }
@@ -186,7 +200,8 @@ pub struct DifixStepReport {
     pub steps_per_second: f32,
 }
 
-/// Metrics of the fixed test inputs against their targets (centre crops at the resolution).
+/// Metrics of the fixed test inputs against their targets (as prepared for training; centre crops
+/// with [`ImagePrep::Crop`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DifixEvalReport {
     pub step: usize,
@@ -310,7 +325,8 @@ pub fn train_difix<B: AutodiffBackend>(
     // checkpoint.
     let mut run_dir = crate::disk::RunDir::create(&config.out).map_err(|e| DifixError::io(&config.out, e))?;
 
-    let size = config.resolution;
+    let prep = config.image_prep;
+    let (width, height) = prep.size();
     let gram_size = config.gram_crop_side();
     let mut evals = Vec::new();
     let run_eval = |nets: &Nets<B>,
@@ -322,7 +338,7 @@ pub fn train_difix<B: AutodiffBackend>(
         if pairs.test.is_empty() {
             return Ok(());
         }
-        let report = evaluate(nets, prompts, &pairs.test, &one_step, &lpips, size, step, &config.out)?;
+        let report = evaluate(nets, prompts, &pairs.test, &one_step, &lpips, prep, step, &config.out)?;
         observer.eval(&report);
         append_eval(&config.out.join("eval.jsonl"), &report)?;
         evals.push(report);
@@ -373,10 +389,10 @@ pub fn train_difix<B: AutodiffBackend>(
         let mut draws = Vec::with_capacity(per_peer * devices.len());
         for _ in 0..per_peer * devices.len() {
             let pair = &pairs.train[rng.below(pairs.train.len())];
-            let sample = data::sample(pair, size, rng.uniform(), rng.uniform())?;
+            let sample = data::sample(pair, prep, rng.uniform(), rng.uniform())?;
             let gram_crop = gram_on.then(|| Crop {
-                top: rng.below(size as usize - gram_size + 1),
-                left: rng.below(size as usize - gram_size + 1),
+                top: rng.below(height as usize - gram_size + 1),
+                left: rng.below(width as usize - gram_size + 1),
                 size: gram_size,
             });
             let noise_seed = config.sample_posterior.then(|| rng.next_u64());
@@ -458,7 +474,8 @@ pub fn train_difix<B: AutodiffBackend>(
     })
 }
 
-/// Fixes the centre crop of every test pair (no gradients) and compares with its target; writes
+/// Fixes every test pair as prepared for training (the centre crop with [`ImagePrep::Crop`]), without
+/// gradients, and compares with its target; writes
 /// `samples/step_N/ID.png` (input | fixed | target).
 #[allow(clippy::too_many_arguments)]
 fn evaluate<B: AutodiffBackend>(
@@ -467,7 +484,7 @@ fn evaluate<B: AutodiffBackend>(
     pairs: &[Pair],
     one_step: &crate::difix::scheduler::OneStep,
     lpips: &Lpips<B>,
-    size: u32,
+    prep: ImagePrep,
     step: usize,
     out: &Path,
 ) -> Result<DifixEvalReport, DifixTrainError> {
@@ -476,12 +493,13 @@ fn evaluate<B: AutodiffBackend>(
     std::fs::create_dir_all(&dir).map_err(|e| DifixError::io(&dir, e))?;
     let (mut l2, mut psnr, mut ssim, mut lp) = (0.0, 0.0, 0.0, 0.0);
     for pair in pairs {
-        let sample = data::sample(pair, size, 0.5, 0.5)?;
+        let sample = data::sample(pair, prep, 0.5, 0.5)?;
         let (inputs, targets, views) = views::<B>(&sample, &prompts.device().clone());
         let context = context(prompts, &sample.prompt, views).inner();
         let fixed = inner.forward(inputs.inner(), &context, views, one_step, None);
-        let s = size as usize;
-        let take = |t: Tensor<B::InnerBackend, 4>| t.slice([0..1, 0..3, 0..s, 0..s]).add_scalar(1.0).div_scalar(2.0);
+        let (w, h) = prep.size();
+        let (w, h) = (w as usize, h as usize);
+        let take = |t: Tensor<B::InnerBackend, 4>| t.slice([0..1, 0..3, 0..h, 0..w]).add_scalar(1.0).div_scalar(2.0);
         let (fixed, target) = (take(fixed), take(targets.inner()));
         l2 += ((fixed.clone() - target.clone()) * 2.0)
             .powi_scalar(2)

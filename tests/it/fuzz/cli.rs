@@ -121,7 +121,7 @@ fn base(subcommand: &str, i: &Inputs, out: &Path) -> Vec<(String, Option<String>
             ("--lpips-lin", s(&i.vgg_lin)),
             ("--backend", "cpu".into()),
             ("--steps", "1".into()),
-            ("--resolution", "16".into()),
+            ("--size", "16x16".into()),
         ],
         "eval" => vec![("--scene", s(&i.scene)), ("--data", s(&i.data))],
         other => panic!("no base arguments for {other}"),
@@ -195,7 +195,9 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
         ],
         "train-difix" => vec![
             ("--steps", v(&["-1", "18446744073709551615"])),
+            ("--size", v(&["0x0", "100000x100000", "nanx16", "16", "12x16"])),
             ("--resolution", v(&["0", "-1", "100000", "nan"])),
+            ("--image-prep", v(&["square", ""])),
             ("--lr", v(&["nan", "inf", "0", "-1"])),
             ("--lambda-l2", v(&["nan", "-1", "inf"])),
             ("--lambda-lpips", v(&["nan", "-1"])),
