@@ -11,9 +11,9 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
-use super::flex_kernels::{conv2d, group_norm};
 use super::weights::{ParamKey, Weights};
 use super::DifixError;
+use crate::nn::flex_kernels::{conv2d, group_norm};
 
 /// Attention score elements (queries x keys x heads x batch) computed at once. Larger inputs are
 /// processed in query chunks, so two 576x1024 views (18432 tokens) never materialise the full matrix.

@@ -6,7 +6,6 @@
 
 pub mod backend;
 pub mod error;
-pub mod flex_kernels;
 pub mod images;
 pub mod layers;
 pub mod load;

@@ -164,7 +164,7 @@ impl<B: Backend> Backbone<B> {
         let mut outputs = Vec::with_capacity(self.widths.len());
         for layer in &self.layers {
             match layer {
-                Layer::Conv(conv) => x = crate::difix::flex_kernels::conv2d(conv, x),
+                Layer::Conv(conv) => x = crate::nn::flex_kernels::conv2d(conv, x),
                 Layer::Relu => x = relu(x),
                 Layer::Pool => x = max_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], [1, 1], false),
                 Layer::ReadOut => outputs.push(x.clone()),
