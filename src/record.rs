@@ -19,10 +19,10 @@ use image::RgbImage;
 
 use crate::camera_path::{CameraPath, PathError};
 use crate::data::{Camera, Dataset};
-use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
 use crate::difix::images::SizePolicy;
 use crate::difix::{Difix, DifixError};
 use crate::image_io::{self, ImageError};
+use crate::nn::backend::{run_on, BackendError, BackendKind, Precision, WithBackend};
 use crate::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions};
 use crate::scene::Splats;
 
@@ -34,6 +34,8 @@ pub enum RecordError {
     Gpu(#[from] GpuError),
     #[error(transparent)]
     Difix(#[from] DifixError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error("{path}: {message}")]

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use difix3d::data::{Camera, Dataset};
-use difix3d::difix::backend::{BackendKind, Precision};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::DEFAULT_PROMPT;
 use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
+use difix3d::nn::backend::{BackendKind, Precision};
 use difix3d::render::GpuContext;
 
 /// Where the reference photo for each frame comes from.

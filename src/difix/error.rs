@@ -27,7 +27,8 @@ pub enum DifixError {
     /// Inputs the pipeline cannot run on (sizes, reference counts, ...).
     #[error("{0}")]
     Input(String),
-    /// The requested backend cannot run on this machine.
+    /// The backend failed while the model ran (a device error, a result that cannot be read back).
+    /// A backend that cannot run here at all is a [`crate::nn::backend::BackendError`].
     #[error("{0}")]
     Backend(String),
 }

@@ -4,7 +4,6 @@
 //! `load` reads the published diffusers layout, `pipeline::Difix` runs it; the network parts are
 //! `text_encoder`, `unet` and `vae`, built from the shared `layers`.
 
-pub mod backend;
 pub mod error;
 pub mod images;
 pub mod layers;

@@ -31,6 +31,8 @@ pub enum DifixTrainError {
     Pairs(#[from] PairsError),
     #[error(transparent)]
     Model(#[from] DifixError),
+    #[error(transparent)]
+    Backend(#[from] crate::nn::backend::BackendError),
     #[error("{0}")]
     Input(String),
     #[error("data-parallel training: {0}")]
