@@ -16,7 +16,6 @@ pub mod tokenizer;
 pub mod train;
 pub mod unet;
 pub mod vae;
-pub mod weights;
 
 pub use error::{ConfigProblem, DifixError};
 pub use pipeline::Difix;

@@ -39,7 +39,7 @@ pub enum TrainError {
     Image(#[from] crate::image_io::ImageError),
     /// The LPIPS network's weights.
     #[error(transparent)]
-    Model(#[from] crate::difix::DifixError),
+    Weights(#[from] crate::nn::weights::WeightsError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{0}")]
