@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod nn;
 pub mod perceptual;
 pub mod record;
+pub mod reference_photo;
 pub mod refine;
 pub mod render;
 pub mod rng;

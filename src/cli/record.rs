@@ -11,7 +11,8 @@ use difix3d::camera_path::CameraPath;
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::DEFAULT_PROMPT;
 use difix3d::nn::backend::{BackendKind, Precision};
-use difix3d::record::{self, FixSettings, RecordJob, Reference};
+use difix3d::record::{self, FixSettings, RecordJob};
+use difix3d::reference_photo::Reference;
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::{data, scene};
 

@@ -26,7 +26,7 @@ use crate::data::Camera;
 use crate::difix::images::SizePolicy;
 use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
-use crate::record::{Reference, ReferenceCache};
+use crate::reference_photo::{Reference, ReferenceCache};
 use crate::render::{GpuContext, RenderOptions};
 use crate::rng::Rng;
 use crate::scene::{self, Splats};

@@ -13,7 +13,7 @@ use difix3d::data::{Camera, Dataset};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::DEFAULT_PROMPT;
 use difix3d::difix::Difix;
-use difix3d::record::Reference;
+use difix3d::reference_photo::Reference;
 use difix3d::refine::poses;
 use difix3d::refine::refiner::{self, RefineConfig, RefineObserver, SceneSource};
 use difix3d::refine::round::{self, RoundEvent, RoundJob};
