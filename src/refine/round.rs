@@ -20,9 +20,9 @@ use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
 use crate::image_io::{self, ImageError};
 use crate::reference_photo::{Reference, ReferenceCache, ReferenceError};
+use crate::render::diff_render::SplatRenderer;
 use crate::render::{GpuError, RenderOptions};
 use crate::scene::Splats;
-use crate::train::diff_render::SplatRenderer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoundError {

@@ -1,8 +1,11 @@
-//! The wgpu Gaussian-splat renderer: a tile-based compute rasterizer (kernels in `shaders/`).
+//! The wgpu Gaussian-splat renderer: a tile-based compute rasterizer (kernels in `shaders/`), its
+//! backward pass (`backward`), and the two as one burn autodiff operation for training
+//! (`diff_render`).
 
 pub mod backward;
 mod buffers;
 pub mod burn_bridge;
+pub mod diff_render;
 mod display;
 pub mod gpu;
 mod kernels;

@@ -17,9 +17,9 @@ use difix3d::reference_photo::Reference;
 use difix3d::refine::poses;
 use difix3d::refine::refiner::{self, RefineConfig, RefineObserver, SceneSource};
 use difix3d::refine::round::{self, RoundEvent, RoundJob};
+use difix3d::render::diff_render::SplatRenderer;
 use difix3d::render::RenderOptions;
 use difix3d::scene::Splats;
-use difix3d::train::diff_render::SplatRenderer;
 use difix3d::train::step::{image_tensor, photometric_loss};
 use difix3d::train::trainer::{StepReport, StepRequest, TrainObserver, ViewSource};
 
