@@ -1,6 +1,6 @@
-//! The wgpu Gaussian-splat renderer: a tile-based compute rasterizer (kernels in `shaders/`), its
-//! backward pass (`backward`), and the two as one burn autodiff operation for training
-//! (`diff_render`).
+//! The wgpu Gaussian-splat renderer: a tile-based compute rasterizer (kernels in `shaders/`, their
+//! uniforms in `uniforms`), its backward pass (`backward`), and the two as one burn autodiff
+//! operation for training (`diff_render`).
 
 pub mod backward;
 mod buffers;
@@ -12,6 +12,7 @@ mod kernels;
 pub mod rasterize;
 mod sort;
 pub mod splats;
+mod uniforms;
 
 pub use backward::SplatGradients;
 pub use buffers::storage_from;
