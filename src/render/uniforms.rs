@@ -132,12 +132,15 @@ mod tests {
 
     const COMMON: &str = include_str!("../../shaders/common.wgsl");
 
+    /// A struct's size and its (member, offset) list.
+    type Layout = (u32, Vec<(String, u32)>);
+
     fn parse(source: &str, what: &str) -> naga::Module {
         naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(source)))
     }
 
     /// Size and (member, offset) list of struct `name` in `shaders/common.wgsl`, as naga lays it out.
-    fn wgsl_layout(name: &str) -> (u32, Vec<(String, u32)>) {
+    fn wgsl_layout(name: &str) -> Layout {
         let module = parse(COMMON, "common.wgsl");
         let mut layouter = naga::proc::Layouter::default();
         layouter.update(module.to_ctx()).expect("common.wgsl lays out");
@@ -167,7 +170,7 @@ mod tests {
     }
 
     /// Every uniform struct, by name, with its Rust layout.
-    fn rust_layouts() -> Vec<(&'static str, (u32, Vec<(String, u32)>))> {
+    fn rust_layouts() -> Vec<(&'static str, Layout)> {
         vec![
             (
                 "ProjectUniforms",
