@@ -81,7 +81,10 @@ fn rotation_matrix(q: vec4<f32>) -> mat3x3<f32> {
     );
 }
 
-// Uniforms of the projection stage and its backward pass (`ProjectUniforms` in render/rasterize.rs).
+// The uniform structs of every shader, each defined once here and once in render/uniforms.rs (same
+// name); a test there checks that the two layouts agree and that no shader defines one of its own.
+
+// Uniforms of the projection stage and its backward pass.
 struct ProjectUniforms {
     camera_from_world: mat4x4<f32>,
     camera_position: vec4<f32>,
@@ -93,7 +96,7 @@ struct ProjectUniforms {
                              // coefficients are bound from the first splat on); unused by the backward
 }
 
-// Uniforms of the compositing stage and its backward pass (`RasterUniforms` in render/rasterize.rs).
+// Uniforms of the compositing stage and its backward pass.
 struct RasterUniforms {
     width: u32,
     height: u32,
@@ -101,6 +104,44 @@ struct RasterUniforms {
     max_alpha: f32,          // alpha clamp: 0.99 (INRIA's constants) or 0.999 (gsplat's)
     background: vec4<f32>,
     flags: vec4<u32>,        // x: the backward pass also sums |dL/d mean2d| per pixel (absgrad); yzw unused
+}
+
+// Uniforms of the kernels that need only an element count (the scans, visible_flags, compact_visible,
+// gather_counts, tile_ranges), padded to the 16 bytes every uniform buffer here has.
+struct LengthUniforms {
+    n: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Uniforms of one pass of the radix sort (sort_count, sort_scatter).
+struct SortUniforms {
+    _n: u32,                 // unused: the length comes from `sort_len`
+    shift: u32,
+    num_blocks: u32,
+    _pad: u32,
+}
+
+// Uniforms of emit_intersections.
+struct EmitUniforms {
+    n: u32,
+    tiles_x: u32,
+    size: vec2<u32>,         // image width, height
+}
+
+// Uniforms of present.
+struct PresentUniforms {
+    width: u32,
+    height: u32,
+    _pad: vec2<u32>,
+}
+
+// Uniforms of the display path's triangles (quads).
+struct QuadUniforms {
+    size: vec2<f32>,         // image width, height in pixels
+    max_alpha: f32,          // the alpha clamp of the compute path's constants
+    _pad: f32,
 }
 
 // The perspective Jacobian J (2x3) at camera-space mean p, with p's x/z and y/z clamped to 1.3x the

@@ -2,11 +2,7 @@
 // slot (in index order, so the stable depth sort breaks ties by index as before), and store how many
 // there are for the kernels after it.
 
-struct Uniforms {
-    n: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: LengthUniforms;
 @group(0) @binding(1) var<storage, read> tile_counts: array<u32>;
 @group(0) @binding(2) var<storage, read> slots: array<u32>;
 @group(0) @binding(3) var<storage, read> keys_in: array<u32>;

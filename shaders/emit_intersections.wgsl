@@ -2,13 +2,7 @@
 // counted), in depth order, so that a stable sort by tile afterwards leaves every tile's splats sorted
 // front to back.
 
-struct Uniforms {
-    n: u32,
-    tiles_x: u32,
-    size: vec2<u32>, // image width, height
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: EmitUniforms;
 @group(0) @binding(1) var<storage, read> depth_ids: array<u32>;
 @group(0) @binding(2) var<storage, read> offsets: array<u32>;
 @group(0) @binding(3) var<storage, read> tile_rects: array<vec2<u32>>;

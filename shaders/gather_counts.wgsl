@@ -2,11 +2,7 @@
 // zeros up to index n, so the exclusive scan of the first n + 1 entries also yields the total number
 // of intersections (at n); the visible count goes to n + 1, read back with that total.
 
-struct Uniforms {
-    n: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: LengthUniforms;
 @group(0) @binding(1) var<storage, read> tile_counts: array<u32>;
 @group(0) @binding(2) var<storage, read> depth_ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> sorted_counts: array<u32>;

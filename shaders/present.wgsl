@@ -1,11 +1,6 @@
 // Copies the rasterized colour into the 8-bit texture the viewer shows.
 
-struct Uniforms {
-    width: u32,
-    height: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: PresentUniforms;
 @group(0) @binding(1) var<storage, read> color: array<vec4<f32>>;
 @group(0) @binding(2) var target_texture: texture_storage_2d<rgba8unorm, write>;
 

@@ -8,12 +8,6 @@
 // reads). On lavapipe a frame's cost is mostly per triangle (setup and binning), not per fragment: one
 // triangle per splat instead of a two-triangle quad, in one non-instanced draw, is what makes it fast.
 
-struct QuadUniforms {
-    size: vec2<f32>, // image width, height in pixels
-    max_alpha: f32,  // the alpha clamp of the compute path's constants
-    _pad: f32,
-}
-
 @group(0) @binding(0) var<uniform> u: QuadUniforms;
 @group(0) @binding(1) var<storage, read> projected_mean: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> projected_conic: array<vec4<f32>>;

@@ -1,10 +1,6 @@
 // Exclusive prefix sum, level 2 of 2: add each block's (already scanned) offset to its elements.
 
-struct Uniforms {
-    n: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: LengthUniforms;
 @group(0) @binding(1) var<storage, read_write> data: array<u32>;
 @group(0) @binding(2) var<storage, read> block_sums: array<u32>;
 

@@ -1,11 +1,7 @@
 // Exclusive prefix sum, level 1 of 2: scan each block of 256 values in place and record the block total.
 // `render/sort.rs` scans the block totals recursively, then `scan_add.wgsl` adds them back.
 
-struct Uniforms {
-    n: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: LengthUniforms;
 @group(0) @binding(1) var<storage, read_write> data: array<u32>;
 @group(0) @binding(2) var<storage, read_write> block_sums: array<u32>;
 

@@ -2,14 +2,7 @@
 // Counts are stored digit-major (counts[digit * num_blocks + block]) so one exclusive scan over the
 // whole array yields every block's first output slot for every digit.
 
-struct Uniforms {
-    _n: u32, // unused: the length comes from `sort_len`
-    shift: u32,
-    num_blocks: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: SortUniforms;
 @group(0) @binding(1) var<storage, read> keys: array<u32>;
 @group(0) @binding(2) var<storage, read_write> counts: array<u32>;
 @group(0) @binding(3) var<storage, read> sort_len: array<u32>; // [0]: how many keys to sort

@@ -5,14 +5,7 @@
 // keys of earlier threads. One scan per block instead of one per 256 keys: on a CPU adapter (lavapipe)
 // the barriers and shared-memory traffic of the scan are most of a pass.
 
-struct Uniforms {
-    _n: u32, // unused: the length comes from `sort_len`
-    shift: u32,
-    num_blocks: u32,
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: SortUniforms;
 @group(0) @binding(1) var<storage, read> keys_in: array<u32>;
 @group(0) @binding(2) var<storage, read> values_in: array<u32>;
 @group(0) @binding(3) var<storage, read> offsets: array<u32>;

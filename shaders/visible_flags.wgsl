@@ -2,11 +2,7 @@
 // a trailing 0, so the exclusive scan of this list gives each visible splat its slot in the compacted
 // list (and, at index n, how many there are): only visible splats are depth-sorted.
 
-struct Uniforms {
-    n: u32,
-}
-
-@group(0) @binding(0) var<uniform> u: Uniforms;
+@group(0) @binding(0) var<uniform> u: LengthUniforms;
 @group(0) @binding(1) var<storage, read> tile_counts: array<u32>;
 @group(0) @binding(2) var<storage, read_write> flags: array<u32>;
 

@@ -7,7 +7,6 @@
 //! asked. For `--out NAME.mp4` the same frames are staged in a hidden folder beside the video, encoded
 //! (`NAME.mp4`, and `NAME_side_by_side.mp4`) and the staging folder is removed.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,11 +17,12 @@ use burn::tensor::backend::Backend;
 use image::RgbImage;
 
 use crate::camera_path::{CameraPath, PathError};
-use crate::data::{Camera, Dataset};
-use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
+use crate::data::Camera;
 use crate::difix::images::SizePolicy;
 use crate::difix::{Difix, DifixError};
 use crate::image_io::{self, ImageError};
+use crate::nn::backend::{run_on, BackendError, BackendKind, Precision, WithBackend};
+use crate::reference_photo::{self, Reference, ReferenceCache, ReferenceError};
 use crate::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions};
 use crate::scene::Splats;
 
@@ -35,6 +35,10 @@ pub enum RecordError {
     #[error(transparent)]
     Difix(#[from] DifixError),
     #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
     Image(#[from] ImageError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
@@ -44,16 +48,6 @@ pub enum RecordError {
     Input(String),
     #[error("cancelled after {0} frame(s); frames already written are kept, no video was written")]
     Cancelled(usize),
-}
-
-/// Which photo guides Difix for each frame.
-#[derive(Clone, Debug)]
-pub enum Reference {
-    None,
-    /// The same image for every frame.
-    Image(PathBuf),
-    /// The training photo whose camera is nearest to each frame's (Difix3D+'s choice).
-    NearestTrain(Arc<Dataset>),
 }
 
 #[derive(Clone, Debug)]
@@ -211,7 +205,7 @@ pub fn record(
         ..
     }) = &job.fix
     {
-        load_image(path)?;
+        reference_photo::load(path)?;
     }
     if is_video(&job.out) {
         check_encoder()?;
@@ -346,43 +340,6 @@ impl WithBackend for FixedRecording<'_> {
             self.cancel,
         )
     }
-}
-
-/// Reference photos, read from disk once each.
-#[derive(Default)]
-pub struct ReferenceCache {
-    images: HashMap<PathBuf, RgbImage>,
-}
-
-impl ReferenceCache {
-    /// The reference image for a frame seen from `camera`, if the choice gives one.
-    pub fn for_camera(&mut self, choice: &Reference, camera: &Camera) -> Result<Option<&RgbImage>, RecordError> {
-        let path = match choice {
-            Reference::None => return Ok(None),
-            Reference::Image(path) => path.clone(),
-            Reference::NearestTrain(dataset) => match dataset.nearest_train_view(camera) {
-                Some(view) => view.image_path.clone(),
-                None => {
-                    return Err(RecordError::Input(format!(
-                        "{}: the dataset has no training view to use as a reference",
-                        dataset.root.display()
-                    )))
-                }
-            },
-        };
-        if !self.images.contains_key(&path) {
-            let image = load_image(&path)?;
-            self.images.insert(path.clone(), image);
-        }
-        Ok(self.images.get(&path))
-    }
-}
-
-fn load_image(path: &Path) -> Result<RgbImage, RecordError> {
-    image_io::open_rgb(path).map_err(|e| RecordError::File {
-        path: path.to_path_buf(),
-        message: format!("the reference image: {e}"),
-    })
 }
 
 /// Encodes `dir/%05d.png` to an H.264 MP4 at `fps`, through a temporary file renamed into place.

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use crossbeam_channel::Receiver;
-use difix3d::difix::backend::BackendKind;
 use difix3d::difix::train::data::{ImagePrep, ImagePrepKind};
 use difix3d::difix::train::trainer::DifixTrainConfig;
+use difix3d::nn::backend::BackendKind;
 use difix3d::perceptual::lpips::LpipsFiles;
 
 use super::train_panel::{backend_ui, run_folder_ui};

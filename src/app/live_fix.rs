@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use difix3d::data::{Camera, Dataset};
-use difix3d::difix::backend::{BackendKind, Precision};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::DEFAULT_PROMPT;
 use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
+use difix3d::nn::backend::{BackendKind, Precision};
 use difix3d::render::GpuContext;
 
 /// Where the reference photo for each frame comes from.
@@ -93,7 +93,7 @@ pub struct LiveFix {
     pub shown: Option<FixedFrame>,
     pub latency_ms: f64,
     fixed_times: Vec<Instant>,
-    references: difix3d::record::ReferenceCache,
+    references: difix3d::reference_photo::ReferenceCache,
     reference_pick: Option<Receiver<Option<PathBuf>>>,
     model_pick: Option<Receiver<Option<PathBuf>>>,
     /// The renderer's device, which a wgpu worker shares so frames stay on the GPU.
@@ -290,11 +290,11 @@ impl LiveFix {
         }
     }
 
-    fn reference_choice(&self, dataset: Option<&Arc<Dataset>>) -> difix3d::record::Reference {
+    fn reference_choice(&self, dataset: Option<&Arc<Dataset>>) -> difix3d::reference_photo::Reference {
         match (&self.reference, dataset) {
-            (ReferenceMode::None, _) | (ReferenceMode::Nearest, None) => difix3d::record::Reference::None,
-            (ReferenceMode::Nearest, Some(d)) => difix3d::record::Reference::NearestTrain(d.clone()),
-            (ReferenceMode::Image(p), _) => difix3d::record::Reference::Image(p.clone()),
+            (ReferenceMode::None, _) | (ReferenceMode::Nearest, None) => difix3d::reference_photo::Reference::None,
+            (ReferenceMode::Nearest, Some(d)) => difix3d::reference_photo::Reference::NearestTrain(d.clone()),
+            (ReferenceMode::Image(p), _) => difix3d::reference_photo::Reference::Image(p.clone()),
         }
     }
 

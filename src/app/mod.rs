@@ -41,7 +41,7 @@ pub struct ViewerOptions {
     pub screenshot_toggle_fix: bool,
     /// Start training the opened dataset at launch: (steps, image factor, loss backend). With
     /// `screenshot`, the picture is taken once the view shows splats from step 20 or later.
-    pub train: Option<(usize, u32, difix3d::difix::backend::BackendKind)>,
+    pub train: Option<(usize, u32, difix3d::nn::backend::BackendKind)>,
     /// Start refining the opened scene with the opened dataset at launch. With `screenshot`, the
     /// picture is taken once the run has finished.
     pub refine: Option<RefineStart>,
@@ -111,7 +111,7 @@ pub struct ViewerApp {
     fix: LiveFix,
     record: record_panel::RecordPanel,
     train: train_panel::TrainPanel,
-    start_training: Option<(usize, u32, difix3d::difix::backend::BackendKind)>,
+    start_training: Option<(usize, u32, difix3d::nn::backend::BackendKind)>,
     refine: refine_panel::RefinePanel,
     start_refining: Option<RefineStart>,
     start_difix: Option<DifixTrainStart>,

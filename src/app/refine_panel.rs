@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use difix3d::difix::backend::BackendKind;
 use difix3d::jobs::train::Finished;
+use difix3d::nn::backend::BackendKind;
 use difix3d::refine::refiner::{RefineConfig, SceneSource, Targets};
 use difix3d::refine::round::RoundEvent;
 

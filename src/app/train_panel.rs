@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use difix3d::difix::backend::BackendKind;
 use difix3d::difix::train::trainer::DifixTrainSummary;
 use difix3d::jobs::train::Finished;
+use difix3d::nn::backend::BackendKind;
 use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::TrainConfig;
 

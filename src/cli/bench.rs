@@ -10,14 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Subcommand;
 
-use difix3d::difix::backend::{
-    run_on, run_on_cpu, run_on_renderer_device, BackendKind, CpuImpl, Precision, WithBackend,
-};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::StageTimes;
 use difix3d::difix::Difix;
 use difix3d::fix::gpu_frame::GpuFrame;
 use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
+use difix3d::nn::backend::{run_on, run_on_cpu, run_on_renderer_device, BackendKind, CpuImpl, Precision, WithBackend};
 use difix3d::render::{GpuContext, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::{scene, view};
 

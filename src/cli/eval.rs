@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use difix3d::metrics::load_lpips;
+use difix3d::render::diff_render::SplatRenderer;
 use difix3d::render::{GpuContext, RenderOptions};
-use difix3d::train::diff_render::SplatRenderer;
 use difix3d::train::eval::{evaluate, load_photo};
 use difix3d::{data, image_io, scene};
 

@@ -7,10 +7,10 @@ use burn::tensor::backend::Backend;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::{Difix, DEFAULT_PROMPT, DEFAULT_TIMESTEP};
 use difix3d::image_io;
+use difix3d::nn::backend::{run_on, BackendKind, Precision, WithBackend};
 
 #[derive(Args)]
 pub struct FixArgs {
@@ -167,7 +167,7 @@ pub fn run(args: FixArgs) -> anyhow::Result<()> {
 }
 
 pub(super) fn default_backend() -> BackendKind {
-    if cfg!(feature = "cuda") && difix3d::difix::backend::probe_cuda().is_ok() {
+    if cfg!(feature = "cuda") && difix3d::nn::backend::probe_cuda().is_ok() {
         BackendKind::Cuda
     } else {
         BackendKind::Wgpu

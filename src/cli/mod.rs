@@ -57,7 +57,7 @@ enum Command {
         model: PathBuf,
         /// Backend for the post-render fix (default: cuda when available, else wgpu).
         #[arg(long, value_enum)]
-        backend: Option<difix3d::difix::backend::BackendKind>,
+        backend: Option<difix3d::nn::backend::BackendKind>,
         /// How to show fixed frames.
         #[arg(long, value_enum, default_value = "fixed")]
         fix_view: crate::app::ViewMode,
@@ -92,8 +92,8 @@ enum Command {
         #[arg(long)]
         lpips_lin: Option<PathBuf>,
         /// Where the loss runs for --train-steps.
-        #[arg(long, value_enum, default_value_t = difix3d::difix::backend::BackendKind::Wgpu)]
-        train_backend: difix3d::difix::backend::BackendKind,
+        #[arg(long, value_enum, default_value_t = difix3d::nn::backend::BackendKind::Wgpu)]
+        train_backend: difix3d::nn::backend::BackendKind,
         /// Start refining the scene with Difix for this many steps (needs --data; Refinement panel
         /// settings otherwise).
         #[arg(long, value_parser = values::at_least_one, requires = "data")]
@@ -105,8 +105,8 @@ enum Command {
         #[arg(long, value_parser = values::factor, default_value_t = 4)]
         refine_factor: u32,
         /// Where Difix and the loss run for --refine-steps.
-        #[arg(long, value_enum, default_value_t = difix3d::difix::backend::BackendKind::Wgpu)]
-        refine_backend: difix3d::difix::backend::BackendKind,
+        #[arg(long, value_enum, default_value_t = difix3d::nn::backend::BackendKind::Wgpu)]
+        refine_backend: difix3d::nn::backend::BackendKind,
     },
     /// Render a scene to PNG files without a window.
     Render(render::RenderArgs),
@@ -162,12 +162,12 @@ pub fn run() -> anyhow::Result<()> {
         train_resolution: None,
         lpips_backbone: None,
         lpips_lin: None,
-        train_backend: difix3d::difix::backend::BackendKind::Wgpu,
+        train_backend: difix3d::nn::backend::BackendKind::Wgpu,
         data: None,
         refine_steps: None,
         refine_every: 2000,
         refine_factor: 4,
-        refine_backend: difix3d::difix::backend::BackendKind::Wgpu,
+        refine_backend: difix3d::nn::backend::BackendKind::Wgpu,
     };
     match cli.command.unwrap_or(default) {
         Command::View {

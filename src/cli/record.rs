@@ -8,10 +8,11 @@ use clap::Args;
 
 use difix3d::camera_path::nerfstudio::DataparserTransform;
 use difix3d::camera_path::CameraPath;
-use difix3d::difix::backend::{BackendKind, Precision};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::DEFAULT_PROMPT;
-use difix3d::record::{self, FixSettings, RecordJob, Reference};
+use difix3d::nn::backend::{BackendKind, Precision};
+use difix3d::record::{self, FixSettings, RecordJob};
+use difix3d::reference_photo::Reference;
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::{data, scene};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::difix::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
+use difix3d::nn::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::render::GpuContext;
 use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::{self, TrainConfig, TrainSummary};

@@ -8,12 +8,12 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::difix::backend::{devices, run_on, BackendKind, Precision, WithBackend};
 use difix3d::difix::train::data::{ImagePrep, ImagePrepKind};
 use difix3d::difix::train::step::LossWeights;
 use difix3d::difix::train::trainer::{
     self, DifixEvalReport, DifixStepReport, DifixTrainConfig, DifixTrainError, DifixTrainObserver, DifixTrainSummary,
 };
+use difix3d::nn::backend::{devices, run_on, BackendKind, Precision, WithBackend};
 use difix3d::perceptual::lpips::LpipsFiles;
 
 #[derive(Args)]

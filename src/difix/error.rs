@@ -1,7 +1,10 @@
-//! Errors of the Difix network, its weights and its pipeline. Every variant names the file or the
-//! key it is about, so a user can fix the problem without reading the source.
+//! Errors of the Difix network, its configs, its weights (a [`WeightsError`]) and its pipeline. Every
+//! variant names the file or the key it is about, so a user can fix the problem without reading the
+//! source.
 
 use std::path::{Path, PathBuf};
+
+use crate::nn::weights::WeightsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DifixError {
@@ -17,17 +20,21 @@ pub enum DifixError {
     /// The model directory (or a part of it) is absent.
     #[error("{0}")]
     MissingWeights(String),
-    /// A weight has the wrong shape, is missing or is unexpected.
+    /// A config value that breaks the architecture's rules ([`ConfigProblem`]).
     #[error("{path}: key `{key}`: {message}")]
     Key {
         path: PathBuf,
         key: String,
         message: String,
     },
+    /// A weight file of the model.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
     /// Inputs the pipeline cannot run on (sizes, reference counts, ...).
     #[error("{0}")]
     Input(String),
-    /// The requested backend cannot run on this machine.
+    /// The backend failed while the model ran (a device error, a result that cannot be read back).
+    /// A backend that cannot run here at all is a [`crate::nn::backend::BackendError`].
     #[error("{0}")]
     Backend(String),
 }
@@ -47,7 +54,8 @@ impl DifixError {
     }
 
     /// A weight that is missing, unexpected or of the wrong shape may as well be the config's
-    /// fault as the weight file's: the message names the config the shapes came from too.
+    /// fault as the weight file's: the message names the config the shapes came from too
+    /// ([`WeightsError::built_from`]; a config value the network refused gets the same note).
     pub fn built_from(self, config: &Path) -> Self {
         match self {
             Self::Key { path, key, message } if !message.contains("finite") => Self::Key {
@@ -55,6 +63,7 @@ impl DifixError {
                 key,
                 message: format!("{message} (the shapes follow {})", config.display()),
             },
+            Self::Weights(error) => Self::Weights(error.built_from(config)),
             other => other,
         }
     }

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::Backend;
 use serde::de::DeserializeOwned;
 
-use super::layers::Loader;
 use super::scheduler::SchedulerConfig;
 use super::text_encoder::{TextEncoder, TextEncoderConfig};
 use super::tokenizer::ClipTokenizer;
 use super::unet::{UNet, UNetConfig};
 use super::vae::{Vae, VaeConfig};
-use super::weights::{ParamKey, Weights};
 use super::DifixError;
+use crate::nn::loader::Loader;
+use crate::nn::weights::{ParamKey, Weights};
 
 /// What a user is told when the weights are not there.
 pub fn missing_weights_help(dir: &Path) -> String {

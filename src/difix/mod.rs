@@ -4,9 +4,7 @@
 //! `load` reads the published diffusers layout, `pipeline::Difix` runs it; the network parts are
 //! `text_encoder`, `unet` and `vae`, built from the shared `layers`.
 
-pub mod backend;
 pub mod error;
-pub mod flex_kernels;
 pub mod images;
 pub mod layers;
 pub mod load;
@@ -18,7 +16,6 @@ pub mod tokenizer;
 pub mod train;
 pub mod unet;
 pub mod vae;
-pub mod weights;
 
 pub use error::{ConfigProblem, DifixError};
 pub use pipeline::Difix;

@@ -15,8 +15,8 @@ use super::text_encoder::TextEncoder;
 use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
 use super::vae::Vae;
-use super::weights::ParamKey;
 use super::DifixError;
+use crate::nn::weights::ParamKey;
 
 /// The prompt Difix was trained with.
 pub const DEFAULT_PROMPT: &str = "remove degradation";

@@ -16,7 +16,7 @@
 //! rounding of SD-Turbo's VAE) but no adapter, which would merge to nothing.
 
 use super::vae::VaeConfig;
-use super::weights::Weights;
+use crate::nn::weights::Weights;
 
 /// `torch.nn.init.constant_(skip_conv.weight, 1e-5)`.
 pub const SKIP_INIT: f32 = 1e-5;

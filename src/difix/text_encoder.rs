@@ -9,8 +9,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use super::error::{check_positive, check_positive_f64};
-use super::layers::{attention, merge_heads, split_heads, Loader};
+use super::layers::{attention, merge_heads, split_heads};
 use super::{ConfigProblem, DifixError};
+use crate::nn::loader::Loader;
 
 /// The keys of `text_encoder/config.json` this implementation uses.
 #[derive(Clone, Debug, Deserialize)]

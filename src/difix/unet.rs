@@ -10,9 +10,10 @@ use burn::tensor::{Tensor, TensorData};
 use serde::Deserialize;
 
 use super::error::{check_groups, check_positive, check_positive_f64};
-use super::flex_kernels::{conv2d, geglu, group_norm, linear};
-use super::layers::{resize_nearest, silu, tokens_to_image, Attention, Loader, ResnetBlock};
+use super::layers::{resize_nearest, silu, tokens_to_image, Attention, ResnetBlock};
 use super::{ConfigProblem, DifixError};
+use crate::nn::flex_kernels::{conv2d, geglu, group_norm, linear};
+use crate::nn::loader::Loader;
 
 /// `attention_head_dim` / `num_attention_heads`: a number or one per block.
 #[derive(Clone, Debug, Deserialize)]

@@ -10,9 +10,10 @@ use burn::tensor::Tensor;
 use serde::Deserialize;
 
 use super::error::{check_groups, check_positive, check_positive_f64};
-use super::flex_kernels::{conv2d, group_norm};
-use super::layers::{resize_nearest, tokens_to_image, Attention, Loader, LoraConv2d, ResnetBlock};
+use super::layers::{resize_nearest, tokens_to_image, Attention, ResnetBlock};
 use super::{ConfigProblem, DifixError};
+use crate::nn::flex_kernels::{conv2d, group_norm};
+use crate::nn::loader::{Loader, LoraConv2d};
 
 /// diffusers' VAE ResNets and norms use eps 1e-6.
 const EPS: f64 = 1e-6;

@@ -14,9 +14,9 @@ use burn::tensor::backend::Backend;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use image::RgbImage;
 
-use crate::difix::backend::{run_on, BackendKind, Precision, WithBackend};
 use crate::difix::images::SizePolicy;
 use crate::difix::Difix;
+use crate::nn::backend::{run_on, BackendKind, Precision, WithBackend};
 use crate::render::burn_bridge::{from_shared, SharedBackend};
 use gpu_frame::GpuFrame;
 

@@ -11,10 +11,10 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::difix::backend::{devices, run_on, run_on_renderer_device, BackendKind, Precision, WithBackend};
 use crate::difix::train::trainer::{
     self as difix_trainer, DifixEvalReport, DifixStepReport, DifixTrainConfig, DifixTrainObserver, DifixTrainSummary,
 };
+use crate::nn::backend::{devices, run_on, run_on_renderer_device, BackendKind, Precision, WithBackend};
 use crate::refine::refiner::{self, RefineConfig, RefineObserver, RefineSummary};
 use crate::refine::round::RoundEvent;
 use crate::render::GpuContext;

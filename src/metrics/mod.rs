@@ -9,6 +9,7 @@ use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::nn::weights::WeightsError;
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
 use ssim::ssim;
 
@@ -37,7 +38,7 @@ pub struct ViewMetrics {
 pub type MetricsBackend = NdArray<f32>;
 
 /// Loads LPIPS for the metrics, when its files are given.
-pub fn load_lpips(files: Option<&LpipsFiles>) -> Result<Option<Lpips<MetricsBackend>>, crate::difix::DifixError> {
+pub fn load_lpips(files: Option<&LpipsFiles>) -> Result<Option<Lpips<MetricsBackend>>, WeightsError> {
     files.map(|f| Lpips::load(f, &NdArrayDevice::Cpu)).transpose()
 }
 

@@ -13,9 +13,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::Tensor;
 
-use crate::difix::layers::Loader;
-use crate::difix::weights::Weights;
-use crate::difix::DifixError;
+use crate::nn::flex_kernels::conv2d;
+use crate::nn::loader::Loader;
+use crate::nn::weights::{Weights, WeightsError};
 
 /// Which torchvision network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,12 +75,12 @@ pub struct Backbone<B: Backend> {
 impl<B: Backend> Backbone<B> {
     /// Loads torchvision weights (`vgg16-397923af.pth`, `alexnet-owt-7be5be79.pth`, or any state dict
     /// with the same `features.N` keys); which network it is follows from the first kernel's size.
-    pub fn load(path: &Path, device: &B::Device) -> Result<Self, DifixError> {
+    pub fn load(path: &Path, device: &B::Device) -> Result<Self, WeightsError> {
         let mut weights = Weights::open_pickle(path)?;
         // The classifier head is not part of the features.
         weights.allow_unused("classifier.");
         let first = weights.shape("features.0.weight").ok_or_else(|| {
-            DifixError::format(
+            WeightsError::format(
                 path,
                 "no `features.0.weight`: not a torchvision VGG16/AlexNet state dict",
             )
@@ -89,7 +89,7 @@ impl<B: Backend> Backbone<B> {
             [_, 3, 11, 11] => Net::Alex,
             [_, 3, 3, 3] => Net::Vgg16,
             other => {
-                return Err(DifixError::format(
+                return Err(WeightsError::format(
                     path,
                     format!(
                         "`features.0.weight` is {other:?}: neither VGG16 ([64, 3, 3, 3]) nor AlexNet ([64, 3, 11, 11])"
@@ -112,11 +112,11 @@ impl<B: Backend> Backbone<B> {
                     let shape = loader
                         .weights
                         .shape(&key)
-                        .ok_or_else(|| DifixError::format(path, format!("no `{key}`")))?;
+                        .ok_or_else(|| WeightsError::format(path, format!("no `{key}`")))?;
                     let (cout, kernel) = match shape.as_slice() {
                         [cout, cin, k, k2] if *cin == channels && k == k2 => (*cout, *k),
                         other => {
-                            return Err(DifixError::format(
+                            return Err(WeightsError::format(
                                 path,
                                 format!("`{key}` is {other:?}, expected [out, {channels}, k, k]"),
                             ))
@@ -164,7 +164,7 @@ impl<B: Backend> Backbone<B> {
         let mut outputs = Vec::with_capacity(self.widths.len());
         for layer in &self.layers {
             match layer {
-                Layer::Conv(conv) => x = crate::difix::flex_kernels::conv2d(conv, x),
+                Layer::Conv(conv) => x = conv2d(conv, x),
                 Layer::Relu => x = relu(x),
                 Layer::Pool => x = max_pool2d(x, [kernel, kernel], [stride, stride], [0, 0], [1, 1], false),
                 Layer::ReadOut => outputs.push(x.clone()),

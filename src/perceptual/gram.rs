@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::backbone::{Backbone, Net};
-use crate::difix::DifixError;
+use crate::nn::weights::WeightsError;
 
 /// The reference's `STYLE_WEIGHTS`, relu1_2 to relu5_3.
 pub const STYLE_WEIGHTS: [f32; 5] = [1.0 / 2.6, 1.0 / 4.8, 1.0 / 3.7, 1.0 / 5.6, 10.0 / 1.5];
@@ -24,10 +24,10 @@ pub struct GramLoss<B: Backend> {
 
 impl<B: Backend> GramLoss<B> {
     /// Loads torchvision's VGG16 weights (`vgg16-397923af.pth`); AlexNet is refused.
-    pub fn load(vgg16: &Path, device: &B::Device) -> Result<Self, DifixError> {
+    pub fn load(vgg16: &Path, device: &B::Device) -> Result<Self, WeightsError> {
         let vgg = Backbone::load(vgg16, device)?;
         if vgg.net() != Net::Vgg16 {
-            return Err(DifixError::format(
+            return Err(WeightsError::format(
                 vgg16,
                 "the Gram loss needs VGG16 weights, not AlexNet",
             ));

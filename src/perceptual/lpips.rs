@@ -9,8 +9,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::backbone::{Backbone, Net};
-use crate::difix::weights::Weights;
-use crate::difix::DifixError;
+use crate::nn::weights::{Weights, WeightsError};
 
 /// lpips's `ScalingLayer` (ImageNet statistics in [-1, 1] units).
 const SHIFT: [f32; 3] = [-0.030, -0.088, -0.188];
@@ -38,13 +37,13 @@ pub struct Lpips<B: Backend> {
 }
 
 impl<B: Backend> Lpips<B> {
-    pub fn load(files: &LpipsFiles, device: &B::Device) -> Result<Self, DifixError> {
+    pub fn load(files: &LpipsFiles, device: &B::Device) -> Result<Self, WeightsError> {
         let backbone = Backbone::load(&files.backbone, device)?;
         let name = backbone.net().name();
         let lin = match &files.lin {
             Some(path) => path.clone(),
             None => bundled_lin(name).ok_or_else(|| {
-                DifixError::MissingWeights(format!(
+                WeightsError::Missing(format!(
                     "no LPIPS linear layers for {name}: run scripts/fetch_assets.sh (assets/lpips/{name}.pth) or pass the lpips package's weights/v0.1/{name}.pth"
                 ))
             })?,

@@ -19,10 +19,10 @@ use crate::difix::images::SizePolicy;
 use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
 use crate::image_io::{self, ImageError};
-use crate::record::{RecordError, Reference, ReferenceCache};
+use crate::reference_photo::{Reference, ReferenceCache, ReferenceError};
+use crate::render::diff_render::SplatRenderer;
 use crate::render::{GpuError, RenderOptions};
 use crate::scene::Splats;
-use crate::train::diff_render::SplatRenderer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoundError {
@@ -34,7 +34,7 @@ pub enum RoundError {
     Image(#[from] ImageError),
     /// A reference photo that cannot be read.
     #[error(transparent)]
-    Reference(#[from] RecordError),
+    Reference(#[from] ReferenceError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
 }

@@ -107,8 +107,8 @@ impl Rasterizer {
         ctx: &GpuContext,
         splats: &GpuSplats,
         v_out: &wgpu::Buffer,
-        project_u: super::rasterize::ProjectUniforms,
-        raster_u: super::rasterize::RasterUniforms,
+        project_u: super::uniforms::ProjectUniforms,
+        raster_u: super::uniforms::RasterUniforms,
     ) -> Result<GpuGradients, BackwardError> {
         let device = &ctx.device;
         let ws = &self.ws;

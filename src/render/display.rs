@@ -8,6 +8,7 @@
 
 use super::buffers::uniform;
 use super::kernels::{module, Kernels};
+use super::uniforms::QuadUniforms;
 
 /// Blendable everywhere. 8-bit blending is lavapipe's fastest path (web-splat draws into the same format); 16-bit float
 /// targets cost about 10% more per frame there for no visible gain (the display test's bound holds).
@@ -136,7 +137,7 @@ impl QuadPath {
             pass.set_bind_group(0, &args_bg, &[]);
             pass.dispatch_workgroups(1, 1, 1);
         }
-        let quad_uniforms = uniform(device, &[width as f32, height as f32, max_alpha, 0.0]);
+        let quad_uniforms = uniform(device, &QuadUniforms::new(width as f32, height as f32, max_alpha));
         let draw_bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &self.pipeline.get_bind_group_layout(0),

@@ -12,6 +12,7 @@ use super::gpu::{check_binding, check_items, GpuContext, GpuError};
 use super::kernels::{bind, dispatch_1d, Kernels};
 use super::sort::{bits_for, encode_exclusive_scan, encode_radix_sort, SortLen, SortScratch};
 use super::splats::GpuSplats;
+use super::uniforms::{EmitUniforms, LengthUniforms, PresentUniforms, ProjectUniforms, RasterUniforms};
 use crate::data::Camera;
 
 pub const TILE_SIZE: u32 = 16;
@@ -86,30 +87,6 @@ pub struct RenderedImage {
     pub width: u32,
     pub height: u32,
     pub rgba: Vec<[f32; 4]>,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(super) struct ProjectUniforms {
-    camera_from_world: [[f32; 4]; 4],
-    camera_position: [f32; 4],
-    intrinsics: [f32; 4],
-    size: [u32; 4],
-    pub(super) counts: [u32; 4],
-    /// The splats of this dispatch of the projection: first, one past the last.
-    chunk: [u32; 4],
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(super) struct RasterUniforms {
-    width: u32,
-    height: u32,
-    tiles_x: u32,
-    max_alpha: f32,
-    background: [f32; 4],
-    /// `flags[0]`: the backward pass also accumulates the absolute 2D-mean gradients (absgrad).
-    pub(super) flags: [u32; 4],
 }
 
 /// The projection's per-splat output as three planes of `vec4<f32>` (structure of arrays, so each
@@ -424,7 +401,7 @@ impl Rasterizer {
         // Stage 2: compact the visible splats, sort them by depth, then lay out their tile counts in
         // that order and scan them.
         let t1 = Instant::now();
-        let counts_uniforms = uniform(device, &[n, 0, 0, 0]);
+        let counts_uniforms = uniform(device, &LengthUniforms::new(n));
         let bg = bind(
             device,
             &k.visible_flags,
@@ -553,7 +530,14 @@ impl Rasterizer {
         ];
         let ranges = ws.ranges.ensure(device, num_tiles as u64 * 8, "tile ranges")?.clone();
         let mut encoder = device.create_command_encoder(&Default::default());
-        let emit_uniforms = uniform(device, &[n, tiles_x, width, height]);
+        let emit_uniforms = uniform(
+            device,
+            &EmitUniforms {
+                n,
+                tiles_x,
+                size: [width, height],
+            },
+        );
         let bg = bind(
             device,
             &k.emit_intersections,
@@ -583,7 +567,7 @@ impl Rasterizer {
         )?;
         self.sorted.tiles = t;
         encoder.clear_buffer(&ranges, 0, None);
-        let range_uniforms = uniform(device, &[m, 0, 0, 0]);
+        let range_uniforms = uniform(device, &LengthUniforms::new(m));
         let bg = bind(
             device,
             &k.tile_ranges,
@@ -646,7 +630,7 @@ impl Rasterizer {
     pub fn present(&self, ctx: &GpuContext, target: &wgpu::TextureView) {
         let (width, height) = self.last_size;
         let Some(color) = self.ws.color.get() else { return };
-        let params = uniform(&ctx.device, &[width, height, 0, 0]);
+        let params = uniform(&ctx.device, &PresentUniforms::new(width, height));
         let bg = bind(
             &ctx.device,
             &self.kernels.present,
@@ -791,62 +775,4 @@ pub fn fit_frame_size(device: &wgpu::Device, width: u32, height: u32) -> (u32, u
         .min(1.0);
     let fit = |side: f64| ((side * scale).floor() as u32).clamp(1, max_side);
     (fit(w), fit(h))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use wgpu::naga;
-
-    /// Size and (member, offset) list of struct `name` in `shaders/common.wgsl`, as naga lays it out.
-    fn wgsl_layout(name: &str) -> (u32, Vec<(String, u32)>) {
-        let module = naga::front::wgsl::parse_str(include_str!("../../shaders/common.wgsl"))
-            .unwrap_or_else(|e| panic!("common.wgsl: {e}"));
-        let mut layouter = naga::proc::Layouter::default();
-        layouter.update(module.to_ctx()).expect("common.wgsl lays out");
-        let ty = module
-            .types
-            .iter()
-            .find_map(|(_, ty)| (ty.name.as_deref() == Some(name)).then_some(ty))
-            .unwrap_or_else(|| panic!("no struct {name} in common.wgsl"));
-        let naga::TypeInner::Struct { members, span } = &ty.inner else {
-            panic!("{name} is not a struct");
-        };
-        let members = members
-            .iter()
-            .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
-            .collect();
-        (*span, members)
-    }
-
-    /// Size and (field, offset) list of a Rust struct; fields left out show up as a size mismatch.
-    macro_rules! rust_layout {
-        ($t:ty, $($field:ident),+) => {
-            (
-                std::mem::size_of::<$t>() as u32,
-                vec![$((stringify!($field).to_string(), std::mem::offset_of!($t, $field) as u32)),+],
-            )
-        };
-    }
-
-    /// The uniform structs the Rust side uploads are laid out exactly as the shaders read them.
-    #[test]
-    fn uniform_structs_match_their_wgsl_definitions() {
-        assert_eq!(
-            rust_layout!(
-                ProjectUniforms,
-                camera_from_world,
-                camera_position,
-                intrinsics,
-                size,
-                counts,
-                chunk
-            ),
-            wgsl_layout("ProjectUniforms")
-        );
-        assert_eq!(
-            rust_layout!(RasterUniforms, width, height, tiles_x, max_alpha, background, flags),
-            wgsl_layout("RasterUniforms")
-        );
-    }
 }

@@ -7,6 +7,7 @@
 use super::buffers::{storage_from, uniform, Growable};
 use super::gpu::GpuError;
 use super::kernels::{bind, dispatch_1d, Kernels};
+use super::uniforms::{LengthUniforms, SortUniforms};
 
 /// Keys per radix-sort block (`SORT_BLOCK` in `shaders/common.wgsl`).
 const SORT_BLOCK: u32 = 2048;
@@ -44,7 +45,7 @@ pub fn encode_exclusive_scan(
     let sums = levels[level]
         .ensure(device, groups as u64 * 4, "scan block sums")?
         .clone();
-    let params = uniform(device, &[n, 0, 0, 0]);
+    let params = uniform(device, &LengthUniforms::new(n));
     let bg = bind(
         device,
         &kernels.scan_blocks,
@@ -108,7 +109,7 @@ pub fn encode_radix_sort(
     for pass in 0..passes {
         let src = (pass % 2) as usize;
         let dst = 1 - src;
-        let params = uniform(device, &[n, pass * 4, num_blocks, 0]);
+        let params = uniform(device, &SortUniforms::new(n, pass * 4, num_blocks));
         let bg = bind(
             device,
             &kernels.sort_count,

@@ -9,9 +9,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::adam::Moments;
-use super::diff_render::SplatTensors;
 use super::step::{groups, State, GROUP_NAMES};
 use super::trainer::TrainError;
+use crate::render::diff_render::SplatTensors;
 use crate::tensor_file::F32Tensors;
 
 /// What a checkpoint holds besides the tensors.

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::diff_render::SplatRenderer;
 use super::trainer::TrainError;
 use crate::data::View;
 use crate::metrics::{compare, MetricsBackend, ViewMetrics};
 use crate::perceptual::lpips::Lpips;
+use crate::render::diff_render::SplatRenderer;
 use crate::render::RenderOptions;
 use crate::scene::Splats;
 

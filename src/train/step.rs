@@ -10,10 +10,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 
 use super::adam::{self, Moments};
-use super::diff_render::{render, SplatRenderer, SplatTensors};
 use super::trainer::TrainError;
 use crate::data::Camera;
 use crate::metrics::ssim::ssim;
+use crate::render::diff_render::{render, SplatRenderer, SplatTensors};
 use crate::render::RenderOptions;
 use crate::scene::{self, Splats};
 

@@ -16,13 +16,13 @@ use burn::tensor::{Tensor, TensorData};
 use super::adam::Moments;
 use super::checkpoint;
 use super::densify::{self, DensifyConfig, GradStats};
-use super::diff_render::{SplatRenderer, SplatTensors};
 use super::eval::EvalReport;
 pub use super::step::StepTimes;
 use super::step::{self, image_tensor, LearningRates, State, StepSettings, Target};
 use crate::data::{self, Dataset};
 use crate::metrics::MetricsBackend;
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
+use crate::render::diff_render::{SplatRenderer, SplatTensors};
 use crate::render::{GpuContext, RasterConstants, RenderOptions};
 use crate::rng::{Epochs, Rng};
 use crate::scene::{self, Splats};
@@ -39,7 +39,7 @@ pub enum TrainError {
     Image(#[from] crate::image_io::ImageError),
     /// The LPIPS network's weights.
     #[error(transparent)]
-    Model(#[from] crate::difix::DifixError),
+    Weights(#[from] crate::nn::weights::WeightsError),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{0}")]

@@ -12,8 +12,8 @@ use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use difix3d::difix::backend::CpuBackend;
 use difix3d::difix::{Difix, DifixError};
+use difix3d::nn::backend::CpuBackend;
 
 use crate::copy_dir;
 
@@ -554,8 +554,8 @@ fn bench_fix_reports_and_files_its_row_under_its_table() {
 
 #[test]
 fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
-    use difix3d::difix::backend::{BackendKind, Precision};
     use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
+    use difix3d::nn::backend::{BackendKind, Precision};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.png");
@@ -607,9 +607,9 @@ fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
 /// progress and the newest one are fixed).
 #[test]
 fn live_fix_of_a_render_equals_the_fix_cli_and_keeps_no_backlog() {
-    use difix3d::difix::backend::{BackendKind, Precision};
     use difix3d::difix::images::SizePolicy;
     use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
+    use difix3d::nn::backend::{BackendKind, Precision};
     use difix3d::render::{GpuSplats, RenderOptions};
     use std::time::Duration;
     let Some(scene) = crate::asset("luigi.ply") else { return };
@@ -690,10 +690,10 @@ fn live_fix_of_a_render_equals_the_fix_cli_and_keeps_no_backlog() {
 /// the same as for the read-back frame. A worker on another backend refuses GPU frames.
 #[test]
 fn live_fix_takes_frames_on_the_renderers_device() {
-    use difix3d::difix::backend::{BackendKind, Precision};
     use difix3d::difix::images::{to_tensor, SizePolicy};
     use difix3d::fix::gpu_frame::{GpuFrame, SharedBackend};
     use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
+    use difix3d::nn::backend::{BackendKind, Precision};
     use difix3d::render::{GpuSplats, RenderOptions};
     use std::time::Duration;
     let Some(scene) = crate::asset("luigi.ply") else { return };

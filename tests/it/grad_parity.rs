@@ -196,7 +196,7 @@ type Groups = Vec<(&'static str, Vec<f32>)>;
 fn autodiff_gradients<I: burn::tensor::backend::Backend>(device: &I::Device) -> (Vec<f32>, Groups, Groups) {
     use burn::backend::Autodiff;
     use burn::tensor::{Tensor, TensorData};
-    use difix3d::train::diff_render::{render, SplatRenderer, SplatTensors};
+    use difix3d::render::diff_render::{render, SplatRenderer, SplatTensors};
 
     let dir = repo().join("tests/fixtures/grad");
     let cases: Vec<Case> =

@@ -10,6 +10,7 @@ mod gpu_kit;
 mod gpu_limits;
 mod grad_parity;
 mod gui;
+mod module_graph;
 mod perceptual;
 mod record;
 mod refine;

@@ -137,7 +137,7 @@ fn the_fetched_lpips_linear_layers_have_the_published_widths() {
         ("vgg.pth", [64, 128, 256, 512, 512]),
         ("alex.pth", [64, 192, 384, 256, 256]),
     ] {
-        let mut weights = difix3d::difix::weights::Weights::open_pickle(&dir.join(file)).unwrap();
+        let mut weights = difix3d::nn::weights::Weights::open_pickle(&dir.join(file)).unwrap();
         for (k, c) in widths.into_iter().enumerate() {
             let values = weights
                 .take_values(&format!("lin{k}.model.1.weight"), &[1, c, 1, 1])

@@ -13,13 +13,13 @@ use difix3d::data::{Camera, Dataset};
 use difix3d::difix::images::SizePolicy;
 use difix3d::difix::pipeline::DEFAULT_PROMPT;
 use difix3d::difix::Difix;
-use difix3d::record::Reference;
+use difix3d::reference_photo::Reference;
 use difix3d::refine::poses;
 use difix3d::refine::refiner::{self, RefineConfig, RefineObserver, SceneSource};
 use difix3d::refine::round::{self, RoundEvent, RoundJob};
+use difix3d::render::diff_render::SplatRenderer;
 use difix3d::render::RenderOptions;
 use difix3d::scene::Splats;
-use difix3d::train::diff_render::SplatRenderer;
 use difix3d::train::step::{image_tensor, photometric_loss};
 use difix3d::train::trainer::{StepReport, StepRequest, TrainObserver, ViewSource};
 

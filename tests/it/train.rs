@@ -91,7 +91,7 @@ fn a_short_run_raises_eval_psnr_and_resumes() {
         let dataset = difix3d::data::open_dataset(&data, 8).unwrap();
         let view = &dataset.eval[0];
         let splats = difix3d::scene::load(&ply).unwrap();
-        let renderer = difix3d::train::diff_render::SplatRenderer::new(crate::gpu().0.clone());
+        let renderer = difix3d::render::diff_render::SplatRenderer::new(crate::gpu().0.clone());
         let image = renderer
             .render_image(&splats, &view.camera, &difix3d::render::RenderOptions::default())
             .unwrap();

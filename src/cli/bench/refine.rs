@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use burn::tensor::backend::Backend;
 
-use difix3d::difix::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
+use difix3d::nn::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::refine::refiner::{self, RefineConfig, RefineObserver, SceneSource};
 use difix3d::refine::round::{RoundEvent, RoundReport};
 use difix3d::render::GpuContext;

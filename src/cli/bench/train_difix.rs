@@ -7,9 +7,9 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 
-use difix3d::difix::backend::{run_on, BackendKind, Precision, WithBackend};
 use difix3d::difix::train::step::StepTimes;
 use difix3d::difix::train::trainer::{self, DifixStepReport, DifixTrainConfig, DifixTrainObserver};
+use difix3d::nn::backend::{run_on, BackendKind, Precision, WithBackend};
 use difix3d::perceptual::lpips::LpipsFiles;
 
 pub struct TrainDifixBenchArgs {

@@ -12,8 +12,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::step::{DifixOptimizer, Nets};
-use crate::difix::weights::ParamKey;
 use crate::difix::DifixError;
+use crate::nn::weights::ParamKey;
 use crate::tensor_file::F32Tensors;
 
 /// File names inside a checkpoint folder.

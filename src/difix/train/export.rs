@@ -13,8 +13,8 @@ use burn::tensor::Tensor;
 
 use super::step::Nets;
 use crate::difix::load::ModelFiles;
-use crate::difix::weights::ParamKey;
 use crate::difix::DifixError;
+use crate::nn::weights::ParamKey;
 use crate::tensor_file::F32Tensors;
 
 /// Writes `nets` (with the stored names in `unet_keys` / `vae_keys`) into `out`, a copy of

@@ -189,7 +189,7 @@ impl<B: AutodiffBackend> Worker<B> {
                 Some(path) => Some(GramLoss::<B>::load(path, &self.device)?),
                 None => None,
             };
-            Ok::<_, crate::difix::DifixError>((lpips, gram))
+            Ok::<_, crate::nn::weights::WeightsError>((lpips, gram))
         })();
         let (lpips, gram) = match loaded {
             Ok(l) => {

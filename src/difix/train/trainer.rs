@@ -32,6 +32,11 @@ pub enum DifixTrainError {
     Pairs(#[from] PairsError),
     #[error(transparent)]
     Model(#[from] DifixError),
+    /// The perceptual losses' weights (LPIPS, VGG16).
+    #[error(transparent)]
+    Weights(#[from] crate::nn::weights::WeightsError),
+    #[error(transparent)]
+    Backend(#[from] crate::nn::backend::BackendError),
     #[error("{0}")]
     Input(String),
     #[error("data-parallel training: {0}")]

@@ -1,11 +1,11 @@
 //! The splat rasterizer as a burn autodiff operation, so training losses are ordinary burn code:
 //! `render` takes the splat parameters as tensors and returns the image [H, W, 4] (RGB + alpha);
 //! calling `backward()` on a loss of it runs the rasterizer's backward pass
-//! (`render/backward.rs`) and hands burn the parameter gradients.
+//! ([`super::backward`]) and hands burn the parameter gradients.
 //!
 //! When burn runs on the renderer's own wgpu device ([`GpuContext::burn_device`]), the parameters,
 //! the image, the pixel gradients and the parameter gradients move between burn and the rasterizer
-//! by GPU-side copies ([`crate::render::burn_bridge`]); only the 2D-mean gradients and the visibility
+//! by GPU-side copies ([`super::burn_bridge`]); only the 2D-mean gradients and the visibility
 //! that densification needs are read back. On any other backend or device they go through the CPU.
 //! The backward step reuses the rasterizer's forward state when its frame is still the last one
 //! drawn, and renders it again otherwise (when something else was rendered in between).
@@ -20,12 +20,12 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
-use crate::data::Camera;
-use crate::render::backward::GpuGradients;
-use crate::render::burn_bridge::{self, buffer_from_tensor, from_shared, tensor_from_buffer, tensor_written_by};
-use crate::render::{
+use super::backward::GpuGradients;
+use super::burn_bridge::{self, buffer_from_tensor, from_shared, tensor_from_buffer, tensor_written_by};
+use super::{
     GpuContext, GpuError, GpuSplats, RasterConstants, Rasterizer, RenderOptions, RenderedImage, SplatGradients,
 };
+use crate::data::Camera;
 use crate::scene::Splats;
 
 /// The wgpu device and rasterizer a training run renders with.
@@ -243,7 +243,7 @@ impl SplatRenderer {
         if v_out.len() != expected {
             return Err(format!("{} pixel gradients for a {expected}-pixel frame", v_out.len()));
         }
-        let v_out = crate::render::storage_from(&self.gpu.device, v_out, "v_out");
+        let v_out = super::storage_from(&self.gpu.device, v_out, "v_out");
         let grads = self.backward_on_gpu(id, source, camera, options, &v_out)?;
         grads.read(&self.gpu).map_err(|e| e.to_string())
     }

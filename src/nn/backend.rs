@@ -1,4 +1,5 @@
-//! Picking the burn backend Difix runs on, and checking that it can run before burn is asked to.
+//! Picking the burn backend a model runs on (Difix, the losses of 3DGS training and refinement, the
+//! live fix), and checking that it can run before burn is asked to.
 //!
 //! burn's CUDA backend panics at first use where no NVIDIA driver exists, so we probe the driver
 //! ourselves and turn its absence into an ordinary error.
@@ -7,7 +8,11 @@ use std::fmt;
 
 use burn::tensor::backend::Backend;
 
-use super::DifixError;
+/// The chosen backend, precision or devices cannot run on this machine; the message says why and
+/// what to use instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(String);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
@@ -57,13 +62,13 @@ pub trait WithBackend {
 }
 
 /// Runs `job` on the chosen backend and precision, or explains why that combination cannot run here.
-pub fn run_on<J: WithBackend>(kind: BackendKind, precision: Precision, job: J) -> Result<J::Output, DifixError> {
+pub fn run_on<J: WithBackend>(kind: BackendKind, precision: Precision, job: J) -> Result<J::Output, BackendError> {
     use burn::backend::{wgpu::WgpuDevice, Wgpu};
     match (kind, precision) {
         (BackendKind::Cpu, Precision::Fp32) => Ok(job.run::<CpuBackend>(Default::default())),
         (BackendKind::Cpu, p) => Err(cpu_precision(p)),
         (BackendKind::Wgpu, Precision::Fp32) => Ok(job.run::<Wgpu<f32>>(WgpuDevice::DefaultDevice)),
-        (BackendKind::Wgpu, p) => Err(DifixError::Backend(format!(
+        (BackendKind::Wgpu, p) => Err(BackendError(format!(
             "{p:?} on wgpu is not yet supported (use --precision fp32, or --backend cuda on NVIDIA)"
         ))),
         (BackendKind::Cuda, precision) => run_cuda(precision, job),
@@ -78,7 +83,7 @@ pub fn run_on_renderer_device<J: WithBackend>(
     precision: Precision,
     gpu: &crate::render::GpuContext,
     job: J,
-) -> Result<J::Output, DifixError> {
+) -> Result<J::Output, BackendError> {
     match (kind, precision) {
         (BackendKind::Wgpu, Precision::Fp32) => {
             Ok(job.run::<crate::render::burn_bridge::SharedBackend>(gpu.burn_device()))
@@ -87,13 +92,13 @@ pub fn run_on_renderer_device<J: WithBackend>(
     }
 }
 
-fn cpu_precision(precision: Precision) -> DifixError {
-    DifixError::Backend(format!("{precision:?} needs a GPU backend; the CPU backend runs fp32"))
+fn cpu_precision(precision: Precision) -> BackendError {
+    BackendError(format!("{precision:?} needs a GPU backend; the CPU backend runs fp32"))
 }
 
 /// Runs `job` on one of burn's CPU implementations (fp32 only). Only the benchmark calls this: every
 /// other job runs [`CpuBackend`] through [`run_on`], so the others are not compiled into them.
-pub fn run_on_cpu<J: WithBackend>(which: CpuImpl, precision: Precision, job: J) -> Result<J::Output, DifixError> {
+pub fn run_on_cpu<J: WithBackend>(which: CpuImpl, precision: Precision, job: J) -> Result<J::Output, BackendError> {
     use burn::backend::{ndarray::NdArrayDevice, NdArray};
     if precision != Precision::Fp32 {
         return Err(cpu_precision(precision));
@@ -105,7 +110,7 @@ pub fn run_on_cpu<J: WithBackend>(which: CpuImpl, precision: Precision, job: J) 
 }
 
 #[cfg(feature = "cuda")]
-fn run_cuda<J: WithBackend>(precision: Precision, job: J) -> Result<J::Output, DifixError> {
+fn run_cuda<J: WithBackend>(precision: Precision, job: J) -> Result<J::Output, BackendError> {
     use burn::backend::{cuda::CudaDevice, Cuda};
     probe_cuda()?;
     let device = CudaDevice::default();
@@ -117,8 +122,8 @@ fn run_cuda<J: WithBackend>(precision: Precision, job: J) -> Result<J::Output, D
 }
 
 #[cfg(not(feature = "cuda"))]
-fn run_cuda<J: WithBackend>(_precision: Precision, _job: J) -> Result<J::Output, DifixError> {
-    Err(DifixError::Backend(
+fn run_cuda<J: WithBackend>(_precision: Precision, _job: J) -> Result<J::Output, BackendError> {
+    Err(BackendError(
         "this build has no CUDA backend: rebuild with `cargo build --release --features cuda`, or use --backend wgpu"
             .into(),
     ))
@@ -132,14 +137,14 @@ pub fn devices<B: Backend>(
     kind: BackendKind,
     default: &B::Device,
     indices: &[usize],
-) -> Result<Vec<B::Device>, DifixError> {
+) -> Result<Vec<B::Device>, BackendError> {
     use burn::tensor::backend::{Device, DeviceId};
     if indices.is_empty() {
         return Ok(vec![default.clone()]);
     }
     for (k, i) in indices.iter().enumerate() {
         if indices[..k].contains(i) {
-            return Err(DifixError::Backend(format!("device {i} is listed twice in --devices")));
+            return Err(BackendError(format!("device {i} is listed twice in --devices")));
         }
     }
     let available = match kind {
@@ -156,7 +161,7 @@ pub fn devices<B: Backend>(
         } else {
             "CUDA devices"
         };
-        return Err(DifixError::Backend(format!(
+        return Err(BackendError(format!(
             "--devices names device {missing}, but {kind} sees {available} {what} (numbered from 0)"
         )));
     }
@@ -170,21 +175,21 @@ pub fn devices<B: Backend>(
 /// Checks that an NVIDIA driver is installed and sees at least one GPU, and that what burn-cuda
 /// loads later is there too (NVRTC, which compiles its kernels, and the CUDA headers they include):
 /// without them burn-cuda panics at first use. Returns how many GPUs the driver sees.
-pub fn probe_cuda() -> Result<usize, DifixError> {
+pub fn probe_cuda() -> Result<usize, BackendError> {
     let gpus = probe_cuda_driver()?;
     probe_nvrtc()?;
     probe_cuda_headers()?;
     Ok(gpus)
 }
 
-fn cuda_not_usable(why: String) -> DifixError {
-    DifixError::Backend(format!("CUDA is not usable here: {why}; use --backend wgpu or cpu"))
+fn cuda_not_usable(why: String) -> BackendError {
+    BackendError(format!("CUDA is not usable here: {why}; use --backend wgpu or cpu"))
 }
 
 /// NVRTC's library names as cudarc tries them (bindings of CUDA 13 in this build; older majors too).
 const NVRTC_NAMES: [&str; 4] = ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11"];
 
-fn probe_nvrtc() -> Result<(), DifixError> {
+fn probe_nvrtc() -> Result<(), BackendError> {
     type NvrtcVersion = unsafe extern "C" fn(*mut i32, *mut i32) -> i32;
     let no = cuda_not_usable;
     // SAFETY: loading NVRTC runs its initialisers, as any CUDA program that compiles kernels does.
@@ -211,7 +216,7 @@ fn probe_nvrtc() -> Result<(), DifixError> {
 }
 
 /// burn-cuda's kernels include the CUDA headers from `$CUDA_PATH/include` or the usual install folders.
-fn probe_cuda_headers() -> Result<(), DifixError> {
+fn probe_cuda_headers() -> Result<(), BackendError> {
     let candidates: Vec<std::path::PathBuf> = match std::env::var_os("CUDA_PATH") {
         Some(path) => vec![path.into()],
         None => ["/usr/local/cuda", "/opt/cuda", "/usr"]
@@ -235,7 +240,7 @@ fn probe_cuda_headers() -> Result<(), DifixError> {
     )))
 }
 
-fn probe_cuda_driver() -> Result<usize, DifixError> {
+fn probe_cuda_driver() -> Result<usize, BackendError> {
     type CuInit = unsafe extern "C" fn(u32) -> i32;
     type CuDeviceGetCount = unsafe extern "C" fn(*mut i32) -> i32;
     let no = cuda_not_usable;

@@ -12,7 +12,58 @@ use std::sync::Arc;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-use super::DifixError;
+/// A weight file that cannot be used: every variant names the file (and the key) and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists but is not a weight file of the expected kind.
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    /// The weight files are absent.
+    #[error("{0}")]
+    Missing(String),
+    /// A weight has the wrong shape or values, is missing or is unexpected.
+    #[error("{path}: key `{key}`: {message}")]
+    Key {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl WeightsError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn format(path: &Path, message: impl Into<String>) -> Self {
+        Self::Format {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    /// A weight that is missing, unexpected or of the wrong shape may as well be the config's
+    /// fault as the weight file's: the message names the config the shapes came from too.
+    pub fn built_from(self, config: &Path) -> Self {
+        match self {
+            Self::Key { path, key, message } if !message.contains("finite") => Self::Key {
+                path,
+                key,
+                message: format!("{message} (the shapes follow {})", config.display()),
+            },
+            other => other,
+        }
+    }
+}
 
 /// Where one tensor's bytes live.
 enum Source {
@@ -71,31 +122,31 @@ pub struct Weights {
 
 impl Weights {
     /// Opens `dir/<stem>.safetensors`, or the shards listed in `dir/<stem>.safetensors.index.json`.
-    pub fn open_dir(dir: &Path, stem: &str) -> Result<Self, DifixError> {
+    pub fn open_dir(dir: &Path, stem: &str) -> Result<Self, WeightsError> {
         let single = dir.join(format!("{stem}.safetensors"));
         let index = dir.join(format!("{stem}.safetensors.index.json"));
         if single.is_file() {
             return Self::open_files(std::slice::from_ref(&single), single.clone());
         }
         if index.is_file() {
-            let text = std::fs::read_to_string(&index).map_err(|e| DifixError::io(&index, e))?;
+            let text = std::fs::read_to_string(&index).map_err(|e| WeightsError::io(&index, e))?;
             let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| DifixError::format(&index, format!("not JSON: {e}")))?;
+                serde_json::from_str(&text).map_err(|e| WeightsError::format(&index, format!("not JSON: {e}")))?;
             let map = json
                 .get("weight_map")
                 .and_then(|m| m.as_object())
-                .ok_or_else(|| DifixError::format(&index, "no `weight_map` object"))?;
+                .ok_or_else(|| WeightsError::format(&index, "no `weight_map` object"))?;
             let shards: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
             let files: Vec<PathBuf> = shards.iter().map(|s| dir.join(s)).collect();
             return Self::open_files(&files, index);
         }
-        Err(DifixError::MissingWeights(format!(
+        Err(WeightsError::Missing(format!(
             "{}: neither {stem}.safetensors nor {stem}.safetensors.index.json exists",
             dir.display()
         )))
     }
 
-    fn open_files(files: &[PathBuf], origin: PathBuf) -> Result<Self, DifixError> {
+    fn open_files(files: &[PathBuf], origin: PathBuf) -> Result<Self, WeightsError> {
         let mut store = Self {
             maps: Vec::new(),
             entries: BTreeMap::new(),
@@ -107,12 +158,12 @@ impl Weights {
             origin,
         };
         for path in files {
-            let file = std::fs::File::open(path).map_err(|e| DifixError::io(path, e))?;
+            let file = std::fs::File::open(path).map_err(|e| WeightsError::io(path, e))?;
             // SAFETY: the map is read-only and the file is not modified while the model loads; a
             // concurrent writer could at worst change weight values, not memory safety of our reads.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DifixError::io(path, e))?;
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| WeightsError::io(path, e))?;
             let (header_len, meta) = SafeTensors::read_metadata(&map)
-                .map_err(|e| DifixError::format(path, format!("not a safetensors file: {e}")))?;
+                .map_err(|e| WeightsError::format(path, format!("not a safetensors file: {e}")))?;
             let base = 8 + header_len;
             let index = store.maps.len();
             for (name, info) in meta.tensors() {
@@ -138,35 +189,39 @@ impl Weights {
 
     /// The tensors of a torch pickle holding a plain state dict (`torch.save(model.state_dict())`,
     /// like torchvision's and lpips's weight files).
-    pub fn open_pickle(path: &Path) -> Result<Self, DifixError> {
+    pub fn open_pickle(path: &Path) -> Result<Self, WeightsError> {
         if !path.is_file() {
-            return Err(DifixError::MissingWeights(format!("{}: no such file", path.display())));
+            return Err(WeightsError::Missing(format!("{}: no such file", path.display())));
         }
         let mut store = Self::open_files(&[], path.to_path_buf())?;
         let reader = burn_store::pytorch::PytorchReader::new(path)
-            .map_err(|e| DifixError::format(path, format!("not a torch state dict: {e}")))?;
+            .map_err(|e| WeightsError::format(path, format!("not a torch state dict: {e}")))?;
         store.insert_pickled(path, reader)?;
         Ok(store)
     }
 
     /// Replaces (or adds) tensors with those of a torch pickle (the trainer's `model_*.pkl`), read
     /// from the dict under `top_key` (e.g. `state_dict_unet`).
-    pub fn override_from_pickle(&mut self, path: &Path, top_key: &str) -> Result<usize, DifixError> {
+    pub fn override_from_pickle(&mut self, path: &Path, top_key: &str) -> Result<usize, WeightsError> {
         let reader = burn_store::pytorch::PytorchReader::with_top_level_key(path, top_key)
-            .map_err(|e| DifixError::format(path, format!("cannot read `{top_key}`: {e}")))?;
+            .map_err(|e| WeightsError::format(path, format!("cannot read `{top_key}`: {e}")))?;
         self.insert_pickled(path, reader)
     }
 
-    fn insert_pickled(&mut self, path: &Path, reader: burn_store::pytorch::PytorchReader) -> Result<usize, DifixError> {
+    fn insert_pickled(
+        &mut self,
+        path: &Path,
+        reader: burn_store::pytorch::PytorchReader,
+    ) -> Result<usize, WeightsError> {
         let mut count = 0;
         for (name, snapshot) in reader.into_tensors() {
             let data = snapshot
                 .to_data()
-                .map_err(|e| DifixError::format(path, format!("tensor `{name}`: {e:?}")))?
+                .map_err(|e| WeightsError::format(path, format!("tensor `{name}`: {e:?}")))?
                 .convert::<f32>();
             let values = data
                 .to_vec::<f32>()
-                .map_err(|e| DifixError::format(path, format!("tensor `{name}`: {e:?}")))?;
+                .map_err(|e| WeightsError::format(path, format!("tensor `{name}`: {e:?}")))?;
             let shape = snapshot.shape.to_vec();
             self.entries.insert(
                 name,
@@ -229,8 +284,8 @@ impl Weights {
             .unwrap_or_else(|| self.origin.clone())
     }
 
-    fn key_error(&self, key: &str, message: impl Into<String>) -> DifixError {
-        DifixError::Key {
+    fn key_error(&self, key: &str, message: impl Into<String>) -> WeightsError {
+        WeightsError::Key {
             path: self.path_of(key),
             key: key.to_string(),
             message: message.into(),
@@ -238,7 +293,7 @@ impl Weights {
     }
 
     /// Decodes a stored tensor to f32 and marks it used.
-    fn raw(&mut self, key: &str) -> Result<(Vec<usize>, Vec<f32>), DifixError> {
+    fn raw(&mut self, key: &str) -> Result<(Vec<usize>, Vec<f32>), WeightsError> {
         let entry = self.entries.get(key).ok_or_else(|| self.key_error(key, "missing"))?;
         let values = match &entry.source {
             Source::Decoded(values) => values.as_ref().clone(),
@@ -279,7 +334,7 @@ impl Weights {
     }
 
     /// The f32 values of `key`, checked against `shape`, with a PEFT LoRA merged in when present.
-    pub fn take_values(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>, DifixError> {
+    pub fn take_values(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
         let stored_key = if self.entries.contains_key(key) {
             key.to_string()
         } else if let Some(base) = self.lora_base(key) {
@@ -305,7 +360,7 @@ impl Weights {
     }
 
     /// `W += alpha / r * (B @ A)` with A: (r, in, kh, kw) or (r, in), B: (out, r, 1, 1) or (out, r).
-    fn merge_lora(&mut self, module: &str, key: &str, shape: &[usize], w: &mut [f32]) -> Result<(), DifixError> {
+    fn merge_lora(&mut self, module: &str, key: &str, shape: &[usize], w: &mut [f32]) -> Result<(), WeightsError> {
         let a_key = self
             .adapter_key(module, "lora_A")
             .ok_or_else(|| self.key_error(key, "LoRA base without lora_A"))?;
@@ -346,7 +401,7 @@ impl Weights {
     }
 
     /// With [`Self::keep_lora`]: the LoRA pair of `module`, or `None` when it has none.
-    pub fn take_lora(&mut self, module: &str) -> Result<Option<LoraPair>, DifixError> {
+    pub fn take_lora(&mut self, module: &str) -> Result<Option<LoraPair>, WeightsError> {
         if !self.keep_lora {
             return Ok(None);
         }
@@ -387,13 +442,13 @@ impl Weights {
         key: &str,
         shape: [usize; D],
         device: &B::Device,
-    ) -> Result<Tensor<B, D>, DifixError> {
+    ) -> Result<Tensor<B, D>, WeightsError> {
         let values = self.take_values(key, &shape)?;
         Ok(Tensor::from_data(TensorData::new(values, shape), device))
     }
 
     /// Fails on keys nobody asked for: they mean the file is for a different architecture.
-    pub fn finish(&self) -> Result<(), DifixError> {
+    pub fn finish(&self) -> Result<(), WeightsError> {
         let unused: Vec<&String> = self
             .entries
             .keys()
