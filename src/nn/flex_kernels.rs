@@ -172,12 +172,19 @@ pub fn linear<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> T
     if TypeId::of::<B>() != TypeId::of::<Flex>() || D < 2 {
         return lin.forward(x);
     }
-    let input = to_flex::<B, D>(x).to_contiguous();
+    let input = to_flex::<B, D>(x);
+    // A 3-D input is read in place whatever its strides (the UNet's tokens arrive transposed from
+    // the image layout; copying them was a single-threaded strided pass), anything else contiguous.
+    let input = if D == 3 && input.dtype() == DType::F32 && input.layout().has_positive_strides() {
+        input
+    } else {
+        input.to_contiguous()
+    };
     let weight = to_flex::<B, 2>(lin.weight.val());
     let bias = lin.bias.as_ref().map(|b| to_flex::<B, 1>(b.val()).to_contiguous());
     let bias_ok = bias.as_ref().is_none_or(|b| b.as_slice::<f32>().is_some());
-    let (Some(xs), true, true, DType::F32) = (
-        input.as_slice::<f32>(),
+    let (DType::F32, true, true, DType::F32) = (
+        input.dtype(),
         bias_ok,
         weight.layout().has_positive_strides(),
         weight.dtype(),
@@ -190,39 +197,49 @@ pub fn linear<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> T
         // burn's module reports the misuse.
         return lin.forward(from_flex::<B, D>(input));
     }
-    let rows = xs.len() / d_in.max(1);
+    // [batches, rows, d_in] and its strides.
+    let (batches, rows, [s_batch, s_row, s_col]) = if D == 3 {
+        let s = input.layout().strides();
+        (shape[0], shape[1], [s[0], s[1], s[2]])
+    } else {
+        (1, shape[..D - 1].iter().product::<usize>(), [0, d_in as isize, 1])
+    };
+    let xs = &input.storage::<f32>()[input.layout().start_offset()..];
     let w = &weight.storage::<f32>()[weight.layout().start_offset()..];
     let (w_rs, w_cs) = (weight.layout().strides()[0], weight.layout().strides()[1]);
-    let mut out = vec![0.0f32; rows * d_out];
+    let mut out = vec![0.0f32; batches * rows * d_out];
     if let (Some(b), true) = (bias.as_ref().and_then(|b| b.as_slice::<f32>()), d_out > 0) {
         out.par_chunks_mut(d_out).for_each(|row| row.copy_from_slice(b));
     }
     if rows > 0 && d_out > 0 && d_in > 0 {
-        // SAFETY: dst is [rows, d_out] row-major (out has rows·d_out elements); lhs is [rows, d_in]
-        // row-major (xs); rhs element (k, j) is w[k·w_rs + j·w_cs], inside the weight's storage
-        // because the layout has positive strides and shape [d_in, d_out].
-        unsafe {
-            gemm::gemm(
-                rows,
-                d_out,
-                d_in,
-                out.as_mut_ptr(),
-                1,
-                d_out as isize,
-                bias.is_some(),
-                xs.as_ptr(),
-                1,
-                d_in as isize,
-                w.as_ptr(),
-                w_cs,
-                w_rs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
+        for batch in 0..batches {
+            // SAFETY: dst is batch `batch`'s [rows, d_out] row-major block of out; lhs element
+            // (r, k) is the input's (batch, r, k), and rhs element (k, j) is w[k·w_rs + j·w_cs]:
+            // both inside their storage from its offset, as the layouts have positive strides and
+            // these shapes.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    d_out,
+                    d_in,
+                    out.as_mut_ptr().add(batch * rows * d_out),
+                    1,
+                    d_out as isize,
+                    bias.is_some(),
+                    xs.as_ptr().offset(batch as isize * s_batch),
+                    s_col,
+                    s_row,
+                    w.as_ptr(),
+                    w_cs,
+                    w_rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                );
+            }
         }
     }
     let mut out_shape = shape;
@@ -775,6 +792,13 @@ mod tests {
             let x3 = Tensor::<Flex, 3>::random([2, 3, 7], Distribution::Normal(0.0, 1.0), &device);
             let diff: f32 = (linear(&lin, x3.clone()) - lin.forward(x3)).abs().max().into_scalar();
             assert!(diff < 1e-5, "bias={bias}: {diff}");
+            // Tokens transposed from an image layout, read in place.
+            let tokens = Tensor::<Flex, 3>::random([2, 7, 3], Distribution::Normal(0.0, 1.0), &device).swap_dims(1, 2);
+            let diff: f32 = (linear(&lin, tokens.clone()) - lin.forward(tokens))
+                .abs()
+                .max()
+                .into_scalar();
+            assert!(diff < 1e-5, "transposed bias={bias}: {diff}");
             let x2 = Tensor::<Flex, 2>::random([4, 7], Distribution::Normal(0.0, 1.0), &device);
             let diff: f32 = (linear(&lin, x2.clone()) - lin.forward(x2.clone()))
                 .abs()
