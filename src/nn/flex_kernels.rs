@@ -54,7 +54,7 @@ fn conv2d_fused<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, residual: Option<
         Some(r) => r + conv.forward(x),
         None => conv.forward(x),
     };
-    if TypeId::of::<B>() != TypeId::of::<Flex>() || !applies(conv) {
+    if !is_flex::<B>() || !applies(conv) {
         return generic(x, residual);
     }
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
@@ -108,7 +108,7 @@ fn conv2d_fused<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, residual: Option<
         }
         out
     };
-    from_flex::<B, 4>(FlexTensor::from_data(TensorData::new(out, [batch, c_out, oh, ow])))
+    output::<B, 4>(out, [batch, c_out, oh, ow])
 }
 
 /// `silu(norm.forward(x))` with `silu`, else `norm.forward(x)`.
@@ -121,7 +121,7 @@ pub fn group_norm<B: Backend, const D: usize>(norm: &GroupNorm<B>, x: Tensor<B, 
             y
         }
     };
-    if TypeId::of::<B>() != TypeId::of::<Flex>() || D < 2 {
+    if !is_flex::<B>() || D < 2 {
         return generic(x);
     }
     let input = to_flex::<B, D>(x).to_contiguous();
@@ -162,14 +162,14 @@ pub fn group_norm<B: Backend, const D: usize>(norm: &GroupNorm<B>, x: Tensor<B, 
                 lanes::scale_shift(s, d, scale as f32, shift, silu);
             }
         });
-    from_flex::<B, D>(FlexTensor::from_data(TensorData::new(out, shape)))
+    output::<B, D>(out, shape)
 }
 
 /// `lin.forward(x)`: one gemm with the bias as its starting value. burn's `Linear` on burn-flex runs
 /// a batched matmul (~95 GFLOP/s here against gemm's ~200 on the UNet's shapes) and adds the bias
 /// in a second pass.
 pub fn linear<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
-    if TypeId::of::<B>() != TypeId::of::<Flex>() || D < 2 {
+    if !is_flex::<B>() || D < 2 {
         return lin.forward(x);
     }
     let input = to_flex::<B, D>(x);
@@ -204,8 +204,7 @@ pub fn linear<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> T
     } else {
         (1, shape[..D - 1].iter().product::<usize>(), [0, d_in as isize, 1])
     };
-    let xs = &input.storage::<f32>()[input.layout().start_offset()..];
-    let w = &weight.storage::<f32>()[weight.layout().start_offset()..];
+    let (xs, w) = (strided(&input), strided(&weight));
     let (w_rs, w_cs) = (weight.layout().strides()[0], weight.layout().strides()[1]);
     let mut out = vec![0.0f32; batches * rows * d_out];
     if let (Some(b), true) = (bias.as_ref().and_then(|b| b.as_slice::<f32>()), d_out > 0) {
@@ -244,7 +243,7 @@ pub fn linear<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> T
     }
     let mut out_shape = shape;
     out_shape[D - 1] = d_out;
-    from_flex::<B, D>(FlexTensor::from_data(TensorData::new(out, out_shape)))
+    output::<B, D>(out, out_shape)
 }
 
 /// `hidden · gelu(gate)` where `hidden` and `gate` are the two halves of `x`'s last axis (diffusers'
@@ -256,7 +255,7 @@ pub fn geglu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         let [hidden, gate] = <[Tensor<B, D>; 2]>::try_from(x.chunk(2, D - 1)).expect("chunk(2) of an even axis");
         hidden * burn::tensor::activation::gelu(gate)
     };
-    if TypeId::of::<B>() != TypeId::of::<Flex>() || D < 1 {
+    if !is_flex::<B>() || D < 1 {
         return generic(x);
     }
     let input = to_flex::<B, D>(x).to_contiguous();
@@ -273,7 +272,7 @@ pub fn geglu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     }
     let mut out_shape = shape;
     out_shape[D - 1] = half;
-    from_flex::<B, D>(FlexTensor::from_data(TensorData::new(out, out_shape)))
+    output::<B, D>(out, out_shape)
 }
 
 /// Query rows per task of [`attention_merged`]: a task's score block is this many rows of every key.
@@ -289,7 +288,7 @@ const ATTENTION_ROWS: usize = 128;
 /// took 39 ms against torch's 10 ms at the UNet's 5 heads x 1024 tokens, and merging its output
 /// was a single-threaded strided copy.
 pub fn attention_merged<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>) -> Option<Tensor<B, 3>> {
-    if TypeId::of::<B>() != TypeId::of::<Flex>() {
+    if !is_flex::<B>() {
         return None;
     }
     let (q, k, v) = (
@@ -307,10 +306,7 @@ pub fn attention_merged<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tens
     if m > 0 && d > 0 && n > 0 && h > 0 {
         fn view(t: &FlexTensor) -> (&[f32], [isize; 4]) {
             let s = t.layout().strides();
-            (
-                &t.storage::<f32>()[t.layout().start_offset()..],
-                [s[0], s[1], s[2], s[3]],
-            )
+            (strided(t), [s[0], s[1], s[2], s[3]])
         }
         let ((qs, qst), (ks, kst), (vs, vst)) = (view(&q), view(&k), view(&v));
         let scale = 1.0 / (d as f32).sqrt();
@@ -379,17 +375,14 @@ pub fn attention_merged<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tens
             }
         });
     }
-    Some(from_flex::<B, 3>(FlexTensor::from_data(TensorData::new(
-        out,
-        [b, n, h * d],
-    ))))
+    Some(output::<B, 3>(out, [b, n, h * d]))
 }
 
 /// Nearest-neighbour resize with PyTorch's legacy index rule `src = floor(dst · in / out)`, as a
 /// parallel copy per channel; `None` when the backend is not [`Flex`] (burn-flex's gathers, which
 /// `layers::resize_nearest` falls back to, are single-threaded).
 pub fn resize_nearest<B: Backend>(x: &Tensor<B, 4>, height: usize, width: usize) -> Option<Tensor<B, 4>> {
-    if TypeId::of::<B>() != TypeId::of::<Flex>() {
+    if !is_flex::<B>() {
         return None;
     }
     let input = to_flex::<B, 4>(x.clone()).to_contiguous();
@@ -409,10 +402,7 @@ pub fn resize_nearest<B: Backend>(x: &Tensor<B, 4>, height: usize, width: usize)
                 }
             });
     }
-    Some(from_flex::<B, 4>(FlexTensor::from_data(TensorData::new(
-        out,
-        [b, c, height, width],
-    ))))
+    Some(output::<B, 4>(out, [b, c, height, width]))
 }
 
 /// The element-wise loops of these kernels, written so the compiler vectorises them (independent
@@ -719,6 +709,21 @@ pub fn shifted_conv(
         }
     });
     out
+}
+
+/// Whether `B` is the CPU backend these kernels run on (not under autodiff, whose type differs).
+fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Flex>()
+}
+
+/// An f32 tensor's storage from its first element on, to be read through its layout's strides.
+fn strided(t: &FlexTensor) -> &[f32] {
+    &t.storage::<f32>()[t.layout().start_offset()..]
+}
+
+/// A kernel's result, `values` row-major in `shape`, as a tensor of `B` (= [`Flex`]).
+fn output<B: Backend, const D: usize>(values: Vec<f32>, shape: impl Into<burn::tensor::Shape>) -> Tensor<B, D> {
+    from_flex::<B, D>(FlexTensor::from_data(TensorData::new(values, shape)))
 }
 
 /// `t`'s primitive as a [`FlexTensor`]; only called when `B` is [`Flex`].
