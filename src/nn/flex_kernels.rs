@@ -18,10 +18,18 @@
 //! k - 1 columns of each row are discarded. The output's columns are cut into tiles of 512, one
 //! task each (rayon): a tile's k² single-threaded gemm calls accumulate into the same block while it
 //! is in cache. (Whole-image gemm calls, one per tap, read and wrote the whole output k² times: at
-//! 128-256 channels that traffic cost 20-40% of the convolution.)
+//! 128-256 channels that traffic cost 20-40% of the convolution.) Small images, with too few
+//! columns to share out in tiles (the UNet's latents), instead copy the k² shifted windows into
+//! one matrix [c_in · k², columns] and make a single product with the weights as they lie: k²
+//! products of a few hundred columns each ran at a third of gemm's rate there.
 //!
-//! Everything else (strides, groups, dilation, 1x1, other backends, autodiff) goes through burn's
-//! own `conv2d`.
+//! A stride-s convolution is the same after splitting the padded input into its s² phases (phase
+//! (a, b) holds padded pixels (s·u + a, s·v + b)): tap (i, j) reads phase (i mod s, j mod s)
+//! shifted by (i / s, j / s), so it too is k² shifted matrix products, on images s² times
+//! smaller (the downsampling convolutions of the VAE encoder and the UNet).
+//!
+//! Everything else (groups, dilation, unequal strides, 1x1, other backends, autodiff) goes through
+//! burn's own `conv2d`.
 //!
 //! **GroupNorm (+ SiLU).** burn's `GroupNorm` is seven whole-tensor passes (sum, subtract, square,
 //! sum, divide, scale, shift), each writing a new tensor, and the SiLU after it two more; at the
@@ -79,6 +87,7 @@ fn conv2d_fused<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, residual: Option<
         kh,
         kw,
         pad: [top, left, bottom, right],
+        stride: conv.stride[0],
     };
     let (oh, ow) = geometry.output_size();
     let residual = match residual {
@@ -535,10 +544,12 @@ mod lanes {
     }
 }
 
-/// What [`shifted_conv`] handles: stride 1, no dilation, one group, a kernel larger than 1x1 (1x1
-/// is already a single gemm in burn-flex) and explicit padding, on f32 weights.
+/// What [`shifted_conv`] handles: the same stride both ways, no dilation, one group, a kernel
+/// larger than 1x1 (1x1 is already a single gemm in burn-flex) and explicit padding, on f32
+/// weights.
 fn applies<B: Backend>(conv: &Conv2d<B>) -> bool {
-    conv.stride == [1, 1]
+    conv.stride[0] == conv.stride[1]
+        && conv.stride[0] >= 1
         && conv.dilation == [1, 1]
         && conv.groups == 1
         && conv.kernel_size != [1, 1]
@@ -557,6 +568,8 @@ pub struct Geometry {
     pub kw: usize,
     /// top, left, bottom, right
     pub pad: [usize; 4],
+    /// The same both ways; at least 1.
+    pub stride: usize,
 }
 
 impl Geometry {
@@ -564,9 +577,16 @@ impl Geometry {
         (self.h + self.pad[0] + self.pad[2], self.w + self.pad[1] + self.pad[3])
     }
 
+    /// The size of one phase of the padded image: (padded + stride - 1) / stride each way.
+    fn phase(&self) -> (usize, usize) {
+        let (hp, wp) = self.padded();
+        (hp.div_ceil(self.stride), wp.div_ceil(self.stride))
+    }
+
     pub fn output_size(&self) -> (usize, usize) {
         let (hp, wp) = self.padded();
-        ((hp + 1).saturating_sub(self.kh), (wp + 1).saturating_sub(self.kw))
+        let along = |padded: usize, k: usize| if padded < k { 0 } else { (padded - k) / self.stride + 1 };
+        (along(hp, self.kh), along(wp, self.kw))
     }
 }
 
@@ -580,8 +600,8 @@ struct SharedOut(*mut f32);
 // SAFETY: the tasks write disjoint columns (see `shifted_conv`), and the buffer outlives them.
 unsafe impl Sync for SharedOut {}
 
-/// One image `x` [c_in, h, w] convolved (stride 1) with `weight` [c_out, c_in, kh, kw] plus `bias`
-/// and `residual` [c_out, oh, ow]: [c_out, oh, ow], row-major.
+/// One image `x` [c_in, h, w] convolved with `weight` [c_out, c_in, kh, kw] plus `bias` and
+/// `residual` [c_out, oh, ow]: [c_out, oh, ow], row-major.
 pub fn shifted_conv(
     x: &[f32],
     weight: &[f32],
@@ -589,109 +609,96 @@ pub fn shifted_conv(
     residual: Option<&[f32]>,
     g: &Geometry,
 ) -> Vec<f32> {
-    let (hp, wp) = g.padded();
+    let s = g.stride;
     let (oh, ow) = g.output_size();
     if oh == 0 || ow == 0 {
         return Vec::new();
     }
-    // Each channel's padded image, flattened, with kw - 1 spare zeros so the last tap's window of
-    // the last output row stays inside the channel.
-    let stride = hp * wp + g.kw - 1;
-    let mut padded = vec![0.0f32; g.c_in * stride];
-    padded.par_chunks_mut(stride).enumerate().for_each(|(c, dst)| {
-        for y in 0..g.h {
-            let row = (c * g.h + y) * g.w;
-            let at = (y + g.pad[0]) * wp + g.pad[1];
-            dst[at..at + g.w].copy_from_slice(&x[row..row + g.w]);
-        }
-    });
-    let n = oh * wp;
-    let taps = g.kh * g.kw;
-    // Column tiles in parallel when there are enough to share out (the VAE's full-resolution
-    // layers). Otherwise (the UNet's 8x8 to 32x32 latents at 320-1280 channels) one tile of every
-    // column, each gemm using every thread: a copy of 1280² x 9 weights per call would cost more
-    // than it saves there.
-    let threads = rayon::current_num_threads().max(1);
-    let parallel_tiles = n.div_ceil(COLUMN_TILE) >= 2 * threads;
-    let (tile_len, gemm_threads) = if parallel_tiles {
-        // About COLUMN_TILE columns each, as many tiles as a multiple of the thread count, so no
-        // thread idles at the end (e.g. 4224 columns at 512 ch, 64²: 10 tiles of 432, not 9 of 512).
-        let tiles = n.div_ceil(COLUMN_TILE).next_multiple_of(threads);
-        (n.div_ceil(tiles).next_multiple_of(16), gemm::Parallelism::None)
-    } else {
-        (n, gemm::Parallelism::Rayon(0))
-    };
-    // Each tap's [c_out, c_in] weights: contiguous copies for the tiles (gemm packs a contiguous
-    // matrix faster than one with a column stride of k², once per tile and tap), the weights in
-    // place otherwise. (row stride, column stride, offset of tap t = t · tap stride).
-    let tap_weights: Vec<f32>;
-    let (lhs, lhs_rs, lhs_cs, tap_stride) = if parallel_tiles {
-        let mut copy = vec![0.0f32; taps * g.c_out * g.c_in];
-        copy.par_chunks_mut(g.c_out * g.c_in)
-            .enumerate()
-            .for_each(|(tap, dst)| {
-                for (d, s) in dst.iter_mut().zip(weight[tap..].iter().step_by(taps)) {
-                    *d = *s;
-                }
-            });
-        tap_weights = copy;
-        (tap_weights.as_slice(), g.c_in, 1, g.c_out * g.c_in)
-    } else {
-        (weight, g.c_in * taps, taps, 1)
-    };
-    let mut wide = vec![0.0f32; g.c_out * n];
-    let wide_ptr = SharedOut(wide.as_mut_ptr());
-    let one_tile = |tile: usize| {
-        let wide_ptr = &wide_ptr;
-        let first = tile * tile_len;
-        let columns = tile_len.min(n - first);
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let tap = i * g.kw + j;
-                // SAFETY: dst is columns [first, first + columns) of [c_out, n] row-major (row
-                // stride n), which no other tile writes; lhs is tap (i, j)'s [c_out, c_in] inside
-                // `lhs` (strides as chosen above); rhs is [c_in, columns] starting at the tap's
-                // shift plus `first`, row stride `stride`: its last element,
-                // (c_in - 1)·stride + i·wp + j + n - 1, is below c_in·stride because
-                // i·wp + j + oh·wp <= (kh - 1 + oh)·wp + kw - 1 = hp·wp + kw - 1.
-                unsafe {
-                    gemm::gemm(
-                        g.c_out,
-                        columns,
-                        g.c_in,
-                        wide_ptr.0.add(first),
-                        1,
-                        n as isize,
-                        tap > 0,
-                        lhs.as_ptr().add(tap * tap_stride),
-                        lhs_cs as isize,
-                        lhs_rs as isize,
-                        padded.as_ptr().add(i * wp + j + first),
-                        1,
-                        stride as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm_threads,
-                    );
+    // Phase (a, b) of each channel's padded image (padded pixels (s·u + a, s·v + b); with stride 1
+    // the padded image itself), flattened, with (kw - 1) / s spare zeros so the last tap's window
+    // of the last output row stays inside it. Laid out [phase][channel][plane], so a tap's
+    // right-hand side is [c_in, columns] with row stride `plane`.
+    let (hq, wq) = g.phase();
+    let plane = hq * wq + (g.kw - 1) / s;
+    let mut phases = vec![0.0f32; s * s * g.c_in * plane];
+    phases.par_chunks_mut(plane).enumerate().for_each(|(k, dst)| {
+        let (phase, c) = (k / g.c_in, k % g.c_in);
+        let (a, b) = (phase / s, phase % s);
+        for u in 0..hq {
+            // Padded row s·u + a is input row s·u + a - top, where that is inside the image.
+            let Some(y) = (s * u + a).checked_sub(g.pad[0]).filter(|&y| y < g.h) else {
+                continue;
+            };
+            let src = &x[(c * g.h + y) * g.w..(c * g.h + y + 1) * g.w];
+            let row = &mut dst[u * wq..(u + 1) * wq];
+            if s == 1 {
+                row[g.pad[1]..g.pad[1] + g.w].copy_from_slice(src);
+            } else {
+                for (v, d) in row.iter_mut().enumerate() {
+                    if let Some(&value) = (s * v + b).checked_sub(g.pad[1]).and_then(|x| src.get(x)) {
+                        *d = value;
+                    }
                 }
             }
         }
-    };
-    let tiles = n.div_ceil(tile_len);
-    if parallel_tiles {
-        (0..tiles).into_par_iter().for_each(one_tile);
+    });
+    let n = oh * wq;
+    // The tap (i, j) of the kernel: where its right-hand side starts among the phases (the phase's
+    // offset plus the shift (i / s, j / s)).
+    let tap_start = |i: usize, j: usize| ((i % s) * s + j % s) * g.c_in * plane + (i / s) * wq + j / s;
+    let mut wide = vec![0.0f32; g.c_out * n];
+    // Column tiles in parallel when there are enough to share out (the VAE's full-resolution
+    // layers). Otherwise (the UNet's 4x4 to 32x32 latents at 320-2560 input channels) one matrix
+    // product over every tap at once, each gemm using every thread: there, k² products with only
+    // a few hundred columns each ran at a third of gemm's rate (1280 ch at 4²: 16 vs 6 ms).
+    let threads = rayon::current_num_threads().max(1);
+    if n.div_ceil(COLUMN_TILE) >= 2 * threads {
+        tiled_products(weight, &phases, &mut wide, g, n, plane, tap_start);
     } else {
-        (0..tiles).for_each(one_tile);
+        // The right-hand side [c_in · k², n]: row c · k² + t holds tap t's window of channel c, so
+        // the weights [c_out, c_in, kh, kw] are its left-hand side [c_out, c_in · k²] as they are.
+        let taps = g.kh * g.kw;
+        let mut columns = vec![0.0f32; g.c_in * taps * n];
+        columns.par_chunks_mut(taps * n).enumerate().for_each(|(c, dst)| {
+            for (t, row) in dst.chunks_mut(n).enumerate() {
+                // In bounds: see `tiled_products`' SAFETY note on the last element of a window.
+                let start = tap_start(t / g.kw, t % g.kw) + c * plane;
+                row.copy_from_slice(&phases[start..start + n]);
+            }
+        });
+        let k = g.c_in * taps;
+        // SAFETY: dst [c_out, n], lhs [c_out, k] and rhs [k, n], all row-major and contiguous, are
+        // exactly `wide`, `weight` and `columns`.
+        unsafe {
+            gemm::gemm(
+                g.c_out,
+                n,
+                k,
+                wide.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                weight.as_ptr(),
+                1,
+                k as isize,
+                columns.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
     }
-    // Drop the kw - 1 extra columns of each row and add the bias, then the residual.
+    // Drop the wq - ow extra columns of each row and add the bias, then the residual.
     let mut out = vec![0.0f32; g.c_out * oh * ow];
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(c, dst)| {
         let b = bias.map_or(0.0, |b| b[c]);
         for y in 0..oh {
-            let src = &wide[c * n + y * wp..c * n + y * wp + ow];
+            let src = &wide[c * n + y * wq..c * n + y * wq + ow];
             let row = &mut dst[y * ow..(y + 1) * ow];
             match residual {
                 Some(r) => {
@@ -709,6 +716,80 @@ pub fn shifted_conv(
         }
     });
     out
+}
+
+/// `wide` [c_out, n] = the sum over taps of tap (i, j)'s weights [c_out, c_in] times its window of
+/// the phases ([c_in, n], row stride `plane`, starting at `tap_start(i, j)`), in column tiles of
+/// about [`COLUMN_TILE`], one rayon task each: a tile's k² single-threaded products accumulate into
+/// the same block while it is in cache.
+fn tiled_products(
+    weight: &[f32],
+    phases: &[f32],
+    wide: &mut [f32],
+    g: &Geometry,
+    n: usize,
+    plane: usize,
+    tap_start: impl Fn(usize, usize) -> usize + Sync,
+) {
+    let threads = rayon::current_num_threads().max(1);
+    // About COLUMN_TILE columns each, as many tiles as a multiple of the thread count, so no
+    // thread idles at the end (e.g. 4224 columns at 512 ch, 64²: 10 tiles of 432, not 9 of 512).
+    let tiles = n.div_ceil(COLUMN_TILE).next_multiple_of(threads);
+    let tile_len = n.div_ceil(tiles).next_multiple_of(16);
+    // Each tap's [c_out, c_in] weights as a contiguous copy: gemm packs a contiguous matrix faster
+    // than one with a column stride of k², once per tile and tap.
+    let taps = g.kh * g.kw;
+    let mut tap_weights = vec![0.0f32; taps * g.c_out * g.c_in];
+    tap_weights
+        .par_chunks_mut(g.c_out * g.c_in)
+        .enumerate()
+        .for_each(|(tap, dst)| {
+            for (d, s) in dst.iter_mut().zip(weight[tap..].iter().step_by(taps)) {
+                *d = *s;
+            }
+        });
+    let wide_ptr = SharedOut(wide.as_mut_ptr());
+    let one_tile = |tile: usize| {
+        let wide_ptr = &wide_ptr;
+        let first = tile * tile_len;
+        let columns = tile_len.min(n - first);
+        for i in 0..g.kh {
+            for j in 0..g.kw {
+                let tap = i * g.kw + j;
+                // SAFETY: dst is columns [first, first + columns) of [c_out, n] row-major (row
+                // stride n), which no other tile writes; lhs is tap (i, j)'s contiguous
+                // [c_out, c_in]; rhs is [c_in, columns] of the tap's phase starting at its shift
+                // plus `first`, row stride `plane`: its last element within the phase,
+                // (c_in - 1)·plane + (i/s)·wq + j/s + n - 1, is below c_in·plane because
+                // (i/s + oh)·wq + j/s <= ((kh-1)/s + oh)·wq + (kw-1)/s <= hq·wq + (kw-1)/s = plane
+                // (oh = (hp - kh)/s + 1, so (kh-1)/s + oh <= (hp-1)/s + 1 = hq).
+                unsafe {
+                    gemm::gemm(
+                        g.c_out,
+                        columns,
+                        g.c_in,
+                        wide_ptr.0.add(first),
+                        1,
+                        n as isize,
+                        tap > 0,
+                        tap_weights.as_ptr().add(tap * g.c_out * g.c_in),
+                        1,
+                        g.c_in as isize,
+                        phases.as_ptr().add(tap_start(i, j) + first),
+                        1,
+                        plane as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        }
+    };
+    (0..n.div_ceil(tile_len)).into_par_iter().for_each(one_tile);
 }
 
 /// Whether `B` is the CPU backend these kernels run on (not under autodiff, whose type differs).
@@ -898,29 +979,39 @@ mod tests {
     }
 
     /// Against burn-flex's own convolution: square and asymmetric padding, 3x3 and 3x2 kernels,
-    /// odd sizes, two images, with and without bias.
+    /// strides 1 to 3, odd sizes, two images, with and without bias.
     #[test]
     fn equals_burns_convolution() {
         let device = Default::default();
-        // The last case has 41 x 43 = 1763 output columns with the padded row width: three full
-        // column tiles and a partial one.
-        for (kernel, padding, bias, [h, w]) in [
-            ([3, 3], PaddingConfig2d::Explicit(1, 1, 1, 1), true, [9, 6]),
-            ([3, 3], PaddingConfig2d::Explicit(0, 1, 2, 0), false, [9, 6]),
-            ([3, 2], PaddingConfig2d::Explicit(2, 0, 1, 1), true, [9, 6]),
-            ([3, 3], PaddingConfig2d::Explicit(1, 1, 1, 1), true, [41, 41]),
+        // With two threads (this machine and CI) the 41 x 41 case (41 x 43 = 1763 output
+        // columns with the padded row width) and the stride-2 90 x 84 case (45 x 43) run as
+        // column tiles, the others as one product over all taps. The stride-2 cases with padding
+        // (0, 0, 1, 1) are the VAE encoder's downsampling.
+        for (kernel, padding, stride, bias, [h, w]) in [
+            ([3, 3], PaddingConfig2d::Explicit(1, 1, 1, 1), 1, true, [9, 6]),
+            ([3, 3], PaddingConfig2d::Explicit(0, 1, 2, 0), 1, false, [9, 6]),
+            ([3, 2], PaddingConfig2d::Explicit(2, 0, 1, 1), 1, true, [9, 6]),
+            ([3, 3], PaddingConfig2d::Explicit(1, 1, 1, 1), 1, true, [41, 41]),
+            ([3, 3], PaddingConfig2d::Explicit(0, 0, 1, 1), 2, true, [9, 6]),
+            ([3, 3], PaddingConfig2d::Explicit(0, 0, 1, 1), 2, true, [64, 64]),
+            ([3, 3], PaddingConfig2d::Explicit(0, 0, 1, 1), 2, false, [90, 84]),
+            ([3, 3], PaddingConfig2d::Explicit(1, 1, 1, 1), 2, false, [10, 7]),
+            ([3, 2], PaddingConfig2d::Explicit(2, 0, 1, 1), 3, true, [11, 8]),
+            ([4, 4], PaddingConfig2d::Explicit(1, 2, 0, 1), 2, true, [13, 9]),
         ] {
             let conv = Conv2dConfig::new([5, 7], kernel)
                 .with_padding(padding.clone())
+                .with_stride([stride, stride])
                 .with_bias(bias)
                 .init::<Flex>(&device);
             assert!(applies(&conv));
             let x = Tensor::<Flex, 4>::random([2, 5, h, w], Distribution::Normal(0.0, 1.0), &device);
             let want = conv.forward(x.clone());
             let got = conv2d(&conv, x);
-            assert_eq!(got.dims(), want.dims(), "{kernel:?} {padding:?}");
+            let case = format!("{kernel:?} {padding:?} stride {stride} {h}x{w}");
+            assert_eq!(got.dims(), want.dims(), "{case}");
             let diff: f32 = (got - want).abs().max().into_scalar();
-            assert!(diff < 1e-5, "{kernel:?} {padding:?}: {diff}");
+            assert!(diff < 1e-5, "{case}: {diff}");
         }
     }
 }
