@@ -1,24 +1,11 @@
 //! difix3d: fly through Gaussian-splat scenes and clean every frame with Difix.
 //!
-//! The library holds every engine piece; the `difix3d` binary (CLI and GUI) is a thin shell over it.
+//! The engine lives in the workspace's crates (docs/ARCHITECTURE.md); this library re-exports their
+//! modules under one name (`difix3d::render`, `difix3d::train`, ...) for the `difix3d` binary (the
+//! viewer and the CLI, thin shells over the engine) and the integration tests.
 
-pub mod camera_path;
-pub mod data;
-pub mod difix;
-pub mod disk;
-pub mod fix;
-pub mod image_io;
-pub mod jobs;
-pub mod metrics;
-pub mod nn;
-pub mod perceptual;
-pub mod record;
-pub mod reference_photo;
-pub mod refine;
-pub mod render;
-pub mod rng;
-pub mod scene;
-pub mod tensor_file;
-pub mod train;
-pub mod validate;
-pub mod view;
+pub use difix3d_jobs::{fix, jobs, record};
+pub use difix3d_nn::{difix, metrics, nn, perceptual, tensor_file};
+pub use difix3d_render::render;
+pub use difix3d_scene::{camera_path, data, disk, image_io, reference_photo, rng, scene, validate, view};
+pub use difix3d_train::{refine, train};

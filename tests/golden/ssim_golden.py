@@ -1,4 +1,4 @@
-"""SSIM golden for src/train/ssim.rs: torch float64 SSIM (11x11 Gaussian, sigma 1.5, valid region) of two random
+"""SSIM golden for crates/difix3d-nn/src/metrics/ssim.rs: torch float64 SSIM (11x11 Gaussian, sigma 1.5, valid region) of two random
 images and its gradient, cross-checked against scikit-image. Run from the repo root:
     /tmp/gs-venv/bin/python tests/golden/ssim_golden.py"""
 import json, torch, numpy as np

@@ -16,7 +16,7 @@ gsplat peer's torch port of its 1.5.3 CUDA kernels (`train_gsplat_cpu.py`, with 
 against brute force and autograd); SSIM is the peer's valid-padding SSIM (= `fused_ssim`'s).
 What replays difix3d: only the random numbers, so the runs start from the same splats and see the
 same views: the initial rotations and the view order come from a Python copy of
-`src/train/rng.rs` (SplitMix64; per-epoch Fisher-Yates shuffles, as gsplat's shuffling loader
+`crates/difix3d-scene/src/rng.rs` (SplitMix64; per-epoch Fisher-Yates shuffles, as gsplat's shuffling loader
 visits the views).
 
   ~/.cache/peer-venv/bin/python tests/golden/train_step_golden.py [--peer ../shared/tools/gsplat-peer]
@@ -42,7 +42,7 @@ MASK64 = (1 << 64) - 1
 
 
 class Rng:
-    """src/train/rng.rs."""
+    """crates/difix3d-scene/src/rng.rs."""
 
     def __init__(self, state):
         self.state = state & MASK64

@@ -731,7 +731,9 @@ fn live_fix_takes_frames_on_the_renderers_device() {
     let frame = |id, image| Frame {
         id,
         image,
-        reference: Some(std::sync::Arc::new(read_back.clone())),
+        reference: Some(difix3d::fix::FrameReference::Image(std::sync::Arc::new(
+            read_back.clone(),
+        ))),
         policy: SizePolicy::Native,
     };
     fixer.submit(frame(1, FrameImage::Cpu(read_back.clone())));

@@ -1,10 +1,18 @@
-//! The architecture's first rule, checked: the top-level modules of `src/` form no cycle (a module's
-//! `use crate::X` names what it stands on, and nothing it stands on may stand on it), and the
-//! library never reaches into the binary's `app` (GUI) or `cli`.
+//! The architecture's rules, checked.
 //!
-//! The graph is read from the source text: `crate::X` (and, in the binary, `difix3d::X`) names
-//! top-level module X, and a `super::` chain that climbs out of its top-level module names the
-//! module it lands in. Comments and string literals are skipped.
+//! The crate graph: the workspace's engine crates (`crates/*`) depend on no GUI crate (eframe, egui,
+//! winit, rfd), not even through another dependency, and never on the app crate (the root package).
+//! Cargo itself refuses cycles between crates.
+//!
+//! The module graph: the top-level modules of every crate together form no cycle (a module's
+//! `use crate::X` names what it stands on, and nothing it stands on may stand on it; an engine
+//! crate's root brings the modules of the crates below it in under their own names, so `crate::X`
+//! may name a module of another crate), and the library never reaches into the binary's `app` (GUI)
+//! or `cli`.
+//!
+//! The graph is read from the source text: `crate::X` (and, in the binary, `difix3d::X`; anywhere,
+//! `difix3d_<crate>::X`) names top-level module X, and a `super::` chain that climbs out of its
+//! top-level module names the module it lands in. Comments and string literals are skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,13 +20,15 @@ use std::path::{Path, PathBuf};
 /// The binary's own top-level modules (declared in `main.rs`).
 const BINARY_MODULES: [&str; 2] = ["app", "cli"];
 
+/// Crates that open windows, draw widgets or show dialogs: only the app crate may use them.
+const GUI_CRATES: [&str; 6] = ["eframe", "egui", "egui-wgpu", "egui-winit", "winit", "rfd"];
+
 /// An edge's evidence: the file and line of one use.
 type Edges = BTreeMap<(String, String), String>;
 
 #[test]
 fn top_level_modules_form_no_cycle() {
-    let src = super::repo().join("src");
-    let edges = module_edges(&src);
+    let edges = module_edges(super::repo());
     assert!(
         edges.keys().any(|(from, to)| from == "difix" && to == "nn"),
         "the scan found no use of nn by difix: it no longer reads the sources right"
@@ -38,18 +48,147 @@ fn top_level_modules_form_no_cycle() {
 
 #[test]
 fn the_library_never_uses_the_binary() {
-    let src = super::repo().join("src");
-    let edges = module_edges(&src);
-    let library = library_modules(&src);
+    let edges = module_edges(super::repo());
+    let library = library_modules(super::repo());
     let wrong: Vec<String> = edges
         .iter()
-        .filter(|((from, to), _)| library.contains(from) && BINARY_MODULES.contains(&to.as_str()))
+        .filter(|((from, to), _)| library.contains_key(from) && BINARY_MODULES.contains(&to.as_str()))
         .map(|((from, to), at)| format!("{from} -> {to} ({at})"))
         .collect();
     assert!(
         wrong.is_empty(),
         "library modules using the binary's GUI/CLI: {wrong:?}"
     );
+}
+
+/// A module uses only its own crate's modules and those of the crates its crate depends on, so the
+/// crate graph is the architecture: no module reaches a crate its crate does not name.
+#[test]
+fn modules_use_only_their_crate_and_the_crates_below_it() {
+    let repo = super::repo();
+    let owner = library_modules(repo);
+    let lock = lock_graph(repo);
+    let edges = module_edges(repo);
+    assert!(
+        owner.len() > 10 && owner.values().collect::<BTreeSet<_>>().len() >= 2,
+        "{owner:?}"
+    );
+    let wrong: Vec<String> = edges
+        .iter()
+        .filter_map(|((from, to), at)| {
+            let (from_crate, to_crate) = (owner.get(from)?, owner.get(to)?);
+            let below = lock.get(from_crate).is_some_and(|deps| deps.contains(to_crate));
+            (from_crate != to_crate && !below).then(|| format!("{from} ({from_crate}) -> {to} ({to_crate}) at {at}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "modules using a crate their crate does not depend on: {wrong:?}"
+    );
+}
+
+/// The engine crates know no GUI: neither they nor anything they pull in is a windowing or widget
+/// crate, and none of them depends on the app crate.
+#[test]
+fn engine_crates_know_no_gui() {
+    let repo = super::repo();
+    let lock = lock_graph(repo);
+    let engine = engine_crates(repo);
+    assert!(engine.len() >= 2, "no engine crates found under crates/: {engine:?}");
+    assert!(
+        lock.get("difix3d").is_some_and(|deps| deps.contains("eframe")),
+        "Cargo.lock no longer shows the app's eframe: the check no longer reads it right"
+    );
+    for name in &engine {
+        let reached = reachable(&lock, name);
+        let gui: Vec<&str> = GUI_CRATES
+            .iter()
+            .copied()
+            .filter(|gui| reached.contains(*gui))
+            .collect();
+        assert!(
+            gui.is_empty(),
+            "engine crate {name} depends (maybe indirectly) on GUI crates {gui:?}"
+        );
+        assert!(
+            !reached.contains("difix3d"),
+            "engine crate {name} depends on the app crate"
+        );
+    }
+}
+
+/// The engine crates: the packages under `crates/`, by name.
+fn engine_crates(repo: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo.join("crates"))
+        .expect("crates/")
+        .map(|e| e.expect("readable entry").path().join("Cargo.toml"))
+        .filter(|manifest| manifest.is_file())
+        .map(|manifest| package_name(&manifest))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The `name` of a manifest's `[package]`.
+fn package_name(manifest: &Path) -> String {
+    let text = std::fs::read_to_string(manifest).expect("a readable Cargo.toml");
+    text.lines()
+        .skip_while(|line| line.trim() != "[package]")
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("name = ")
+                .map(|name| name.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| panic!("{}: no package name", manifest.display()))
+}
+
+/// Each package of `Cargo.lock` with the names of its direct dependencies (every feature's: the
+/// lock file records them all, so this errs on the side of finding too many).
+fn lock_graph(repo: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(repo.join("Cargo.lock")).expect("Cargo.lock");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for block in text.split("[[package]]").skip(1) {
+        let name = block
+            .lines()
+            .find_map(|line| line.strip_prefix("name = "))
+            .expect("a package name")
+            .trim_matches('"')
+            .to_string();
+        let deps = graph.entry(name).or_default();
+        if let Some(list) = block.split("dependencies = [").nth(1) {
+            let list = list.split(']').next().unwrap_or_default();
+            // Entries are "name" or "name version" (when several versions are locked).
+            deps.extend(list.split(',').filter_map(|entry| {
+                let entry = entry.trim().trim_matches('"');
+                entry.split_whitespace().next().map(str::to_string)
+            }));
+        }
+    }
+    graph
+}
+
+/// Every package `from` depends on, directly or not.
+fn reachable(graph: &BTreeMap<String, BTreeSet<String>>, from: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from.to_string()];
+    while let Some(name) = stack.pop() {
+        for dep in graph.get(&name).into_iter().flatten() {
+            if seen.insert(dep.clone()) {
+                stack.push(dep.clone());
+            }
+        }
+    }
+    seen
+}
+
+/// The source folders of the workspace: the app crate's `src/` and each engine crate's, with the
+/// crate's package name.
+fn crate_sources(repo: &Path) -> Vec<(String, PathBuf)> {
+    let mut sources = vec![("difix3d".to_string(), repo.join("src"))];
+    for name in engine_crates(repo) {
+        sources.push((name.clone(), repo.join("crates").join(&name).join("src")));
+    }
+    sources
 }
 
 /// A cycle found in a small made-up graph, and none in a layered one: the check itself works.
@@ -83,44 +222,52 @@ fn the_cycle_check_finds_cycles() {
     assert_eq!(uses, vec![("data".to_string(), 1), ("scene".to_string(), 1)]);
 }
 
-/// The top-level modules `lib.rs` declares.
-fn library_modules(src: &Path) -> BTreeSet<String> {
-    let lib = std::fs::read_to_string(src.join("lib.rs")).expect("src/lib.rs");
-    let tokens = tokens(&lib);
-    tokens
-        .windows(2)
-        .filter(|w| w[0].0 == "mod")
-        .map(|w| w[1].0.clone())
-        .collect()
+/// The top-level modules the library crates declare (each engine crate's `lib.rs`), with the
+/// package that owns each.
+fn library_modules(repo: &Path) -> BTreeMap<String, String> {
+    let mut owner = BTreeMap::new();
+    for (name, src) in crate_sources(repo) {
+        let lib = std::fs::read_to_string(src.join("lib.rs")).expect("src/lib.rs");
+        let tokens = tokens(&lib);
+        for w in tokens.windows(2).filter(|w| w[0].0 == "mod") {
+            let previous = owner.insert(w[1].0.clone(), name.clone());
+            assert!(previous.is_none(), "module {} is declared by two crates", w[1].0);
+        }
+    }
+    owner
 }
 
-/// Every (from, to) pair of distinct top-level modules where `from` uses `to`, with one place it does.
-fn module_edges(src: &Path) -> Edges {
-    let library = library_modules(src);
+/// Every (from, to) pair of distinct top-level modules where `from` uses `to`, with one place it
+/// does, over every crate of the workspace.
+fn module_edges(repo: &Path) -> Edges {
+    let library = library_modules(repo);
     let mut edges = Edges::new();
-    for file in rust_files(src) {
-        let relative = file.strip_prefix(src).expect("under src");
-        let mut path: Vec<String> = relative
-            .iter()
-            .map(|part| part.to_string_lossy().trim_end_matches(".rs").to_string())
-            .collect();
-        if path.last().is_some_and(|last| last == "mod") {
-            path.pop();
-        }
-        // lib.rs and main.rs are the roots: what they declare is not a use.
-        if path.len() == 1 && (path[0] == "lib" || path[0] == "main") {
-            continue;
-        }
-        let from = path[0].clone();
-        let text = std::fs::read_to_string(&file).expect("readable source");
-        let binary = BINARY_MODULES.contains(&from.as_str());
-        for (to, line) in uses_in(&text, &path.iter().map(String::as_str).collect::<Vec<_>>()) {
-            // In the binary, `crate::X` is the binary's own module; the library is `difix3d::X`.
-            let known = library.contains(&to) || BINARY_MODULES.contains(&to.as_str());
-            if to != from && known && (binary || library.contains(&from)) {
-                edges
-                    .entry((from.clone(), to))
-                    .or_insert_with(|| format!("{}:{line}", relative.display()));
+    for (_, src) in crate_sources(repo) {
+        for file in rust_files(&src) {
+            let relative = file.strip_prefix(&src).expect("under src");
+            let mut path: Vec<String> = relative
+                .iter()
+                .map(|part| part.to_string_lossy().trim_end_matches(".rs").to_string())
+                .collect();
+            if path.last().is_some_and(|last| last == "mod") {
+                path.pop();
+            }
+            // lib.rs and main.rs are the roots: what they declare or bring in is not a use.
+            if path.len() == 1 && (path[0] == "lib" || path[0] == "main") {
+                continue;
+            }
+            let from = path[0].clone();
+            let text = std::fs::read_to_string(&file).expect("readable source");
+            let binary = BINARY_MODULES.contains(&from.as_str());
+            let shown = file.strip_prefix(repo).expect("under the repository");
+            for (to, line) in uses_in(&text, &path.iter().map(String::as_str).collect::<Vec<_>>()) {
+                // In the binary, `crate::X` is the binary's own module; the library is `difix3d::X`.
+                let known = library.contains_key(&to) || BINARY_MODULES.contains(&to.as_str());
+                if to != from && known && (binary || library.contains_key(&from)) {
+                    edges
+                        .entry((from.clone(), to))
+                        .or_insert_with(|| format!("{}:{line}", shown.display()));
+                }
             }
         }
     }
@@ -147,7 +294,9 @@ fn uses_in(text: &str, path: &[&str]) -> Vec<(String, usize)> {
                 }
             }
             "mod" if tokens.get(i + 2).is_some_and(|t| t.0 == "{") => inline.push(depth),
-            "crate" | "difix3d" if tokens.get(i + 1).is_some_and(|t| t.0 == "::") => {
+            name if (name == "crate" || name == "difix3d" || name.starts_with("difix3d_"))
+                && tokens.get(i + 1).is_some_and(|t| t.0 == "::") =>
+            {
                 found.extend(heads(&tokens, i + 2).into_iter().map(|name| (name, line)));
             }
             "super" => {

@@ -1,0 +1,15 @@
+//! difix3d-scene: everything before the GPU. Gaussian splats and every scene format, datasets
+//! (COLMAP, nerfstudio transforms, the Difix3D layout) and their cameras, camera paths, the viewer's
+//! camera controller, image I/O, atomic writes, random numbers and the limits inputs are checked against.
+//!
+//! Depends on no other difix3d crate and on no GUI.
+
+pub mod camera_path;
+pub mod data;
+pub mod disk;
+pub mod image_io;
+pub mod reference_photo;
+pub mod rng;
+pub mod scene;
+pub mod validate;
+pub mod view;
