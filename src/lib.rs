@@ -10,6 +10,7 @@ pub mod fix;
 pub mod image_io;
 pub mod jobs;
 pub mod metrics;
+pub mod nerfacto;
 pub mod nn;
 pub mod perceptual;
 pub mod record;
