@@ -5,7 +5,7 @@
 //! viewer and the CLI, thin shells over the engine) and the integration tests.
 
 pub use difix3d_jobs::{fix, jobs, record};
-pub use difix3d_nn::{difix, metrics, nn, perceptual, tensor_file};
+pub use difix3d_nn::{difix, metrics, nerfacto, nn, perceptual, tensor_file};
 pub use difix3d_render::render;
 pub use difix3d_scene::{camera_path, data, disk, image_io, reference_photo, rng, scene, validate, view};
 pub use difix3d_train::{refine, train};

@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod eval;
 mod fix;
+mod nerfacto_render;
 mod record;
 mod refine;
 mod render;
@@ -110,6 +111,8 @@ enum Command {
     },
     /// Render a scene to PNG files without a window.
     Render(render::RenderArgs),
+    /// Render a nerfstudio nerfacto checkpoint (step-*.ckpt) to PNG files (CPU).
+    NerfactoRender(nerfacto_render::NerfactoRenderArgs),
     /// Clean images with Difix (optionally guided by reference views).
     Fix(fix::FixArgs),
     /// Render (and fix) a camera path to PNG frames or an MP4.
@@ -238,6 +241,7 @@ pub fn run() -> anyhow::Result<()> {
             .context("the viewer failed")
         }
         Command::Render(args) => render::run(args),
+        Command::NerfactoRender(args) => nerfacto_render::run(args),
         Command::Fix(args) => fix::run(args),
         Command::Record(args) => record::run(args),
         Command::Train(args) => train::run(args),

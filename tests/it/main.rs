@@ -11,6 +11,7 @@ mod gpu_limits;
 mod grad_parity;
 mod gui;
 mod module_graph;
+mod nerfacto;
 mod perceptual;
 mod record;
 mod refine;

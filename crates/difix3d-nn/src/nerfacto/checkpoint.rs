@@ -1,0 +1,163 @@
+//! Nerfstudio checkpoints (`step-NNNNNNNNN.ckpt`), read.
+//!
+//! `Trainer.save_checkpoint` (nerfstudio/engine/trainer.py) writes
+//! `torch.save({"step", "pipeline": pipeline.state_dict(), "optimizers", "schedulers", "scalers"})`:
+//! a torch zip archive whose `pipeline` dict holds the model's tensors as `_model.<name>`
+//! (`VanillaPipeline` keeps the model in `self._model`). As in `VanillaPipeline.load_pipeline` and
+//! `Pipeline.load_state_dict`, a leading `module.` (a checkpoint of a wrapped pipeline) and a
+//! `_model.module.` prefix on every key (a DDP-wrapped model) are dropped; keys outside `_model.`
+//! belong to the data manager and are ignored.
+//!
+//! Which method wrote the file shows in the keys: nerfacto has `field.mlp_base...`,
+//! `field.mlp_head...` and `proposal_networks.N...`; its tiny-cuda-nn implementation stores each
+//! network as one flat `...params` vector instead of per-layer tensors; splatfacto has
+//! `gauss_params.*`. The pickle is read by [`super::torch_pickle`], which interprets its opcodes as
+//! data and never runs anything (burn-store's reader stops at the optimiser state's numpy scalars).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::NerfactoError;
+
+/// One tensor of the checkpoint, as f32 (integer buffers such as `field.num_levels` included).
+#[derive(Clone, Debug)]
+pub struct StoredTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// The model tensors of a nerfacto checkpoint, by key without the `_model.` prefix.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    tensors: BTreeMap<String, StoredTensor>,
+}
+
+impl Checkpoint {
+    /// Reads the model tensors of a nerfacto checkpoint; other methods and the tiny-cuda-nn layout
+    /// are refused with an error saying what the file is.
+    pub fn read(path: &Path) -> Result<Self, NerfactoError> {
+        if !path.is_file() {
+            return Err(NerfactoError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let state = super::torch_pickle::read_state_dict(path, "pipeline").map_err(|e| {
+            NerfactoError::format(
+                path,
+                format!("not a nerfstudio checkpoint (a torch archive with a `pipeline` state dict): {e}"),
+            )
+        })?;
+        let snapshots = model_keys(state);
+        if snapshots.is_empty() {
+            return Err(NerfactoError::format(
+                path,
+                "its `pipeline` state dict holds no model tensors (`_model.*`); is this a nerfstudio checkpoint?",
+            ));
+        }
+        classify(path, snapshots.keys().map(String::as_str))?;
+
+        let mut tensors = BTreeMap::new();
+        for (key, (shape, values)) in snapshots {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(NerfactoError::format(
+                    path,
+                    format!("`_model.{key}`: value {i} is {}; the checkpoint is damaged", values[i]),
+                ));
+            }
+            tensors.insert(key, StoredTensor { shape, values });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// Every model key (without `_model.`) with its shape, in name order.
+    pub fn shapes(&self) -> impl Iterator<Item = (&str, &[usize])> {
+        self.tensors.iter().map(|(k, t)| (k.as_str(), t.shape.as_slice()))
+    }
+
+    /// The tensor `key` (without `_model.`), or an error naming it.
+    pub fn tensor(&self, key: &str) -> Result<&StoredTensor, NerfactoError> {
+        self.tensors
+            .get(key)
+            .ok_or_else(|| self.error(format!("`_model.{key}` is missing")))
+    }
+
+    /// The values of `key`, which must have exactly `shape`.
+    pub fn values(&self, key: &str, shape: &[usize]) -> Result<&[f32], NerfactoError> {
+        let t = self.tensor(key)?;
+        if t.shape != shape {
+            return Err(self.error(format!("`_model.{key}` has shape {:?}, expected {shape:?}", t.shape)));
+        }
+        Ok(&t.values)
+    }
+
+    /// A scalar integer buffer such as `field.num_levels`.
+    pub fn integer(&self, key: &str) -> Result<usize, NerfactoError> {
+        let t = self.tensor(key)?;
+        match t.values.as_slice() {
+            [v] if *v >= 0.0 && v.fract() == 0.0 => Ok(*v as usize),
+            _ => Err(self.error(format!(
+                "`_model.{key}` should be one non-negative integer, found {:?} with shape {:?}",
+                &t.values[..t.values.len().min(4)],
+                t.shape
+            ))),
+        }
+    }
+
+    pub(crate) fn error(&self, message: impl Into<String>) -> NerfactoError {
+        NerfactoError::format(&self.path, message)
+    }
+}
+
+/// The `_model.` tensors with that prefix (and any wrapper prefix) removed.
+fn model_keys<T>(all: std::collections::HashMap<String, T>) -> BTreeMap<String, T> {
+    let unwrapped = all
+        .into_iter()
+        .map(|(k, v)| (k.strip_prefix("module.").map(str::to_string).unwrap_or(k), v));
+    let mut model: BTreeMap<String, T> = unwrapped
+        .filter_map(|(k, v)| k.strip_prefix("_model.").map(|rest| (rest.to_string(), v)))
+        .collect();
+    if !model.is_empty() && model.keys().all(|k| k.starts_with("module.")) {
+        model = model
+            .into_iter()
+            .map(|(k, v)| (k["module.".len()..].to_string(), v))
+            .collect();
+    }
+    model
+}
+
+/// Refuses anything but a nerfacto checkpoint of nerfstudio's torch implementation.
+fn classify<'a>(path: &Path, keys: impl Iterator<Item = &'a str> + Clone) -> Result<(), NerfactoError> {
+    if keys.clone().any(|k| k.starts_with("gauss_params.")) {
+        return Err(NerfactoError::Splatfacto {
+            path: path.to_path_buf(),
+        });
+    }
+    let nerfacto_part = |k: &str| k.starts_with("field.") || k.starts_with("proposal_networks.");
+    if let Some(key) = keys.clone().find(|k| nerfacto_part(k) && k.ends_with(".params")) {
+        return Err(NerfactoError::Tcnn {
+            path: path.to_path_buf(),
+            key: format!("_model.{key}"),
+        });
+    }
+    let has = |prefix: &str| keys.clone().any(|k| k.starts_with(prefix));
+    if has("field.mlp_base.") && has("field.mlp_head.") && has("proposal_networks.0.") {
+        return Ok(());
+    }
+    // Name the modules the model does have, so the user sees what the file is.
+    let mut modules: Vec<&str> = keys.map(|k| k.split('.').next().unwrap_or(k)).collect();
+    modules.dedup();
+    modules.truncate(8);
+    Err(NerfactoError::OtherMethod {
+        path: path.to_path_buf(),
+        found: format!("`{}`", modules.join("`, `")),
+    })
+}

@@ -1,0 +1,214 @@
+//! The multiresolution hash grid and the spherical-harmonics direction encoding, as nerfstudio's
+//! torch implementations compute them (nerfstudio/field_components/encodings.py, `HashEncoding`
+//! and `SHEncoding`; nerfstudio/utils/math.py, `components_from_spherical_harmonics`).
+//!
+//! The hash grid, level by level: the point `x` in [0, 1]³ is scaled by the level's resolution
+//! `s_l = floor(base · g^l)` (with `g = exp((ln max − ln base) / (L − 1))`, computed as nerfstudio
+//! does: `g` in f64, `g^l` in f32, so nerfacto's finest level is 2047, not 2048), the 8 corners of
+//! the cell around it (floor and ceil per axis) are hashed with Instant-NGP's primes
+//! `(x · 1) ⊕ (y · 2654435761) ⊕ (z · 805459861) mod T` into that level's rows
+//! `[l · T, (l + 1) · T)` of the table, and their features are blended trilinearly. Every level is
+//! hashed, coarse ones too (tiny-cuda-nn indexes coarse levels densely and offsets positions by half
+//! a cell; its checkpoints are a different layout, see the `checkpoint` module). The output is
+//! `[N, L · F]`, level-major.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::ElementConversion;
+
+/// The largest grid resolution accepted: coordinates stay below 2^15, so the hash products below
+/// fit in i32, the integer type of burn's CPU backend.
+pub const MAX_GRID_RESOLUTION: usize = 1 << 15;
+/// The largest hash table accepted (tiny-cuda-nn's limit is 2^24 entries per level too).
+pub const MAX_LOG2_HASHMAP_SIZE: u32 = 24;
+
+/// Instant-NGP's spatial hash primes, per axis (the first is 1).
+const PRIMES: [u64; 3] = [1, 2_654_435_761, 805_459_861];
+
+/// The resolutions of the grid levels exactly as nerfstudio's `HashEncoding.__init__` computes
+/// them: `torch.floor(min_res * growth_factor**levels)` with `growth_factor` a numpy float64 that
+/// torch turns into a float32 before the power.
+pub fn level_scalings(num_levels: usize, base_res: usize, max_res: usize) -> Vec<f32> {
+    let growth: f64 = if num_levels > 1 {
+        (((max_res as f64).ln() - (base_res as f64).ln()) / (num_levels - 1) as f64).exp()
+    } else {
+        1.0
+    };
+    let growth = growth as f32;
+    (0..num_levels)
+        .map(|l| (base_res as f32 * growth.powf(l as f32)).floor())
+        .collect()
+}
+
+/// A hash grid with its table `[L · T, F]`.
+#[derive(Module, Debug)]
+pub struct HashEncoding<B: Backend> {
+    pub table: Param<Tensor<B, 2>>,
+    /// The grid resolution of each level.
+    pub scalings: Vec<f32>,
+    pub log2_table_size: u32,
+    pub features_per_level: usize,
+}
+
+impl<B: Backend> HashEncoding<B> {
+    /// A grid over `table` ([`num_levels` · 2^`log2_table_size`, features] values, row-major).
+    /// The caller checks the sizes against the stored shape; this checks them against the limits.
+    pub fn new(
+        table: Tensor<B, 2>,
+        num_levels: usize,
+        base_res: usize,
+        max_res: usize,
+        log2_table_size: u32,
+    ) -> Result<Self, String> {
+        if num_levels == 0 {
+            return Err("the hash grid has no levels".into());
+        }
+        if !(1..=MAX_GRID_RESOLUTION).contains(&max_res) || base_res > max_res {
+            return Err(format!(
+                "grid resolutions {base_res}..{max_res} are outside 1..{MAX_GRID_RESOLUTION}"
+            ));
+        }
+        if log2_table_size > MAX_LOG2_HASHMAP_SIZE {
+            return Err(format!(
+                "a hash table of 2^{log2_table_size} entries per level is larger than 2^{MAX_LOG2_HASHMAP_SIZE}"
+            ));
+        }
+        let [rows, features_per_level] = table.dims();
+        if rows != num_levels << log2_table_size {
+            return Err(format!(
+                "the hash table has {rows} rows; {num_levels} levels of 2^{log2_table_size} need {}",
+                num_levels << log2_table_size
+            ));
+        }
+        Ok(Self {
+            table: Param::from_tensor(table),
+            scalings: level_scalings(num_levels, base_res, max_res),
+            log2_table_size,
+            features_per_level,
+        })
+    }
+
+    pub fn num_levels(&self) -> usize {
+        self.scalings.len()
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.num_levels() * self.features_per_level
+    }
+
+    /// Encodes points `[N, 3]` in [0, 1]³ to `[N, L · F]` (`HashEncoding.pytorch_fwd`).
+    pub fn forward(&self, points: Tensor<B, 2>) -> Tensor<B, 2> {
+        let device = points.device();
+        let [n, _] = points.dims();
+        let levels = self.num_levels();
+        let scalings = Tensor::<B, 1>::from_floats(self.scalings.as_slice(), &device).reshape([1, levels, 1]);
+        let scaled = points.reshape([n, 1, 3]) * scalings; // [N, L, 3]
+        let floor = scaled.clone().floor();
+        let ceil = scaled.clone().ceil();
+        let offset = scaled - floor.clone();
+
+        // Each axis' share of the hash, for the floor and the ceil corner: [N, L] each.
+        let share = |corner: &Tensor<B, 3>, axis: usize| {
+            let coordinate = corner.clone().narrow(2, axis, 1).reshape([n, levels]).int();
+            mul_mod_pow2(coordinate, PRIMES[axis], self.log2_table_size)
+        };
+        let floors = [share(&floor, 0), share(&floor, 1), share(&floor, 2)];
+        let ceils = [share(&ceil, 0), share(&ceil, 1), share(&ceil, 2)];
+        let level_rows = Tensor::<B, 1, Int>::arange(0..levels as i64, &device)
+            .mul_scalar(1i64 << self.log2_table_size)
+            .reshape([1, levels]);
+        let mask = ((1i64 << self.log2_table_size) - 1).elem::<B::IntElem>();
+        // The features of one corner, `true` taking the ceil along that axis: [N, L, F].
+        let corner = |cx: bool, cy: bool, cz: bool| {
+            let pick = |c: bool, axis: usize| if c { ceils[axis].clone() } else { floors[axis].clone() };
+            let index = pick(cx, 0)
+                .bitwise_xor(pick(cy, 1))
+                .bitwise_xor(pick(cz, 2))
+                .bitwise_and_scalar(mask)
+                + level_rows.clone();
+            self.table
+                .val()
+                .select(0, index.reshape([n * levels]))
+                .reshape([n, levels, self.features_per_level])
+        };
+        let axis_offset = |axis: usize| offset.clone().narrow(2, axis, 1); // [N, L, 1]
+        let (ox, oy, oz) = (axis_offset(0), axis_offset(1), axis_offset(2));
+        let lerp = |hi: Tensor<B, 3>, lo: Tensor<B, 3>, t: &Tensor<B, 3>| hi * t.clone() + lo * (t.clone().neg() + 1.0);
+
+        // nerfstudio's corner numbering: f_0 = (c, c, c), f_1 = (c, f, c), f_2 = (f, f, c),
+        // f_3 = (f, c, c), f_4 = (c, c, f), f_5 = (c, f, f), f_6 = (f, f, f), f_7 = (f, c, f).
+        let f03 = lerp(corner(true, true, true), corner(false, true, true), &ox);
+        let f12 = lerp(corner(true, false, true), corner(false, false, true), &ox);
+        let f56 = lerp(corner(true, false, false), corner(false, false, false), &ox);
+        let f47 = lerp(corner(true, true, false), corner(false, true, false), &ox);
+        let f0312 = lerp(f03, f12, &oy);
+        let f4756 = lerp(f47, f56, &oy);
+        lerp(f0312, f4756, &oz).reshape([n, self.out_dim()])
+    }
+}
+
+/// `(coordinate · prime) mod 2^log2` for coordinates in `0..2^15`, without overflowing 32-bit
+/// integers. Only the low `log2` bits of the product matter (the hash XORs the three products and
+/// keeps those bits, and the same bits come out of torch's 64-bit and tiny-cuda-nn's wrapping 32-bit
+/// products), so the prime is first reduced mod 2^log2, then split into 16-bit halves:
+/// `c · p = c · p_lo + (c · p_hi mod 2^(log2 − 16)) · 2^16 (mod 2^log2)`, each term below 2^31.
+fn mul_mod_pow2<B: Backend>(coordinate: Tensor<B, 2, Int>, prime: u64, log2: u32) -> Tensor<B, 2, Int> {
+    let table = 1u64 << log2;
+    let prime = prime % table;
+    let (low, high) = (prime & 0xFFFF, prime >> 16);
+    let product_low = coordinate.clone().mul_scalar(low as i64);
+    let product = if high == 0 {
+        product_low
+    } else {
+        // log2 > 16 here, so the high part is kept mod 2^(log2 - 16) before the shift.
+        let high_mask = ((table >> 16) - 1) as i64;
+        let product_high = coordinate
+            .mul_scalar(high as i64)
+            .bitwise_and_scalar(high_mask.elem::<B::IntElem>())
+            .mul_scalar(1i64 << 16);
+        product_low + product_high
+    };
+    product.bitwise_and_scalar(((table - 1) as i64).elem::<B::IntElem>())
+}
+
+/// The spherical-harmonics encoding of directions `[N, 3]` up to degree 4 (16 components), as
+/// `components_from_spherical_harmonics(levels=4, ...)` computes them.
+///
+/// Nerfacto hands this encoding `(d + 1) / 2` (`get_normalized_directions`: tiny-cuda-nn's SH
+/// encoding expects [0, 1] inputs and maps them back to [-1, 1] itself), and nerfstudio's torch
+/// fallback does not undo it; checkpoints of the torch implementation are trained with exactly that,
+/// so [`super::field`] passes the same shifted directions.
+pub fn spherical_harmonics<B: Backend>(directions: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [n, _] = directions.dims();
+    let column = |axis: usize| directions.clone().narrow(1, axis, 1);
+    let (x, y, z) = (column(0), column(1), column(2));
+    let (xx, yy, zz) = (
+        x.clone().powi_scalar(2),
+        y.clone().powi_scalar(2),
+        z.clone().powi_scalar(2),
+    );
+    let constant = Tensor::<B, 2>::full([n, 1], 0.282_094_791_773_878_14, &directions.device());
+    let components = vec![
+        // l = 0
+        constant,
+        // l = 1
+        y.clone() * 0.488_602_511_902_919_9,
+        z.clone() * 0.488_602_511_902_919_9,
+        x.clone() * 0.488_602_511_902_919_9,
+        // l = 2
+        x.clone() * 1.092_548_430_592_079_2 * y.clone(),
+        y.clone() * 1.092_548_430_592_079_2 * z.clone(),
+        zz.clone() * 0.946_174_695_757_560_1 - 0.315_391_57,
+        x.clone() * 1.092_548_430_592_079_2 * z.clone(),
+        (xx.clone() - yy.clone()) * 0.546_274_215_296_039_6,
+        // l = 3
+        y.clone() * 0.590_043_589_926_643_5 * (xx.clone() * 3.0 - yy.clone()),
+        x.clone() * 2.890_611_442_640_554 * y.clone() * z.clone(),
+        y.clone() * 0.457_045_799_464_465_8 * (zz.clone() * 5.0 - 1.0),
+        z.clone() * 0.373_176_332_590_115_4 * (zz.clone() * 5.0 - 3.0),
+        x.clone() * 0.457_045_799_464_465_8 * (zz.clone() * 5.0 - 1.0),
+        z * 1.445_305_721_320_277 * (xx.clone() - yy.clone()),
+        x * 0.590_043_589_926_643_5 * (xx - yy * 3.0),
+    ];
+    Tensor::cat(components, 1)
+}
