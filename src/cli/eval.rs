@@ -7,7 +7,7 @@ use clap::Args;
 
 use difix3d::metrics::load_lpips;
 use difix3d::render::diff_render::SplatRenderer;
-use difix3d::render::{GpuContext, RenderOptions};
+use difix3d::render::{GpuContext, RasterMode, RenderOptions};
 use difix3d::train::eval::{evaluate, load_photo};
 use difix3d::{data, image_io, scene};
 
@@ -34,6 +34,10 @@ pub struct EvalArgs {
     lpips: super::LpipsArgs,
     #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
     background: [f32; 3],
+    /// Draw antialiased, as a scene trained with `train --antialiased` must be (gsplat's
+    /// rasterize_mode="antialiased").
+    #[arg(long)]
+    antialiased: bool,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
@@ -54,7 +58,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .map_or_else(|| PathBuf::from("eval"), |p| p.join("eval"))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
-    let renderer = SplatRenderer::new(GpuContext::headless()?);
+    let mode = RasterMode {
+        antialiased: args.antialiased,
+        ..RasterMode::default()
+    };
+    let renderer = SplatRenderer::with_mode(GpuContext::headless()?, mode);
     let options = RenderOptions {
         sh_degree: 3,
         background: args.background,

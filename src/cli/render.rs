@@ -44,6 +44,10 @@ pub struct RenderArgs {
     /// Background colour r,g,b in [0, 1].
     #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
     background: [f32; 3],
+    /// Draw antialiased, as a scene trained with `train --antialiased` must be (gsplat's
+    /// rasterize_mode="antialiased").
+    #[arg(long)]
+    antialiased: bool,
 }
 
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {
@@ -61,6 +65,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
     let mut rasterizer = Rasterizer::new(&ctx.device);
+    rasterizer.set_antialiased(args.antialiased);
     let options = RenderOptions {
         sh_degree: args.sh_degree,
         background: args.background,

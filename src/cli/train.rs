@@ -53,6 +53,11 @@ pub struct TrainArgs {
     /// --grow-grad2d is given.
     #[arg(long)]
     absgrad: bool,
+    /// Train antialiased, as gsplat's --antialiased (rasterize_mode="antialiased", Mip-Splatting's
+    /// 2D filter: each splat's opacity scaled by sqrt(det(Σ2D) / det(Σ2D + 0.3 I))). Draw the
+    /// result with `render --antialiased` / `eval --antialiased`.
+    #[arg(long)]
+    antialiased: bool,
     /// The mean 2D-gradient norm (NDC units) above which a splat is cloned or split (default 0.0002,
     /// 0.0008 with --absgrad).
     #[arg(long, value_parser = super::values::non_negative_f32)]
@@ -109,6 +114,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.lpips = args.lpips.files();
     config.eval_steps = args.eval_steps;
     config.densify.absgrad = args.absgrad;
+    config.antialiased = args.antialiased;
     if args.absgrad {
         config.densify.grow_grad2d = DensifyConfig::ABSGRAD_GROW_GRAD2D;
     }

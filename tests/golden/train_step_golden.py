@@ -20,6 +20,7 @@ same views: the initial rotations and the view order come from a Python copy of
 visits the views).
 
   ~/.cache/peer-venv/bin/python tests/golden/train_step_golden.py [--peer ../shared/tools/gsplat-peer]
+  ... --antialiased   (the same case trained as `simple_trainer.py --antialiased`: golden_antialiased.json)
 """
 import argparse
 import json
@@ -89,11 +90,15 @@ def rotmat_to_qvec(r):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peer", default=os.path.join(REPO, "..", "shared", "tools", "gsplat-peer"))
+    ap.add_argument("--antialiased", action="store_true",
+                    help="train as simple_trainer.py --antialiased (rasterize_mode='antialiased'); "
+                         "writes golden_antialiased.json")
     args = ap.parse_args()
     sys.path.insert(0, os.path.abspath(args.peer))
     import gsplat
     from gsplat.strategy import DefaultStrategy
     from PIL import Image
+    from gsplat.cuda._torch_impl import _fully_fused_projection, _quat_scale_to_covar_preci
     from train_gsplat_cpu import knn_dists, rasterization_cpu, rgb_to_sh, ssim_valid
 
     assert gsplat.__version__ == "1.5.3", gsplat.__version__
@@ -237,10 +242,20 @@ def main():
             pos += 1
             sh_use = min(step // SH_INTERVAL, SH_DEGREE)
             log["lr_means"].append(optimizers["means"].param_groups[0]["lr"])
+            viewmats = torch.linalg.inv(c2ws[index : index + 1])
+            opacities = torch.sigmoid(splats["opacities"])
+            if args.antialiased:
+                # gsplat's rasterization(rasterize_mode="antialiased"): the projection's compensations
+                # (gsplat's own torch implementation of them) scale the opacities, which the
+                # projection's culling and opacity-aware box and the compositing all then use.
+                covars, _ = _quat_scale_to_covar_preci(splats["quats"], torch.exp(splats["scales"]), True, False,
+                                                       triu=False)
+                *_, compensations = _fully_fused_projection(splats["means"], covars, viewmats, K[None], W, H,
+                                                            eps2d=0.3, calc_compensations=True)
+                opacities = opacities * compensations[0]
             renders, _, info = rasterization_cpu(
-                splats["means"], splats["quats"], torch.exp(splats["scales"]), torch.sigmoid(splats["opacities"]),
-                torch.cat([splats["sh0"], splats["shN"]], 1), torch.linalg.inv(c2ws[index : index + 1]), K[None],
-                W, H, sh_use)
+                splats["means"], splats["quats"], torch.exp(splats["scales"]), opacities,
+                torch.cat([splats["sh0"], splats["shN"]], 1), viewmats, K[None], W, H, sh_use)
             strategy.step_pre_backward(splats, optimizers, state, step, info)
             pixels = images[index][None]
             l1 = torch.nn.functional.l1_loss(renders, pixels)
@@ -279,6 +294,7 @@ def main():
     golden = {
         "source": "tests/golden/train_step_golden.py (gsplat 1.5.3 DefaultStrategy, torch "
                   f"{torch.__version__}, peer rasteriser)",
+        "antialiased": args.antialiased,
         "seed": SEED, "steps": STEPS, "max_sh_degree": SH_DEGREE, "sh_degree_interval": SH_INTERVAL,
         "refine_start": REFINE_START, "refine_every": REFINE_EVERY,
         "grow_grad2d": grow_grad2d, "grow_grad2d_gap": grad_gap,
@@ -294,7 +310,8 @@ def main():
             "pruned": seen["pruned"],
         },
     }
-    with open(os.path.join(OUT, "golden.json"), "w") as fh:
+    name = "golden_antialiased.json" if args.antialiased else "golden.json"
+    with open(os.path.join(OUT, name), "w") as fh:
         json.dump(golden, fh)
     print(f"losses {log['loss']}; views {log['views']}; {int(seen['clone'].sum())} cloned, "
           f"{int(seen['split'].sum())} split, {seen['pruned']} pruned -> {log['splats_after']} splats; "

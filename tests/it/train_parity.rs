@@ -84,11 +84,23 @@ fn worst(a: &[f32], b: &[f32], atol: f32, rtol: f32) -> (f32, usize) {
 
 #[test]
 fn first_steps_and_first_refinement_match_gsplat() {
+    first_steps_match("golden.json");
+}
+
+/// The same case trained as gsplat's `simple_trainer.py --antialiased` (`rasterize_mode="antialiased"`):
+/// the opacity compensation's forward and its gradient through the screen covariance.
+#[test]
+fn first_steps_and_first_refinement_match_gsplat_antialiased() {
+    first_steps_match("golden_antialiased.json");
+}
+
+fn first_steps_match(golden_file: &str) {
     let dir = repo().join("tests/fixtures/train_parity");
     let golden: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join(golden_file)).unwrap()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut config = TrainConfig::new(dir.clone(), out.path().join("run"));
+    config.antialiased = golden["antialiased"].as_bool().unwrap_or(false);
     config.steps = golden["steps"].as_u64().unwrap() as usize;
     config.max_sh_degree = golden["max_sh_degree"].as_u64().unwrap() as u32;
     config.sh_degree_interval = golden["sh_degree_interval"].as_u64().unwrap() as usize;

@@ -85,13 +85,26 @@ fn rotation_matrix(q: vec4<f32>) -> mat3x3<f32> {
 // name); a test there checks that the two layouts agree and that no shader defines one of its own.
 
 // Uniforms of the projection stage and its backward pass.
+// The screen-space dilation added to every splat's 2D covariance (gsplat's eps2d, INRIA's 0.3).
+const EPS2D: f32 = 0.3;
+const MODE_GSPLAT: u32 = 1u;
+const MODE_ANTIALIASED: u32 = 2u;
+
+// gsplat's "antialiased" mode (Mip-Splatting's 2D filter): the blur of EPS2D added to a splat's screen
+// covariance also scales its opacity by sqrt(det(cov) / det(cov + EPS2D I)), so the dilation keeps the
+// splat's total mass instead of adding to it. `det_orig` and `det_blur` are those two determinants.
+fn antialias_compensation(det_orig: f32, det_blur: f32) -> f32 {
+    return sqrt(max(0.0, det_orig / det_blur));
+}
+
 struct ProjectUniforms {
     camera_from_world: mat4x4<f32>,
     camera_position: vec4<f32>,
     intrinsics: vec4<f32>,   // fx, fy, cx, cy
     size: vec4<u32>,         // width, height, tiles_x, tiles_y
     counts: vec4<u32>,       // splat count, SH degree to evaluate, SH coefficients stored per splat,
-                             // rasterizer constants (0 INRIA's, 1 gsplat's: RasterConstants)
+                             // mode bits: 1 gsplat's constants (else INRIA's: RasterConstants),
+                             // 2 antialiased (gsplat's rasterize_mode="antialiased")
     chunk: vec4<u32>,        // the projection's dispatch: first splat, one past the last (its SH
                              // coefficients are bound from the first splat on); unused by the backward
 }

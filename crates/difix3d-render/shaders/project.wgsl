@@ -18,7 +18,6 @@
 
 const NEAR: f32 = 0.01;
 const FAR: f32 = 1e10;
-const EPS2D: f32 = 0.3;
 const TILE: f32 = 16.0;
 
 // Colour from the SH coefficients of splat `i` (stored after `base`) in direction `d`, INRIA's sign
@@ -82,16 +81,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     let conic = vec3<f32>(c / det, -b / det, a / det);
+    var opacity = 1.0 / (1.0 + exp(-opacity_logits[i]));
+    if (u.counts.w & MODE_ANTIALIASED) != 0u {
+        opacity *= antialias_compensation(cov[0][0] * cov[1][1] - b * b, det);
+    }
 
     let xy = vec2<f32>(fx * p.x * rz + cx, fy * p.y * rz + cy);
     // Half sizes of the screen box: 3 sigma of the major axis (INRIA's, the viewer's), or with gsplat's
-    // constants (counts.w == 1) gsplat 1.5.3's opacity-aware per-axis box out to where alpha falls to
-    // 1/255 (at most 3.33 sigma), splats fainter than 1/255 culled.
+    // constants gsplat 1.5.3's opacity-aware per-axis box out to where alpha falls to 1/255 (at most
+    // 3.33 sigma), splats fainter than 1/255 culled (the opacity is the compensated one when
+    // antialiased, as in gsplat).
     var box_half = vec2<f32>(0.0);
-    if u.counts.w == 1u {
-        let o = 1.0 / (1.0 + exp(-opacity_logits[i]));
-        if o >= 1.0 / 255.0 {
-            box_half = ceil(min(3.33, sqrt(2.0 * log(255.0 * o))) * sqrt(vec2<f32>(a, c)));
+    if (u.counts.w & MODE_GSPLAT) != 0u {
+        if opacity >= 1.0 / 255.0 {
+            box_half = ceil(min(3.33, sqrt(2.0 * log(255.0 * opacity))) * sqrt(vec2<f32>(a, c)));
         }
     } else {
         let mid = 0.5 * (a + c);
@@ -110,7 +113,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let tile_max = clamp(ceil((xy + box_half) / TILE), vec2<f32>(0.0), tiles);
     let lo = vec2<u32>(tile_min);
     let hi = vec2<u32>(tile_max);
-    let opacity = 1.0 / (1.0 + exp(-opacity_logits[i]));
     // Only the tiles of the 3-sigma box where the splat can reach the 1/255 alpha threshold
     // (`emit_intersections.wgsl` walks the same tiles with the same test).
     var count = 0u;

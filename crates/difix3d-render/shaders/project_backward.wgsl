@@ -104,10 +104,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     v_mean2d_abs[2u * i] = v_projected[vo + 9u];
     v_mean2d_abs[2u * i + 1u] = v_projected[vo + 10u];
 
-    // Opacity.
-    let opacity = 1.0 / (1.0 + exp(-opacity_logits[i]));
-    v_opacity_logits[i] = v_opacity * opacity * (1.0 - opacity);
-
     // Colour: SH coefficients and, through the view direction, the mean.
     let mean = vec3<f32>(means[3u * i], means[3u * i + 1u], means[3u * i + 2u]);
     let offset = mean - u.camera_position.xyz;
@@ -165,7 +161,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let conic = projected_conic[i];
     let ci = mat2x2<f32>(vec2<f32>(conic.x, conic.y), vec2<f32>(conic.y, conic.z));
     let gm = mat2x2<f32>(vec2<f32>(v_conic.x, 0.5 * v_conic.y), vec2<f32>(0.5 * v_conic.y, v_conic.z));
-    let v_cov = -1.0 * (ci * gm * ci);
+    var v_cov = -1.0 * (ci * gm * ci);
+
+    // Opacity: the rasterizer's is sigmoid(logit), times the compensation when antialiased, whose
+    // gradient reaches the screen covariance as gsplat's add_blur_vjp does it (with its 1e-6).
+    let opacity = 1.0 / (1.0 + exp(-opacity_logits[i]));
+    var compensation = 1.0;
+    if (u.counts.w & MODE_ANTIALIASED) != 0u {
+        let cov = j * sigma_cam * transpose(j);
+        let det_orig = cov[0][0] * cov[1][1] - cov[0][1] * cov[1][0];
+        let det_blur = (cov[0][0] + EPS2D) * (cov[1][1] + EPS2D) - cov[0][1] * cov[1][0];
+        compensation = antialias_compensation(det_orig, det_blur);
+        let v_sqr_comp = v_opacity * opacity * 0.5 / (compensation + 1e-6);
+        let one_minus_sqr_comp = 1.0 - compensation * compensation;
+        let det_conic = conic.x * conic.z - conic.y * conic.y;
+        let identity = mat2x2<f32>(1.0, 0.0, 0.0, 1.0);
+        v_cov += v_sqr_comp * (one_minus_sqr_comp * ci - EPS2D * det_conic * identity);
+    }
+    v_opacity_logits[i] = v_opacity * compensation * opacity * (1.0 - opacity);
 
     // cov = J Sigma_cam J^T.
     let v_sigma_cam = transpose(j) * v_cov * j;

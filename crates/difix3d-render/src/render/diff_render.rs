@@ -22,17 +22,15 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use super::backward::GpuGradients;
 use super::burn_bridge::{self, buffer_from_tensor, from_shared, tensor_from_buffer, tensor_written_by};
-use super::{
-    GpuContext, GpuError, GpuSplats, RasterConstants, Rasterizer, RenderOptions, RenderedImage, SplatGradients,
-};
+use super::{GpuContext, GpuError, GpuSplats, RasterMode, Rasterizer, RenderOptions, RenderedImage, SplatGradients};
 use crate::data::Camera;
 use crate::scene::Splats;
 
 /// The wgpu device and rasterizer a training run renders with.
 pub struct SplatRenderer {
     pub gpu: GpuContext,
-    /// The rasterizer constants every frame is drawn with.
-    constants: RasterConstants,
+    /// The rasterizer constants and antialiasing every frame is drawn with.
+    mode: RasterMode,
     /// Whether backward passes also gather the absolute 2D-mean gradients ([`ViewGradients::mean2d_abs`]).
     absgrad: bool,
     state: Mutex<RasterState>,
@@ -94,17 +92,17 @@ pub struct ViewGradients {
 impl SplatRenderer {
     /// A renderer with the viewer's rasterizer constants (INRIA's, as `difix3d render` and `eval`).
     pub fn new(gpu: GpuContext) -> Arc<Self> {
-        Self::with_constants(gpu, RasterConstants::default())
+        Self::with_mode(gpu, RasterMode::default())
     }
 
-    /// A renderer drawing with `constants` (3DGS training uses [`RasterConstants::Gsplat`]).
-    pub fn with_constants(gpu: GpuContext, constants: RasterConstants) -> Arc<Self> {
-        Self::for_training(gpu, constants, false)
+    /// A renderer drawing in `mode` (3DGS training uses [`super::RasterConstants::Gsplat`]).
+    pub fn with_mode(gpu: GpuContext, mode: RasterMode) -> Arc<Self> {
+        Self::for_training(gpu, mode, false)
     }
 
-    /// A renderer drawing with `constants` whose backward passes also gather the absolute
+    /// A renderer drawing in `mode` whose backward passes also gather the absolute
     /// 2D-mean gradients when `absgrad` is on (gsplat's `absgrad=True`, for densification).
-    pub fn for_training(gpu: GpuContext, constants: RasterConstants, absgrad: bool) -> Arc<Self> {
+    pub fn for_training(gpu: GpuContext, mode: RasterMode, absgrad: bool) -> Arc<Self> {
         let mut rasterizer = Rasterizer::new(&gpu.device);
         rasterizer.set_absgrad(absgrad);
         let state = Mutex::new(RasterState {
@@ -114,7 +112,7 @@ impl SplatRenderer {
         });
         Arc::new(Self {
             gpu,
-            constants,
+            mode,
             absgrad,
             state,
             last_view: Mutex::new(None),
@@ -153,7 +151,7 @@ impl SplatRenderer {
     ) -> Result<(u64, RenderedImage), GpuError> {
         let gpu_splats = Arc::new(GpuSplats::upload(&self.gpu, splats)?);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let id = state.draw(&self.gpu, gpu_splats, camera, options, self.constants)?;
+        let id = state.draw(&self.gpu, gpu_splats, camera, options, self.mode)?;
         Ok((id, state.rasterizer.read_image(&self.gpu)?))
     }
 
@@ -166,7 +164,7 @@ impl SplatRenderer {
         options: &RenderOptions,
     ) -> Result<(u64, Tensor<burn_bridge::SharedBackend, 3>), GpuError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let id = state.draw(&self.gpu, splats, camera, options, self.constants)?;
+        let id = state.draw(&self.gpu, splats, camera, options, self.mode)?;
         let shape = [camera.height as usize, camera.width as usize, 4];
         let image = tensor_written_by(&self.gpu, shape, |dst, offset, _| {
             state.rasterizer.copy_image_to(&self.gpu, dst, offset);
@@ -191,7 +189,7 @@ impl SplatRenderer {
         if !current {
             let splats = source.on_gpu(&self.gpu).map_err(|e| e.to_string())?;
             state
-                .draw(&self.gpu, splats, camera, options, self.constants)
+                .draw(&self.gpu, splats, camera, options, self.mode)
                 .map_err(|e| e.to_string())?;
         }
         let Some((_, gpu_splats)) = &state.frame else {
@@ -257,10 +255,10 @@ impl RasterState {
         splats: Arc<GpuSplats>,
         camera: &Camera,
         options: &RenderOptions,
-        constants: RasterConstants,
+        mode: RasterMode,
     ) -> Result<u64, GpuError> {
         self.frame = None;
-        self.rasterizer.set_constants(constants);
+        self.rasterizer.set_mode(mode);
         self.rasterizer.render(gpu, &splats, camera, options)?;
         self.next_id += 1;
         self.frame = Some((self.next_id, splats));

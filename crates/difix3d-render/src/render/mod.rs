@@ -18,6 +18,6 @@ pub use backward::SplatGradients;
 pub use buffers::storage_from;
 pub use gpu::{GpuContext, GpuError};
 pub use rasterize::{
-    check_frame_size, fit_frame_size, FrameStats, RasterConstants, Rasterizer, RenderOptions, RenderedImage,
+    check_frame_size, fit_frame_size, FrameStats, RasterConstants, RasterMode, Rasterizer, RenderOptions, RenderedImage,
 };
 pub use splats::GpuSplats;

@@ -64,6 +64,14 @@ impl RasterConstants {
     }
 }
 
+/// How a renderer draws: the rasterizer constants and whether it is antialiased.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RasterMode {
+    pub constants: RasterConstants,
+    /// gsplat's `rasterize_mode="antialiased"` (see [`Rasterizer::set_antialiased`]).
+    pub antialiased: bool,
+}
+
 /// Counts and (when profiling) per-stage wall times of one frame.
 #[derive(Clone, Debug, Default)]
 pub struct FrameStats {
@@ -181,6 +189,8 @@ pub struct Rasterizer {
     constants: RasterConstants,
     /// Whether backward passes also sum the per-pixel absolute 2D-mean gradients (gsplat's absgrad).
     pub(super) absgrad: bool,
+    /// gsplat's `rasterize_mode="antialiased"` (see [`Rasterizer::set_antialiased`]).
+    antialiased: bool,
 }
 
 impl Rasterizer {
@@ -196,12 +206,27 @@ impl Rasterizer {
             peak_bytes: 0,
             constants: RasterConstants::default(),
             absgrad: false,
+            antialiased: false,
         }
     }
 
     /// The constants the next frames are drawn with (INRIA's until set).
     pub fn set_constants(&mut self, constants: RasterConstants) {
         self.constants = constants;
+    }
+
+    /// The constants and antialiasing the next frames are drawn with.
+    pub fn set_mode(&mut self, mode: RasterMode) {
+        self.constants = mode.constants;
+        self.antialiased = mode.antialiased;
+    }
+
+    /// Whether the next frames are drawn antialiased, as gsplat's `rasterize_mode="antialiased"`
+    /// (Mip-Splatting's 2D filter): each splat's opacity is scaled by
+    /// `sqrt(det(Σ2D) / det(Σ2D + 0.3 I))`, so the screen-space dilation no longer thickens small
+    /// splats (off until set). A scene trained this way must be drawn this way.
+    pub fn set_antialiased(&mut self, antialiased: bool) {
+        self.antialiased = antialiased;
     }
 
     /// Whether the next backward passes also sum, per splat, the absolute values of each pixel's
@@ -347,7 +372,7 @@ impl Rasterizer {
                 n,
                 opts.sh_degree.min(splats.sh_degree),
                 splats.sh_coeffs(),
-                self.constants.shader_mode(),
+                self.constants.shader_mode() | if self.antialiased { 2 } else { 0 },
             ],
             chunk: [0, n, 0, 0],
         };

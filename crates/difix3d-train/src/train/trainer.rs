@@ -23,7 +23,7 @@ use crate::data::{self, Dataset};
 use crate::metrics::MetricsBackend;
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
 use crate::render::diff_render::{SplatRenderer, SplatTensors};
-use crate::render::{GpuContext, RasterConstants, RenderOptions};
+use crate::render::{GpuContext, RasterConstants, RasterMode, RenderOptions};
 use crate::rng::{Epochs, Rng};
 use crate::scene::{self, Splats};
 
@@ -52,6 +52,9 @@ pub enum TrainError {
     Interrupted { error: Box<TrainError>, note: String },
 }
 
+/// The checkpoint metadata key saying the run was trained antialiased ("true").
+pub const ANTIALIASED_KEY: &str = "antialiased";
+
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     pub data: PathBuf,
@@ -74,6 +77,10 @@ pub struct TrainConfig {
     pub lpips: Option<LpipsFiles>,
     /// Steps after which to measure the eval PSNR (for training curves; see [`TrainSummary::evals`]).
     pub eval_steps: Vec<usize>,
+    /// Train (and evaluate) antialiased, as gsplat's `--antialiased` (`rasterize_mode="antialiased"`,
+    /// Mip-Splatting's 2D filter). The scene must then be drawn antialiased too (`render`/`eval
+    /// --antialiased`); the checkpoint records it.
+    pub antialiased: bool,
 }
 
 impl TrainConfig {
@@ -94,6 +101,7 @@ impl TrainConfig {
             random_background: false,
             lpips: None,
             eval_steps: Vec::new(),
+            antialiased: false,
         }
     }
 
@@ -364,13 +372,28 @@ pub fn train<B: Backend>(
         config.data.display()
     );
     // Training draws with gsplat's rasterizer constants; the eval views with the viewer's, as
-    // `difix3d eval` and `render` measure the exported scene.
-    let renderer = SplatRenderer::for_training(gpu.clone(), RasterConstants::Gsplat, config.densify.absgrad);
-    let eval_renderer = SplatRenderer::new(gpu);
+    // `difix3d eval` and `render` measure the exported scene (both antialiased when asked).
+    let mode = |constants| RasterMode {
+        constants,
+        antialiased: config.antialiased,
+    };
+    let renderer = SplatRenderer::for_training(gpu.clone(), mode(RasterConstants::Gsplat), config.densify.absgrad);
+    let eval_renderer = SplatRenderer::with_mode(gpu, mode(RasterConstants::Inria));
 
     let (mut state, start_step) = match &config.resume {
         Some(path) => {
             let loaded = checkpoint::load::<B>(path, device)?;
+            let antialiased = loaded.metadata.get(ANTIALIASED_KEY).is_some_and(|v| v == "true");
+            if antialiased != config.antialiased {
+                return Err(TrainError::File {
+                    path: path.clone(),
+                    message: format!(
+                        "the checkpoint was trained {}antialiased; resume it {} --antialiased",
+                        if antialiased { "" } else { "not " },
+                        if antialiased { "with" } else { "without" }
+                    ),
+                });
+            }
             (loaded.state, loaded.step)
         }
         None => (
@@ -395,6 +418,11 @@ pub fn train<B: Backend>(
     let mut epochs = Epochs::new(dataset.train.len());
     let mut stats = GradStats::new(state.len());
     let checkpoint_path = config.out.join("checkpoint.safetensors");
+    let extra: Vec<(&str, String)> = if config.antialiased {
+        vec![(ANTIALIASED_KEY, "true".to_string())]
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     let mut step = start_step;
     let mut stopped_early = false;
@@ -441,7 +469,7 @@ pub fn train<B: Backend>(
             Err(error) => {
                 // A saved checkpoint keeps the run folder (its cleanup is for runs that produced nothing).
                 let save = || {
-                    checkpoint::save(&state, step - 1, &[], &checkpoint_path)?;
+                    checkpoint::save(&state, step - 1, &extra, &checkpoint_path)?;
                     run_dir.keep();
                     Ok(())
                 };
@@ -516,12 +544,12 @@ pub fn train<B: Backend>(
             .checkpoint_every
             .is_some_and(|every| every > 0 && step % every == 0);
         if request.save || periodic {
-            checkpoint::save(&state, step, &[], &checkpoint_path)?;
+            checkpoint::save(&state, step, &extra, &checkpoint_path)?;
             run_dir.keep();
             observer.saved(&checkpoint_path);
         }
     }
-    checkpoint::save(&state, step, &[], &checkpoint_path)?;
+    checkpoint::save(&state, step, &extra, &checkpoint_path)?;
     run_dir.keep();
     let splats = state.params.to_splats();
     // The view ends on the final splats, not on the last periodic snapshot.
