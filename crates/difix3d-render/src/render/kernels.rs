@@ -68,12 +68,16 @@ impl Kernels {
     }
 }
 
+/// `body` with `shaders/common.wgsl` in front: the source every kernel is compiled from.
+fn with_common(body: &str) -> String {
+    format!("{COMMON}\n{body}")
+}
+
 /// A shader module of `body` with `shaders/common.wgsl` in front.
 pub fn module(device: &wgpu::Device, name: &str, body: &str) -> wgpu::ShaderModule {
-    let source = format!("{COMMON}\n{body}");
     device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(source.into()),
+        source: wgpu::ShaderSource::Wgsl(with_common(body).into()),
     })
 }
 
@@ -90,39 +94,27 @@ fn compile(device: &wgpu::Device, name: &'static str, body: &str) -> Kernel {
     Kernel {
         pipeline,
         name,
-        bindings: bindings_of(body),
+        bindings: bindings_of(&with_common(body))
+            .into_iter()
+            .map(|(name, _, binding)| (name, binding))
+            .collect(),
     }
 }
 
-/// The `@binding(N) var<...> name` declarations of a WGSL source (all of them are in group 0), as
-/// (name, N).
-fn bindings_of(source: &str) -> Vec<(String, u32)> {
-    let mut found = Vec::new();
-    for piece in source.split("@binding(").skip(1) {
-        let Some((index, rest)) = piece.split_once(')') else {
-            continue;
-        };
-        let Ok(index) = index.trim().parse::<u32>() else {
-            continue;
-        };
-        let Some(rest) = rest.trim_start().strip_prefix("var") else {
-            continue;
-        };
-        // Skip the address space and access mode (`<storage, read>`), if any.
-        let rest = match rest.trim_start().strip_prefix('<') {
-            Some(inner) => inner.split_once('>').map_or("", |(_, after)| after),
-            None => rest,
-        };
-        let name: String = rest
-            .trim_start()
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
-        if !name.is_empty() {
-            found.push((name, index));
-        }
-    }
-    found
+/// The resource bindings a WGSL source declares, as (name, group, binding), read by naga (wgpu's
+/// own shader compiler). A source that does not parse has none here; creating its module reports why.
+fn bindings_of(source: &str) -> Vec<(String, u32, u32)> {
+    let Ok(module) = wgpu::naga::front::wgsl::parse_str(source) else {
+        return Vec::new();
+    };
+    module
+        .global_variables
+        .iter()
+        .filter_map(|(_, var)| {
+            let binding = var.binding.as_ref()?;
+            Some((var.name.clone()?, binding.group, binding.binding))
+        })
+        .collect()
 }
 
 /// A bind group for group 0 of `kernel`, each resource bound to the binding its shader declares
@@ -200,24 +192,39 @@ mod tests {
 
     #[test]
     fn binding_names_are_read_from_the_shader() {
-        let source = "@group(0) @binding(0) var<uniform> u: LengthUniforms;\n\
+        let source = "@group(0) @binding(0) var<uniform> u: vec4<u32>;\n\
                       @group(0) @binding(2) var<storage, read_write> data: array<u32>;\n\
-                      @group(0) @binding(1) var color: texture_storage_2d<rgba8unorm, write>;";
+                      @group(1) @binding(1) var color: texture_storage_2d<rgba8unorm, write>;";
+        let mut found = bindings_of(source);
+        found.sort();
         assert_eq!(
-            bindings_of(source),
-            vec![("u".to_string(), 0), ("data".to_string(), 2), ("color".to_string(), 1)]
+            found,
+            vec![
+                ("color".to_string(), 1, 1),
+                ("data".to_string(), 0, 2),
+                ("u".to_string(), 0, 0)
+            ]
         );
     }
 
-    /// Every kernel's bindings are numbered 0, 1, 2, ... without gaps or repeats, as the pipelines'
-    /// automatic layouts expect of the resources `bind` is given.
+    /// Every kernel's bindings are in group 0 and numbered 0, 1, 2, ... without gaps or repeats, as
+    /// the pipelines' automatic layouts expect of the resources `bind` is given.
     #[test]
     fn every_shader_declares_its_bindings_once_in_order() {
         let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
         for entry in std::fs::read_dir(&folder).expect("shaders/") {
             let path = entry.expect("a readable entry").path();
-            let source = std::fs::read_to_string(&path).expect("a readable shader");
-            let mut indices: Vec<u32> = bindings_of(&source).into_iter().map(|(_, i)| i).collect();
+            let body = std::fs::read_to_string(&path).expect("a readable shader");
+            let source = if path.ends_with("common.wgsl") {
+                body
+            } else {
+                with_common(&body)
+            };
+            wgpu::naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&source)));
+            let bindings = bindings_of(&source);
+            assert!(bindings.iter().all(|(_, group, _)| *group == 0), "{}", path.display());
+            let mut indices: Vec<u32> = bindings.into_iter().map(|(_, _, i)| i).collect();
             indices.sort_unstable();
             let expected: Vec<u32> = (0..indices.len() as u32).collect();
             assert_eq!(indices, expected, "{}", path.display());
