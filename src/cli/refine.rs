@@ -74,6 +74,10 @@ pub struct RefineArgs {
     /// Composite training renders over a random colour each step.
     #[arg(long)]
     random_background: bool,
+    /// Draw antialiased (gsplat's rasterize_mode="antialiased"), for a scene trained with
+    /// `train --antialiased`.
+    #[arg(long)]
+    antialiased: bool,
     /// Skip the Difix3D+ row of the final evaluation (the eval renders fixed by Difix).
     #[arg(long)]
     no_post_render_eval: bool,
@@ -182,6 +186,7 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     config.checkpoint_every = args.checkpoint_every;
     config.seed = args.seed;
     config.random_background = args.random_background;
+    config.antialiased = args.antialiased;
     config.post_render_eval = !args.no_post_render_eval;
     config.lpips = args.lpips.files();
     let gpu = GpuContext::headless()?;

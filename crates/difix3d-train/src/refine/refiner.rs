@@ -28,7 +28,7 @@ use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
 use crate::reference_photo::{Reference, ReferenceCache};
 use crate::render::diff_render::SplatRenderer;
-use crate::render::{GpuContext, RenderOptions};
+use crate::render::{GpuContext, RasterMode, RenderOptions};
 use crate::rng::Rng;
 use crate::scene::{self, Splats};
 use crate::train::checkpoint;
@@ -110,6 +110,9 @@ pub struct RefineConfig {
     /// `max_steps`, 60000: 10% after the default 30000 refinement steps).
     pub lr_decay_steps: usize,
     pub random_background: bool,
+    /// Draw antialiased (gsplat's `rasterize_mode="antialiased"`), for a scene trained with
+    /// `train --antialiased`.
+    pub antialiased: bool,
     pub out: PathBuf,
     /// Continue a refinement from its `checkpoint.safetensors` (rounds reload from `out`).
     pub resume: Option<PathBuf>,
@@ -185,6 +188,7 @@ impl RefineConfig {
             },
             lr_decay_steps: 60_000,
             random_background: false,
+            antialiased: false,
             out,
             resume: None,
             checkpoint_every: None,
@@ -386,7 +390,11 @@ pub fn refine<B: Backend>(
     let targets = target_cameras(config, &data)?;
     // The model is loaded before any work, so missing weights fail at once.
     let mut model = Difix::<B>::load(&config.model, config.model_checkpoint.as_deref(), device)?;
-    let renderer = SplatRenderer::new(gpu);
+    let mode = RasterMode {
+        antialiased: config.antialiased,
+        ..RasterMode::default()
+    };
+    let renderer = SplatRenderer::with_mode(gpu, mode);
     let dataset = data.dataset.clone();
     let reference = if config.reference {
         Reference::NearestTrain(dataset.clone())
