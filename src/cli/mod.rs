@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod eval;
 mod fix;
+mod nerfacto_export;
 mod nerfacto_render;
 mod record;
 mod refine;
@@ -113,6 +114,8 @@ enum Command {
     Render(render::RenderArgs),
     /// Render a nerfstudio nerfacto checkpoint (step-*.ckpt) to PNG files (CPU).
     NerfactoRender(nerfacto_render::NerfactoRenderArgs),
+    /// Export a nerfstudio nerfacto checkpoint as splats (.ply), from the points its cameras see (CPU).
+    NerfactoExport(nerfacto_export::NerfactoExportArgs),
     /// Clean images with Difix (optionally guided by reference views).
     Fix(fix::FixArgs),
     /// Render (and fix) a camera path to PNG frames or an MP4.
@@ -242,6 +245,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Render(args) => render::run(args),
         Command::NerfactoRender(args) => nerfacto_render::run(args),
+        Command::NerfactoExport(args) => nerfacto_export::run(args),
         Command::Fix(args) => fix::run(args),
         Command::Record(args) => record::run(args),
         Command::Train(args) => train::run(args),

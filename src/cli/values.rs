@@ -28,6 +28,11 @@ pub fn non_negative_f32(s: &str) -> Result<f32, String> {
     validate::non_negative(f64::from(parse::<f32>(s)?)).map(|v| v as f32)
 }
 
+/// A finite number between 0 and 1.
+pub fn unit_interval_f32(s: &str) -> Result<f32, String> {
+    validate::unit_interval(f64::from(parse::<f32>(s)?)).map(|v| v as f32)
+}
+
 /// A whole number of at least 1 (steps, intervals, samples).
 pub fn at_least_one(s: &str) -> Result<usize, String> {
     validate::at_least_one(parse(s)?)

@@ -367,6 +367,92 @@ fn cli_renders_a_checkpoint() {
     );
 }
 
+/// `nerfacto-export` writes one splat per pixel whose accumulation passes, at the median depth along
+/// the pixel's ray and with its rendered colour (`ns-export pointcloud`'s points), and refuses an
+/// export with nothing in it without writing a file.
+#[test]
+fn cli_exports_a_checkpoint_as_splats() {
+    let dir = tempfile::tempdir().unwrap();
+    let camera = golden_camera();
+    let cameras = dir.path().join("camera.json");
+    std::fs::write(&cameras, serde_json::to_string(&camera).unwrap()).unwrap();
+    let export = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "nerfacto-export",
+            "--checkpoint",
+            checkpoint_path().to_str().unwrap(),
+            "--config",
+            fixtures().join("config.json").to_str().unwrap(),
+            "--camera-json",
+            cameras.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        crate::difix3d(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = dir.path().join("points.ply");
+    let (code, stdout, stderr) = export(&out, &["--no-crop", "--keep-outliers"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let splats = difix3d::scene::load(&out).unwrap();
+
+    // The pixels nerfstudio's render says pass (none sits within 1e-3 of the threshold).
+    let accumulation = golden("image_accumulation");
+    assert!(accumulation.iter().all(|a| (a - 0.5).abs() > 1e-3));
+    let kept: Vec<usize> = (0..accumulation.len()).filter(|&p| accumulation[p] > 0.5).collect();
+    assert!(
+        !kept.is_empty() && kept.len() < accumulation.len(),
+        "the case has both kinds of pixel"
+    );
+    assert_eq!(splats.len(), kept.len());
+    let (origins, directions) = difix3d::nerfacto::model::camera_rays(&camera);
+    let (depth, rgb) = (golden("image_depth"), golden("image_rgb"));
+    for (i, &p) in kept.iter().enumerate() {
+        for a in 0..3 {
+            let want = origins[3 * p + a] + directions[3 * p + a] * depth[p];
+            let got = splats.means[i][a];
+            assert!(
+                (got - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                "point {i} axis {a}: {got} vs {want}"
+            );
+            let colour = 0.5 + difix3d::scene::SH_C0 * splats.sh[i][a];
+            assert!(
+                (colour - rgb[3 * p + a].clamp(0.0, 1.0)).abs() <= 1.0 / 255.0 + 1e-3,
+                "colour {i}/{a}"
+            );
+        }
+    }
+
+    // ns-export's crop box and outlier removal only ever drop points.
+    let cropped = dir.path().join("cropped.ply");
+    let (code, stdout, stderr) = export(&cropped, &[]);
+    if code == 0 {
+        assert!(difix3d::scene::load(&cropped).unwrap().len() <= kept.len());
+    } else {
+        assert!(
+            stderr.contains("nothing to export") && !cropped.exists(),
+            "{stdout}\n{stderr}"
+        );
+    }
+
+    // Nothing passes: a clear error naming the checkpoint, and no file.
+    let empty = dir.path().join("empty.ply");
+    let (code, _, stderr) = export(&empty, &["--min-accumulation", "1"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("step-000000300.ckpt") && stderr.contains("nothing to export"),
+        "{stderr}"
+    );
+    assert!(!empty.exists());
+    // A file name no format writes is refused before any work.
+    let (code, _, stderr) = export(&dir.path().join("points.xyz"), &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("points.xyz"), "{stderr}");
+}
+
 fn read_error(path: &Path) -> String {
     match Checkpoint::read(path) {
         Ok(_) => panic!("{} loaded", path.display()),

@@ -123,6 +123,25 @@ fn a_short_run_raises_eval_psnr_and_resumes() {
     assert!(stderr.contains("vgg16.pth: no such file"), "{stderr}");
 
     let checkpoint = out.join("checkpoint.safetensors");
+    // A checkpoint trained without antialiasing does not resume with it.
+    let (code, _, stderr) = difix3d(
+        &[
+            &base[..],
+            &[
+                "--steps",
+                "305",
+                "--resume",
+                checkpoint.to_str().unwrap(),
+                "--antialiased",
+            ],
+        ]
+        .concat(),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("checkpoint.safetensors") && stderr.contains("not antialiased"),
+        "{stderr}"
+    );
     // Resuming also exercises the random-background compositing.
     let resume = [
         "--steps",

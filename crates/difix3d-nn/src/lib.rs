@@ -13,4 +13,4 @@ pub mod tensor_file;
 
 // The modules of the crates below, under the names every file uses (`crate::render::GpuContext`).
 use difix3d_render::render;
-use difix3d_scene::{data, disk, image_io, rng, validate};
+use difix3d_scene::{data, disk, image_io, rng, scene, validate};

@@ -14,7 +14,8 @@
 //! - [`sampler`]: the proposal sampler (piecewise uniform/linear-in-disparity start, then PDF
 //!   sampling from each proposal network's weights) and the volume-rendering weights;
 //! - [`model`]: all of it together: rays in, colour / accumulation / depth out, and the rays of a
-//!   pinhole camera.
+//!   pinhole camera;
+//! - [`export`]: the field as a point cloud and as splats, as `ns-export pointcloud` makes it.
 //!
 //! Only checkpoints of nerfstudio's torch implementation are read; those of the tiny-cuda-nn
 //! implementation (flat `params` vectors) are refused with a message saying so. Everything here is
@@ -23,6 +24,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod encoding;
+pub mod export;
 pub mod field;
 pub mod model;
 pub mod sampler;
