@@ -122,6 +122,8 @@ pub struct NerfactoSummary {
     pub model: PathBuf,
     pub config: PathBuf,
     pub stopped_early: bool,
+    /// Training rays per second over the run's steps (evaluation excluded).
+    pub rays_per_second: f64,
 }
 
 /// nerfstudio's dataparser transform: `x' = scale · R (x − centre)`.
@@ -353,6 +355,7 @@ pub fn train<B: AutodiffBackend>(
     let started = Instant::now();
     let mut evals = Vec::new();
     let mut stopped_early = false;
+    let mut eval_time = std::time::Duration::ZERO;
     while trainer.steps() < config.steps {
         if stop.load(Ordering::Relaxed) {
             stopped_early = true;
@@ -367,7 +370,7 @@ pub fn train<B: AutodiffBackend>(
                 losses.total
             )));
         }
-        let elapsed = started.elapsed().as_secs_f32().max(1e-6);
+        let elapsed = (started.elapsed() - eval_time).as_secs_f32().max(1e-6);
         observer(&NerfactoStepReport {
             step,
             steps: config.steps,
@@ -375,11 +378,15 @@ pub fn train<B: AutodiffBackend>(
             rays_per_second: (step * config.rays_per_batch) as f32 / elapsed,
         });
         if config.eval_steps.contains(&step) {
+            let eval_started = Instant::now();
             if let Some(psnr) = evaluate(&trainer.model().valid(), &eval_views, config.eval_chunk, None)? {
                 evals.push((step, psnr));
             }
+            eval_time += eval_started.elapsed();
         }
     }
+    let training_time = (started.elapsed() - eval_time).as_secs_f64().max(1e-9);
+    let rays_per_second = (trainer.steps() * config.rays_per_batch) as f64 / training_time;
     let model = trainer.model();
     let model_path = config.out.join("nerfacto.safetensors");
     super::state::save(model, &model_path)?;
@@ -403,6 +410,7 @@ pub fn train<B: AutodiffBackend>(
         model: model_path,
         config: config_path,
         stopped_early,
+        rays_per_second,
     })
 }
 
