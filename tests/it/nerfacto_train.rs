@@ -64,7 +64,9 @@ fn batch(g: &Tensors, step: usize, device: &<B as Backend>::Device) -> (RayBatch
         images: Tensor::<B, 1, Int>::from_ints(images.as_slice(), device),
         target: tensor2(g, &format!("rays_{step}_target"), device),
     };
-    let jitter = (0..3).map(|p| tensor2(g, &format!("jitter_{step}_{p}"), device)).collect();
+    let jitter = (0..3)
+        .map(|p| tensor2(g, &format!("jitter_{step}_{p}"), device))
+        .collect();
     (batch, jitter)
 }
 
@@ -93,7 +95,10 @@ fn training_steps_match_nerfstudio() {
                 "step {step}: {name} loss {got} vs nerfstudio's {want}"
             );
         }
-        assert!(losses.proposals_updated, "nerfstudio updates the proposal networks in the first 10 steps");
+        assert!(
+            losses.proposals_updated,
+            "nerfstudio updates the proposal networks in the first 10 steps"
+        );
         if step == 0 {
             gradients = grads;
         }
@@ -224,13 +229,20 @@ fn train_nerfacto_raises_eval_psnr_and_renders_back() {
         "nerfacto eval PSNR {before:.2} -> {middle:.2} (step 150) -> {after:.2} dB in {:.1} s",
         started.elapsed().as_secs_f32()
     );
-    assert!(after > before + 2.0, "training did not raise the eval PSNR: {before:.2} -> {after:.2} dB");
+    assert!(
+        after > before + 2.0,
+        "training did not raise the eval PSNR: {before:.2} -> {after:.2} dB"
+    );
     assert!(out.join("eval/00.png").exists(), "the run writes its eval renders");
 
     // The saved model renders back through `nerfacto-render`, in the dataset's frame.
     let dataset = difix3d::data::open_dataset(&data, 8).unwrap();
     let cameras = dir.path().join("cameras.json");
-    std::fs::write(&cameras, serde_json::to_string(&[dataset.eval[0].camera.clone()]).unwrap()).unwrap();
+    std::fs::write(
+        &cameras,
+        serde_json::to_string(&[dataset.eval[0].camera.clone()]).unwrap(),
+    )
+    .unwrap();
     let renders = dir.path().join("renders");
     let render_args = [
         "nerfacto-render",
@@ -271,7 +283,13 @@ fn bad_nerfacto_training_arguments_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let data = crate::repo().join("tests/fixtures/nerfacto"); // never read: the flags fail first
-    let base = ["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    let base = [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
     for (extra, expect) in [
         (&["--method", "nerf"][..], "nerf"),
         (&["--rays-per-batch", "64"][..], "--rays-per-batch"),
@@ -284,7 +302,10 @@ fn bad_nerfacto_training_arguments_are_refused() {
         let (code, stdout, stderr) = difix3d(&[&base[..], extra].concat());
         assert_ne!(code, 0, "{extra:?} was accepted: {stdout}");
         assert!(!stderr.contains("panicked"), "{extra:?} panicked: {stderr}");
-        assert!(stderr.contains(expect), "{extra:?}: the error does not say `{expect}`: {stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{extra:?}: the error does not say `{expect}`: {stderr}"
+        );
         assert!(!out.exists(), "{extra:?} created the output folder");
     }
 }

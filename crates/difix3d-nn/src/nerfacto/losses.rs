@@ -39,7 +39,11 @@ impl<B: Backend> Losses<B> {
 
 /// The losses of a training forward pass: `rgb` `[R, 3]` against `target` `[R, 3]`, and the passes
 /// (proposal passes first, the field's last) with their weights.
-pub fn losses<B: Backend>(rgb: Tensor<B, 2>, target: Tensor<B, 2>, passes: &[(RaySamples<B>, Tensor<B, 2>)]) -> Losses<B> {
+pub fn losses<B: Backend>(
+    rgb: Tensor<B, 2>,
+    target: Tensor<B, 2>,
+    passes: &[(RaySamples<B>, Tensor<B, 2>)],
+) -> Losses<B> {
     let rgb_loss = (target - rgb).powi_scalar(2).mean();
     let (last_samples, last_weights) = passes.last().expect("a forward pass has at least the field's samples");
     let c = last_samples.bins.clone().detach();
@@ -75,7 +79,12 @@ fn outer<B: Backend>(t: &Tensor<B, 2>, t_env: &Tensor<B, 2>, w_env: Tensor<B, 2>
 }
 
 /// `lossfun_outer`: `max(w − outer, 0)² / (w + eps)` per bin of `t`, `[R, n]`.
-fn lossfun_outer<B: Backend>(t: &Tensor<B, 2>, w: &Tensor<B, 2>, t_env: &Tensor<B, 2>, w_env: Tensor<B, 2>) -> Tensor<B, 2> {
+fn lossfun_outer<B: Backend>(
+    t: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    t_env: &Tensor<B, 2>,
+    w_env: Tensor<B, 2>,
+) -> Tensor<B, 2> {
     let w_outer = outer(t, t_env, w_env);
     (w.clone() - w_outer).clamp_min(0.0).powi_scalar(2) / (w.clone() + OUTER_EPS)
 }

@@ -33,9 +33,9 @@ pub mod losses;
 pub mod model;
 pub mod sampler;
 pub mod state;
+pub mod torch_pickle;
 pub mod trainer;
 pub mod training;
-pub mod torch_pickle;
 
 use std::path::PathBuf;
 

@@ -57,7 +57,10 @@ impl<B: Backend> ParameterValue<B> {
     pub fn torch_values(&self) -> (Vec<usize>, Vec<f32>) {
         let read = |t: Tensor<B, 2>| -> (Vec<usize>, Vec<f32>) {
             let shape = t.dims().to_vec();
-            (shape, t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default())
+            (
+                shape,
+                t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default(),
+            )
         };
         match self {
             Self::Matrix(t) => read(t.clone()),
@@ -127,7 +130,12 @@ pub fn parameters<B: Backend>(model: &Nerfacto<B>) -> Vec<NamedParameter<B>> {
             key: format!("proposal_networks.{i}.encoding.hash_table"),
             value: ParameterValue::Matrix(network.encoding.table.val()),
         });
-        if model.config.proposal_net_args_list.as_ref().and_then(|a| a.get(i)).and_then(|a| a.use_linear)
+        if model
+            .config
+            .proposal_net_args_list
+            .as_ref()
+            .and_then(|a| a.get(i))
+            .and_then(|a| a.use_linear)
             == Some(true)
         {
             let layer = &network.mlp.layers[0];
@@ -160,7 +168,10 @@ pub fn state_dict<B: Backend>(model: &Nerfacto<B>) -> BTreeMap<String, StoredTen
         let (shape, values) = p.value.torch_values();
         if let Some(rest) = p.key.strip_suffix(".encoding.hash_table") {
             // The proposal network's MLP holds the same encoding module.
-            dict.insert(format!("{rest}.mlp_base.0.hash_table"), stored(shape.clone(), values.clone()));
+            dict.insert(
+                format!("{rest}.mlp_base.0.hash_table"),
+                stored(shape.clone(), values.clone()),
+            );
         }
         dict.insert(p.key, stored(shape, values));
     }
@@ -215,7 +226,10 @@ pub fn save<B: Backend>(model: &Nerfacto<B>, path: &Path) -> Result<(), Nerfacto
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut metadata = std::collections::HashMap::new();
-    metadata.insert("format".to_string(), "nerfstudio nerfacto state dict (difix3d)".to_string());
+    metadata.insert(
+        "format".to_string(),
+        "nerfstudio nerfacto state dict (difix3d)".to_string(),
+    );
     let serialized = safetensors::serialize(views, Some(metadata))
         .map_err(|e| NerfactoError::format(path, format!("cannot serialise: {e}")))?;
     crate::disk::write_bytes_atomic(path, &serialized).map_err(|source| NerfactoError::Io {
@@ -291,7 +305,12 @@ pub fn resolve_sizes(config: &NerfactoConfig) -> NerfactoConfig {
 /// A fresh state dict for `config` (sizes resolved by [`resolve_sizes`]) and `num_images` training
 /// images, as nerfstudio initialises one (see the module docs), as a checkpoint `Nerfacto::load`
 /// builds a model from. `label` names it in errors.
-pub fn initial(config: &NerfactoConfig, num_images: usize, seed: u64, label: &Path) -> Result<Checkpoint, NerfactoError> {
+pub fn initial(
+    config: &NerfactoConfig,
+    num_images: usize,
+    seed: u64,
+    label: &Path,
+) -> Result<Checkpoint, NerfactoError> {
     let c = resolve_sizes(config);
     let invalid = |m: String| NerfactoError::format(label, m);
     c.validate().map_err(invalid)?;
@@ -337,13 +356,40 @@ pub fn initial(config: &NerfactoConfig, num_images: usize, seed: u64, label: &Pa
     dict.insert("field.log2_hashmap_size".into(), int(log2 as usize));
     dict.insert(
         "field.mlp_base.model.0.hash_table".into(),
-        stored(vec![rows, features], uniform(rows * features, HASH_INIT_SCALE, &mut rng)),
+        stored(
+            vec![rows, features],
+            uniform(rows * features, HASH_INIT_SCALE, &mut rng),
+        ),
     );
-    linear(&mut dict, "field.mlp_base.model.1.layers.0".into(), encoded, hidden, &mut rng);
-    linear(&mut dict, "field.mlp_base.model.1.layers.1".into(), hidden, 1 + GEO_FEAT_DIM, &mut rng);
+    linear(
+        &mut dict,
+        "field.mlp_base.model.1.layers.0".into(),
+        encoded,
+        hidden,
+        &mut rng,
+    );
+    linear(
+        &mut dict,
+        "field.mlp_base.model.1.layers.1".into(),
+        hidden,
+        1 + GEO_FEAT_DIM,
+        &mut rng,
+    );
     let head_in = DIRECTION_DIM + GEO_FEAT_DIM + appearance;
-    linear(&mut dict, "field.mlp_head.layers.0".into(), head_in, hidden_color, &mut rng);
-    linear(&mut dict, "field.mlp_head.layers.1".into(), hidden_color, hidden_color, &mut rng);
+    linear(
+        &mut dict,
+        "field.mlp_head.layers.0".into(),
+        head_in,
+        hidden_color,
+        &mut rng,
+    );
+    linear(
+        &mut dict,
+        "field.mlp_head.layers.1".into(),
+        hidden_color,
+        hidden_color,
+        &mut rng,
+    );
     linear(&mut dict, "field.mlp_head.layers.2".into(), hidden_color, 3, &mut rng);
     if appearance > 0 {
         let codes = (0..num_images.max(1) * appearance).map(|_| rng.normal()).collect();
@@ -366,13 +412,25 @@ pub fn initial(config: &NerfactoConfig, num_images: usize, seed: u64, label: &Pa
         dict.insert(format!("{prefix}.num_levels"), int(levels));
         dict.insert(format!("{prefix}.log2_hashmap_size"), int(log2 as usize));
         let values = uniform(rows * features, HASH_INIT_SCALE, &mut rng);
-        dict.insert(format!("{prefix}.encoding.hash_table"), stored(vec![rows, features], values.clone()));
-        dict.insert(format!("{prefix}.mlp_base.0.hash_table"), stored(vec![rows, features], values));
+        dict.insert(
+            format!("{prefix}.encoding.hash_table"),
+            stored(vec![rows, features], values.clone()),
+        );
+        dict.insert(
+            format!("{prefix}.mlp_base.0.hash_table"),
+            stored(vec![rows, features], values),
+        );
         if args.use_linear == Some(true) {
             linear(&mut dict, format!("{prefix}.linear"), levels * features, 1, &mut rng);
         } else {
             let width = args.hidden_dim.unwrap_or(16);
-            linear(&mut dict, format!("{prefix}.mlp_base.1.layers.0"), levels * features, width, &mut rng);
+            linear(
+                &mut dict,
+                format!("{prefix}.mlp_base.1.layers.0"),
+                levels * features,
+                width,
+                &mut rng,
+            );
             linear(&mut dict, format!("{prefix}.mlp_base.1.layers.1"), width, 1, &mut rng);
         }
     }
@@ -387,6 +445,9 @@ fn uniform(n: usize, bound: f32, rng: &mut Rng) -> Vec<f32> {
 /// A torch `nn.Linear(fan_in, out)` as initialised by default: weight and bias uniform in ±1/√fan_in.
 fn linear(dict: &mut BTreeMap<String, StoredTensor>, key: String, fan_in: usize, out: usize, rng: &mut Rng) {
     let bound = 1.0 / (fan_in as f32).sqrt();
-    dict.insert(format!("{key}.weight"), stored(vec![out, fan_in], uniform(out * fan_in, bound, rng)));
+    dict.insert(
+        format!("{key}.weight"),
+        stored(vec![out, fan_in], uniform(out * fan_in, bound, rng)),
+    );
     dict.insert(format!("{key}.bias"), stored(vec![out], uniform(out, bound, rng)));
 }

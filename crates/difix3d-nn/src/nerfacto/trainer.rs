@@ -155,7 +155,11 @@ impl Normalization {
             glam::Mat3::IDENTITY
         };
         let largest = cameras
-            .map(|c| (rotation * (glam::Vec3::from(c.world_from_camera.translation) - centre)).abs().max_element())
+            .map(|c| {
+                (rotation * (glam::Vec3::from(c.world_from_camera.translation) - centre))
+                    .abs()
+                    .max_element()
+            })
             .fold(0.0f32, f32::max);
         let scale = if largest > 1e-6 { 1.0 / largest } else { 1.0 };
         Self {
@@ -230,7 +234,10 @@ impl TrainViews {
         for _ in 0..rays {
             let image = rng.below(self.cameras.len());
             let camera = &self.cameras[image];
-            let (column, row) = (rng.below(camera.width as usize) as u32, rng.below(camera.height as usize) as u32);
+            let (column, row) = (
+                rng.below(camera.width as usize) as u32,
+                rng.below(camera.height as usize) as u32,
+            );
             let (o, d) = pixel_ray(camera, column, row);
             origins.extend_from_slice(&o);
             directions.extend_from_slice(&d);
@@ -338,7 +345,11 @@ pub fn train<B: AutodiffBackend>(
     crate::disk::check_fits(
         &config.out,
         state_bytes.saturating_add(renders),
-        &format!("a nerfacto model of {} and {} eval render(s)", crate::disk::human(state_bytes), eval_views.len()),
+        &format!(
+            "a nerfacto model of {} and {} eval render(s)",
+            crate::disk::human(state_bytes),
+            eval_views.len()
+        ),
     )
     .map_err(NerfactoTrainError::Input)?;
     let mut run_dir = crate::disk::RunDir::create(&config.out).map_err(|e| file_error(&config.out, e))?;
@@ -413,4 +424,3 @@ pub fn train<B: AutodiffBackend>(
         rays_per_second,
     })
 }
-

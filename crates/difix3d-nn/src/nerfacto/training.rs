@@ -141,7 +141,12 @@ pub type NamedGradient = (String, Vec<usize>, Vec<f32>);
 
 impl<B: AutodiffBackend> NerfactoTrainer<B> {
     pub fn new(model: Nerfacto<B>) -> Self {
-        let adam = || AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(ADAM_EPS);
+        let adam = || {
+            AdamConfig::new()
+                .with_beta_1(0.9)
+                .with_beta_2(0.999)
+                .with_epsilon(ADAM_EPS)
+        };
         Self {
             model: Some(model),
             fields: adam().init(),
