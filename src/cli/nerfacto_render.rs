@@ -13,7 +13,9 @@ use difix3d::nn::backend::CpuBackend;
 
 #[derive(Args)]
 pub struct NerfactoRenderArgs {
-    /// The nerfstudio checkpoint (`nerfstudio_models/step-NNNNNNNNN.ckpt` of a nerfacto run).
+    /// The nerfstudio checkpoint (`nerfstudio_models/step-NNNNNNNNN.ckpt` of a nerfacto run), or the
+    /// `nerfacto.safetensors` of `difix3d train --method nerfacto` (with its `nerfacto.json` as
+    /// --config).
     #[arg(long)]
     checkpoint: PathBuf,
     /// A JSON file with the nerfacto settings the checkpoint does not store (keys as in nerfstudio's
@@ -26,6 +28,10 @@ pub struct NerfactoRenderArgs {
     /// (nerfstudio's, after its dataparser transform).
     #[arg(long)]
     camera_json: PathBuf,
+    /// The run's `dataparser_transforms.json` (nerfstudio's, or `difix3d train --method nerfacto`'s):
+    /// the cameras are then in the dataset's own frame and are moved into the model's.
+    #[arg(long)]
+    dataparser_transforms: Option<PathBuf>,
     /// Output folder (created if missing); one PNG per camera, named after it.
     #[arg(long)]
     out: PathBuf,
@@ -43,6 +49,13 @@ pub fn run(args: NerfactoRenderArgs) -> anyhow::Result<()> {
     let mut cameras = data::camera::read_json(&args.camera_json)?;
     if let (Some(w), Some(h)) = (args.width, args.height) {
         cameras = cameras.into_iter().map(|c| c.resized(w, h)).collect();
+    }
+    if let Some(path) = &args.dataparser_transforms {
+        let transform = difix3d::camera_path::nerfstudio::DataparserTransform::load(path)?;
+        for camera in &mut cameras {
+            let pose = glam::Mat4::from(camera.world_from_camera).as_dmat4();
+            camera.world_from_camera = glam::Affine3A::from_mat4(transform.to_nerfstudio(pose).as_mat4());
+        }
     }
     data::validate::cameras(&cameras).map_err(|m| anyhow::anyhow!("cannot render: {m}"))?;
     if args.out.exists() && !args.out.is_dir() {

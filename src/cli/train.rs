@@ -1,4 +1,5 @@
-//! `difix3d train`: 3DGS training on a COLMAP / Difix3D dataset folder.
+//! `difix3d train`: 3DGS training (the default) or nerfstudio's nerfacto (`--method nerfacto`) on a
+//! COLMAP / Difix3D dataset folder.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -7,13 +8,25 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::nn::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
+use difix3d::nn::backend::{run_on_renderer_device, BackendKind, CpuBackend, Precision, WithBackend};
 use difix3d::render::GpuContext;
 use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::{self, TrainConfig, TrainSummary};
 
+/// What `difix3d train` trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// 3D Gaussian splats with gsplat's recipe.
+    Splats,
+    /// nerfstudio's nerfacto NeRF (CPU only, for now).
+    Nerfacto,
+}
+
 #[derive(Args)]
 pub struct TrainArgs {
+    /// What to train: Gaussian splats (the default) or nerfstudio's nerfacto.
+    #[arg(long, value_enum, default_value_t = Method::Splats)]
+    method: Method,
     /// The dataset folder (COLMAP sparse model + images, or a nerfstudio transforms.json).
     #[arg(long)]
     data: PathBuf,
@@ -37,9 +50,9 @@ pub struct TrainArgs {
     /// Also write the checkpoint every N steps.
     #[arg(long, value_parser = super::values::at_least_one)]
     checkpoint_every: Option<usize>,
-    /// Highest SH degree (raised by one every 1000 steps).
-    #[arg(long, value_parser = super::values::sh_degree, default_value_t = 3)]
-    sh_degree: u32,
+    /// Highest SH degree (raised by one every 1000 steps; default 3). Splats only.
+    #[arg(long, value_parser = super::values::sh_degree)]
+    sh_degree: Option<u32>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Composite training renders over a random colour each step (gsplat's --random-bkgd).
@@ -62,11 +75,21 @@ pub struct TrainArgs {
     /// 0.0008 with --absgrad).
     #[arg(long, value_parser = super::values::non_negative_f32)]
     grow_grad2d: Option<f32>,
-    /// Where the loss and the optimiser run (the rasterizer always runs on wgpu).
-    #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
-    backend: BackendKind,
+    /// Where the loss and the optimiser run (the rasterizer always runs on wgpu; default wgpu).
+    /// Nerfacto runs on the CPU only.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
     #[command(flatten)]
     lpips: super::LpipsArgs,
+    /// Nerfacto: rays per training batch (nerfstudio's train_num_rays_per_batch, default 4096).
+    #[arg(long, value_parser = super::values::at_least_one)]
+    rays_per_batch: Option<usize>,
+    /// Nerfacto: a JSON file of model settings with nerfstudio's NerfactoModelConfig names
+    /// (num_levels, max_res, log2_hashmap_size, hidden_dim, num_proposal_samples_per_ray,
+    /// num_nerf_samples_per_ray, proposal_net_args_list, ...); `ns-train nerfacto`'s defaults
+    /// otherwise.
+    #[arg(long)]
+    nerfacto_config: Option<PathBuf>,
 }
 
 struct TrainJob {
@@ -101,14 +124,56 @@ impl WithBackend for TrainJob {
     }
 }
 
+/// The flags of one method given to the other, by name.
+fn misplaced_flags(args: &TrainArgs) -> Vec<&'static str> {
+    let given = |present: bool, name: &'static str| present.then_some(name);
+    match args.method {
+        Method::Splats => [
+            given(args.rays_per_batch.is_some(), "--rays-per-batch"),
+            given(args.nerfacto_config.is_some(), "--nerfacto-config"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        Method::Nerfacto => [
+            given(args.resume.is_some(), "--resume"),
+            given(args.checkpoint_every.is_some(), "--checkpoint-every"),
+            given(args.sh_degree.is_some(), "--sh-degree"),
+            given(args.random_background, "--random-background"),
+            given(args.absgrad, "--absgrad"),
+            given(args.grow_grad2d.is_some(), "--grow-grad2d"),
+            given(args.lpips.files().is_some(), "--lpips-backbone"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    }
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let misplaced = misplaced_flags(&args);
+    if !misplaced.is_empty() {
+        let (method, other) = match args.method {
+            Method::Splats => ("splat training (the default --method)", "--method nerfacto"),
+            Method::Nerfacto => ("--method nerfacto", "splat training"),
+        };
+        anyhow::bail!(
+            "{} {} not used by {method}; {} for {other} only",
+            misplaced.join(", "),
+            if misplaced.len() == 1 { "is" } else { "are" },
+            if misplaced.len() == 1 { "it is" } else { "they are" },
+        );
+    }
+    if args.method == Method::Nerfacto {
+        return run_nerfacto(args);
+    }
     let mut config = TrainConfig::new(args.data, args.out.clone());
     config.factor = args.factor;
     config.split = super::split_rule(args.difix3d_test_every);
     config.steps = args.steps;
     config.resume = args.resume;
     config.checkpoint_every = args.checkpoint_every;
-    config.max_sh_degree = args.sh_degree;
+    config.max_sh_degree = args.sh_degree.unwrap_or(3);
     config.seed = args.seed;
     config.random_background = args.random_background;
     config.lpips = args.lpips.files();
@@ -125,7 +190,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     // Ctrl-C ends the run after the current step, with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;
     let summary = run_on_renderer_device(
-        args.backend,
+        args.backend.unwrap_or(BackendKind::Wgpu),
         Precision::Fp32,
         &gpu,
         TrainJob {
@@ -154,6 +219,69 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         fmt(summary.eval_psnr_after),
         summary.ply.display(),
         summary.checkpoint.display()
+    );
+    Ok(())
+}
+
+/// `--method nerfacto`: nerfstudio's nerfacto on the CPU backend with autodiff.
+fn run_nerfacto(args: TrainArgs) -> anyhow::Result<()> {
+    use difix3d::nerfacto::trainer::{self as nerfacto_trainer, NerfactoRunConfig, NerfactoStepReport};
+    use difix3d::nerfacto::NerfactoConfig;
+
+    if let Some(backend) = args.backend.filter(|b| *b != BackendKind::Cpu) {
+        anyhow::bail!(
+            "--backend {backend}: nerfacto training runs on the CPU only for now (not yet on GPUs); \
+             use --backend cpu or leave --backend out"
+        );
+    }
+    let mut config = NerfactoRunConfig::new(args.data, args.out.clone());
+    config.factor = args.factor;
+    config.split = super::split_rule(args.difix3d_test_every);
+    config.steps = args.steps;
+    config.seed = args.seed;
+    config.eval_steps = args.eval_steps;
+    if let Some(rays) = args.rays_per_batch {
+        config.rays_per_batch = rays;
+    }
+    if let Some(path) = &args.nerfacto_config {
+        config.model = NerfactoConfig::read(path)?;
+    }
+    let stop = super::stop_on_ctrl_c()?;
+    let bar = super::progress_bar(config.steps as u64, "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]");
+    let device = Default::default();
+    let result = nerfacto_trainer::train::<burn::backend::Autodiff<CpuBackend>>(
+        &config,
+        &device,
+        &mut |r: &NerfactoStepReport| {
+            bar.set_position(r.step as u64);
+            bar.set_message(format!(
+                "loss {:.4} · PSNR {:.2} · {:.0} rays/s",
+                r.losses.total, r.losses.psnr, r.rays_per_second
+            ));
+        },
+        &stop,
+    );
+    bar.finish_and_clear();
+    let summary = result?;
+    let report = serde_json::json!({
+        "method": "nerfacto",
+        "steps": summary.steps,
+        "eval_psnr_before": summary.eval_psnr_before,
+        "eval_psnr_after": summary.eval_psnr_after,
+        "evals": summary.evals.iter().map(|(step, psnr)| serde_json::json!({"step": step, "psnr": psnr})).collect::<Vec<_>>(),
+        "stopped_early": summary.stopped_early,
+        "rays_per_second": summary.rays_per_second,
+    });
+    super::write_json(&args.out.join("summary.json"), &report)?;
+    let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));
+    println!(
+        "{} nerfacto after {} steps: eval PSNR {} -> {}; wrote {} and {}",
+        if summary.stopped_early { "stopped" } else { "trained" },
+        summary.steps,
+        fmt(summary.eval_psnr_before),
+        fmt(summary.eval_psnr_after),
+        summary.model.display(),
+        summary.config.display()
     );
     Ok(())
 }

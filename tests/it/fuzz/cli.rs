@@ -28,6 +28,8 @@ struct Inputs {
     model: PathBuf,
     vgg: PathBuf,
     vgg_lin: PathBuf,
+    /// One 16x12 camera looking at the origin from z = -3 (OpenCV axes).
+    camera: PathBuf,
 }
 
 fn inputs() -> Inputs {
@@ -46,6 +48,14 @@ fn inputs() -> Inputs {
     for (name, text) in super::readers::colmap_text() {
         std::fs::write(sparse.join(name), text).unwrap();
     }
+    let camera = root.join("camera.json");
+    std::fs::write(
+        &camera,
+        serde_json::json!({"name": "cam.png", "width": 16, "height": 12, "fx": 14.0, "fy": 13.0, "cx": 8.0, "cy": 6.0,
+            "world_from_camera": [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, -3.0], [0.0, 0.0, 0.0, 1.0]]})
+        .to_string(),
+    )
+    .unwrap();
     let path = root.join("path.json");
     std::fs::write(
         &path,
@@ -74,12 +84,25 @@ fn inputs() -> Inputs {
         model: fixtures.join("difix/tiny"),
         vgg: fixtures.join("lpips/vgg_tiny_backbone.pth"),
         vgg_lin: fixtures.join("lpips/vgg_tiny_lin.pth"),
+        camera,
         root,
     }
 }
 
 fn s(p: &Path) -> String {
     p.display().to_string()
+}
+
+fn nerfacto_fixture(name: &str) -> PathBuf {
+    crate::repo().join("tests/fixtures/nerfacto").join(name)
+}
+
+/// The subcommand a table entry runs (`train-nerfacto` is `train --method nerfacto`).
+fn command(entry: &str) -> &str {
+    match entry {
+        "train-nerfacto" => "train",
+        other => other,
+    }
 }
 
 /// The valid arguments of `subcommand` (flag, value), `--out` last; `None` for switches.
@@ -124,6 +147,20 @@ fn base(subcommand: &str, i: &Inputs, out: &Path) -> Vec<(String, Option<String>
             ("--size", "16x16".into()),
         ],
         "eval" => vec![("--scene", s(&i.scene)), ("--data", s(&i.data))],
+        "train-nerfacto" => vec![
+            ("--method", "nerfacto".into()),
+            ("--data", s(&i.data)),
+            ("--steps", "1".into()),
+            ("--rays-per-batch", "16".into()),
+            ("--nerfacto-config", s(&nerfacto_fixture("config.json"))),
+        ],
+        "nerfacto-render" => vec![
+            ("--checkpoint", s(&nerfacto_fixture("step-000000300.ckpt"))),
+            ("--config", s(&nerfacto_fixture("config.json"))),
+            ("--camera-json", s(&i.camera)),
+            ("--width", "8".into()),
+            ("--height", "6".into()),
+        ],
         other => panic!("no base arguments for {other}"),
     };
     let mut args: Vec<(String, Option<String>)> = pairs
@@ -214,6 +251,36 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
             ("--lpips-backbone", vec![s(&i.scene)]),
             ("--data", vec![s(&i.model)]),
         ],
+        "train-nerfacto" => vec![
+            ("--factor", v(&["0", "-1"])),
+            ("--steps", v(&["-1", "nan", "18446744073709551615"])),
+            ("--rays-per-batch", v(&["0", "-1", "nan", "1.5", "2000000"])),
+            ("--eval-steps", v(&["-5", "nan", "0"])),
+            ("--method", v(&["nerf", ""])),
+            ("--backend", v(&["wgpu"])),
+            ("--sh-degree", v(&["2"])),
+            ("--resume", vec![s(&i.scene)]),
+            ("--nerfacto-config", vec![s(&i.pairs), s(&i.scene), s(&i.path)]),
+            ("--data", vec![s(&i.model), s(&i.root.join("absent"))]),
+        ],
+        "nerfacto-render" => vec![
+            ("--width", v(&["0", "-1", "100000", "nan"])),
+            ("--rays-per-chunk", v(&["0", "-1", "nan"])),
+            (
+                "--checkpoint",
+                vec![
+                    s(&i.scene),
+                    s(&i.pairs),
+                    s(&i.data),
+                    s(&nerfacto_fixture("splatfacto.ckpt")),
+                    s(&nerfacto_fixture("nerfacto_tcnn.ckpt")),
+                    s(&nerfacto_fixture("goldens.safetensors")),
+                ],
+            ),
+            ("--config", vec![s(&i.pairs), s(&i.scene)]),
+            ("--camera-json", vec![s(&i.path), s(&i.scene)]),
+            ("--dataparser-transforms", vec![s(&i.pairs), s(&i.scene), s(&i.camera)]),
+        ],
         other => panic!("no nonsense for {other}"),
     }
 }
@@ -283,7 +350,7 @@ fn check(subcommand: &str, i: &Inputs, changes: &[(&str, String)], failures: &mu
                 None => args.insert(0, (flag.to_string(), Some(value.clone()))),
             }
         }
-        let mut argv = vec![subcommand.to_string()];
+        let mut argv = vec![command(subcommand).to_string()];
         for (flag, value) in args {
             argv.push(flag);
             argv.extend(value);
@@ -316,7 +383,7 @@ fn fuzz_subcommand(subcommand: &str) {
     let i = inputs();
     // The control: the base arguments alone must work, or every refusal below proves nothing.
     let control_dir = tempfile::tempdir_in(&i.root).unwrap();
-    let mut argv = vec![subcommand.to_string()];
+    let mut argv = vec![command(subcommand).to_string()];
     for (flag, value) in base(subcommand, &i, &control_dir.path().join("out")) {
         argv.push(flag);
         argv.extend(value);
@@ -391,4 +458,14 @@ fn fuzz_train_difix_arguments() {
 #[test]
 fn fuzz_eval_arguments() {
     fuzz_subcommand("eval");
+}
+
+#[test]
+fn fuzz_train_nerfacto_arguments() {
+    fuzz_subcommand("train-nerfacto");
+}
+
+#[test]
+fn fuzz_nerfacto_render_arguments() {
+    fuzz_subcommand("nerfacto-render");
 }

@@ -43,12 +43,27 @@ impl Checkpoint {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
-        let state = super::torch_pickle::read_state_dict(path, "pipeline").map_err(|e| {
-            NerfactoError::format(
-                path,
-                format!("not a nerfstudio checkpoint (a torch archive with a `pipeline` state dict): {e}"),
-            )
-        })?;
+        let safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        let state = if safetensors {
+            // A run saved by `difix3d train --method nerfacto` (`super::state::save`): plain model keys
+            // are accepted too.
+            let mut state: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> =
+                super::state::read_safetensors(path)
+                    .map_err(|e| NerfactoError::format(path, format!("not a nerfacto state dict: {e}")))?
+                    .into_iter()
+                    .collect();
+            if !state.keys().any(|k| k.starts_with("_model.")) {
+                state = state.into_iter().map(|(k, v)| (format!("_model.{k}"), v)).collect();
+            }
+            state
+        } else {
+            super::torch_pickle::read_state_dict(path, "pipeline").map_err(|e| {
+                NerfactoError::format(
+                    path,
+                    format!("not a nerfstudio checkpoint (a torch archive with a `pipeline` state dict): {e}"),
+                )
+            })?
+        };
         let snapshots = model_keys(state);
         if snapshots.is_empty() {
             return Err(NerfactoError::format(
@@ -72,6 +87,12 @@ impl Checkpoint {
             path: path.to_path_buf(),
             tensors,
         })
+    }
+
+    /// A checkpoint made in memory (a fresh model's tensors, see `super::state::initial`); `path`
+    /// names it in errors.
+    pub fn from_tensors(path: PathBuf, tensors: BTreeMap<String, StoredTensor>) -> Self {
+        Self { path, tensors }
     }
 
     pub fn contains(&self, key: &str) -> bool {

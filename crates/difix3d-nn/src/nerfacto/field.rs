@@ -186,10 +186,30 @@ pub struct NerfactoField<B: Backend> {
     pub encoding: HashEncoding<B>,
     pub mlp_base: Mlp<B>,
     pub mlp_head: Mlp<B>,
-    /// The appearance code used outside training: the mean of the per-image codes, or zeros
-    /// (`[1, dim]`); `None` without an appearance embedding.
-    pub appearance: Option<Tensor<B, 2>>,
+    /// The per-training-image appearance codes `[images, dim]`
+    /// (`field.embedding_appearance.embedding.weight`); `None` without an appearance embedding.
+    pub appearance_codes: Option<Param<Tensor<B, 2>>>,
+    /// Outside training the colour MLP gets the mean of the codes (true) or zeros (false).
+    pub average_appearance: bool,
     pub average_init_density: f32,
+}
+
+/// Which appearance code the colour MLP gets.
+#[derive(Clone, Debug)]
+pub enum Appearance<B: Backend> {
+    /// Outside training: the mean code or zeros, as the field was configured.
+    Eval,
+    /// Training: each sample's training-image index, `[N]`.
+    Images(Tensor<B, 1, Int>),
+}
+
+/// nerfstudio's `trunc_exp` (nerfstudio/field_components/activations.py): `exp(x)` forward, with the
+/// gradient `exp(min(x, 15))` so a large pre-activation cannot blow the gradient up. The forward is
+/// exactly `exp(x)`: the added term is a value minus itself, whose gradient is the clamped factor.
+pub fn trunc_exp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let factor = x.clone().clamp_max(15.0).exp().detach();
+    let linear = x.clone() * factor;
+    x.exp().detach() + (linear.clone() - linear.detach())
 }
 
 /// What the main field computes at a batch of samples.
@@ -234,11 +254,7 @@ impl<B: Backend> NerfactoField<B> {
                     }
                 };
                 let codes = Tensor::<B, 1>::from_floats(table.values.as_slice(), device).reshape([images, dim]);
-                Some(if average_appearance {
-                    codes.mean_dim(0)
-                } else {
-                    Tensor::zeros([1, dim], device)
-                })
+                Some(Param::from_tensor(codes))
             }
         };
         let appearance_dim = appearance.as_ref().map_or(0, |a| a.dims()[1]);
@@ -254,9 +270,15 @@ impl<B: Backend> NerfactoField<B> {
             encoding,
             mlp_base,
             mlp_head,
-            appearance,
+            appearance_codes: appearance,
+            average_appearance,
             average_init_density,
         })
+    }
+
+    /// The width of the appearance code, 0 without one.
+    pub fn appearance_dim(&self) -> usize {
+        self.appearance_codes.as_ref().map_or(0, |a| a.dims()[1])
     }
 
     pub fn geo_feat_dim(&self) -> usize {
@@ -271,18 +293,35 @@ impl<B: Backend> NerfactoField<B> {
         positions: Tensor<B, 2>,
         directions: Tensor<B, 2>,
     ) -> FieldOutputs<B> {
+        self.forward_with(mapping, positions, directions, &Appearance::Eval)
+    }
+
+    /// [`Self::forward`] with the appearance code chosen as in training or outside it.
+    pub fn forward_with(
+        &self,
+        mapping: &SpaceMapping,
+        positions: Tensor<B, 2>,
+        directions: Tensor<B, 2>,
+        appearance: &Appearance<B>,
+    ) -> FieldOutputs<B> {
         let [n, _] = positions.dims();
         let (unit, inside) = mapping.to_unit_cube(positions);
         let h = self.mlp_base.forward(self.encoding.forward(unit));
         let density_before_activation = h.clone().narrow(1, 0, 1);
         let geometry = h.narrow(1, 1, self.geo_feat_dim());
-        let density = density_before_activation.exp() * self.average_init_density * inside;
+        let density = trunc_exp(density_before_activation) * self.average_init_density * inside;
 
+        let device = directions.device();
         let sh = spherical_harmonics((directions + 1.0) / 2.0);
         let mut inputs = vec![sh, geometry];
-        if let Some(code) = &self.appearance {
-            let dim = code.dims()[1];
-            inputs.push(code.clone().expand([n, dim]));
+        if let Some(codes) = &self.appearance_codes {
+            let dim = codes.dims()[1];
+            let code = match appearance {
+                Appearance::Images(images) => codes.val().select(0, images.clone()),
+                Appearance::Eval if self.average_appearance => codes.val().mean_dim(0).expand([n, dim]),
+                Appearance::Eval => Tensor::zeros([n, dim], &device),
+            };
+            inputs.push(code);
         }
         let rgb = activation::sigmoid(self.mlp_head.forward(Tensor::cat(inputs, 1)));
         FieldOutputs { density, rgb }
@@ -346,6 +385,6 @@ impl<B: Backend> DensityField<B> {
     pub fn density(&self, mapping: &SpaceMapping, positions: Tensor<B, 2>) -> Tensor<B, 2> {
         let (unit, inside) = mapping.to_unit_cube(positions);
         let before_activation = self.mlp.forward(self.encoding.forward(unit));
-        before_activation.exp() * self.average_init_density * inside
+        trunc_exp(before_activation) * self.average_init_density * inside
     }
 }

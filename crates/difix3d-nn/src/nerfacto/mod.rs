@@ -14,7 +14,12 @@
 //! - [`sampler`]: the proposal sampler (piecewise uniform/linear-in-disparity start, then PDF
 //!   sampling from each proposal network's weights) and the volume-rendering weights;
 //! - [`model`]: all of it together: rays in, colour / accumulation / depth out, and the rays of a
-//!   pinhole camera;
+//!   pinhole camera; in nerfstudio's evaluation mode or its training mode ([`model::Pass`]);
+//! - [`losses`], [`training`]: nerfacto's losses and one training step (two Adam optimisers, their
+//!   schedules, proposal annealing and update schedule) with autodiff over any burn backend;
+//! - [`state`]: the tensors by nerfstudio's state-dict keys: fresh initialisation, saving a run as
+//!   safetensors, the named parameters;
+//! - [`trainer`]: training on a dataset folder (`difix3d train --method nerfacto`);
 //! - [`export`]: the field as a point cloud and as splats, as `ns-export pointcloud` makes it.
 //!
 //! Only checkpoints of nerfstudio's torch implementation are read; those of the tiny-cuda-nn
@@ -26,15 +31,19 @@ pub mod config;
 pub mod encoding;
 pub mod export;
 pub mod field;
+pub mod losses;
 pub mod model;
 pub mod sampler;
+pub mod state;
 pub mod torch_pickle;
+pub mod trainer;
+pub mod training;
 
 use std::path::PathBuf;
 
 pub use checkpoint::Checkpoint;
 pub use config::NerfactoConfig;
-pub use model::{Nerfacto, RayOutputs};
+pub use model::{Nerfacto, Pass, RayOutputs, TrainingPass};
 
 /// Why a nerfstudio checkpoint or its config could not be used; every message names the file.
 #[derive(Debug, thiserror::Error)]

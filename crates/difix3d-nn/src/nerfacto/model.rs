@@ -10,11 +10,13 @@
 
 use std::path::Path;
 
+use burn::module::AutodiffModule;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 
 use super::checkpoint::Checkpoint;
 use super::config::{Background, NerfactoConfig, EVAL_NEAR_PLANE};
-use super::field::{DensityField, GridSizes, NerfactoField, SpaceMapping};
+use super::field::{Appearance, DensityField, GridSizes, NerfactoField, SpaceMapping};
 use super::sampler::{median_depth, RaySamples, Spacing};
 use super::NerfactoError;
 use crate::data::Camera;
@@ -34,6 +36,32 @@ pub struct RayOutputs<B: Backend> {
     pub proposal_depths: Vec<Tensor<B, 2>>,
     /// Every pass's samples and weights (proposal passes, then the field's), for inspection.
     pub passes: Vec<(RaySamples<B>, Tensor<B, 2>)>,
+}
+
+/// How [`Nerfacto::forward`] renders a batch.
+#[derive(Clone, Debug)]
+pub enum Pass<B: Backend> {
+    /// As nerfstudio renders outside training: near plane 0, fixed quantiles, the average
+    /// appearance code, colours clamped to [0, 1].
+    Eval,
+    /// As in a training step.
+    Train(TrainingPass<B>),
+}
+
+/// What a training step's forward pass needs besides the rays (nerfstudio's training mode).
+#[derive(Clone, Debug)]
+pub struct TrainingPass<B: Backend> {
+    /// Each ray's training image `[R]` (the appearance code it gets).
+    pub images: Tensor<B, 1, Int>,
+    /// One jitter per sampling pass, `[R, 1]` each in [0, 1) (`single_jitter`: one number per ray
+    /// and pass): the initial sampler's, then each PDF pass's, the field's last; as many as there
+    /// are proposal passes plus one (a pass without one samples at the fixed quantiles of
+    /// evaluation).
+    pub jitter: Vec<Tensor<B, 2>>,
+    /// The exponent the proposal weights are raised to before PDF sampling (weight annealing).
+    pub anneal: f32,
+    /// Whether the proposal networks get gradients this step (nerfstudio's update schedule).
+    pub update_proposals: bool,
 }
 
 /// A rendered camera, row-major from the top-left pixel.
@@ -57,6 +85,27 @@ pub struct Nerfacto<B: Backend> {
     pub mapping: SpaceMapping,
     pub config: NerfactoConfig,
     device: B::Device,
+}
+
+/// What a [`Nerfacto`] holds besides its networks.
+#[derive(Clone, Debug)]
+pub struct ModelSettings<B: Backend> {
+    pub mapping: SpaceMapping,
+    pub config: NerfactoConfig,
+    pub device: B::Device,
+}
+
+impl<B: AutodiffBackend> Nerfacto<B> {
+    /// The same model on the inner backend, without autodiff (for evaluation during training).
+    pub fn valid(&self) -> Nerfacto<B::InnerBackend> {
+        Nerfacto {
+            field: self.field.valid(),
+            proposals: self.proposals.iter().map(|p| p.valid()).collect(),
+            mapping: self.mapping.clone(),
+            config: self.config.clone(),
+            device: self.field.encoding.table.val().inner().device(),
+        }
+    }
 }
 
 impl<B: Backend> Nerfacto<B> {
@@ -132,7 +181,7 @@ impl<B: Backend> Nerfacto<B> {
         config.appearance_embed_dim = Some(agree(
             "appearance_embed_dim",
             config.appearance_embed_dim,
-            field.appearance.as_ref().map_or(0, |a| a.dims()[1]),
+            field.appearance_dim(),
             "field.embedding_appearance.embedding.weight",
         )?);
 
@@ -241,39 +290,103 @@ impl<B: Backend> Nerfacto<B> {
         &self.device
     }
 
-    /// Renders rays from `origins` `[R, 3]` along unit `directions` `[R, 3]`.
+    /// The networks, and the rest of the model to put them back with ([`Self::from_parts`]): an
+    /// optimiser step takes the networks by value.
+    pub fn into_parts(self) -> (NerfactoField<B>, Vec<DensityField<B>>, ModelSettings<B>) {
+        let settings = ModelSettings {
+            mapping: self.mapping,
+            config: self.config,
+            device: self.device,
+        };
+        (self.field, self.proposals, settings)
+    }
+
+    pub fn from_parts(field: NerfactoField<B>, proposals: Vec<DensityField<B>>, settings: ModelSettings<B>) -> Self {
+        Self {
+            field,
+            proposals,
+            mapping: settings.mapping,
+            config: settings.config,
+            device: settings.device,
+        }
+    }
+
+    /// Renders rays from `origins` `[R, 3]` along unit `directions` `[R, 3]` as nerfstudio does
+    /// outside training.
     pub fn render_rays(&self, origins: Tensor<B, 2>, directions: Tensor<B, 2>) -> RayOutputs<B> {
+        self.forward(origins, directions, &Pass::Eval)
+    }
+
+    /// Renders rays as nerfstudio's `NerfactoModel.get_outputs` does, outside training or in a
+    /// training step (see [`Pass`]).
+    pub fn forward(&self, origins: Tensor<B, 2>, directions: Tensor<B, 2>, pass: &Pass<B>) -> RayOutputs<B> {
         let [rays, _] = origins.dims();
-        let spacing = Spacing::new(
-            self.config.proposal_initial_sampler,
-            EVAL_NEAR_PLANE,
-            self.config.far_plane,
-        );
-        // The first pass spaces its bins evenly; every later one draws them from the previous weights.
-        let next = |previous: Option<&(RaySamples<B>, Tensor<B, 2>)>, count: usize| match previous {
-            None => RaySamples::uniform(rays, count, &spacing, &self.device),
-            Some((samples, weights)) => samples.resample(weights.clone(), count, &spacing),
+        let training = match pass {
+            Pass::Eval => None,
+            Pass::Train(t) => Some(t),
+        };
+        // `NearFarCollider` resets the near plane to 0 outside training.
+        let near = training.map_or(EVAL_NEAR_PLANE, |_| self.config.near_plane);
+        let spacing = Spacing::new(self.config.proposal_initial_sampler, near, self.config.far_plane);
+        let jitter = |pass_index: usize| training.and_then(|t| t.jitter.get(pass_index).cloned());
+        // The first pass spaces its bins evenly (jittered in training); every later one draws them
+        // from the previous weights (raised to the annealing exponent in training).
+        let next = |previous: Option<&(RaySamples<B>, Tensor<B, 2>)>, index: usize, count: usize| match previous {
+            None => match jitter(index) {
+                None => RaySamples::uniform(rays, count, &spacing, &self.device),
+                Some(j) => RaySamples::stratified(count, &spacing, j),
+            },
+            Some((samples, weights)) => {
+                let weights = match training {
+                    Some(t) => weights.clone().detach().powf_scalar(t.anneal),
+                    None => weights.clone(),
+                };
+                samples.resample_jittered(weights, count, &spacing, jitter(index))
+            }
         };
         let mut passes: Vec<(RaySamples<B>, Tensor<B, 2>)> = Vec::with_capacity(self.proposals.len() + 1);
-        for (network, &count) in self.proposals.iter().zip(&self.config.num_proposal_samples_per_ray) {
-            let samples = next(passes.last(), count);
-            let density = network.density(&self.mapping, samples.positions(&origins, &directions));
+        for (index, (network, &count)) in self
+            .proposals
+            .iter()
+            .zip(&self.config.num_proposal_samples_per_ray)
+            .enumerate()
+        {
+            let samples = next(passes.last(), index, count);
+            let mut density = network.density(&self.mapping, samples.positions(&origins, &directions));
+            if training.is_some_and(|t| !t.update_proposals) {
+                // nerfstudio evaluates the proposal networks under `torch.no_grad()` between updates.
+                density = density.detach();
+            }
             let weights = samples.weights(density.reshape([rays, count]));
             passes.push((samples, weights));
         }
         // The field's pass: every sample of a ray looks along the ray.
         let count = self.config.num_nerf_samples_per_ray;
-        let samples = next(passes.last(), count);
+        let samples = next(passes.last(), passes.len(), count);
         let positions = samples.positions(&origins, &directions);
         let sample_directions = directions
             .reshape([rays, 1, 3])
             .expand([rays, count, 3])
             .reshape([rays * count, 3]);
-        let field = self.field.forward(&self.mapping, positions, sample_directions);
+        let appearance = match training {
+            None => Appearance::Eval,
+            Some(t) => Appearance::Images(
+                t.images
+                    .clone()
+                    .reshape([rays, 1])
+                    .expand([rays, count])
+                    .reshape([rays * count]),
+            ),
+        };
+        let field = self
+            .field
+            .forward_with(&self.mapping, positions, sample_directions, &appearance);
         let weights = samples.weights(field.density.reshape([rays, count]));
-        let rgb = field.rgb.reshape([rays, count, 3]);
-        let nan = rgb.clone().is_nan();
-        let rgb = rgb.mask_fill(nan, 0.0);
+        let mut rgb = field.rgb.reshape([rays, count, 3]);
+        if training.is_none() {
+            let nan = rgb.clone().is_nan();
+            rgb = rgb.mask_fill(nan, 0.0);
+        }
 
         let w = weights.clone().reshape([rays, count, 1]);
         let accumulation = weights.clone().sum_dim(1); // [R, 1]
@@ -286,16 +399,20 @@ impl<B: Backend> Nerfacto<B> {
         let rgb = match background {
             Some(bg) => composited + bg * (accumulation.clone().neg() + 1.0),
             None => composited,
-        }
-        .clamp(0.0, 1.0);
+        };
+        // Only outside training are colours clamped (`RGBRenderer.forward`).
+        let rgb = if training.is_none() { rgb.clamp(0.0, 1.0) } else { rgb };
 
         let midpoints = samples.midpoints();
         let expected = (weights.clone() * midpoints.clone()).sum_dim(1) / (accumulation.clone() + 1e-10);
         let low = midpoints.clone().min().into_scalar().elem::<f32>();
         let high = midpoints.max().into_scalar().elem::<f32>();
         let expected_depth = expected.clamp(low, high);
-        let depth = median_depth(&samples, weights.clone());
-        let proposal_depths = passes.iter().map(|(s, w)| median_depth(s, w.clone())).collect();
+        let depth = median_depth(&samples, weights.clone().detach());
+        let proposal_depths = passes
+            .iter()
+            .map(|(s, w)| median_depth(s, w.clone().detach()))
+            .collect();
         passes.push((samples, weights));
         RayOutputs {
             rgb,
@@ -342,17 +459,24 @@ pub fn camera_rays(camera: &Camera) -> (Vec<f32>, Vec<f32>) {
     let pixels = camera.width as usize * camera.height as usize;
     let mut origins = Vec::with_capacity(pixels * 3);
     let mut directions = Vec::with_capacity(pixels * 3);
-    let rotation = glam::Mat3::from(camera.world_from_camera.matrix3);
-    let origin = glam::Vec3::from(camera.world_from_camera.translation);
     for row in 0..camera.height {
         for column in 0..camera.width {
-            let x = (column as f32 + 0.5 - camera.cx) / camera.fx;
-            let y = (row as f32 + 0.5 - camera.cy) / camera.fy;
-            let d = rotation.x_axis * x + rotation.y_axis * y + rotation.z_axis;
-            let d = d / d.length();
-            origins.extend_from_slice(&origin.to_array());
-            directions.extend_from_slice(&d.to_array());
+            let (o, d) = pixel_ray(camera, column, row);
+            origins.extend_from_slice(&o);
+            directions.extend_from_slice(&d);
         }
     }
     (origins, directions)
+}
+
+/// The ray through the centre of pixel (`column`, `row`) of `camera`: origin and unit direction
+/// (see [`camera_rays`]).
+pub fn pixel_ray(camera: &Camera, column: u32, row: u32) -> ([f32; 3], [f32; 3]) {
+    let rotation = glam::Mat3::from(camera.world_from_camera.matrix3);
+    let origin = glam::Vec3::from(camera.world_from_camera.translation);
+    let x = (column as f32 + 0.5 - camera.cx) / camera.fx;
+    let y = (row as f32 + 0.5 - camera.cy) / camera.fy;
+    let d = rotation.x_axis * x + rotation.y_axis * y + rotation.z_axis;
+    let d = d / d.length();
+    (origin.to_array(), d.to_array())
 }

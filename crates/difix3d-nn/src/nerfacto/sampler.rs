@@ -107,6 +107,22 @@ impl<B: Backend> RaySamples<B> {
         Self::from_bins(bins, spacing)
     }
 
+    /// `n` bins per ray, each edge moved by the ray's `jitter` `[R, 1]` in [0, 1) within the span
+    /// between its neighbouring bin centres (`SpacedSampler` in training with `single_jitter`): the
+    /// first edge ranges over [0, c_0], inner edges over [c_{i-1}, c_i], the last over [c_{n-1}, 1].
+    pub fn stratified(samples: usize, spacing: &Spacing, jitter: Tensor<B, 2>) -> Self {
+        let [rays, _] = jitter.dims();
+        let device = jitter.device();
+        let edges = linspace(0.0, 1.0, samples + 1);
+        let centres: Vec<f32> = edges.windows(2).map(|w| (w[1] + w[0]) / 2.0).collect();
+        let upper: Vec<f32> = centres.iter().copied().chain([edges[samples]]).collect();
+        let lower: Vec<f32> = [edges[0]].into_iter().chain(centres.iter().copied()).collect();
+        let row = |v: Vec<f32>| Tensor::<B, 1>::from_floats(v.as_slice(), &device).reshape([1, samples + 1]);
+        let (lower, upper) = (row(lower), row(upper));
+        let bins = lower.clone() + (upper - lower).expand([rays, samples + 1]) * jitter.expand([rays, samples + 1]);
+        Self::from_bins(bins, spacing)
+    }
+
     pub fn num_samples(&self) -> usize {
         self.starts.dims()[1]
     }
@@ -141,6 +157,20 @@ impl<B: Backend> RaySamples<B> {
     /// New bins drawn from these samples' `weights` `[R, n]` at fixed quantiles (`PDFSampler` outside
     /// training, without the original bins: nerfacto's `include_original=False`).
     pub fn resample(&self, weights: Tensor<B, 2>, samples: usize, spacing: &Spacing) -> Self {
+        self.resample_jittered(weights, samples, spacing, None)
+    }
+
+    /// [`Self::resample`]; with `jitter` `[R, 1]` in [0, 1) the quantiles are `i / (n + 1)` plus the
+    /// ray's jitter over `n + 1` (`PDFSampler` in training with `single_jitter`) instead of the bins'
+    /// centres. The new bins carry no gradient (nerfstudio detaches them).
+    pub fn resample_jittered(
+        &self,
+        weights: Tensor<B, 2>,
+        samples: usize,
+        spacing: &Spacing,
+        jitter: Option<Tensor<B, 2>>,
+    ) -> Self {
+        let weights = weights.detach();
         const HISTOGRAM_PADDING: f32 = 0.01;
         const EPS: f32 = 1e-5;
         let [rays, n] = weights.dims();
@@ -156,13 +186,22 @@ impl<B: Backend> RaySamples<B> {
         let cdf = Tensor::cat(vec![Tensor::zeros([rays, 1], &device), cdf], 1); // [R, n + 1]
 
         let num_bins = samples + 1;
-        let quantiles: Vec<f32> = linspace(0.0, (1.0 - 1.0 / num_bins as f64) as f32, num_bins)
-            .into_iter()
-            .map(|u| u + (1.0 / (2 * num_bins) as f64) as f32)
-            .collect();
-        let u = Tensor::<B, 1>::from_floats(quantiles.as_slice(), &device)
-            .reshape([1, num_bins])
-            .expand([rays, num_bins]);
+        let start = linspace(0.0, (1.0 - 1.0 / num_bins as f64) as f32, num_bins);
+        let u = match jitter {
+            None => {
+                let quantiles: Vec<f32> = start
+                    .into_iter()
+                    .map(|u| u + (1.0 / (2 * num_bins) as f64) as f32)
+                    .collect();
+                Tensor::<B, 1>::from_floats(quantiles.as_slice(), &device)
+                    .reshape([1, num_bins])
+                    .expand([rays, num_bins])
+            }
+            Some(jitter) => {
+                let start = Tensor::<B, 1>::from_floats(start.as_slice(), &device).reshape([1, num_bins]);
+                start.expand([rays, num_bins]) + (jitter / num_bins as f32).expand([rays, num_bins])
+            }
+        };
 
         // `torch.searchsorted(cdf, u, side="right")`: how many cdf values are <= u (cdf is sorted).
         let above_index = count_at_most(&cdf, &u);
@@ -178,7 +217,7 @@ impl<B: Backend> RaySamples<B> {
         let nan = t.clone().is_nan();
         let t = t.mask_fill(nan, 0.0).clamp(0.0, 1.0);
         let bins = bins_below.clone() + t * (bins_above - bins_below);
-        Self::from_bins(bins, spacing)
+        Self::from_bins(bins.detach(), spacing)
     }
 }
 

@@ -1,0 +1,227 @@
+//! One nerfacto training step as `ns-train nerfacto` takes it (nerfstudio 1.1.5), with autodiff over
+//! any burn backend. Every value below was read in nerfstudio's source:
+//!
+//! - losses ([`super::losses`]): RGB MSE + 1.0 × interlevel + 0.002 × distortion
+//!   (`NerfactoModelConfig.interlevel_loss_mult`, `distortion_loss_mult`); no orientation or
+//!   normal losses (`predict_normals=False`);
+//! - two Adam optimisers (`method_configs["nerfacto"].optimizers`, β 0.9/0.999 as torch's default):
+//!   `proposal_networks` over every proposal network's parameters and `fields` over the field's
+//!   (hash grid, both MLPs, appearance codes), each with lr 1e-2 and eps 1e-15, and no weight decay
+//!   or gradient clipping (`AdamOptimizerConfig` defaults `weight_decay=0`, `max_norm=None`);
+//! - their schedulers (`ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=200000)`, no
+//!   warm-up): at step `s` (0-based) `lr = exp((1 − t) ln 1e-2 + t ln 1e-4)`, `t = min(s / 200000, 1)`
+//!   ([`learning_rate`]);
+//! - proposal weight annealing (`use_proposal_weight_anneal=True`, slope 10, 1000 steps): before step
+//!   `s` the proposal weights are raised to `b x / ((b − 1) x + 1)`, `x = min(s / 1000, 1)`, `b = 10`
+//!   ([`anneal`]);
+//! - the proposal networks' update schedule (`proposal_update_every=5`, `proposal_warmup=5000`):
+//!   they are evaluated with gradients when more steps than `clip(interp(s', [0, 5000], [0, 5]), 1, 5)`
+//!   have passed since their last update (`s'` the previous step), and always in the first 10
+//!   steps; otherwise under `no_grad`, so their parameters get no gradient and Adam skips them
+//!   ([`ProposalSchedule`]);
+//! - 4096 rays per batch (`train_num_rays_per_batch`), one jitter per ray and sampling pass
+//!   (`use_single_jitter=True`);
+//! - fp32 throughout: `mixed_precision=True` only changes CUDA runs (nerfstudio turns it off on the
+//!   CPU);
+//! - not done: the camera optimiser (`CameraOptimizerConfig(mode="SO3xR3")` in `ns-train nerfacto`)
+//!   is off here — poses are taken as given.
+
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::field::{DensityField, NerfactoField};
+use super::losses::{losses, Losses};
+use super::model::{Nerfacto, Pass, TrainingPass};
+
+/// Adam's learning rate at the start, both groups (`AdamOptimizerConfig(lr=1e-2)`).
+pub const LR_INIT: f64 = 1e-2;
+/// The learning rate the schedulers decay to (`lr_final=0.0001`).
+pub const LR_FINAL: f64 = 1e-4;
+/// The schedulers' `max_steps`.
+pub const LR_DECAY_STEPS: usize = 200_000;
+/// `AdamOptimizerConfig(eps=1e-15)`.
+pub const ADAM_EPS: f32 = 1e-15;
+/// `train_num_rays_per_batch`.
+pub const RAYS_PER_BATCH: usize = 4096;
+/// `proposal_weights_anneal_slope`.
+pub const ANNEAL_SLOPE: f64 = 10.0;
+/// `proposal_weights_anneal_max_num_iters`.
+pub const ANNEAL_STEPS: usize = 1000;
+/// `proposal_update_every`.
+pub const PROPOSAL_UPDATE_EVERY: f64 = 5.0;
+/// `proposal_warmup`.
+pub const PROPOSAL_WARMUP: f64 = 5000.0;
+
+/// The learning rate of both groups at step `s` (0-based): `ExponentialDecayScheduler` without
+/// warm-up, as the `LambdaLR` it builds gives it.
+pub fn learning_rate(step: usize) -> f64 {
+    let t = (step as f64 / LR_DECAY_STEPS as f64).clamp(0.0, 1.0);
+    (LR_INIT.ln() * (1.0 - t) + LR_FINAL.ln() * t).exp()
+}
+
+/// The exponent of the proposal weights at step `s` (`set_anneal`, MipNeRF-360's eq. 18 bias).
+pub fn anneal(step: usize) -> f32 {
+    let x = (step as f64 / ANNEAL_STEPS as f64).clamp(0.0, 1.0);
+    let b = ANNEAL_SLOPE;
+    (b * x / ((b - 1.0) * x + 1.0)) as f32
+}
+
+/// When the proposal networks train: the state `ProposalNetworkSampler` keeps (`_step`,
+/// `_steps_since_update`) and its rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProposalSchedule {
+    /// The step of the last `step_cb` (0 before any).
+    pub step: usize,
+    pub steps_since_update: usize,
+}
+
+impl ProposalSchedule {
+    /// `update_sched`: steps between updates, from 1 rising linearly to 5 over the warm-up.
+    pub fn update_every(step: usize) -> f64 {
+        let interpolated = (step as f64 / PROPOSAL_WARMUP).min(1.0) * PROPOSAL_UPDATE_EVERY;
+        interpolated.clamp(1.0, PROPOSAL_UPDATE_EVERY)
+    }
+
+    /// Whether this step's forward pass updates the proposal networks; records the update.
+    pub fn begin_step(&mut self) -> bool {
+        let updated = self.steps_since_update as f64 > Self::update_every(self.step) || self.step < 10;
+        if updated {
+            self.steps_since_update = 0;
+        }
+        updated
+    }
+
+    /// `step_cb` after step `s`.
+    pub fn end_step(&mut self, step: usize) {
+        self.step = step;
+        self.steps_since_update += 1;
+    }
+}
+
+/// A batch of training rays.
+#[derive(Clone, Debug)]
+pub struct RayBatch<B: Backend> {
+    /// `[R, 3]`
+    pub origins: Tensor<B, 2>,
+    /// `[R, 3]`, unit length.
+    pub directions: Tensor<B, 2>,
+    /// `[R]`: the training image of each ray.
+    pub images: Tensor<B, 1, Int>,
+    /// `[R, 3]`: the photo's colour, in [0, 1].
+    pub target: Tensor<B, 2>,
+}
+
+/// What a step measured: the loss terms (multipliers applied) before the update, and the batch PSNR.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepLosses {
+    pub rgb: f32,
+    pub interlevel: f32,
+    pub distortion: f32,
+    pub total: f32,
+    /// PSNR of the batch's rendered colours (`-10 log10(rgb_loss)`).
+    pub psnr: f32,
+    /// Whether the proposal networks were updated.
+    pub proposals_updated: bool,
+}
+
+/// A model with its two optimisers and schedules.
+pub struct NerfactoTrainer<B: AutodiffBackend> {
+    model: Option<Nerfacto<B>>,
+    fields: OptimizerAdaptor<Adam, NerfactoField<B>, B>,
+    proposals: OptimizerAdaptor<Adam, Vec<DensityField<B>>, B>,
+    schedule: ProposalSchedule,
+    /// The next step's number (0-based, nerfstudio's).
+    step: usize,
+}
+
+/// A parameter's gradient in torch's layout: key, shape, values (see [`super::state::parameters`]).
+pub type NamedGradient = (String, Vec<usize>, Vec<f32>);
+
+impl<B: AutodiffBackend> NerfactoTrainer<B> {
+    pub fn new(model: Nerfacto<B>) -> Self {
+        let adam = || {
+            AdamConfig::new()
+                .with_beta_1(0.9)
+                .with_beta_2(0.999)
+                .with_epsilon(ADAM_EPS)
+        };
+        Self {
+            model: Some(model),
+            fields: adam().init(),
+            proposals: adam().init(),
+            schedule: ProposalSchedule::default(),
+            step: 0,
+        }
+    }
+
+    pub fn model(&self) -> &Nerfacto<B> {
+        self.model.as_ref().expect("the model is only taken out during a step")
+    }
+
+    /// The number of steps taken.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+
+    /// One step on `batch` with `jitter` (one `[R, 1]` tensor in [0, 1) per sampling pass: the
+    /// number of proposal passes plus one).
+    pub fn step(&mut self, batch: &RayBatch<B>, jitter: Vec<Tensor<B, 2>>) -> StepLosses {
+        self.step_keeping_gradients(batch, jitter, false).0
+    }
+
+    /// [`Self::step`], also returning every parameter's gradient (before the update) when `keep`
+    /// is set; a parameter that got none (the proposal networks between their updates) is absent.
+    pub fn step_keeping_gradients(
+        &mut self,
+        batch: &RayBatch<B>,
+        jitter: Vec<Tensor<B, 2>>,
+        keep: bool,
+    ) -> (StepLosses, Option<Vec<NamedGradient>>) {
+        let step = self.step;
+        let update_proposals = self.schedule.begin_step();
+        let model = self.model.take().expect("the model is only taken out during a step");
+        let pass = Pass::Train(TrainingPass {
+            images: batch.images.clone(),
+            jitter,
+            anneal: anneal(step),
+            update_proposals,
+        });
+        let outputs = model.forward(batch.origins.clone(), batch.directions.clone(), &pass);
+        let terms: Losses<B> = losses(outputs.rgb, batch.target.clone(), &outputs.passes);
+        let scalar = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f32>();
+        let (rgb, interlevel, distortion) = (scalar(&terms.rgb), scalar(&terms.interlevel), scalar(&terms.distortion));
+        let total = terms.total();
+        let total_value = scalar(&total);
+        let mut grads = total.backward();
+        let kept = keep.then(|| {
+            super::state::parameters(&model)
+                .into_iter()
+                .filter_map(|p| {
+                    let (shape, values) = p.value.grad(&grads)?.torch_values();
+                    Some((p.key, shape, values))
+                })
+                .collect()
+        });
+
+        let (field, proposals, rest) = model.into_parts();
+        let field_grads = GradientsParams::from_module(&mut grads, &field);
+        let proposal_grads = GradientsParams::from_module(&mut grads, &proposals);
+        let lr = learning_rate(step);
+        let field = self.fields.step(lr, field, field_grads);
+        let proposals = self.proposals.step(lr, proposals, proposal_grads);
+        self.model = Some(Nerfacto::from_parts(field, proposals, rest));
+        self.schedule.end_step(step);
+        self.step += 1;
+        let losses = StepLosses {
+            rgb,
+            interlevel,
+            distortion,
+            total: total_value,
+            psnr: -10.0 * rgb.max(1e-12).log10(),
+            proposals_updated: update_proposals,
+        };
+        (losses, kept)
+    }
+}
