@@ -25,7 +25,7 @@ pub struct RecordPanel {
     fix_frames: bool,
     side_by_side: bool,
     job: Option<(RecordHandle, Progress)>,
-    /// The outcome of the last recording, for the self.
+    /// The outcome of the last recording, for the panel.
     outcome: Option<Result<String, String>>,
     load_pick: Option<Receiver<Option<PathBuf>>>,
     save_pick: Option<Receiver<Option<PathBuf>>>,
