@@ -6,12 +6,14 @@ use std::path::PathBuf;
 
 use crossbeam_channel::Receiver;
 use difix3d::difix::train::data::{ImagePrep, ImagePrepKind};
-use difix3d::difix::train::trainer::DifixTrainConfig;
+use difix3d::difix::train::trainer::{DifixTrainConfig, DifixTrainSummary};
 use difix3d::nn::backend::BackendKind;
 use difix3d::perceptual::lpips::LpipsFiles;
 
+use super::actions::{Action, Jobs};
+use super::job_monitor::JobMonitor;
+use super::pick;
 use super::train_panel::{backend_ui, run_folder_ui};
-use super::{pick, ViewerApp};
 
 /// Settings a fine-tuning run starts with from the command line (`difix3d view --train-difix ...`).
 #[derive(Clone, Debug)]
@@ -67,7 +69,7 @@ impl PathField {
 }
 
 /// What the Difix mode edits.
-pub struct DifixForm {
+struct DifixForm {
     data: PathField,
     model: PathField,
     lpips_backbone: PathField,
@@ -131,6 +133,21 @@ impl DifixForm {
         Ok((config, devices))
     }
 
+    /// Starts a run with these settings (`monitor` follows it), or says in `monitor` what is missing.
+    /// Returns true when a run started.
+    fn start(&self, monitor: &mut JobMonitor, jobs: &Jobs) -> bool {
+        match self.config() {
+            Ok((config, devices)) => {
+                monitor.start(jobs.train_difix(config, self.backend, devices));
+                true
+            }
+            Err(e) => {
+                monitor.message = Some(Err(e));
+                false
+            }
+        }
+    }
+
     fn image_prep(&self) -> ImagePrep {
         match self.image_prep {
             ImagePrepKind::Resize => ImagePrep::Resize {
@@ -164,11 +181,20 @@ fn parse_devices(text: &str) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-impl ViewerApp {
-    pub(super) fn difix_train_ui(&mut self, ui: &mut egui::Ui) {
-        let running = self.train.monitor.running();
-        let form = &mut self.train.difix;
-        ui.add_enabled_ui(!running, |ui| {
+/// The Training panel's Difix mode: the form and the last run that ended well.
+#[derive(Default)]
+pub struct DifixTrainPanel {
+    form: DifixForm,
+    /// The last Difix fine-tuning run that ended well.
+    pub done: Option<DifixTrainSummary>,
+}
+
+impl DifixTrainPanel {
+    /// The form, the run's controls and progress (`monitor`: the Training panel's). Returns true when
+    /// a run started.
+    pub fn ui(&mut self, ui: &mut egui::Ui, monitor: &mut JobMonitor, jobs: &Jobs, out: &mut Vec<Action>) -> bool {
+        let form = &mut self.form;
+        ui.add_enabled_ui(!monitor.running(), |ui| {
             form.data.ui(
                 ui,
                 "Pairs",
@@ -233,24 +259,20 @@ impl ViewerApp {
             run_folder_ui(ui, &mut form.out);
             backend_ui(ui, "backend", &mut form.backend);
         });
-        if self.train.monitor.controls_ui(ui, "▶ Fine-tune Difix") {
-            match self.train.difix.config() {
-                Ok((config, devices)) => self.start_difix_training(config, self.train.difix.backend, devices),
-                Err(e) => self.train.monitor.message = Some(Err(e)),
-            }
-        }
-        self.train.monitor.progress_ui(ui);
-        if let Some(summary) = &self.train.difix_done {
+        let started = monitor.controls_ui(ui, "▶ Fine-tune Difix") && self.form.start(monitor, jobs);
+        monitor.progress_ui(ui);
+        if let Some(summary) = &self.done {
             let model = summary.checkpoint.display().to_string();
             if ui.button("Use in the post-render fix").on_hover_text(&model).clicked() {
-                self.fix.model = model;
+                out.push(Action::UseFixModel(model));
             }
         }
+        started
     }
 
-    /// Starts fine-tuning from the command line's settings.
-    pub(super) fn start_difix_with(&mut self, start: DifixTrainStart) {
-        let form = &mut self.train.difix;
+    /// Starts fine-tuning from the command line's settings. Returns true when a run started.
+    pub fn start(&mut self, start: DifixTrainStart, monitor: &mut JobMonitor, jobs: &Jobs) -> bool {
+        let form = &mut self.form;
         form.data.text = start.data.display().to_string();
         form.model.text = start.model.display().to_string();
         form.lpips_backbone.text = start.lpips.backbone.display().to_string();
@@ -262,20 +284,7 @@ impl ViewerApp {
         form.steps = start.steps;
         form.set_image_prep(start.image_prep);
         form.backend = start.backend;
-        match form.config() {
-            Ok((config, devices)) => self.start_difix_training(config, start.backend, devices),
-            Err(e) => self.train.monitor.message = Some(Err(e)),
-        }
-    }
-
-    fn start_difix_training(&mut self, config: DifixTrainConfig, backend: BackendKind, devices: Vec<usize>) {
-        let panel = &mut self.train;
-        panel.mode = super::train_panel::TrainMode::Difix;
-        panel.unfold = true;
-        panel.difix_done = None;
-        panel
-            .monitor
-            .start(difix3d::jobs::train::spawn_difix(config, backend, devices));
+        form.start(monitor, jobs)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The viewer window (eframe). It owns no engine state beyond what it draws: scenes arrive from the
 //! loader job over a channel, and every panel sends its requests through the same typed messages.
 
+mod actions;
 mod difix_train_panel;
 mod job_monitor;
 mod live_fix;
@@ -16,14 +17,20 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use difix3d::data::Dataset;
-use difix3d::jobs::load::{self, LoadError, Loaded};
+use difix3d::jobs::load::Loaded;
 use difix3d::render::{GpuContext, RenderOptions};
+use difix3d::scene::Splats;
 use difix3d::view::{self, ViewController};
 
+use actions::{Action, Jobs, Shared};
 pub use difix_train_panel::DifixTrainStart;
-use live_fix::LiveFix;
+use live_fix::LiveFixPanel;
 pub use live_fix::{FixStart, ViewMode};
+use panels::{job_section_ui, ScenePanel, ViewPanel};
+use record_panel::RecordPanel;
+use refine_panel::RefinePanel;
 pub use refine_panel::RefineStart;
+use train_panel::{TrainMode, TrainPanel};
 use viewport::Viewport;
 
 /// Options of `difix3d view` that are not part of the UI.
@@ -85,6 +92,15 @@ pub struct ViewSettings {
     pub fly_speed: f32,
 }
 
+impl ViewSettings {
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions {
+            sh_degree: self.sh_degree,
+            background: self.background,
+        }
+    }
+}
+
 /// What is loaded now.
 pub struct SceneInfo {
     pub path: PathBuf,
@@ -92,31 +108,31 @@ pub struct SceneInfo {
     pub sh_degree: u32,
 }
 
+/// The viewer: the panels (each owning its own state), the viewport, and the state they share: what
+/// is open and the camera. Panels read the shared state through [`Shared`] and ask for changes with
+/// [`Action`]s, which [`apply`](Self::apply) carries out.
 pub struct ViewerApp {
-    gpu: GpuContext,
+    jobs: Jobs,
     viewport: Viewport,
     scene: Option<SceneInfo>,
     dataset: Option<Arc<Dataset>>,
+    /// The scene on screen, on the CPU (for saving, recordings and refinement).
+    splats: Option<Arc<Splats>>,
     controller: ViewController,
     home: ViewController,
-    settings: ViewSettings,
     selected_camera: Option<usize>,
-    loading: Option<(PathBuf, Receiver<Result<Loaded, LoadError>>)>,
-    file_dialog: Option<Receiver<Option<PathBuf>>>,
-    /// The "Save as…" dialog's answer, then the write in progress.
-    save_dialog: Option<Receiver<Option<PathBuf>>>,
-    saving: Option<(PathBuf, Receiver<Result<PathBuf, difix3d::scene::SceneError>>)>,
     toasts: Vec<(String, Instant)>,
     screenshot: Option<ScreenshotState>,
-    fix: LiveFix,
-    record: record_panel::RecordPanel,
-    train: train_panel::TrainPanel,
+    scene_panel: ScenePanel,
+    view: ViewPanel,
+    fix: LiveFixPanel,
+    record: RecordPanel,
+    train: TrainPanel,
+    refine: RefinePanel,
+    /// Runs asked for on the command line, started once what they need is open.
     start_training: Option<(usize, u32, difix3d::nn::backend::BackendKind)>,
-    refine: refine_panel::RefinePanel,
     start_refining: Option<RefineStart>,
     start_difix: Option<DifixTrainStart>,
-    /// The scene on the CPU, for recordings.
-    splats: Option<Arc<difix3d::scene::Splats>>,
 }
 
 struct ScreenshotState {
@@ -145,7 +161,6 @@ impl ViewerApp {
             &state.adapter.get_info(),
         );
         log::info!("rendering on {}", gpu.adapter_name);
-        let viewport = Viewport::new(&gpu, state.renderer.clone());
         let controller = ViewController::look_at(
             glam::Vec3::new(0.0, 0.0, -3.0),
             glam::Vec3::ZERO,
@@ -153,24 +168,14 @@ impl ViewerApp {
             50f32.to_radians(),
         );
         let mut app = Self {
-            gpu: gpu.clone(),
-            viewport,
+            jobs: Jobs::new(gpu.clone()),
+            viewport: Viewport::new(gpu.clone(), state.renderer.clone()),
             scene: None,
             dataset: None,
+            splats: None,
             home: controller.clone(),
             controller,
-            settings: ViewSettings {
-                render_scale: 1.0,
-                sh_degree: 3,
-                background: [0.0; 3],
-                fly_mode: false,
-                fly_speed: 1.0,
-            },
             selected_camera: None,
-            loading: None,
-            file_dialog: None,
-            save_dialog: None,
-            saving: None,
             toasts: Vec::new(),
             screenshot: options.screenshot.map(|path| ScreenshotState {
                 path,
@@ -179,86 +184,52 @@ impl ViewerApp {
                 raw_first: options.screenshot_toggle_fix,
                 press_fix_key: false,
             }),
-            fix: LiveFix::new(options.fix, gpu.clone()),
+            scene_panel: ScenePanel::default(),
+            view: ViewPanel::default(),
+            fix: LiveFixPanel::new(options.fix, gpu),
+            record: RecordPanel::default(),
+            train: TrainPanel::default(),
+            refine: RefinePanel::default(),
             start_training: options.train,
-            record: Default::default(),
-            train: Default::default(),
-            refine: Default::default(),
             start_refining: options.refine,
             start_difix: options.train_difix,
-            splats: None,
         };
         if let Some(path) = options.path {
-            app.loading = Some((path.clone(), load::spawn(path, options.data)));
+            app.scene_panel.open(path, options.data, &app.jobs);
         }
         Ok(app)
     }
 
-    /// Starts loading a scene file or dataset folder in the background.
-    fn open(&mut self, path: PathBuf) {
-        self.loading = Some((path.clone(), load::spawn(path, None)));
+    /// Carries out what the panels and the viewport asked for, in order.
+    fn apply(&mut self, ctx: &egui::Context, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        for action in actions {
+            match action {
+                Action::Loaded(loaded) => self.on_loaded(*loaded),
+                Action::ShowSplats(splats) => self.show_splats(splats),
+                Action::Toast(message) => self.toast(message),
+                Action::Notice(message) => self.toasts.push((message, Instant::now())),
+                Action::ResetView => self.controller = self.home.clone(),
+                Action::SetFov(degrees) => self.controller.fov_y = degrees.to_radians(),
+                Action::SnapToCamera(index) => self.snap_to_camera(index),
+                Action::StepCamera { next } => self.step_camera(next),
+                Action::GoTo(key) => self.apply_pose(&key),
+                Action::AddKeyframe => self.record.add_keyframe(&self.controller),
+                Action::ToggleFlyMode => self.view.settings.fly_mode = !self.view.settings.fly_mode,
+                Action::ToggleFix => self.fix.toggle(),
+                Action::CycleFixViewMode => self.fix.cycle_view_mode(),
+                Action::UseFixModel(model) => self.fix.model = model,
+            }
+        }
+        // Show the change on the next frame even without new input.
+        ctx.request_repaint();
     }
 
     fn toast(&mut self, message: String) {
         log::error!("{message}");
         self.toasts.push((message, Instant::now()));
-    }
-
-    fn poll_jobs(&mut self) {
-        if let Some((_, rx)) = &self.loading {
-            if let Ok(result) = rx.try_recv() {
-                self.loading = None;
-                match result {
-                    Ok(loaded) => self.on_loaded(loaded),
-                    Err(e) => self.toast(e.to_string()),
-                }
-            }
-        }
-        if let Some(rx) = &self.file_dialog {
-            if let Ok(choice) = rx.try_recv() {
-                self.file_dialog = None;
-                if let Some(path) = choice {
-                    self.open(path);
-                }
-            }
-        }
-        if let Some(rx) = &self.save_dialog {
-            if let Ok(choice) = rx.try_recv() {
-                self.save_dialog = None;
-                if let (Some(path), Some(splats)) = (choice, self.splats.clone()) {
-                    let rx = difix3d::jobs::save::spawn(splats, path.clone());
-                    self.saving = Some((path, rx));
-                }
-            }
-        }
-        if let Some((_, rx)) = &self.saving {
-            if let Ok(result) = rx.try_recv() {
-                self.saving = None;
-                match result {
-                    Ok(path) => {
-                        let message = format!("Saved the scene to {}", path.display());
-                        log::info!("{message}");
-                        self.toasts.push((message, Instant::now()));
-                    }
-                    Err(e) => self.toast(format!("Save failed: {e}")),
-                }
-            }
-        }
-    }
-
-    /// Asks where to write the scene on screen ("Save as…"); the format follows the extension.
-    fn pick_save_file(&mut self) {
-        let name = self
-            .scene
-            .as_ref()
-            .and_then(|s| s.path.file_stem())
-            .map(|s| format!("{}.ply", s.to_string_lossy()))
-            .unwrap_or_else(|| "scene.ply".into());
-        self.save_dialog = Some(pick(move |d| {
-            d.add_filter("Gaussian splats", &["ply", "spz", "sog", "splat", "pt"])
-                .set_file_name(name)
-                .save_file()
-        }));
     }
 
     fn on_loaded(&mut self, loaded: Loaded) {
@@ -267,7 +238,7 @@ impl ViewerApp {
             self.toasts.push((notice.clone(), Instant::now()));
         }
         let splats = &loaded.splats;
-        if let Err(e) = self.viewport.set_splats(&self.gpu, splats) {
+        if let Err(e) = self.viewport.set_splats(splats) {
             let kept = if self.scene.is_some() {
                 "; the previous scene stays open"
             } else {
@@ -290,8 +261,8 @@ impl ViewerApp {
             let (lo, hi) = splats.robust_bounds();
             (hi - lo).length().max(1e-3)
         };
-        self.settings.fly_speed = 0.25 * extent;
-        self.settings.sh_degree = splats.sh_degree;
+        self.view.settings.fly_speed = 0.25 * extent;
+        self.view.settings.sh_degree = splats.sh_degree;
         self.selected_camera = None;
         self.scene = Some(SceneInfo {
             path: loaded.path.clone(),
@@ -301,13 +272,23 @@ impl ViewerApp {
         self.splats = Some(Arc::new(loaded.splats));
     }
 
-    /// Appends the current view to the camera path (the Record panel's button and the K key).
-    fn add_keyframe(&mut self) {
-        let camera = self.controller.camera(2, 2);
-        self.record
-            .path
-            .keyframes
-            .push(difix3d::camera_path::Keyframe::from_camera(&camera));
+    /// Shows splats from a running job (training or refinement) in the view.
+    fn show_splats(&mut self, splats: Arc<Splats>) {
+        if let Err(e) = self.viewport.set_splats(&splats) {
+            self.toast(format!("cannot show the job's splats: {e}"));
+            return;
+        }
+        // Follow the job's SH degree unless the user chose a lower one.
+        let shown_max = self.scene.as_ref().map_or(0, |s| s.sh_degree);
+        let settings = &mut self.view.settings;
+        if settings.sh_degree >= shown_max {
+            settings.sh_degree = splats.sh_degree;
+        }
+        if let Some(scene) = &mut self.scene {
+            scene.splat_count = splats.len();
+            scene.sh_degree = splats.sh_degree;
+        }
+        self.splats = Some(splats);
     }
 
     /// Moves the view to a camera-path keyframe, keeping the orbit distance and the scene's up.
@@ -315,17 +296,6 @@ impl ViewerApp {
         self.controller.position = key.position;
         self.controller.rotation = key.rotation.normalize();
         self.controller.fov_y = key.fov_y_deg.to_radians();
-    }
-
-    fn pick_file(&mut self) {
-        self.file_dialog = Some(pick(|d| {
-            d.add_filter("Gaussian splats", &["ply", "splat", "spz", "sog", "pt", "safetensors"])
-                .pick_file()
-        }));
-    }
-
-    fn pick_folder(&mut self) {
-        self.file_dialog = Some(pick(|d| d.pick_folder()));
     }
 
     /// Snaps the view to dataset camera `index` (train cameras first, then eval).
@@ -337,11 +307,68 @@ impl ViewerApp {
         self.selected_camera = Some(index);
     }
 
-    fn render_options(&self) -> RenderOptions {
-        RenderOptions {
-            sh_degree: self.settings.sh_degree,
-            background: self.settings.background,
+    /// Snaps the view to the next (or previous) dataset camera, wrapping around.
+    fn step_camera(&mut self, next: bool) {
+        let count = self.dataset.as_ref().map_or(0, |d| d.train.len() + d.eval.len());
+        if count == 0 {
+            return;
         }
+        let current = self.selected_camera.unwrap_or(if next { count - 1 } else { 0 });
+        let index = if next {
+            (current + 1) % count
+        } else {
+            (current + count - 1) % count
+        };
+        self.snap_to_camera(index);
+    }
+
+    /// Starts the runs asked for on the command line once what they need is open.
+    fn start_requested_runs(&mut self) {
+        if let (Some((steps, factor, backend)), Some(dataset)) = (self.start_training, &self.dataset) {
+            self.start_training = None;
+            self.train.start(dataset, steps, factor, backend, &self.jobs);
+        }
+        if let Some(start) = self.start_difix.take() {
+            self.train.start_difix(start, &self.jobs);
+        }
+        if self.dataset.is_some() && self.splats.is_some() {
+            if let Some(start) = self.start_refining.take() {
+                let shared = shared(&self.dataset, &self.splats, &self.controller, &self.view.settings);
+                self.refine.start_with(start, shared, &self.record.path, &self.jobs);
+            }
+        }
+    }
+
+    /// The side panel: Scene, View, Post-render fix, Record, Training and Refinement.
+    fn side_panel_ui(&mut self, ui: &mut egui::Ui, out: &mut Vec<Action>) {
+        let shared = shared(&self.dataset, &self.splats, &self.controller, &self.view.settings);
+        let jobs = &self.jobs;
+        ui.heading("difix3d");
+        ui.add_space(4.0);
+        egui::CollapsingHeader::new("Scene")
+            .default_open(true)
+            .show(ui, |ui| self.scene_panel.ui(ui, self.scene.as_ref(), shared));
+        let max_sh_degree = self.scene.as_ref().map_or(3, |s| s.sh_degree);
+        egui::CollapsingHeader::new("View").default_open(true).show(ui, |ui| {
+            self.view.ui(ui, shared, max_sh_degree, self.selected_camera, out)
+        });
+        egui::CollapsingHeader::new("Post-render fix")
+            .default_open(true)
+            .show(ui, |ui| self.fix.ui(ui, shared.dataset.is_some()));
+        let fix = &self.fix;
+        egui::CollapsingHeader::new("Record")
+            .default_open(false)
+            .show(ui, |ui| {
+                let fix_settings = |width, height| fix.record_settings(shared.dataset.cloned(), width, height);
+                self.record.ui(ui, shared, fix_settings, jobs, out)
+            });
+        // Each unfolds and scrolls into sight when its run starts (from the panel or the command line).
+        let unfold = std::mem::take(&mut self.train.unfold);
+        job_section_ui(ui, "Training", unfold, |ui| self.train.ui(ui, shared, jobs, out));
+        let unfold = std::mem::take(&mut self.refine.unfold);
+        job_section_ui(ui, "Refinement", unfold, |ui| {
+            self.refine.ui(ui, shared, &fix.model, &self.record.path, jobs)
+        });
     }
 
     fn toasts_ui(&mut self, ctx: &egui::Context) {
@@ -393,7 +420,7 @@ impl ViewerApp {
                     "refine_finished": self.refine.finished,
                     "difix_step": self.train.monitor.last_difix.as_ref().map(|r| r.step),
                     "difix_eval_psnr": self.train.monitor.last_eval.as_ref().map(|e| e.psnr),
-                    "difix_finished": self.train.difix_done.is_some(),
+                    "difix_finished": self.train.difix.done.is_some(),
                     "fix_gpu_frames": self.fix.takes_gpu_frames(),
                 }),
             );
@@ -412,7 +439,7 @@ impl ViewerApp {
         }
         // Wait for the fixed frame when the fix is on (and the raw view is not the one wanted now), and
         // when training from the command line, for the view to show splats from step 20 or later.
-        let difix_mode = self.train.mode == train_panel::TrainMode::Difix;
+        let difix_mode = self.train.mode == TrainMode::Difix;
         let training_shown = self.train.monitor.snapshot_step.is_some_and(|s| s >= 20);
         let training_wanted =
             self.start_training.is_some() || (self.train.monitor.running() && !difix_mode) || training_shown;
@@ -449,6 +476,22 @@ impl ViewerApp {
     }
 }
 
+/// What panels may read of the app's shared state. (A function of the fields rather than of `&self`, so
+/// the panels, other fields, stay free to be borrowed mutably beside it.)
+fn shared<'a>(
+    dataset: &'a Option<Arc<Dataset>>,
+    splats: &'a Option<Arc<Splats>>,
+    camera: &'a ViewController,
+    view: &ViewSettings,
+) -> Shared<'a> {
+    Shared {
+        dataset: dataset.as_ref(),
+        splats: splats.as_ref(),
+        camera,
+        render: view.render_options(),
+    }
+}
+
 /// Runs a file dialog on its own thread (it blocks) and returns where its answer will arrive.
 fn pick(dialog: impl FnOnce(rfd::FileDialog) -> Option<PathBuf> + Send + 'static) -> Receiver<Option<PathBuf>> {
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -461,43 +504,47 @@ fn pick(dialog: impl FnOnce(rfd::FileDialog) -> Option<PathBuf> + Send + 'static
 impl eframe::App for ViewerApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
-        self.poll_jobs();
+        let mut actions = Vec::new();
+        self.scene_panel.poll(self.splats.as_ref(), &self.jobs, &mut actions);
+        self.apply(&ctx, std::mem::take(&mut actions));
         self.fix.poll(&ctx);
         if let Some(pose) = self.record.preview_pose() {
             self.apply_pose(&pose);
         }
-        if let (Some((steps, factor, backend)), Some(_)) = (self.start_training, &self.dataset) {
-            self.start_training = None;
-            self.start_train(steps, factor, backend);
-        }
-        if let Some(start) = self.start_difix.take() {
-            self.start_difix_with(start);
-        }
-        if self.dataset.is_some() && self.splats.is_some() {
-            if let Some(start) = self.start_refining.take() {
-                self.start_refine_with(start);
-            }
-        }
-        self.poll_training();
-        self.poll_refine(&ctx);
-        self.poll_record();
+        self.start_requested_runs();
+        self.train.poll(&mut actions);
+        self.refine.poll(&ctx, &mut actions);
+        self.record.poll();
+        self.apply(&ctx, std::mem::take(&mut actions));
         if self.record.busy() || self.train.monitor.running() || self.refine.monitor.running() {
             ctx.request_repaint();
         }
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().filter_map(|f| f.path.clone()).collect());
         if let Some(path) = dropped.into_iter().next() {
-            self.open(path);
+            self.scene_panel.open(path, None, &self.jobs);
         }
         egui::Panel::left("side")
             .default_size(300.0)
             .resizable(true)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| panels::side_panel_ui(self, ui));
+                egui::ScrollArea::vertical().show(ui, |ui| self.side_panel_ui(ui, &mut actions));
             });
-        egui::CentralPanel::default().show(ui, |ui| self.viewport_ui(ui));
+        self.apply(&ctx, std::mem::take(&mut actions));
+        egui::CentralPanel::default().show(ui, |ui| match &self.scene {
+            None => viewport::placeholder_ui(ui, self.scene_panel.loading()),
+            Some(_) => self.viewport.ui(
+                ui,
+                &mut self.controller,
+                &self.view.settings,
+                &mut self.fix,
+                self.dataset.as_ref(),
+                &mut actions,
+            ),
+        });
+        self.apply(&ctx, actions);
         self.toasts_ui(&ctx);
         self.screenshot_logic(&ctx);
-        if self.loading.is_some() || self.file_dialog.is_some() || self.save_dialog.is_some() || self.saving.is_some() {
+        if self.scene_panel.busy() {
             ctx.request_repaint_after(Duration::from_millis(50));
         }
     }

@@ -1,152 +1,247 @@
-//! The side panel: Scene, View, Post-render fix, Record, Training and Refinement.
+//! The Scene panel (open, save, what is loaded) and the View panel (camera and render settings), and
+//! what the side panel's sections share.
 
-use super::ViewerApp;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-pub fn side_panel_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
-    ui.heading("difix3d");
-    ui.add_space(4.0);
-    egui::CollapsingHeader::new("Scene")
-        .default_open(true)
-        .show(ui, |ui| scene_ui(app, ui));
-    egui::CollapsingHeader::new("View")
-        .default_open(true)
-        .show(ui, |ui| view_ui(app, ui));
-    egui::CollapsingHeader::new("Post-render fix")
-        .default_open(true)
-        .show(ui, |ui| {
-            let has_dataset = app.dataset.is_some();
-            app.fix.panel_ui(ui, has_dataset)
-        });
-    egui::CollapsingHeader::new("Record")
-        .default_open(false)
-        .show(ui, |ui| app.record_panel_ui(ui));
-    // Each unfolds and scrolls into sight when its run starts (from the panel or the command line).
-    let unfold = std::mem::take(&mut app.train.unfold);
-    job_section_ui(ui, "Training", unfold, |ui| app.train_panel_ui(ui));
-    let unfold = std::mem::take(&mut app.refine.unfold);
-    job_section_ui(ui, "Refinement", unfold, |ui| app.refine_panel_ui(ui));
+use crossbeam_channel::Receiver;
+use difix3d::jobs::load::{LoadError, Loaded};
+use difix3d::scene::{SceneError, Splats};
+
+use super::actions::{Action, Jobs, Shared};
+use super::{pick, SceneInfo, ViewSettings};
+
+/// The Scene panel: the file dialogs, the load and save in progress, and what is open.
+#[derive(Default)]
+pub struct ScenePanel {
+    loading: Option<(PathBuf, Receiver<Result<Loaded, LoadError>>)>,
+    file_dialog: Option<Receiver<Option<PathBuf>>>,
+    /// The "Save as…" dialog's answer, then the write in progress.
+    save_dialog: Option<Receiver<Option<PathBuf>>>,
+    saving: Option<(PathBuf, Receiver<Result<PathBuf, SceneError>>)>,
 }
 
-fn scene_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
-    ui.horizontal(|ui| {
-        if ui
-            .button("Open scene…")
-            .on_hover_text(
-                ".ply, .compressed.ply, .splat, .spz, .sog, a gsplat checkpoint .pt or a difix3d run's \
-                 checkpoint.safetensors",
-            )
-            .clicked()
-        {
-            app.pick_file();
-        }
-        if ui
-            .button("Open dataset…")
-            .on_hover_text("A COLMAP / Difix3D dataset folder")
-            .clicked()
-        {
-            app.pick_folder();
-        }
-    });
-    let can_save = app.splats.is_some() && app.saving.is_none() && app.save_dialog.is_none();
-    if ui
-        .add_enabled(can_save, egui::Button::new("Save as…"))
-        .on_hover_text(format!(
-            "Write the scene on screen; the extension picks the format: {}",
-            difix3d::scene::SceneFormat::WRITABLE
-        ))
-        .clicked()
-    {
-        app.pick_save_file();
+impl ScenePanel {
+    /// Starts loading a scene file or dataset folder (with `data`: a dataset to go with the scene).
+    pub fn open(&mut self, path: PathBuf, data: Option<PathBuf>, jobs: &Jobs) {
+        self.loading = Some((path.clone(), jobs.load(path, data)));
     }
-    if let Some((path, _)) = &app.saving {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label(format!("Saving {}", file_name(path)));
-        });
-    }
-    if let Some((path, _)) = &app.loading {
-        ui.horizontal(|ui| {
-            ui.spinner();
-            ui.label(format!("Loading {}", file_name(path)));
-        });
-    }
-    match &app.scene {
-        Some(scene) => {
-            ui.label(file_name(&scene.path).to_string())
-                .on_hover_text(scene.path.display().to_string());
-            ui.label(format!(
-                "{} splats · SH degree {}",
-                group_thousands(scene.splat_count),
-                scene.sh_degree
-            ));
-        }
-        None => {
-            ui.label("No scene loaded. Drop a file or folder on the window.");
-        }
-    }
-    if let Some(dataset) = &app.dataset {
-        ui.label(format!(
-            "Dataset: {} ({} train / {} eval views)",
-            file_name(&dataset.root),
-            dataset.train.len(),
-            dataset.eval.len()
-        ));
-    }
-}
 
-fn view_ui(app: &mut ViewerApp, ui: &mut egui::Ui) {
-    let mut fov = app.controller.fov_y.to_degrees();
-    if ui
-        .add(egui::Slider::new(&mut fov, 10.0..=120.0).text("field of view °"))
-        .changed()
-    {
-        app.controller.fov_y = fov.to_radians();
+    /// What is loading now.
+    pub fn loading(&self) -> Option<&Path> {
+        self.loading.as_ref().map(|(path, _)| path.as_path())
     }
-    ui.add(egui::Slider::new(&mut app.settings.render_scale, 0.25..=2.0).text("render scale"));
-    let max_degree = app.scene.as_ref().map_or(3, |s| s.sh_degree);
-    ui.add_enabled(
-        max_degree > 0,
-        egui::Slider::new(&mut app.settings.sh_degree, 0..=max_degree).text("SH degree"),
-    );
-    ui.horizontal(|ui| {
-        ui.color_edit_button_rgb(&mut app.settings.background);
-        ui.label("background");
-    });
-    ui.checkbox(&mut app.settings.fly_mode, "Fly mode (F)")
-        .on_hover_text("Left drag looks around; WASD/QE move, shift is faster");
-    ui.add(
-        egui::Slider::new(&mut app.settings.fly_speed, 0.01..=100.0)
-            .logarithmic(true)
-            .text("fly speed"),
-    );
-    if ui.button("Reset view (R)").clicked() {
-        app.controller = app.home.clone();
-    }
-    ui.small("Left drag: orbit · right/middle drag: pan · wheel: zoom · double-click: orbit centre");
 
-    let Some(dataset) = &app.dataset else { return };
-    ui.separator();
-    ui.label("Cameras (left/right arrow keys step)");
-    let names: Vec<(String, bool)> = dataset
-        .train
-        .iter()
-        .map(|v| (v.camera.name.clone(), false))
-        .chain(dataset.eval.iter().map(|v| (v.camera.name.clone(), true)))
-        .collect();
-    let mut clicked = None;
-    egui::ScrollArea::vertical()
-        .max_height(240.0)
-        .id_salt("cameras")
-        .show(ui, |ui| {
-            for (i, (name, eval)) in names.iter().enumerate() {
-                let label = format!("{} {name}", if *eval { "eval" } else { "train" });
-                if ui.selectable_label(app.selected_camera == Some(i), label).clicked() {
-                    clicked = Some(i);
+    /// Whether a dialog, load or save is under way (the window keeps polling).
+    pub fn busy(&self) -> bool {
+        self.loading.is_some() || self.file_dialog.is_some() || self.save_dialog.is_some() || self.saving.is_some()
+    }
+
+    /// Takes the dialogs' answers and the load's and save's results (`splats`: the scene to save).
+    pub fn poll(&mut self, splats: Option<&Arc<Splats>>, jobs: &Jobs, out: &mut Vec<Action>) {
+        if let Some((_, rx)) = &self.loading {
+            if let Ok(result) = rx.try_recv() {
+                self.loading = None;
+                match result {
+                    Ok(loaded) => out.push(Action::Loaded(Box::new(loaded))),
+                    Err(e) => out.push(Action::Toast(e.to_string())),
                 }
             }
+        }
+        if let Some(rx) = &self.file_dialog {
+            if let Ok(choice) = rx.try_recv() {
+                self.file_dialog = None;
+                if let Some(path) = choice {
+                    self.open(path, None, jobs);
+                }
+            }
+        }
+        if let Some(rx) = &self.save_dialog {
+            if let Ok(choice) = rx.try_recv() {
+                self.save_dialog = None;
+                if let (Some(path), Some(splats)) = (choice, splats) {
+                    let rx = jobs.save(splats.clone(), path.clone());
+                    self.saving = Some((path, rx));
+                }
+            }
+        }
+        if let Some((_, rx)) = &self.saving {
+            if let Ok(result) = rx.try_recv() {
+                self.saving = None;
+                match result {
+                    Ok(path) => {
+                        let message = format!("Saved the scene to {}", path.display());
+                        log::info!("{message}");
+                        out.push(Action::Notice(message));
+                    }
+                    Err(e) => out.push(Action::Toast(format!("Save failed: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// Asks where to write the scene on screen ("Save as…"); the format follows the extension.
+    fn pick_save_file(&mut self, scene: Option<&SceneInfo>) {
+        let name = scene
+            .and_then(|s| s.path.file_stem())
+            .map(|s| format!("{}.ply", s.to_string_lossy()))
+            .unwrap_or_else(|| "scene.ply".into());
+        self.save_dialog = Some(pick(move |d| {
+            d.add_filter("Gaussian splats", &["ply", "spz", "sog", "splat", "pt"])
+                .set_file_name(name)
+                .save_file()
+        }));
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui, scene: Option<&SceneInfo>, shared: Shared) {
+        ui.horizontal(|ui| {
+            if ui
+                .button("Open scene…")
+                .on_hover_text(
+                    ".ply, .compressed.ply, .splat, .spz, .sog, a gsplat checkpoint .pt or a difix3d run's \
+                     checkpoint.safetensors",
+                )
+                .clicked()
+            {
+                self.file_dialog = Some(pick(|d| {
+                    d.add_filter("Gaussian splats", &["ply", "splat", "spz", "sog", "pt", "safetensors"])
+                        .pick_file()
+                }));
+            }
+            if ui
+                .button("Open dataset…")
+                .on_hover_text("A COLMAP / Difix3D dataset folder")
+                .clicked()
+            {
+                self.file_dialog = Some(pick(|d| d.pick_folder()));
+            }
         });
-    if let Some(i) = clicked {
-        app.snap_to_camera(i);
+        let can_save = shared.splats.is_some() && self.saving.is_none() && self.save_dialog.is_none();
+        if ui
+            .add_enabled(can_save, egui::Button::new("Save as…"))
+            .on_hover_text(format!(
+                "Write the scene on screen; the extension picks the format: {}",
+                difix3d::scene::SceneFormat::WRITABLE
+            ))
+            .clicked()
+        {
+            self.pick_save_file(scene);
+        }
+        if let Some((path, _)) = &self.saving {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("Saving {}", file_name(path)));
+            });
+        }
+        if let Some((path, _)) = &self.loading {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!("Loading {}", file_name(path)));
+            });
+        }
+        match scene {
+            Some(scene) => {
+                ui.label(file_name(&scene.path).to_string())
+                    .on_hover_text(scene.path.display().to_string());
+                ui.label(format!(
+                    "{} splats · SH degree {}",
+                    group_thousands(scene.splat_count),
+                    scene.sh_degree
+                ));
+            }
+            None => {
+                ui.label("No scene loaded. Drop a file or folder on the window.");
+            }
+        }
+        if let Some(dataset) = shared.dataset {
+            ui.label(format!(
+                "Dataset: {} ({} train / {} eval views)",
+                file_name(&dataset.root),
+                dataset.train.len(),
+                dataset.eval.len()
+            ));
+        }
+    }
+}
+
+/// The View panel: the settings the viewport renders with, the field of view and the dataset's cameras.
+pub struct ViewPanel {
+    pub settings: ViewSettings,
+}
+
+impl Default for ViewPanel {
+    fn default() -> Self {
+        Self {
+            settings: ViewSettings {
+                render_scale: 1.0,
+                sh_degree: 3,
+                background: [0.0; 3],
+                fly_mode: false,
+                fly_speed: 1.0,
+            },
+        }
+    }
+}
+
+impl ViewPanel {
+    /// `max_sh_degree`: the scene's; `selected_camera`: the dataset camera the view was snapped to.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: Shared,
+        max_sh_degree: u32,
+        selected_camera: Option<usize>,
+        out: &mut Vec<Action>,
+    ) {
+        let settings = &mut self.settings;
+        let mut fov = shared.camera.fov_y.to_degrees();
+        if ui
+            .add(egui::Slider::new(&mut fov, 10.0..=120.0).text("field of view °"))
+            .changed()
+        {
+            out.push(Action::SetFov(fov));
+        }
+        ui.add(egui::Slider::new(&mut settings.render_scale, 0.25..=2.0).text("render scale"));
+        ui.add_enabled(
+            max_sh_degree > 0,
+            egui::Slider::new(&mut settings.sh_degree, 0..=max_sh_degree).text("SH degree"),
+        );
+        ui.horizontal(|ui| {
+            ui.color_edit_button_rgb(&mut settings.background);
+            ui.label("background");
+        });
+        ui.checkbox(&mut settings.fly_mode, "Fly mode (F)")
+            .on_hover_text("Left drag looks around; WASD/QE move, shift is faster");
+        ui.add(
+            egui::Slider::new(&mut settings.fly_speed, 0.01..=100.0)
+                .logarithmic(true)
+                .text("fly speed"),
+        );
+        if ui.button("Reset view (R)").clicked() {
+            out.push(Action::ResetView);
+        }
+        ui.small("Left drag: orbit · right/middle drag: pan · wheel: zoom · double-click: orbit centre");
+
+        let Some(dataset) = shared.dataset else { return };
+        ui.separator();
+        ui.label("Cameras (left/right arrow keys step)");
+        let names: Vec<(String, bool)> = dataset
+            .train
+            .iter()
+            .map(|v| (v.camera.name.clone(), false))
+            .chain(dataset.eval.iter().map(|v| (v.camera.name.clone(), true)))
+            .collect();
+        egui::ScrollArea::vertical()
+            .max_height(240.0)
+            .id_salt("cameras")
+            .show(ui, |ui| {
+                for (i, (name, eval)) in names.iter().enumerate() {
+                    let label = format!("{} {name}", if *eval { "eval" } else { "train" });
+                    if ui.selectable_label(selected_camera == Some(i), label).clicked() {
+                        out.push(Action::SnapToCamera(i));
+                    }
+                }
+            });
     }
 }
 
@@ -169,7 +264,7 @@ fn group_thousands(n: usize) -> String {
 }
 
 /// A folded section that opens and scrolls to its top when `unfold` is set.
-fn job_section_ui(ui: &mut egui::Ui, title: &str, unfold: bool, add_contents: impl FnOnce(&mut egui::Ui)) {
+pub fn job_section_ui(ui: &mut egui::Ui, title: &str, unfold: bool, add_contents: impl FnOnce(&mut egui::Ui)) {
     let section = egui::CollapsingHeader::new(title)
         .default_open(false)
         .open(unfold.then_some(true))

@@ -8,10 +8,11 @@ use crossbeam_channel::Receiver;
 use difix3d::camera_path::nerfstudio::{DataparserTransform, RenderSettings};
 use difix3d::camera_path::{CameraPath, Keyframe};
 use difix3d::jobs::record::{RecordEvent, RecordHandle};
-use difix3d::record::Progress;
+use difix3d::record::{FixSettings, Progress};
+use difix3d::view::ViewController;
 
+use super::actions::{Action, Jobs, Shared};
 use super::difix_train_panel::PathField;
-use super::ViewerApp;
 
 pub struct RecordPanel {
     pub path: CameraPath,
@@ -73,23 +74,34 @@ impl RecordPanel {
     pub fn busy(&self) -> bool {
         self.job.is_some() || self.preview.is_some()
     }
-}
 
-impl ViewerApp {
-    pub(super) fn record_panel_ui(&mut self, ui: &mut egui::Ui) {
-        let panel = &mut self.record;
+    /// Appends the view `camera` shows to the path (the Add keyframe button and the K key).
+    pub fn add_keyframe(&mut self, camera: &ViewController) {
+        self.path.keyframes.push(Keyframe::from_camera(&camera.camera(2, 2)));
+    }
+
+    /// `fix_settings`: the post-render fix's settings for frames of the given width and height, for
+    /// "Fix frames".
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: Shared,
+        fix_settings: impl FnOnce(u32, u32) -> FixSettings,
+        jobs: &Jobs,
+        out: &mut Vec<Action>,
+    ) {
         ui.label(format!(
             "{} keyframe(s) · {:.1} s · {} frames at {} fps",
-            panel.path.keyframes.len(),
-            panel.path.duration_s,
-            panel.path.frame_count(panel.fps),
-            panel.fps
+            self.path.keyframes.len(),
+            self.path.duration_s,
+            self.path.frame_count(self.fps),
+            self.fps
         ));
         ui.horizontal_wrapped(|ui| {
             if ui.button("Add keyframe (K)").clicked() {
-                self.add_keyframe();
+                self.add_keyframe(shared.camera);
             }
-            let dataset = self.dataset.clone();
+            let dataset = shared.dataset;
             if ui
                 .add_enabled(dataset.is_some(), egui::Button::new("Through dataset cameras"))
                 .on_disabled_hover_text("Open a dataset first")
@@ -97,7 +109,7 @@ impl ViewerApp {
             {
                 if let Some(d) = dataset {
                     let duration = (d.train.len() as f32 * 0.5).max(2.0);
-                    self.record.path = CameraPath::through_cameras(d.train.iter().map(|v| &v.camera), duration);
+                    self.path = CameraPath::through_cameras(d.train.iter().map(|v| &v.camera), duration);
                 }
             }
             if ui
@@ -105,23 +117,22 @@ impl ViewerApp {
                 .on_hover_text("Around the orbit centre, from the current view")
                 .clicked()
             {
-                let c = &self.controller;
-                self.record.path = CameraPath::orbit(c.centre(), c.up, c.position, c.fov_y.to_degrees(), 8.0);
+                let c = shared.camera;
+                self.path = CameraPath::orbit(c.centre(), c.up, c.position, c.fov_y.to_degrees(), 8.0);
             }
         });
-        let panel = &mut self.record;
         let mut goto = None;
         let mut action = None;
         egui::ScrollArea::vertical()
             .max_height(160.0)
             .id_salt("keyframes")
             .show(ui, |ui| {
-                for i in 0..panel.path.keyframes.len() {
+                for i in 0..self.path.keyframes.len() {
                     ui.horizontal(|ui| {
-                        let p = panel.path.keyframes[i].position;
+                        let p = self.path.keyframes[i].position;
                         let label = format!("#{i}  ({:.2}, {:.2}, {:.2})", p.x, p.y, p.z);
-                        if ui.selectable_label(panel.selected == Some(i), label).clicked() {
-                            panel.selected = Some(i);
+                        if ui.selectable_label(self.selected == Some(i), label).clicked() {
+                            self.selected = Some(i);
                             goto = Some(i);
                         }
                         if ui.small_button("⏶").on_hover_text("Earlier").clicked() {
@@ -137,48 +148,48 @@ impl ViewerApp {
                 }
             });
         if let Some((i, step)) = action {
-            let keys = &mut panel.path.keyframes;
+            let keys = &mut self.path.keyframes;
             match step {
                 0 => {
                     keys.remove(i);
-                    panel.selected = None;
+                    self.selected = None;
                 }
                 _ => {
                     let j = i as isize + step;
                     if j >= 0 && (j as usize) < keys.len() {
                         keys.swap(i, j as usize);
-                        panel.selected = Some(j as usize);
+                        self.selected = Some(j as usize);
                     }
                 }
             }
         }
         ui.add(
-            egui::Slider::new(&mut panel.path.duration_s, 0.5..=120.0)
+            egui::Slider::new(&mut self.path.duration_s, 0.5..=120.0)
                 .logarithmic(true)
                 .text("duration s"),
         );
         ui.horizontal(|ui| {
-            ui.checkbox(&mut panel.path.constant_speed, "constant speed");
-            ui.checkbox(&mut panel.path.looped, "loop");
+            ui.checkbox(&mut self.path.constant_speed, "constant speed");
+            ui.checkbox(&mut self.path.looped, "loop");
         });
         ui.horizontal(|ui| {
-            let has_keys = !panel.path.keyframes.is_empty();
-            let label = if panel.preview.is_some() {
+            let has_keys = !self.path.keyframes.is_empty();
+            let label = if self.preview.is_some() {
                 "■ Stop"
             } else {
                 "▶ Preview"
             };
             if ui.add_enabled(has_keys, egui::Button::new(label)).clicked() {
-                panel.preview = match panel.preview {
+                self.preview = match self.preview {
                     Some(_) => None,
                     None => Some(Instant::now()),
                 };
             }
             if ui.button("Load…").clicked() {
-                panel.load_pick = Some(super::pick(|d| d.add_filter("camera path", &["json"]).pick_file()));
+                self.load_pick = Some(super::pick(|d| d.add_filter("camera path", &["json"]).pick_file()));
             }
             if ui.add_enabled(has_keys, egui::Button::new("Save…")).clicked() {
-                panel.save_pick = Some(super::pick(|d| {
+                self.save_pick = Some(super::pick(|d| {
                     d.add_filter("camera path", &["json"])
                         .set_file_name("camera_path.json")
                         .save_file()
@@ -191,14 +202,14 @@ impl ViewerApp {
                 )
                 .clicked()
             {
-                panel.save_ns_pick = Some(super::pick(|d| {
+                self.save_ns_pick = Some(super::pick(|d| {
                     d.add_filter("nerfstudio camera path", &["json"])
                         .set_file_name("camera_path_nerfstudio.json")
                         .save_file()
                 }));
             }
         });
-        panel.dataparser.ui(
+        self.dataparser.ui(
             ui,
             "nerfstudio transforms",
             "nerfstudio's dataparser_transforms.json (in its run folder outputs/.../, next to config.yml). Load maps a \
@@ -208,51 +219,56 @@ impl ViewerApp {
             false,
         );
         if let Some(i) = goto {
-            if let Some(key) = self.record.path.keyframes.get(i).copied() {
-                self.apply_pose(&key);
+            if let Some(key) = self.path.keyframes.get(i).copied() {
+                out.push(Action::GoTo(key));
             }
         }
-        self.record_job_ui(ui);
+        self.record_job_ui(ui, shared, fix_settings, jobs);
     }
 
-    fn record_job_ui(&mut self, ui: &mut egui::Ui) {
+    fn record_job_ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        shared: Shared,
+        fix_settings: impl FnOnce(u32, u32) -> FixSettings,
+        jobs: &Jobs,
+    ) {
         ui.separator();
-        let panel = &mut self.record;
         ui.horizontal(|ui| {
             ui.label("Size");
-            ui.add(egui::DragValue::new(&mut panel.size[0]).range(16..=8192));
+            ui.add(egui::DragValue::new(&mut self.size[0]).range(16..=8192));
             ui.label("x");
-            ui.add(egui::DragValue::new(&mut panel.size[1]).range(16..=8192));
-            ui.add(egui::DragValue::new(&mut panel.fps).range(1.0..=240.0).suffix(" fps"));
+            ui.add(egui::DragValue::new(&mut self.size[1]).range(16..=8192));
+            ui.add(egui::DragValue::new(&mut self.fps).range(1.0..=240.0).suffix(" fps"));
         });
         ui.horizontal(|ui| {
             ui.label("Out");
-            ui.add(egui::TextEdit::singleline(&mut panel.out).desired_width(150.0))
+            ui.add(egui::TextEdit::singleline(&mut self.out).desired_width(150.0))
                 .on_hover_text("A .mp4 file (needs ffmpeg) or a folder for PNG frames");
             if ui.button("…").clicked() {
-                panel.out_pick = Some(super::pick(|d| {
+                self.out_pick = Some(super::pick(|d| {
                     d.add_filter("MP4 video", &["mp4"])
                         .set_file_name("flythrough.mp4")
                         .save_file()
                 }));
             }
         });
-        ui.checkbox(&mut panel.fix_frames, "Fix frames (Post-render fix settings)");
+        ui.checkbox(&mut self.fix_frames, "Fix frames (Post-render fix settings)");
         ui.add_enabled(
-            panel.fix_frames,
-            egui::Checkbox::new(&mut panel.side_by_side, "also raw | fixed side by side"),
+            self.fix_frames,
+            egui::Checkbox::new(&mut self.side_by_side, "also raw | fixed side by side"),
         );
         // The recording's size, as `record` checks it before the first frame.
-        if let Ok(frames) = panel.path.checked_frame_count(panel.fps) {
+        if let Ok(frames) = self.path.checked_frame_count(self.fps) {
             let (needed, what) = difix3d::record::output_lower_bound(
-                panel.size[0],
-                panel.size[1],
-                panel.fix_frames,
-                panel.fix_frames && panel.side_by_side,
+                self.size[0],
+                self.size[1],
+                self.fix_frames,
+                self.fix_frames && self.side_by_side,
                 frames,
             );
             let estimate = format!("At least {} on disk", difix3d::disk::human(needed));
-            let out = std::path::Path::new(if panel.out.is_empty() { "." } else { &panel.out });
+            let out = std::path::Path::new(if self.out.is_empty() { "." } else { &self.out });
             match difix3d::disk::free_bytes(out) {
                 Some(free) if free < needed => ui.colored_label(
                     ui.visuals().error_fg_color,
@@ -262,7 +278,7 @@ impl ViewerApp {
             }
             .on_hover_text(what);
         }
-        if let Some((handle, progress)) = &panel.job {
+        if let Some((handle, progress)) = &self.job {
             ui.horizontal(|ui| {
                 let fraction = progress.done as f32 / progress.total.max(1) as f32;
                 ui.add(
@@ -275,12 +291,12 @@ impl ViewerApp {
                 }
             });
         } else {
-            let ready = !self.record.path.keyframes.is_empty() && self.splats.is_some();
+            let ready = !self.path.keyframes.is_empty() && shared.splats.is_some();
             if ui.add_enabled(ready, egui::Button::new("⏺ Record")).clicked() {
-                self.start_recording();
+                self.start_recording(shared, fix_settings, jobs);
             }
         }
-        match &self.record.outcome {
+        match &self.outcome {
             Some(Ok(message)) => {
                 ui.label(message);
             }
@@ -291,60 +307,54 @@ impl ViewerApp {
         }
     }
 
-    fn start_recording(&mut self) {
-        let Some(splats) = self.splats.clone() else { return };
-        let panel = &self.record;
-        let [width, height] = panel.size;
-        let fix = panel
-            .fix_frames
-            .then(|| self.fix.record_settings(self.dataset.clone(), width, height));
+    fn start_recording(&mut self, shared: Shared, fix_settings: impl FnOnce(u32, u32) -> FixSettings, jobs: &Jobs) {
+        let Some(splats) = shared.splats.cloned() else { return };
+        let [width, height] = self.size;
+        let fix = self.fix_frames.then(|| fix_settings(width, height));
         let job = difix3d::record::RecordJob {
             splats,
-            path: panel.path.clone(),
-            fps: panel.fps,
+            path: self.path.clone(),
+            fps: self.fps,
             width,
             height,
-            render: self.render_options(),
-            side_by_side: panel.side_by_side && fix.is_some(),
+            render: shared.render,
+            side_by_side: self.side_by_side && fix.is_some(),
             fix,
-            out: PathBuf::from(panel.out.trim()),
+            out: PathBuf::from(self.out.trim()),
         };
         let total = job.path.frame_count(job.fps);
-        let handle = difix3d::jobs::record::spawn(job, self.gpu.clone());
-        self.record.job = Some((handle, Progress { done: 0, total }));
-        self.record.outcome = None;
+        self.job = Some((jobs.record(job), Progress { done: 0, total }));
+        self.outcome = None;
     }
 
     /// Takes the recording thread's events and the file dialogs' answers (every frame, whether or
     /// not the panel is open).
-    pub(super) fn poll_record(&mut self) {
-        let panel = &mut self.record;
-        if let Some(rx) = &panel.load_pick {
+    pub fn poll(&mut self) {
+        if let Some(rx) = &self.load_pick {
             if let Ok(choice) = rx.try_recv() {
-                panel.load_pick = None;
+                self.load_pick = None;
                 if let Some(file) = choice {
                     // Ours or nerfstudio's; a nerfstudio path brings its render size and fps.
-                    match load_path(&file, panel.dataparser.path().as_deref()) {
+                    match load_path(&file, self.dataparser.path().as_deref()) {
                         Ok((path, settings, message)) => {
-                            panel.path = path;
+                            self.path = path;
                             if let Some(s) = settings {
-                                panel.fps = s.fps;
-                                panel.size = [s.width, s.height];
+                                self.fps = s.fps;
+                                self.size = [s.width, s.height];
                             }
-                            panel.outcome = Some(Ok(message));
+                            self.outcome = Some(Ok(message));
                         }
-                        Err(e) => panel.outcome = Some(Err(e)),
+                        Err(e) => self.outcome = Some(Err(e)),
                     }
                 }
             }
         }
-        if let Some(rx) = &panel.save_pick {
+        if let Some(rx) = &self.save_pick {
             if let Ok(choice) = rx.try_recv() {
-                panel.save_pick = None;
+                self.save_pick = None;
                 if let Some(file) = choice {
-                    panel.outcome = Some(
-                        panel
-                            .path
+                    self.outcome = Some(
+                        self.path
                             .save(&file)
                             .map(|()| format!("Saved {}", file.display()))
                             .map_err(|e| e.to_string()),
@@ -352,31 +362,31 @@ impl ViewerApp {
                 }
             }
         }
-        if let Some(rx) = &panel.save_ns_pick {
+        if let Some(rx) = &self.save_ns_pick {
             if let Ok(choice) = rx.try_recv() {
-                panel.save_ns_pick = None;
+                self.save_ns_pick = None;
                 if let Some(file) = choice {
                     let settings = RenderSettings {
-                        fps: panel.fps,
-                        width: panel.size[0],
-                        height: panel.size[1],
+                        fps: self.fps,
+                        width: self.size[0],
+                        height: self.size[1],
                     };
-                    panel.outcome = Some(save_nerfstudio(
-                        &panel.path,
+                    self.outcome = Some(save_nerfstudio(
+                        &self.path,
                         &file,
                         settings,
-                        panel.dataparser.path().as_deref(),
+                        self.dataparser.path().as_deref(),
                     ));
                 }
             }
         }
-        if let Some(rx) = &panel.out_pick {
+        if let Some(rx) = &self.out_pick {
             if let Ok(Some(file)) = rx.try_recv() {
-                panel.out = file.display().to_string();
+                self.out = file.display().to_string();
             }
         }
         let mut finished = None;
-        if let Some((handle, progress)) = &mut panel.job {
+        if let Some((handle, progress)) = &mut self.job {
             loop {
                 match handle.events.try_recv() {
                     Ok(RecordEvent::Progress(p)) => *progress = p,
@@ -405,8 +415,8 @@ impl ViewerApp {
             }
         }
         if let Some(outcome) = finished {
-            panel.job = None;
-            panel.outcome = Some(outcome);
+            self.job = None;
+            self.outcome = Some(outcome);
         }
     }
 }

@@ -5,14 +5,15 @@
 
 use std::path::PathBuf;
 
+use difix3d::camera_path::CameraPath;
 use difix3d::jobs::train::Finished;
 use difix3d::nn::backend::BackendKind;
 use difix3d::refine::refiner::{RefineConfig, SceneSource, Targets};
 use difix3d::refine::round::RoundEvent;
 
+use super::actions::{Action, Jobs, Shared};
 use super::job_monitor::JobMonitor;
 use super::train_panel::{backend_ui, default_run_folder, factor_ui, run_folder_ui};
-use super::ViewerApp;
 
 /// Where the novel cameras head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,78 +78,78 @@ impl Default for RefinePanel {
     }
 }
 
-impl ViewerApp {
-    pub(super) fn refine_panel_ui(&mut self, ui: &mut egui::Ui) {
-        let (Some(dataset), Some(splats)) = (self.dataset.clone(), self.splats.clone()) else {
+impl RefinePanel {
+    /// `fix_model`: the post-render fix's model, the default here; `camera_path`: the Record panel's,
+    /// for "toward camera path".
+    pub fn ui(&mut self, ui: &mut egui::Ui, shared: Shared, fix_model: &str, camera_path: &CameraPath, jobs: &Jobs) {
+        let (Some(dataset), Some(splats)) = (shared.dataset, shared.splats) else {
             ui.label("Open a dataset folder, then the trained scene (.ply), to refine the scene with Difix.");
             return;
         };
-        if self.refine.model.is_empty() {
-            self.refine.model = self.fix.model.clone();
+        if self.model.is_empty() {
+            self.model = fix_model.to_string();
         }
-        let panel = &mut self.refine;
-        if panel.out.is_empty() {
-            panel.out = default_run_folder(&dataset.root, "_refined");
+        if self.out.is_empty() {
+            self.out = default_run_folder(&dataset.root, "_refined");
         }
         ui.label(format!(
             "Refines the scene on screen ({} splats) with {}",
             splats.len(),
             dataset.root.file_name().unwrap_or_default().to_string_lossy()
         ));
-        ui.add_enabled_ui(!panel.monitor.running(), |ui| {
+        ui.add_enabled_ui(!self.monitor.running(), |ui| {
             ui.horizontal(|ui| {
                 ui.label("Difix model");
-                ui.add(egui::TextEdit::singleline(&mut panel.model).desired_width(150.0));
+                ui.add(egui::TextEdit::singleline(&mut self.model).desired_width(150.0));
             });
-            ui.checkbox(&mut panel.reference, "nearest training photo as reference");
+            ui.checkbox(&mut self.reference, "nearest training photo as reference");
             ui.horizontal(|ui| {
                 ui.label("toward");
-                ui.selectable_value(&mut panel.targets, TargetChoice::Eval, "eval cameras");
-                ui.selectable_value(&mut panel.targets, TargetChoice::RecordPath, "camera path");
+                ui.selectable_value(&mut self.targets, TargetChoice::Eval, "eval cameras");
+                ui.selectable_value(&mut self.targets, TargetChoice::RecordPath, "camera path");
             });
-            if panel.targets == TargetChoice::RecordPath {
+            if self.targets == TargetChoice::RecordPath {
                 ui.add(
-                    egui::DragValue::new(&mut panel.path_samples)
+                    egui::DragValue::new(&mut self.path_samples)
                         .range(1..=256)
                         .prefix("targets along the path "),
                 );
             }
             ui.horizontal(|ui| {
                 ui.add(
-                    egui::DragValue::new(&mut panel.steps)
+                    egui::DragValue::new(&mut self.steps)
                         .range(1..=1_000_000)
                         .prefix("steps "),
                 );
                 ui.add(
-                    egui::DragValue::new(&mut panel.every)
+                    egui::DragValue::new(&mut self.every)
                         .range(1..=100_000)
                         .prefix("round every "),
                 );
             });
             ui.horizontal(|ui| {
                 ui.add(
-                    egui::DragValue::new(&mut panel.distance)
+                    egui::DragValue::new(&mut self.distance)
                         .range(0.01..=10.0)
                         .speed(0.01)
                         .prefix("move "),
                 );
-                factor_ui(ui, "refine factor", &mut panel.factor);
+                factor_ui(ui, "refine factor", &mut self.factor);
             });
-            run_folder_ui(ui, &mut panel.out);
-            backend_ui(ui, "Difix + loss backend", &mut panel.backend);
+            run_folder_ui(ui, &mut self.out);
+            backend_ui(ui, "Difix + loss backend", &mut self.backend);
         });
-        if panel.monitor.controls_ui(ui, "▶ Refine") {
-            self.start_refine();
+        if self.monitor.controls_ui(ui, "▶ Refine") {
+            self.start(shared, camera_path, jobs);
         }
-        let panel = &self.refine;
-        if let Some(status) = &panel.round_status {
+        if let Some(status) = &self.round_status {
             ui.label(status);
         }
-        panel.monitor.progress_ui(ui);
-        if !panel.thumbnails.is_empty() {
+        self.monitor.progress_ui(ui);
+        if !self.thumbnails.is_empty() {
             ui.label("newest novel views: render | fixed");
             let width = (ui.available_width() / 2.0 - 8.0).clamp(40.0, 160.0);
-            for (raw, fixed) in &panel.thumbnails {
+            for (raw, fixed) in &self.thumbnails {
                 ui.horizontal(|ui| {
                     for texture in [raw, fixed] {
                         let [w, h] = texture.size();
@@ -161,82 +162,78 @@ impl ViewerApp {
     }
 
     /// Starts refining the scene on screen with the open dataset and the panel's settings.
-    pub(super) fn start_refine(&mut self) {
-        let (Some(dataset), Some(splats)) = (&self.dataset, &self.splats) else {
+    pub fn start(&mut self, shared: Shared, camera_path: &CameraPath, jobs: &Jobs) {
+        let (Some(dataset), Some(splats)) = (shared.dataset, shared.splats) else {
             return;
         };
-        let panel = &mut self.refine;
-        if panel.out.trim().is_empty() {
-            panel.out = default_run_folder(&dataset.root, "_refined");
+        if self.out.trim().is_empty() {
+            self.out = default_run_folder(&dataset.root, "_refined");
         }
-        let out = PathBuf::from(panel.out.trim());
+        let out = PathBuf::from(self.out.trim());
         let mut config = RefineConfig::new(
             dataset.root.clone(),
             SceneSource::Splats(splats.clone()),
-            PathBuf::from(panel.model.trim()),
+            PathBuf::from(self.model.trim()),
             out.clone(),
         );
-        config.factor = panel.factor;
-        config.reference = panel.reference;
-        config.steps = panel.steps;
-        config.every = panel.every;
-        config.distance = panel.distance;
-        if panel.targets == TargetChoice::RecordPath {
+        config.factor = self.factor;
+        config.reference = self.reference;
+        config.steps = self.steps;
+        config.every = self.every;
+        config.distance = self.distance;
+        if self.targets == TargetChoice::RecordPath {
             // The path the Record panel holds now, saved with the run so it can be repeated.
             let file = out.join("targets.json");
             let saved = std::fs::create_dir_all(&out)
                 .map_err(|e| e.to_string())
-                .and_then(|_| self.record.path.save(&file).map_err(|e| e.to_string()));
+                .and_then(|_| camera_path.save(&file).map_err(|e| e.to_string()));
             if let Err(e) = saved {
-                panel.monitor.message = Some(Err(format!("cannot use the camera path: {e}")));
+                self.monitor.message = Some(Err(format!("cannot use the camera path: {e}")));
                 return;
             }
             // Already in the scene's world (a nerfstudio path went through its dataparser transform
             // when the Record panel loaded it).
             config.targets = Targets::Path {
                 file,
-                samples: panel.path_samples,
+                samples: self.path_samples,
                 dataparser: None,
             };
         }
-        panel.round_status = None;
-        panel.thumbnails.clear();
-        panel.rounds_done = 0;
-        panel.finished = false;
-        panel.unfold = true;
-        let handle = difix3d::jobs::train::spawn_refine(config, self.gpu.clone(), panel.backend);
-        panel.monitor.start(handle);
+        self.round_status = None;
+        self.thumbnails.clear();
+        self.rounds_done = 0;
+        self.finished = false;
+        self.unfold = true;
+        self.monitor.start(jobs.refine(config, self.backend));
     }
 
     /// Applies the refinement's settings from the command line and starts it.
-    pub(super) fn start_refine_with(&mut self, start: RefineStart) {
-        let panel = &mut self.refine;
-        panel.steps = start.steps;
-        panel.every = start.every;
-        panel.factor = start.factor;
-        panel.model = start.model.display().to_string();
-        panel.backend = start.backend;
-        self.start_refine();
+    pub fn start_with(&mut self, start: RefineStart, shared: Shared, camera_path: &CameraPath, jobs: &Jobs) {
+        self.steps = start.steps;
+        self.every = start.every;
+        self.factor = start.factor;
+        self.model = start.model.display().to_string();
+        self.backend = start.backend;
+        self.start(shared, camera_path, jobs);
     }
 
     /// Takes the refinement's events: rounds (with thumbnails), snapshots for the view, the end.
-    pub(super) fn poll_refine(&mut self, ctx: &egui::Context) {
-        let polled = self.refine.monitor.poll();
+    pub fn poll(&mut self, ctx: &egui::Context, out: &mut Vec<Action>) {
+        let polled = self.monitor.poll();
         if let Some(splats) = polled.snapshot {
-            self.show_splats(splats);
+            out.push(Action::ShowSplats(splats));
         }
-        let panel = &mut self.refine;
         for event in polled.rounds {
             match event {
                 RoundEvent::Started { round, views, .. } => {
-                    panel.round_status = Some(format!("round {}: rendering and fixing {views} novel views", round + 1));
+                    self.round_status = Some(format!("round {}: rendering and fixing {views} novel views", round + 1));
                 }
                 RoundEvent::Fixed { round, done, total } => {
-                    panel.round_status = Some(format!("round {}: fixed {done}/{total} novel views", round + 1));
+                    self.round_status = Some(format!("round {}: fixed {done}/{total} novel views", round + 1));
                 }
                 RoundEvent::Done(report) => {
-                    panel.rounds_done += 1;
-                    panel.round_status = Some(format!(
+                    self.rounds_done += 1;
+                    self.round_status = Some(format!(
                         "round {} done at step {}: {} views (render {:.1} s, Difix {:.1} s)",
                         report.round + 1,
                         report.step,
@@ -244,7 +241,7 @@ impl ViewerApp {
                         report.render.as_secs_f64(),
                         report.fix.as_secs_f64()
                     ));
-                    panel.thumbnails = report
+                    self.thumbnails = report
                         .thumbnails
                         .iter()
                         .enumerate()
@@ -265,13 +262,13 @@ impl ViewerApp {
         }
         match polled.done {
             Some(Ok(Finished::Refine(s))) => {
-                panel.finished = true;
+                self.finished = true;
                 // Bring the results (table, thumbnails) into sight.
-                panel.unfold = true;
+                self.unfold = true;
                 let psnr = |r: &Option<difix3d::train::eval::EvalReport>| {
                     r.as_ref().map_or("n/a".into(), |r| format!("{:.2} dB", r.psnr))
                 };
-                panel.monitor.message = Some(Ok(format!(
+                self.monitor.message = Some(Ok(format!(
                     "{} after {} steps, {} rounds. Eval PSNR: 3DGS {} · +Difix3D {} · +Difix3D+ {}; {}",
                     if s.stopped_early { "Stopped" } else { "Done" },
                     s.steps,
@@ -282,7 +279,7 @@ impl ViewerApp {
                     s.ply.display()
                 )));
             }
-            Some(_) => panel.finished = true,
+            Some(_) => self.finished = true,
             None => {}
         }
     }

@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use difix3d::difix::train::trainer::DifixTrainSummary;
+use difix3d::data::Dataset;
 use difix3d::jobs::train::Finished;
 use difix3d::nn::backend::BackendKind;
 use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::TrainConfig;
 
-use super::difix_train_panel::DifixForm;
+use super::actions::{Action, Jobs, Shared};
+use super::difix_train_panel::{DifixTrainPanel, DifixTrainStart};
 use super::job_monitor::JobMonitor;
-use super::ViewerApp;
 
 /// What the Training panel trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,9 +26,8 @@ pub enum TrainMode {
 
 pub struct TrainPanel {
     pub mode: TrainMode,
-    pub difix: DifixForm,
-    /// The last Difix fine-tuning run that ended well.
-    pub difix_done: Option<DifixTrainSummary>,
+    /// The Difix mode's form and its last finished run.
+    pub difix: DifixTrainPanel,
     steps: usize,
     factor: u32,
     out: String,
@@ -44,8 +43,7 @@ impl Default for TrainPanel {
     fn default() -> Self {
         Self {
             mode: TrainMode::Scene,
-            difix: DifixForm::default(),
-            difix_done: None,
+            difix: DifixTrainPanel::default(),
             steps: 30_000,
             factor: 4,
             out: String::new(),
@@ -57,94 +55,107 @@ impl Default for TrainPanel {
     }
 }
 
-impl ViewerApp {
-    pub(super) fn train_panel_ui(&mut self, ui: &mut egui::Ui) {
-        ui.add_enabled_ui(!self.train.monitor.running(), |ui| {
+impl TrainPanel {
+    pub fn ui(&mut self, ui: &mut egui::Ui, shared: Shared, jobs: &Jobs, out: &mut Vec<Action>) {
+        ui.add_enabled_ui(!self.monitor.running(), |ui| {
             ui.horizontal(|ui| {
-                ui.selectable_value(&mut self.train.mode, TrainMode::Scene, "Scene (3DGS)");
-                ui.selectable_value(&mut self.train.mode, TrainMode::Difix, "Difix (fine-tune)");
+                ui.selectable_value(&mut self.mode, TrainMode::Scene, "Scene (3DGS)");
+                ui.selectable_value(&mut self.mode, TrainMode::Difix, "Difix (fine-tune)");
             });
         });
-        match self.train.mode {
-            TrainMode::Scene => self.scene_train_ui(ui),
-            TrainMode::Difix => self.difix_train_ui(ui),
+        match self.mode {
+            TrainMode::Scene => self.scene_train_ui(ui, shared.dataset, jobs),
+            TrainMode::Difix => {
+                if self.difix.ui(ui, &mut self.monitor, jobs, out) {
+                    self.started_difix();
+                }
+            }
         }
     }
 
-    fn scene_train_ui(&mut self, ui: &mut egui::Ui) {
-        let Some(dataset) = self.dataset.clone() else {
+    fn scene_train_ui(&mut self, ui: &mut egui::Ui, dataset: Option<&Arc<Dataset>>, jobs: &Jobs) {
+        let Some(dataset) = dataset else {
             ui.label("Open a dataset folder (Scene panel) to train on it.");
             return;
         };
-        let panel = &mut self.train;
-        if panel.out.is_empty() {
-            panel.out = default_run_folder(&dataset.root, "");
+        if self.out.is_empty() {
+            self.out = default_run_folder(&dataset.root, "");
         }
-        ui.add_enabled_ui(!panel.monitor.running(), |ui| {
+        ui.add_enabled_ui(!self.monitor.running(), |ui| {
             ui.horizontal(|ui| {
                 ui.add(
-                    egui::DragValue::new(&mut panel.steps)
+                    egui::DragValue::new(&mut self.steps)
                         .range(10..=1_000_000)
                         .prefix("steps "),
                 );
-                factor_ui(ui, "train factor", &mut panel.factor);
+                factor_ui(ui, "train factor", &mut self.factor);
             });
-            run_folder_ui(ui, &mut panel.out);
-            backend_ui(ui, "loss backend", &mut panel.backend);
-            ui.checkbox(&mut panel.absgrad, "absgrad").on_hover_text(
+            run_folder_ui(ui, &mut self.out);
+            backend_ui(ui, "loss backend", &mut self.backend);
+            ui.checkbox(&mut self.absgrad, "absgrad").on_hover_text(
                 "Densify from absolute 2D-mean gradients (gsplat's absgrad / AbsGS, growth threshold 0.0008)",
             );
         });
-        if panel.monitor.controls_ui(ui, "▶ Train") {
-            let (steps, factor, backend) = (panel.steps, panel.factor, panel.backend);
-            self.start_train(steps, factor, backend);
+        if self.monitor.controls_ui(ui, "▶ Train") {
+            let (steps, factor, backend) = (self.steps, self.factor, self.backend);
+            self.start(dataset, steps, factor, backend, jobs);
         }
-        self.train.monitor.progress_ui(ui);
+        self.monitor.progress_ui(ui);
     }
 
-    /// Starts training the open dataset.
-    pub(super) fn start_train(&mut self, steps: usize, factor: u32, backend: BackendKind) {
-        let Some(dataset) = &self.dataset else { return };
-        let panel = &mut self.train;
-        if panel.out.is_empty() {
-            panel.out = default_run_folder(&dataset.root, "");
+    /// Starts training `dataset` (the open one).
+    pub fn start(&mut self, dataset: &Dataset, steps: usize, factor: u32, backend: BackendKind, jobs: &Jobs) {
+        if self.out.is_empty() {
+            self.out = default_run_folder(&dataset.root, "");
         }
-        let mut config = TrainConfig::new(dataset.root.clone(), panel.out.trim().into());
+        let mut config = TrainConfig::new(dataset.root.clone(), self.out.trim().into());
         config.steps = steps;
         config.factor = factor;
-        if panel.absgrad {
+        if self.absgrad {
             config.densify.absgrad = true;
             config.densify.grow_grad2d = DensifyConfig::ABSGRAD_GROW_GRAD2D;
         }
-        (panel.steps, panel.factor, panel.backend) = (steps, factor, backend);
-        panel.mode = TrainMode::Scene;
-        panel.unfold = true;
-        panel
-            .monitor
-            .start(difix3d::jobs::train::spawn(config, self.gpu.clone(), backend));
+        (self.steps, self.factor, self.backend) = (steps, factor, backend);
+        self.mode = TrainMode::Scene;
+        self.unfold = true;
+        self.monitor.start(jobs.train(config, backend));
+    }
+
+    /// Starts fine-tuning Difix from the command line's settings.
+    pub fn start_difix(&mut self, start: DifixTrainStart, jobs: &Jobs) {
+        if self.difix.start(start, &mut self.monitor, jobs) {
+            self.started_difix();
+        }
+    }
+
+    /// A Difix fine-tuning run started: the panel shows it.
+    fn started_difix(&mut self) {
+        self.mode = TrainMode::Difix;
+        self.unfold = true;
+        self.difix.done = None;
     }
 
     /// Takes the training thread's events: progress, snapshots for the view, the end.
-    pub(super) fn poll_training(&mut self) {
-        let polled = self.train.monitor.poll();
+    pub fn poll(&mut self, out: &mut Vec<Action>) {
+        let polled = self.monitor.poll();
         if let Some(splats) = polled.snapshot {
-            self.show_splats(splats);
+            out.push(Action::ShowSplats(splats));
         }
         if let Some(Ok(Finished::Difix(s))) = &polled.done {
             let eval = s.evals.last().map_or(String::new(), |e| {
                 format!(", test PSNR {:.2} dB, LPIPS {:.4}", e.psnr, e.lpips)
             });
-            self.train.monitor.message = Some(Ok(format!(
+            self.monitor.message = Some(Ok(format!(
                 "{} after {} steps{eval}; model in {}",
                 if s.stopped_early { "Stopped" } else { "Done" },
                 s.steps,
                 s.checkpoint.display()
             )));
-            self.train.difix_done = Some(s.clone());
+            self.difix.done = Some(s.clone());
         }
         if let Some(Ok(Finished::Train(s))) = polled.done {
             let psnr = |p: Option<f64>| p.map_or("n/a".into(), |v| format!("{v:.2} dB"));
-            self.train.monitor.message = Some(Ok(format!(
+            self.monitor.message = Some(Ok(format!(
                 "{} after {} steps: {} splats, eval PSNR {} -> {}; {}",
                 if s.stopped_early { "Stopped" } else { "Done" },
                 s.steps,
@@ -154,24 +165,6 @@ impl ViewerApp {
                 s.ply.display()
             )));
         }
-    }
-
-    /// Shows splats from a running job (training or refinement) in the view.
-    pub(super) fn show_splats(&mut self, splats: Arc<difix3d::scene::Splats>) {
-        if let Err(e) = self.viewport.set_splats(&self.gpu, &splats) {
-            self.toast(format!("cannot show the job's splats: {e}"));
-            return;
-        }
-        // Follow the job's SH degree unless the user chose a lower one.
-        let shown_max = self.scene.as_ref().map_or(0, |s| s.sh_degree);
-        if self.settings.sh_degree >= shown_max {
-            self.settings.sh_degree = splats.sh_degree;
-        }
-        if let Some(scene) = &mut self.scene {
-            scene.splat_count = splats.len();
-            scene.sh_degree = splats.sh_degree;
-        }
-        self.splats = Some(splats);
     }
 }
 

@@ -4,14 +4,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use difix3d::data::Camera;
+use difix3d::data::{Camera, Dataset};
 use difix3d::fix::gpu_frame::GpuFrame;
 use difix3d::fix::FrameImage;
 use difix3d::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::scene::Splats;
+use difix3d::view::ViewController;
 use egui_wgpu::wgpu;
 
-use super::ViewerApp;
+use super::actions::Action;
+use super::live_fix::LiveFixPanel;
+use super::ViewSettings;
 
 /// What was last drawn, to skip rendering when nothing changed and to report timings.
 #[derive(Clone)]
@@ -23,7 +26,10 @@ pub struct FrameRecord {
 }
 
 pub struct Viewport {
+    gpu: GpuContext,
     rasterizer: Rasterizer,
+    /// How many splats are uploaded, for the overlay.
+    splat_count: usize,
     splats: Option<GpuSplats>,
     renderer: Arc<egui::mutex::RwLock<egui_wgpu::Renderer>>,
     texture: Option<(wgpu::Texture, wgpu::TextureView, egui::TextureId)>,
@@ -36,9 +42,11 @@ pub struct Viewport {
 }
 
 impl Viewport {
-    pub fn new(gpu: &GpuContext, renderer: Arc<egui::mutex::RwLock<egui_wgpu::Renderer>>) -> Self {
+    pub fn new(gpu: GpuContext, renderer: Arc<egui::mutex::RwLock<egui_wgpu::Renderer>>) -> Self {
         Self {
             rasterizer: Rasterizer::new(&gpu.device),
+            gpu,
+            splat_count: 0,
             splats: None,
             renderer,
             texture: None,
@@ -51,8 +59,9 @@ impl Viewport {
     }
 
     /// Uploads `splats` for drawing; when they do not fit the GPU, the error, and the previous splats stay.
-    pub fn set_splats(&mut self, gpu: &GpuContext, splats: &Splats) -> Result<(), GpuError> {
-        self.splats = Some(GpuSplats::upload(gpu, splats)?);
+    pub fn set_splats(&mut self, splats: &Splats) -> Result<(), GpuError> {
+        self.splats = Some(GpuSplats::upload(&self.gpu, splats)?);
+        self.splat_count = splats.len();
         self.splats_changed = true;
         Ok(())
     }
@@ -72,13 +81,13 @@ impl Viewport {
 
     /// The frame on screen as a burn tensor on the same device (a GPU-side copy, for a fix worker
     /// sharing the device).
-    fn capture_gpu(&self, gpu: &GpuContext) -> Option<GpuFrame> {
-        GpuFrame::capture(gpu, &self.rasterizer)
+    fn capture_gpu(&self) -> Option<GpuFrame> {
+        GpuFrame::capture(&self.gpu, &self.rasterizer)
     }
 
     /// The frame on screen as 8-bit RGB (a GPU read-back).
-    fn read_rgb(&self, gpu: &GpuContext) -> Option<image::RgbImage> {
-        match self.rasterizer.read_image(gpu) {
+    fn read_rgb(&self) -> Option<image::RgbImage> {
+        match self.rasterizer.read_image(&self.gpu) {
             Ok(image) => Some(difix3d::image_io::to_rgb8(&image)),
             Err(e) => {
                 log::error!("reading the frame back failed: {e}");
@@ -88,13 +97,7 @@ impl Viewport {
     }
 
     /// Renders if the camera, settings or scene changed since the last frame. Returns the texture to show.
-    fn update(
-        &mut self,
-        gpu: &GpuContext,
-        camera: &Camera,
-        options: &RenderOptions,
-        screen_rect: [f32; 4],
-    ) -> Option<egui::TextureId> {
+    fn update(&mut self, camera: &Camera, options: &RenderOptions, screen_rect: [f32; 4]) -> Option<egui::TextureId> {
         let splats = self.splats.as_ref()?;
         let unchanged = !self.splats_changed
             && self
@@ -110,14 +113,15 @@ impl Viewport {
         let start = Instant::now();
         // The faster path for this adapter: hardware-rasterised triangles on a CPU adapter, the
         // compute rasterizer (which recording and training use) on a GPU.
+        let gpu = &self.gpu;
         if let Err(e) = self.rasterizer.render_for_screen(gpu, splats, camera, options) {
             log::error!("render failed: {e}");
             return None;
         }
-        self.ensure_texture(gpu, camera.width, camera.height);
+        self.ensure_texture(camera.width, camera.height);
         let (_, view, id) = self.texture.as_ref()?;
-        self.rasterizer.present(gpu, view);
-        let _ = gpu.wait();
+        self.rasterizer.present(&self.gpu, view);
+        let _ = self.gpu.wait();
         self.frame_time = start.elapsed();
         let now = Instant::now();
         self.fps_window.push(now);
@@ -133,7 +137,8 @@ impl Viewport {
         Some(*id)
     }
 
-    fn ensure_texture(&mut self, gpu: &GpuContext, width: u32, height: u32) {
+    fn ensure_texture(&mut self, width: u32, height: u32) {
+        let gpu = &self.gpu;
         if let Some((tex, _, _)) = &self.texture {
             if tex.width() == width && tex.height() == height {
                 return;
@@ -166,7 +171,8 @@ impl Viewport {
     }
 
     /// The world point under pixel (x, y) of the last frame, from its depth; `None` over empty space.
-    fn point_at(&mut self, gpu: &GpuContext, x: u32, y: u32) -> Option<glam::Vec3> {
+    fn point_at(&mut self, x: u32, y: u32) -> Option<glam::Vec3> {
+        let gpu = &self.gpu;
         let last = self.last.as_ref()?;
         let cam = &last.camera;
         if !self.rasterizer.has_depth() {
@@ -187,74 +193,65 @@ impl Viewport {
     }
 }
 
-impl ViewerApp {
-    pub(super) fn viewport_ui(&mut self, ui: &mut egui::Ui) {
+impl Viewport {
+    /// The 3D view: the frame (raw, or with the fixed one as the post-render fix shows it), the overlay,
+    /// and mouse and keys. Mouse moves go to `camera`; keys that change more than the camera become
+    /// actions. `fix` takes each new frame it wants (with its reference photo from `dataset`).
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        camera: &mut ViewController,
+        settings: &ViewSettings,
+        fix: &mut LiveFixPanel,
+        dataset: Option<&Arc<Dataset>>,
+        out: &mut Vec<Action>,
+    ) {
         let (rect, response) = ui.allocate_exact_size(ui.available_size(), egui::Sense::click_and_drag());
-        if self.scene.is_none() {
-            let message = match &self.loading {
-                Some((path, _)) => format!("Loading {} …", path.display()),
-                None => "Open a .ply/.splat scene or a dataset folder (Scene panel), or drop one here.".into(),
-            };
-            ui.painter().text(
-                rect.center(),
-                egui::Align2::CENTER_CENTER,
-                message,
-                egui::FontId::proportional(16.0),
-                egui::Color32::GRAY,
-            );
-            return;
-        }
         // The split handle sits over the view and takes drags before the camera does.
-        if !self.fix.split_drag_ui(ui, rect) {
-            self.handle_input(ui, &response, rect);
+        if !fix.split_drag_ui(ui, rect) {
+            self.input_ui(ui, &response, rect, camera, settings, out);
         }
 
         let ppp = ui.ctx().pixels_per_point();
-        let scale = self.settings.render_scale * ppp;
+        let scale = settings.render_scale * ppp;
         // At most what the GPU holds in one frame (a huge window at a high render scale renders smaller).
         let (width, height) = difix3d::render::fit_frame_size(
             &self.gpu.device,
             (rect.width() * scale).round() as u32,
             (rect.height() * scale).round() as u32,
         );
-        let camera = self.controller.camera(width, height);
+        let view = camera.camera(width, height);
         let screen = [rect.min.x * ppp, rect.min.y * ppp, rect.max.x * ppp, rect.max.y * ppp];
-        let options = self.render_options();
-        if let Some(id) = self.viewport.update(&self.gpu, &camera, &options, screen) {
-            let frame_id = self.viewport.frame_id();
-            if self.fix.wants(frame_id) {
-                let image = if self.fix.takes_gpu_frames() {
-                    self.viewport.capture_gpu(&self.gpu).map(FrameImage::Gpu)
+        let options = settings.render_options();
+        if let Some(id) = self.update(&view, &options, screen) {
+            let frame_id = self.frame_id();
+            if fix.wants(frame_id) {
+                let image = if fix.takes_gpu_frames() {
+                    self.capture_gpu().map(FrameImage::Gpu)
                 } else {
-                    self.viewport.read_rgb(&self.gpu).map(FrameImage::Cpu)
+                    self.read_rgb().map(FrameImage::Cpu)
                 };
                 if let Some(image) = image {
-                    self.fix.submit(frame_id, image, &camera, self.dataset.as_ref());
+                    fix.submit(frame_id, image, &view, dataset);
                 }
             }
-            self.fix.paint_ui(ui, rect, id, frame_id);
+            fix.paint_ui(ui, rect, id, frame_id);
         }
-        self.overlay_ui(ui, rect);
+        self.overlay_ui(ui, rect, settings, fix.status_line());
     }
 
-    fn overlay_ui(&self, ui: &egui::Ui, rect: egui::Rect) {
-        let v = &self.viewport;
-        let fps = v.fps_window.len();
-        let splats = self.scene.as_ref().map_or(0, |s| s.splat_count);
-        let size = v.last.as_ref().map_or((0, 0), |l| (l.camera.width, l.camera.height));
+    fn overlay_ui(&self, ui: &egui::Ui, rect: egui::Rect, settings: &ViewSettings, fix_status: Option<String>) {
+        let fps = self.fps_window.len();
+        let size = self.last.as_ref().map_or((0, 0), |l| (l.camera.width, l.camera.height));
         let mut text = format!(
             "{fps} fps · frame {:.1} ms · {} splats · {}x{}{}",
-            v.frame_time.as_secs_f64() * 1e3,
-            splats,
+            self.frame_time.as_secs_f64() * 1e3,
+            self.splat_count,
             size.0,
             size.1,
-            if self.settings.fly_mode {
-                " · fly (WASD/QE)"
-            } else {
-                ""
-            },
+            if settings.fly_mode { " · fly (WASD/QE)" } else { "" },
         );
-        if let Some(fix) = self.fix.status_line() {
+        if let Some(fix) = fix_status {
             text.push('\n');
             text.push_str(&fix);
         }
@@ -270,38 +267,47 @@ impl ViewerApp {
         ui.painter().galley(pos, galley, egui::Color32::WHITE);
     }
 
-    fn handle_input(&mut self, ui: &egui::Ui, response: &egui::Response, rect: egui::Rect) {
+    /// Mouse drags and keys: the camera moves here, the rest goes out as actions.
+    fn input_ui(
+        &mut self,
+        ui: &egui::Ui,
+        response: &egui::Response,
+        rect: egui::Rect,
+        camera: &mut ViewController,
+        settings: &ViewSettings,
+        out: &mut Vec<Action>,
+    ) {
         let drag = response.drag_delta();
         if response.dragged_by(egui::PointerButton::Primary) {
             let (yaw, pitch) = (drag.x * 0.005, -drag.y * 0.005);
-            if self.settings.fly_mode {
-                self.controller.look(-yaw, pitch);
+            if settings.fly_mode {
+                camera.look(-yaw, pitch);
             } else {
-                self.controller.orbit(yaw, pitch);
+                camera.orbit(yaw, pitch);
             }
         }
         if response.dragged_by(egui::PointerButton::Secondary) || response.dragged_by(egui::PointerButton::Middle) {
-            self.controller.pan(drag.x / rect.height(), drag.y / rect.height());
+            camera.pan(drag.x / rect.height(), drag.y / rect.height());
         }
         if response.hovered() {
             let scroll = ui.input(|i| i.smooth_scroll_delta.y);
             if scroll != 0.0 {
-                self.controller.zoom(scroll / 50.0);
+                camera.zoom(scroll / 50.0);
             }
         }
         if response.double_clicked() {
-            if let (Some(pos), Some(last)) = (response.interact_pointer_pos(), self.viewport.last.as_ref()) {
+            if let (Some(pos), Some(last)) = (response.interact_pointer_pos(), self.last.as_ref()) {
                 let x = ((pos.x - rect.min.x) / rect.width() * last.camera.width as f32) as u32;
                 let y = ((pos.y - rect.min.y) / rect.height() * last.camera.height as f32) as u32;
-                if let Some(point) = self.viewport.point_at(&self.gpu, x, y) {
-                    self.controller.set_centre(point);
+                if let Some(point) = self.point_at(x, y) {
+                    camera.set_centre(point);
                 }
             }
         }
         if ui.ctx().egui_wants_keyboard_input() {
             return;
         }
-        let (dt, keys) = ui.input(|i| {
+        let (dt, moves) = ui.input(|i| {
             let k = |key| if i.key_down(key) { 1.0 } else { 0.0 };
             let boost = if i.modifiers.shift { 4.0 } else { 1.0 };
             let delta = glam::Vec3::new(
@@ -311,47 +317,44 @@ impl ViewerApp {
             ) * boost;
             (i.stable_dt.min(0.1), delta)
         });
-        if keys != glam::Vec3::ZERO {
-            self.controller.fly(keys * self.settings.fly_speed * dt);
+        if moves != glam::Vec3::ZERO {
+            camera.fly(moves * settings.fly_speed * dt);
             ui.ctx().request_repaint();
         }
-        let (reset, next, prev, fly, toggle_fix, view_mode, keyframe) = ui.input(|i| {
-            (
-                i.key_pressed(egui::Key::R),
-                i.key_pressed(egui::Key::ArrowRight) || i.key_pressed(egui::Key::ArrowDown),
-                i.key_pressed(egui::Key::ArrowLeft) || i.key_pressed(egui::Key::ArrowUp),
-                i.key_pressed(egui::Key::F),
-                i.key_pressed(egui::Key::X),
-                i.key_pressed(egui::Key::V),
-                i.key_pressed(egui::Key::K),
-            )
-        });
-        if toggle_fix {
-            self.fix.toggle();
+        let pressed = |key| ui.input(|i| i.key_pressed(key));
+        let keys = [
+            (egui::Key::X, Action::ToggleFix),
+            (egui::Key::K, Action::AddKeyframe),
+            (egui::Key::V, Action::CycleFixViewMode),
+            (egui::Key::R, Action::ResetView),
+            (egui::Key::F, Action::ToggleFlyMode),
+        ];
+        for (key, action) in keys {
+            if pressed(key) {
+                out.push(action);
+            }
         }
-        if keyframe {
-            self.add_keyframe();
-        }
-        if view_mode {
-            self.fix.cycle_view_mode();
-        }
-        if reset {
-            self.controller = self.home.clone();
-        }
-        if fly {
-            self.settings.fly_mode = !self.settings.fly_mode;
-        }
-        let count = self.dataset.as_ref().map_or(0, |d| d.train.len() + d.eval.len());
-        if count > 0 && (next || prev) {
-            let current = self.selected_camera.unwrap_or(if next { count - 1 } else { 0 });
-            let index = if next {
-                (current + 1) % count
-            } else {
-                (current + count - 1) % count
-            };
-            self.snap_to_camera(index);
+        let next = pressed(egui::Key::ArrowRight) || pressed(egui::Key::ArrowDown);
+        if next || pressed(egui::Key::ArrowLeft) || pressed(egui::Key::ArrowUp) {
+            out.push(Action::StepCamera { next });
         }
     }
+}
+
+/// What the view shows before a scene is open.
+pub fn placeholder_ui(ui: &mut egui::Ui, loading: Option<&Path>) {
+    let (rect, _) = ui.allocate_exact_size(ui.available_size(), egui::Sense::click_and_drag());
+    let message = match loading {
+        Some(path) => format!("Loading {} …", path.display()),
+        None => "Open a .ply/.splat scene or a dataset folder (Scene panel), or drop one here.".into(),
+    };
+    ui.painter().text(
+        rect.center(),
+        egui::Align2::CENTER_CENTER,
+        message,
+        egui::FontId::proportional(16.0),
+        egui::Color32::GRAY,
+    );
 }
 
 /// Saves the window screenshot and, beside it, the camera and screen rectangle of the 3D view, so a

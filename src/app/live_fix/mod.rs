@@ -67,7 +67,7 @@ pub struct FixedFrame {
     pub texture: egui::TextureHandle,
 }
 
-pub struct LiveFix {
+pub struct LiveFixPanel {
     pub enabled: bool,
     pub model: String,
     pub backend: BackendKind,
@@ -83,7 +83,7 @@ pub struct LiveFix {
     model_pick: Option<Receiver<Option<PathBuf>>>,
 }
 
-impl LiveFix {
+impl LiveFixPanel {
     pub fn new(start: FixStart, gpu: GpuContext) -> Self {
         Self {
             enabled: start.enabled,

@@ -3,9 +3,9 @@
 
 use difix3d::fix::session::WorkerState;
 
-use super::{LiveFix, ViewMode};
+use super::{LiveFixPanel, ViewMode};
 
-impl LiveFix {
+impl LiveFixPanel {
     /// Draws the frame: the raw render, and the fixed one as the view mode says once it is there.
     pub fn paint_ui(&self, ui: &egui::Ui, rect: egui::Rect, raw: egui::TextureId, frame_id: u64) {
         let full = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0));

@@ -4,11 +4,11 @@
 use difix3d::fix::session::WorkerState;
 use difix3d::nn::backend::{BackendKind, Precision};
 
-use super::{LiveFix, Processing, ReferenceMode, ViewMode};
+use super::{LiveFixPanel, Processing, ReferenceMode, ViewMode};
 
-impl LiveFix {
+impl LiveFixPanel {
     /// The Post-render fix panel.
-    pub fn panel_ui(&mut self, ui: &mut egui::Ui, has_dataset: bool) {
+    pub fn ui(&mut self, ui: &mut egui::Ui, has_dataset: bool) {
         let mut enabled = self.enabled;
         if ui.checkbox(&mut enabled, "Fix every frame (X)").changed() {
             self.toggle();
@@ -20,7 +20,7 @@ impl LiveFix {
                 self.retry();
             }
             if ui.button("…").on_hover_text("Choose the model folder").clicked() {
-                self.model_pick = Some(super::super::pick(|d| d.pick_folder()));
+                self.model_pick = Some(crate::app::pick(|d| d.pick_folder()));
             }
         });
         let before = (self.backend, self.precision);
@@ -59,7 +59,7 @@ impl LiveFix {
                         .on_disabled_hover_text("Open a dataset to pick photos from");
                 });
                 if ui.selectable_label(false, "image…").clicked() {
-                    self.reference_pick = Some(super::super::pick(|d| {
+                    self.reference_pick = Some(crate::app::pick(|d| {
                         d.add_filter("images", &["png", "jpg", "jpeg"]).pick_file()
                     }));
                 }

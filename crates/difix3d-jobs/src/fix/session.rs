@@ -209,3 +209,133 @@ impl LiveFixSession {
         self.fixed_times.len() as f64 / FPS_WINDOW.as_secs_f64()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crossbeam_channel::RecvTimeoutError;
+
+    use super::*;
+
+    /// Generous: the tiny model loads and fixes a small frame in well under a second on the CPU.
+    const WAIT: Duration = Duration::from_secs(120);
+
+    fn tiny_model() -> PathBuf {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/difix/tiny")
+    }
+
+    fn cpu_key(model: PathBuf) -> WorkerKey {
+        WorkerKey {
+            model,
+            backend: BackendKind::Cpu,
+            precision: Precision::Fp32,
+        }
+    }
+
+    /// Waits for the worker's next event of the kind `wanted` picks, taking the others on the way.
+    fn wait_for(session: &mut LiveFixSession, wanted: impl Fn(&FixEvent) -> bool) -> FixEvent {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match session.next_event(Duration::from_millis(200)) {
+                Some(FixEvent::Error(e)) => panic!("the worker failed: {e}"),
+                Some(event) if wanted(&event) => return event,
+                _ => {}
+            }
+        }
+        panic!("no event from the worker in {WAIT:?} (state {:?})", session.state());
+    }
+
+    /// The worker's event channel, to see it end: it disconnects once the worker thread returns.
+    fn worker_events(session: &LiveFixSession) -> crossbeam_channel::Receiver<FixEvent> {
+        let (_, fixer) = session.worker.as_ref().expect("a worker runs");
+        fixer.events().clone()
+    }
+
+    /// Whether the worker behind `events` ends (within [`WAIT`]), taking what it still sends.
+    fn ends(events: &crossbeam_channel::Receiver<FixEvent>) -> bool {
+        loop {
+            match events.recv_timeout(WAIT) {
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+
+    /// A frame goes in on the CPU backend (the tiny random-weight model the GUI tests use) and comes
+    /// back fixed at its own size, with the latency and fps updated; changing the model settings
+    /// replaces the worker, and dropping the session ends it, without waiting on either.
+    #[test]
+    fn a_frame_comes_back_fixed_and_the_worker_ends_with_the_session() {
+        let mut session = LiveFixSession::new(crate::difix::pipeline::DEFAULT_PROMPT.into(), None);
+        assert_eq!(*session.state(), WorkerState::Off);
+        assert!(!session.wants(1), "no worker, nothing to send");
+        assert!(session.ensure_worker(cpu_key(tiny_model())));
+        assert!(
+            !session.ensure_worker(cpu_key(tiny_model())),
+            "the same settings keep the worker"
+        );
+        assert_eq!(*session.state(), WorkerState::Loading);
+        assert!(!session.takes_gpu_frames(), "a CPU worker takes frames read back");
+        wait_for(&mut session, |e| matches!(e, FixEvent::Ready));
+        assert_eq!(*session.state(), WorkerState::Ready);
+
+        let frame = RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 128]));
+        assert!(session.wants(7));
+        session.submit(7, FrameImage::Cpu(frame.clone()), None, SizePolicy::Native);
+        assert!(!session.wants(7), "a frame is sent once");
+        let FixEvent::Fixed { id, image, millis } = wait_for(&mut session, |e| matches!(e, FixEvent::Fixed { .. }))
+        else {
+            unreachable!()
+        };
+        assert_eq!(id, 7);
+        assert_eq!(image.dimensions(), frame.dimensions(), "fixed at the frame's own size");
+        assert_ne!(image, frame, "Difix changed the frame");
+        assert!(millis > 0.0);
+        assert_eq!(session.latency_ms(), millis);
+        assert!(session.fixed_fps() > 0.0);
+        assert!(session.last_error().is_none());
+        session.invalidate();
+        assert!(
+            session.wants(7),
+            "after a settings change the frame on screen is sent again"
+        );
+
+        // New settings replace the worker; the old one ends.
+        let old = worker_events(&session);
+        let same_model_elsewhere = std::fs::canonicalize(tiny_model()).unwrap();
+        assert!(session.ensure_worker(cpu_key(same_model_elsewhere)));
+        assert_eq!(*session.state(), WorkerState::Loading);
+        assert!(ends(&old), "the replaced worker did not end");
+
+        // Dropping the session ends its worker (loading or not).
+        let events = worker_events(&session);
+        drop(session);
+        assert!(ends(&events), "the worker did not end with its session");
+    }
+
+    /// A model that cannot load fails the session once; it waits for a retry instead of reloading
+    /// every frame.
+    #[test]
+    fn a_model_that_does_not_load_waits_for_a_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut session = LiveFixSession::new(crate::difix::pipeline::DEFAULT_PROMPT.into(), None);
+        assert!(session.ensure_worker(cpu_key(dir.path().join("missing"))));
+        let deadline = Instant::now() + WAIT;
+        while session.failure().is_none() && Instant::now() < deadline {
+            session.next_event(Duration::from_millis(200));
+        }
+        let message = session.failure().expect("the load failed").to_string();
+        assert!(message.contains("missing"), "the error names the model: {message}");
+        assert!(!session.wants(1));
+        assert!(
+            !session.ensure_worker(cpu_key(dir.path().join("missing"))),
+            "no reload before a retry"
+        );
+        session.retry();
+        assert_eq!(*session.state(), WorkerState::Off);
+        assert!(session.ensure_worker(cpu_key(dir.path().join("missing"))));
+    }
+}
