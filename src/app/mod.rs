@@ -46,6 +46,8 @@ pub struct ViewerOptions {
     /// With `screenshot`: first save the raw view (`NAME_raw.png`), then press the fix key and save the
     /// fixed view once it is on screen (the GUI test of the live fix).
     pub screenshot_toggle_fix: bool,
+    /// Draw antialiased from the start (`difix3d view --antialiased`).
+    pub antialiased: bool,
     /// Start training the opened dataset at launch: (steps, image factor, loss backend). With
     /// `screenshot`, the picture is taken once the view shows splats from step 20 or later.
     pub train: Option<(usize, u32, difix3d::nn::backend::BackendKind)>,
@@ -90,6 +92,9 @@ pub struct ViewSettings {
     pub fly_mode: bool,
     /// Flying speed in scene units per second (shift: x4).
     pub fly_speed: f32,
+    /// Draw with gsplat's antialiased mode (Mip-Splatting's 2D filter), as a scene trained with
+    /// `difix3d train --antialiased` must be drawn.
+    pub antialiased: bool,
 }
 
 impl ViewSettings {
@@ -194,6 +199,7 @@ impl ViewerApp {
             start_refining: options.refine,
             start_difix: options.train_difix,
         };
+        app.view.settings.antialiased = options.antialiased;
         if let Some(path) = options.path {
             app.scene_panel.open(path, options.data, &app.jobs);
         }
@@ -208,7 +214,10 @@ impl ViewerApp {
         for action in actions {
             match action {
                 Action::Loaded(loaded) => self.on_loaded(*loaded),
-                Action::ShowSplats(splats) => self.show_splats(splats),
+                Action::ShowSplats { splats, antialiased } => {
+                    self.view.settings.antialiased = antialiased;
+                    self.show_splats(splats);
+                }
                 Action::Toast(message) => self.toast(message),
                 Action::Notice(message) => self.toasts.push((message, Instant::now())),
                 Action::ResetView => self.controller = self.home.clone(),
@@ -489,6 +498,7 @@ fn shared<'a>(
         splats: splats.as_ref(),
         camera,
         render: view.render_options(),
+        antialiased: view.antialiased,
     }
 }
 

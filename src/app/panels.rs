@@ -178,6 +178,7 @@ impl Default for ViewPanel {
                 background: [0.0; 3],
                 fly_mode: false,
                 fly_speed: 1.0,
+                antialiased: false,
             },
         }
     }
@@ -210,6 +211,10 @@ impl ViewPanel {
             ui.color_edit_button_rgb(&mut settings.background);
             ui.label("background");
         });
+        ui.checkbox(&mut settings.antialiased, "Antialiased").on_hover_text(
+            "gsplat's antialiased mode (Mip-Splatting's 2D filter): scenes trained with --antialiased must be \
+             drawn this way; training and refinement runs switch it to match",
+        );
         ui.checkbox(&mut settings.fly_mode, "Fly mode (F)")
             .on_hover_text("Left drag looks around; WASD/QE move, shift is faster");
         ui.add(

@@ -21,6 +21,8 @@ use super::ViewSettings;
 pub struct FrameRecord {
     pub camera: Camera,
     pub options: RenderOptions,
+    /// Drawn with gsplat's antialiased mode.
+    pub antialiased: bool,
     /// Where the frame was shown, in physical pixels of the window.
     pub screen_rect: [f32; 4],
 }
@@ -97,13 +99,19 @@ impl Viewport {
     }
 
     /// Renders if the camera, settings or scene changed since the last frame. Returns the texture to show.
-    fn update(&mut self, camera: &Camera, options: &RenderOptions, screen_rect: [f32; 4]) -> Option<egui::TextureId> {
+    fn update(
+        &mut self,
+        camera: &Camera,
+        options: &RenderOptions,
+        antialiased: bool,
+        screen_rect: [f32; 4],
+    ) -> Option<egui::TextureId> {
         let splats = self.splats.as_ref()?;
         let unchanged = !self.splats_changed
             && self
                 .last
                 .as_ref()
-                .is_some_and(|l| l.camera == *camera && l.options == *options);
+                .is_some_and(|l| l.camera == *camera && l.options == *options && l.antialiased == antialiased);
         if let Some(last) = &mut self.last {
             last.screen_rect = screen_rect;
         }
@@ -114,6 +122,7 @@ impl Viewport {
         // The faster path for this adapter: hardware-rasterised triangles on a CPU adapter, the
         // compute rasterizer (which recording and training use) on a GPU.
         let gpu = &self.gpu;
+        self.rasterizer.set_antialiased(antialiased);
         if let Err(e) = self.rasterizer.render_for_screen(gpu, splats, camera, options) {
             log::error!("render failed: {e}");
             return None;
@@ -132,6 +141,7 @@ impl Viewport {
         self.last = Some(FrameRecord {
             camera: camera.clone(),
             options: *options,
+            antialiased,
             screen_rect,
         });
         Some(*id)
@@ -223,7 +233,7 @@ impl Viewport {
         let view = camera.camera(width, height);
         let screen = [rect.min.x * ppp, rect.min.y * ppp, rect.max.x * ppp, rect.max.y * ppp];
         let options = settings.render_options();
-        if let Some(id) = self.update(&view, &options, screen) {
+        if let Some(id) = self.update(&view, &options, settings.antialiased, screen) {
             let frame_id = self.frame_id();
             if fix.wants(frame_id) {
                 let image = if fix.takes_gpu_frames() {
@@ -372,7 +382,7 @@ pub fn save_screenshot(
         image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| anyhow::anyhow!("bad screenshot size"))?;
     difix3d::image_io::save_png(&rgb, path)?;
     if let Some(frame) = frame {
-        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background, "fixed_shown": fixed_shown, "jobs": jobs });
+        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background, "antialiased": frame.antialiased, "fixed_shown": fixed_shown, "jobs": jobs });
         let meta_path = path.with_extension("json");
         difix3d::image_io::write_atomic(&meta_path, |tmp| {
             std::fs::write(tmp, meta.to_string()).map_err(|e| e.to_string())

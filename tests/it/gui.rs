@@ -66,6 +66,7 @@ struct Shot {
     screen_rect: [f32; 4],
     sh_degree: u32,
     background: [f32; 3],
+    antialiased: bool,
     fixed_shown: bool,
     jobs: Jobs,
 }
@@ -138,17 +139,19 @@ fn load_shot(shot: &Path, scene: &Path) -> (image::RgbImage, Shot, image::RgbIma
     let (ctx, rasterizer) = gpu();
     let splats = GpuSplats::upload(ctx, &difix3d::scene::load(scene).unwrap()).unwrap();
     let mut rasterizer = rasterizer.lock().unwrap();
-    rasterizer
-        .render_display(
-            ctx,
-            &splats,
-            &meta.camera,
-            &RenderOptions {
-                sh_degree: meta.sh_degree,
-                background: meta.background,
-            },
-        )
-        .unwrap();
+    rasterizer.set_antialiased(meta.antialiased);
+    let rendered = rasterizer.render_display(
+        ctx,
+        &splats,
+        &meta.camera,
+        &RenderOptions {
+            sh_degree: meta.sh_degree,
+            background: meta.background,
+        },
+    );
+    // The rasterizer is shared by the tests: back to the default before anything can fail.
+    rasterizer.set_antialiased(false);
+    rendered.unwrap();
     let headless = difix3d::image_io::to_rgb8(&rasterizer.read_image(ctx).unwrap());
     (window, meta, headless)
 }
@@ -200,6 +203,53 @@ fn viewer_window_shows_the_scene() {
     assert!(
         lit > b.len() / 3 / 2,
         "the compared region is mostly empty; pick a better default view"
+    );
+}
+
+/// `view --antialiased` draws the scene with gsplat's antialiased mode (the View panel's box): the
+/// window matches a headless antialiased render of its camera, and not the default one.
+#[test]
+fn viewer_draws_antialiased_when_asked() {
+    let Some(scene) = asset("bonsai-7k-mini.splat") else {
+        return;
+    };
+    let Some((display, _xvfb)) = display() else { return };
+    let (_dir, shot, runtime) = shot_dir();
+    run_viewer(
+        &display,
+        &[
+            scene.to_str().unwrap(),
+            "--antialiased",
+            "--size",
+            "640x400",
+            "--screenshot",
+            shot.to_str().unwrap(),
+        ],
+        &runtime,
+    );
+    let (window, meta, antialiased) = load_shot(&shot, &scene);
+    assert!(meta.antialiased, "the screenshot's frame was not drawn antialiased");
+    let (p, _) = view_psnr(&window, &meta, &antialiased);
+    let (ctx, rasterizer) = gpu();
+    let splats = GpuSplats::upload(ctx, &difix3d::scene::load(&scene).unwrap()).unwrap();
+    let plain = {
+        let mut rasterizer = rasterizer.lock().unwrap();
+        let options = RenderOptions {
+            sh_degree: meta.sh_degree,
+            background: meta.background,
+        };
+        rasterizer.render_display(ctx, &splats, &meta.camera, &options).unwrap();
+        difix3d::image_io::to_rgb8(&rasterizer.read_image(ctx).unwrap())
+    };
+    let (p_plain, _) = view_psnr(&window, &meta, &plain);
+    eprintln!("window vs antialiased render: PSNR {p:.1} dB; vs the default render: {p_plain:.1} dB");
+    assert!(
+        p > 30.0,
+        "the window does not show the antialiased render (PSNR {p:.1} dB)"
+    );
+    assert!(
+        p > p_plain + 3.0,
+        "the window is no closer to the antialiased render ({p:.1} dB) than to the default one ({p_plain:.1} dB)"
     );
 }
 

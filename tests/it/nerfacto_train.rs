@@ -27,6 +27,7 @@ use difix3d::nn::backend::CpuBackend;
 use crate::{asset, difix3d};
 
 type B = Autodiff<CpuBackend>;
+type Dev = <B as burn::tensor::backend::BackendTypes>::Device;
 
 fn fixtures() -> PathBuf {
     crate::repo().join("tests/fixtures/nerfacto")
@@ -50,13 +51,13 @@ fn read(name: &str) -> Tensors {
         .collect()
 }
 
-fn tensor2(g: &Tensors, name: &str, device: &<B as Backend>::Device) -> Tensor<B, 2> {
+fn tensor2(g: &Tensors, name: &str, device: &Dev) -> Tensor<B, 2> {
     let (shape, values) = g.get(name).unwrap_or_else(|| panic!("no golden `{name}`"));
     let cols = if shape.len() == 2 { shape[1] } else { 1 };
     Tensor::<B, 1>::from_floats(values.as_slice(), device).reshape([shape[0], cols])
 }
 
-fn batch(g: &Tensors, step: usize, device: &<B as Backend>::Device) -> (RayBatch<B>, Vec<Tensor<B, 2>>) {
+fn batch(g: &Tensors, step: usize, device: &Dev) -> (RayBatch<B>, Vec<Tensor<B, 2>>) {
     let images: Vec<i64> = g[&format!("rays_{step}_images")].1.iter().map(|&v| v as i64).collect();
     let batch = RayBatch {
         origins: tensor2(g, &format!("rays_{step}_origins"), device),
@@ -245,16 +246,16 @@ fn train_nerfacto_raises_eval_psnr_and_renders_back() {
     .unwrap();
     let renders = dir.path().join("renders");
     let render_args = [
-        "nerfacto-render",
-        "--checkpoint",
+        "nerfacto-render".to_string(),
+        "--checkpoint".to_string(),
         out.join("nerfacto.safetensors").to_str().unwrap().to_string(),
-        "--config",
+        "--config".to_string(),
         out.join("nerfacto.json").to_str().unwrap().to_string(),
-        "--dataparser-transforms",
+        "--dataparser-transforms".to_string(),
         out.join("dataparser_transforms.json").to_str().unwrap().to_string(),
-        "--camera-json",
+        "--camera-json".to_string(),
         cameras.to_str().unwrap().to_string(),
-        "--out",
+        "--out".to_string(),
         renders.to_str().unwrap().to_string(),
     ];
     let render_args: Vec<&str> = render_args.iter().map(String::as_str).collect();
@@ -295,6 +296,7 @@ fn bad_nerfacto_training_arguments_are_refused() {
         (&["--rays-per-batch", "64"][..], "--rays-per-batch"),
         (&["--nerfacto-config", "x.json"][..], "--nerfacto-config"),
         (&["--method", "nerfacto", "--absgrad"][..], "--absgrad"),
+        (&["--method", "nerfacto", "--antialiased"][..], "--antialiased"),
         (&["--method", "nerfacto", "--sh-degree", "2"][..], "--sh-degree"),
         (&["--method", "nerfacto", "--backend", "wgpu"][..], "CPU only"),
         (&["--method", "nerfacto", "--rays-per-batch", "0"][..], "rays-per-batch"),
