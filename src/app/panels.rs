@@ -99,12 +99,14 @@ impl ScenePanel {
                 .button("Open scene…")
                 .on_hover_text(
                     ".ply, .compressed.ply, .splat, .spz, .sog, a gsplat checkpoint .pt or a difix3d run's \
-                     checkpoint.safetensors",
+                     checkpoint.safetensors; a NeRF: nerfstudio's nerfacto step-*.ckpt or a difix3d nerfacto \
+                     run's nerfacto.safetensors",
                 )
                 .clicked()
             {
                 self.file_dialog = Some(pick(|d| {
                     d.add_filter("Gaussian splats", &["ply", "splat", "spz", "sog", "pt", "safetensors"])
+                        .add_filter("NeRF (nerfacto)", &["ckpt", "safetensors"])
                         .pick_file()
                 }));
             }
@@ -143,11 +145,15 @@ impl ScenePanel {
             Some(scene) => {
                 ui.label(file_name(&scene.path).to_string())
                     .on_hover_text(scene.path.display().to_string());
-                ui.label(format!(
-                    "{} splats · SH degree {}",
-                    group_thousands(scene.splat_count),
-                    scene.sh_degree
-                ));
+                if scene.nerf {
+                    ui.label("NeRF (nerfacto) · rendered on the CPU, coarse first");
+                } else {
+                    ui.label(format!(
+                        "{} splats · SH degree {}",
+                        group_thousands(scene.splat_count),
+                        scene.sh_degree
+                    ));
+                }
             }
             None => {
                 ui.label("No scene loaded. Drop a file or folder on the window.");

@@ -116,6 +116,10 @@ pub fn run(args: NerfactoExportArgs) -> anyhow::Result<()> {
             }
         );
     };
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create the output folder: {e}", parent.display()))?;
+    }
     scene::save(&splats, &args.out)?;
     println!("{} splats -> {}", splats.len(), args.out.display());
     Ok(())

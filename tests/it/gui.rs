@@ -253,6 +253,49 @@ fn viewer_draws_antialiased_when_asked() {
     );
 }
 
+/// A nerfacto checkpoint opens in the viewer (nerfstudio's own tiny checkpoint with its sizes beside it
+/// as `nerfacto.json`): the worker renders coarse frames first, and the screenshot, taken once the
+/// full-size frame is on screen, shows the field's own render of the window's camera.
+#[test]
+fn viewer_shows_a_nerfacto_checkpoint() {
+    let Some((display, _xvfb)) = display() else { return };
+    let (dir, shot, runtime) = shot_dir();
+    let fixtures = crate::repo().join("tests/fixtures/nerfacto");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let checkpoint = run.join("step-000000300.ckpt");
+    std::fs::copy(fixtures.join("step-000000300.ckpt"), &checkpoint).unwrap();
+    std::fs::copy(fixtures.join("config.json"), run.join("nerfacto.json")).unwrap();
+    run_viewer(
+        &display,
+        &[
+            checkpoint.to_str().unwrap(),
+            "--size",
+            "640x400",
+            "--screenshot",
+            shot.to_str().unwrap(),
+        ],
+        &runtime,
+    );
+    let meta = shot_meta(&shot);
+    let window = image::open(&shot).unwrap().to_rgb8();
+    let scene = difix3d::jobs::nerf_view::NerfScene::open(&checkpoint).unwrap();
+    let image = scene.model.render_camera(&scene.model_camera(&meta.camera), 4096);
+    let pixels = image.rgb.iter().map(|&v| difix3d::image_io::quantize(v)).collect();
+    let expected = image::RgbImage::from_raw(image.width, image.height, pixels).unwrap();
+    let (p, b) = view_psnr(&window, &meta, &expected);
+    eprintln!(
+        "window vs the field's render: PSNR {p:.1} dB over {} pixels",
+        b.len() / 3
+    );
+    assert!(p > 30.0, "the window does not show the field's render (PSNR {p:.1} dB)");
+    let (lo, hi) = b.iter().fold((1.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    assert!(
+        hi - lo > 0.05,
+        "the compared region is flat ({lo}..{hi}): nothing to tell frames apart"
+    );
+}
+
 /// Pressing X in the window turns the live fix on: the view changes from the raw render to Difix's
 /// output for that very frame (the tiny random-weight model on the CPU backend).
 #[test]
@@ -368,7 +411,9 @@ fn the_viewer_trains_the_open_dataset_and_shows_it() {
 
     // What the window shows is no longer the initial point cloud.
     let window = image::open(&shot).unwrap().to_rgb8();
-    let initial = difix3d::jobs::load::load(&data).unwrap().splats;
+    let difix3d::jobs::load::LoadedScene::Splats(initial) = difix3d::jobs::load::load(&data).unwrap().scene else {
+        panic!("a dataset folder loads as splats");
+    };
     let (ctx, rasterizer) = gpu();
     let splats = GpuSplats::upload(ctx, &initial).unwrap();
     let before = {

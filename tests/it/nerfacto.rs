@@ -520,10 +520,11 @@ fn other_methods_are_refused_by_name() {
     assert!(matches!(err, NerfactoError::Tcnn { .. }), "{err}");
     assert!(err.to_string().contains(".params"), "{err}");
 
-    // Not a checkpoint at all: a safetensors file, a missing file.
+    // Not a checkpoint at all: a safetensors file of other tensors (read as a state dict, as a
+    // `train --method nerfacto` run's is, and refused by what it holds), a missing file.
     let msg = read_error(&fixtures().join("goldens.safetensors"));
     assert!(
-        msg.contains("goldens.safetensors") && msg.contains("not a nerfstudio checkpoint"),
+        msg.contains("goldens.safetensors") && msg.contains("not a nerfacto checkpoint"),
         "{msg}"
     );
     let msg = read_error(&fixtures().join("missing.ckpt"));
