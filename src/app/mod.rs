@@ -290,7 +290,7 @@ impl ViewerApp {
 
     /// A nerfacto field opened: the view shows its worker's frames, from the first training camera of
     /// the dataset when one is open, else from the scene's home camera.
-    fn on_nerf_loaded(&mut self, path: PathBuf, scene: NerfScene, dataset: Option<Dataset>) {
+    fn on_nerf_loaded(&mut self, path: PathBuf, scene: Box<NerfScene>, dataset: Option<Dataset>) {
         if let Some(dataset) = dataset {
             self.dataset = Some(Arc::new(dataset));
         }
@@ -307,7 +307,7 @@ impl ViewerApp {
         self.controller = self.home.clone();
         self.view.settings.fly_speed = 0.25 * (eye - target).length();
         self.selected_camera = None;
-        self.viewport.set_nerf(Arc::new(scene));
+        self.viewport.set_nerf(Arc::from(scene));
         self.scene = Some(SceneInfo {
             path,
             nerf: true,

@@ -376,7 +376,7 @@ fn cli_exports_a_checkpoint_as_splats() {
     let camera = golden_camera();
     let cameras = dir.path().join("camera.json");
     std::fs::write(&cameras, serde_json::to_string(&camera).unwrap()).unwrap();
-    let export = |out: &Path, extra: &[&str]| {
+    let export_from = |cameras: &Path, out: &Path, extra: &[&str]| {
         let mut args = vec![
             "nerfacto-export",
             "--checkpoint",
@@ -394,6 +394,7 @@ fn cli_exports_a_checkpoint_as_splats() {
         args.extend(extra.iter().map(|s| s.to_string()));
         crate::difix3d(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
+    let export = |out: &Path, extra: &[&str]| export_from(&cameras, out, extra);
     let out = dir.path().join("points.ply");
     let (code, stdout, stderr) = export(&out, &["--no-crop", "--keep-outliers"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
@@ -441,21 +442,16 @@ fn cli_exports_a_checkpoint_as_splats() {
     let data_cameras = dir.path().join("data_camera.json");
     std::fs::write(&data_cameras, serde_json::to_string(&data_camera).unwrap()).unwrap();
     let data_out = dir.path().join("data_points.ply");
-    let (code, stdout, stderr) = crate::difix3d(&[
-        "nerfacto-export",
-        "--checkpoint",
-        checkpoint_path().to_str().unwrap(),
-        "--config",
-        fixtures().join("config.json").to_str().unwrap(),
-        "--camera-json",
-        data_cameras.to_str().unwrap(),
-        "--dataparser-transforms",
-        transforms.to_str().unwrap(),
-        "--out",
-        data_out.to_str().unwrap(),
-        "--no-crop",
-        "--keep-outliers",
-    ]);
+    let (code, stdout, stderr) = export_from(
+        &data_cameras,
+        &data_out,
+        &[
+            "--dataparser-transforms",
+            transforms.to_str().unwrap(),
+            "--no-crop",
+            "--keep-outliers",
+        ],
+    );
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let data_splats = difix3d::scene::load(&data_out).unwrap();
     assert_eq!(data_splats.len(), splats.len());

@@ -302,7 +302,10 @@ fn first_steps_match(golden_file: &str) {
             let want = golden_rows(&golden["moments"][moment], name, fixed.clone());
             let ours = &values[..fixed.end * cols];
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let share = if chaotic(name) { 5e-2 } else { 2e-4 };
+            // The backward pass sums per-pixel gradients with float atomics in no fixed order, so
+            // the moments differ from run to run by a few 1e-4 of the largest (seen: 2.7e-4 for the
+            // means' m); 5e-4 leaves room for that and nothing more.
+            let share = if chaotic(name) { 5e-2 } else { 5e-4 };
             // The golden stores 9 decimals: v's small values are rounded to 1e-9.
             let (w, i) = worst(ours, &want, share * scale + 1e-9, 1e-4);
             eprintln!(

@@ -21,7 +21,7 @@ pub struct Loaded {
 pub enum LoadedScene {
     Splats(Splats),
     /// A nerfacto field (a nerfstudio checkpoint or a `difix3d train --method nerfacto` run).
-    Nerf(NerfScene),
+    Nerf(Box<NerfScene>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     } else if nerf_view::is_nerf_checkpoint(path) {
         Ok(Loaded {
             path: path.to_path_buf(),
-            scene: LoadedScene::Nerf(NerfScene::open(path)?),
+            scene: LoadedScene::Nerf(Box::new(NerfScene::open(path)?)),
             dataset: None,
             notice: None,
         })

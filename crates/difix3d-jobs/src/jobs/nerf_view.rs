@@ -75,12 +75,10 @@ impl NerfScene {
 
     /// `camera` (in the dataset's frame when the scene has a dataparser transform) in the model's frame.
     pub fn model_camera(&self, camera: &Camera) -> Camera {
-        let mut camera = camera.clone();
-        if let Some(transform) = &self.dataparser {
-            let pose = glam::Mat4::from(camera.world_from_camera).as_dmat4();
-            camera.world_from_camera = glam::Affine3A::from_mat4(transform.to_nerfstudio(pose).as_mat4());
+        match &self.dataparser {
+            Some(transform) => transform.camera_to_nerfstudio(camera),
+            None => camera.clone(),
         }
-        camera
     }
 
     /// A camera for opening the scene with: nerfstudio normalises its scenes so the cameras lie in

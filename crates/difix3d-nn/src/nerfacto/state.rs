@@ -238,9 +238,12 @@ pub fn save<B: Backend>(model: &Nerfacto<B>, path: &Path) -> Result<(), Nerfacto
     })
 }
 
+/// Tensors by key, each as (shape, values in row-major order).
+pub(crate) type ShapedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Reads a safetensors state dict (ours, or one exported from nerfstudio with `_model.` keys or
 /// plain model keys): every tensor as f32, by key.
-pub(crate) fn read_safetensors(path: &Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>, String> {
+pub(crate) fn read_safetensors(path: &Path) -> Result<ShapedTensors, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
     let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let mut out = BTreeMap::new();

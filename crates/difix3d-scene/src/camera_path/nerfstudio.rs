@@ -113,6 +113,14 @@ impl DataparserTransform {
         m
     }
 
+    /// `camera` (OpenCV axes, in the data's world) in nerfstudio's world.
+    pub fn camera_to_nerfstudio(&self, camera: &crate::data::Camera) -> crate::data::Camera {
+        let mut camera = camera.clone();
+        let pose = glam::Mat4::from(camera.world_from_camera).as_dmat4();
+        camera.world_from_camera = Affine3A::from_mat4(self.to_nerfstudio(pose).as_mat4());
+        camera
+    }
+
     /// A data-world point in nerfstudio's world.
     pub fn point_to_nerfstudio(&self, p: DVec3) -> DVec3 {
         self.transform.transform_point3(p) * self.scale
