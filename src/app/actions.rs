@@ -25,8 +25,12 @@ use difix3d::view::ViewController;
 pub enum Action {
     /// A scene (and maybe its dataset) finished loading: show it.
     Loaded(Box<Loaded>),
-    /// Show a running job's splats (training, refinement) in the view.
-    ShowSplats(Arc<Splats>),
+    /// Show a running job's splats (training, refinement) in the view, drawn antialiased or not as
+    /// the job trains them.
+    ShowSplats {
+        splats: Arc<Splats>,
+        antialiased: bool,
+    },
     /// Something went wrong: logged and shown for a while.
     Toast(String),
     /// Something the user should know that is not an error (already logged where it happened).
@@ -60,6 +64,9 @@ pub struct Shared<'a> {
     pub splats: Option<&'a Arc<Splats>>,
     pub camera: &'a ViewController,
     pub render: RenderOptions,
+    /// The view draws with gsplat's antialiased mode (refinement and recordings of the scene on
+    /// screen follow it).
+    pub antialiased: bool,
 }
 
 /// Starts background jobs (`difix3d::jobs`); the ones that render share the viewer's GPU.

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use difix3d::data::Dataset;
-use difix3d::jobs::load::Loaded;
+use difix3d::jobs::load::{Loaded, LoadedScene};
+use difix3d::jobs::nerf_view::NerfScene;
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::scene::Splats;
 use difix3d::view::{self, ViewController};
@@ -46,6 +47,8 @@ pub struct ViewerOptions {
     /// With `screenshot`: first save the raw view (`NAME_raw.png`), then press the fix key and save the
     /// fixed view once it is on screen (the GUI test of the live fix).
     pub screenshot_toggle_fix: bool,
+    /// Draw antialiased from the start (`difix3d view --antialiased`).
+    pub antialiased: bool,
     /// Start training the opened dataset at launch: (steps, image factor, loss backend). With
     /// `screenshot`, the picture is taken once the view shows splats from step 20 or later.
     pub train: Option<(usize, u32, difix3d::nn::backend::BackendKind)>,
@@ -90,6 +93,9 @@ pub struct ViewSettings {
     pub fly_mode: bool,
     /// Flying speed in scene units per second (shift: x4).
     pub fly_speed: f32,
+    /// Draw with gsplat's antialiased mode (Mip-Splatting's 2D filter), as a scene trained with
+    /// `difix3d train --antialiased` must be drawn.
+    pub antialiased: bool,
 }
 
 impl ViewSettings {
@@ -104,6 +110,8 @@ impl ViewSettings {
 /// What is loaded now.
 pub struct SceneInfo {
     pub path: PathBuf,
+    /// A nerfacto field rather than splats (no splat count, no SH).
+    pub nerf: bool,
     pub splat_count: usize,
     pub sh_degree: u32,
 }
@@ -194,6 +202,7 @@ impl ViewerApp {
             start_refining: options.refine,
             start_difix: options.train_difix,
         };
+        app.view.settings.antialiased = options.antialiased;
         if let Some(path) = options.path {
             app.scene_panel.open(path, options.data, &app.jobs);
         }
@@ -208,7 +217,10 @@ impl ViewerApp {
         for action in actions {
             match action {
                 Action::Loaded(loaded) => self.on_loaded(*loaded),
-                Action::ShowSplats(splats) => self.show_splats(splats),
+                Action::ShowSplats { splats, antialiased } => {
+                    self.view.settings.antialiased = antialiased;
+                    self.show_splats(splats);
+                }
                 Action::Toast(message) => self.toast(message),
                 Action::Notice(message) => self.toasts.push((message, Instant::now())),
                 Action::ResetView => self.controller = self.home.clone(),
@@ -237,8 +249,11 @@ impl ViewerApp {
             // Already logged (as a warning) by the loader; shown once here.
             self.toasts.push((notice.clone(), Instant::now()));
         }
-        let splats = &loaded.splats;
-        if let Err(e) = self.viewport.set_splats(splats) {
+        let splats = match loaded.scene {
+            LoadedScene::Splats(splats) => splats,
+            LoadedScene::Nerf(scene) => return self.on_nerf_loaded(loaded.path, scene, loaded.dataset),
+        };
+        if let Err(e) = self.viewport.set_splats(&splats) {
             let kept = if self.scene.is_some() {
                 "; the previous scene stays open"
             } else {
@@ -255,7 +270,7 @@ impl ViewerApp {
             .as_ref()
             .and_then(|d| view::up_from_cameras(d.views().map(|v| &v.camera)));
         let up = dataset_up.unwrap_or(glam::Vec3::NEG_Y);
-        self.home = ViewController::default_for(splats, up);
+        self.home = ViewController::default_for(&splats, up);
         self.controller = self.home.clone();
         let extent = {
             let (lo, hi) = splats.robust_bounds();
@@ -266,10 +281,40 @@ impl ViewerApp {
         self.selected_camera = None;
         self.scene = Some(SceneInfo {
             path: loaded.path.clone(),
+            nerf: false,
             splat_count: splats.len(),
             sh_degree: splats.sh_degree,
         });
-        self.splats = Some(Arc::new(loaded.splats));
+        self.splats = Some(Arc::new(splats));
+    }
+
+    /// A nerfacto field opened: the view shows its worker's frames, from the first training camera of
+    /// the dataset when one is open, else from the scene's home camera.
+    fn on_nerf_loaded(&mut self, path: PathBuf, scene: NerfScene, dataset: Option<Dataset>) {
+        if let Some(dataset) = dataset {
+            self.dataset = Some(Arc::new(dataset));
+        }
+        let (eye, target) = scene.home();
+        let up = self
+            .dataset
+            .as_ref()
+            .and_then(|d| view::up_from_cameras(d.views().map(|v| &v.camera)))
+            .unwrap_or(glam::Vec3::NEG_Y);
+        self.home = match self.dataset.as_ref().and_then(|d| d.views().next()) {
+            Some(first) => ViewController::from_camera(&first.camera, up, (eye - target).length()),
+            None => ViewController::look_at(eye, target, up, self.controller.fov_y),
+        };
+        self.controller = self.home.clone();
+        self.view.settings.fly_speed = 0.25 * (eye - target).length();
+        self.selected_camera = None;
+        self.viewport.set_nerf(Arc::new(scene));
+        self.scene = Some(SceneInfo {
+            path,
+            nerf: true,
+            splat_count: 0,
+            sh_degree: 0,
+        });
+        self.splats = None;
     }
 
     /// Shows splats from a running job (training or refinement) in the view.
@@ -449,6 +494,7 @@ impl ViewerApp {
         let refine_wanted = self.start_refining.is_some() || self.refine.monitor.running();
         let ready = self.scene.is_some()
             && self.viewport.has_frame()
+            && !self.viewport.refining()
             && (state.raw_first || !self.fix.enabled || fixed_shown)
             && (!training_wanted || training_shown)
             && !refine_wanted
@@ -489,6 +535,7 @@ fn shared<'a>(
         splats: splats.as_ref(),
         camera,
         render: view.render_options(),
+        antialiased: view.antialiased,
     }
 }
 
@@ -544,7 +591,8 @@ impl eframe::App for ViewerApp {
         self.apply(&ctx, actions);
         self.toasts_ui(&ctx);
         self.screenshot_logic(&ctx);
-        if self.scene_panel.busy() {
+        if self.scene_panel.busy() || self.viewport.refining() {
+            // Polls the loader, or the NeRF worker for its next, sharper frame.
             ctx.request_repaint_after(Duration::from_millis(50));
         }
     }

@@ -99,12 +99,14 @@ impl ScenePanel {
                 .button("Open scene…")
                 .on_hover_text(
                     ".ply, .compressed.ply, .splat, .spz, .sog, a gsplat checkpoint .pt or a difix3d run's \
-                     checkpoint.safetensors",
+                     checkpoint.safetensors; a NeRF: nerfstudio's nerfacto step-*.ckpt or a difix3d nerfacto \
+                     run's nerfacto.safetensors",
                 )
                 .clicked()
             {
                 self.file_dialog = Some(pick(|d| {
                     d.add_filter("Gaussian splats", &["ply", "splat", "spz", "sog", "pt", "safetensors"])
+                        .add_filter("NeRF (nerfacto)", &["ckpt", "safetensors"])
                         .pick_file()
                 }));
             }
@@ -143,11 +145,15 @@ impl ScenePanel {
             Some(scene) => {
                 ui.label(file_name(&scene.path).to_string())
                     .on_hover_text(scene.path.display().to_string());
-                ui.label(format!(
-                    "{} splats · SH degree {}",
-                    group_thousands(scene.splat_count),
-                    scene.sh_degree
-                ));
+                if scene.nerf {
+                    ui.label("NeRF (nerfacto) · rendered on the CPU, coarse first");
+                } else {
+                    ui.label(format!(
+                        "{} splats · SH degree {}",
+                        group_thousands(scene.splat_count),
+                        scene.sh_degree
+                    ));
+                }
             }
             None => {
                 ui.label("No scene loaded. Drop a file or folder on the window.");
@@ -178,6 +184,7 @@ impl Default for ViewPanel {
                 background: [0.0; 3],
                 fly_mode: false,
                 fly_speed: 1.0,
+                antialiased: false,
             },
         }
     }
@@ -210,6 +217,10 @@ impl ViewPanel {
             ui.color_edit_button_rgb(&mut settings.background);
             ui.label("background");
         });
+        ui.checkbox(&mut settings.antialiased, "Antialiased").on_hover_text(
+            "gsplat's antialiased mode (Mip-Splatting's 2D filter): scenes trained with --antialiased must be \
+             drawn this way; training and refinement runs switch it to match",
+        );
         ui.checkbox(&mut settings.fly_mode, "Fly mode (F)")
             .on_hover_text("Left drag looks around; WASD/QE move, shift is faster");
         ui.add(

@@ -318,6 +318,7 @@ impl RecordPanel {
             width,
             height,
             render: shared.render,
+            antialiased: shared.antialiased,
             side_by_side: self.side_by_side && fix.is_some(),
             fix,
             out: PathBuf::from(self.out.trim()),

@@ -44,6 +44,9 @@ pub struct RefinePanel {
     factor: u32,
     out: String,
     backend: BackendKind,
+    /// The running (or last) refinement draws and trains antialiased: the scene on screen was drawn
+    /// that way when it started.
+    antialiased: bool,
     pub monitor: JobMonitor,
     /// "round 2: fixing 3/8" while a round runs, "round 2 done" after.
     round_status: Option<String>,
@@ -68,6 +71,7 @@ impl Default for RefinePanel {
             factor: 4,
             out: String::new(),
             backend: BackendKind::Wgpu,
+            antialiased: false,
             monitor: JobMonitor::default(),
             round_status: None,
             thumbnails: Vec::new(),
@@ -181,6 +185,8 @@ impl RefinePanel {
         config.steps = self.steps;
         config.every = self.every;
         config.distance = self.distance;
+        config.antialiased = shared.antialiased;
+        self.antialiased = shared.antialiased;
         if self.targets == TargetChoice::RecordPath {
             // The path the Record panel holds now, saved with the run so it can be repeated.
             let file = out.join("targets.json");
@@ -221,7 +227,10 @@ impl RefinePanel {
     pub fn poll(&mut self, ctx: &egui::Context, out: &mut Vec<Action>) {
         let polled = self.monitor.poll();
         if let Some(splats) = polled.snapshot {
-            out.push(Action::ShowSplats(splats));
+            out.push(Action::ShowSplats {
+                splats,
+                antialiased: self.antialiased,
+            });
         }
         for event in polled.rounds {
             match event {

@@ -34,6 +34,8 @@ pub struct TrainPanel {
     backend: BackendKind,
     /// Densify from absolute 2D-mean gradients (gsplat's absgrad; `difix3d train --absgrad`).
     absgrad: bool,
+    /// gsplat's antialiased mode (`difix3d train --antialiased`).
+    antialiased: bool,
     pub monitor: JobMonitor,
     /// Unfold the panel on the next frame.
     pub unfold: bool,
@@ -49,6 +51,7 @@ impl Default for TrainPanel {
             out: String::new(),
             backend: BackendKind::Wgpu,
             absgrad: false,
+            antialiased: false,
             monitor: JobMonitor::default(),
             unfold: false,
         }
@@ -95,6 +98,10 @@ impl TrainPanel {
             ui.checkbox(&mut self.absgrad, "absgrad").on_hover_text(
                 "Densify from absolute 2D-mean gradients (gsplat's absgrad / AbsGS, growth threshold 0.0008)",
             );
+            ui.checkbox(&mut self.antialiased, "antialiased").on_hover_text(
+                "gsplat's antialiased mode (Mip-Splatting's 2D filter): the scene holds up when drawn at \
+                 other resolutions, and must be drawn antialiased (the view follows)",
+            );
         });
         if self.monitor.controls_ui(ui, "▶ Train") {
             let (steps, factor, backend) = (self.steps, self.factor, self.backend);
@@ -115,6 +122,7 @@ impl TrainPanel {
             config.densify.absgrad = true;
             config.densify.grow_grad2d = DensifyConfig::ABSGRAD_GROW_GRAD2D;
         }
+        config.antialiased = self.antialiased;
         (self.steps, self.factor, self.backend) = (steps, factor, backend);
         self.mode = TrainMode::Scene;
         self.unfold = true;
@@ -139,7 +147,10 @@ impl TrainPanel {
     pub fn poll(&mut self, out: &mut Vec<Action>) {
         let polled = self.monitor.poll();
         if let Some(splats) = polled.snapshot {
-            out.push(Action::ShowSplats(splats));
+            out.push(Action::ShowSplats {
+                splats,
+                antialiased: self.antialiased,
+            });
         }
         if let Some(Ok(Finished::Difix(s))) = &polled.done {
             let eval = s.evals.last().map_or(String::new(), |e| {

@@ -1,4 +1,5 @@
-//! The 3D view: draws the splats into a texture egui shows, and turns mouse and keys into camera moves.
+//! The 3D view: draws the splats into a texture egui shows (or shows a nerfacto field's frames from its
+//! render worker, `difix3d::jobs::nerf_view`), and turns mouse and keys into camera moves.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 use difix3d::data::{Camera, Dataset};
 use difix3d::fix::gpu_frame::GpuFrame;
 use difix3d::fix::FrameImage;
+use difix3d::jobs::nerf_view::{NerfScene, NerfViewer};
 use difix3d::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::scene::Splats;
 use difix3d::view::ViewController;
@@ -21,13 +23,32 @@ use super::ViewSettings;
 pub struct FrameRecord {
     pub camera: Camera,
     pub options: RenderOptions,
+    /// Drawn with gsplat's antialiased mode.
+    pub antialiased: bool,
     /// Where the frame was shown, in physical pixels of the window.
     pub screen_rect: [f32; 4],
+}
+
+/// A nerfacto scene on screen: its render worker, the camera last asked of it, and the level of the
+/// frame shown.
+struct NerfView {
+    viewer: NerfViewer,
+    requested: Option<Camera>,
+    request_id: u64,
+    /// The divisor of the frame on screen (1: full size; larger while the worker still refines; 0:
+    /// a frame of an earlier camera).
+    shown_level: u32,
+    /// The full-size frame of the camera asked for last is on screen.
+    complete: bool,
+    /// The full-size frame on screen, for the post-render fix.
+    full_frame: Option<image::RgbImage>,
 }
 
 pub struct Viewport {
     gpu: GpuContext,
     rasterizer: Rasterizer,
+    /// Set while a nerfacto scene is shown (instead of `splats`).
+    nerf: Option<NerfView>,
     /// How many splats are uploaded, for the overlay.
     splat_count: usize,
     splats: Option<GpuSplats>,
@@ -45,6 +66,7 @@ impl Viewport {
     pub fn new(gpu: GpuContext, renderer: Arc<egui::mutex::RwLock<egui_wgpu::Renderer>>) -> Self {
         Self {
             rasterizer: Rasterizer::new(&gpu.device),
+            nerf: None,
             gpu,
             splat_count: 0,
             splats: None,
@@ -63,7 +85,28 @@ impl Viewport {
         self.splats = Some(GpuSplats::upload(&self.gpu, splats)?);
         self.splat_count = splats.len();
         self.splats_changed = true;
+        self.nerf = None;
         Ok(())
+    }
+
+    /// Shows a nerfacto field instead of splats: frames come from its render worker, coarse first.
+    pub fn set_nerf(&mut self, scene: Arc<NerfScene>) {
+        self.nerf = Some(NerfView {
+            viewer: NerfViewer::spawn(scene),
+            requested: None,
+            request_id: 0,
+            shown_level: 0,
+            complete: false,
+            full_frame: None,
+        });
+        self.splats = None;
+        self.splat_count = 0;
+        self.last = None;
+    }
+
+    /// While the NeRF worker has not yet delivered the full-size frame of the camera asked for last.
+    pub fn refining(&self) -> bool {
+        self.nerf.as_ref().is_some_and(|n| !n.complete)
     }
 
     pub fn has_frame(&self) -> bool {
@@ -82,11 +125,17 @@ impl Viewport {
     /// The frame on screen as a burn tensor on the same device (a GPU-side copy, for a fix worker
     /// sharing the device).
     fn capture_gpu(&self) -> Option<GpuFrame> {
+        if self.nerf.is_some() {
+            return None;
+        }
         GpuFrame::capture(&self.gpu, &self.rasterizer)
     }
 
     /// The frame on screen as 8-bit RGB (a GPU read-back).
     fn read_rgb(&self) -> Option<image::RgbImage> {
+        if let Some(nerf) = &self.nerf {
+            return nerf.full_frame.clone();
+        }
         match self.rasterizer.read_image(&self.gpu) {
             Ok(image) => Some(difix3d::image_io::to_rgb8(&image)),
             Err(e) => {
@@ -97,13 +146,22 @@ impl Viewport {
     }
 
     /// Renders if the camera, settings or scene changed since the last frame. Returns the texture to show.
-    fn update(&mut self, camera: &Camera, options: &RenderOptions, screen_rect: [f32; 4]) -> Option<egui::TextureId> {
+    fn update(
+        &mut self,
+        camera: &Camera,
+        options: &RenderOptions,
+        antialiased: bool,
+        screen_rect: [f32; 4],
+    ) -> Option<egui::TextureId> {
+        if self.nerf.is_some() {
+            return self.update_nerf(camera, options, screen_rect);
+        }
         let splats = self.splats.as_ref()?;
         let unchanged = !self.splats_changed
             && self
                 .last
                 .as_ref()
-                .is_some_and(|l| l.camera == *camera && l.options == *options);
+                .is_some_and(|l| l.camera == *camera && l.options == *options && l.antialiased == antialiased);
         if let Some(last) = &mut self.last {
             last.screen_rect = screen_rect;
         }
@@ -114,6 +172,7 @@ impl Viewport {
         // The faster path for this adapter: hardware-rasterised triangles on a CPU adapter, the
         // compute rasterizer (which recording and training use) on a GPU.
         let gpu = &self.gpu;
+        self.rasterizer.set_antialiased(antialiased);
         if let Err(e) = self.rasterizer.render_for_screen(gpu, splats, camera, options) {
             log::error!("render failed: {e}");
             return None;
@@ -132,6 +191,62 @@ impl Viewport {
         self.last = Some(FrameRecord {
             camera: camera.clone(),
             options: *options,
+            antialiased,
+            screen_rect,
+        });
+        Some(*id)
+    }
+
+    /// [`Self::update`] for a nerfacto scene: asks the worker for a changed camera and shows the
+    /// newest frame it has finished (a coarse one first, sharper ones as the view stays still).
+    fn update_nerf(
+        &mut self,
+        camera: &Camera,
+        options: &RenderOptions,
+        screen_rect: [f32; 4],
+    ) -> Option<egui::TextureId> {
+        let nerf = self.nerf.as_mut()?;
+        if nerf.requested.as_ref() != Some(camera) {
+            nerf.request_id += 1;
+            nerf.viewer.request(nerf.request_id, camera.clone());
+            nerf.requested = Some(camera.clone());
+            nerf.complete = false;
+        }
+        if let Some(last) = &mut self.last {
+            last.screen_rect = screen_rect;
+        }
+        let Some(frame) = nerf.viewer.latest() else {
+            if nerf.viewer.stopped() {
+                log::error!("the NeRF render worker stopped");
+            }
+            return self.texture.as_ref().map(|t| t.2);
+        };
+        nerf.shown_level = if frame.id == nerf.request_id { frame.level } else { 0 };
+        nerf.complete = nerf.shown_level == 1;
+        nerf.full_frame = (frame.level == 1).then(|| frame.image.clone());
+        let (width, height) = frame.image.dimensions();
+        let rgba: Vec<u8> = frame.image.pixels().flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+        self.ensure_texture(width, height);
+        let (texture, _, id) = self.texture.as_ref()?;
+        self.gpu.queue.write_texture(
+            texture.as_image_copy(),
+            &rgba,
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(4 * width),
+                rows_per_image: Some(height),
+            },
+            texture.size(),
+        );
+        let now = Instant::now();
+        self.fps_window.push(now);
+        self.fps_window
+            .retain(|t| now.duration_since(*t) < Duration::from_secs(1));
+        self.frame_id += 1;
+        self.last = Some(FrameRecord {
+            camera: frame.camera,
+            options: *options,
+            antialiased: false,
             screen_rect,
         });
         Some(*id)
@@ -155,7 +270,10 @@ impl Viewport {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba8Unorm,
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+            // Written by the rasterizer's present pass, or by a copy (NeRF frames).
+            usage: wgpu::TextureUsages::STORAGE_BINDING
+                | wgpu::TextureUsages::TEXTURE_BINDING
+                | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         let view = texture.create_view(&Default::default());
@@ -172,6 +290,10 @@ impl Viewport {
 
     /// The world point under pixel (x, y) of the last frame, from its depth; `None` over empty space.
     fn point_at(&mut self, x: u32, y: u32) -> Option<glam::Vec3> {
+        if self.nerf.is_some() {
+            // No depth from the NeRF worker yet: the orbit centre stays where it is.
+            return None;
+        }
         let gpu = &self.gpu;
         let last = self.last.as_ref()?;
         let cam = &last.camera;
@@ -223,10 +345,11 @@ impl Viewport {
         let view = camera.camera(width, height);
         let screen = [rect.min.x * ppp, rect.min.y * ppp, rect.max.x * ppp, rect.max.y * ppp];
         let options = settings.render_options();
-        if let Some(id) = self.update(&view, &options, screen) {
+        if let Some(id) = self.update(&view, &options, settings.antialiased, screen) {
             let frame_id = self.frame_id();
             if fix.wants(frame_id) {
-                let image = if fix.takes_gpu_frames() {
+                // NeRF frames are made on the CPU: they go over as they are.
+                let image = if fix.takes_gpu_frames() && self.nerf.is_none() {
                     self.capture_gpu().map(FrameImage::Gpu)
                 } else {
                     self.read_rgb().map(FrameImage::Cpu)
@@ -243,14 +366,26 @@ impl Viewport {
     fn overlay_ui(&self, ui: &egui::Ui, rect: egui::Rect, settings: &ViewSettings, fix_status: Option<String>) {
         let fps = self.fps_window.len();
         let size = self.last.as_ref().map_or((0, 0), |l| (l.camera.width, l.camera.height));
-        let mut text = format!(
-            "{fps} fps · frame {:.1} ms · {} splats · {}x{}{}",
-            self.frame_time.as_secs_f64() * 1e3,
-            self.splat_count,
-            size.0,
-            size.1,
-            if settings.fly_mode { " · fly (WASD/QE)" } else { "" },
-        );
+        let fly = if settings.fly_mode { " · fly (WASD/QE)" } else { "" };
+        let mut text = match &self.nerf {
+            Some(nerf) => format!(
+                "NeRF (nerfacto, CPU) · {}x{}{}{fly}",
+                size.0,
+                size.1,
+                match nerf.shown_level {
+                    1 => String::new(),
+                    0 => " · rendering…".into(),
+                    level => format!(" · 1/{level} size, refining…"),
+                }
+            ),
+            None => format!(
+                "{fps} fps · frame {:.1} ms · {} splats · {}x{}{fly}",
+                self.frame_time.as_secs_f64() * 1e3,
+                self.splat_count,
+                size.0,
+                size.1,
+            ),
+        };
         if let Some(fix) = fix_status {
             text.push('\n');
             text.push_str(&fix);
@@ -372,7 +507,7 @@ pub fn save_screenshot(
         image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| anyhow::anyhow!("bad screenshot size"))?;
     difix3d::image_io::save_png(&rgb, path)?;
     if let Some(frame) = frame {
-        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background, "fixed_shown": fixed_shown, "jobs": jobs });
+        let meta = serde_json::json!({ "camera": frame.camera, "screen_rect": frame.screen_rect, "sh_degree": frame.options.sh_degree, "background": frame.options.background, "antialiased": frame.antialiased, "fixed_shown": fixed_shown, "jobs": jobs });
         let meta_path = path.with_extension("json");
         difix3d::image_io::write_atomic(&meta_path, |tmp| {
             std::fs::write(tmp, meta.to_string()).map_err(|e| e.to_string())

@@ -63,6 +63,10 @@ enum Command {
         /// How to show fixed frames.
         #[arg(long, value_enum, default_value = "fixed")]
         fix_view: crate::app::ViewMode,
+        /// Draw antialiased (gsplat's rasterize_mode="antialiased"), as a scene trained with
+        /// `train --antialiased` must be; the View panel's "Antialiased" box.
+        #[arg(long)]
+        antialiased: bool,
         /// With --screenshot: save the raw view as NAME_raw.png, press the fix key (X), and save the
         /// fixed view as NAME.png once it is on screen.
         #[arg(long, requires = "screenshot", hide = true)]
@@ -159,6 +163,7 @@ pub fn run() -> anyhow::Result<()> {
         model: PathBuf::from("checkpoints/difix_ref"),
         backend: None,
         fix_view: crate::app::ViewMode::Fixed,
+        antialiased: false,
         screenshot_toggle_fix: false,
         train_steps: None,
         train_factor: 4,
@@ -184,6 +189,7 @@ pub fn run() -> anyhow::Result<()> {
             model,
             backend,
             fix_view,
+            antialiased,
             screenshot_toggle_fix,
             train_steps,
             train_factor,
@@ -236,6 +242,7 @@ pub fn run() -> anyhow::Result<()> {
                     view_mode: fix_view,
                 },
                 screenshot_toggle_fix,
+                antialiased,
                 train_difix: difix_start,
                 train: train_steps
                     .filter(|_| !difix_mode)

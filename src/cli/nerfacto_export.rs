@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Args;
 
+use difix3d::camera_path::nerfstudio::DataparserTransform;
 use difix3d::data;
 use difix3d::nerfacto::export::{self, ExportSettings};
 use difix3d::nerfacto::Nerfacto;
@@ -25,6 +26,12 @@ pub struct NerfactoExportArgs {
     /// checkpoint's world frame; every pixel of each is one ray.
     #[arg(long)]
     camera_json: PathBuf,
+    /// The run's `dataparser_transforms.json` (nerfstudio's, or `difix3d train --method nerfacto`'s):
+    /// the cameras are then in the dataset's own frame, and so are the exported splats (nerfstudio's
+    /// `ns-export pointcloud --save-world-frame`), so they line up with the dataset for `train` or
+    /// `refine`. The crop box stays in the model's frame.
+    #[arg(long)]
+    dataparser_transforms: Option<PathBuf>,
     /// The splat file to write (.ply, .splat, .spz, .sog, ...: any format `convert` writes).
     #[arg(long)]
     out: PathBuf,
@@ -55,6 +62,16 @@ pub fn run(args: NerfactoExportArgs) -> anyhow::Result<()> {
     if let (Some(w), Some(h)) = (args.width, args.height) {
         cameras = cameras.into_iter().map(|c| c.resized(w, h)).collect();
     }
+    let dataparser = match &args.dataparser_transforms {
+        Some(path) => Some(DataparserTransform::load(path)?),
+        None => None,
+    };
+    if let Some(transform) = &dataparser {
+        for camera in &mut cameras {
+            let pose = glam::Mat4::from(camera.world_from_camera).as_dmat4();
+            camera.world_from_camera = glam::Affine3A::from_mat4(transform.to_nerfstudio(pose).as_mat4());
+        }
+    }
     data::validate::cameras(&cameras).map_err(|m| anyhow::anyhow!("cannot export: {m}"))?;
     if scene::SceneFormat::of(&args.out).is_none() {
         bail!(
@@ -73,10 +90,19 @@ pub fn run(args: NerfactoExportArgs) -> anyhow::Result<()> {
         rays_per_chunk: args.rays_per_chunk,
     };
     let bar = super::progress_bar(cameras.len() as u64, "{bar:30} {pos}/{len} cameras");
-    let splats = export::splats(&model, &cameras, &settings, &mut |done, _| {
+    let mut points = export::point_cloud(&model, &cameras, &settings, &mut |done, _| {
         bar.set_position(done as u64)
     });
     bar.finish_and_clear();
+    if let Some(transform) = &dataparser {
+        for (p, _) in &mut points {
+            *p = transform
+                .point_to_data(glam::Vec3::from(*p).as_dvec3())
+                .as_vec3()
+                .to_array();
+        }
+    }
+    let splats = scene::init::from_points(&points);
     let Some(splats) = splats else {
         bail!(
             "{}: no pixel of the {} camera(s) has accumulation above {}{}: nothing to export",
@@ -90,6 +116,10 @@ pub fn run(args: NerfactoExportArgs) -> anyhow::Result<()> {
             }
         );
     };
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("{}: cannot create the output folder: {e}", parent.display()))?;
+    }
     scene::save(&splats, &args.out)?;
     println!("{} splats -> {}", splats.len(), args.out.display());
     Ok(())

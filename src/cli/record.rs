@@ -76,6 +76,10 @@ pub struct RecordArgs {
     /// Background colour r,g,b in [0, 1].
     #[arg(long, default_value = "0,0,0", value_parser = super::parse_rgb)]
     background: [f32; 3],
+    /// Draw antialiased, as a scene trained with `train --antialiased` must be (gsplat's
+    /// rasterize_mode="antialiased").
+    #[arg(long)]
+    antialiased: bool,
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -128,6 +132,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             sh_degree: args.sh_degree,
             background: args.background,
         },
+        antialiased: args.antialiased,
         fix,
         side_by_side: args.side_by_side,
         out: args.out.clone(),

@@ -141,6 +141,7 @@ fn misplaced_flags(args: &TrainArgs) -> Vec<&'static str> {
             given(args.sh_degree.is_some(), "--sh-degree"),
             given(args.random_background, "--random-background"),
             given(args.absgrad, "--absgrad"),
+            given(args.antialiased, "--antialiased"),
             given(args.grow_grad2d.is_some(), "--grow-grad2d"),
             given(args.lpips.files().is_some(), "--lpips-backbone"),
         ]

@@ -66,6 +66,7 @@ struct Shot {
     screen_rect: [f32; 4],
     sh_degree: u32,
     background: [f32; 3],
+    antialiased: bool,
     fixed_shown: bool,
     jobs: Jobs,
 }
@@ -138,17 +139,19 @@ fn load_shot(shot: &Path, scene: &Path) -> (image::RgbImage, Shot, image::RgbIma
     let (ctx, rasterizer) = gpu();
     let splats = GpuSplats::upload(ctx, &difix3d::scene::load(scene).unwrap()).unwrap();
     let mut rasterizer = rasterizer.lock().unwrap();
-    rasterizer
-        .render_display(
-            ctx,
-            &splats,
-            &meta.camera,
-            &RenderOptions {
-                sh_degree: meta.sh_degree,
-                background: meta.background,
-            },
-        )
-        .unwrap();
+    rasterizer.set_antialiased(meta.antialiased);
+    let rendered = rasterizer.render_display(
+        ctx,
+        &splats,
+        &meta.camera,
+        &RenderOptions {
+            sh_degree: meta.sh_degree,
+            background: meta.background,
+        },
+    );
+    // The rasterizer is shared by the tests: back to the default before anything can fail.
+    rasterizer.set_antialiased(false);
+    rendered.unwrap();
     let headless = difix3d::image_io::to_rgb8(&rasterizer.read_image(ctx).unwrap());
     (window, meta, headless)
 }
@@ -200,6 +203,96 @@ fn viewer_window_shows_the_scene() {
     assert!(
         lit > b.len() / 3 / 2,
         "the compared region is mostly empty; pick a better default view"
+    );
+}
+
+/// `view --antialiased` draws the scene with gsplat's antialiased mode (the View panel's box): the
+/// window matches a headless antialiased render of its camera, and not the default one.
+#[test]
+fn viewer_draws_antialiased_when_asked() {
+    let Some(scene) = asset("bonsai-7k-mini.splat") else {
+        return;
+    };
+    let Some((display, _xvfb)) = display() else { return };
+    let (_dir, shot, runtime) = shot_dir();
+    run_viewer(
+        &display,
+        &[
+            scene.to_str().unwrap(),
+            "--antialiased",
+            "--size",
+            "640x400",
+            "--screenshot",
+            shot.to_str().unwrap(),
+        ],
+        &runtime,
+    );
+    let (window, meta, antialiased) = load_shot(&shot, &scene);
+    assert!(meta.antialiased, "the screenshot's frame was not drawn antialiased");
+    let (p, _) = view_psnr(&window, &meta, &antialiased);
+    let (ctx, rasterizer) = gpu();
+    let splats = GpuSplats::upload(ctx, &difix3d::scene::load(&scene).unwrap()).unwrap();
+    let plain = {
+        let mut rasterizer = rasterizer.lock().unwrap();
+        let options = RenderOptions {
+            sh_degree: meta.sh_degree,
+            background: meta.background,
+        };
+        rasterizer.render_display(ctx, &splats, &meta.camera, &options).unwrap();
+        difix3d::image_io::to_rgb8(&rasterizer.read_image(ctx).unwrap())
+    };
+    let (p_plain, _) = view_psnr(&window, &meta, &plain);
+    eprintln!("window vs antialiased render: PSNR {p:.1} dB; vs the default render: {p_plain:.1} dB");
+    assert!(
+        p > 30.0,
+        "the window does not show the antialiased render (PSNR {p:.1} dB)"
+    );
+    assert!(
+        p > p_plain + 3.0,
+        "the window is no closer to the antialiased render ({p:.1} dB) than to the default one ({p_plain:.1} dB)"
+    );
+}
+
+/// A nerfacto checkpoint opens in the viewer (nerfstudio's own tiny checkpoint with its sizes beside it
+/// as `nerfacto.json`): the worker renders coarse frames first, and the screenshot, taken once the
+/// full-size frame is on screen, shows the field's own render of the window's camera.
+#[test]
+fn viewer_shows_a_nerfacto_checkpoint() {
+    let Some((display, _xvfb)) = display() else { return };
+    let (dir, shot, runtime) = shot_dir();
+    let fixtures = crate::repo().join("tests/fixtures/nerfacto");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let checkpoint = run.join("step-000000300.ckpt");
+    std::fs::copy(fixtures.join("step-000000300.ckpt"), &checkpoint).unwrap();
+    std::fs::copy(fixtures.join("config.json"), run.join("nerfacto.json")).unwrap();
+    run_viewer(
+        &display,
+        &[
+            checkpoint.to_str().unwrap(),
+            "--size",
+            "640x400",
+            "--screenshot",
+            shot.to_str().unwrap(),
+        ],
+        &runtime,
+    );
+    let meta = shot_meta(&shot);
+    let window = image::open(&shot).unwrap().to_rgb8();
+    let scene = difix3d::jobs::nerf_view::NerfScene::open(&checkpoint).unwrap();
+    let image = scene.model.render_camera(&scene.model_camera(&meta.camera), 4096);
+    let pixels = image.rgb.iter().map(|&v| difix3d::image_io::quantize(v)).collect();
+    let expected = image::RgbImage::from_raw(image.width, image.height, pixels).unwrap();
+    let (p, b) = view_psnr(&window, &meta, &expected);
+    eprintln!(
+        "window vs the field's render: PSNR {p:.1} dB over {} pixels",
+        b.len() / 3
+    );
+    assert!(p > 30.0, "the window does not show the field's render (PSNR {p:.1} dB)");
+    let (lo, hi) = b.iter().fold((1.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    assert!(
+        hi - lo > 0.05,
+        "the compared region is flat ({lo}..{hi}): nothing to tell frames apart"
     );
 }
 
@@ -318,7 +411,9 @@ fn the_viewer_trains_the_open_dataset_and_shows_it() {
 
     // What the window shows is no longer the initial point cloud.
     let window = image::open(&shot).unwrap().to_rgb8();
-    let initial = difix3d::jobs::load::load(&data).unwrap().splats;
+    let difix3d::jobs::load::LoadedScene::Splats(initial) = difix3d::jobs::load::load(&data).unwrap().scene else {
+        panic!("a dataset folder loads as splats");
+    };
     let (ctx, rasterizer) = gpu();
     let splats = GpuSplats::upload(ctx, &initial).unwrap();
     let before = {

@@ -426,6 +426,49 @@ fn cli_exports_a_checkpoint_as_splats() {
         }
     }
 
+    // With the run's dataparser transform the cameras come in the dataset's frame and the points
+    // go out in it: the same points, carried back by the transform's inverse.
+    let transform = difix3d::camera_path::nerfstudio::DataparserTransform::from_json(&serde_json::json!({
+        "transform": [[0.0, -1.0, 0.0, 0.3], [1.0, 0.0, 0.0, -0.2], [0.0, 0.0, 1.0, 0.1]],
+        "scale": 0.5,
+    }))
+    .unwrap();
+    let transforms = dir.path().join("dataparser_transforms.json");
+    std::fs::write(&transforms, transform.to_json().to_string()).unwrap();
+    let mut data_camera = camera.clone();
+    let pose = glam::Mat4::from(camera.world_from_camera).as_dmat4();
+    data_camera.world_from_camera = glam::Affine3A::from_mat4(transform.to_data(pose).as_mat4());
+    let data_cameras = dir.path().join("data_camera.json");
+    std::fs::write(&data_cameras, serde_json::to_string(&data_camera).unwrap()).unwrap();
+    let data_out = dir.path().join("data_points.ply");
+    let (code, stdout, stderr) = crate::difix3d(&[
+        "nerfacto-export",
+        "--checkpoint",
+        checkpoint_path().to_str().unwrap(),
+        "--config",
+        fixtures().join("config.json").to_str().unwrap(),
+        "--camera-json",
+        data_cameras.to_str().unwrap(),
+        "--dataparser-transforms",
+        transforms.to_str().unwrap(),
+        "--out",
+        data_out.to_str().unwrap(),
+        "--no-crop",
+        "--keep-outliers",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let data_splats = difix3d::scene::load(&data_out).unwrap();
+    assert_eq!(data_splats.len(), splats.len());
+    for (got, ns) in data_splats.means.iter().zip(&splats.means) {
+        let want = transform.point_to_data(glam::Vec3::from(*ns).as_dvec3());
+        for a in 0..3 {
+            assert!(
+                (got[a] as f64 - want[a]).abs() <= 1e-3 * (1.0 + want[a].abs()),
+                "{got:?} vs {want}"
+            );
+        }
+    }
+
     // ns-export's crop box and outlier removal only ever drop points.
     let cropped = dir.path().join("cropped.ply");
     let (code, stdout, stderr) = export(&cropped, &[]);
@@ -477,10 +520,11 @@ fn other_methods_are_refused_by_name() {
     assert!(matches!(err, NerfactoError::Tcnn { .. }), "{err}");
     assert!(err.to_string().contains(".params"), "{err}");
 
-    // Not a checkpoint at all: a safetensors file, a missing file.
+    // Not a checkpoint at all: a safetensors file of other tensors (read as a state dict, as a
+    // `train --method nerfacto` run's is, and refused by what it holds), a missing file.
     let msg = read_error(&fixtures().join("goldens.safetensors"));
     assert!(
-        msg.contains("goldens.safetensors") && msg.contains("not a nerfstudio checkpoint"),
+        msg.contains("goldens.safetensors") && msg.contains("not a nerfacto checkpoint"),
         "{msg}"
     );
     let msg = read_error(&fixtures().join("missing.ckpt"));

@@ -119,3 +119,59 @@ fn check_goldens(display: bool, min_psnr: f64) {
     }
     eprintln!("{checked} of {} golden views checked ({path} path)", cases.len());
 }
+
+/// gsplat's antialiased mode (checked against gsplat through the training goldens on the compute path)
+/// draws the same picture on the viewer's display path: on every golden view, display against
+/// compute, both antialiased, within the display path's bound.
+#[test]
+fn display_path_draws_antialiased_like_the_compute_path() {
+    let fixtures = repo().join("tests/fixtures/render");
+    let cases: Vec<Case> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("cases.json")).expect("cases.json"))
+            .expect("parse cases.json");
+    let (ctx, rasterizer) = gpu();
+    let mut rasterizer = rasterizer.lock().unwrap();
+    let mut checked = 0;
+    for case in &cases {
+        let scene_path = repo().join(&case.scene);
+        if !scene_path.exists() {
+            eprintln!("SKIPPED '{}': {} is missing", case.name, scene_path.display());
+            continue;
+        }
+        let splats = GpuSplats::upload(ctx, &scene::load(&scene_path).unwrap()).unwrap();
+        let options = RenderOptions {
+            sh_degree: case.sh_degree,
+            background: case.background,
+        };
+        let mut draw = |antialiased: bool, display: bool| {
+            rasterizer.set_antialiased(antialiased);
+            let drawn = if display {
+                rasterizer.render_display(ctx, &splats, &case.camera, &options)
+            } else {
+                rasterizer.render(ctx, &splats, &case.camera, &options)
+            };
+            // The rasterizer is shared by the tests: back to the default before anything can fail.
+            rasterizer.set_antialiased(false);
+            drawn.unwrap();
+            let image = rasterizer.read_image(ctx).unwrap();
+            image
+                .rgba
+                .iter()
+                .flat_map(|p| [p[0], p[1], p[2], p[3]])
+                .collect::<Vec<f32>>()
+        };
+        let compute = draw(true, false);
+        let display = draw(true, true);
+        let plain = draw(false, false);
+        let p = psnr(&display, &compute);
+        let p_plain = psnr(&plain, &compute);
+        eprintln!(
+            "{}: antialiased display vs compute {p:.1} dB (the default vs antialiased: {p_plain:.1} dB)",
+            case.name
+        );
+        assert!(p >= DISPLAY_MIN_PSNR, "{}: {p:.2} dB < {DISPLAY_MIN_PSNR}", case.name);
+        assert!(p_plain < p, "{}: antialiasing changed nothing", case.name);
+        checked += 1;
+    }
+    assert!(checked > 0, "no golden scene is present; run scripts/fetch_assets.sh");
+}

@@ -9,7 +9,7 @@ pub mod jobs;
 pub mod record;
 
 // The modules of the crates below, under the names every file uses (`crate::render::GpuContext`).
-use difix3d_nn::{difix, nn};
+use difix3d_nn::{difix, nerfacto, nn};
 use difix3d_render::render;
 use difix3d_scene::{camera_path, data, disk, image_io, reference_photo, scene, validate};
 use difix3d_train::{refine, train};

@@ -69,6 +69,8 @@ pub struct RecordJob {
     pub width: u32,
     pub height: u32,
     pub render: RenderOptions,
+    /// Draw with gsplat's antialiased mode (a scene trained with `train --antialiased`).
+    pub antialiased: bool,
     pub fix: Option<FixSettings>,
     /// Also write raw | fixed side by side (needs `fix`).
     pub side_by_side: bool,
@@ -260,6 +262,7 @@ fn render_frames(
 ) -> Result<usize, RecordError> {
     let splats = GpuSplats::upload(gpu, &job.splats)?;
     let mut rasterizer = Rasterizer::new(&gpu.device);
+    rasterizer.set_antialiased(job.antialiased);
     let total = job.path.frame_count(job.fps);
     layout.create()?;
     progress(Progress { done: 0, total });

@@ -188,16 +188,26 @@ fn base(subcommand: &str, i: &Inputs, out: &Path) -> Vec<(String, Option<String>
             ("--width", "8".into()),
             ("--height", "6".into()),
         ],
+        "nerfacto-export" => vec![
+            ("--checkpoint", s(&nerfacto_fixture("step-000000300.ckpt"))),
+            ("--config", s(&nerfacto_fixture("config.json"))),
+            ("--camera-json", s(&i.camera)),
+            ("--width", "8".into()),
+            ("--height", "6".into()),
+            ("--min-accumulation", "0".into()),
+            ("--no-crop", String::new()),
+            ("--keep-outliers", String::new()),
+        ],
         other => panic!("no base arguments for {other}"),
     };
     let mut args: Vec<(String, Option<String>)> = pairs
         .into_iter()
         .map(|(f, v)| (f.to_string(), (!v.is_empty()).then_some(v)))
         .collect();
-    let out = if subcommand == "record" {
-        out.join("frames")
-    } else {
-        out.to_path_buf()
+    let out = match subcommand {
+        "record" => out.join("frames"),
+        "nerfacto-export" => out.join("splats.ply"),
+        _ => out.to_path_buf(),
     };
     args.push(("--out".into(), Some(s(&out))));
     args
@@ -326,6 +336,24 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
                     s(&nerfacto_fixture("splatfacto.ckpt")),
                     s(&nerfacto_fixture("nerfacto_tcnn.ckpt")),
                     s(&nerfacto_fixture("goldens.safetensors")),
+                ],
+            ),
+            ("--config", vec![s(&i.pairs), s(&i.scene)]),
+            ("--camera-json", vec![s(&i.path), s(&i.scene)]),
+            ("--dataparser-transforms", vec![s(&i.pairs), s(&i.scene), s(&i.camera)]),
+        ],
+        "nerfacto-export" => vec![
+            ("--width", v(&["0", "-1", "100000", "nan"])),
+            ("--min-accumulation", v(&["nan", "-0.1", "1.5", "inf"])),
+            ("--max-points", v(&["0", "-1", "nan"])),
+            ("--rays-per-chunk", v(&["0", "-1", "nan"])),
+            (
+                "--checkpoint",
+                vec![
+                    s(&i.scene),
+                    s(&i.data),
+                    s(&nerfacto_fixture("splatfacto.ckpt")),
+                    s(&nerfacto_fixture("nerfacto_tcnn.ckpt")),
                 ],
             ),
             ("--config", vec![s(&i.pairs), s(&i.scene)]),
@@ -524,4 +552,9 @@ fn fuzz_refine_nerfacto_arguments() {
 #[test]
 fn fuzz_nerfacto_render_arguments() {
     fuzz_subcommand("nerfacto-render");
+}
+
+#[test]
+fn fuzz_nerfacto_export_arguments() {
+    fuzz_subcommand("nerfacto-export");
 }

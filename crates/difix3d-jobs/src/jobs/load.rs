@@ -4,20 +4,30 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Receiver;
 
+use super::nerf_view::{self, NerfScene, NerfViewError};
 use crate::data::{self, Dataset};
 use crate::scene::{self, Splats};
 
-/// What a load produced: splats to draw and, for dataset folders, the cameras to snap to.
+/// What a load produced: a scene to draw and, for dataset folders, the cameras to snap to.
 pub struct Loaded {
     pub path: PathBuf,
-    pub splats: Splats,
+    pub scene: LoadedScene,
     pub dataset: Option<Dataset>,
     /// What loading had to change (broken values clamped or splats dropped), to show the user once.
     pub notice: Option<String>,
 }
 
+/// The two kinds of scene the viewer draws.
+pub enum LoadedScene {
+    Splats(Splats),
+    /// A nerfacto field (a nerfstudio checkpoint or a `difix3d train --method nerfacto` run).
+    Nerf(NerfScene),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error(transparent)]
+    Nerf(#[from] NerfViewError),
     #[error(transparent)]
     Scene(#[from] scene::SceneError),
     #[error(transparent)]
@@ -67,8 +77,15 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
             .ok_or_else(|| scene::SceneError::format(path, "the dataset's sparse model has no 3D points to show"))?;
         Ok(Loaded {
             path: path.to_path_buf(),
-            splats,
+            scene: LoadedScene::Splats(splats),
             dataset: Some(dataset),
+            notice: None,
+        })
+    } else if nerf_view::is_nerf_checkpoint(path) {
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            scene: LoadedScene::Nerf(NerfScene::open(path)?),
+            dataset: None,
             notice: None,
         })
     } else {
@@ -79,7 +96,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
         }
         Ok(Loaded {
             path: path.to_path_buf(),
-            splats,
+            scene: LoadedScene::Splats(splats),
             dataset: None,
             notice,
         })

@@ -9,14 +9,14 @@
 //! std_ratio=10)`, nerfstudio's defaults: a point goes when its mean distance to its 20 nearest
 //! neighbours exceeds the mean of those distances by 10 standard deviations).
 //!
-//! The points become isotropic splats ([`crate::scene::init::from_points`]: the size of a 3DGS
+//! `difix3d nerfacto-export` makes the points isotropic splats ([`crate::scene::init::from_points`]: the size of a 3DGS
 //! initialisation), so the result opens in the viewer and starts a splat training.
 
 use burn::tensor::backend::Backend;
 
 use super::model::{camera_rays, Nerfacto};
 use crate::data::Camera;
-use crate::scene::{self, Splats};
+use crate::scene;
 
 /// How [`point_cloud`] picks its points; the defaults are `ns-export pointcloud`'s.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,16 +82,6 @@ pub fn point_cloud<B: Backend>(
         points = without_outliers(points);
     }
     evenly(points, settings.max_points)
-}
-
-/// [`point_cloud`] as isotropic splats; `None` when no pixel passed.
-pub fn splats<B: Backend>(
-    model: &Nerfacto<B>,
-    cameras: &[Camera],
-    settings: &ExportSettings,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Option<Splats> {
-    scene::init::from_points(&point_cloud(model, cameras, settings, progress))
 }
 
 /// open3d's `remove_statistical_outlier(OUTLIER_NEIGHBOURS, OUTLIER_STD_RATIO)`: the mean distance of

@@ -426,6 +426,19 @@ impl<B: Backend> Nerfacto<B> {
 
     /// Renders a pinhole camera, `rays_per_chunk` rays at a time.
     pub fn render_camera(&self, camera: &Camera, rays_per_chunk: usize) -> RenderedImage {
+        let image = self.render_camera_unless(camera, rays_per_chunk, &|| false);
+        // The only `None` is a stop, and this one never stops.
+        image.unwrap_or_else(|| unreachable!("render_camera_unless stopped without being asked"))
+    }
+
+    /// [`Self::render_camera`] that asks `stop` before each chunk and gives up (`None`) when it says
+    /// so: the viewer's way to drop a frame the camera has already left.
+    pub fn render_camera_unless(
+        &self,
+        camera: &Camera,
+        rays_per_chunk: usize,
+        stop: &dyn Fn() -> bool,
+    ) -> Option<RenderedImage> {
         let (origins, directions) = camera_rays(camera);
         let pixels = origins.len() / 3;
         let chunk = rays_per_chunk.max(1);
@@ -438,6 +451,9 @@ impl<B: Backend> Nerfacto<B> {
         };
         let to_vec = |t: Tensor<B, 2>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
         for start in (0..pixels).step_by(chunk) {
+            if stop() {
+                return None;
+            }
             let end = (start + chunk).min(pixels);
             let rays = end - start;
             let o = Tensor::<B, 1>::from_floats(&origins[start * 3..end * 3], &self.device).reshape([rays, 3]);
@@ -447,7 +463,7 @@ impl<B: Backend> Nerfacto<B> {
             image.accumulation.extend(to_vec(out.accumulation));
             image.depth.extend(to_vec(out.depth));
         }
-        image
+        Some(image)
     }
 }
 

@@ -117,6 +117,11 @@ impl DataparserTransform {
     pub fn point_to_nerfstudio(&self, p: DVec3) -> DVec3 {
         self.transform.transform_point3(p) * self.scale
     }
+
+    /// A nerfstudio-world point in the data's world (the inverse of [`Self::point_to_nerfstudio`]).
+    pub fn point_to_data(&self, p: DVec3) -> DVec3 {
+        self.transform.inverse().transform_point3(p / self.scale)
+    }
 }
 
 fn row_major(m: DMat4) -> Vec<f64> {
