@@ -369,12 +369,8 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
         round: "before round 1".into(),
     };
     let device = Default::default();
-    let result = nerfacto_refine::refine_nerfacto::<burn::backend::Autodiff<CpuBackend>>(
-        &config,
-        &device,
-        &mut observer,
-        &stop,
-    );
+    let result =
+        nerfacto_refine::refine_nerfacto::<burn::backend::Autodiff<CpuBackend>>(&config, &device, &mut observer, &stop);
     observer.bar.finish_and_clear();
     let summary = result?;
     let report = serde_json::json!({

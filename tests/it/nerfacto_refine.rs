@@ -28,7 +28,10 @@ fn s(path: &Path) -> String {
 /// one eval view 3 units beyond, turned 20 degrees; each with its own intrinsics.
 fn dataset_cameras() -> Vec<(String, Affine3A, [f32; 4])> {
     let pose = |x: f32, yaw: f32| {
-        Affine3A::from_rotation_translation(glam::Quat::from_rotation_y(yaw.to_radians()), glam::Vec3::new(x, 0.0, -3.0))
+        Affine3A::from_rotation_translation(
+            glam::Quat::from_rotation_y(yaw.to_radians()),
+            glam::Vec3::new(x, 0.0, -3.0),
+        )
     };
     vec![
         ("image_train_000.png".into(), pose(0.0, 0.0), [25.0, 26.0, 16.0, 12.0]),
@@ -94,7 +97,13 @@ fn assert_pose_close(got: &Affine3A, want: &Affine3A, what: &str) {
     );
 }
 
-fn refine_args<'a>(data: &'a str, checkpoint: &'a str, transforms: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+fn refine_args<'a>(
+    data: &'a str,
+    checkpoint: &'a str,
+    transforms: &'a str,
+    out: &'a str,
+    steps: &'a str,
+) -> Vec<&'a str> {
     vec![
         "refine",
         "--method",
@@ -177,7 +186,9 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
         }
         // Difix's reference: the photo of the training camera nearest in the model's frame.
         let nearest = poses::nearest(&train, &want[0]).unwrap();
-        let photo = image::open(data.join("images").join(&cameras[nearest].0)).unwrap().to_rgb8();
+        let photo = image::open(data.join("images").join(&cameras[nearest].0))
+            .unwrap()
+            .to_rgb8();
         let used = image::open(dir.join("ref/novel_0000.png")).unwrap().to_rgb8();
         assert_eq!(used, photo, "{round}: the reference is training view {nearest}");
     }
@@ -191,7 +202,10 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
     assert!(!second_round[0].matrix3.abs_diff_eq(targets[0].matrix3, 1e-3));
 
     // The run's model records its last step and renders back through nerfacto-render.
-    assert_eq!(Checkpoint::read(&out.join("nerfacto.safetensors")).unwrap().step, Some(304));
+    assert_eq!(
+        Checkpoint::read(&out.join("nerfacto.safetensors")).unwrap().step,
+        Some(304)
+    );
     let renders = dir.path().join("renders");
     let camera_json = out.join("rounds/round_000302/cameras.json");
     let (code, stdout, stderr) = difix3d(&[
@@ -227,7 +241,10 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
     assert_eq!(summary["first_step"], 305, "{summary}");
     assert_eq!(summary["round_steps"], serde_json::json!([]), "{summary}");
     assert!(!again.join("rounds").exists() || std::fs::read_dir(again.join("rounds")).unwrap().next().is_none());
-    assert_eq!(Checkpoint::read(&again.join("nerfacto.safetensors")).unwrap().step, Some(305));
+    assert_eq!(
+        Checkpoint::read(&again.join("nerfacto.safetensors")).unwrap().step,
+        Some(305)
+    );
 }
 
 #[test]
@@ -241,7 +258,18 @@ fn nerfacto_refine_refuses_bad_arguments_before_writing() {
     let missing = s(&dir.path().join("missing.ckpt"));
     let scene = s(&repo().join("tests/fixtures/render/maupertuis_sh3.ply"));
     let nerfacto = ["refine", "--method", "nerfacto", "--data", &d, "--out", &o];
-    let with_checkpoint = [&nerfacto[..], &["--checkpoint", &ckpt, "--config", &config, "--dataparser-transforms", &t]].concat();
+    let with_checkpoint = [
+        &nerfacto[..],
+        &[
+            "--checkpoint",
+            &ckpt,
+            "--config",
+            &config,
+            "--dataparser-transforms",
+            &t,
+        ],
+    ]
+    .concat();
     let splats = ["refine", "--data", &d, "--out", &o, "--scene", &scene];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (nerfacto.to_vec(), "needs --checkpoint"),
@@ -250,18 +278,32 @@ fn nerfacto_refine_refuses_bad_arguments_before_writing() {
         ([&with_checkpoint[..], &["--antialiased"]].concat(), "--antialiased"),
         ([&with_checkpoint[..], &["--backend", "wgpu"]].concat(), "CPU only"),
         ([&with_checkpoint[..], &["--patch-size", "0"]].concat(), "--patch-size"),
-        ([&with_checkpoint[..], &["--novel-probability", "1.5"]].concat(), "--novel-probability"),
-        ([&with_checkpoint[..], &["--rays-per-batch", "40", "--patch-size", "8"]].concat(), "less than one"),
+        (
+            [&with_checkpoint[..], &["--novel-probability", "1.5"]].concat(),
+            "--novel-probability",
+        ),
+        (
+            [&with_checkpoint[..], &["--rays-per-batch", "40", "--patch-size", "8"]].concat(),
+            "less than one",
+        ),
         // 32x32 patches (the default) do not fit in the 32x24 photos.
         (with_checkpoint.clone(), "32x32 patches do not fit in a 32x24 view"),
         ([&splats[..], &["--patch-size", "8"]].concat(), "--patch-size"),
         ([&splats[..], &["--checkpoint", &ckpt]].concat(), "--checkpoint"),
         (
-            [&nerfacto[..], &["--checkpoint", &missing, "--dataparser-transforms", &t]].concat(),
+            [
+                &nerfacto[..],
+                &["--checkpoint", &missing, "--dataparser-transforms", &t],
+            ]
+            .concat(),
             "missing.ckpt",
         ),
         (
-            [&nerfacto[..], &["--checkpoint", &ckpt, "--config", &config, "--patch-size", "8"]].concat(),
+            [
+                &nerfacto[..],
+                &["--checkpoint", &ckpt, "--config", &config, "--patch-size", "8"],
+            ]
+            .concat(),
             "dataparser_transforms.json",
         ),
     ];
@@ -269,7 +311,10 @@ fn nerfacto_refine_refuses_bad_arguments_before_writing() {
         let (code, stdout, stderr) = difix3d(&args);
         assert_ne!(code, 0, "{args:?} was accepted: {stdout}");
         assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-        assert!(stderr.contains(expect), "{args:?}: the error does not say `{expect}`: {stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{args:?}: the error does not say `{expect}`: {stderr}"
+        );
         assert!(!out.exists(), "{args:?} created the output folder");
     }
 }

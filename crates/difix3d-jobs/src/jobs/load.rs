@@ -20,8 +20,9 @@ pub struct Loaded {
 /// The two kinds of scene the viewer draws.
 pub enum LoadedScene {
     Splats(Splats),
-    /// A nerfacto field (a nerfstudio checkpoint or a `difix3d train --method nerfacto` run).
-    Nerf(NerfScene),
+    /// A nerfacto field (a nerfstudio checkpoint or a `difix3d train --method nerfacto` run), boxed:
+    /// it is far larger than the splats' handle.
+    Nerf(Box<NerfScene>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +85,7 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     } else if nerf_view::is_nerf_checkpoint(path) {
         Ok(Loaded {
             path: path.to_path_buf(),
-            scene: LoadedScene::Nerf(NerfScene::open(path)?),
+            scene: LoadedScene::Nerf(Box::new(NerfScene::open(path)?)),
             dataset: None,
             notice: None,
         })

@@ -161,7 +161,10 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
     /// (we do not read nerfstudio's saved Adam moments) and so does the proposal networks' update
     /// schedule (`ProposalNetworkSampler` keeps its counters outside the checkpoint too).
     pub fn starting_at(model: Nerfacto<B>, step: usize) -> Self {
-        Self { step, ..Self::new(model) }
+        Self {
+            step,
+            ..Self::new(model)
+        }
     }
 
     pub fn model(&self) -> &Nerfacto<B> {

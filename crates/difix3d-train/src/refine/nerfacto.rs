@@ -224,7 +224,7 @@ pub fn choose_source(novel_sets: usize, novel_probability: f32, rng: &mut Rng) -
 
 /// Whether a round runs at `step` (`step % steps_per_fix == 0`).
 pub fn is_round_step(step: usize, every: usize) -> bool {
-    every > 0 && step % every == 0
+    every > 0 && step.is_multiple_of(every)
 }
 
 /// The novel cameras at `poses`, each with `first`'s intrinsics and size (the reference builds them
@@ -497,7 +497,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     let sampler = config.sampler();
     let rounds_dir = config.rounds_dir();
     let mut trainer = NerfactoTrainer::starting_at(model, first_step);
-    let mut rng = Rng(config.seed ^ 0xD1F1_3D ^ first_step as u64);
+    let mut rng = Rng(config.seed ^ 0x00D1_F13D ^ first_step as u64);
     let mut novel: Option<Views> = None;
     let mut round_steps = Vec::new();
     let mut stopped_early = false;
@@ -589,8 +589,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     crate::disk::write_bytes_atomic(&config_path, text.as_bytes()).map_err(|e| file_error(&config_path, e))?;
     let transforms_path = config.out.join("dataparser_transforms.json");
     let text = serde_json::to_string_pretty(&transform.to_json()).map_err(|e| file_error(&transforms_path, e))?;
-    crate::disk::write_bytes_atomic(&transforms_path, text.as_bytes())
-        .map_err(|e| file_error(&transforms_path, e))?;
+    crate::disk::write_bytes_atomic(&transforms_path, text.as_bytes()).map_err(|e| file_error(&transforms_path, e))?;
     let eval_dir = config.out.join("eval");
     std::fs::create_dir_all(&eval_dir).map_err(|e| file_error(&eval_dir, e))?;
     let eval_after = evaluate(&model.valid(), &eval, config.render_chunk, Some(&eval_dir))?;
