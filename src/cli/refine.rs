@@ -1,4 +1,5 @@
-//! `difix3d refine`: the Difix3D progressive 3D update of a trained scene.
+//! `difix3d refine`: the Difix3D progressive 3D update of a trained scene: Gaussian splats (the
+//! default) or, with `--method nerfacto`, Difix3D's nerfstudio variant on a nerfacto NeRF.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -7,19 +8,36 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::nn::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
+use difix3d::nn::backend::{run_on_renderer_device, BackendKind, CpuBackend, Precision, WithBackend};
+use difix3d::refine::nerfacto::{
+    self as nerfacto_refine, BatchSource, NerfactoRefineConfig, NerfactoRefineObserver, NerfactoRefineStep,
+};
 use difix3d::refine::refiner::{self, RefineConfig, RefineError, RefineObserver, RefineSummary, SceneSource, Targets};
 use difix3d::refine::round::RoundEvent;
 use difix3d::render::GpuContext;
 use difix3d::scene::Splats;
 use difix3d::train::trainer::{StepReport, StepRequest, TrainObserver};
 
+use super::train::Method;
+
 #[derive(Args)]
 pub struct RefineArgs {
+    /// What to refine: Gaussian splats (the default) or a nerfacto NeRF (Difix3D's nerfstudio
+    /// variant, with --checkpoint).
+    #[arg(long, value_enum, default_value_t = Method::Splats)]
+    method: Method,
     /// The trained scene: a `difix3d train` checkpoint (.safetensors) or a .ply/.splat in the
-    /// dataset's coordinates.
-    #[arg(long, required_unless_present = "resume")]
+    /// dataset's coordinates. Splats only.
+    #[arg(long)]
     scene: Option<PathBuf>,
+    /// Nerfacto: the trained model, nerfstudio's `nerfstudio_models/step-NNNNNNNNN.ckpt` or the
+    /// `nerfacto.safetensors` of `difix3d train --method nerfacto`; the run continues at its step + 1.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Nerfacto: the model's settings (nerfstudio's NerfactoModelConfig names; the run's
+    /// `nerfacto.json` for our runs); `ns-train nerfacto`'s defaults otherwise.
+    #[arg(long, visible_alias = "config")]
+    nerfacto_config: Option<PathBuf>,
     /// The dataset folder the scene was trained on (COLMAP sparse model + images, or a nerfstudio transforms.json).
     #[arg(long)]
     data: PathBuf,
@@ -41,26 +59,34 @@ pub struct RefineArgs {
     /// Fix novel views without a reference photo (the single-view `difix` model).
     #[arg(long)]
     no_reference: bool,
-    /// Where the novel cameras head: `eval` (the dataset's eval cameras) or a camera-path JSON.
-    #[arg(long, default_value = "eval")]
-    targets: String,
-    /// Target cameras sampled along a camera path (with --targets PATH.json).
-    #[arg(long, value_parser = super::values::at_least_one, default_value_t = 16)]
-    path_samples: usize,
-    /// nerfstudio's dataparser_transforms.json (next to its config.yml): maps a nerfstudio camera path
-    /// given as --targets from the world nerfstudio trained in back to the dataset's.
+    /// Where the novel cameras head: `eval` (the dataset's eval cameras, the default) or a
+    /// camera-path JSON (splats only).
+    #[arg(long)]
+    targets: Option<String>,
+    /// Target cameras sampled along a camera path (with --targets PATH.json; default 16).
+    #[arg(long, value_parser = super::values::at_least_one)]
+    path_samples: Option<usize>,
+    /// nerfstudio's dataparser_transforms.json (next to its config.yml). Splats: maps a nerfstudio
+    /// camera path given as --targets from the world nerfstudio trained in back to the dataset's.
+    /// Nerfacto: the model's frame (default: the file beside --checkpoint, or one folder up).
     #[arg(long)]
     dataparser_transforms: Option<PathBuf>,
-    /// Refinement steps.
+    /// Refinement steps (nerfacto: steps after the checkpoint's, nerfstudio's max_num_iterations).
     #[arg(long, default_value_t = 30_000)]
     steps: usize,
-    /// Steps between fix rounds (a round also runs at the start).
+    /// Steps between fix rounds (splats: a round also runs at the start; nerfacto: at every step
+    /// that is a multiple of it, as Difix3D's nerfstudio pipeline).
     #[arg(long, value_parser = super::values::at_least_one, default_value_t = 2000)]
     every: usize,
     /// How far each round moves the novel cameras toward their targets.
     #[arg(long, value_parser = super::values::positive_f32, default_value_t = 0.5)]
     distance: f32,
-    /// The run folder: rounds/, checkpoint.safetensors, point_cloud.ply, eval.json, summary.json.
+    /// Chance that a step trains on the newest round's novel views once there are any (default
+    /// 0.3 for splats, 0.4 for nerfacto, as the two reference scripts).
+    #[arg(long, value_parser = super::values::unit_interval_f32)]
+    novel_probability: Option<f32>,
+    /// The run folder: rounds/, summary.json; splats: checkpoint.safetensors, point_cloud.ply,
+    /// eval.json; nerfacto: nerfacto.safetensors, nerfacto.json, dataparser_transforms.json, eval/.
     #[arg(long)]
     out: PathBuf,
     /// Continue from this run's checkpoint (its rounds are read back from --out).
@@ -81,11 +107,20 @@ pub struct RefineArgs {
     /// Skip the Difix3D+ row of the final evaluation (the eval renders fixed by Difix).
     #[arg(long)]
     no_post_render_eval: bool,
-    /// Where Difix, the loss and the optimiser run (the rasterizer always runs on wgpu).
-    #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
-    backend: BackendKind,
+    /// Where Difix, the loss and the optimiser run (the rasterizer always runs on wgpu; default
+    /// wgpu). Nerfacto runs on the CPU only.
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
     #[command(flatten)]
     lpips: super::LpipsArgs,
+    /// Nerfacto: rays per training batch (Difix3D's train_num_rays_per_batch, default 16384),
+    /// rounded down to whole patches.
+    #[arg(long, value_parser = super::values::at_least_one)]
+    rays_per_batch: Option<usize>,
+    /// Nerfacto: side of the square pixel patches a batch is made of (Difix3D's patch_size,
+    /// default 32; 1 draws single pixels).
+    #[arg(long, value_parser = super::values::at_least_one_u32)]
+    patch_size: Option<u32>,
 }
 
 /// Progress on the terminal: steps on the bar, rounds in its message.
@@ -109,25 +144,48 @@ impl TrainObserver for BarObserver {
 
 impl RefineObserver for BarObserver {
     fn round(&mut self, event: &RoundEvent) {
-        match event {
-            RoundEvent::Started { round, .. } => self.round = format!("round {}", round + 1),
-            RoundEvent::Fixed { round, done, total } => {
-                self.bar
-                    .set_message(format!("round {}: fixed {done}/{total} novel views", round + 1));
-            }
-            RoundEvent::Done(report) => {
-                self.round = format!("round {} ({} views)", report.round + 1, report.views);
-                self.bar.println(format!(
-                    "round {} at step {}: {} novel views rendered in {:.1} s, fixed in {:.1} s -> {}",
-                    report.round + 1,
-                    report.step,
-                    report.views,
-                    report.render.as_secs_f64(),
-                    report.fix.as_secs_f64(),
-                    report.dir.display()
-                ));
-            }
+        show_round(&self.bar, &mut self.round, event);
+    }
+}
+
+/// A round's progress in the bar's message, and a line when it is done; `label` names the round
+/// in the step messages.
+fn show_round(bar: &indicatif::ProgressBar, label: &mut String, event: &RoundEvent) {
+    match event {
+        RoundEvent::Started { round, .. } => *label = format!("round {}", round + 1),
+        RoundEvent::Fixed { round, done, total } => {
+            bar.set_message(format!("round {}: fixed {done}/{total} novel views", round + 1));
         }
+        RoundEvent::Done(report) => {
+            *label = format!("round {} ({} views)", report.round + 1, report.views);
+            bar.println(format!(
+                "round {} at step {}: {} novel views rendered in {:.1} s, fixed in {:.1} s -> {}",
+                report.round + 1,
+                report.step,
+                report.views,
+                report.render.as_secs_f64(),
+                report.fix.as_secs_f64(),
+                report.dir.display()
+            ));
+        }
+    }
+}
+
+impl NerfactoRefineObserver for BarObserver {
+    fn step(&mut self, r: &NerfactoRefineStep) {
+        self.bar.set_position((r.step + 1 - r.first_step) as u64);
+        let source = match r.source {
+            BatchSource::Photos => "photos",
+            BatchSource::Novel { .. } => "novel views",
+        };
+        self.bar.set_message(format!(
+            "step {} · {} · {source} · loss {:.4} · PSNR {:.2} · {:.0} rays/s",
+            r.step, self.round, r.losses.total, r.losses.psnr, r.rays_per_second
+        ));
+    }
+
+    fn round(&mut self, event: &RoundEvent) {
+        show_round(&self.bar, &mut self.round, event);
     }
 }
 
@@ -154,7 +212,51 @@ impl WithBackend for RefineJob {
     }
 }
 
+/// The flags of one method given to the other, by name.
+fn misplaced_flags(args: &RefineArgs) -> Vec<&'static str> {
+    let given = |present: bool, name: &'static str| present.then_some(name);
+    let flags = match args.method {
+        Method::Splats => vec![
+            given(args.checkpoint.is_some(), "--checkpoint"),
+            given(args.nerfacto_config.is_some(), "--nerfacto-config"),
+            given(args.rays_per_batch.is_some(), "--rays-per-batch"),
+            given(args.patch_size.is_some(), "--patch-size"),
+        ],
+        Method::Nerfacto => vec![
+            given(args.scene.is_some(), "--scene"),
+            given(args.resume.is_some(), "--resume"),
+            given(args.targets.is_some(), "--targets"),
+            given(args.path_samples.is_some(), "--path-samples"),
+            given(args.checkpoint_every.is_some(), "--checkpoint-every"),
+            given(args.random_background, "--random-background"),
+            given(args.antialiased, "--antialiased"),
+            given(args.no_post_render_eval, "--no-post-render-eval"),
+            given(args.lpips.files().is_some(), "--lpips-backbone"),
+        ],
+    };
+    flags.into_iter().flatten().collect()
+}
+
 pub fn run(args: RefineArgs) -> anyhow::Result<()> {
+    let misplaced = misplaced_flags(&args);
+    if !misplaced.is_empty() {
+        let (method, other) = match args.method {
+            Method::Splats => ("splat refinement (the default --method)", "--method nerfacto"),
+            Method::Nerfacto => ("--method nerfacto", "splat refinement"),
+        };
+        anyhow::bail!(
+            "{} {} not used by {method}; {} for {other} only",
+            misplaced.join(", "),
+            if misplaced.len() == 1 { "is" } else { "are" },
+            if misplaced.len() == 1 { "it is" } else { "they are" },
+        );
+    }
+    if args.method == Method::Nerfacto {
+        return run_nerfacto(args);
+    }
+    if args.scene.is_none() && args.resume.is_none() {
+        anyhow::bail!("splat refinement needs --scene (the trained scene) or --resume (a refinement's checkpoint)");
+    }
     // With --resume the scene comes from the checkpoint; `scene` is then only a placeholder.
     let scene = SceneSource::File(args.scene.clone().unwrap_or_default());
     let mut config = RefineConfig::new(args.data, scene, args.model, args.out.clone());
@@ -162,7 +264,7 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     config.split = super::split_rule(args.difix3d_test_every);
     config.model_checkpoint = args.model_checkpoint;
     config.reference = !args.no_reference;
-    config.targets = match args.targets.as_str() {
+    config.targets = match args.targets.as_deref().unwrap_or("eval") {
         "eval" => {
             if let Some(file) = &args.dataparser_transforms {
                 anyhow::bail!(
@@ -175,7 +277,7 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
         }
         file => Targets::Path {
             file: file.into(),
-            samples: args.path_samples,
+            samples: args.path_samples.unwrap_or(16),
             dataparser: args.dataparser_transforms,
         },
     };
@@ -189,11 +291,14 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     config.antialiased = args.antialiased;
     config.post_render_eval = !args.no_post_render_eval;
     config.lpips = args.lpips.files();
+    if let Some(p) = args.novel_probability {
+        config.novel_probability = p;
+    }
     let gpu = GpuContext::headless()?;
     // Ctrl-C ends the run after the current step (or novel view), with a checkpoint.
     let stop = super::stop_on_ctrl_c()?;
     let summary = run_on_renderer_device(
-        args.backend,
+        args.backend.unwrap_or(BackendKind::Wgpu),
         Precision::Fp32,
         &gpu,
         RefineJob {
@@ -220,5 +325,77 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
         summary.checkpoint.display()
     );
     println!("{}", summary.eval.table());
+    Ok(())
+}
+
+/// `--method nerfacto`: Difix3D's nerfstudio variant on the CPU backend with autodiff.
+fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
+    if let Some(backend) = args.backend.filter(|b| *b != BackendKind::Cpu) {
+        anyhow::bail!(
+            "--backend {backend}: nerfacto refinement runs on the CPU only for now (not yet on GPUs); \
+             use --backend cpu or leave --backend out"
+        );
+    }
+    let Some(checkpoint) = args.checkpoint else {
+        anyhow::bail!(
+            "--method nerfacto needs --checkpoint: the trained nerfacto model (nerfstudio's step-*.ckpt or \
+             the nerfacto.safetensors of `difix3d train --method nerfacto`)"
+        );
+    };
+    let mut config = NerfactoRefineConfig::new(args.data, checkpoint, args.model, args.out.clone());
+    config.factor = args.factor;
+    config.split = super::split_rule(args.difix3d_test_every);
+    config.nerfacto_config = args.nerfacto_config;
+    config.dataparser_transforms = args.dataparser_transforms;
+    config.model_checkpoint = args.model_checkpoint;
+    config.reference = !args.no_reference;
+    config.steps = args.steps;
+    config.every = args.every;
+    config.distance = args.distance;
+    config.seed = args.seed;
+    if let Some(p) = args.novel_probability {
+        config.novel_probability = p;
+    }
+    if let Some(rays) = args.rays_per_batch {
+        config.rays_per_batch = rays;
+    }
+    if let Some(size) = args.patch_size {
+        config.patch_size = size;
+    }
+    // Ctrl-C ends the run after the current step (or novel view), and the model is saved.
+    let stop = super::stop_on_ctrl_c()?;
+    let mut observer = BarObserver {
+        bar: super::progress_bar(config.steps as u64, "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]"),
+        round: "before round 1".into(),
+    };
+    let device = Default::default();
+    let result =
+        nerfacto_refine::refine_nerfacto::<burn::backend::Autodiff<CpuBackend>>(&config, &device, &mut observer, &stop);
+    observer.bar.finish_and_clear();
+    let summary = result?;
+    let report = serde_json::json!({
+        "method": "nerfacto",
+        "first_step": summary.first_step,
+        "steps": summary.steps,
+        "rounds": summary.round_steps.len(),
+        "round_steps": summary.round_steps,
+        "eval_psnr_before": summary.eval_psnr_before,
+        "eval_psnr_after": summary.eval_psnr_after,
+        "stopped_early": summary.stopped_early,
+    });
+    super::write_json(&args.out.join("summary.json"), &report)?;
+    let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));
+    println!(
+        "{} nerfacto after {} steps from step {} and {} rounds: eval PSNR {} -> {}; wrote {}, {} and {}",
+        if summary.stopped_early { "stopped" } else { "refined" },
+        summary.steps,
+        summary.first_step,
+        summary.round_steps.len(),
+        fmt(summary.eval_psnr_before),
+        fmt(summary.eval_psnr_after),
+        summary.model.display(),
+        summary.config.display(),
+        summary.transforms.display()
+    );
     Ok(())
 }

@@ -13,7 +13,7 @@ use difix3d::render::GpuContext;
 use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::{self, TrainConfig, TrainSummary};
 
-/// What `difix3d train` trains.
+/// What `difix3d train` trains and `difix3d refine` refines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
     /// 3D Gaussian splats with gsplat's recipe.

@@ -12,6 +12,7 @@ mod grad_parity;
 mod gui;
 mod module_graph;
 mod nerfacto;
+mod nerfacto_refine;
 mod nerfacto_train;
 mod perceptual;
 mod record;

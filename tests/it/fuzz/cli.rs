@@ -30,6 +30,8 @@ struct Inputs {
     vgg_lin: PathBuf,
     /// One 16x12 camera looking at the origin from z = -3 (OpenCV axes).
     camera: PathBuf,
+    /// nerfstudio's dataparser_transforms.json with the identity transform.
+    transforms: PathBuf,
 }
 
 fn inputs() -> Inputs {
@@ -73,8 +75,16 @@ fn inputs() -> Inputs {
             .to_string(),
     )
     .unwrap();
+    let transforms = root.join("dataparser_transforms.json");
+    std::fs::write(
+        &transforms,
+        serde_json::json!({"transform": [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]], "scale": 1.0})
+            .to_string(),
+    )
+    .unwrap();
     let fixtures = crate::repo().join("tests/fixtures");
     Inputs {
+        transforms,
         _dir: dir,
         scene,
         data,
@@ -97,10 +107,12 @@ fn nerfacto_fixture(name: &str) -> PathBuf {
     crate::repo().join("tests/fixtures/nerfacto").join(name)
 }
 
-/// The subcommand a table entry runs (`train-nerfacto` is `train --method nerfacto`).
+/// The subcommand a table entry runs (`train-nerfacto` is `train --method nerfacto`,
+/// `refine-nerfacto` is `refine --method nerfacto`).
 fn command(entry: &str) -> &str {
     match entry {
         "train-nerfacto" => "train",
+        "refine-nerfacto" => "refine",
         other => other,
     }
 }
@@ -153,6 +165,21 @@ fn base(subcommand: &str, i: &Inputs, out: &Path) -> Vec<(String, Option<String>
             ("--steps", "1".into()),
             ("--rays-per-batch", "16".into()),
             ("--nerfacto-config", s(&nerfacto_fixture("config.json"))),
+        ],
+        // Every photo in both splits: three training views for the checkpoint's three appearance
+        // codes; one step, at which a round runs.
+        "refine-nerfacto" => vec![
+            ("--method", "nerfacto".into()),
+            ("--checkpoint", s(&nerfacto_fixture("step-000000300.ckpt"))),
+            ("--nerfacto-config", s(&nerfacto_fixture("config.json"))),
+            ("--dataparser-transforms", s(&i.transforms)),
+            ("--data", s(&i.data)),
+            ("--difix3d-test-every", "0".into()),
+            ("--model", s(&i.model)),
+            ("--steps", "1".into()),
+            ("--every", "1".into()),
+            ("--patch-size", "4".into()),
+            ("--rays-per-batch", "32".into()),
         ],
         "nerfacto-render" => vec![
             ("--checkpoint", s(&nerfacto_fixture("step-000000300.ckpt"))),
@@ -272,6 +299,30 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
             ("--resume", vec![s(&i.scene)]),
             ("--nerfacto-config", vec![s(&i.pairs), s(&i.scene), s(&i.path)]),
             ("--data", vec![s(&i.model), s(&i.root.join("absent"))]),
+        ],
+        "refine-nerfacto" => vec![
+            ("--steps", v(&["-1", "18446744073709551615"])),
+            ("--every", v(&["0", "-1", "nan"])),
+            ("--distance", v(&["nan", "0", "-1", "inf"])),
+            ("--novel-probability", v(&["nan", "-0.1", "1.5"])),
+            ("--rays-per-batch", v(&["0", "-1", "nan", "2000000", "8"])),
+            ("--patch-size", v(&["0", "-1", "nan", "13"])),
+            ("--backend", v(&["wgpu"])),
+            ("--scene", vec![s(&i.scene)]),
+            ("--targets", v(&["eval"])),
+            (
+                "--checkpoint",
+                vec![
+                    s(&i.scene),
+                    s(&i.pairs),
+                    s(&nerfacto_fixture("splatfacto.ckpt")),
+                    s(&nerfacto_fixture("nerfacto_tcnn.ckpt")),
+                ],
+            ),
+            ("--nerfacto-config", vec![s(&i.pairs), s(&i.scene)]),
+            ("--dataparser-transforms", vec![s(&i.pairs), s(&i.scene), s(&i.camera)]),
+            ("--data", vec![s(&i.model), s(&i.root.join("absent"))]),
+            ("--model", vec![s(&i.data)]),
         ],
         "nerfacto-render" => vec![
             ("--width", v(&["0", "-1", "100000", "nan"])),
@@ -491,6 +542,11 @@ fn fuzz_eval_arguments() {
 #[test]
 fn fuzz_train_nerfacto_arguments() {
     fuzz_subcommand("train-nerfacto");
+}
+
+#[test]
+fn fuzz_refine_nerfacto_arguments() {
+    fuzz_subcommand("refine-nerfacto");
 }
 
 #[test]

@@ -20,7 +20,8 @@ pub struct Loaded {
 /// The two kinds of scene the viewer draws.
 pub enum LoadedScene {
     Splats(Splats),
-    /// A nerfacto field (a nerfstudio checkpoint or a `difix3d train --method nerfacto` run).
+    /// A nerfacto field (a nerfstudio checkpoint or a `difix3d train --method nerfacto` run), boxed:
+    /// it is far larger than the splats' handle.
     Nerf(Box<NerfScene>),
 }
 

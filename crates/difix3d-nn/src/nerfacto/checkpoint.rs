@@ -30,6 +30,9 @@ pub struct StoredTensor {
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     pub path: PathBuf,
+    /// The last training step the model took, as nerfstudio's checkpoint records it (`step`; the
+    /// `step` metadata of our safetensors runs); `None` when the file does not say.
+    pub step: Option<usize>,
     tensors: BTreeMap<String, StoredTensor>,
 }
 
@@ -44,25 +47,29 @@ impl Checkpoint {
             });
         }
         let safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-        let state = if safetensors {
+        let (state, step) = if safetensors {
             // A run saved by `difix3d train --method nerfacto` (`super::state::save`): plain model keys
             // are accepted too.
-            let mut state: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> =
-                super::state::read_safetensors(path)
-                    .map_err(|e| NerfactoError::format(path, format!("not a nerfacto state dict: {e}")))?
-                    .into_iter()
-                    .collect();
+            let (tensors, step) = super::state::read_safetensors(path)
+                .map_err(|e| NerfactoError::format(path, format!("not a nerfacto state dict: {e}")))?;
+            let mut state: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = tensors.into_iter().collect();
             if !state.keys().any(|k| k.starts_with("_model.")) {
                 state = state.into_iter().map(|(k, v)| (format!("_model.{k}"), v)).collect();
             }
-            state
+            (state, step)
         } else {
-            super::torch_pickle::read_state_dict(path, "pipeline").map_err(|e| {
+            let not_nerfstudio = |e: String| {
                 NerfactoError::format(
                     path,
                     format!("not a nerfstudio checkpoint (a torch archive with a `pipeline` state dict): {e}"),
                 )
-            })?
+            };
+            let state = super::torch_pickle::read_state_dict(path, "pipeline").map_err(not_nerfstudio)?;
+            // `Trainer.save_checkpoint` stores the step beside the pipeline.
+            let step = super::torch_pickle::read_integer(path, "step")
+                .map_err(not_nerfstudio)?
+                .and_then(|s| usize::try_from(s).ok());
+            (state, step)
         };
         let snapshots = model_keys(state);
         if snapshots.is_empty() {
@@ -85,6 +92,7 @@ impl Checkpoint {
         }
         Ok(Self {
             path: path.to_path_buf(),
+            step,
             tensors,
         })
     }
@@ -92,7 +100,11 @@ impl Checkpoint {
     /// A checkpoint made in memory (a fresh model's tensors, see `super::state::initial`); `path`
     /// names it in errors.
     pub fn from_tensors(path: PathBuf, tensors: BTreeMap<String, StoredTensor>) -> Self {
-        Self { path, tensors }
+        Self {
+            path,
+            step: None,
+            tensors,
+        }
     }
 
     pub fn contains(&self, key: &str) -> bool {

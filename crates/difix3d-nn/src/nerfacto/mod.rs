@@ -19,6 +19,7 @@
 //!   schedules, proposal annealing and update schedule) with autodiff over any burn backend;
 //! - [`state`]: the tensors by nerfstudio's state-dict keys: fresh initialisation, saving a run as
 //!   safetensors, the named parameters;
+//! - [`batches`]: training rays from views, single pixels or nerfstudio's square patches;
 //! - [`trainer`]: training on a dataset folder (`difix3d train --method nerfacto`);
 //! - [`export`]: the field as a point cloud and as splats, as `ns-export pointcloud` makes it.
 //!
@@ -26,6 +27,7 @@
 //! implementation (flat `params` vectors) are refused with a message saying so. Everything here is
 //! generic over the burn backend and runs on the CPU.
 
+pub mod batches;
 pub mod checkpoint;
 pub mod config;
 pub mod encoding;

@@ -201,9 +201,13 @@ pub fn state_dict<B: Backend>(model: &Nerfacto<B>) -> BTreeMap<String, StoredTen
     dict
 }
 
+/// The safetensors metadata key of the last step a saved model took (nerfstudio's checkpoint `step`).
+pub const STEP_METADATA: &str = "step";
+
 /// Writes `model` as a safetensors file of its state dict with nerfstudio's `_model.` keys
-/// (integers as int64 scalars, as torch stores them), atomically.
-pub fn save<B: Backend>(model: &Nerfacto<B>, path: &Path) -> Result<(), NerfactoError> {
+/// (integers as int64 scalars, as torch stores them), atomically. `step` is the last training step
+/// it took (0-based, as nerfstudio's checkpoints record it); `None` for a model that took none.
+pub fn save<B: Backend>(model: &Nerfacto<B>, step: Option<usize>, path: &Path) -> Result<(), NerfactoError> {
     let dict = state_dict(model);
     let bytes: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = dict
         .into_iter()
@@ -230,6 +234,9 @@ pub fn save<B: Backend>(model: &Nerfacto<B>, path: &Path) -> Result<(), Nerfacto
         "format".to_string(),
         "nerfstudio nerfacto state dict (difix3d)".to_string(),
     );
+    if let Some(step) = step {
+        metadata.insert(STEP_METADATA.to_string(), step.to_string());
+    }
     let serialized = safetensors::serialize(views, Some(metadata))
         .map_err(|e| NerfactoError::format(path, format!("cannot serialise: {e}")))?;
     crate::disk::write_bytes_atomic(path, &serialized).map_err(|source| NerfactoError::Io {
@@ -238,13 +245,22 @@ pub fn save<B: Backend>(model: &Nerfacto<B>, path: &Path) -> Result<(), Nerfacto
     })
 }
 
-/// Tensors by key, each as (shape, values in row-major order).
-pub(crate) type ShapedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+/// A safetensors state dict's tensors by key, and the step its metadata records.
+pub(crate) type SavedState = (BTreeMap<String, (Vec<usize>, Vec<f32>)>, Option<usize>);
 
 /// Reads a safetensors state dict (ours, or one exported from nerfstudio with `_model.` keys or
-/// plain model keys): every tensor as f32, by key.
-pub(crate) fn read_safetensors(path: &Path) -> Result<ShapedTensors, String> {
+/// plain model keys): every tensor as f32, by key, and the [`STEP_METADATA`] step when present.
+pub(crate) fn read_safetensors(path: &Path) -> Result<SavedState, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let step = match header.metadata().as_ref().and_then(|m| m.get(STEP_METADATA)) {
+        Some(text) => Some(
+            text.parse::<usize>()
+                .map_err(|_| format!("its metadata `{STEP_METADATA}` is {text:?}, not a step number"))?,
+        ),
+        None => None,
+    };
     let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let mut out = BTreeMap::new();
     for (name, view) in tensors.tensors() {
@@ -266,7 +282,7 @@ pub(crate) fn read_safetensors(path: &Path) -> Result<ShapedTensors, String> {
         }
         out.insert(name, (shape, values));
     }
-    Ok(out)
+    Ok((out, step))
 }
 
 /// The sizes a fresh model is built with: the config's, `ns-train nerfacto`'s defaults where the

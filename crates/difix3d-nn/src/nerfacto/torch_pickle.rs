@@ -45,8 +45,11 @@ struct TensorRef {
     stride: Vec<usize>,
 }
 
-/// The tensors of the top-level dict entry `key` (e.g. `pipeline`), by their state-dict key.
-pub fn read_state_dict(path: &Path, key: &str) -> Result<HashMap<String, Tensor>, String> {
+/// The archive, the folder prefix of its entries and the entries of its root dict.
+type Root = (zip::ZipArchive<std::fs::File>, String, Vec<(Value, Value)>);
+
+/// Opens the torch archive at `path` and interprets its pickle, whose root must be a dict.
+fn read_root(path: &Path) -> Result<Root, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
     let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("not a torch zip archive: {e}"))?;
     let pickle_name = archive
@@ -54,12 +57,28 @@ pub fn read_state_dict(path: &Path, key: &str) -> Result<HashMap<String, Tensor>
         .find(|n| *n == "data.pkl" || n.ends_with("/data.pkl"))
         .map(str::to_string)
         .ok_or("the archive has no data.pkl; not a torch checkpoint")?;
-    let prefix = &pickle_name[..pickle_name.len() - "data.pkl".len()];
+    let prefix = pickle_name[..pickle_name.len() - "data.pkl".len()].to_string();
     let pickle = read_entry(&mut archive, &pickle_name)?;
     let root = interpret(&pickle).map_err(|e| format!("{pickle_name}: {e}"))?;
     let Value::Dict(entries) = root else {
         return Err("the pickle's root is not a dict; not a nerfstudio checkpoint".into());
     };
+    Ok((archive, prefix, entries))
+}
+
+/// The integer at the top-level dict entry `key` (nerfstudio's `step`), `None` when the entry is
+/// absent or not an integer.
+pub fn read_integer(path: &Path, key: &str) -> Result<Option<i64>, String> {
+    let (_, _, entries) = read_root(path)?;
+    Ok(entries.into_iter().find_map(|(k, v)| match (k, v) {
+        (Value::Str(k), Value::Int(v)) if k == key => Some(v),
+        _ => None,
+    }))
+}
+
+/// The tensors of the top-level dict entry `key` (e.g. `pipeline`), by their state-dict key.
+pub fn read_state_dict(path: &Path, key: &str) -> Result<HashMap<String, Tensor>, String> {
+    let (mut archive, prefix, entries) = read_root(path)?;
     let mut top_keys = Vec::new();
     let mut state = None;
     for (k, v) in entries {

@@ -8,8 +8,10 @@
 //!   `dataparser_transforms.json` (nerfstudio's file and layout) so cameras of the dataset's frame
 //!   can be rendered (`difix3d nerfacto-render --dataparser-transforms`).
 //! - Batches: each ray picks a training image, then a pixel, uniformly (nerfstudio's `PixelSampler`
-//!   on images of one size), through the pixel centre; the photo's colour is the target; the image's
-//!   index picks the appearance code.
+//!   on images of one size, [`super::batches`]), through the pixel centre; the photo's colour is the
+//!   target; the image's index picks the appearance code.
+//! - The saved model records its last step (`step` metadata, 0-based as in nerfstudio's
+//!   checkpoints), where `difix3d refine --method nerfacto` continues.
 //! - Steps: [`super::training::NerfactoTrainer`] (nerfstudio's losses, optimisers, schedules).
 //! - Evaluation: the eval views rendered as nerfstudio renders outside training, mean PSNR, before
 //!   training, after each of `eval_steps`, and at the end (renders in `out/eval/`).
@@ -24,9 +26,10 @@ use std::time::Instant;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::batches::{PixelSampler, Views};
 use super::config::NerfactoConfig;
-use super::model::{pixel_ray, Nerfacto};
-use super::training::{NerfactoTrainer, RayBatch, StepLosses, RAYS_PER_BATCH};
+use super::model::Nerfacto;
+use super::training::{NerfactoTrainer, StepLosses, RAYS_PER_BATCH};
 use super::NerfactoError;
 use crate::data::{self, Camera, Dataset};
 use crate::rng::Rng;
@@ -192,13 +195,8 @@ impl Normalization {
     }
 }
 
-/// The training photos as colours in [0, 1] and their cameras (normalised).
-struct TrainViews {
-    cameras: Vec<Camera>,
-    photos: Vec<image::RgbImage>,
-}
-
-fn load_photo(view: &data::View) -> Result<image::RgbImage, NerfactoTrainError> {
+/// Reads the photo of `view`, which must have its camera's size.
+pub fn load_photo(view: &data::View) -> Result<image::RgbImage, NerfactoTrainError> {
     let photo = crate::image_io::open_rgb(&view.image_path).map_err(|message| NerfactoTrainError::File {
         path: view.image_path.clone(),
         message,
@@ -216,50 +214,6 @@ fn load_photo(view: &data::View) -> Result<image::RgbImage, NerfactoTrainError> 
         });
     }
     Ok(photo)
-}
-
-impl TrainViews {
-    /// A batch of `rays` random pixels with their jitters (one `[R, 1]` per sampling pass).
-    fn batch<B: Backend>(
-        &self,
-        rays: usize,
-        passes: usize,
-        rng: &mut Rng,
-        device: &B::Device,
-    ) -> (RayBatch<B>, Vec<Tensor<B, 2>>) {
-        let mut origins = Vec::with_capacity(rays * 3);
-        let mut directions = Vec::with_capacity(rays * 3);
-        let mut images = Vec::with_capacity(rays);
-        let mut target = Vec::with_capacity(rays * 3);
-        for _ in 0..rays {
-            let image = rng.below(self.cameras.len());
-            let camera = &self.cameras[image];
-            let (column, row) = (
-                rng.below(camera.width as usize) as u32,
-                rng.below(camera.height as usize) as u32,
-            );
-            let (o, d) = pixel_ray(camera, column, row);
-            origins.extend_from_slice(&o);
-            directions.extend_from_slice(&d);
-            images.push(image as i64);
-            let pixel = self.photos[image].get_pixel(column, row);
-            target.extend(pixel.0.iter().map(|&v| v as f32 / 255.0));
-        }
-        let matrix = |v: Vec<f32>| Tensor::<B, 1>::from_floats(v.as_slice(), device).reshape([rays, 3]);
-        let batch = RayBatch {
-            origins: matrix(origins),
-            directions: matrix(directions),
-            images: Tensor::<B, 1, Int>::from_ints(images.as_slice(), device),
-            target: matrix(target),
-        };
-        let jitter = (0..passes)
-            .map(|_| {
-                let values: Vec<f32> = (0..rays).map(|_| rng.uniform()).collect();
-                Tensor::<B, 1>::from_floats(values.as_slice(), device).reshape([rays, 1])
-            })
-            .collect();
-        (batch, jitter)
-    }
 }
 
 /// Mean PSNR of `model` over `views` (cameras normalised, photos loaded); renders written to `out`.
@@ -320,9 +274,9 @@ pub fn train<B: AutodiffBackend>(
     }
     let all_cameras: Vec<&Camera> = dataset.views().map(|v| &v.camera).collect();
     let normalization = Normalization::from_cameras(all_cameras.iter().copied());
-    let train_views = TrainViews {
+    let train_views = Views {
         cameras: dataset.train.iter().map(|v| normalization.apply(&v.camera)).collect(),
-        photos: dataset.train.iter().map(load_photo).collect::<Result<_, _>>()?,
+        images: dataset.train.iter().map(load_photo).collect::<Result<_, _>>()?,
     };
     let eval_views: Vec<(Camera, image::RgbImage)> = dataset
         .eval
@@ -372,7 +326,8 @@ pub fn train<B: AutodiffBackend>(
             stopped_early = true;
             break;
         }
-        let (batch, jitter) = train_views.batch::<B>(config.rays_per_batch, passes, &mut rng, device);
+        let (batch, jitter) =
+            train_views.batch::<B>(&PixelSampler::Pixels, config.rays_per_batch, passes, &mut rng, device);
         let losses = trainer.step(&batch, jitter);
         let step = trainer.steps();
         if !losses.total.is_finite() {
@@ -400,7 +355,7 @@ pub fn train<B: AutodiffBackend>(
     let rays_per_second = (trainer.steps() * config.rays_per_batch) as f64 / training_time;
     let model = trainer.model();
     let model_path = config.out.join("nerfacto.safetensors");
-    super::state::save(model, &model_path)?;
+    super::state::save(model, trainer.steps().checked_sub(1), &model_path)?;
     run_dir.keep();
     let config_path = config.out.join("nerfacto.json");
     let text = serde_json::to_string_pretty(&model.config).map_err(|e| file_error(&config_path, e))?;

@@ -156,11 +156,22 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
         }
     }
 
+    /// A trainer whose next step is `step`, as nerfstudio continues from a loaded checkpoint (its
+    /// `step` + 1): the schedules and annealing go on from there, while the optimisers start fresh
+    /// (we do not read nerfstudio's saved Adam moments) and so does the proposal networks' update
+    /// schedule (`ProposalNetworkSampler` keeps its counters outside the checkpoint too).
+    pub fn starting_at(model: Nerfacto<B>, step: usize) -> Self {
+        Self {
+            step,
+            ..Self::new(model)
+        }
+    }
+
     pub fn model(&self) -> &Nerfacto<B> {
         self.model.as_ref().expect("the model is only taken out during a step")
     }
 
-    /// The number of steps taken.
+    /// The next step's number: the number of steps taken, for a trainer made by [`Self::new`].
     pub fn steps(&self) -> usize {
         self.step
     }

@@ -1,4 +1,5 @@
-//! One round of pseudo ground truth: render the novel cameras, fix each render with Difix (reference:
+//! One round of pseudo ground truth: render the novel cameras (splats, or any renderer through
+//! [`fix_rendered_views`]: the nerfacto variant's NeRF), fix each render with Difix (reference:
 //! the nearest training photo by pose distance, or none), and keep the fixed image with its mask.
 //! Every round is saved for inspection, and so that a resumed run can reload its pseudo views:
 //! `round_STEP/{pred,fixed,ref,alpha}/NAME.png` and `cameras.json`, as the reference script does.
@@ -120,8 +121,14 @@ pub struct RoundJob<'a> {
     pub out: &'a Path,
 }
 
-/// Renders, fixes and saves the novel cameras of `job`. `progress` hears each fixed view; `stop`
-/// abandons the round between views (returning `Ok(None)`).
+/// A novel view as rendered: 8-bit colour and the 8-bit alpha ([`alpha_byte`]).
+pub struct RenderedView {
+    pub rgb: RgbImage,
+    pub alpha: GrayImage,
+}
+
+/// Renders, fixes and saves the novel cameras of `job` with the splat rasterizer. `progress` hears
+/// each fixed view; `stop` abandons the round between views (returning `Ok(None)`).
 pub fn fix_novel_views<B: Backend>(
     renderer: &SplatRenderer,
     splats: &Splats,
@@ -130,8 +137,30 @@ pub fn fix_novel_views<B: Backend>(
     progress: &mut dyn FnMut(RoundEvent),
     stop: &AtomicBool,
 ) -> Result<Option<RoundOutput>, RoundError> {
+    let mut render = |camera: &Camera| -> Result<RenderedView, RoundError> {
+        let image = renderer.render_image(splats, camera, &RenderOptions::default())?;
+        let alpha = GrayImage::from_fn(camera.width, camera.height, |x, y| {
+            image::Luma([alpha_byte(image.rgba[(y * camera.width + x) as usize][3])])
+        });
+        Ok(RenderedView {
+            rgb: image_io::to_rgb8(&image),
+            alpha,
+        })
+    };
+    fix_rendered_views(&mut render, model, job, progress, stop)
+}
+
+/// Renders each novel camera of `job` with `render` (any 3D representation), fixes and saves it;
+/// what [`fix_novel_views`] does for splats. A round that does not finish leaves no folder behind.
+pub fn fix_rendered_views<B: Backend>(
+    render: &mut dyn FnMut(&Camera) -> Result<RenderedView, RoundError>,
+    model: &mut Difix<B>,
+    job: &RoundJob,
+    progress: &mut dyn FnMut(RoundEvent),
+    stop: &AtomicBool,
+) -> Result<Option<RoundOutput>, RoundError> {
     let dir = round_dir(job.out, job.step);
-    let result = fix_into(renderer, splats, model, job, &dir, progress, stop);
+    let result = fix_into(render, model, job, &dir, progress, stop);
     if !matches!(result, Ok(Some(_))) {
         // A round that did not finish is not left behind half-written.
         let _ = std::fs::remove_dir_all(&dir);
@@ -140,8 +169,7 @@ pub fn fix_novel_views<B: Backend>(
 }
 
 fn fix_into<B: Backend>(
-    renderer: &SplatRenderer,
-    splats: &Splats,
+    render: &mut dyn FnMut(&Camera) -> Result<RenderedView, RoundError>,
     model: &mut Difix<B>,
     job: &RoundJob,
     dir: &Path,
@@ -176,11 +204,7 @@ fn fix_into<B: Backend>(
             return Ok(None);
         }
         let t = Instant::now();
-        let image = renderer.render_image(splats, camera, &RenderOptions::default())?;
-        let pred = image_io::to_rgb8(&image);
-        let alpha = GrayImage::from_fn(camera.width, camera.height, |x, y| {
-            image::Luma([alpha_byte(image.rgba[(y * camera.width + x) as usize][3])])
-        });
+        let RenderedView { rgb: pred, alpha } = render(camera)?;
         render_time += t.elapsed();
         let t = Instant::now();
         let reference = references.for_camera(job.reference, camera)?;
