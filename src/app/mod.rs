@@ -251,7 +251,7 @@ impl ViewerApp {
         }
         let splats = match loaded.scene {
             LoadedScene::Splats(splats) => splats,
-            LoadedScene::Nerf(scene) => return self.on_nerf_loaded(loaded.path, *scene, loaded.dataset),
+            LoadedScene::Nerf(scene) => return self.on_nerf_loaded(loaded.path, scene, loaded.dataset),
         };
         if let Err(e) = self.viewport.set_splats(&splats) {
             let kept = if self.scene.is_some() {
