@@ -238,19 +238,7 @@ fn misplaced_flags(args: &RefineArgs) -> Vec<&'static str> {
 }
 
 pub fn run(args: RefineArgs) -> anyhow::Result<()> {
-    let misplaced = misplaced_flags(&args);
-    if !misplaced.is_empty() {
-        let (method, other) = match args.method {
-            Method::Splats => ("splat refinement (the default --method)", "--method nerfacto"),
-            Method::Nerfacto => ("--method nerfacto", "splat refinement"),
-        };
-        anyhow::bail!(
-            "{} {} not used by {method}; {} for {other} only",
-            misplaced.join(", "),
-            if misplaced.len() == 1 { "is" } else { "are" },
-            if misplaced.len() == 1 { "it is" } else { "they are" },
-        );
-    }
+    args.method.refuse_misplaced("refinement", &misplaced_flags(&args))?;
     if args.method == Method::Nerfacto {
         return run_nerfacto(args);
     }

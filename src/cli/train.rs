@@ -22,6 +22,29 @@ pub enum Method {
     Nerfacto,
 }
 
+impl Method {
+    /// Refuses the flags `misplaced` (given, but for the other method) of `command` ("training",
+    /// "refinement"), naming each and the method it belongs to.
+    pub fn refuse_misplaced(self, command: &str, misplaced: &[&str]) -> anyhow::Result<()> {
+        if misplaced.is_empty() {
+            return Ok(());
+        }
+        let (method, other) = match self {
+            Method::Splats => (
+                format!("splat {command} (the default --method)"),
+                "--method nerfacto".to_string(),
+            ),
+            Method::Nerfacto => ("--method nerfacto".to_string(), format!("splat {command}")),
+        };
+        anyhow::bail!(
+            "{} {} not used by {method}; {} for {other} only",
+            misplaced.join(", "),
+            if misplaced.len() == 1 { "is" } else { "are" },
+            if misplaced.len() == 1 { "it is" } else { "they are" },
+        )
+    }
+}
+
 #[derive(Args)]
 pub struct TrainArgs {
     /// What to train: Gaussian splats (the default) or nerfstudio's nerfacto.
@@ -152,19 +175,7 @@ fn misplaced_flags(args: &TrainArgs) -> Vec<&'static str> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let misplaced = misplaced_flags(&args);
-    if !misplaced.is_empty() {
-        let (method, other) = match args.method {
-            Method::Splats => ("splat training (the default --method)", "--method nerfacto"),
-            Method::Nerfacto => ("--method nerfacto", "splat training"),
-        };
-        anyhow::bail!(
-            "{} {} not used by {method}; {} for {other} only",
-            misplaced.join(", "),
-            if misplaced.len() == 1 { "is" } else { "are" },
-            if misplaced.len() == 1 { "it is" } else { "they are" },
-        );
-    }
+    args.method.refuse_misplaced("training", &misplaced_flags(&args))?;
     if args.method == Method::Nerfacto {
         return run_nerfacto(args);
     }
