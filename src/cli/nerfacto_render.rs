@@ -97,7 +97,9 @@ pub fn run(args: NerfactoRenderArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
     for camera in &cameras {
+        let started = std::time::Instant::now();
         let image = model.render_camera(camera, args.input.rays_per_chunk);
+        let seconds = started.elapsed().as_secs_f64();
         let stem = std::path::Path::new(&camera.name)
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -107,7 +109,12 @@ pub fn run(args: NerfactoRenderArgs) -> anyhow::Result<()> {
         let rgb = image::RgbImage::from_raw(image.width, image.height, pixels)
             .context("the rendered image has the wrong number of pixels")?;
         image_io::save_png(&rgb, &path)?;
-        println!("{}", path.display());
+        let rays = u64::from(image.width) * u64::from(image.height);
+        println!(
+            "{} ({rays} rays in {seconds:.3} s: {:.0} rays/s)",
+            path.display(),
+            rays as f64 / seconds.max(1e-9)
+        );
     }
     Ok(())
 }
