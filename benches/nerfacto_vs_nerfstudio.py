@@ -29,15 +29,18 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/golden/nerfacto"))
-import make_nerfacto_golden  # noqa: E402,F401  (keeps NerfactoModel's LPIPS metric off the network)
+# The LPIPS metric inside NerfactoModel fetches torchvision's AlexNet weights from the internet; it
+# never renders anything, so build it without pretrained weights (as tests/golden/nerfacto does).
+import torchmetrics.functional.image.lpips as _tm_lpips  # noqa: E402
+
+_tv_features = _tm_lpips._get_tv_model_features
+_tm_lpips._get_tv_model_features = lambda net, pretrained=False: _tv_features(net, False)
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig  # noqa: E402
 from nerfstudio.cameras.rays import RayBundle  # noqa: E402
