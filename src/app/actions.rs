@@ -11,10 +11,13 @@ use difix3d::camera_path::Keyframe;
 use difix3d::data::Dataset;
 use difix3d::difix::train::trainer::DifixTrainConfig;
 use difix3d::jobs::load::{LoadError, Loaded};
+use difix3d::jobs::nerf_view::NerfFiles;
 use difix3d::jobs::record::RecordHandle;
 use difix3d::jobs::train::TrainHandle;
+use difix3d::nerfacto::trainer::NerfactoRunConfig;
 use difix3d::nn::backend::BackendKind;
 use difix3d::record::RecordJob;
+use difix3d::refine::nerfacto::NerfactoRefineConfig;
 use difix3d::refine::refiner::RefineConfig;
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::scene::{SceneError, Splats};
@@ -23,6 +26,11 @@ use difix3d::view::ViewController;
 
 /// A change a panel (or the viewport's keys) asks of the viewer.
 pub enum Action {
+    /// Open a scene file (with `data`: the dataset folder that goes with it), as the Scene panel does.
+    Open {
+        path: PathBuf,
+        data: Option<PathBuf>,
+    },
     /// A scene (and maybe its dataset) finished loading: show it.
     Loaded(Box<Loaded>),
     /// Show a running job's splats (training, refinement) in the view, drawn antialiased or not as
@@ -60,6 +68,8 @@ pub enum Action {
 #[derive(Clone, Copy)]
 pub struct Shared<'a> {
     pub dataset: Option<&'a Arc<Dataset>>,
+    /// The files of the nerfacto NeRF on screen, when the scene is one.
+    pub nerf: Option<&'a NerfFiles>,
     /// The scene on screen, on the CPU.
     pub splats: Option<&'a Arc<Splats>>,
     pub camera: &'a ViewController,
@@ -91,6 +101,16 @@ impl Jobs {
 
     pub fn train(&self, config: TrainConfig, backend: BackendKind) -> TrainHandle {
         difix3d::jobs::train::spawn(config, self.gpu.clone(), backend)
+    }
+
+    /// Trains nerfacto, wholly on `backend` (it does not render with the viewer's GPU).
+    pub fn train_nerfacto(&self, config: NerfactoRunConfig, backend: BackendKind) -> TrainHandle {
+        difix3d::jobs::train::spawn_nerfacto(config, backend)
+    }
+
+    /// Refines a nerfacto NeRF (Difix3D's nerfstudio variant), wholly on `backend`.
+    pub fn refine_nerfacto(&self, config: NerfactoRefineConfig, backend: BackendKind) -> TrainHandle {
+        difix3d::jobs::train::spawn_nerfacto_refine(config, backend)
     }
 
     pub fn refine(&self, config: RefineConfig, backend: BackendKind) -> TrainHandle {

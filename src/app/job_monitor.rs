@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use difix3d::difix::train::trainer::{DifixEvalReport, DifixStepReport};
 use difix3d::jobs::train::{Finished, TrainCommand, TrainEvent, TrainHandle};
+use difix3d::nerfacto::trainer::NerfactoStepReport;
+use difix3d::refine::nerfacto::{BatchSource, NerfactoRefineStep};
 use difix3d::refine::round::RoundEvent;
 use difix3d::scene::Splats;
 use difix3d::train::trainer::StepReport;
@@ -20,6 +22,8 @@ pub struct JobMonitor {
     history: Vec<(usize, f32, f32)>,
     pub last: Option<StepReport>,
     pub last_difix: Option<DifixStepReport>,
+    pub last_nerfacto: Option<NerfactoStepReport>,
+    pub last_nerfacto_refine: Option<NerfactoRefineStep>,
     /// The newest evaluation of a Difix fine-tuning run on its test pairs.
     pub last_eval: Option<DifixEvalReport>,
     paused: bool,
@@ -76,6 +80,14 @@ impl JobMonitor {
                     self.last_difix = Some(r);
                 }
                 TrainEvent::DifixEval(r) => self.last_eval = Some(r),
+                TrainEvent::NerfactoStep(r) => {
+                    self.record((r.step, r.losses.total, r.losses.psnr));
+                    self.last_nerfacto = Some(r);
+                }
+                TrainEvent::NerfactoRefineStep(r) => {
+                    self.record((r.step, r.losses.total, r.losses.psnr));
+                    self.last_nerfacto_refine = Some(r);
+                }
                 TrainEvent::Snapshot(splats) => polled.snapshot = Some(splats),
                 TrainEvent::Saved(path) => self.message = Some(Ok(format!("Saved {}", path.display()))),
                 TrainEvent::Paused(p) => self.paused = p,
@@ -118,7 +130,7 @@ impl JobMonitor {
             if ui.button(label).clicked() {
                 let _ = handle.commands.send(command);
             }
-            if ui.button("Save").clicked() {
+            if handle.saves && ui.button("Save").clicked() {
                 let _ = handle.commands.send(TrainCommand::Save);
             }
             if ui.button("⏹ Stop").clicked() {
@@ -148,6 +160,28 @@ impl JobMonitor {
             ui.label(format!(
                 "loss {:.4} (L2 {:.4} · LPIPS {:.4}{gram}) · |g| {:.3} · {:.2} it/s",
                 r.losses.total, r.losses.l2, r.losses.lpips, r.grad_norm, r.steps_per_second
+            ));
+        }
+        if let Some(r) = &self.last_nerfacto {
+            bar(ui, r.step, r.steps);
+            ui.label(format!(
+                "loss {:.4} · PSNR {:.2} dB · {:.0} rays/s",
+                r.losses.total, r.losses.psnr, r.rays_per_second
+            ));
+        }
+        if let Some(r) = &self.last_nerfacto_refine {
+            let done = r.step + 1 - r.first_step;
+            ui.add(
+                egui::ProgressBar::new(done as f32 / (r.last_step + 1 - r.first_step).max(1) as f32)
+                    .text(format!("step {}/{}", r.step, r.last_step)),
+            );
+            let source = match r.source {
+                BatchSource::Photos => "photos".to_string(),
+                BatchSource::Novel { set } => format!("novel set {}", set + 1),
+            };
+            ui.label(format!(
+                "loss {:.4} · PSNR {:.2} dB ({source}) · {:.0} rays/s",
+                r.losses.total, r.losses.psnr, r.rays_per_second
             ));
         }
         if let Some(e) = &self.last_eval {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use difix3d::data::Dataset;
 use difix3d::jobs::load::{Loaded, LoadedScene};
-use difix3d::jobs::nerf_view::NerfScene;
+use difix3d::jobs::nerf_view::{NerfFiles, NerfScene};
 use difix3d::render::{GpuContext, RenderOptions};
 use difix3d::scene::Splats;
 use difix3d::view::{self, ViewController};
@@ -31,6 +31,7 @@ use panels::{job_section_ui, ScenePanel, ViewPanel};
 use record_panel::RecordPanel;
 use refine_panel::RefinePanel;
 pub use refine_panel::RefineStart;
+pub use train_panel::NerfactoStart;
 use train_panel::{TrainMode, TrainPanel};
 use viewport::Viewport;
 
@@ -58,6 +59,9 @@ pub struct ViewerOptions {
     /// Start fine-tuning Difix at launch (the Training panel's Difix mode). With `screenshot`, the
     /// picture is taken once the run has finished.
     pub train_difix: Option<DifixTrainStart>,
+    /// Start training a nerfacto NeRF on the opened dataset at launch. With `screenshot`, the picture
+    /// is taken once the run has finished and the view shows the trained field.
+    pub train_nerfacto: Option<NerfactoStart>,
 }
 
 pub fn run(options: ViewerOptions) -> anyhow::Result<()> {
@@ -110,8 +114,8 @@ impl ViewSettings {
 /// What is loaded now.
 pub struct SceneInfo {
     pub path: PathBuf,
-    /// A nerfacto field rather than splats (no splat count, no SH).
-    pub nerf: bool,
+    /// A nerfacto field rather than splats (no splat count, no SH): the files it came from.
+    pub nerf: Option<NerfFiles>,
     pub splat_count: usize,
     pub sh_degree: u32,
 }
@@ -141,6 +145,7 @@ pub struct ViewerApp {
     start_training: Option<(usize, u32, difix3d::nn::backend::BackendKind)>,
     start_refining: Option<RefineStart>,
     start_difix: Option<DifixTrainStart>,
+    start_nerfacto: Option<NerfactoStart>,
 }
 
 struct ScreenshotState {
@@ -201,6 +206,7 @@ impl ViewerApp {
             start_training: options.train,
             start_refining: options.refine,
             start_difix: options.train_difix,
+            start_nerfacto: options.train_nerfacto,
         };
         app.view.settings.antialiased = options.antialiased;
         if let Some(path) = options.path {
@@ -216,6 +222,7 @@ impl ViewerApp {
         }
         for action in actions {
             match action {
+                Action::Open { path, data } => self.scene_panel.open(path, data, &self.jobs),
                 Action::Loaded(loaded) => self.on_loaded(*loaded),
                 Action::ShowSplats { splats, antialiased } => {
                     self.view.settings.antialiased = antialiased;
@@ -281,7 +288,7 @@ impl ViewerApp {
         self.selected_camera = None;
         self.scene = Some(SceneInfo {
             path: loaded.path.clone(),
-            nerf: false,
+            nerf: None,
             splat_count: splats.len(),
             sh_degree: splats.sh_degree,
         });
@@ -307,10 +314,11 @@ impl ViewerApp {
         self.controller = self.home.clone();
         self.view.settings.fly_speed = 0.25 * (eye - target).length();
         self.selected_camera = None;
+        let files = scene.files.clone();
         self.viewport.set_nerf(Arc::from(scene));
         self.scene = Some(SceneInfo {
             path,
-            nerf: true,
+            nerf: Some(files),
             splat_count: 0,
             sh_degree: 0,
         });
@@ -373,12 +381,23 @@ impl ViewerApp {
             self.start_training = None;
             self.train.start(dataset, steps, factor, backend, &self.jobs);
         }
+        if let (Some(start), Some(dataset)) = (&self.start_nerfacto, &self.dataset) {
+            self.train.start_nerfacto(dataset, start.clone(), &self.jobs);
+            self.start_nerfacto = None;
+        }
         if let Some(start) = self.start_difix.take() {
             self.train.start_difix(start, &self.jobs);
         }
-        if self.dataset.is_some() && self.splats.is_some() {
+        let nerf = self.scene.as_ref().is_some_and(|s| s.nerf.is_some());
+        if self.dataset.is_some() && (self.splats.is_some() || nerf) {
             if let Some(start) = self.start_refining.take() {
-                let shared = shared(&self.dataset, &self.splats, &self.controller, &self.view.settings);
+                let shared = shared(
+                    &self.dataset,
+                    &self.scene,
+                    &self.splats,
+                    &self.controller,
+                    &self.view.settings,
+                );
                 self.refine.start_with(start, shared, &self.record.path, &self.jobs);
             }
         }
@@ -386,7 +405,13 @@ impl ViewerApp {
 
     /// The side panel: Scene, View, Post-render fix, Record, Training and Refinement.
     fn side_panel_ui(&mut self, ui: &mut egui::Ui, out: &mut Vec<Action>) {
-        let shared = shared(&self.dataset, &self.splats, &self.controller, &self.view.settings);
+        let shared = shared(
+            &self.dataset,
+            &self.scene,
+            &self.splats,
+            &self.controller,
+            &self.view.settings,
+        );
         let jobs = &self.jobs;
         ui.heading("difix3d");
         ui.add_space(4.0);
@@ -461,11 +486,12 @@ impl ViewerApp {
                 serde_json::json!({
                     "training_step": self.train.monitor.snapshot_step,
                     "refine_rounds": self.refine.rounds_done,
-                    "refine_step": self.refine.monitor.last.as_ref().map(|r| r.step),
+                    "refine_step": self.refine.monitor.last.as_ref().map(|r| r.step).or(self.refine.monitor.last_nerfacto_refine.map(|r| r.step)),
                     "refine_finished": self.refine.finished,
                     "difix_step": self.train.monitor.last_difix.as_ref().map(|r| r.step),
                     "difix_eval_psnr": self.train.monitor.last_eval.as_ref().map(|e| e.psnr),
                     "difix_finished": self.train.difix.done.is_some(),
+                    "nerfacto_step": self.train.monitor.last_nerfacto.as_ref().map(|r| r.step),
                     "fix_gpu_frames": self.fix.takes_gpu_frames(),
                 }),
             );
@@ -485,9 +511,13 @@ impl ViewerApp {
         // Wait for the fixed frame when the fix is on (and the raw view is not the one wanted now), and
         // when training from the command line, for the view to show splats from step 20 or later.
         let difix_mode = self.train.mode == TrainMode::Difix;
+        let nerfacto_mode = self.train.mode == TrainMode::Nerfacto;
         let training_shown = self.train.monitor.snapshot_step.is_some_and(|s| s >= 20);
-        let training_wanted =
-            self.start_training.is_some() || (self.train.monitor.running() && !difix_mode) || training_shown;
+        let training_wanted = self.start_training.is_some()
+            || (self.train.monitor.running() && self.train.mode == TrainMode::Scene)
+            || training_shown;
+        // When training a NeRF from the command line, wait for the run to end and its field to open.
+        let nerfacto_wanted = self.start_nerfacto.is_some() || (self.train.monitor.running() && nerfacto_mode);
         // When fine-tuning Difix from the command line, wait for the run to end.
         let difix_wanted = self.start_difix.is_some() || (self.train.monitor.running() && difix_mode);
         // When refining from the command line, wait for the run to end.
@@ -498,7 +528,9 @@ impl ViewerApp {
             && (state.raw_first || !self.fix.enabled || fixed_shown)
             && (!training_wanted || training_shown)
             && !refine_wanted
-            && !difix_wanted;
+            && !difix_wanted
+            && !nerfacto_wanted
+            && self.scene_panel.loading().is_none();
         if ready && !state.press_fix_key {
             state.frames_shown += 1;
             if state.frames_shown >= 3 && !state.requested {
@@ -526,12 +558,14 @@ impl ViewerApp {
 /// the panels, other fields, stay free to be borrowed mutably beside it.)
 fn shared<'a>(
     dataset: &'a Option<Arc<Dataset>>,
+    scene: &'a Option<SceneInfo>,
     splats: &'a Option<Arc<Splats>>,
     camera: &'a ViewController,
     view: &ViewSettings,
 ) -> Shared<'a> {
     Shared {
         dataset: dataset.as_ref(),
+        nerf: scene.as_ref().and_then(|s| s.nerf.as_ref()),
         splats: splats.as_ref(),
         camera,
         render: view.render_options(),

@@ -145,7 +145,7 @@ impl ScenePanel {
             Some(scene) => {
                 ui.label(file_name(&scene.path).to_string())
                     .on_hover_text(scene.path.display().to_string());
-                if scene.nerf {
+                if scene.nerf.is_some() {
                     ui.label("NeRF (nerfacto) · rendered on the CPU, coarse first");
                 } else {
                     ui.label(format!(

@@ -1,13 +1,17 @@
 //! The Refinement panel: the Difix3D progressive update of the scene on screen with the open
 //! dataset, as a background job (the same refiner as `difix3d refine`). It shows the round, the
 //! progress bar, the loss/PSNR plot and raw vs fixed thumbnails of the newest novel views; the view
-//! follows the splats as they improve and stays free to fly.
+//! follows the splats as they improve and stays free to fly. With a nerfacto NeRF on screen it runs
+//! Difix3D's nerfstudio variant instead (`difix3d refine --method nerfacto`) and opens the refined
+//! field at the end.
 
 use std::path::PathBuf;
 
 use difix3d::camera_path::CameraPath;
+use difix3d::jobs::nerf_view::NerfFiles;
 use difix3d::jobs::train::Finished;
 use difix3d::nn::backend::BackendKind;
+use difix3d::refine::nerfacto::NerfactoRefineConfig;
 use difix3d::refine::refiner::{RefineConfig, SceneSource, Targets};
 use difix3d::refine::round::RoundEvent;
 
@@ -56,6 +60,8 @@ pub struct RefinePanel {
     pub rounds_done: usize,
     pub finished: bool,
     pub unfold: bool,
+    /// The dataset of the running (or last) NeRF refinement, opened with the refined field at the end.
+    nerf_data: Option<PathBuf>,
 }
 
 impl Default for RefinePanel {
@@ -78,6 +84,7 @@ impl Default for RefinePanel {
             rounds_done: 0,
             finished: false,
             unfold: false,
+            nerf_data: None,
         }
     }
 }
@@ -86,9 +93,17 @@ impl RefinePanel {
     /// `fix_model`: the post-render fix's model, the default here; `camera_path`: the Record panel's,
     /// for "toward camera path".
     pub fn ui(&mut self, ui: &mut egui::Ui, shared: Shared, fix_model: &str, camera_path: &CameraPath, jobs: &Jobs) {
-        let (Some(dataset), Some(splats)) = (shared.dataset, shared.splats) else {
-            ui.label("Open a dataset folder, then the trained scene (.ply), to refine the scene with Difix.");
+        let Some(dataset) = shared.dataset else {
+            ui.label("Open a dataset folder, then the trained scene (.ply or a NeRF), to refine the scene with Difix.");
             return;
+        };
+        let what = match (shared.nerf, shared.splats) {
+            (Some(_), _) => "the NeRF on screen (nerfacto)".to_string(),
+            (None, Some(splats)) => format!("the scene on screen ({} splats)", splats.len()),
+            (None, None) => {
+                ui.label("Open the trained scene (.ply or a NeRF) to refine it with Difix.");
+                return;
+            }
         };
         if self.model.is_empty() {
             self.model = fix_model.to_string();
@@ -97,22 +112,27 @@ impl RefinePanel {
             self.out = default_run_folder(&dataset.root, "_refined");
         }
         ui.label(format!(
-            "Refines the scene on screen ({} splats) with {}",
-            splats.len(),
+            "Refines {what} with {}",
             dataset.root.file_name().unwrap_or_default().to_string_lossy()
         ));
+        let nerf = shared.nerf.is_some();
         ui.add_enabled_ui(!self.monitor.running(), |ui| {
             ui.horizontal(|ui| {
                 ui.label("Difix model");
                 ui.add(egui::TextEdit::singleline(&mut self.model).desired_width(150.0));
             });
             ui.checkbox(&mut self.reference, "nearest training photo as reference");
-            ui.horizontal(|ui| {
-                ui.label("toward");
-                ui.selectable_value(&mut self.targets, TargetChoice::Eval, "eval cameras");
-                ui.selectable_value(&mut self.targets, TargetChoice::RecordPath, "camera path");
-            });
-            if self.targets == TargetChoice::RecordPath {
+            if nerf {
+                // Difix3D's nerfstudio variant moves its novel cameras toward the eval cameras only.
+                ui.label("toward the eval cameras");
+            } else {
+                ui.horizontal(|ui| {
+                    ui.label("toward");
+                    ui.selectable_value(&mut self.targets, TargetChoice::Eval, "eval cameras");
+                    ui.selectable_value(&mut self.targets, TargetChoice::RecordPath, "camera path");
+                });
+            }
+            if !nerf && self.targets == TargetChoice::RecordPath {
                 ui.add(
                     egui::DragValue::new(&mut self.path_samples)
                         .range(1..=256)
@@ -141,7 +161,8 @@ impl RefinePanel {
                 factor_ui(ui, "refine factor", &mut self.factor);
             });
             run_folder_ui(ui, &mut self.out);
-            backend_ui(ui, "Difix + loss backend", &mut self.backend);
+            let label = if nerf { "backend" } else { "Difix + loss backend" };
+            backend_ui(ui, label, &mut self.backend);
         });
         if self.monitor.controls_ui(ui, "▶ Refine") {
             self.start(shared, camera_path, jobs);
@@ -167,12 +188,14 @@ impl RefinePanel {
 
     /// Starts refining the scene on screen with the open dataset and the panel's settings.
     pub fn start(&mut self, shared: Shared, camera_path: &CameraPath, jobs: &Jobs) {
-        let (Some(dataset), Some(splats)) = (shared.dataset, shared.splats) else {
-            return;
-        };
+        let Some(dataset) = shared.dataset else { return };
         if self.out.trim().is_empty() {
             self.out = default_run_folder(&dataset.root, "_refined");
         }
+        if let Some(nerf) = shared.nerf {
+            return self.start_nerfacto(nerf, dataset.root.clone(), jobs);
+        }
+        let Some(splats) = shared.splats else { return };
         let out = PathBuf::from(self.out.trim());
         let mut config = RefineConfig::new(
             dataset.root.clone(),
@@ -205,12 +228,38 @@ impl RefinePanel {
                 dataparser: None,
             };
         }
+        self.nerf_data = None;
+        self.reset_progress();
+        self.monitor.start(jobs.refine(config, self.backend));
+    }
+
+    /// Starts Difix3D's nerfstudio variant on the NeRF opened from `nerf`, with the dataset at `data`.
+    fn start_nerfacto(&mut self, nerf: &NerfFiles, data: PathBuf, jobs: &Jobs) {
+        let mut config = NerfactoRefineConfig::new(
+            data.clone(),
+            nerf.checkpoint.clone(),
+            PathBuf::from(self.model.trim()),
+            PathBuf::from(self.out.trim()),
+        );
+        config.nerfacto_config = nerf.config.clone();
+        config.dataparser_transforms = nerf.transforms.clone();
+        config.factor = self.factor;
+        config.reference = self.reference;
+        config.steps = self.steps;
+        config.every = self.every;
+        config.distance = self.distance;
+        self.nerf_data = Some(data);
+        self.reset_progress();
+        self.monitor.start(jobs.refine_nerfacto(config, self.backend));
+    }
+
+    /// Forgets the last run's rounds before a new one.
+    fn reset_progress(&mut self) {
         self.round_status = None;
         self.thumbnails.clear();
         self.rounds_done = 0;
         self.finished = false;
         self.unfold = true;
-        self.monitor.start(jobs.refine(config, self.backend));
     }
 
     /// Applies the refinement's settings from the command line and starts it.
@@ -287,6 +336,26 @@ impl RefinePanel {
                     psnr(&s.eval.refined_post),
                     s.ply.display()
                 )));
+            }
+            Some(Ok(Finished::NerfactoRefine(s))) => {
+                self.finished = true;
+                self.unfold = true;
+                let psnr = |p: Option<f64>| p.map_or("n/a".into(), |v| format!("{v:.2} dB"));
+                self.monitor.message = Some(Ok(format!(
+                    "{} after {} steps from step {}, {} rounds. Eval PSNR {} -> {}; {}",
+                    if s.stopped_early { "Stopped" } else { "Done" },
+                    s.steps,
+                    s.first_step,
+                    s.round_steps.len(),
+                    psnr(s.eval_psnr_before),
+                    psnr(s.eval_psnr_after),
+                    s.model.display()
+                )));
+                // The view opens the refined field, with its dataset.
+                out.push(Action::Open {
+                    path: s.model.clone(),
+                    data: self.nerf_data.clone(),
+                });
             }
             Some(_) => self.finished = true,
             None => {}

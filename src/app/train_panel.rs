@@ -1,12 +1,16 @@
 //! The Training panel: trains the open dataset in the background (the same trainer as
 //! `difix3d train`), with pause/resume/save/stop, a progress bar, a loss/PSNR plot, and the view
-//! following the splats as they train. Its Difix mode fine-tunes the fixer instead
-//! (`difix_train_panel`).
+//! following the splats as they train. Its NeRF mode trains nerfstudio's nerfacto on the dataset
+//! instead (`difix3d train --method nerfacto`) and opens the trained field in the view at the end;
+//! its Difix mode fine-tunes the fixer (`difix_train_panel`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use difix3d::data::Dataset;
 use difix3d::jobs::train::Finished;
+use difix3d::nerfacto::trainer::NerfactoRunConfig;
+use difix3d::nerfacto::NerfactoConfig;
 use difix3d::nn::backend::BackendKind;
 use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::TrainConfig;
@@ -20,6 +24,8 @@ use super::job_monitor::JobMonitor;
 pub enum TrainMode {
     /// A Gaussian-splat scene on the open dataset.
     Scene,
+    /// A nerfacto NeRF on the open dataset.
+    Nerfacto,
     /// Difix itself, on degraded/clean image pairs.
     Difix,
 }
@@ -36,9 +42,46 @@ pub struct TrainPanel {
     absgrad: bool,
     /// gsplat's antialiased mode (`difix3d train --antialiased`).
     antialiased: bool,
+    /// The NeRF mode's own settings.
+    pub nerfacto: NerfactoForm,
     pub monitor: JobMonitor,
     /// Unfold the panel on the next frame.
     pub unfold: bool,
+}
+
+/// The NeRF mode's settings besides steps and image factor.
+pub struct NerfactoForm {
+    out: String,
+    /// Where nerfacto runs (all of it: field, losses, optimisers).
+    backend: BackendKind,
+    rays_per_batch: usize,
+    /// A JSON file of nerfstudio's NerfactoModelConfig names; empty: `ns-train nerfacto`'s model.
+    model_settings: String,
+    /// The dataset of the running (or last) run, opened with the trained field at the end.
+    data: Option<PathBuf>,
+}
+
+impl Default for NerfactoForm {
+    fn default() -> Self {
+        Self {
+            out: String::new(),
+            backend: BackendKind::Cpu,
+            rays_per_batch: 4096,
+            model_settings: String::new(),
+            data: None,
+        }
+    }
+}
+
+/// Settings a nerfacto training starts with from the command line (`difix3d view --train-method
+/// nerfacto`).
+#[derive(Clone, Debug)]
+pub struct NerfactoStart {
+    pub steps: usize,
+    pub factor: u32,
+    pub backend: BackendKind,
+    /// The model settings file (`--nerfacto-config`), if any.
+    pub model_settings: Option<PathBuf>,
 }
 
 impl Default for TrainPanel {
@@ -52,6 +95,7 @@ impl Default for TrainPanel {
             backend: BackendKind::Wgpu,
             absgrad: false,
             antialiased: false,
+            nerfacto: NerfactoForm::default(),
             monitor: JobMonitor::default(),
             unfold: false,
         }
@@ -63,11 +107,13 @@ impl TrainPanel {
         ui.add_enabled_ui(!self.monitor.running(), |ui| {
             ui.horizontal(|ui| {
                 ui.selectable_value(&mut self.mode, TrainMode::Scene, "Scene (3DGS)");
+                ui.selectable_value(&mut self.mode, TrainMode::Nerfacto, "NeRF (nerfacto)");
                 ui.selectable_value(&mut self.mode, TrainMode::Difix, "Difix (fine-tune)");
             });
         });
         match self.mode {
             TrainMode::Scene => self.scene_train_ui(ui, shared.dataset, jobs),
+            TrainMode::Nerfacto => self.nerfacto_train_ui(ui, shared.dataset, jobs),
             TrainMode::Difix => {
                 if self.difix.ui(ui, &mut self.monitor, jobs, out) {
                     self.started_difix();
@@ -108,6 +154,86 @@ impl TrainPanel {
             self.start(dataset, steps, factor, backend, jobs);
         }
         self.monitor.progress_ui(ui);
+    }
+
+    fn nerfacto_train_ui(&mut self, ui: &mut egui::Ui, dataset: Option<&Arc<Dataset>>, jobs: &Jobs) {
+        let Some(dataset) = dataset else {
+            ui.label("Open a dataset folder (Scene panel) to train a NeRF on it.");
+            return;
+        };
+        let form = &mut self.nerfacto;
+        if form.out.is_empty() {
+            form.out = default_run_folder(&dataset.root, "_nerfacto");
+        }
+        ui.add_enabled_ui(!self.monitor.running(), |ui| {
+            ui.horizontal(|ui| {
+                ui.add(
+                    egui::DragValue::new(&mut self.steps)
+                        .range(10..=1_000_000)
+                        .prefix("steps "),
+                );
+                factor_ui(ui, "nerfacto factor", &mut self.factor);
+            });
+            ui.add(
+                egui::DragValue::new(&mut form.rays_per_batch)
+                    .range(64..=65_536)
+                    .prefix("rays per batch "),
+            );
+            run_folder_ui(ui, &mut form.out);
+            ui.horizontal(|ui| {
+                ui.label("Model settings");
+                ui.add(
+                    egui::TextEdit::singleline(&mut form.model_settings)
+                        .hint_text("ns-train nerfacto's")
+                        .desired_width(130.0),
+                )
+                .on_hover_text(
+                    "A JSON file with nerfstudio's NerfactoModelConfig names (num_levels, hidden_dim, ...); \
+                     empty: ns-train nerfacto's model",
+                );
+            });
+            backend_ui(ui, "nerfacto backend", &mut form.backend);
+        });
+        if self.monitor.controls_ui(ui, "▶ Train NeRF") {
+            let settings = form.model_settings.trim();
+            let start = NerfactoStart {
+                steps: self.steps,
+                factor: self.factor,
+                backend: form.backend,
+                model_settings: (!settings.is_empty()).then(|| settings.into()),
+            };
+            self.start_nerfacto(dataset, start, jobs);
+        }
+        self.monitor.progress_ui(ui);
+    }
+
+    /// Starts training a nerfacto NeRF on `dataset` (the open one). A model settings file that cannot
+    /// be read is the run's failure, shown in the panel.
+    pub fn start_nerfacto(&mut self, dataset: &Dataset, start: NerfactoStart, jobs: &Jobs) {
+        let form = &mut self.nerfacto;
+        if form.out.is_empty() {
+            form.out = default_run_folder(&dataset.root, "_nerfacto");
+        }
+        let mut config = NerfactoRunConfig::new(dataset.root.clone(), form.out.trim().into());
+        config.steps = start.steps;
+        config.factor = start.factor;
+        config.rays_per_batch = form.rays_per_batch;
+        (self.steps, self.factor, form.backend) = (start.steps, start.factor, start.backend);
+        if let Some(path) = &start.model_settings {
+            form.model_settings = path.display().to_string();
+        }
+        self.mode = TrainMode::Nerfacto;
+        self.unfold = true;
+        form.data = Some(dataset.root.clone());
+        match start.model_settings.as_deref().map(NerfactoConfig::read).transpose() {
+            Ok(model) => {
+                if let Some(model) = model {
+                    config.model = model;
+                }
+                self.monitor.start(jobs.train_nerfacto(config, start.backend));
+            }
+            Err(e) => self.monitor.message = Some(Err(e.to_string())),
+        }
     }
 
     /// Starts training `dataset` (the open one).
@@ -163,6 +289,22 @@ impl TrainPanel {
                 s.checkpoint.display()
             )));
             self.difix.done = Some(s.clone());
+        }
+        if let Some(Ok(Finished::Nerfacto(s))) = &polled.done {
+            let psnr = |p: Option<f64>| p.map_or("n/a".into(), |v| format!("{v:.2} dB"));
+            self.monitor.message = Some(Ok(format!(
+                "{} after {} steps: eval PSNR {} -> {}; {}",
+                if s.stopped_early { "Stopped" } else { "Done" },
+                s.steps,
+                psnr(s.eval_psnr_before),
+                psnr(s.eval_psnr_after),
+                s.model.display()
+            )));
+            // The view opens the trained field, with the dataset it was trained on.
+            out.push(Action::Open {
+                path: s.model.clone(),
+                data: self.nerfacto.data.clone(),
+            });
         }
         if let Some(Ok(Finished::Train(s))) = polled.done {
             let psnr = |p: Option<f64>| p.map_or("n/a".into(), |v| format!("{v:.2} dB"));

@@ -77,6 +77,14 @@ enum Command {
         /// Image factor for --train-steps.
         #[arg(long, value_parser = values::factor, default_value_t = 4)]
         train_factor: u32,
+        /// What --train-steps trains: Gaussian splats, or a nerfacto NeRF (the Training panel's NeRF
+        /// mode; the view opens the trained field at the end).
+        #[arg(long, value_enum, default_value_t = train::Method::Splats, requires = "train_steps")]
+        train_method: train::Method,
+        /// For --train-method nerfacto: the model settings (nerfstudio's NerfactoModelConfig names,
+        /// as `train --nerfacto-config`); `ns-train nerfacto`'s model otherwise.
+        #[arg(long, requires = "train_steps")]
+        nerfacto_config: Option<PathBuf>,
         /// Start fine-tuning Difix (--model) on this pair JSON instead, for --train-steps steps
         /// (default 10000), in the Training panel's Difix mode.
         #[arg(long, requires = "lpips_backbone")]
@@ -167,6 +175,8 @@ pub fn run() -> anyhow::Result<()> {
         screenshot_toggle_fix: false,
         train_steps: None,
         train_factor: 4,
+        train_method: train::Method::Splats,
+        nerfacto_config: None,
         train_difix: None,
         train_image_prep: difix3d::difix::train::data::ImagePrepKind::Resize,
         train_size: None,
@@ -193,6 +203,8 @@ pub fn run() -> anyhow::Result<()> {
             screenshot_toggle_fix,
             train_steps,
             train_factor,
+            train_method,
+            nerfacto_config,
             train_difix,
             train_image_prep,
             train_size,
@@ -208,6 +220,13 @@ pub fn run() -> anyhow::Result<()> {
         } => {
             let path = path.unwrap_or_else(sample_scene);
             let difix_mode = train_difix.is_some();
+            if difix_mode && train_method == train::Method::Nerfacto {
+                anyhow::bail!("--train-difix and --train-method nerfacto each say what to train: give one");
+            }
+            if nerfacto_config.is_some() && train_method != train::Method::Nerfacto {
+                anyhow::bail!("--nerfacto-config is for --train-method nerfacto only");
+            }
+            let nerfacto_mode = train_method == train::Method::Nerfacto;
             let image_prep = train_difix::image_prep(train_image_prep, train_size, train_resolution, "train-")?;
             let difix_start = match (train_difix, lpips_backbone) {
                 (Some(data), Some(backbone)) => Some(crate::app::DifixTrainStart {
@@ -245,8 +264,16 @@ pub fn run() -> anyhow::Result<()> {
                 antialiased,
                 train_difix: difix_start,
                 train: train_steps
-                    .filter(|_| !difix_mode)
+                    .filter(|_| !difix_mode && !nerfacto_mode)
                     .map(|steps| (steps, train_factor, train_backend)),
+                train_nerfacto: train_steps
+                    .filter(|_| nerfacto_mode)
+                    .map(|steps| crate::app::NerfactoStart {
+                        steps,
+                        factor: train_factor,
+                        backend: train_backend,
+                        model_settings: nerfacto_config,
+                    }),
             })
             .context("the viewer failed")
         }

@@ -40,7 +40,6 @@ pub fn run(args: NerfactoExportArgs) -> anyhow::Result<()> {
             scene::SceneFormat::WRITABLE
         );
     }
-    let model = args.input.model()?;
     let settings = ExportSettings {
         min_accumulation: args.min_accumulation,
         crop: (!args.no_crop).then_some(([-1.0; 3], [1.0; 3])),
@@ -49,10 +48,13 @@ pub fn run(args: NerfactoExportArgs) -> anyhow::Result<()> {
         rays_per_chunk: args.input.rays_per_chunk,
     };
     let bar = super::progress_bar(cameras.len() as u64, "{bar:30} {pos}/{len} cameras");
-    let mut points = export::point_cloud(&model, &cameras, &settings, &mut |done, _| {
-        bar.set_position(done as u64)
+    let points = args.input.with_model(PointCloud {
+        cameras: &cameras,
+        settings: &settings,
+        bar: &bar,
     });
     bar.finish_and_clear();
+    let mut points = points?;
     if let Some(transform) = &dataparser {
         for (p, _) in &mut points {
             *p = transform
@@ -82,4 +84,27 @@ pub fn run(args: NerfactoExportArgs) -> anyhow::Result<()> {
     scene::save(&splats, &args.out)?;
     println!("{} splats -> {}", splats.len(), args.out.display());
     Ok(())
+}
+
+/// The points `export::point_cloud` picks, with the cameras done on the bar.
+struct PointCloud<'a> {
+    cameras: &'a [difix3d::data::Camera],
+    settings: &'a ExportSettings,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl super::nerfacto_render::WithNerfacto for PointCloud<'_> {
+    type Output = Vec<([f32; 3], [u8; 3])>;
+
+    fn run<B: burn::tensor::backend::Backend>(
+        self,
+        model: &difix3d::nerfacto::Nerfacto<B>,
+    ) -> anyhow::Result<Self::Output> {
+        Ok(export::point_cloud(
+            model,
+            self.cameras,
+            self.settings,
+            &mut |done, _| self.bar.set_position(done as u64),
+        ))
+    }
 }

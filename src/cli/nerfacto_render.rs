@@ -1,16 +1,17 @@
 //! `difix3d nerfacto-render`: render a nerfstudio nerfacto checkpoint (`step-*.ckpt`) to PNG files,
-//! on the CPU.
+//! on the CPU backend or `--backend`'s.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use burn::tensor::backend::Backend;
 use clap::Args;
 
 use difix3d::camera_path::nerfstudio::DataparserTransform;
 use difix3d::data::{self, Camera};
 use difix3d::image_io;
 use difix3d::nerfacto::Nerfacto;
-use difix3d::nn::backend::CpuBackend;
+use difix3d::nn::backend::{run_on_fp32, BackendKind, WithBackend};
 
 /// What `nerfacto-render` and `nerfacto-export` both read: the model and the cameras to cast rays from.
 #[derive(Args)]
@@ -44,6 +45,30 @@ pub struct NerfactoInput {
     /// Rays rendered at once (memory grows with it).
     #[arg(long, value_parser = super::values::at_least_one, default_value_t = 4096)]
     pub rays_per_chunk: usize,
+    /// Where the field runs (fp32).
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    backend: BackendKind,
+}
+
+/// Work on a loaded model, whatever backend it was loaded on (a generic closure).
+pub trait WithNerfacto {
+    type Output;
+    fn run<B: Backend>(self, model: &Nerfacto<B>) -> anyhow::Result<Self::Output>;
+}
+
+/// Loads the model on the chosen backend, then runs the job on it.
+struct LoadThen<'a, J> {
+    input: &'a NerfactoInput,
+    job: J,
+}
+
+impl<J: WithNerfacto> WithBackend for LoadThen<'_, J> {
+    type Output = anyhow::Result<J::Output>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let model = Nerfacto::<B>::open(&self.input.checkpoint, self.input.config.as_deref(), &device)?;
+        self.job.run(&model)
+    }
 }
 
 impl NerfactoInput {
@@ -65,13 +90,9 @@ impl NerfactoInput {
         Ok((cameras, dataparser))
     }
 
-    /// The model, on the CPU.
-    pub fn model(&self) -> anyhow::Result<Nerfacto<CpuBackend>> {
-        Ok(Nerfacto::open(
-            &self.checkpoint,
-            self.config.as_deref(),
-            &Default::default(),
-        )?)
+    /// Runs `job` on the model, loaded on `--backend`.
+    pub fn with_model<J: WithNerfacto>(&self, job: J) -> anyhow::Result<J::Output> {
+        run_on_fp32(self.backend, LoadThen { input: self, job })?
     }
 
     pub fn checkpoint(&self) -> &std::path::Path {
@@ -93,28 +114,47 @@ pub fn run(args: NerfactoRenderArgs) -> anyhow::Result<()> {
     if args.out.exists() && !args.out.is_dir() {
         bail!("{}: the output folder is a file", args.out.display());
     }
-    let model = args.input.model()?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("{}: cannot create the output folder", args.out.display()))?;
-    for camera in &cameras {
-        let started = std::time::Instant::now();
-        let image = model.render_camera(camera, args.input.rays_per_chunk);
-        let seconds = started.elapsed().as_secs_f64();
-        let stem = std::path::Path::new(&camera.name)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "render".into());
-        let path = args.out.join(format!("{stem}.png"));
-        let pixels = image.rgb.iter().map(|&v| image_io::quantize(v)).collect();
-        let rgb = image::RgbImage::from_raw(image.width, image.height, pixels)
-            .context("the rendered image has the wrong number of pixels")?;
-        image_io::save_png(&rgb, &path)?;
-        let rays = u64::from(image.width) * u64::from(image.height);
-        println!(
-            "{} ({rays} rays in {seconds:.3} s: {:.0} rays/s)",
-            path.display(),
-            rays as f64 / seconds.max(1e-9)
-        );
+    args.input.with_model(RenderCameras {
+        cameras: &cameras,
+        out: &args.out,
+        rays_per_chunk: args.input.rays_per_chunk,
+    })
+}
+
+/// Each camera to `out/<camera stem>.png`, with its rays/s on the terminal.
+struct RenderCameras<'a> {
+    cameras: &'a [Camera],
+    out: &'a std::path::Path,
+    rays_per_chunk: usize,
+}
+
+impl WithNerfacto for RenderCameras<'_> {
+    type Output = ();
+
+    fn run<B: Backend>(self, model: &Nerfacto<B>) -> anyhow::Result<()> {
+        // Only now that the model has loaded: a refused checkpoint leaves no folder behind.
+        std::fs::create_dir_all(self.out)
+            .with_context(|| format!("{}: cannot create the output folder", self.out.display()))?;
+        for camera in self.cameras {
+            let started = std::time::Instant::now();
+            let image = model.render_camera(camera, self.rays_per_chunk);
+            let seconds = started.elapsed().as_secs_f64();
+            let stem = std::path::Path::new(&camera.name)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "render".into());
+            let path = self.out.join(format!("{stem}.png"));
+            let pixels = image.rgb.iter().map(|&v| image_io::quantize(v)).collect();
+            let rgb = image::RgbImage::from_raw(image.width, image.height, pixels)
+                .context("the rendered image has the wrong number of pixels")?;
+            image_io::save_png(&rgb, &path)?;
+            let rays = u64::from(image.width) * u64::from(image.height);
+            println!(
+                "{} ({rays} rays in {seconds:.3} s: {:.0} rays/s)",
+                path.display(),
+                rays as f64 / seconds.max(1e-9)
+            );
+        }
+        Ok(())
     }
-    Ok(())
 }

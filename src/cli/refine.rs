@@ -8,7 +8,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::nn::backend::{run_on_renderer_device, BackendKind, CpuBackend, Precision, WithBackend};
+use difix3d::nn::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::refine::nerfacto::{
     self as nerfacto_refine, BatchSource, NerfactoRefineConfig, NerfactoRefineObserver, NerfactoRefineStep,
 };
@@ -108,7 +108,7 @@ pub struct RefineArgs {
     #[arg(long)]
     no_post_render_eval: bool,
     /// Where Difix, the loss and the optimiser run (the rasterizer always runs on wgpu; default
-    /// wgpu). Nerfacto runs on the CPU only.
+    /// wgpu). Nerfacto and its Difix run wholly on it (default cpu).
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
     #[command(flatten)]
@@ -316,14 +316,24 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--method nerfacto`: Difix3D's nerfstudio variant on the CPU backend with autodiff.
-fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
-    if let Some(backend) = args.backend.filter(|b| *b != BackendKind::Cpu) {
-        anyhow::bail!(
-            "--backend {backend}: nerfacto refinement runs on the CPU only for now (not yet on GPUs); \
-             use --backend cpu or leave --backend out"
-        );
+/// `refine --method nerfacto` once the backend is chosen.
+struct NerfactoRefineJob<'a> {
+    config: &'a NerfactoRefineConfig,
+    observer: &'a mut BarObserver,
+    stop: &'a AtomicBool,
+}
+
+impl WithBackend for NerfactoRefineJob<'_> {
+    type Output = Result<nerfacto_refine::NerfactoRefineSummary, nerfacto_refine::NerfactoRefineError>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        nerfacto_refine::refine_nerfacto::<burn::backend::Autodiff<B>>(self.config, &device, self.observer, self.stop)
     }
+}
+
+/// `--method nerfacto`: Difix3D's nerfstudio variant with autodiff, nerfacto and Difix on the CPU
+/// backend unless `--backend` says otherwise (fp32).
+fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
     let Some(checkpoint) = args.checkpoint else {
         anyhow::bail!(
             "--method nerfacto needs --checkpoint: the trained nerfacto model (nerfstudio's step-*.ckpt or \
@@ -356,11 +366,16 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
         bar: super::progress_bar(config.steps as u64, "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]"),
         round: "before round 1".into(),
     };
-    let device = Default::default();
-    let result =
-        nerfacto_refine::refine_nerfacto::<burn::backend::Autodiff<CpuBackend>>(&config, &device, &mut observer, &stop);
+    let result = difix3d::nn::backend::run_on_fp32(
+        args.backend.unwrap_or(BackendKind::Cpu),
+        NerfactoRefineJob {
+            config: &config,
+            observer: &mut observer,
+            stop: &stop,
+        },
+    );
     observer.bar.finish_and_clear();
-    let summary = result?;
+    let summary = result??;
     let report = serde_json::json!({
         "method": "nerfacto",
         "first_step": summary.first_step,

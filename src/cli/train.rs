@@ -8,7 +8,10 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::nn::backend::{run_on_renderer_device, BackendKind, CpuBackend, Precision, WithBackend};
+use difix3d::nerfacto::trainer::{
+    self as nerfacto_trainer, NerfactoRunConfig, NerfactoStepReport, NerfactoSummary, NerfactoTrainError,
+};
+use difix3d::nn::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::render::GpuContext;
 use difix3d::train::densify::DensifyConfig;
 use difix3d::train::trainer::{self, TrainConfig, TrainSummary};
@@ -18,7 +21,7 @@ use difix3d::train::trainer::{self, TrainConfig, TrainSummary};
 pub enum Method {
     /// 3D Gaussian splats with gsplat's recipe.
     Splats,
-    /// nerfstudio's nerfacto NeRF (CPU only, for now).
+    /// nerfstudio's nerfacto NeRF.
     Nerfacto,
 }
 
@@ -99,7 +102,7 @@ pub struct TrainArgs {
     #[arg(long, value_parser = super::values::non_negative_f32)]
     grow_grad2d: Option<f32>,
     /// Where the loss and the optimiser run (the rasterizer always runs on wgpu; default wgpu).
-    /// Nerfacto runs on the CPU only.
+    /// Nerfacto runs wholly on it (default cpu).
     #[arg(long, value_enum)]
     backend: Option<BackendKind>,
     #[command(flatten)]
@@ -138,6 +141,37 @@ impl WithBackend for TrainJob {
                 bar.set_message(format!(
                     "loss {:.4} · PSNR {:.2} · {} splats · {:.1} it/s",
                     r.loss, r.psnr, r.splats, r.steps_per_second
+                ));
+            },
+            &self.stop,
+        );
+        bar.finish_and_clear();
+        result
+    }
+}
+
+/// `train --method nerfacto` once the backend is chosen: nerfacto with autodiff on it.
+struct NerfactoTrainJob<'a> {
+    config: &'a NerfactoRunConfig,
+    stop: Arc<AtomicBool>,
+}
+
+impl WithBackend for NerfactoTrainJob<'_> {
+    type Output = Result<NerfactoSummary, NerfactoTrainError>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let bar = super::progress_bar(
+            self.config.steps as u64,
+            "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
+        );
+        let result = nerfacto_trainer::train::<burn::backend::Autodiff<B>>(
+            self.config,
+            &device,
+            &mut |r: &NerfactoStepReport| {
+                bar.set_position(r.step as u64);
+                bar.set_message(format!(
+                    "loss {:.4} · PSNR {:.2} · {:.0} rays/s",
+                    r.losses.total, r.losses.psnr, r.rays_per_second
                 ));
             },
             &self.stop,
@@ -235,17 +269,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--method nerfacto`: nerfstudio's nerfacto on the CPU backend with autodiff.
+/// `--method nerfacto`: nerfstudio's nerfacto with autodiff, on the CPU backend unless `--backend`
+/// says otherwise (fp32 everywhere).
 fn run_nerfacto(args: TrainArgs) -> anyhow::Result<()> {
-    use difix3d::nerfacto::trainer::{self as nerfacto_trainer, NerfactoRunConfig, NerfactoStepReport};
     use difix3d::nerfacto::NerfactoConfig;
+    use difix3d::nn::backend::run_on_fp32;
 
-    if let Some(backend) = args.backend.filter(|b| *b != BackendKind::Cpu) {
-        anyhow::bail!(
-            "--backend {backend}: nerfacto training runs on the CPU only for now (not yet on GPUs); \
-             use --backend cpu or leave --backend out"
-        );
-    }
     let mut config = NerfactoRunConfig::new(args.data, args.out.clone());
     config.factor = args.factor;
     config.split = super::split_rule(args.difix3d_test_every);
@@ -259,22 +288,10 @@ fn run_nerfacto(args: TrainArgs) -> anyhow::Result<()> {
         config.model = NerfactoConfig::read(path)?;
     }
     let stop = super::stop_on_ctrl_c()?;
-    let bar = super::progress_bar(config.steps as u64, "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]");
-    let device = Default::default();
-    let result = nerfacto_trainer::train::<burn::backend::Autodiff<CpuBackend>>(
-        &config,
-        &device,
-        &mut |r: &NerfactoStepReport| {
-            bar.set_position(r.step as u64);
-            bar.set_message(format!(
-                "loss {:.4} · PSNR {:.2} · {:.0} rays/s",
-                r.losses.total, r.losses.psnr, r.rays_per_second
-            ));
-        },
-        &stop,
-    );
-    bar.finish_and_clear();
-    let summary = result?;
+    let summary = run_on_fp32(
+        args.backend.unwrap_or(BackendKind::Cpu),
+        NerfactoTrainJob { config: &config, stop },
+    )??;
     let report = serde_json::json!({
         "method": "nerfacto",
         "steps": summary.steps,

@@ -81,6 +81,7 @@ struct Jobs {
     difix_step: Option<usize>,
     difix_eval_psnr: Option<f64>,
     difix_finished: bool,
+    nerfacto_step: Option<usize>,
     fix_gpu_frames: bool,
 }
 
@@ -294,6 +295,127 @@ fn viewer_shows_a_nerfacto_checkpoint() {
         hi - lo > 0.05,
         "the compared region is flat ({lo}..{hi}): nothing to tell frames apart"
     );
+}
+
+/// Training a NeRF from the viewer (the Training panel's NeRF mode): the run trains nerfacto on the
+/// open dataset (the tiny model of the parity fixtures, on the CPU backend), saves it in its run
+/// folder, and the view then shows the trained field.
+#[test]
+fn the_viewer_trains_a_nerf_and_shows_it() {
+    let Some(data) = asset("maupertuis") else { return };
+    let Some((display, _xvfb)) = display() else { return };
+    let (dir, shot, runtime) = shot_dir();
+    let settings = crate::repo().join("tests/fixtures/nerfacto/config.json");
+    let args = [
+        data.to_str().unwrap(),
+        "--size",
+        "640x400",
+        "--train-method",
+        "nerfacto",
+        "--train-steps",
+        "40",
+        "--train-factor",
+        "8",
+        "--train-backend",
+        "cpu",
+        "--nerfacto-config",
+        settings.to_str().unwrap(),
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ];
+    run_viewer_in(&display, &args, &runtime, dir.path());
+    let meta = shot_meta(&shot);
+    assert_eq!(meta.jobs.nerfacto_step, Some(40), "the run reached its last step");
+    let model = dir.path().join("runs/maupertuis_nerfacto/nerfacto.safetensors");
+    assert!(model.exists(), "the run folder is made next to the viewer");
+
+    // The window shows the trained field, not the dataset's point cloud.
+    let window = image::open(&shot).unwrap().to_rgb8();
+    let scene = difix3d::jobs::nerf_view::NerfScene::open(&model).unwrap();
+    let image = scene.model.render_camera(&scene.model_camera(&meta.camera), 4096);
+    let pixels = image.rgb.iter().map(|&v| difix3d::image_io::quantize(v)).collect();
+    let expected = image::RgbImage::from_raw(image.width, image.height, pixels).unwrap();
+    let (p, b) = view_psnr(&window, &meta, &expected);
+    eprintln!("window vs the trained field's render: PSNR {p:.1} dB");
+    assert!(p > 30.0, "the window does not show the trained field (PSNR {p:.1} dB)");
+    let (lo, hi) = b.iter().fold((1.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    assert!(hi - lo > 0.02, "the compared region is flat ({lo}..{hi})");
+}
+
+/// Refining a NeRF from the viewer: a nerfacto field opened with its dataset (trained here for a few
+/// steps by `difix3d train --method nerfacto`), refined with the Refinement panel's settings (Difix3D's
+/// nerfstudio variant, the tiny random Difix); the rounds run, and the view then shows the refined
+/// field from the run folder.
+#[test]
+fn the_viewer_refines_a_nerf_and_shows_it() {
+    let Some(data) = asset("maupertuis") else { return };
+    let Some((display, _xvfb)) = display() else { return };
+    let (dir, shot, runtime) = shot_dir();
+    let trained = dir.path().join("trained");
+    let settings = crate::repo().join("tests/fixtures/nerfacto/config.json");
+    let (code, stdout, stderr) = crate::difix3d(&[
+        "train",
+        "--method",
+        "nerfacto",
+        "--data",
+        data.to_str().unwrap(),
+        "--factor",
+        "8",
+        "--steps",
+        "20",
+        "--rays-per-batch",
+        "512",
+        "--nerfacto-config",
+        settings.to_str().unwrap(),
+        "--out",
+        trained.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let model = crate::repo().join("tests/fixtures/difix/tiny");
+    let checkpoint = trained.join("nerfacto.safetensors");
+    let args = [
+        checkpoint.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--size",
+        "640x400",
+        "--model",
+        model.to_str().unwrap(),
+        "--refine-steps",
+        "4",
+        "--refine-every",
+        "2",
+        "--refine-factor",
+        "8",
+        "--refine-backend",
+        "cpu",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ];
+    run_viewer_in(&display, &args, &runtime, dir.path());
+    let meta = shot_meta(&shot);
+    assert!(meta.jobs.refine_finished);
+    assert_eq!(
+        meta.jobs.refine_rounds, 2,
+        "rounds at two multiples of 2 among four steps"
+    );
+    let run = dir.path().join("runs/maupertuis_refined");
+    let refined = run.join("nerfacto.safetensors");
+    assert!(refined.exists(), "the refined field is saved in the run folder");
+
+    // The window shows the refined field, not the one it started from.
+    let window = image::open(&shot).unwrap().to_rgb8();
+    let render = |path: &Path| {
+        let scene = difix3d::jobs::nerf_view::NerfScene::open(path).unwrap();
+        let image = scene.model.render_camera(&scene.model_camera(&meta.camera), 4096);
+        let pixels = image.rgb.iter().map(|&v| difix3d::image_io::quantize(v)).collect();
+        image::RgbImage::from_raw(image.width, image.height, pixels).unwrap()
+    };
+    let (p, _) = view_psnr(&window, &meta, &render(&refined));
+    let (p_before, _) = view_psnr(&window, &meta, &render(&checkpoint));
+    eprintln!("window vs the refined field: {p:.1} dB; vs the field before refinement: {p_before:.1} dB");
+    assert!(p > 30.0, "the window does not show the refined field (PSNR {p:.1} dB)");
+    assert!(p > p_before, "the window is closer to the field before refinement");
 }
 
 /// Pressing X in the window turns the live fix on: the view changes from the raw render to Difix's

@@ -240,11 +240,20 @@ fn fields_match_nerfstudio() {
 
 #[test]
 fn rays_render_as_in_nerfstudio() {
-    let device = Default::default();
-    let model = model::<B>(&device);
+    rays_render::<B>(&Default::default());
+}
+
+/// The same renders on burn's wgpu backend (lavapipe here): its kernels, 32-bit integer hashing.
+#[test]
+fn rays_render_as_in_nerfstudio_on_wgpu() {
+    rays_render::<burn::backend::Wgpu<f32>>(&burn::backend::wgpu::WgpuDevice::DefaultDevice);
+}
+
+fn rays_render<Bk: Backend>(device: &Bk::Device) {
+    let model = model::<Bk>(device);
     let out = model.render_rays(
-        golden_tensor::<B>("ray_origins", &device),
-        golden_tensor::<B>("ray_directions", &device),
+        golden_tensor::<Bk>("ray_origins", device),
+        golden_tensor::<Bk>("ray_directions", device),
     );
     // Each pass's bins and weights first: a mismatch shows where it starts.
     for (i, (samples, weights)) in out.passes.iter().enumerate() {
@@ -331,23 +340,27 @@ fn cli_renders_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let cameras = dir.path().join("camera.json");
     std::fs::write(&cameras, serde_json::to_string(&golden_camera()).unwrap()).unwrap();
-    let out = dir.path().join("out");
-    let (code, stdout, stderr) = crate::difix3d(&[
-        "nerfacto-render",
-        "--checkpoint",
-        checkpoint_path().to_str().unwrap(),
-        "--config",
-        fixtures().join("config.json").to_str().unwrap(),
-        "--camera-json",
-        cameras.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let png = image::open(out.join("golden.png")).unwrap().to_rgb8();
-    for (got, want) in png.as_raw().iter().zip(golden("image_rgb")) {
-        let want = (want.clamp(0.0, 1.0) * 255.0).round();
-        assert!((f32::from(*got) - want).abs() <= 1.0, "{got} vs {want}");
+    for backend in ["cpu", "wgpu"] {
+        let out = dir.path().join(format!("out-{backend}"));
+        let (code, stdout, stderr) = crate::difix3d(&[
+            "nerfacto-render",
+            "--checkpoint",
+            checkpoint_path().to_str().unwrap(),
+            "--config",
+            fixtures().join("config.json").to_str().unwrap(),
+            "--camera-json",
+            cameras.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+        ]);
+        assert_eq!(code, 0, "{backend}: {stdout}\n{stderr}");
+        let png = image::open(out.join("golden.png")).unwrap().to_rgb8();
+        for (got, want) in png.as_raw().iter().zip(golden("image_rgb")) {
+            let want = (want.clamp(0.0, 1.0) * 255.0).round();
+            assert!((f32::from(*got) - want).abs() <= 1.0, "{backend}: {got} vs {want}");
+        }
     }
 
     let (code, _, stderr) = crate::difix3d(&[

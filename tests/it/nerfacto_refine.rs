@@ -276,7 +276,7 @@ fn nerfacto_refine_refuses_bad_arguments_before_writing() {
         ([&with_checkpoint[..], &["--scene", &scene]].concat(), "--scene"),
         ([&with_checkpoint[..], &["--targets", "eval"]].concat(), "--targets"),
         ([&with_checkpoint[..], &["--antialiased"]].concat(), "--antialiased"),
-        ([&with_checkpoint[..], &["--backend", "wgpu"]].concat(), "CPU only"),
+        ([&with_checkpoint[..], &["--backend", "cuda"]].concat(), "CUDA"),
         ([&with_checkpoint[..], &["--patch-size", "0"]].concat(), "--patch-size"),
         (
             [&with_checkpoint[..], &["--novel-probability", "1.5"]].concat(),

@@ -294,7 +294,7 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
             ("--rays-per-batch", v(&["0", "-1", "nan", "1.5", "2000000"])),
             ("--eval-steps", v(&["-5", "nan", "0"])),
             ("--method", v(&["nerf", ""])),
-            ("--backend", v(&["wgpu"])),
+            ("--backend", v(&["metal", ""])),
             ("--sh-degree", v(&["2"])),
             ("--resume", vec![s(&i.scene)]),
             ("--nerfacto-config", vec![s(&i.pairs), s(&i.scene), s(&i.path)]),
@@ -307,7 +307,7 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
             ("--novel-probability", v(&["nan", "-0.1", "1.5"])),
             ("--rays-per-batch", v(&["0", "-1", "nan", "2000000", "8"])),
             ("--patch-size", v(&["0", "-1", "nan", "13"])),
-            ("--backend", v(&["wgpu"])),
+            ("--backend", v(&["metal", ""])),
             ("--scene", vec![s(&i.scene)]),
             ("--targets", v(&["eval"])),
             (

@@ -25,8 +25,8 @@ const RAYS_PER_CHUNK: usize = 4096;
 
 /// A nerfacto field opened for viewing.
 pub struct NerfScene {
-    /// The checkpoint file.
-    pub path: PathBuf,
+    /// The files it was opened from.
+    pub files: NerfFiles,
     pub model: Nerfacto<CpuBackend>,
     /// The run's `dataparser_transforms.json`, when it has one beside the checkpoint: the viewer's
     /// cameras are then in the dataset's frame (so its cameras snap into place) and are moved into the
@@ -40,6 +40,16 @@ pub enum NerfViewError {
     Nerfacto(#[from] NerfactoError),
     #[error(transparent)]
     Transform(#[from] NerfstudioError),
+}
+
+/// The files a nerfacto scene was opened from, as a refinement of it reads them again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NerfFiles {
+    pub checkpoint: PathBuf,
+    /// Its `nerfacto.json`, when one was found.
+    pub config: Option<PathBuf>,
+    /// Its `dataparser_transforms.json`, when one was found.
+    pub transforms: Option<PathBuf>,
 }
 
 /// Whether `path` names a nerfacto checkpoint: nerfstudio's `step-*.ckpt` (any `.ckpt`), or the
@@ -62,12 +72,17 @@ impl NerfScene {
         };
         let config = beside("nerfacto.json");
         let model = Nerfacto::open(path, config.as_deref(), &Default::default())?;
-        let dataparser = match beside("dataparser_transforms.json") {
-            Some(file) => Some(DataparserTransform::load(&file)?),
+        let transforms = beside("dataparser_transforms.json");
+        let dataparser = match &transforms {
+            Some(file) => Some(DataparserTransform::load(file)?),
             None => None,
         };
         Ok(Self {
-            path: path.to_path_buf(),
+            files: NerfFiles {
+                checkpoint: path.to_path_buf(),
+                config,
+                transforms,
+            },
             model,
             dataparser,
         })

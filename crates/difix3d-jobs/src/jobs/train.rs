@@ -1,4 +1,4 @@
-//! A training, refinement or Difix fine-tuning run on its own thread: progress events out, commands
+//! A training (splats or nerfacto), refinement or Difix fine-tuning run on its own thread: progress events out, commands
 //! (pause, resume, save, stop) in. The viewer's Training and Refinement panels drive it; the CLI
 //! calls the trainers and the refiner directly with the same observer interfaces.
 
@@ -14,7 +14,11 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::difix::train::trainer::{
     self as difix_trainer, DifixEvalReport, DifixStepReport, DifixTrainConfig, DifixTrainObserver, DifixTrainSummary,
 };
-use crate::nn::backend::{devices, run_on, run_on_renderer_device, BackendKind, Precision, WithBackend};
+use crate::nerfacto::trainer::{self as nerfacto_trainer, NerfactoRunConfig, NerfactoStepReport, NerfactoSummary};
+use crate::nn::backend::{devices, run_on, run_on_fp32, run_on_renderer_device, BackendKind, Precision, WithBackend};
+use crate::refine::nerfacto::{
+    self as nerfacto_refine, NerfactoRefineConfig, NerfactoRefineObserver, NerfactoRefineStep, NerfactoRefineSummary,
+};
 use crate::refine::refiner::{self, RefineConfig, RefineObserver, RefineSummary};
 use crate::refine::round::RoundEvent;
 use crate::render::GpuContext;
@@ -39,6 +43,10 @@ pub enum TrainEvent {
     /// A Difix fine-tuning step, and its evaluations on the test pairs.
     DifixStep(DifixStepReport),
     DifixEval(DifixEvalReport),
+    /// A nerfacto training step.
+    NerfactoStep(NerfactoStepReport),
+    /// A nerfacto refinement step.
+    NerfactoRefineStep(NerfactoRefineStep),
     Done(Result<Finished, String>),
 }
 
@@ -48,11 +56,15 @@ pub enum Finished {
     Train(TrainSummary),
     Refine(RefineSummary),
     Difix(DifixTrainSummary),
+    Nerfacto(NerfactoSummary),
+    NerfactoRefine(NerfactoRefineSummary),
 }
 
 pub struct TrainHandle {
     pub events: Receiver<TrainEvent>,
     pub commands: Sender<TrainCommand>,
+    /// Whether [`TrainCommand::Save`] saves mid-run (nerfacto training saves only at its end).
+    pub saves: bool,
 }
 
 /// How often the view gets new splats.
@@ -123,6 +135,25 @@ impl TrainObserver for ChannelObserver {
     }
 }
 
+impl ChannelObserver {
+    /// A nerfacto step: reported, then pause and stop applied (there is no mid-run save).
+    fn nerfacto_step(&mut self, report: &NerfactoStepReport) {
+        let _ = self.events.send(TrainEvent::NerfactoStep(*report));
+        self.apply_pending();
+    }
+}
+
+impl NerfactoRefineObserver for ChannelObserver {
+    fn step(&mut self, report: &NerfactoRefineStep) {
+        let _ = self.events.send(TrainEvent::NerfactoRefineStep(*report));
+        self.apply_pending();
+    }
+
+    fn round(&mut self, event: &RoundEvent) {
+        let _ = self.events.send(TrainEvent::Round(event.clone()));
+    }
+}
+
 impl RefineObserver for ChannelObserver {
     fn round(&mut self, event: &RoundEvent) {
         let _ = self.events.send(TrainEvent::Round(event.clone()));
@@ -180,6 +211,54 @@ impl WithBackend for Job {
     }
 }
 
+/// A nerfacto run, apart from [`Job`] so that only `run_on_fp32`'s backends compile it.
+enum NerfactoRun {
+    Train(NerfactoRunConfig),
+    Refine(NerfactoRefineConfig),
+}
+
+struct NerfactoJob {
+    config: NerfactoRun,
+    observer: ChannelObserver,
+}
+
+impl WithBackend for NerfactoJob {
+    type Output = Result<Finished, String>;
+
+    fn run<B: Backend>(mut self, device: B::Device) -> Self::Output {
+        let stop = self.observer.stop.clone();
+        let observer = &mut self.observer;
+        match &self.config {
+            NerfactoRun::Train(c) => {
+                nerfacto_trainer::train::<Autodiff<B>>(c, &device, &mut |r| observer.nerfacto_step(r), &stop)
+                    .map(Finished::Nerfacto)
+                    .map_err(|e| e.to_string())
+            }
+            NerfactoRun::Refine(c) => nerfacto_refine::refine_nerfacto::<Autodiff<B>>(c, &device, observer, &stop)
+                .map(Finished::NerfactoRefine)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Starts training nerfacto per `config`, wholly on `backend` (fp32).
+pub fn spawn_nerfacto(config: NerfactoRunConfig, backend: BackendKind) -> TrainHandle {
+    spawn_nerfacto_job("train-nerfacto", NerfactoRun::Train(config), backend)
+}
+
+/// Starts Difix3D's nerfstudio variant per `config`: nerfacto and Difix wholly on `backend` (fp32).
+pub fn spawn_nerfacto_refine(config: NerfactoRefineConfig, backend: BackendKind) -> TrainHandle {
+    spawn_nerfacto_job("refine-nerfacto", NerfactoRun::Refine(config), backend)
+}
+
+fn spawn_nerfacto_job(name: &str, config: NerfactoRun, backend: BackendKind) -> TrainHandle {
+    spawn_thread(name, false, move |observer| {
+        run_on_fp32(backend, NerfactoJob { config, observer })
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+    })
+}
+
 /// Starts training `config` with the loss on `backend`, rendering on `gpu`.
 pub fn spawn(config: TrainConfig, gpu: GpuContext, backend: BackendKind) -> TrainHandle {
     spawn_job(Config::Train(config, gpu), backend)
@@ -197,14 +276,37 @@ pub fn spawn_difix(config: DifixTrainConfig, backend: BackendKind, devices: Vec<
 }
 
 fn spawn_job(config: Config, backend: BackendKind) -> TrainHandle {
-    let (event_tx, events) = crossbeam_channel::unbounded();
-    let (commands, command_rx) = crossbeam_channel::unbounded();
-    let done_tx = event_tx.clone();
     let name = match config {
         Config::Train(..) => "train",
         Config::Refine(..) => "refine",
         Config::Difix(..) => "train-difix",
     };
+    spawn_thread(name, true, move |observer| {
+        // Training and refinement render on `gpu`: burn joins that device when it is wgpu.
+        let renderer = match &config {
+            Config::Train(_, gpu) | Config::Refine(_, gpu) => Some(gpu.clone()),
+            Config::Difix(..) => None,
+        };
+        let job = Job { config, observer };
+        match renderer {
+            Some(gpu) => run_on_renderer_device(backend, Precision::Fp32, &gpu, job),
+            None => run_on(backend, Precision::Fp32, job),
+        }
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+    })
+}
+
+/// Runs `run` on a thread named `name` with an observer wired to the returned handle, and sends
+/// its result as the last event.
+fn spawn_thread(
+    name: &str,
+    saves: bool,
+    run: impl FnOnce(ChannelObserver) -> Result<Finished, String> + Send + 'static,
+) -> TrainHandle {
+    let (event_tx, events) = crossbeam_channel::unbounded();
+    let (commands, command_rx) = crossbeam_channel::unbounded();
+    let done_tx = event_tx.clone();
     let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
         let observer = ChannelObserver {
             events: event_tx,
@@ -212,22 +314,14 @@ fn spawn_job(config: Config, backend: BackendKind) -> TrainHandle {
             stop: Arc::new(AtomicBool::new(false)),
             last_snapshot: Instant::now(),
         };
-        // Training and refinement render on `gpu`: burn joins that device when it is wgpu.
-        let renderer = match &config {
-            Config::Train(_, gpu) | Config::Refine(_, gpu) => Some(gpu.clone()),
-            Config::Difix(..) => None,
-        };
-        let job = Job { config, observer };
-        let result = match renderer {
-            Some(gpu) => run_on_renderer_device(backend, Precision::Fp32, &gpu, job),
-            None => run_on(backend, Precision::Fp32, job),
-        }
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        let _ = done_tx.send(TrainEvent::Done(result));
+        let _ = done_tx.send(TrainEvent::Done(run(observer)));
     });
     if let Err(e) = spawned {
         log::error!("cannot start the {name} thread: {e}");
     }
-    TrainHandle { events, commands }
+    TrainHandle {
+        events,
+        commands,
+        saves,
+    }
 }

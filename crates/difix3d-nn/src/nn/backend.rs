@@ -75,6 +75,17 @@ pub fn run_on<J: WithBackend>(kind: BackendKind, precision: Precision, job: J) -
     }
 }
 
+/// [`run_on`] at fp32, compiling only the fp32 backends into `job`: for models with no
+/// reduced-precision path (nerfacto), so the f16/bf16 CUDA variants are neither built nor offered.
+pub fn run_on_fp32<J: WithBackend>(kind: BackendKind, job: J) -> Result<J::Output, BackendError> {
+    use burn::backend::{wgpu::WgpuDevice, Wgpu};
+    match kind {
+        BackendKind::Cpu => Ok(job.run::<CpuBackend>(Default::default())),
+        BackendKind::Wgpu => Ok(job.run::<Wgpu<f32>>(WgpuDevice::DefaultDevice)),
+        BackendKind::Cuda => run_cuda_fp32(job),
+    }
+}
+
 /// [`run_on`], except that wgpu at fp32 runs on `gpu`'s own device
 /// ([`crate::render::GpuContext::burn_device`]), so the renderer and burn exchange data by GPU-side
 /// copies (training's render op, the live fix) instead of through the CPU.
@@ -121,12 +132,29 @@ fn run_cuda<J: WithBackend>(precision: Precision, job: J) -> Result<J::Output, B
     })
 }
 
+#[cfg(feature = "cuda")]
+fn run_cuda_fp32<J: WithBackend>(job: J) -> Result<J::Output, BackendError> {
+    use burn::backend::{cuda::CudaDevice, Cuda};
+    probe_cuda()?;
+    Ok(job.run::<Cuda<f32>>(CudaDevice::default()))
+}
+
 #[cfg(not(feature = "cuda"))]
 fn run_cuda<J: WithBackend>(_precision: Precision, _job: J) -> Result<J::Output, BackendError> {
-    Err(BackendError(
+    Err(no_cuda_in_this_build())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda_fp32<J: WithBackend>(_job: J) -> Result<J::Output, BackendError> {
+    Err(no_cuda_in_this_build())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn no_cuda_in_this_build() -> BackendError {
+    BackendError(
         "this build has no CUDA backend: rebuild with `cargo build --release --features cuda`, or use --backend wgpu"
             .into(),
-    ))
+    )
 }
 
 /// The devices `--devices` names on the backend `kind` runs on, starting from its `default`
