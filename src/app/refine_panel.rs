@@ -318,14 +318,14 @@ impl RefinePanel {
                 }
             }
         }
+        let psnr = |r: &Option<difix3d::train::eval::EvalReport>| {
+            r.as_ref().map_or("n/a".into(), |r| format!("{:.2} dB", r.psnr))
+        };
         match polled.done {
             Some(Ok(Finished::Refine(s))) => {
                 self.finished = true;
                 // Bring the results (table, thumbnails) into sight.
                 self.unfold = true;
-                let psnr = |r: &Option<difix3d::train::eval::EvalReport>| {
-                    r.as_ref().map_or("n/a".into(), |r| format!("{:.2} dB", r.psnr))
-                };
                 self.monitor.message = Some(Ok(format!(
                     "{} after {} steps, {} rounds. Eval PSNR: 3DGS {} · +Difix3D {} · +Difix3D+ {}; {}",
                     if s.stopped_early { "Stopped" } else { "Done" },
@@ -340,15 +340,15 @@ impl RefinePanel {
             Some(Ok(Finished::NerfactoRefine(s))) => {
                 self.finished = true;
                 self.unfold = true;
-                let psnr = |p: Option<f64>| p.map_or("n/a".into(), |v| format!("{v:.2} dB"));
                 self.monitor.message = Some(Ok(format!(
-                    "{} after {} steps from step {}, {} rounds. Eval PSNR {} -> {}; {}",
+                    "{} after {} steps from step {}, {} rounds. Eval PSNR: Nerfacto {} · +Difix3D {} · +Difix3D+ {}; {}",
                     if s.stopped_early { "Stopped" } else { "Done" },
                     s.steps,
                     s.first_step,
                     s.round_steps.len(),
-                    psnr(s.eval_psnr_before),
-                    psnr(s.eval_psnr_after),
+                    psnr(&s.eval.baseline),
+                    psnr(&s.eval.refined),
+                    psnr(&s.eval.refined_post),
                     s.model.display()
                 )));
                 // The view opens the refined field, with its dataset.

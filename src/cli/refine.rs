@@ -230,8 +230,6 @@ fn misplaced_flags(args: &RefineArgs) -> Vec<&'static str> {
             given(args.checkpoint_every.is_some(), "--checkpoint-every"),
             given(args.random_background, "--random-background"),
             given(args.antialiased, "--antialiased"),
-            given(args.no_post_render_eval, "--no-post-render-eval"),
-            given(args.lpips.files().is_some(), "--lpips-backbone"),
         ],
     };
     flags.into_iter().flatten().collect()
@@ -312,7 +310,7 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
         summary.ply.display(),
         summary.checkpoint.display()
     );
-    println!("{}", summary.eval.table());
+    println!("{}", summary.eval.table("3DGS"));
     Ok(())
 }
 
@@ -351,6 +349,8 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
     config.every = args.every;
     config.distance = args.distance;
     config.seed = args.seed;
+    config.post_render_eval = !args.no_post_render_eval;
+    config.lpips = args.lpips.files();
     if let Some(p) = args.novel_probability {
         config.novel_probability = p;
     }
@@ -384,6 +384,7 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
         "round_steps": summary.round_steps,
         "eval_psnr_before": summary.eval_psnr_before,
         "eval_psnr_after": summary.eval_psnr_after,
+        "eval": summary.eval,
         "stopped_early": summary.stopped_early,
     });
     super::write_json(&args.out.join("summary.json"), &report)?;
@@ -400,5 +401,6 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
         summary.config.display(),
         summary.transforms.display()
     );
+    println!("{}", summary.eval.table("Nerfacto"));
     Ok(())
 }

@@ -153,6 +153,35 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
     assert_eq!(summary["round_steps"], serde_json::json!([302, 304]), "{summary}");
     assert!(summary["eval_psnr_before"].as_f64().unwrap().is_finite());
     assert!(summary["eval_psnr_after"].as_f64().unwrap().is_finite());
+    // The paper's table with NeRF rows: before, refined, refined with Difix on the eval renders.
+    let ablation: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(ablation, summary["eval"], "eval.json and summary.json agree");
+    assert_eq!(ablation["baseline"]["psnr"], summary["eval_psnr_before"]);
+    assert_eq!(ablation["refined"]["psnr"], summary["eval_psnr_after"]);
+    for line in ["Nerfacto", "+ Difix3D ", "+ Difix3D+"] {
+        assert!(stdout.contains(line), "the table has no `{line}` row: {stdout}");
+    }
+    // The Difix3D+ row measures the fixed renders it saved, against the eval photo.
+    let post = &ablation["refined_post"]["views"][0];
+    let name = post["name"].as_str().unwrap();
+    let stem = Path::new(name).file_stem().unwrap().to_string_lossy();
+    let fixed = image::open(out.join("eval_post").join(format!("{stem}.png"))).unwrap().to_rgb8();
+    let photo = image::open(data.join("images").join(name)).unwrap().to_rgb8();
+    let mse = fixed
+        .as_raw()
+        .iter()
+        .zip(photo.as_raw())
+        .map(|(a, b)| ((f64::from(*a) - f64::from(*b)) / 255.0).powi(2))
+        .sum::<f64>()
+        / fixed.as_raw().len() as f64;
+    let psnr = -10.0 * mse.log10();
+    let reported = post["psnr"].as_f64().unwrap();
+    assert!((psnr - reported).abs() < 1e-3, "Difix3D+ PSNR {reported} vs {psnr} from eval_post/");
+    assert_ne!(
+        ablation["refined_post"]["psnr"], ablation["refined"]["psnr"],
+        "Difix changed nothing in the eval renders"
+    );
     let mut rounds: Vec<String> = std::fs::read_dir(out.join("rounds"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -60,16 +60,22 @@ use glam::Affine3A;
 use image::{GrayImage, RgbImage};
 
 use super::poses::shift_poses;
+use super::refiner::Ablation;
 use super::round::{self, RenderedView, RoundError, RoundEvent, RoundJob};
 use crate::camera_path::nerfstudio::{DataparserTransform, NerfstudioError};
 use crate::data::{self, Camera, Dataset};
 use crate::difix::{Difix, DifixError};
 use crate::nerfacto::batches::{PixelSampler, Views};
 use crate::nerfacto::checkpoint::Checkpoint;
-use crate::nerfacto::trainer::{evaluate, load_photo, NerfactoTrainError};
+use crate::difix::images::SizePolicy;
+use crate::difix::pipeline::DEFAULT_PROMPT;
+use crate::nerfacto::trainer::{load_photo, NerfactoTrainError};
+use crate::train::eval::{self, EvalReport};
 use crate::nerfacto::training::{NerfactoTrainer, StepLosses};
 use crate::nerfacto::{Nerfacto, NerfactoConfig, NerfactoError};
-use crate::reference_photo::Reference;
+use crate::metrics::MetricsBackend;
+use crate::perceptual::lpips::{Lpips, LpipsFiles};
+use crate::reference_photo::{Reference, ReferenceCache};
 use crate::rng::Rng;
 
 /// Why a nerfacto refinement could not start or finish; every message names its file or flag.
@@ -140,6 +146,10 @@ pub struct NerfactoRefineConfig {
     pub seed: u64,
     /// Rays rendered at once outside training (rounds, evaluation).
     pub render_chunk: usize,
+    /// Also evaluate the refined model's eval renders fixed by Difix (the Difix3D+ row).
+    pub post_render_eval: bool,
+    /// LPIPS for the eval rows (the `lpips` package's VGG network); none: no LPIPS column.
+    pub lpips: Option<LpipsFiles>,
 }
 
 impl NerfactoRefineConfig {
@@ -164,6 +174,8 @@ impl NerfactoRefineConfig {
             out,
             seed: 42,
             render_chunk: 4096,
+            post_render_eval: true,
+            lpips: None,
         }
     }
 
@@ -291,6 +303,9 @@ pub struct NerfactoRefineSummary {
     pub round_steps: Vec<usize>,
     pub eval_psnr_before: Option<f64>,
     pub eval_psnr_after: Option<f64>,
+    /// The eval views' rows (as the splat variant's `eval.json`): the model before the run, after it,
+    /// and after it with Difix on its renders (Difix3D+).
+    pub eval: Ablation,
     pub model: PathBuf,
     pub config: PathBuf,
     pub transforms: PathBuf,
@@ -307,6 +322,7 @@ struct Inputs<B: AutodiffBackend> {
     /// The dataset with its training cameras in the model's frame (for the nearest reference).
     model_frame: Arc<Dataset>,
     difix: Difix<B::InnerBackend>,
+    lpips: Option<Lpips<MetricsBackend>>,
 }
 
 fn load_inputs<B: AutodiffBackend>(
@@ -417,6 +433,7 @@ fn load_inputs<B: AutodiffBackend>(
         .map_err(|m| NerfactoRefineError::Input(format!("--patch-size {}: {m}", config.patch_size)))?;
     // Loaded last among the inputs but before anything is written, so missing weights fail at once.
     let difix = Difix::<B::InnerBackend>::load(&config.model, config.model_checkpoint.as_deref(), device)?;
+    let lpips = crate::metrics::load_lpips(config.lpips.as_ref()).map_err(|e| NerfactoRefineError::Input(e.to_string()))?;
     Ok(Inputs {
         model,
         first_step,
@@ -425,6 +442,7 @@ fn load_inputs<B: AutodiffBackend>(
         eval,
         model_frame,
         difix,
+        lpips,
     })
 }
 
@@ -456,6 +474,56 @@ fn check_fits(config: &NerfactoRefineConfig, inputs: &Inputs<impl AutodiffBacken
     crate::disk::check_fits(&config.out, needed, &what).map_err(NerfactoRefineError::Input)
 }
 
+/// Difix on the eval renders, guided as the rounds are (Difix3D+).
+struct PostRenderFix<'a, B: burn::tensor::backend::Backend> {
+    difix: &'a mut Difix<B>,
+    reference: &'a Reference,
+}
+
+/// PSNR, SSIM (and LPIPS with `lpips`) of `model`'s renders of the eval views (model frame, with
+/// their photos), fixed by Difix first with `fix`; the renders (8-bit) go to `out` when given. `None`
+/// without eval views.
+fn evaluate<B: burn::tensor::backend::Backend, D: burn::tensor::backend::Backend>(
+    model: &Nerfacto<B>,
+    views: &[(Camera, RgbImage)],
+    chunk: usize,
+    lpips: Option<&Lpips<MetricsBackend>>,
+    out: Option<&Path>,
+    mut fix: Option<PostRenderFix<'_, D>>,
+) -> Result<Option<EvalReport>, NerfactoRefineError> {
+    if views.is_empty() {
+        return Ok(None);
+    }
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+    }
+    let mut references = ReferenceCache::default();
+    let mut metrics = Vec::with_capacity(views.len());
+    for (camera, photo) in views {
+        let image = model.render_camera(camera, chunk);
+        let pixels = image.rgb.iter().map(|&v| crate::image_io::quantize(v)).collect();
+        let raw = RgbImage::from_raw(image.width, image.height, pixels)
+            .ok_or_else(|| NerfactoRefineError::Input("a render has the wrong number of pixels".into()))?;
+        let (saved, values) = match fix.as_mut() {
+            Some(fix) => {
+                let guide = references
+                    .for_camera(fix.reference, camera)
+                    .map_err(RoundError::from)?;
+                let fixed = fix.difix.fix_image(&raw, guide, SizePolicy::Native, DEFAULT_PROMPT)?;
+                let values = fixed.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
+                (fixed, values)
+            }
+            None => (raw, image.rgb),
+        };
+        if let Some(dir) = out {
+            let path = dir.join(eval::render_name_of(&camera.name));
+            crate::image_io::save_png(&saved, &path).map_err(|e| file_error(&path, e))?;
+        }
+        metrics.push(crate::metrics::compare(&camera.name, &values, photo, lpips));
+    }
+    Ok(Some(eval::summarize(metrics)))
+}
+
 fn file_error(path: &Path, e: impl std::fmt::Display) -> NerfactoRefineError {
     NerfactoRefineError::File {
         path: path.to_path_buf(),
@@ -482,10 +550,12 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
         eval,
         model_frame,
         mut difix,
+        lpips,
     } = inputs;
     let mut run_dir = crate::disk::RunDir::create(&config.out).map_err(|e| file_error(&config.out, e))?;
 
-    let eval_before = evaluate(&model.valid(), &eval, config.render_chunk, None)?;
+    let lpips = lpips.as_ref();
+    let baseline = evaluate::<_, B::InnerBackend>(&model.valid(), &eval, config.render_chunk, lpips, None, None)?;
     let reference = if config.reference {
         Reference::NearestTrain(model_frame.clone())
     } else {
@@ -590,15 +660,40 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     let transforms_path = config.out.join("dataparser_transforms.json");
     let text = serde_json::to_string_pretty(&transform.to_json()).map_err(|e| file_error(&transforms_path, e))?;
     crate::disk::write_bytes_atomic(&transforms_path, text.as_bytes()).map_err(|e| file_error(&transforms_path, e))?;
+    let valid = model.valid();
     let eval_dir = config.out.join("eval");
-    std::fs::create_dir_all(&eval_dir).map_err(|e| file_error(&eval_dir, e))?;
-    let eval_after = evaluate(&model.valid(), &eval, config.render_chunk, Some(&eval_dir))?;
+    let refined = evaluate::<_, B::InnerBackend>(&valid, &eval, config.render_chunk, lpips, Some(&eval_dir), None)?;
+    let refined_post = if config.post_render_eval && !stopped_early {
+        let fix = PostRenderFix {
+            difix: &mut difix,
+            reference: &reference,
+        };
+        evaluate(
+            &valid,
+            &eval,
+            config.render_chunk,
+            lpips,
+            Some(&config.out.join("eval_post")),
+            Some(fix),
+        )?
+    } else {
+        None
+    };
+    let ablation = Ablation {
+        baseline,
+        refined,
+        refined_post,
+    };
+    let eval_path = config.out.join("eval.json");
+    let text = serde_json::to_string_pretty(&ablation).map_err(|e| file_error(&eval_path, e))?;
+    crate::disk::write_bytes_atomic(&eval_path, text.as_bytes()).map_err(|e| file_error(&eval_path, e))?;
     Ok(NerfactoRefineSummary {
         first_step,
         steps: trainer.steps() - first_step,
         round_steps,
-        eval_psnr_before: eval_before,
-        eval_psnr_after: eval_after,
+        eval_psnr_before: ablation.baseline.as_ref().map(|r| r.psnr),
+        eval_psnr_after: ablation.refined.as_ref().map(|r| r.psnr),
+        eval: ablation,
         model: model_path,
         config: config_path,
         transforms: transforms_path,

@@ -214,11 +214,12 @@ pub struct Ablation {
 }
 
 impl Ablation {
-    /// A text table like the paper's (`n/a` where a metric is missing; LPIPS is not built yet).
-    pub fn table(&self) -> String {
+    /// A text table like the paper's (`n/a` where a metric is missing, LPIPS without a network);
+    /// `base` names the first row: the scene's method ("3DGS", "Nerfacto").
+    pub fn table(&self, base: &str) -> String {
         let mut out = format!("{:<14}{:>8}{:>8}{:>8}\n", "", "PSNR", "SSIM", "LPIPS");
         for (name, report) in [
-            ("3DGS", &self.baseline),
+            (base, &self.baseline),
             ("+ Difix3D", &self.refined),
             ("+ Difix3D+", &self.refined_post),
         ] {

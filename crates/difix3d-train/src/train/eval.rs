@@ -78,9 +78,14 @@ pub fn evaluate(
 
 /// `NAME.png` for the render of `view` (the photo's stem).
 pub fn render_name(view: &View) -> String {
-    let stem = Path::new(&view.camera.name)
+    render_name_of(&view.camera.name)
+}
+
+/// The render's file name for the camera named `name`: its stem as a PNG.
+pub fn render_name_of(name: &str) -> String {
+    let stem = Path::new(name)
         .file_stem()
-        .map_or_else(|| view.camera.name.clone(), |s| s.to_string_lossy().into_owned());
+        .map_or_else(|| name.to_string(), |s| s.to_string_lossy().into_owned());
     format!("{stem}.png")
 }
 
