@@ -105,7 +105,7 @@ enum Command {
         /// lpips's linear layers for --train-difix (default: assets/lpips/vgg.pth).
         #[arg(long)]
         lpips_lin: Option<PathBuf>,
-        /// Where the loss runs for --train-steps.
+        /// Where the loss runs for --train-steps (all of it for --train-method nerfacto).
         #[arg(long, value_enum, default_value_t = difix3d::nn::backend::BackendKind::Wgpu)]
         train_backend: difix3d::nn::backend::BackendKind,
         /// Start refining the scene with Difix for this many steps (needs --data; Refinement panel
@@ -124,9 +124,9 @@ enum Command {
     },
     /// Render a scene to PNG files without a window.
     Render(render::RenderArgs),
-    /// Render a nerfstudio nerfacto checkpoint (step-*.ckpt) to PNG files (CPU).
+    /// Render a nerfstudio nerfacto checkpoint (step-*.ckpt) to PNG files.
     NerfactoRender(nerfacto_render::NerfactoRenderArgs),
-    /// Export a nerfstudio nerfacto checkpoint as splats (.ply), from the points its cameras see (CPU).
+    /// Export a nerfstudio nerfacto checkpoint as splats (.ply), from the points its cameras see.
     NerfactoExport(nerfacto_export::NerfactoExportArgs),
     /// Clean images with Difix (optionally guided by reference views).
     Fix(fix::FixArgs),
