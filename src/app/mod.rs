@@ -50,6 +50,9 @@ pub struct ViewerOptions {
     pub screenshot_toggle_fix: bool,
     /// Draw antialiased from the start (`difix3d view --antialiased`).
     pub antialiased: bool,
+    /// Where NeRFs render (`difix3d view --nerf-backend`); `None`: the CPU backend on a CPU adapter,
+    /// wgpu on a GPU.
+    pub nerf_backend: Option<difix3d::nn::backend::BackendKind>,
     /// Start training the opened dataset at launch: (steps, image factor, loss backend). With
     /// `screenshot`, the picture is taken once the view shows splats from step 20 or later.
     pub train: Option<(usize, u32, difix3d::nn::backend::BackendKind)>,
@@ -209,6 +212,7 @@ impl ViewerApp {
             start_nerfacto: options.train_nerfacto,
         };
         app.view.settings.antialiased = options.antialiased;
+        app.viewport.nerf_backend = options.nerf_backend;
         if let Some(path) = options.path {
             app.scene_panel.open(path, options.data, &app.jobs);
         }

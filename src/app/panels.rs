@@ -146,7 +146,7 @@ impl ScenePanel {
                 ui.label(file_name(&scene.path).to_string())
                     .on_hover_text(scene.path.display().to_string());
                 if scene.nerf.is_some() {
-                    ui.label("NeRF (nerfacto) · rendered on the CPU, coarse first");
+                    ui.label("NeRF (nerfacto) · rendered coarse first");
                 } else {
                     ui.label(format!(
                         "{} splats · SH degree {}",

@@ -9,6 +9,7 @@ use difix3d::data::{Camera, Dataset};
 use difix3d::fix::gpu_frame::GpuFrame;
 use difix3d::fix::FrameImage;
 use difix3d::jobs::nerf_view::{NerfScene, NerfViewer};
+use difix3d::nn::backend::BackendKind;
 use difix3d::render::{GpuContext, GpuError, GpuSplats, Rasterizer, RenderOptions};
 use difix3d::scene::Splats;
 use difix3d::view::ViewController;
@@ -33,6 +34,8 @@ pub struct FrameRecord {
 /// frame shown.
 struct NerfView {
     viewer: NerfViewer,
+    /// Where the worker renders.
+    backend: BackendKind,
     requested: Option<Camera>,
     request_id: u64,
     /// The divisor of the frame on screen (1: full size; larger while the worker still refines; 0:
@@ -49,6 +52,8 @@ pub struct Viewport {
     rasterizer: Rasterizer,
     /// Set while a nerfacto scene is shown (instead of `splats`).
     nerf: Option<NerfView>,
+    /// Where NeRFs render; `None`: the CPU backend on a CPU adapter (lavapipe), wgpu on a GPU.
+    pub nerf_backend: Option<BackendKind>,
     /// How many splats are uploaded, for the overlay.
     splat_count: usize,
     splats: Option<GpuSplats>,
@@ -67,6 +72,7 @@ impl Viewport {
         Self {
             rasterizer: Rasterizer::new(&gpu.device),
             nerf: None,
+            nerf_backend: None,
             gpu,
             splat_count: 0,
             splats: None,
@@ -91,8 +97,14 @@ impl Viewport {
 
     /// Shows a nerfacto field instead of splats: frames come from its render worker, coarse first.
     pub fn set_nerf(&mut self, scene: Arc<NerfScene>) {
+        let backend = self.nerf_backend.unwrap_or(if self.gpu.is_cpu_adapter() {
+            BackendKind::Cpu
+        } else {
+            BackendKind::Wgpu
+        });
         self.nerf = Some(NerfView {
-            viewer: NerfViewer::spawn(scene),
+            viewer: NerfViewer::spawn(scene, backend),
+            backend,
             requested: None,
             request_id: 0,
             shown_level: 0,
@@ -369,7 +381,8 @@ impl Viewport {
         let fly = if settings.fly_mode { " · fly (WASD/QE)" } else { "" };
         let mut text = match &self.nerf {
             Some(nerf) => format!(
-                "NeRF (nerfacto, CPU) · {}x{}{}{fly}",
+                "NeRF (nerfacto, {}) · {}x{}{}{fly}",
+                nerf.backend,
                 size.0,
                 size.1,
                 match nerf.shown_level {

@@ -67,6 +67,10 @@ enum Command {
         /// `train --antialiased` must be; the View panel's "Antialiased" box.
         #[arg(long)]
         antialiased: bool,
+        /// Where a NeRF renders (default: the CPU backend when the GPU is a CPU implementation such as
+        /// lavapipe, wgpu otherwise).
+        #[arg(long, value_enum)]
+        nerf_backend: Option<difix3d::nn::backend::BackendKind>,
         /// With --screenshot: save the raw view as NAME_raw.png, press the fix key (X), and save the
         /// fixed view as NAME.png once it is on screen.
         #[arg(long, requires = "screenshot", hide = true)]
@@ -172,6 +176,7 @@ pub fn run() -> anyhow::Result<()> {
         backend: None,
         fix_view: crate::app::ViewMode::Fixed,
         antialiased: false,
+        nerf_backend: None,
         screenshot_toggle_fix: false,
         train_steps: None,
         train_factor: 4,
@@ -200,6 +205,7 @@ pub fn run() -> anyhow::Result<()> {
             backend,
             fix_view,
             antialiased,
+            nerf_backend,
             screenshot_toggle_fix,
             train_steps,
             train_factor,
@@ -262,6 +268,7 @@ pub fn run() -> anyhow::Result<()> {
                 },
                 screenshot_toggle_fix,
                 antialiased,
+                nerf_backend,
                 train_difix: difix_start,
                 train: train_steps
                     .filter(|_| !difix_mode && !nerfacto_mode)

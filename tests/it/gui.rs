@@ -259,6 +259,16 @@ fn viewer_draws_antialiased_when_asked() {
 /// full-size frame is on screen, shows the field's own render of the window's camera.
 #[test]
 fn viewer_shows_a_nerfacto_checkpoint() {
+    viewer_shows_a_nerfacto_checkpoint_with(&[]);
+}
+
+/// The same field rendered by burn's wgpu backend (lavapipe here) instead of the CPU one.
+#[test]
+fn viewer_shows_a_nerfacto_checkpoint_rendered_on_wgpu() {
+    viewer_shows_a_nerfacto_checkpoint_with(&["--nerf-backend", "wgpu"]);
+}
+
+fn viewer_shows_a_nerfacto_checkpoint_with(extra: &[&str]) {
     let Some((display, _xvfb)) = display() else { return };
     let (dir, shot, runtime) = shot_dir();
     let fixtures = crate::repo().join("tests/fixtures/nerfacto");
@@ -267,17 +277,18 @@ fn viewer_shows_a_nerfacto_checkpoint() {
     let checkpoint = run.join("step-000000300.ckpt");
     std::fs::copy(fixtures.join("step-000000300.ckpt"), &checkpoint).unwrap();
     std::fs::copy(fixtures.join("config.json"), run.join("nerfacto.json")).unwrap();
-    run_viewer(
-        &display,
+    let args = [
         &[
             checkpoint.to_str().unwrap(),
             "--size",
             "640x400",
             "--screenshot",
             shot.to_str().unwrap(),
-        ],
-        &runtime,
-    );
+        ][..],
+        extra,
+    ]
+    .concat();
+    run_viewer(&display, &args, &runtime);
     let meta = shot_meta(&shot);
     let window = image::open(&shot).unwrap().to_rgb8();
     let scene = difix3d::jobs::nerf_view::NerfScene::open(&checkpoint).unwrap();

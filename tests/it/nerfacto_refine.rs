@@ -166,7 +166,9 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
     let post = &ablation["refined_post"]["views"][0];
     let name = post["name"].as_str().unwrap();
     let stem = Path::new(name).file_stem().unwrap().to_string_lossy();
-    let fixed = image::open(out.join("eval_post").join(format!("{stem}.png"))).unwrap().to_rgb8();
+    let fixed = image::open(out.join("eval_post").join(format!("{stem}.png")))
+        .unwrap()
+        .to_rgb8();
     let photo = image::open(data.join("images").join(name)).unwrap().to_rgb8();
     let mse = fixed
         .as_raw()
@@ -177,7 +179,10 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
         / fixed.as_raw().len() as f64;
     let psnr = -10.0 * mse.log10();
     let reported = post["psnr"].as_f64().unwrap();
-    assert!((psnr - reported).abs() < 1e-3, "Difix3D+ PSNR {reported} vs {psnr} from eval_post/");
+    assert!(
+        (psnr - reported).abs() < 1e-3,
+        "Difix3D+ PSNR {reported} vs {psnr} from eval_post/"
+    );
     assert_ne!(
         ablation["refined_post"]["psnr"], ablation["refined"]["psnr"],
         "Difix changed nothing in the eval renders"

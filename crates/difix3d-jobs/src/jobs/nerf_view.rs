@@ -2,20 +2,23 @@
 //! progressively (1/8 of the size first, then 1/4, 1/2 and the full frame), and drops a frame as soon
 //! as a newer camera arrives, so a moving view gets coarse frames quickly and a still one sharpens.
 //!
-//! Nerfacto renders on the CPU backend (the only one it has so far), one ray chunk at a time; between
-//! chunks the worker checks for a newer camera.
+//! The field renders on the backend the viewer picks (the CPU backend where the GPU is a CPU
+//! implementation such as lavapipe, which runs burn's kernels several times slower than burn's own CPU
+//! backend; wgpu on a real GPU), one ray chunk at a time; between chunks the worker checks for a
+//! newer camera.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use burn::tensor::backend::Backend;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::camera_path::nerfstudio::{DataparserTransform, NerfstudioError};
 use crate::data::Camera;
 use crate::nerfacto::{Nerfacto, NerfactoError};
-use crate::nn::backend::CpuBackend;
+use crate::nn::backend::{run_on_fp32, BackendKind, CpuBackend, WithBackend};
 
 /// The sizes a still view goes through, as divisors of the full frame, coarse first.
 pub const LEVELS: [u32; 4] = [8, 4, 2, 1];
@@ -129,14 +132,34 @@ pub struct NerfViewer {
 }
 
 impl NerfViewer {
-    pub fn spawn(scene: Arc<NerfScene>) -> Self {
+    /// Starts rendering `scene` on `backend`: the scene's own CPU model, or the same checkpoint loaded
+    /// again on the GPU backend (a failure to load there is logged, and the worker stops).
+    pub fn spawn(scene: Arc<NerfScene>, backend: BackendKind) -> Self {
         let (requests, inbox) = crossbeam_channel::unbounded::<(u64, Camera)>();
         let (outbox, frames) = crossbeam_channel::unbounded();
         let closed = Arc::new(AtomicBool::new(false));
         let stop = closed.clone();
         let thread = std::thread::Builder::new()
             .name("nerf-view".into())
-            .spawn(move || worker(&scene, &inbox, &outbox, &stop))
+            .spawn(move || {
+                let channels = WorkerChannels {
+                    inbox,
+                    outbox,
+                    closed: stop,
+                };
+                if backend == BackendKind::Cpu {
+                    return worker(&scene.model, &scene, &channels);
+                }
+                let job = OnBackend {
+                    scene: &scene,
+                    channels: &channels,
+                };
+                match run_on_fp32(backend, job) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => log::error!("cannot render the NeRF on {backend}: {e}"),
+                    Err(e) => log::error!("cannot render the NeRF on {backend}: {e}"),
+                }
+            })
             .map_err(|e| log::error!("cannot start the NeRF view thread: {e}"))
             .ok();
         Self {
@@ -163,7 +186,33 @@ impl NerfViewer {
     }
 }
 
-fn worker(scene: &NerfScene, inbox: &Receiver<(u64, Camera)>, outbox: &Sender<NerfFrame>, closed: &AtomicBool) {
+/// What the worker talks through.
+struct WorkerChannels {
+    inbox: Receiver<(u64, Camera)>,
+    outbox: Sender<NerfFrame>,
+    /// Set when the viewer drops the worker.
+    closed: Arc<AtomicBool>,
+}
+
+/// The worker on a GPU backend, with the scene's checkpoint loaded there.
+struct OnBackend<'a> {
+    scene: &'a NerfScene,
+    channels: &'a WorkerChannels,
+}
+
+impl WithBackend for OnBackend<'_> {
+    type Output = Result<(), NerfactoError>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let files = &self.scene.files;
+        let model = Nerfacto::<B>::open(&files.checkpoint, files.config.as_deref(), &device)?;
+        worker(&model, self.scene, self.channels);
+        Ok(())
+    }
+}
+
+fn worker<B: Backend>(model: &Nerfacto<B>, scene: &NerfScene, channels: &WorkerChannels) {
+    let WorkerChannels { inbox, outbox, closed } = channels;
     let mut next = None;
     loop {
         let (id, camera) = match next.take() {
@@ -179,7 +228,7 @@ fn worker(scene: &NerfScene, inbox: &Receiver<(u64, Camera)>, outbox: &Sender<Ne
         for level in LEVELS {
             let (w, h) = ((camera.width / level).max(1), (camera.height / level).max(1));
             let sized = model_camera.resized(w, h);
-            let image = scene.model.render_camera_unless(&sized, RAYS_PER_CHUNK, &|| {
+            let image = model.render_camera_unless(&sized, RAYS_PER_CHUNK, &|| {
                 closed.load(Ordering::Relaxed) || !inbox.is_empty()
             });
             let Some(image) = image else { break };

@@ -64,19 +64,19 @@ use super::refiner::Ablation;
 use super::round::{self, RenderedView, RoundError, RoundEvent, RoundJob};
 use crate::camera_path::nerfstudio::{DataparserTransform, NerfstudioError};
 use crate::data::{self, Camera, Dataset};
-use crate::difix::{Difix, DifixError};
-use crate::nerfacto::batches::{PixelSampler, Views};
-use crate::nerfacto::checkpoint::Checkpoint;
 use crate::difix::images::SizePolicy;
 use crate::difix::pipeline::DEFAULT_PROMPT;
+use crate::difix::{Difix, DifixError};
+use crate::metrics::MetricsBackend;
+use crate::nerfacto::batches::{PixelSampler, Views};
+use crate::nerfacto::checkpoint::Checkpoint;
 use crate::nerfacto::trainer::{load_photo, NerfactoTrainError};
-use crate::train::eval::{self, EvalReport};
 use crate::nerfacto::training::{NerfactoTrainer, StepLosses};
 use crate::nerfacto::{Nerfacto, NerfactoConfig, NerfactoError};
-use crate::metrics::MetricsBackend;
 use crate::perceptual::lpips::{Lpips, LpipsFiles};
 use crate::reference_photo::{Reference, ReferenceCache};
 use crate::rng::Rng;
+use crate::train::eval::{self, EvalReport};
 
 /// Why a nerfacto refinement could not start or finish; every message names its file or flag.
 #[derive(Debug, thiserror::Error)]
@@ -433,7 +433,8 @@ fn load_inputs<B: AutodiffBackend>(
         .map_err(|m| NerfactoRefineError::Input(format!("--patch-size {}: {m}", config.patch_size)))?;
     // Loaded last among the inputs but before anything is written, so missing weights fail at once.
     let difix = Difix::<B::InnerBackend>::load(&config.model, config.model_checkpoint.as_deref(), device)?;
-    let lpips = crate::metrics::load_lpips(config.lpips.as_ref()).map_err(|e| NerfactoRefineError::Input(e.to_string()))?;
+    let lpips =
+        crate::metrics::load_lpips(config.lpips.as_ref()).map_err(|e| NerfactoRefineError::Input(e.to_string()))?;
     Ok(Inputs {
         model,
         first_step,
@@ -506,9 +507,7 @@ fn evaluate<B: burn::tensor::backend::Backend, D: burn::tensor::backend::Backend
             .ok_or_else(|| NerfactoRefineError::Input("a render has the wrong number of pixels".into()))?;
         let (saved, values) = match fix.as_mut() {
             Some(fix) => {
-                let guide = references
-                    .for_camera(fix.reference, camera)
-                    .map_err(RoundError::from)?;
+                let guide = references.for_camera(fix.reference, camera).map_err(RoundError::from)?;
                 let fixed = fix.difix.fix_image(&raw, guide, SizePolicy::Native, DEFAULT_PROMPT)?;
                 let values = fixed.as_raw().iter().map(|&v| f32::from(v) / 255.0).collect();
                 (fixed, values)
