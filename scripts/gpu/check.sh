@@ -16,7 +16,7 @@
 #   --binary PATH       use this difix3d binary instead of the kit's (the kit is then optional)
 #   --only LIST         comma-separated steps (setup always runs): fix_golden_cuda, fix_golden_wgpu,
 #                       fix_golden_cpu, render_parity, gpu_tests, model, bench_fix_cuda, torch_fix,
-#                       bench_fix_wgpu, bench_render, web_splat, bench_train, bench_live
+#                       bench_fix_wgpu, bench_render, web_splat, bench_train, bench_live, nerfacto
 #   --budget SECONDS    total time budget (default 450; rehearsal 840)
 # Environment: OUT; CHECK_PYTHON (the Python with torch for the reference: default python3 on the GPU
 # machine, with the kit's wheels first on PYTHONPATH; ~/.cache/difix-venv/bin/python when rehearsing);
@@ -259,6 +259,7 @@ if [ "$MODE" = real ]; then
     RENDER_SIZE=1920x1080; RENDER_FRAMES=100
     TRAIN_FACTOR=1; TRAIN_STEPS=300
     LIVE_FRAMES=40
+    NF_RENDER_SIZE=320x180; NF_STEPS=30; NF_MODEL_ARGS=() # the ns-train nerfacto model
 else
     FULL="${DIFIX_FULL_MODEL:-$HOME/.cache/difix-full}"
     FULL_DTYPE=fp32
@@ -267,6 +268,7 @@ else
     RENDER_SIZE=320x180; RENDER_FRAMES=5
     TRAIN_FACTOR=8; TRAIN_STEPS=10
     LIVE_FRAMES=6
+    NF_RENDER_SIZE=64x36; NF_STEPS=2; NF_MODEL_ARGS=(--nerfacto-config "$REPO/tests/fixtures/nerfacto/config.json")
 fi
 
 # The full-size model is generated in the background (numpy; CPU and disk) while the GPU checks run.
@@ -513,6 +515,57 @@ if wanted bench_live; then
 fi
 
 wanted bench_fix_wgpu && bench_fix wgpu fix_ms_wgpu_576x1024
+
+# ================================================================ nerfacto (issue 18)
+# The parity fixture's field (nerfstudio's own tiny checkpoint) rendered by each backend, against the
+# CPU backend's render (which matches nerfstudio, tests/it/nerfacto.rs), with its speed; then nerfacto
+# training speed on maupertuis (ns-train nerfacto's model on the GPU machine) on the GPU backends.
+if wanted nerfacto; then
+    nf_w="${NF_RENDER_SIZE%x*}"; nf_h="${NF_RENDER_SIZE#*x}"
+    # 2 units out on -z of the model's frame, looking at its origin (as benches/nerfacto_vs_nerfstudio.py)
+    echo "{\"name\": \"nerfacto.png\", \"width\": $nf_w, \"height\": $nf_h, \"fx\": $((nf_w * 4 / 5)), \"fy\": $((nf_w * 4 / 5)), \"cx\": $((nf_w / 2)), \"cy\": $((nf_h / 2)), \"world_from_camera\": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -2], [0, 0, 0, 1]]}" >"$WORK/nf_camera.json"
+    for backend in cpu cuda wgpu; do
+        name="nerfacto_render_$backend"
+        run "$name" 120 "$BIN" nerfacto-render --checkpoint tests/fixtures/nerfacto/step-000000300.ckpt \
+            --config tests/fixtures/nerfacto/config.json --camera-json "$WORK/nf_camera.json" --backend "$backend" \
+            --rays-per-chunk 32768 --out "$WORK/$name"
+        if [ "$RC" = 0 ] && r="$("$PY" "$HELP" rays-per-second "$WORK/logs/$name.log")"; then
+            fields=("figures.nerfacto_render_rays_per_s_$backend=$(json_field "$r" rays_per_second)"
+                "conditions.nerfacto_render_rays_per_s_$backend=tests/fixtures/nerfacto's tiny field at $NF_RENDER_SIZE, \`nerfacto-render --backend $backend\`, one camera, first run (kernel compilation included)")
+            if [ "$backend" != cpu ] && d="$("$PY" "$HELP" image-diff "$WORK/nerfacto_render_cpu/nerfacto.png" "$WORK/$name/nerfacto.png" 2>>"$LOG")"; then
+                fields+=("figures.nerfacto_render_${backend}_max_levels_vs_cpu=$(json_field "$d" max_levels)" "extra.nerfacto_render_${backend}_vs_cpu=$d"
+                    "conditions.nerfacto_render_${backend}_max_levels_vs_cpu=largest 8-bit difference from the CPU backend's render of the same camera (0: identical; PSNR in extra)")
+            fi
+            record "$name" ok "$SECS" "${fields[@]}"
+        else
+            why="$(why_of "$name")"
+            if [ "$RC" != 0 ] && grep -q 'panicked' "$WORK/logs/$name.log"; then why="PANIC (not a clean error): $why"; fi
+            [ "$MODE" = rehearse ] && [ "$backend" = cuda ] && why="rehearsal (no NVIDIA GPU here); $why"
+            record "$name" "$(status_of)" "$SECS" "figures.nerfacto_render_rays_per_s_$backend=null" "why.nerfacto_render_rays_per_s_$backend=$why"
+        fi
+    done
+    for backend in cuda wgpu; do
+        name="nerfacto_train_$backend"
+        if [ ! -d "$DATA" ]; then
+            record "$name" skipped 0 "figures.nerfacto_train_rays_per_s_$backend=null" "why.nerfacto_train_rays_per_s_$backend=$DATA missing"
+            continue
+        fi
+        run "$name" 150 "$BIN" train --method nerfacto --data "$DATA" --factor 8 --steps "$NF_STEPS" "${NF_MODEL_ARGS[@]}" \
+            --backend "$backend" --out "$WORK/$name"
+        nf_model="ns-train nerfacto model"
+        [ ${#NF_MODEL_ARGS[@]} -gt 0 ] && nf_model="${NF_MODEL_ARGS[*]}"
+        if [ "$RC" = 0 ] && [ -f "$WORK/$name/summary.json" ]; then
+            j="$(cat "$WORK/$name/summary.json")"
+            record "$name" ok "$SECS" "figures.nerfacto_train_rays_per_s_$backend=$(json_field "$j" rays_per_second)" "extra.$name=$j" \
+                "conditions.nerfacto_train_rays_per_s_$backend=assets/maupertuis factor 8, $NF_STEPS steps of 4096 rays, \`train --method nerfacto --backend $backend\`, $nf_model"
+        else
+            why="$(why_of "$name")"
+            if [ "$RC" != 0 ] && grep -q 'panicked' "$WORK/logs/$name.log"; then why="PANIC (not a clean error): $why"; fi
+            [ "$MODE" = rehearse ] && [ "$backend" = cuda ] && why="rehearsal (no NVIDIA GPU here); $why"
+            record "$name" "$(status_of)" "$SECS" "figures.nerfacto_train_rays_per_s_$backend=null" "why.nerfacto_train_rays_per_s_$backend=$why"
+        fi
+    done
+fi
 
 if [ -n "$MODEL_PID" ] && [ -z "$MODEL_STATUS" ]; then wait_model || true; fi
 

@@ -164,6 +164,25 @@ def render_parity(binary: str, outdir: Path) -> None:
     print(json.dumps(result))
 
 
+def image_diff(a_png: Path, b_png: Path) -> None:
+    """PSNR and largest channel difference (8-bit levels) between two RGB PNGs of one size."""
+    aw, ah, a = rgb(a_png)
+    bw, bh, b = rgb(b_png)
+    if (aw, ah) != (bw, bh):
+        raise SystemExit(f"{a_png}: {aw}x{ah}, but {b_png} is {bw}x{bh}")
+    print(json.dumps({"psnr_db": round(psnr(a, b), 3), "max_levels": max(abs(x - y) for x, y in zip(a, b))}))
+
+
+def rays_per_second(log: Path) -> None:
+    """The render speed `difix3d nerfacto-render` printed: "(N rays in T s: R rays/s)"."""
+    import re
+    match = re.search(r"\((\d+) rays in ([0-9.]+) s", Path(log).read_text(errors="replace"))
+    if not match:
+        raise SystemExit(f"{log}: no render timing")
+    rays, seconds = int(match.group(1)), float(match.group(2))
+    print(json.dumps({"rays": rays, "seconds": seconds, "rays_per_second": round(rays / seconds, 1)}))
+
+
 def bench_json(log: Path) -> None:
     """The last JSON object printed by a `difix3d bench` command (a line "{" ... a line "}")."""
     lines = Path(log).read_text(errors="replace").splitlines()
@@ -257,6 +276,10 @@ def main() -> None:
         fix_diff(Path(args[0]), Path(args[1]))
     elif cmd == "render-parity" and len(args) == 2:
         render_parity(args[0], Path(args[1]))
+    elif cmd == "image-diff" and len(args) == 2:
+        image_diff(Path(args[0]), Path(args[1]))
+    elif cmd == "rays-per-second" and len(args) == 1:
+        rays_per_second(Path(args[0]))
     elif cmd == "bench-json" and len(args) == 1:
         bench_json(Path(args[0]))
     elif cmd == "tests" and len(args) == 1:
