@@ -16,7 +16,8 @@
 #   --binary PATH       use this difix3d binary instead of the kit's (the kit is then optional)
 #   --only LIST         comma-separated steps (setup always runs): fix_golden_cuda, fix_golden_wgpu,
 #                       fix_golden_cpu, render_parity, gpu_tests, model, bench_fix_cuda, torch_fix,
-#                       bench_fix_wgpu, bench_render, web_splat, bench_train, bench_live, nerfacto
+#                       bench_fix_wgpu, bench_render, web_splat, bench_train, bench_live, nerfacto_render,
+#                       nerfacto_train
 #   --budget SECONDS    total time budget (default 450; rehearsal 840)
 # Environment: OUT; CHECK_PYTHON (the Python with torch for the reference: default python3 on the GPU
 # machine, with the kit's wheels first on PYTHONPATH; ~/.cache/difix-venv/bin/python when rehearsing);
@@ -520,7 +521,7 @@ wanted bench_fix_wgpu && bench_fix wgpu fix_ms_wgpu_576x1024
 # The parity fixture's field (nerfstudio's own tiny checkpoint) rendered by each backend, against the
 # CPU backend's render (which matches nerfstudio, tests/it/nerfacto.rs), with its speed; then nerfacto
 # training speed on maupertuis (ns-train nerfacto's model on the GPU machine) on the GPU backends.
-if wanted nerfacto; then
+if wanted nerfacto_render; then
     nf_w="${NF_RENDER_SIZE%x*}"; nf_h="${NF_RENDER_SIZE#*x}"
     # 2 units out on -z of the model's frame, looking at its origin (as benches/nerfacto_vs_nerfstudio.py)
     echo "{\"name\": \"nerfacto.png\", \"width\": $nf_w, \"height\": $nf_h, \"fx\": $((nf_w * 4 / 5)), \"fy\": $((nf_w * 4 / 5)), \"cx\": $((nf_w / 2)), \"cy\": $((nf_h / 2)), \"world_from_camera\": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -2], [0, 0, 0, 1]]}" >"$WORK/nf_camera.json"
@@ -544,6 +545,8 @@ if wanted nerfacto; then
             record "$name" "$(status_of)" "$SECS" "figures.nerfacto_render_rays_per_s_$backend=null" "why.nerfacto_render_rays_per_s_$backend=$why"
         fi
     done
+fi
+if wanted nerfacto_train; then
     for backend in cuda wgpu; do
         name="nerfacto_train_$backend"
         if [ ! -d "$DATA" ]; then

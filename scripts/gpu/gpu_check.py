@@ -170,7 +170,10 @@ def image_diff(a_png: Path, b_png: Path) -> None:
     bw, bh, b = rgb(b_png)
     if (aw, ah) != (bw, bh):
         raise SystemExit(f"{a_png}: {aw}x{ah}, but {b_png} is {bw}x{bh}")
-    print(json.dumps({"psnr_db": round(psnr(a, b), 3), "max_levels": max(abs(x - y) for x, y in zip(a, b))}))
+    db = psnr(a, b)
+    # JSON has no infinity: identical images have no PSNR (null) and 0 levels.
+    print(json.dumps({"psnr_db": round(db, 3) if math.isfinite(db) else None,
+                      "max_levels": max(abs(x - y) for x, y in zip(a, b))}))
 
 
 def rays_per_second(log: Path) -> None:

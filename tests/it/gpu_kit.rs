@@ -44,7 +44,7 @@ fn the_gpu_check_rehearsal_writes_every_figure_or_its_reason() {
             "--binary",
             env!("CARGO_BIN_EXE_difix3d"),
             "--only",
-            "fix_golden_cuda,fix_golden_wgpu,fix_golden_cpu,render_parity",
+            "fix_golden_cuda,fix_golden_wgpu,fix_golden_cpu,render_parity,nerfacto_render",
             "--budget",
             "600",
         ],
@@ -82,6 +82,15 @@ fn the_gpu_check_rehearsal_writes_every_figure_or_its_reason() {
         "the CUDA backend must fail cleanly: {cuda_why}"
     );
     assert!(cuda_why.to_lowercase().contains("cuda"), "{cuda_why}");
+    // Nerfacto's tiny field: wgpu renders what the CPU backend renders (which matches nerfstudio);
+    // CUDA fails cleanly here.
+    let levels = figures["nerfacto_render_wgpu_max_levels_vs_cpu"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("nerfacto on wgpu not compared: {text}"));
+    assert!(levels <= 1.0, "nerfacto on wgpu is {levels} levels off the CPU render");
+    assert!(figures["nerfacto_render_rays_per_s_cpu"].as_f64().is_some_and(|r| r > 0.0), "{text}");
+    let nerf_cuda_why = why["nerfacto_render_rays_per_s_cuda"].as_str().unwrap();
+    assert!(!nerf_cuda_why.contains("PANIC"), "{nerf_cuda_why}");
     // The render goldens: at least the maupertuis views of tests/fixtures (bonsai's need the assets).
     let psnr = figures["render_psnr_vs_golden_db"]
         .as_f64()
