@@ -1,5 +1,6 @@
-"""Nerfacto speed side by side: ours (`difix3d`, burn's CPU backend) against nerfstudio 1.1.5's own
-nerfacto (its torch implementation; tiny-cuda-nn needs CUDA), on the CPU, in one run.
+"""Nerfacto speed side by side: ours (`difix3d`, burn's CPU backend, and with --backends others such as
+wgpu) against nerfstudio 1.1.5's own nerfacto (its torch implementation; tiny-cuda-nn needs CUDA), on
+the CPU, in one run.
 
 Both sides use `ns-train nerfacto`'s model defaults (16-level hash grid of 2^19 entries, 256/96
 proposal samples, 48 NeRF samples, two proposal networks) with the camera optimiser off (ours has
@@ -20,7 +21,8 @@ nerfstudio==1.1.5 torch torchvision`):
     ~/.cache/ns-venv/bin/python benches/nerfacto_vs_nerfstudio.py --difix3d target/release/difix3d \\
         --data assets/maupertuis --factor 8
 
-Prints one JSON object with both sides and the ratios (ours / peer; above 1 is ours faster).
+Prints one JSON object with both sides and the ratios per backend of ours (ours / peer; above 1 is
+ours faster).
 """
 
 import argparse
@@ -119,11 +121,11 @@ def peer_render(model, width, height):
     return {"size": [width, height], "seconds": seconds, "rays_per_second": width * height / seconds}
 
 
-def ours(difix3d, data, factor, steps, rays, width, height, out):
+def ours(difix3d, backend, data, factor, steps, rays, width, height, out):
     run = out / "run"
     subprocess.run(
         [difix3d, "train", "--method", "nerfacto", "--data", data, "--factor", str(factor), "--steps", str(steps),
-         "--rays-per-batch", str(rays), "--out", str(run)],
+         "--rays-per-batch", str(rays), "--backend", backend, "--out", str(run)],
         check=True, stdout=subprocess.DEVNULL,
     )
     summary = json.loads((run / "summary.json").read_text())
@@ -138,7 +140,7 @@ def ours(difix3d, data, factor, steps, rays, width, height, out):
     rendered = subprocess.run(
         [difix3d, "nerfacto-render", "--checkpoint", str(run / "nerfacto.safetensors"), "--config",
          str(run / "nerfacto.json"), "--camera-json", str(camera_json), "--width", str(width), "--height",
-         str(height), "--rays-per-chunk", "32768", "--out", str(out / "renders")],
+         str(height), "--rays-per-chunk", "32768", "--backend", backend, "--out", str(out / "renders")],
         check=True, capture_output=True, text=True,
     )
     match = re.search(r"\((\d+) rays in ([0-9.]+) s", rendered.stdout)
@@ -157,12 +159,17 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rays", type=int, default=4096)
     parser.add_argument("--render-size", default="160x90")
+    parser.add_argument("--backends", default="cpu",
+                        help="ours' backends, comma-separated (cpu, wgpu: lavapipe where there is no GPU; cuda)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.render_size.split("x"))
-    with tempfile.TemporaryDirectory() as tmp:
-        ours_train, ours_render = ours(
-            args.difix3d, args.data, args.factor, args.steps, args.rays, width, height, Path(tmp)
-        )
+    ours_by_backend = {}
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            train, render = ours(
+                args.difix3d, backend, args.data, args.factor, args.steps, args.rays, width, height, Path(tmp)
+            )
+        ours_by_backend[backend] = {"train": train, "render": render}
     model, peer_train = peer_training(args.steps, args.rays, num_images=8)
     peer_rendered = peer_render(model, width, height)
     report = {
@@ -170,10 +177,15 @@ def main():
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads)",
         "rays_per_batch": args.rays,
-        "ours": {"train": ours_train, "render": ours_render},
+        "ours": ours_by_backend,
         "nerfstudio": {"train": peer_train, "render": peer_rendered},
-        "ratio_train": ours_train["rays_per_second"] / peer_train["rays_per_second"],
-        "ratio_render": ours_render["rays_per_second"] / peer_rendered["rays_per_second"],
+        "ratios": {
+            backend: {
+                "train": o["train"]["rays_per_second"] / peer_train["rays_per_second"],
+                "render": o["render"]["rays_per_second"] / peer_rendered["rays_per_second"],
+            }
+            for backend, o in ours_by_backend.items()
+        },
     }
     print(json.dumps(report, indent=2))
 

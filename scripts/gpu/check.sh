@@ -106,6 +106,15 @@ why_of() {
         *) echo "$1 failed (exit $RC): $(reason "$WORK/logs/$1.log")" ;;
     esac
 }
+# failure_why NAME BACKEND: why_of NAME, marked when it panicked (every failure must be a clean error),
+# and saying so when a CUDA step fails in a rehearsal (no NVIDIA GPU here).
+failure_why() {
+    local why
+    why="$(why_of "$1")"
+    if [ "$RC" != 0 ] && grep -q 'panicked' "$WORK/logs/$1.log"; then why="PANIC (not a clean error): $why"; fi
+    [ "$MODE" = rehearse ] && [ "$2" = cuda ] && why="rehearsal (no NVIDIA GPU here); $why"
+    echo "$why"
+}
 status_of() { case "$RC" in 0) echo ok ;; 124 | 137) echo timeout ;; 125) echo skipped ;; *) echo failed ;; esac; }
 json_field() { "$PY" -c $'import json, sys\nv = json.loads(sys.argv[1])\nfor k in sys.argv[2:]:\n    v = v[k]\nprint(json.dumps(v))' "$@"; }
 
@@ -308,9 +317,7 @@ fix_golden() { # BACKEND FIGURE
             "conditions.$figure=tiny model 32x48 fp32 via \`difix3d fix\` on $backend; 8-bit output, so >= 0 and a perfect backend is <= $(json_field "$d" quantisation_floor)"
     else
         local why
-        why="$(why_of "$name")"
-        if [ "$RC" != 0 ] && grep -q 'panicked' "$WORK/logs/$name.log"; then why="PANIC (not a clean error): $why"; fi
-        [ "$MODE" = rehearse ] && [ "$backend" = cuda ] && why="rehearsal (no NVIDIA GPU here); $why"
+        why="$(failure_why "$name" "$backend")"
         record "$name" "$(status_of)" "$SECS" "figures.$figure=null" "why.$figure=$why"
     fi
 }
@@ -395,9 +402,7 @@ bench_fix() { # BACKEND FIGURE
             "conditions.$figure=$(basename "$model") $FIX_SIZE $prec, --backend $backend, mean of $FIX_ITERS after a warm-up"
     else
         local why
-        why="$(why_of "$name")"
-        if [ "$RC" != 0 ] && grep -q 'panicked' "$WORK/logs/$name.log"; then why="PANIC (not a clean error): $why"; fi
-        [ "$MODE" = rehearse ] && [ "$backend" = cuda ] && why="rehearsal (no NVIDIA GPU here); $why"
+        why="$(failure_why "$name" "$backend")"
         record "$name" "$(status_of)" "$SECS" "figures.$figure=null" "why.$figure=$why"
     fi
 }
@@ -539,9 +544,7 @@ if wanted nerfacto_render; then
             fi
             record "$name" ok "$SECS" "${fields[@]}"
         else
-            why="$(why_of "$name")"
-            if [ "$RC" != 0 ] && grep -q 'panicked' "$WORK/logs/$name.log"; then why="PANIC (not a clean error): $why"; fi
-            [ "$MODE" = rehearse ] && [ "$backend" = cuda ] && why="rehearsal (no NVIDIA GPU here); $why"
+            why="$(failure_why "$name" "$backend")"
             record "$name" "$(status_of)" "$SECS" "figures.nerfacto_render_rays_per_s_$backend=null" "why.nerfacto_render_rays_per_s_$backend=$why"
         fi
     done
@@ -562,9 +565,7 @@ if wanted nerfacto_train; then
             record "$name" ok "$SECS" "figures.nerfacto_train_rays_per_s_$backend=$(json_field "$j" rays_per_second)" "extra.$name=$j" \
                 "conditions.nerfacto_train_rays_per_s_$backend=assets/maupertuis factor 8, $NF_STEPS steps of 4096 rays, \`train --method nerfacto --backend $backend\`, $nf_model"
         else
-            why="$(why_of "$name")"
-            if [ "$RC" != 0 ] && grep -q 'panicked' "$WORK/logs/$name.log"; then why="PANIC (not a clean error): $why"; fi
-            [ "$MODE" = rehearse ] && [ "$backend" = cuda ] && why="rehearsal (no NVIDIA GPU here); $why"
+            why="$(failure_why "$name" "$backend")"
             record "$name" "$(status_of)" "$SECS" "figures.nerfacto_train_rays_per_s_$backend=null" "why.nerfacto_train_rays_per_s_$backend=$why"
         fi
     done

@@ -131,14 +131,7 @@ impl TrainPanel {
             self.out = default_run_folder(&dataset.root, "");
         }
         ui.add_enabled_ui(!self.monitor.running(), |ui| {
-            ui.horizontal(|ui| {
-                ui.add(
-                    egui::DragValue::new(&mut self.steps)
-                        .range(10..=1_000_000)
-                        .prefix("steps "),
-                );
-                factor_ui(ui, "train factor", &mut self.factor);
-            });
+            steps_and_factor_ui(ui, "train factor", &mut self.steps, &mut self.factor);
             run_folder_ui(ui, &mut self.out);
             backend_ui(ui, "loss backend", &mut self.backend);
             ui.checkbox(&mut self.absgrad, "absgrad").on_hover_text(
@@ -166,14 +159,7 @@ impl TrainPanel {
             form.out = default_run_folder(&dataset.root, "_nerfacto");
         }
         ui.add_enabled_ui(!self.monitor.running(), |ui| {
-            ui.horizontal(|ui| {
-                ui.add(
-                    egui::DragValue::new(&mut self.steps)
-                        .range(10..=1_000_000)
-                        .prefix("steps "),
-                );
-                factor_ui(ui, "nerfacto factor", &mut self.factor);
-            });
+            steps_and_factor_ui(ui, "nerfacto factor", &mut self.steps, &mut self.factor);
             ui.add(
                 egui::DragValue::new(&mut form.rays_per_batch)
                     .range(64..=65_536)
@@ -344,6 +330,14 @@ pub(super) fn backend_ui(ui: &mut egui::Ui, label: &str, backend: &mut BackendKi
                 ui.selectable_value(backend, kind, kind.to_string());
             }
         });
+}
+
+/// A run's step count and image factor, on one row.
+fn steps_and_factor_ui(ui: &mut egui::Ui, factor_id: &str, steps: &mut usize, factor: &mut u32) {
+    ui.horizontal(|ui| {
+        ui.add(egui::DragValue::new(steps).range(10..=1_000_000).prefix("steps "));
+        factor_ui(ui, factor_id, factor);
+    });
 }
 
 /// Which downscaled image folder (`images_N/`) a run trains on.

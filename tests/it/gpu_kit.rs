@@ -88,7 +88,12 @@ fn the_gpu_check_rehearsal_writes_every_figure_or_its_reason() {
         .as_f64()
         .unwrap_or_else(|| panic!("nerfacto on wgpu not compared: {text}"));
     assert!(levels <= 1.0, "nerfacto on wgpu is {levels} levels off the CPU render");
-    assert!(figures["nerfacto_render_rays_per_s_cpu"].as_f64().is_some_and(|r| r > 0.0), "{text}");
+    assert!(
+        figures["nerfacto_render_rays_per_s_cpu"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{text}"
+    );
     let nerf_cuda_why = why["nerfacto_render_rays_per_s_cuda"].as_str().unwrap();
     assert!(!nerf_cuda_why.contains("PANIC"), "{nerf_cuda_why}");
     // The render goldens: at least the maupertuis views of tests/fixtures (bonsai's need the assets).
