@@ -167,6 +167,9 @@ pub fn sample_scene() -> PathBuf {
 
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, None | Some(Command::View { .. })) {
+        end_on_backend_thread_panics();
+    }
     let default = Command::View {
         path: None,
         size: (1280, 800),
@@ -381,4 +384,40 @@ impl LpipsArgs {
                 lin: self.lpips_lin.clone(),
             })
     }
+}
+
+/// burn's GPU backends run each device on a thread of their own, and a failure there (an allocation
+/// larger than the device allows, a driver error) is a panic on that thread while the command waits
+/// for its result, which may then never come. For the command-line tools, a panic off the main
+/// thread therefore ends the process at once with an error that says what failed, not a hang or a
+/// half-done result. (The viewer keeps its own worker failures to itself.)
+fn end_on_backend_thread_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        if name == "main" {
+            return default(info);
+        }
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        // Its first line (cubecl appends a backtrace note).
+        let payload = payload.lines().next().unwrap_or_default();
+        let hint = if payload.contains("allocate buffer") {
+            "; the device cannot hold a buffer that large (CPU implementations such as lavapipe allow \
+             little): use fewer rays at once (--rays-per-batch, --rays-per-chunk), a smaller size, or \
+             another --backend"
+        } else {
+            ""
+        };
+        eprintln!("error: the `{name}` thread failed: {payload}{hint}");
+        // Not `process::exit`: its exit handlers reach the failed backend's thread-locals and panic
+        // again, which aborts. Nothing is left half-written by this: outputs are written atomically.
+        // SAFETY: `_exit` ends the process at once; no Rust state is used after it.
+        unsafe { libc::_exit(1) }
+    }));
 }
