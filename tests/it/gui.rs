@@ -259,16 +259,17 @@ fn viewer_draws_antialiased_when_asked() {
 /// full-size frame is on screen, shows the field's own render of the window's camera.
 #[test]
 fn viewer_shows_a_nerfacto_checkpoint() {
-    viewer_shows_a_nerfacto_checkpoint_with(&[]);
+    viewer_shows_a_nerfacto_checkpoint_with("640x400", &[]);
 }
 
-/// The same field rendered by burn's wgpu backend (lavapipe here) instead of the CPU one.
+/// The same field rendered by burn's wgpu backend (lavapipe here, hence the smaller window) instead of
+/// the CPU one.
 #[test]
 fn viewer_shows_a_nerfacto_checkpoint_rendered_on_wgpu() {
-    viewer_shows_a_nerfacto_checkpoint_with(&["--nerf-backend", "wgpu"]);
+    viewer_shows_a_nerfacto_checkpoint_with("480x300", &["--nerf-backend", "wgpu"]);
 }
 
-fn viewer_shows_a_nerfacto_checkpoint_with(extra: &[&str]) {
+fn viewer_shows_a_nerfacto_checkpoint_with(size: &str, extra: &[&str]) {
     let Some((display, _xvfb)) = display() else { return };
     let (dir, shot, runtime) = shot_dir();
     let fixtures = crate::repo().join("tests/fixtures/nerfacto");
@@ -281,7 +282,7 @@ fn viewer_shows_a_nerfacto_checkpoint_with(extra: &[&str]) {
         &[
             checkpoint.to_str().unwrap(),
             "--size",
-            "640x400",
+            size,
             "--screenshot",
             shot.to_str().unwrap(),
         ][..],
