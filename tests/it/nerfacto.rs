@@ -335,26 +335,33 @@ fn camera_renders_as_in_nerfstudio() {
     assert_close("image depth", &image.depth, golden("image_depth"), 1e-4, 1e-3);
 }
 
+/// `difix3d nerfacto-render` of the parity checkpoint from the golden camera (written into `dir`) to
+/// `out`, with `extra` flags: exit code, stdout, stderr.
+fn render_golden_camera(dir: &Path, out: &Path, extra: &[&str]) -> (i32, String, String) {
+    let cameras = dir.join("camera.json");
+    std::fs::write(&cameras, serde_json::to_string(&golden_camera()).unwrap()).unwrap();
+    let (checkpoint, config) = (checkpoint_path(), fixtures().join("config.json"));
+    let args = [
+        "nerfacto-render",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--camera-json",
+        cameras.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    crate::difix3d(&[&args[..], extra].concat())
+}
+
 #[test]
 fn cli_renders_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let cameras = dir.path().join("camera.json");
-    std::fs::write(&cameras, serde_json::to_string(&golden_camera()).unwrap()).unwrap();
     for backend in ["cpu", "wgpu"] {
         let out = dir.path().join(format!("out-{backend}"));
-        let (code, stdout, stderr) = crate::difix3d(&[
-            "nerfacto-render",
-            "--checkpoint",
-            checkpoint_path().to_str().unwrap(),
-            "--config",
-            fixtures().join("config.json").to_str().unwrap(),
-            "--camera-json",
-            cameras.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--backend",
-            backend,
-        ]);
+        let (code, stdout, stderr) = render_golden_camera(dir.path(), &out, &["--backend", backend]);
         assert_eq!(code, 0, "{backend}: {stdout}\n{stderr}");
         let png = image::open(out.join("golden.png")).unwrap().to_rgb8();
         for (got, want) in png.as_raw().iter().zip(golden("image_rgb")) {
@@ -386,17 +393,8 @@ fn cli_renders_a_checkpoint() {
 #[test]
 fn a_render_too_large_for_the_device_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let cameras = dir.path().join("camera.json");
-    std::fs::write(&cameras, serde_json::to_string(&golden_camera()).unwrap()).unwrap();
     let out = dir.path().join("out");
-    let (code, stdout, stderr) = crate::difix3d(&[
-        "nerfacto-render",
-        "--checkpoint",
-        checkpoint_path().to_str().unwrap(),
-        "--config",
-        fixtures().join("config.json").to_str().unwrap(),
-        "--camera-json",
-        cameras.to_str().unwrap(),
+    let huge = [
         "--width",
         "4000",
         "--height",
@@ -405,9 +403,8 @@ fn a_render_too_large_for_the_device_is_a_clear_error() {
         "12000000",
         "--backend",
         "wgpu",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    ];
+    let (code, stdout, stderr) = render_golden_camera(dir.path(), &out, &huge);
     if code == 0 {
         eprintln!("this wgpu device holds 144 MB buffers: nothing to check here");
         return;
