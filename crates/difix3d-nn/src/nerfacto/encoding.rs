@@ -101,19 +101,27 @@ impl<B: Backend> HashEncoding<B> {
         let device = points.device();
         let [n, _] = points.dims();
         let levels = self.num_levels();
-        let scalings = Tensor::<B, 1>::from_floats(self.scalings.as_slice(), &device).reshape([1, levels, 1]);
-        let scaled = points.reshape([n, 1, 3]) * scalings; // [N, L, 3]
-        let floor = scaled.clone().floor();
-        let ceil = scaled.clone().ceil();
-        let offset = scaled - floor.clone();
+        let scalings = Tensor::<B, 1>::from_floats(self.scalings.as_slice(), &device).reshape([1, levels]);
+        // Axis by axis, so every tensor below is contiguous ([N, L]): burn's CPU backend walks
+        // strided views (a narrowed [N, L, 3]) element by element, which cost a quarter of a render.
+        let scaled: [Tensor<B, 2>; 3] =
+            std::array::from_fn(|axis| points.clone().narrow(1, axis, 1) * scalings.clone()); // [N, L]
+        let floor = scaled.clone().map(|s| s.floor());
+        let ceil = scaled.clone().map(|s| s.ceil());
 
         // Each axis' share of the hash, for the floor and the ceil corner: [N, L] each.
-        let share = |corner: &Tensor<B, 3>, axis: usize| {
-            let coordinate = corner.clone().narrow(2, axis, 1).reshape([n, levels]).int();
-            mul_mod_pow2(coordinate, PRIMES[axis], self.log2_table_size)
-        };
-        let floors = [share(&floor, 0), share(&floor, 1), share(&floor, 2)];
-        let ceils = [share(&ceil, 0), share(&ceil, 1), share(&ceil, 2)];
+        let share =
+            |corner: &Tensor<B, 2>, axis: usize| mul_mod_pow2(corner.clone().int(), PRIMES[axis], self.log2_table_size);
+        let floors = [share(&floor[0], 0), share(&floor[1], 1), share(&floor[2], 2)];
+        let ceils = [share(&ceil[0], 0), share(&ceil[1], 1), share(&ceil[2], 2)];
+        let [sx, sy, sz] = scaled;
+        let [fx, fy, fz] = floor;
+        // The trilinear weights along each axis: [N, L, 1].
+        let (ox, oy, oz) = (
+            (sx - fx).unsqueeze_dim(2),
+            (sy - fy).unsqueeze_dim(2),
+            (sz - fz).unsqueeze_dim(2),
+        );
         let level_rows = Tensor::<B, 1, Int>::arange(0..levels as i64, &device)
             .mul_scalar(1i64 << self.log2_table_size)
             .reshape([1, levels]);
@@ -131,8 +139,6 @@ impl<B: Backend> HashEncoding<B> {
                 .select(0, index.reshape([n * levels]))
                 .reshape([n, levels, self.features_per_level])
         };
-        let axis_offset = |axis: usize| offset.clone().narrow(2, axis, 1); // [N, L, 1]
-        let (ox, oy, oz) = (axis_offset(0), axis_offset(1), axis_offset(2));
         let lerp = |hi: Tensor<B, 3>, lo: Tensor<B, 3>, t: &Tensor<B, 3>| hi * t.clone() + lo * (t.clone().neg() + 1.0);
 
         // nerfstudio's corner numbering: f_0 = (c, c, c), f_1 = (c, f, c), f_2 = (f, f, c),
