@@ -223,12 +223,23 @@ impl<B: Backend> RaySamples<B> {
 
 /// For each row, how many entries of the sorted `sorted` `[R, C]` are <= each `values` `[R, U]`
 /// entry: `[R, U]`.
+///
+/// One value column at a time, each compared with the whole `[R, C]` block: a broadcast burn's CPU
+/// backend runs as a contiguous row-wise loop, where the single `[R, U, C]` comparison of two
+/// expanded views walked every element through a strided iterator (a sixth of a render).
 pub fn count_at_most<B: Backend>(sorted: &Tensor<B, 2>, values: &Tensor<B, 2>) -> Tensor<B, 2, Int> {
-    let [rays, c] = sorted.dims();
     let [_, u] = values.dims();
-    let sorted = sorted.clone().reshape([rays, 1, c]).expand([rays, u, c]);
-    let values = values.clone().reshape([rays, u, 1]).expand([rays, u, c]);
-    sorted.lower_equal(values).int().sum_dim(2).reshape([rays, u])
+    let columns = (0..u)
+        .map(|j| {
+            values
+                .clone()
+                .narrow(1, j, 1)
+                .greater_equal(sorted.clone())
+                .int()
+                .sum_dim(1)
+        })
+        .collect();
+    Tensor::cat(columns, 1)
 }
 
 /// The median depth of each ray, `[R, 1]`: the midpoint of the first sample where the accumulated
