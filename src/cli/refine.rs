@@ -314,21 +314,6 @@ pub fn run(args: RefineArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `refine --method nerfacto` once the backend is chosen.
-struct NerfactoRefineJob<'a> {
-    config: &'a NerfactoRefineConfig,
-    observer: &'a mut BarObserver,
-    stop: &'a AtomicBool,
-}
-
-impl WithBackend for NerfactoRefineJob<'_> {
-    type Output = Result<nerfacto_refine::NerfactoRefineSummary, nerfacto_refine::NerfactoRefineError>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        nerfacto_refine::refine_nerfacto::<burn::backend::Autodiff<B>>(self.config, &device, self.observer, self.stop)
-    }
-}
-
 /// `--method nerfacto`: Difix3D's nerfstudio variant with autodiff, nerfacto and Difix on the CPU
 /// backend unless `--backend` says otherwise (fp32).
 fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
@@ -366,14 +351,8 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
         bar: super::progress_bar(config.steps as u64, "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]"),
         round: "before round 1".into(),
     };
-    let result = difix3d::nn::backend::run_on_fp32(
-        args.backend.unwrap_or(BackendKind::Cpu),
-        NerfactoRefineJob {
-            config: &config,
-            observer: &mut observer,
-            stop: &stop,
-        },
-    );
+    let result =
+        nerfacto_refine::refine_nerfacto_on(args.backend.unwrap_or(BackendKind::Cpu), &config, &mut observer, &stop);
     observer.bar.finish_and_clear();
     let summary = result??;
     let report = serde_json::json!({

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use clap::Args;
 
-use difix3d::nerfacto::trainer::{
-    self as nerfacto_trainer, NerfactoRunConfig, NerfactoStepReport, NerfactoSummary, NerfactoTrainError,
-};
+use difix3d::nerfacto::trainer::{self as nerfacto_trainer, NerfactoRunConfig, NerfactoStepReport};
 use difix3d::nn::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::render::GpuContext;
 use difix3d::train::densify::DensifyConfig;
@@ -150,37 +148,6 @@ impl WithBackend for TrainJob {
     }
 }
 
-/// `train --method nerfacto` once the backend is chosen: nerfacto with autodiff on it.
-struct NerfactoTrainJob<'a> {
-    config: &'a NerfactoRunConfig,
-    stop: Arc<AtomicBool>,
-}
-
-impl WithBackend for NerfactoTrainJob<'_> {
-    type Output = Result<NerfactoSummary, NerfactoTrainError>;
-
-    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-        let bar = super::progress_bar(
-            self.config.steps as u64,
-            "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
-        );
-        let result = nerfacto_trainer::train::<burn::backend::Autodiff<B>>(
-            self.config,
-            &device,
-            &mut |r: &NerfactoStepReport| {
-                bar.set_position(r.step as u64);
-                bar.set_message(format!(
-                    "loss {:.4} · PSNR {:.2} · {:.0} rays/s",
-                    r.losses.total, r.losses.psnr, r.rays_per_second
-                ));
-            },
-            &self.stop,
-        );
-        bar.finish_and_clear();
-        result
-    }
-}
-
 /// The flags of one method given to the other, by name.
 fn misplaced_flags(args: &TrainArgs) -> Vec<&'static str> {
     let given = |present: bool, name: &'static str| present.then_some(name);
@@ -273,7 +240,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 /// says otherwise (fp32 everywhere).
 fn run_nerfacto(args: TrainArgs) -> anyhow::Result<()> {
     use difix3d::nerfacto::NerfactoConfig;
-    use difix3d::nn::backend::run_on_fp32;
 
     let mut config = NerfactoRunConfig::new(args.data, args.out.clone());
     config.factor = args.factor;
@@ -288,10 +254,21 @@ fn run_nerfacto(args: TrainArgs) -> anyhow::Result<()> {
         config.model = NerfactoConfig::read(path)?;
     }
     let stop = super::stop_on_ctrl_c()?;
-    let summary = run_on_fp32(
+    let bar = super::progress_bar(config.steps as u64, "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]");
+    let result = nerfacto_trainer::train_on(
         args.backend.unwrap_or(BackendKind::Cpu),
-        NerfactoTrainJob { config: &config, stop },
-    )??;
+        &config,
+        &mut |r: &NerfactoStepReport| {
+            bar.set_position(r.step as u64);
+            bar.set_message(format!(
+                "loss {:.4} · PSNR {:.2} · {:.0} rays/s",
+                r.losses.total, r.losses.psnr, r.rays_per_second
+            ));
+        },
+        &stop,
+    );
+    bar.finish_and_clear();
+    let summary = result??;
     let report = serde_json::json!({
         "method": "nerfacto",
         "steps": summary.steps,

@@ -15,7 +15,7 @@ use crate::difix::train::trainer::{
     self as difix_trainer, DifixEvalReport, DifixStepReport, DifixTrainConfig, DifixTrainObserver, DifixTrainSummary,
 };
 use crate::nerfacto::trainer::{self as nerfacto_trainer, NerfactoRunConfig, NerfactoStepReport, NerfactoSummary};
-use crate::nn::backend::{devices, run_on, run_on_fp32, run_on_renderer_device, BackendKind, Precision, WithBackend};
+use crate::nn::backend::{devices, run_on, run_on_renderer_device, BackendKind, Precision, WithBackend};
 use crate::refine::nerfacto::{
     self as nerfacto_refine, NerfactoRefineConfig, NerfactoRefineObserver, NerfactoRefineStep, NerfactoRefineSummary,
 };
@@ -211,34 +211,10 @@ impl WithBackend for Job {
     }
 }
 
-/// A nerfacto run, apart from [`Job`] so that only `run_on_fp32`'s backends compile it.
+/// A nerfacto run: training or Difix3D's nerfstudio variant.
 enum NerfactoRun {
     Train(NerfactoRunConfig),
     Refine(NerfactoRefineConfig),
-}
-
-struct NerfactoJob {
-    config: NerfactoRun,
-    observer: ChannelObserver,
-}
-
-impl WithBackend for NerfactoJob {
-    type Output = Result<Finished, String>;
-
-    fn run<B: Backend>(mut self, device: B::Device) -> Self::Output {
-        let stop = self.observer.stop.clone();
-        let observer = &mut self.observer;
-        match &self.config {
-            NerfactoRun::Train(c) => {
-                nerfacto_trainer::train::<Autodiff<B>>(c, &device, &mut |r| observer.nerfacto_step(r), &stop)
-                    .map(Finished::Nerfacto)
-                    .map_err(|e| e.to_string())
-            }
-            NerfactoRun::Refine(c) => nerfacto_refine::refine_nerfacto::<Autodiff<B>>(c, &device, observer, &stop)
-                .map(Finished::NerfactoRefine)
-                .map_err(|e| e.to_string()),
-        }
-    }
 }
 
 /// Starts training nerfacto per `config`, wholly on `backend` (fp32).
@@ -252,10 +228,15 @@ pub fn spawn_nerfacto_refine(config: NerfactoRefineConfig, backend: BackendKind)
 }
 
 fn spawn_nerfacto_job(name: &str, config: NerfactoRun, backend: BackendKind) -> TrainHandle {
-    spawn_thread(name, false, move |observer| {
-        run_on_fp32(backend, NerfactoJob { config, observer })
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)
+    spawn_thread(name, false, move |mut observer| {
+        let stop = observer.stop.clone();
+        let result = match &config {
+            NerfactoRun::Train(c) => nerfacto_trainer::train_on(backend, c, &mut |r| observer.nerfacto_step(r), &stop)
+                .map(|r| r.map(Finished::Nerfacto).map_err(|e| e.to_string())),
+            NerfactoRun::Refine(c) => nerfacto_refine::refine_nerfacto_on(backend, c, &mut observer, &stop)
+                .map(|r| r.map(Finished::NerfactoRefine).map_err(|e| e.to_string())),
+        };
+        result.map_err(|e| e.to_string()).and_then(|r| r)
     })
 }
 

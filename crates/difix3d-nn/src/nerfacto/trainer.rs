@@ -379,3 +379,25 @@ pub fn train<B: AutodiffBackend>(
         rays_per_second,
     })
 }
+
+/// [`train`] with autodiff over the backend `kind` names (fp32): the one entry point of the CLI and
+/// the viewer's Training panel.
+pub fn train_on(
+    kind: crate::nn::backend::BackendKind,
+    config: &NerfactoRunConfig,
+    observer: &mut dyn FnMut(&NerfactoStepReport),
+    stop: &AtomicBool,
+) -> Result<Result<NerfactoSummary, NerfactoTrainError>, crate::nn::backend::BackendError> {
+    struct Job<'a> {
+        config: &'a NerfactoRunConfig,
+        observer: &'a mut dyn FnMut(&NerfactoStepReport),
+        stop: &'a AtomicBool,
+    }
+    impl crate::nn::backend::WithBackend for Job<'_> {
+        type Output = Result<NerfactoSummary, NerfactoTrainError>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            train::<burn::backend::Autodiff<B>>(self.config, &device, self.observer, self.stop)
+        }
+    }
+    crate::nn::backend::run_on_fp32(kind, Job { config, observer, stop })
+}

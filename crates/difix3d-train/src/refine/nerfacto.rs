@@ -700,6 +700,28 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     })
 }
 
+/// [`refine_nerfacto`] with autodiff over the backend `kind` names (fp32; Difix on the same backend):
+/// the one entry point of the CLI and the viewer's Refinement panel.
+pub fn refine_nerfacto_on(
+    kind: crate::nn::backend::BackendKind,
+    config: &NerfactoRefineConfig,
+    observer: &mut dyn NerfactoRefineObserver,
+    stop: &AtomicBool,
+) -> Result<Result<NerfactoRefineSummary, NerfactoRefineError>, crate::nn::backend::BackendError> {
+    struct Job<'a> {
+        config: &'a NerfactoRefineConfig,
+        observer: &'a mut dyn NerfactoRefineObserver,
+        stop: &'a AtomicBool,
+    }
+    impl crate::nn::backend::WithBackend for Job<'_> {
+        type Output = Result<NerfactoRefineSummary, NerfactoRefineError>;
+        fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output {
+            refine_nerfacto::<burn::backend::Autodiff<B>>(self.config, &device, self.observer, self.stop)
+        }
+    }
+    crate::nn::backend::run_on_fp32(kind, Job { config, observer, stop })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
