@@ -16,6 +16,8 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::ElementConversion;
 
+use super::hash_kernel::{self, GridShape};
+
 /// The largest grid resolution accepted: coordinates stay below 2^15, so the hash products below
 /// fit in i32, the integer type of burn's CPU backend.
 pub const MAX_GRID_RESOLUTION: usize = 1 << 15;
@@ -96,8 +98,22 @@ impl<B: Backend> HashEncoding<B> {
         self.num_levels() * self.features_per_level
     }
 
-    /// Encodes points `[N, 3]` in [0, 1]³ to `[N, L · F]` (`HashEncoding.pytorch_fwd`).
+    /// Encodes points `[N, 3]` in [0, 1]³ to `[N, L · F]` (`HashEncoding.pytorch_fwd`): on the CPU
+    /// backend through [`hash_kernel`], elsewhere in burn ops ([`Self::forward_ops`]).
     pub fn forward(&self, points: Tensor<B, 2>) -> Tensor<B, 2> {
+        let shape = GridShape {
+            scalings: self.scalings.clone(),
+            log2_table_size: self.log2_table_size,
+            features_per_level: self.features_per_level,
+        };
+        match hash_kernel::encode(&points, self.table.val(), &shape) {
+            Some(encoded) => encoded,
+            None => self.forward_ops(points),
+        }
+    }
+
+    /// [`Self::forward`] in burn ops, on any backend.
+    pub fn forward_ops(&self, points: Tensor<B, 2>) -> Tensor<B, 2> {
         let device = points.device();
         let [n, _] = points.dims();
         let levels = self.num_levels();

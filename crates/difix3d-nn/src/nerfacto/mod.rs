@@ -8,7 +8,8 @@
 //! - [`checkpoint`]: the torch archive `Trainer.save_checkpoint` writes, its `pipeline` state dict
 //!   with `_model.` keys; other methods (splatfacto, vanilla NeRF, ...) are refused by name;
 //! - [`encoding`]: the multiresolution hash grid (nerfstudio's torch `HashEncoding`) and the
-//!   spherical-harmonics direction encoding;
+//!   spherical-harmonics direction encoding; [`hash_kernel`]: the hash grid as one CPU kernel with
+//!   its backward pass, which the CPU backend runs instead of burn ops;
 //! - [`field`]: scene contraction, the density and colour MLPs of `NerfactoField` and the proposal
 //!   networks (`HashMLPDensityField`);
 //! - [`sampler`]: the proposal sampler (piecewise uniform/linear-in-disparity start, then PDF
@@ -33,6 +34,7 @@ pub mod config;
 pub mod encoding;
 pub mod export;
 pub mod field;
+pub mod hash_kernel;
 pub mod losses;
 pub mod model;
 pub mod sampler;

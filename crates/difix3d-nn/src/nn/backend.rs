@@ -7,6 +7,7 @@
 use std::fmt;
 
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
 
 /// The chosen backend, precision or devices cannot run on this machine; the message says why and
 /// what to use instead.
@@ -27,6 +28,17 @@ pub enum BackendKind {
 
 /// The CPU backend `--backend cpu` runs.
 pub type CpuBackend = burn::backend::Flex;
+
+/// `t` as a tensor of backend `C` when `C` is `B` itself (compared by type), else `None`: how
+/// backend-generic code hands a tensor to a kernel written for one backend (`nn::flex_kernels`,
+/// `nerfacto::hash_kernel`), in place of the specialisation Rust does not have.
+pub fn retype<B: Backend, C: Backend, const D: usize>(t: Tensor<B, D>) -> Option<Tensor<C, D>> {
+    let primitive: Box<dyn std::any::Any> = Box::new(t.into_primitive());
+    primitive
+        .downcast::<TensorPrimitive<C>>()
+        .ok()
+        .map(|p| Tensor::from_primitive(*p))
+}
 
 /// burn's CPU implementations. `--backend cpu` runs [`CpuImpl::Flex`] ([`CpuBackend`]); ndarray (what
 /// it ran before) stays selectable in `difix3d bench fix --cpu-impl` so the comparison in BENCHMARKS.md

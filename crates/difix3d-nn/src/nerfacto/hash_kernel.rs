@@ -1,0 +1,340 @@
+//! The hash grid's lookup as one CPU kernel, forward and backward, for burn's CPU backend
+//! ([`CpuBackend`]) and autodiff over it.
+//!
+//! [`super::encoding::HashEncoding::forward`] in burn ops is a graph of about a hundred tensor ops per
+//! call (per axis: scale, floor, ceil, hash; per corner: XOR, mask, gather; seven blends of three
+//! ops each), each writing an `[N, L]` or `[N, L, F]` tensor, and under autodiff each gather's
+//! backward scatters into a zeroed copy of the whole table (64 MB for nerfacto's field) before the
+//! eight are summed. Here one pass per point computes the same numbers in registers, and the
+//! backward pass is one scatter into one zeroed table gradient, parallel over levels (each level
+//! owns its rows of the table, so no two threads write the same row).
+//!
+//! The forward values are bit-identical to the burn-ops version: the same f32 operations in the same
+//! order (`x · s`, floor/ceil, `o = x·s − floor`, each blend `hi · o + lo · (−o + 1)`, x first, then
+//! y, then z), and the same hash (only the low `log2 T` bits of the products matter, see
+//! `encoding::mul_mod_pow2`, so wrapping 32-bit products give the same rows). The table gradient
+//! sums the same terms in another order, so it agrees to float rounding.
+//!
+//! Only the table gets a gradient. Nerfacto's sample positions carry none (the proposal sampler's
+//! bins are detached, as in nerfstudio, and the camera optimiser is off); if the points are tracked
+//! by autodiff anyway, [`encode`] returns `None` and the caller uses the burn-ops path, which
+//! differentiates the points too. Other backends (wgpu, CUDA, ndarray) use the burn-ops path.
+
+use std::any::TypeId;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use crate::nn::backend::{retype, CpuBackend};
+
+/// Instant-NGP's spatial hash primes, per axis, as wrapping 32-bit factors.
+const PRIMES: [u32; 3] = [1, 2_654_435_761, 805_459_861];
+
+/// Points per parallel task in the forward pass.
+const POINTS_PER_TASK: usize = 1024;
+
+/// What the kernel needs of a hash grid besides its table.
+#[derive(Clone, Debug)]
+pub struct GridShape {
+    /// The grid resolution of each level.
+    pub scalings: Vec<f32>,
+    pub log2_table_size: u32,
+    pub features_per_level: usize,
+}
+
+impl GridShape {
+    fn levels(&self) -> usize {
+        self.scalings.len()
+    }
+
+    fn table_size(&self) -> usize {
+        1 << self.log2_table_size
+    }
+}
+
+/// The 8 table rows and trilinear weights of one point at one level, in nerfstudio's blend order.
+struct Cell {
+    /// Rows of the corners `[x][y][z]`, 1 taking the ceil along that axis.
+    rows: [[[usize; 2]; 2]; 2],
+    /// Per axis: the weight of the ceil corner, `o = x·s − floor(x·s)`.
+    offsets: [f32; 3],
+}
+
+impl Cell {
+    fn new(point: &[f32], scaling: f32, level: usize, shape: &GridShape) -> Self {
+        let mask = (shape.table_size() - 1) as u32;
+        let mut shares = [[0u32; 2]; 3];
+        let mut offsets = [0f32; 3];
+        for axis in 0..3 {
+            let scaled = point[axis] * scaling;
+            let floor = scaled.floor();
+            offsets[axis] = scaled - floor;
+            // burn's float-to-int cast of floor/ceil, then the product's low bits.
+            shares[axis] = [floor, scaled.ceil()].map(|c| (c as i32 as u32).wrapping_mul(PRIMES[axis]) & mask);
+        }
+        let base = level * shape.table_size();
+        let rows = std::array::from_fn(|x| {
+            std::array::from_fn(|y| {
+                std::array::from_fn(|z| ((shares[0][x] ^ shares[1][y] ^ shares[2][z]) & mask) as usize + base)
+            })
+        });
+        Cell { rows, offsets }
+    }
+}
+
+/// `hi · t + lo · (−t + 1)`, as the burn-ops version computes it.
+fn lerp(hi: f32, lo: f32, t: f32) -> f32 {
+    hi * t + lo * (-t + 1.0)
+}
+
+/// The encoding of `points` `[N, 3]` (`[0, 1]³`) through `table` `[L · T, F]`: `[N, L · F]`.
+/// `None` when `B` is not the CPU backend (or autodiff over it), or when the points are tracked by
+/// autodiff: the caller then runs the burn-ops version.
+pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &GridShape) -> Option<Tensor<B, 2>> {
+    if TypeId::of::<B>() == TypeId::of::<CpuBackend>() {
+        let points = retype::<B, CpuBackend, 2>(points.clone())?;
+        let table = retype::<B, CpuBackend, 2>(table)?;
+        let out = forward_values(&contiguous(points), &contiguous(table), shape);
+        retype::<CpuBackend, B, 2>(out)
+    } else if TypeId::of::<B>() == TypeId::of::<Autodiff<CpuBackend>>() {
+        let points = retype::<B, Autodiff<CpuBackend>, 2>(points.clone())?;
+        let table = retype::<B, Autodiff<CpuBackend>, 2>(table)?;
+        retype::<Autodiff<CpuBackend>, B, 2>(encode_tracked(points, table, shape)?)
+    } else {
+        None
+    }
+}
+
+/// Under autodiff: the forward on the inner tensors, and a backward step for the table.
+fn encode_tracked(
+    points: Tensor<Autodiff<CpuBackend>, 2>,
+    table: Tensor<Autodiff<CpuBackend>, 2>,
+    shape: &GridShape,
+) -> Option<Tensor<Autodiff<CpuBackend>, 2>> {
+    let points = points.into_primitive().tensor();
+    if !points.node.requirement.is_none() {
+        return None;
+    }
+    let table = table.into_primitive().tensor();
+    let inner_points = contiguous(Tensor::<CpuBackend, 2>::from_primitive(TensorPrimitive::Float(
+        points.primitive,
+    )));
+    let inner_table = Tensor::<CpuBackend, 2>::from_primitive(TensorPrimitive::Float(table.primitive.clone()));
+    let table_rows = inner_table.dims()[0];
+    let output = forward_values(&inner_points, &contiguous(inner_table), shape)
+        .into_primitive()
+        .tensor();
+    let result = match HashGridBackward
+        .prepare::<NoCheckpointing>([table.node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            HashGridState {
+                points: inner_points,
+                shape: shape.clone(),
+                table_rows,
+            },
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(result)))
+}
+
+fn contiguous(t: Tensor<CpuBackend, 2>) -> FlexTensor {
+    t.into_primitive().tensor().to_contiguous()
+}
+
+/// The f32 values of a contiguous tensor (the backend's float type is f32).
+fn f32_values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+fn forward_values(points: &FlexTensor, table: &FlexTensor, shape: &GridShape) -> Tensor<CpuBackend, 2> {
+    let (points, table) = (f32_values(points), f32_values(table));
+    let n = points.len() / 3;
+    let f = shape.features_per_level;
+    let row_len = shape.levels() * f;
+    let mut out = vec![0f32; n * row_len];
+    out.par_chunks_mut(POINTS_PER_TASK * row_len)
+        .enumerate()
+        .for_each(|(task, rows)| {
+            for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                let p = task * POINTS_PER_TASK + i;
+                let point = &points[3 * p..3 * p + 3];
+                for (level, &scaling) in shape.scalings.iter().enumerate() {
+                    let cell = Cell::new(point, scaling, level, shape);
+                    let [ox, oy, oz] = cell.offsets;
+                    let r = &cell.rows;
+                    for k in 0..f {
+                        let v = |row: usize| table[row * f + k];
+                        // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
+                        let f03 = lerp(v(r[1][1][1]), v(r[0][1][1]), ox);
+                        let f12 = lerp(v(r[1][0][1]), v(r[0][0][1]), ox);
+                        let f56 = lerp(v(r[1][0][0]), v(r[0][0][0]), ox);
+                        let f47 = lerp(v(r[1][1][0]), v(r[0][1][0]), ox);
+                        let f0312 = lerp(f03, f12, oy);
+                        let f4756 = lerp(f47, f56, oy);
+                        row[level * f + k] = lerp(f0312, f4756, oz);
+                    }
+                }
+            }
+        });
+    Tensor::from_data(TensorData::new(out, [n, row_len]), &Default::default())
+}
+
+/// The table's gradient `[rows, F]` from the output's `grad` `[N, L · F]`.
+fn table_gradient(points: &FlexTensor, grad: &FlexTensor, shape: &GridShape, table_rows: usize) -> Vec<f32> {
+    let (points, grad) = (f32_values(points), f32_values(grad));
+    let n = points.len() / 3;
+    let f = shape.features_per_level;
+    let row_len = shape.levels() * f;
+    let mut out = vec![0f32; table_rows * f];
+    // One task per level: a level's corners are all in its own rows `[l · T, (l + 1) · T)`.
+    out.par_chunks_mut(shape.table_size() * f)
+        .enumerate()
+        .for_each(|(level, rows)| {
+            let scaling = shape.scalings[level];
+            let base = level * shape.table_size();
+            for p in 0..n {
+                let cell = Cell::new(&points[3 * p..3 * p + 3], scaling, level, shape);
+                let weights = cell.offsets.map(|o| [-o + 1.0, o]);
+                let g = &grad[p * row_len + level * f..p * row_len + (level + 1) * f];
+                for (z, wz) in weights[2].iter().enumerate() {
+                    for (y, wy) in weights[1].iter().enumerate() {
+                        for (x, wx) in weights[0].iter().enumerate() {
+                            let row = cell.rows[x][y][z] - base;
+                            for k in 0..f {
+                                rows[row * f + k] += g[k] * wz * wy * wx;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+#[derive(Debug)]
+struct HashGridBackward;
+
+/// What the backward step keeps: the points (not the table: only the gradient's size is needed).
+#[derive(Clone, Debug)]
+struct HashGridState {
+    points: FlexTensor,
+    shape: GridShape,
+    table_rows: usize,
+}
+
+impl Backward<CpuBackend, 1> for HashGridBackward {
+    type State = HashGridState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<CpuBackend>(&ops.node);
+        let [table] = ops.parents;
+        let Some(table) = table else { return };
+        let state = ops.state;
+        let grad = contiguous(Tensor::from_primitive(TensorPrimitive::Float(grad)));
+        let values = table_gradient(&state.points, &grad, &state.shape, state.table_rows);
+        let value = Tensor::<CpuBackend, 2>::from_data(
+            TensorData::new(values, [state.table_rows, state.shape.features_per_level]),
+            &Default::default(),
+        );
+        grads.register::<CpuBackend>(table.id, value.into_primitive().tensor());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::nerfacto::encoding::HashEncoding;
+
+    type Ad = Autodiff<CpuBackend>;
+
+    /// A small grid (3 levels of 2^10 rows, 2 features; coarse levels with colliding corners) and
+    /// points in [0, 1]³, including the cube's faces, where floor and ceil coincide.
+    fn grid<B: Backend>() -> (HashEncoding<B>, Tensor<B, 2>) {
+        let device = Default::default();
+        let table = Tensor::<B, 2>::random([3 << 10, 2], Distribution::Uniform(-1.0, 1.0), &device);
+        let encoding = HashEncoding::new(table, 3, 4, 64, 10).expect("valid sizes");
+        let mut points = Tensor::<B, 2>::random([300, 3], Distribution::Uniform(0.0, 1.0), &device);
+        let corners = Tensor::<B, 2>::from_floats([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 1.0]], &device);
+        points = Tensor::cat(vec![points, corners], 0);
+        (encoding, points)
+    }
+
+    #[test]
+    fn forward_is_bit_identical_to_burn_ops() {
+        let (encoding, points) = grid::<CpuBackend>();
+        let kernel = encoding.forward(points.clone()).into_data();
+        let ops = encoding.forward_ops(points).into_data();
+        assert_eq!(kernel.as_slice::<f32>().unwrap(), ops.as_slice::<f32>().unwrap());
+    }
+
+    #[test]
+    fn table_gradient_matches_burn_ops_autodiff() {
+        let (encoding, points) = grid::<Ad>();
+        let encoding = HashEncoding {
+            table: burn::module::Param::from_tensor(encoding.table.val().require_grad()),
+            ..encoding
+        };
+        let weights = Tensor::<Ad, 2>::random([points.dims()[0], 6], Distribution::Normal(0.0, 1.0), &points.device());
+        let gradient = |out: Tensor<Ad, 2>| {
+            let grads = (out * weights.clone()).sum().backward();
+            encoding
+                .table
+                .val()
+                .grad(&grads)
+                .expect("the table has a gradient")
+                .into_data()
+        };
+        let kernel_out = encoding.forward(points.clone());
+        let ops_out = encoding.forward_ops(points);
+        assert_eq!(
+            kernel_out.clone().into_data().as_slice::<f32>().unwrap(),
+            ops_out.clone().into_data().as_slice::<f32>().unwrap()
+        );
+        let (kernel, ops) = (gradient(kernel_out), gradient(ops_out));
+        let (kernel, ops) = (kernel.as_slice::<f32>().unwrap(), ops.as_slice::<f32>().unwrap());
+        let largest = ops.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(largest > 0.1, "the gradient is not trivial");
+        for (i, (a, b)) in kernel.iter().zip(ops).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * largest,
+                "row {} feature {}: {a} vs {b}",
+                i / 2,
+                i % 2
+            );
+        }
+        assert_eq!(
+            kernel.iter().filter(|v| **v != 0.0).count(),
+            ops.iter().filter(|v| **v != 0.0).count()
+        );
+    }
+
+    /// Tracked points keep the burn-ops path, which differentiates them too.
+    #[test]
+    fn tracked_points_fall_back_to_burn_ops() {
+        let (encoding, points) = grid::<Ad>();
+        let shape = GridShape {
+            scalings: encoding.scalings.clone(),
+            log2_table_size: encoding.log2_table_size,
+            features_per_level: encoding.features_per_level,
+        };
+        assert!(encode(&points, encoding.table.val(), &shape).is_some());
+        assert!(encode(&points.require_grad(), encoding.table.val(), &shape).is_none());
+        let ndarray_points = Tensor::<burn::backend::NdArray, 2>::zeros([1, 3], &Default::default());
+        let ndarray_table = Tensor::<burn::backend::NdArray, 2>::zeros([3 << 10, 2], &Default::default());
+        assert!(encode(&ndarray_points, ndarray_table, &shape).is_none());
+    }
+}
