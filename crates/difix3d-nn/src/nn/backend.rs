@@ -29,6 +29,14 @@ pub enum BackendKind {
 /// The CPU backend `--backend cpu` runs.
 pub type CpuBackend = burn::backend::Flex;
 
+/// Whether `B` is the CPU backend or autodiff over it: where a tensor's data is in this process's
+/// memory, so CPU kernels may read it (`nerfacto::hash_kernel`, `nerfacto::sampler`).
+pub fn is_cpu_backend<B: Backend>() -> bool {
+    use std::any::TypeId;
+    let b = TypeId::of::<B>();
+    b == TypeId::of::<CpuBackend>() || b == TypeId::of::<burn::backend::Autodiff<CpuBackend>>()
+}
+
 /// `t` as a tensor of backend `C` when `C` is `B` itself (compared by type), else `None`: how
 /// backend-generic code hands a tensor to a kernel written for one backend (`nn::flex_kernels`,
 /// `nerfacto::hash_kernel`), in place of the specialisation Rust does not have.
