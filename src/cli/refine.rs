@@ -365,6 +365,7 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
         "eval_psnr_after": summary.eval_psnr_after,
         "eval": summary.eval,
         "stopped_early": summary.stopped_early,
+        "adam_moments_restored": summary.adam_moments_restored,
     });
     super::write_json(&args.out.join("summary.json"), &report)?;
     let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));

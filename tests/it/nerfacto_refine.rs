@@ -151,6 +151,8 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
     assert_eq!(summary["first_step"], 301, "{summary}");
     assert_eq!(summary["steps"], 4, "{summary}");
     assert_eq!(summary["round_steps"], serde_json::json!([302, 304]), "{summary}");
+    // nerfstudio's checkpoint holds its Adam moments: all 22 parameters continue with them.
+    assert_eq!(summary["adam_moments_restored"], 22, "{summary}");
     assert!(summary["eval_psnr_before"].as_f64().unwrap().is_finite());
     assert!(summary["eval_psnr_after"].as_f64().unwrap().is_finite());
     // The paper's table with NeRF rows: before, refined, refined with Difix on the eval renders.
@@ -274,6 +276,8 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
         serde_json::from_str(&std::fs::read_to_string(again.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["first_step"], 305, "{summary}");
     assert_eq!(summary["round_steps"], serde_json::json!([]), "{summary}");
+    // Our safetensors output holds no optimiser state: the moments start fresh.
+    assert_eq!(summary["adam_moments_restored"], 0, "{summary}");
     assert!(!again.join("rounds").exists() || std::fs::read_dir(again.join("rounds")).unwrap().next().is_none());
     assert_eq!(
         Checkpoint::read(&again.join("nerfacto.safetensors")).unwrap().step,

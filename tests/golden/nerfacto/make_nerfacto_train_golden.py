@@ -101,12 +101,8 @@ def named_parameters(model):
     return out
 
 
-def main():
-    torch.manual_seed(0)
-    model = build_model()
-    pipeline = base.Pipeline(model)
-    save_file(model_state(model), OUT / "train_init.safetensors")
-
+def optimizers_and_callbacks(model, pipeline):
+    """`method_configs["nerfacto"]`'s optimisers and schedulers, and the model's training callbacks."""
     opt_config = {
         "proposal_networks": {
             "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
@@ -123,12 +119,14 @@ def main():
     callbacks = model.get_training_callbacks(
         TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None)
     )
+    return optimizers, callbacks
+
+
+def train_step(model, optimizers, callbacks, step, index, ray_gen, jitter_gen, g, keep_grads):
+    """`Trainer.train_iteration` at `step` on RAYS fresh rays; records the rays, the sampler's
+    jitters and the loss terms into `g` under `index` (and every gradient when `keep_grads`)."""
     before = [cb for cb in callbacks if TrainingCallbackLocation.BEFORE_TRAIN_ITERATION in cb.where_to_run]
     after = [cb for cb in callbacks if TrainingCallbackLocation.AFTER_TRAIN_ITERATION in cb.where_to_run]
-
-    g = {}
-    ray_gen = torch.Generator().manual_seed(5)
-    jitter_gen = torch.Generator().manual_seed(6)
     recorded = []
     real_rand = torch.rand
 
@@ -138,52 +136,65 @@ def main():
         recorded.append(t.clone())
         return t
 
+    origins, directions = base.look_at_rays(ray_gen, RAYS)
+    images = torch.randint(0, base.NUM_IMAGES, (RAYS, 1), generator=ray_gen)
+    target = base.synthetic_colours(origins, directions)
+    g[f"rays_{index}_origins"] = origins
+    g[f"rays_{index}_directions"] = directions
+    g[f"rays_{index}_images"] = images[:, 0].float()
+    g[f"rays_{index}_target"] = target
+
+    for cb in before:
+        cb.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    optimizers.zero_grad_all()
+    bundle = RayBundle(
+        origins=origins,
+        directions=directions,
+        pixel_area=torch.full((RAYS, 1), 1e-4),
+        camera_indices=images,
+    )
+    torch.rand = recorded_rand
+    try:
+        outputs = model(bundle)
+    finally:
+        torch.rand = real_rand
+    assert len(recorded) == 3 and all(r.shape == (RAYS, 1) for r in recorded), [r.shape for r in recorded]
+    for p, r in enumerate(recorded):
+        g[f"jitter_{index}_{p}"] = r
+    batch = {"image": target}
+    metrics = model.get_metrics_dict(outputs, batch)
+    losses = model.get_loss_dict(outputs, batch, metrics)
+    assert set(losses) == {"rgb_loss", "interlevel_loss", "distortion_loss"}, losses.keys()
+    g[f"loss_{index}"] = torch.stack(
+        [losses["rgb_loss"], losses["interlevel_loss"], losses["distortion_loss"]]
+    ).detach()
+    loss = sum(losses.values())
+    loss.backward()
+    if keep_grads:
+        for k, p in named_parameters(model).items():
+            assert p.grad is not None, k
+            g[f"grad_{index}.{k}"] = p.grad.detach().clone()
+    optimizers.optimizer_step_all()
+    optimizers.scheduler_step_all(step)
+    for cb in after:
+        cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+    print(f"step {step}: " + ", ".join(f"{k} {v.item():.6f}" for k, v in losses.items()))
+
+
+def main():
+    torch.manual_seed(0)
+    model = build_model()
+    pipeline = base.Pipeline(model)
+    save_file(model_state(model), OUT / "train_init.safetensors")
+
+    optimizers, callbacks = optimizers_and_callbacks(model, pipeline)
+
+    g = {}
+    ray_gen = torch.Generator().manual_seed(5)
+    jitter_gen = torch.Generator().manual_seed(6)
     model.train()
     for step in range(STEPS):
-        origins, directions = base.look_at_rays(ray_gen, RAYS)
-        images = torch.randint(0, base.NUM_IMAGES, (RAYS, 1), generator=ray_gen)
-        target = base.synthetic_colours(origins, directions)
-        g[f"rays_{step}_origins"] = origins
-        g[f"rays_{step}_directions"] = directions
-        g[f"rays_{step}_images"] = images[:, 0].float()
-        g[f"rays_{step}_target"] = target
-
-        for cb in before:
-            cb.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
-        optimizers.zero_grad_all()
-        bundle = RayBundle(
-            origins=origins,
-            directions=directions,
-            pixel_area=torch.full((RAYS, 1), 1e-4),
-            camera_indices=images,
-        )
-        recorded.clear()
-        torch.rand = recorded_rand
-        try:
-            outputs = model(bundle)
-        finally:
-            torch.rand = real_rand
-        assert len(recorded) == 3 and all(r.shape == (RAYS, 1) for r in recorded), [r.shape for r in recorded]
-        for p, r in enumerate(recorded):
-            g[f"jitter_{step}_{p}"] = r
-        batch = {"image": target}
-        metrics = model.get_metrics_dict(outputs, batch)
-        losses = model.get_loss_dict(outputs, batch, metrics)
-        assert set(losses) == {"rgb_loss", "interlevel_loss", "distortion_loss"}, losses.keys()
-        g[f"loss_{step}"] = torch.stack(
-            [losses["rgb_loss"], losses["interlevel_loss"], losses["distortion_loss"]]
-        ).detach()
-        loss = sum(losses.values())
-        loss.backward()
-        if step == 0:
-            for k, p in named_parameters(model).items():
-                assert p.grad is not None, k
-                g[f"grad_0.{k}"] = p.grad.detach().clone()
-        optimizers.optimizer_step_all()
-        optimizers.scheduler_step_all(step)
-        for cb in after:
-            cb.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
-        print(f"step {step}: " + ", ".join(f"{k} {v.item():.6f}" for k, v in losses.items()))
+        train_step(model, optimizers, callbacks, step, step, ray_gen, jitter_gen, g, keep_grads=step == 0)
     for k, p in named_parameters(model).items():
         g[f"after_{STEPS - 1}.{k}"] = p.detach().clone()
     save_file({k: v.contiguous().to(torch.float32) for k, v in g.items()}, OUT / "train_golden.safetensors")

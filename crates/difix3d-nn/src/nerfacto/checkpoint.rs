@@ -150,6 +150,80 @@ impl Checkpoint {
     }
 }
 
+/// nerfstudio's saved Adam state of one parameter (torch's layout).
+#[derive(Clone, Debug)]
+pub struct AdamMoment {
+    /// The steps the parameter has taken.
+    pub step: usize,
+    pub exp_avg: StoredTensor,
+    pub exp_avg_sq: StoredTensor,
+}
+
+/// nerfstudio's optimiser groups of nerfacto and the model key prefix of each group's parameters
+/// (`NerfactoModel.get_param_groups`).
+const OPTIMISER_GROUPS: [(&str, &str); 2] = [("fields", "field."), ("proposal_networks", "proposal_networks.")];
+
+/// The Adam moments a nerfstudio checkpoint holds beside the model (`optimizers`; what
+/// `Trainer._load_checkpoint` restores with `load_optimizers`), by the model key (without `_model.`)
+/// of each parameter in `parameter_keys` (the model's trainable tensors, `super::state::parameters`).
+/// `Ok(None)` for a file without them (a safetensors run of ours). Other groups (the camera
+/// optimiser's `camera_opt`) are not read.
+///
+/// A torch optimiser's state names parameters by their position in its group's parameter list,
+/// `list(module.parameters())`: the module's parameters in registration order, a tensor registered
+/// twice (a proposal network's hash table, also in its `mlp_base`) counted once. The pipeline's state
+/// dict lists its keys in the same order, so each group's positions map to that group's parameter
+/// keys in the order the file stores them.
+pub fn read_adam_moments(
+    path: &Path,
+    parameter_keys: &[&str],
+) -> Result<Option<BTreeMap<String, AdamMoment>>, NerfactoError> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+        return Ok(None);
+    }
+    let error = |e: String| NerfactoError::format(path, format!("the saved optimiser state: {e}"));
+    let mut groups = super::torch_pickle::read_adam_states(path, "optimizers").map_err(error)?;
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let stored = super::torch_pickle::read_state_dict_keys(path, "pipeline").map_err(error)?;
+    let positions: std::collections::HashMap<String, usize> =
+        stored.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
+    let mut ordered: Vec<(String, usize)> = model_keys(positions).into_iter().collect();
+    ordered.sort_by_key(|(_, position)| *position);
+    let mut moments = BTreeMap::new();
+    for (group, prefix) in OPTIMISER_GROUPS {
+        let keys: Vec<&String> = ordered
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(prefix) && parameter_keys.contains(&k.as_str()))
+            .collect();
+        let Some(states) = groups.remove(group) else {
+            return Err(error(format!("no `{group}` optimiser")));
+        };
+        if states.len() != keys.len() {
+            return Err(error(format!(
+                "the `{group}` optimiser has {} parameters; the model has {}",
+                states.len(),
+                keys.len()
+            )));
+        }
+        for (key, state) in keys.into_iter().zip(states) {
+            let Some(state) = state else { continue };
+            let tensor = |(shape, values): (Vec<usize>, Vec<f32>)| StoredTensor { shape, values };
+            moments.insert(
+                key.clone(),
+                AdamMoment {
+                    step: state.step,
+                    exp_avg: tensor(state.exp_avg),
+                    exp_avg_sq: tensor(state.exp_avg_sq),
+                },
+            );
+        }
+    }
+    Ok(Some(moments))
+}
+
 /// The `_model.` tensors with that prefix (and any wrapper prefix) removed.
 fn model_keys<T>(all: std::collections::HashMap<String, T>) -> BTreeMap<String, T> {
     let unwrapped = all

@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -89,6 +90,8 @@ impl<B: AutodiffBackend> ParameterValue<B> {
 pub struct NamedParameter<B: Backend> {
     pub key: String,
     pub value: ParameterValue<B>,
+    /// The parameter's id, as optimisers know it.
+    pub id: ParamId,
 }
 
 fn mlp_parameters<B: Backend>(mlp: &Mlp<B>, prefix: &str, out: &mut Vec<NamedParameter<B>>) {
@@ -96,11 +99,13 @@ fn mlp_parameters<B: Backend>(mlp: &Mlp<B>, prefix: &str, out: &mut Vec<NamedPar
         out.push(NamedParameter {
             key: format!("{prefix}.layers.{i}.weight"),
             value: ParameterValue::LinearWeight(layer.weight.val()),
+            id: layer.weight.id,
         });
         if let Some(bias) = &layer.bias {
             out.push(NamedParameter {
                 key: format!("{prefix}.layers.{i}.bias"),
                 value: ParameterValue::Vector(bias.val()),
+                id: bias.id,
             });
         }
     }
@@ -116,6 +121,7 @@ pub fn parameters<B: Backend>(model: &Nerfacto<B>) -> Vec<NamedParameter<B>> {
     out.push(NamedParameter {
         key: "field.mlp_base.model.0.hash_table".into(),
         value: ParameterValue::Matrix(field.encoding.table.val()),
+        id: field.encoding.table.id,
     });
     mlp_parameters(&field.mlp_base, "field.mlp_base.model.1", &mut out);
     mlp_parameters(&field.mlp_head, "field.mlp_head", &mut out);
@@ -123,12 +129,14 @@ pub fn parameters<B: Backend>(model: &Nerfacto<B>) -> Vec<NamedParameter<B>> {
         out.push(NamedParameter {
             key: "field.embedding_appearance.embedding.weight".into(),
             value: ParameterValue::Matrix(codes.val()),
+            id: codes.id,
         });
     }
     for (i, network) in model.proposals.iter().enumerate() {
         out.push(NamedParameter {
             key: format!("proposal_networks.{i}.encoding.hash_table"),
             value: ParameterValue::Matrix(network.encoding.table.val()),
+            id: network.encoding.table.id,
         });
         if model
             .config
@@ -142,11 +150,13 @@ pub fn parameters<B: Backend>(model: &Nerfacto<B>) -> Vec<NamedParameter<B>> {
             out.push(NamedParameter {
                 key: format!("proposal_networks.{i}.linear.weight"),
                 value: ParameterValue::LinearWeight(layer.weight.val()),
+                id: layer.weight.id,
             });
             if let Some(bias) = &layer.bias {
                 out.push(NamedParameter {
                     key: format!("proposal_networks.{i}.linear.bias"),
                     value: ParameterValue::Vector(bias.val()),
+                    id: bias.id,
                 });
             }
         } else {

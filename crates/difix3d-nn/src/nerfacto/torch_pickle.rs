@@ -78,35 +78,169 @@ pub fn read_integer(path: &Path, key: &str) -> Result<Option<i64>, String> {
 
 /// The tensors of the top-level dict entry `key` (e.g. `pipeline`), by their state-dict key.
 pub fn read_state_dict(path: &Path, key: &str) -> Result<HashMap<String, Tensor>, String> {
-    let (mut archive, prefix, entries) = read_root(path)?;
-    let mut top_keys = Vec::new();
-    let mut state = None;
-    for (k, v) in entries {
-        if let Value::Str(k) = k {
-            if k == key {
-                state = Some(v);
-            }
-            top_keys.push(k);
-        }
-    }
-    let Some(Value::Dict(state)) = state else {
-        return Err(format!("no `{key}` state dict (top-level keys: {top_keys:?})"));
-    };
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut tensors = HashMap::new();
+    Ok(read_ordered_state_dict(path, key)?.into_iter().collect())
+}
+
+/// [`read_state_dict`] in the order the file stores the entries: torch's `state_dict()` order, each
+/// module's own tensors, then its children's, in registration order.
+pub fn read_ordered_state_dict(path: &Path, key: &str) -> Result<Vec<(String, Tensor)>, String> {
+    let (archive, prefix, entries) = read_root(path)?;
+    let state = top_level_dict(entries, key)?;
+    let mut storages = Storages::new(archive, prefix);
+    let mut tensors = Vec::new();
     for (k, v) in state {
         let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
             continue;
         };
-        if !storages.contains_key(&t.storage) {
-            let entry = format!("{prefix}data/{}", t.storage);
-            let bytes = read_entry(&mut archive, &entry).map_err(|e| format!("`{name}`: {e}"))?;
-            storages.insert(t.storage.clone(), bytes);
-        }
-        let values = materialise(&t, &storages[&t.storage]).map_err(|e| format!("`{name}`: {e}"))?;
-        tensors.insert(name, (t.size, values));
+        let tensor = storages.tensor(&t).map_err(|e| format!("`{name}`: {e}"))?;
+        tensors.push((name, tensor));
     }
     Ok(tensors)
+}
+
+/// The keys of the top-level state dict `key`, in the order of [`read_ordered_state_dict`], without
+/// reading their tensors.
+pub fn read_state_dict_keys(path: &Path, key: &str) -> Result<Vec<String>, String> {
+    let (_, _, entries) = read_root(path)?;
+    let state = top_level_dict(entries, key)?;
+    Ok(state
+        .into_iter()
+        .filter_map(|(k, v)| match (k, v) {
+            (Value::Str(name), Value::Tensor(_)) => Some(name),
+            _ => None,
+        })
+        .collect())
+}
+
+/// One parameter's state in a torch `Adam` state dict.
+#[derive(Clone, Debug)]
+pub struct AdamState {
+    /// The steps this parameter has taken (`state[i]["step"]`).
+    pub step: usize,
+    pub exp_avg: Tensor,
+    pub exp_avg_sq: Tensor,
+}
+
+/// The torch `Adam` state dicts in the top-level dict entry `key` (nerfstudio's `optimizers`: one per
+/// parameter group name): per name, its parameters' states in the order of its `param_groups`'
+/// `params`, `None` for a parameter that has no state yet (never stepped).
+pub fn read_adam_states(path: &Path, key: &str) -> Result<HashMap<String, Vec<Option<AdamState>>>, String> {
+    let (archive, prefix, entries) = read_root(path)?;
+    let optimisers = top_level_dict(entries, key)?;
+    let mut storages = Storages::new(archive, prefix);
+    let mut out = HashMap::new();
+    for (name, optimiser) in optimisers {
+        let (Value::Str(name), Value::Dict(optimiser)) = (name, optimiser) else {
+            continue;
+        };
+        let field = |key: &str| {
+            optimiser
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Str(k) if k == key))
+                .map(|(_, v)| v)
+        };
+        let (Some(Value::Dict(state)), Some(Value::List(groups))) = (field("state"), field("param_groups")) else {
+            return Err(format!(
+                "`{key}.{name}` is not a torch optimiser state dict (no `state` and `param_groups`)"
+            ));
+        };
+        let mut params = Vec::new();
+        for group in groups {
+            let Value::Dict(group) = group else {
+                return Err(format!("`{key}.{name}`: a param group is not a dict"));
+            };
+            let Some((_, Value::List(ids))) = group.iter().find(|(k, _)| matches!(k, Value::Str(k) if k == "params"))
+            else {
+                return Err(format!("`{key}.{name}`: a param group has no `params` list"));
+            };
+            params.extend(ids.iter().map(|id| match id {
+                Value::Int(i) => Ok(*i),
+                _ => Err(format!("`{key}.{name}`: a param id is not an integer")),
+            }));
+        }
+        let mut states = Vec::new();
+        for id in params {
+            let id = id?;
+            let entry = state.iter().find(|(k, _)| matches!(k, Value::Int(i) if *i == id));
+            let Some((_, Value::Dict(entry))) = entry else {
+                states.push(None);
+                continue;
+            };
+            let context = format!("`{key}.{name}.state.{id}`");
+            let item = |k: &str| {
+                entry
+                    .iter()
+                    .find(|(key, _)| matches!(key, Value::Str(key) if key == k))
+                    .map(|(_, v)| v)
+            };
+            let mut moment = |k: &str| match item(k) {
+                Some(Value::Tensor(t)) => storages.tensor(t).map_err(|e| format!("{context}.{k}: {e}")),
+                _ => Err(format!("{context} has no `{k}` tensor")),
+            };
+            let (exp_avg, exp_avg_sq) = (moment("exp_avg")?, moment("exp_avg_sq")?);
+            let step = match item("step") {
+                Some(Value::Int(step)) => usize::try_from(*step).ok(),
+                Some(Value::Tensor(t)) => match storages.tensor(t)?.1.as_slice() {
+                    [step] if *step >= 0.0 && step.fract() == 0.0 => Some(*step as usize),
+                    _ => None,
+                },
+                _ => None,
+            }
+            .ok_or_else(|| format!("{context} has no step count"))?;
+            states.push(Some(AdamState {
+                step,
+                exp_avg,
+                exp_avg_sq,
+            }));
+        }
+        out.insert(name, states);
+    }
+    Ok(out)
+}
+
+/// The dict at the top-level entry `key`, or an error listing the entries there are.
+fn top_level_dict(entries: Vec<(Value, Value)>, key: &str) -> Result<Vec<(Value, Value)>, String> {
+    let mut top_keys = Vec::new();
+    let mut found = None;
+    for (k, v) in entries {
+        if let Value::Str(k) = k {
+            if k == key {
+                found = Some(v);
+            }
+            top_keys.push(k);
+        }
+    }
+    match found {
+        Some(Value::Dict(dict)) => Ok(dict),
+        _ => Err(format!("no `{key}` state dict (top-level keys: {top_keys:?})")),
+    }
+}
+
+/// The archive's storages, each read once.
+struct Storages {
+    archive: zip::ZipArchive<std::fs::File>,
+    prefix: String,
+    read: HashMap<String, Vec<u8>>,
+}
+
+impl Storages {
+    fn new(archive: zip::ZipArchive<std::fs::File>, prefix: String) -> Self {
+        Self {
+            archive,
+            prefix,
+            read: HashMap::new(),
+        }
+    }
+
+    fn tensor(&mut self, t: &TensorRef) -> Result<Tensor, String> {
+        if !self.read.contains_key(&t.storage) {
+            let entry = format!("{}data/{}", self.prefix, t.storage);
+            let bytes = read_entry(&mut self.archive, &entry)?;
+            self.read.insert(t.storage.clone(), bytes);
+        }
+        let values = materialise(t, &self.read[&t.storage])?;
+        Ok((t.size.clone(), values))
+    }
 }
 
 fn read_entry(archive: &mut zip::ZipArchive<std::fs::File>, name: &str) -> Result<Vec<u8>, String> {

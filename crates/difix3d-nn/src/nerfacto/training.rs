@@ -27,13 +27,18 @@
 //!   is off here — poses are taken as given.
 
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use std::collections::BTreeMap;
+
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::checkpoint::{AdamMoment, StoredTensor};
 use super::field::{DensityField, NerfactoField};
 use super::losses::{losses, Losses};
 use super::model::{Nerfacto, Pass, TrainingPass};
+use super::state::ParameterValue;
 
 /// Adam's learning rate at the start, both groups (`AdamOptimizerConfig(lr=1e-2)`).
 pub const LR_INIT: f64 = 1e-2;
@@ -139,14 +144,31 @@ pub struct NerfactoTrainer<B: AutodiffBackend> {
 /// A parameter's gradient in torch's layout: key, shape, values (see [`super::state::parameters`]).
 pub type NamedGradient = (String, Vec<usize>, Vec<f32>);
 
+/// nerfstudio's Adam for nerfacto: betas (0.9, 0.999), eps 1e-15, no weight decay.
+fn adam() -> AdamConfig {
+    AdamConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.999)
+        .with_epsilon(ADAM_EPS)
+}
+
+/// The optimiser record of a 2-D parameter from its saved moments `[rows, cols]`, laid out by
+/// `layout` (the identity, or a transpose for linear weights, which torch stores transposed).
+fn adam_record<B: AutodiffBackend>(
+    moment: &AdamMoment,
+    device: &burn::tensor::Device<B::InnerBackend>,
+    layout: impl Fn(Tensor<B::InnerBackend, 2>) -> Tensor<B::InnerBackend, 2>,
+) -> AdaptorRecord<Adam, B> {
+    let matrix = |s: &StoredTensor| {
+        layout(Tensor::<B::InnerBackend, 1>::from_floats(s.values.as_slice(), device).reshape([s.shape[0], s.shape[1]]))
+    };
+    AdaptorRecord::from_state(AdamState {
+        momentum: AdaptiveMomentumState::new(moment.step, matrix(&moment.exp_avg), matrix(&moment.exp_avg_sq)),
+    })
+}
+
 impl<B: AutodiffBackend> NerfactoTrainer<B> {
     pub fn new(model: Nerfacto<B>) -> Self {
-        let adam = || {
-            AdamConfig::new()
-                .with_beta_1(0.9)
-                .with_beta_2(0.999)
-                .with_epsilon(ADAM_EPS)
-        };
         Self {
             model: Some(model),
             fields: adam().init(),
@@ -157,14 +179,67 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
     }
 
     /// A trainer whose next step is `step`, as nerfstudio continues from a loaded checkpoint (its
-    /// `step` + 1): the schedules and annealing go on from there, while the optimisers start fresh
-    /// (we do not read nerfstudio's saved Adam moments) and so does the proposal networks' update
-    /// schedule (`ProposalNetworkSampler` keeps its counters outside the checkpoint too).
+    /// `step` + 1): the schedules and annealing go on from there. The optimisers start fresh unless
+    /// [`Self::restore_adam`] gives them the checkpoint's moments; the proposal networks' update
+    /// schedule starts fresh as in nerfstudio (`ProposalNetworkSampler` keeps its counters outside
+    /// the checkpoint).
     pub fn starting_at(model: Nerfacto<B>, step: usize) -> Self {
         Self {
             step,
             ..Self::new(model)
         }
+    }
+
+    /// Gives the optimisers the Adam moments and step counts nerfstudio saved
+    /// ([`super::checkpoint::read_adam_moments`], keyed by parameter key, torch layout), as
+    /// `Trainer._load_checkpoint` does with `load_optimizers`; a parameter without saved moments
+    /// starts fresh. Returns how many parameters got theirs; a moment whose shape differs from its
+    /// parameter's is an error naming it.
+    pub fn restore_adam(&mut self, moments: &BTreeMap<String, AdamMoment>) -> Result<usize, String> {
+        let model = self.model.as_ref().expect("the model is only taken out during a step");
+        let mut fields = self.fields.to_record();
+        let mut proposals = self.proposals.to_record();
+        let mut restored = 0;
+        for parameter in super::state::parameters(model) {
+            let Some(moment) = moments.get(&parameter.key) else {
+                continue;
+            };
+            let (shape, _) = parameter.value.torch_values();
+            for (name, t) in [("exp_avg", &moment.exp_avg), ("exp_avg_sq", &moment.exp_avg_sq)] {
+                if t.shape != shape {
+                    return Err(format!(
+                        "the saved {name} of `{}` has shape {:?}; the parameter has {shape:?}",
+                        parameter.key, t.shape
+                    ));
+                }
+            }
+            let record = match &parameter.value {
+                ParameterValue::Matrix(t) => adam_record(moment, &t.device(), |m| m),
+                ParameterValue::LinearWeight(t) => adam_record(moment, &t.device(), |m| m.transpose()),
+                ParameterValue::Vector(t) => {
+                    let device = t.device();
+                    let vector =
+                        |s: &StoredTensor| Tensor::<B::InnerBackend, 1>::from_floats(s.values.as_slice(), &device);
+                    AdaptorRecord::from_state(AdamState {
+                        momentum: AdaptiveMomentumState::new(
+                            moment.step,
+                            vector(&moment.exp_avg),
+                            vector(&moment.exp_avg_sq),
+                        ),
+                    })
+                }
+            };
+            let records = if parameter.key.starts_with("field.") {
+                &mut fields
+            } else {
+                &mut proposals
+            };
+            records.insert(parameter.id, record);
+            restored += 1;
+        }
+        self.fields = adam().init().load_record(fields);
+        self.proposals = adam().init().load_record(proposals);
+        Ok(restored)
     }
 
     pub fn model(&self) -> &Nerfacto<B> {

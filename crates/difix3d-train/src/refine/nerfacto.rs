@@ -40,9 +40,10 @@
 //! Not done, and said where it matters: the camera optimiser (`CameraOptimizerConfig(mode="SO3xR3")`
 //! in `difix3d_config.py`; Difix3D's README turns it off with `--pipeline.model.camera-optimizer.mode
 //! off`) is off; mixed precision (`mixed_precision=True`, CUDA only) is not used: everything runs in
-//! f32 on the CPU; the optimisers start fresh (nerfstudio also restores their Adam moments from the
-//! checkpoint, which we do not read); the pipeline's `val(step)` renders every 5000 steps are not
-//! written (we evaluate the PSNR before and after instead).
+//! f32 on the CPU; the pipeline's `val(step)` renders every 5000 steps are not written (we evaluate
+//! the PSNR before and after instead). As `Trainer._load_checkpoint` does, the optimisers continue
+//! with the Adam moments and step counts saved in a nerfstudio checkpoint; our own safetensors runs
+//! hold none, so a refine of one starts them fresh.
 //!
 //! Output in `out/`: `rounds/round_STEP/{pred,fixed,ref,alpha}/novel_NNNN.png` and `cameras.json`
 //! (the cameras in the model's frame, as `nerfacto-render --camera-json` takes them; alpha is the
@@ -50,6 +51,7 @@
 //! fine-tuned model as `nerfacto.safetensors` (recording its last step), `nerfacto.json`,
 //! `dataparser_transforms.json`, and the eval renders in `eval/`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -69,7 +71,7 @@ use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
 use crate::metrics::MetricsBackend;
 use crate::nerfacto::batches::{PixelSampler, Views};
-use crate::nerfacto::checkpoint::Checkpoint;
+use crate::nerfacto::checkpoint::{read_adam_moments, AdamMoment, Checkpoint};
 use crate::nerfacto::trainer::{load_photo, NerfactoTrainError};
 use crate::nerfacto::training::{NerfactoTrainer, StepLosses};
 use crate::nerfacto::{Nerfacto, NerfactoConfig, NerfactoError};
@@ -310,11 +312,16 @@ pub struct NerfactoRefineSummary {
     pub config: PathBuf,
     pub transforms: PathBuf,
     pub stopped_early: bool,
+    /// How many parameters continued with the Adam moments saved in the checkpoint (0: the
+    /// optimisers started fresh, for a file that holds none).
+    pub adam_moments_restored: usize,
 }
 
 /// Everything a run reads, loaded and checked before anything is written.
 struct Inputs<B: AutodiffBackend> {
     model: Nerfacto<B>,
+    /// The checkpoint's saved Adam moments by parameter key, when it holds readable ones.
+    moments: Option<BTreeMap<String, AdamMoment>>,
     first_step: usize,
     transform: DataparserTransform,
     train: Views,
@@ -350,6 +357,17 @@ fn load_inputs<B: AutodiffBackend>(
         None => NerfactoConfig::default(),
     };
     let model = Nerfacto::<B>::load(&checkpoint, settings, device)?;
+    // As `Trainer._load_checkpoint`'s `load_optimizers`; a state that does not fit the model is
+    // reported and the run starts with fresh moments instead of failing.
+    let keys: Vec<String> = crate::nerfacto::state::parameters(&model)
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let moments = read_adam_moments(&config.checkpoint, &key_refs).unwrap_or_else(|e| {
+        log::warn!("{e}; the optimisers start with fresh Adam moments");
+        None
+    });
     let transforms = match &config.dataparser_transforms {
         Some(path) => path.clone(),
         None => transforms_beside(&config.checkpoint).ok_or_else(|| NerfactoRefineError::File {
@@ -437,6 +455,7 @@ fn load_inputs<B: AutodiffBackend>(
         crate::metrics::load_lpips(config.lpips.as_ref()).map_err(|e| NerfactoRefineError::Input(e.to_string()))?;
     Ok(Inputs {
         model,
+        moments,
         first_step,
         transform,
         train,
@@ -543,6 +562,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     check_fits(config, &inputs)?;
     let Inputs {
         model,
+        moments,
         first_step,
         transform,
         train,
@@ -566,6 +586,17 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     let sampler = config.sampler();
     let rounds_dir = config.rounds_dir();
     let mut trainer = NerfactoTrainer::starting_at(model, first_step);
+    let adam_moments_restored = match moments.map(|m| trainer.restore_adam(&m)) {
+        Some(Ok(restored)) => restored,
+        Some(Err(e)) => {
+            log::warn!(
+                "{}: {e}; the optimisers start with fresh Adam moments",
+                config.checkpoint.display()
+            );
+            0
+        }
+        None => 0,
+    };
     let mut rng = Rng(config.seed ^ 0x00D1_F13D ^ first_step as u64);
     let mut novel: Option<Views> = None;
     let mut round_steps = Vec::new();
@@ -697,6 +728,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
         config: config_path,
         transforms: transforms_path,
         stopped_early,
+        adam_moments_restored,
     })
 }
 
