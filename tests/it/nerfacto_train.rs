@@ -19,7 +19,7 @@ use burn::backend::Autodiff;
 use burn::prelude::*;
 use difix3d::nerfacto::checkpoint::{read_adam_moments, Checkpoint};
 use difix3d::nerfacto::config::NerfactoConfig;
-use difix3d::nerfacto::state::parameters;
+use difix3d::nerfacto::state::{parameters, save};
 use difix3d::nerfacto::training::{anneal, learning_rate, NerfactoTrainer, ProposalSchedule, RayBatch};
 use difix3d::nerfacto::Nerfacto;
 use difix3d::nn::backend::CpuBackend;
@@ -228,6 +228,59 @@ fn training_continues_from_a_checkpoint_with_its_adam_moments() {
         fresh_off as f32 > 0.05 * total as f32,
         "the golden cannot tell restored moments from fresh ones"
     );
+}
+
+/// Our runs save the Adam state beside the model (`optimizers.*` in the safetensors file) and a
+/// trainer restored from that file takes exactly the step the original one takes.
+#[test]
+fn saved_adam_moments_round_trip() {
+    let g = read("train_golden.safetensors");
+    let resume = read("resume_golden.safetensors");
+    let config = NerfactoConfig::read(&fixtures().join("config.json")).unwrap();
+    let initial = Checkpoint::read(&fixtures().join("train_init.safetensors")).unwrap();
+    let device = Default::default();
+    let mut trainer = NerfactoTrainer::new(Nerfacto::<B>::load(&initial, config.clone(), &device).unwrap());
+    for step in 0..2 {
+        let (batch, jitter) = batch::<B>(&g, step, &device);
+        trainer.step(&batch, jitter);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nerfacto.safetensors");
+    let moments = trainer.adam_moments();
+    assert_eq!(moments.len(), parameters(trainer.model()).len());
+    save(trainer.model(), Some(1), Some(&moments), &path).unwrap();
+
+    let saved = Checkpoint::read(&path).unwrap();
+    let keys: Vec<String> = parameters(trainer.model()).into_iter().map(|p| p.key).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let read_back = read_adam_moments(&path, &key_refs)
+        .unwrap()
+        .expect("the run saved its moments");
+    assert_eq!(read_back.len(), moments.len());
+    for (key, m) in &moments {
+        let r = &read_back[key];
+        assert_eq!(
+            (r.step, &r.exp_avg.shape, &r.exp_avg_sq.shape),
+            (m.step, &m.exp_avg.shape, &m.exp_avg_sq.shape),
+            "{key}"
+        );
+        assert_eq!(
+            (&r.exp_avg.values, &r.exp_avg_sq.values),
+            (&m.exp_avg.values, &m.exp_avg_sq.values),
+            "{key}"
+        );
+    }
+    let mut restored = NerfactoTrainer::starting_at(Nerfacto::<B>::load(&saved, config, &device).unwrap(), 2);
+    assert_eq!(restored.restore_adam(&read_back).unwrap(), keys.len());
+    let (batch, jitter) = batch::<B>(&resume, 0, &device);
+    trainer.step(&batch, jitter.clone());
+    restored.step(&batch, jitter);
+    for (a, b) in parameters(trainer.model())
+        .into_iter()
+        .zip(parameters(restored.model()))
+    {
+        assert_eq!(a.value.torch_values(), b.value.torch_values(), "{}", a.key);
+    }
 }
 
 #[test]

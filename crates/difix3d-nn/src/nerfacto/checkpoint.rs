@@ -174,14 +174,42 @@ const OPTIMISER_GROUPS: [(&str, &str); 2] = [("fields", "field."), ("proposal_ne
 /// twice (a proposal network's hash table, also in its `mlp_base`) counted once. The pipeline's state
 /// dict lists its keys in the same order, so each group's positions map to that group's parameter
 /// keys in the order the file stores them.
+///
+/// Our safetensors runs hold them as `super::state::save` writes them ([`optimiser_key`]); `Ok(None)`
+/// for one without them.
 pub fn read_adam_moments(
     path: &Path,
     parameter_keys: &[&str],
 ) -> Result<Option<BTreeMap<String, AdamMoment>>, NerfactoError> {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
-        return Ok(None);
-    }
     let error = |e: String| NerfactoError::format(path, format!("the saved optimiser state: {e}"));
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+        let (mut tensors, _) = super::state::read_safetensors(path).map_err(error)?;
+        let mut moments = BTreeMap::new();
+        for key in parameter_keys {
+            let name = optimiser_key(key);
+            let mut take = |suffix: &str| tensors.remove(&format!("{name}.{suffix}"));
+            match (take("exp_avg"), take("exp_avg_sq"), take("step")) {
+                (Some(m), Some(v), Some((_, step))) => {
+                    let step = match step.as_slice() {
+                        [s] if *s >= 0.0 && s.fract() == 0.0 => *s as usize,
+                        _ => return Err(error(format!("`{name}.step` is {step:?}, not a step count"))),
+                    };
+                    let tensor = |(shape, values): (Vec<usize>, Vec<f32>)| StoredTensor { shape, values };
+                    moments.insert(
+                        key.to_string(),
+                        AdamMoment {
+                            step,
+                            exp_avg: tensor(m),
+                            exp_avg_sq: tensor(v),
+                        },
+                    );
+                }
+                (None, None, None) => {}
+                _ => return Err(error(format!("`{name}` is incomplete (exp_avg, exp_avg_sq and step)"))),
+            }
+        }
+        return Ok((!moments.is_empty()).then_some(moments));
+    }
     let mut groups = super::torch_pickle::read_adam_states(path, "optimizers").map_err(error)?;
     if groups.is_empty() {
         return Ok(None);
@@ -222,6 +250,16 @@ pub fn read_adam_moments(
         }
     }
     Ok(Some(moments))
+}
+
+/// The name prefix under which our safetensors runs store the Adam state of the parameter `key`:
+/// `optimizers.{group}.{key}`, the group as nerfstudio names it.
+pub fn optimiser_key(key: &str) -> String {
+    let group = OPTIMISER_GROUPS
+        .iter()
+        .find(|(_, prefix)| key.starts_with(prefix))
+        .map_or("other", |(group, _)| group);
+    format!("optimizers.{group}.{key}")
 }
 
 /// The `_model.` tensors with that prefix (and any wrapper prefix) removed.

@@ -21,7 +21,7 @@ use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::checkpoint::{Checkpoint, StoredTensor};
+use super::checkpoint::{AdamMoment, Checkpoint, StoredTensor};
 use super::config::{NerfactoConfig, ProposalNetArgs};
 use super::field::{Mlp, SpaceMapping};
 use super::model::Nerfacto;
@@ -54,6 +54,14 @@ pub enum ParameterValue<B: Backend> {
 }
 
 impl<B: Backend> ParameterValue<B> {
+    /// The number of values.
+    pub fn num_values(&self) -> usize {
+        match self {
+            Self::Matrix(t) | Self::LinearWeight(t) => t.shape().num_elements(),
+            Self::Vector(t) => t.shape().num_elements(),
+        }
+    }
+
     /// The shape and values in torch's layout.
     pub fn torch_values(&self) -> (Vec<usize>, Vec<f32>) {
         let read = |t: Tensor<B, 2>| -> (Vec<usize>, Vec<f32>) {
@@ -217,9 +225,19 @@ pub const STEP_METADATA: &str = "step";
 /// Writes `model` as a safetensors file of its state dict with nerfstudio's `_model.` keys
 /// (integers as int64 scalars, as torch stores them), atomically. `step` is the last training step
 /// it took (0-based, as nerfstudio's checkpoints record it); `None` for a model that took none.
-pub fn save<B: Backend>(model: &Nerfacto<B>, step: Option<usize>, path: &Path) -> Result<(), NerfactoError> {
+///
+/// `moments` (the trainer's Adam state, [`super::training::NerfactoTrainer::adam_moments`]) go in
+/// the same file, as nerfstudio's checkpoints hold `optimizers` beside `pipeline`: per parameter
+/// `optimizers.{group}.{key}.exp_avg`, `.exp_avg_sq` (torch's layout) and `.step` (one value), read
+/// back by [`super::checkpoint::read_adam_moments`].
+pub fn save<B: Backend>(
+    model: &Nerfacto<B>,
+    step: Option<usize>,
+    moments: Option<&BTreeMap<String, AdamMoment>>,
+    path: &Path,
+) -> Result<(), NerfactoError> {
     let dict = state_dict(model);
-    let bytes: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = dict
+    let mut bytes: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = dict
         .into_iter()
         .map(|(key, t)| {
             let (dtype, data) = if is_integer_key(&key) {
@@ -231,6 +249,24 @@ pub fn save<B: Backend>(model: &Nerfacto<B>, step: Option<usize>, path: &Path) -
             (format!("_model.{key}"), dtype, t.shape, data)
         })
         .collect();
+    for (key, moment) in moments.into_iter().flatten() {
+        let name = super::checkpoint::optimiser_key(key);
+        let f32s = |v: &[f32]| bytemuck::cast_slice(v).to_vec();
+        for (suffix, t) in [("exp_avg", &moment.exp_avg), ("exp_avg_sq", &moment.exp_avg_sq)] {
+            bytes.push((
+                format!("{name}.{suffix}"),
+                safetensors::Dtype::F32,
+                t.shape.clone(),
+                f32s(&t.values),
+            ));
+        }
+        bytes.push((
+            format!("{name}.step"),
+            safetensors::Dtype::F32,
+            vec![1],
+            f32s(&[moment.step as f32]),
+        ));
+    }
     let views = bytes
         .iter()
         .map(|(name, dtype, shape, data)| {

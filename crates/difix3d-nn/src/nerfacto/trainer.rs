@@ -355,7 +355,8 @@ pub fn train<B: AutodiffBackend>(
     let rays_per_second = (trainer.steps() * config.rays_per_batch) as f64 / training_time;
     let model = trainer.model();
     let model_path = config.out.join("nerfacto.safetensors");
-    super::state::save(model, trainer.steps().checked_sub(1), &model_path)?;
+    let moments = trainer.adam_moments();
+    super::state::save(model, trainer.steps().checked_sub(1), Some(&moments), &model_path)?;
     run_dir.keep();
     let config_path = config.out.join("nerfacto.json");
     let text = serde_json::to_string_pretty(&model.config).map_err(|e| file_error(&config_path, e))?;

@@ -242,6 +242,62 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
         Ok(restored)
     }
 
+    /// The optimisers' Adam moments and step counts by parameter key, in torch's layout (what
+    /// [`Self::restore_adam`] takes); parameters that have not been stepped are absent.
+    pub fn adam_moments(&self) -> BTreeMap<String, AdamMoment> {
+        let model = self.model.as_ref().expect("the model is only taken out during a step");
+        let mut fields = self.fields.to_record();
+        let mut proposals = self.proposals.to_record();
+        let mut out = BTreeMap::new();
+        for parameter in super::state::parameters(model) {
+            let records = if parameter.key.starts_with("field.") {
+                &mut fields
+            } else {
+                &mut proposals
+            };
+            let Some(record) = records.remove(&parameter.id) else {
+                continue;
+            };
+            let stored = |t: Tensor<B::InnerBackend, 2>| {
+                let shape = t.dims().to_vec();
+                let values = t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+                StoredTensor { shape, values }
+            };
+            let (step, exp_avg, exp_avg_sq) = match parameter.value {
+                ParameterValue::Vector(_) => {
+                    let state: AdamState<B::InnerBackend, 1> = record.into_state();
+                    let m = state.momentum;
+                    let vector = |t: Tensor<B::InnerBackend, 1>| {
+                        let StoredTensor { values, .. } = stored(t.unsqueeze_dim(0));
+                        StoredTensor {
+                            shape: vec![values.len()],
+                            values,
+                        }
+                    };
+                    (m.time, vector(m.moment_1), vector(m.moment_2))
+                }
+                ParameterValue::Matrix(_) | ParameterValue::LinearWeight(_) => {
+                    let state: AdamState<B::InnerBackend, 2> = record.into_state();
+                    let m = state.momentum;
+                    let torch = |t: Tensor<B::InnerBackend, 2>| match parameter.value {
+                        ParameterValue::LinearWeight(_) => stored(t.transpose()),
+                        _ => stored(t),
+                    };
+                    (m.time, torch(m.moment_1), torch(m.moment_2))
+                }
+            };
+            out.insert(
+                parameter.key,
+                AdamMoment {
+                    step,
+                    exp_avg,
+                    exp_avg_sq,
+                },
+            );
+        }
+        out
+    }
+
     pub fn model(&self) -> &Nerfacto<B> {
         self.model.as_ref().expect("the model is only taken out during a step")
     }

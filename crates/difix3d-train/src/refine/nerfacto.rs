@@ -42,8 +42,8 @@
 //! off`) is off; mixed precision (`mixed_precision=True`, CUDA only) is not used: everything runs in
 //! f32 on the CPU; the pipeline's `val(step)` renders every 5000 steps are not written (we evaluate
 //! the PSNR before and after instead). As `Trainer._load_checkpoint` does, the optimisers continue
-//! with the Adam moments and step counts saved in a nerfstudio checkpoint; our own safetensors runs
-//! hold none, so a refine of one starts them fresh.
+//! with the Adam moments and step counts saved in the checkpoint: nerfstudio's, or ours (`train
+//! --method nerfacto` and this refine save them beside the model, as nerfstudio does).
 //!
 //! Output in `out/`: `rounds/round_STEP/{pred,fixed,ref,alpha}/novel_NNNN.png` and `cameras.json`
 //! (the cameras in the model's frame, as `nerfacto-render --camera-json` takes them; alpha is the
@@ -469,10 +469,16 @@ fn load_inputs<B: AutodiffBackend>(
 /// Refuses a run whose files cannot fit: the model, each round's four PNGs per novel view and the
 /// eval renders.
 fn check_fits(config: &NerfactoRefineConfig, inputs: &Inputs<impl AutodiffBackend>) -> Result<(), NerfactoRefineError> {
-    let model_bytes: u64 = crate::nerfacto::state::state_dict(&inputs.model)
-        .values()
-        .map(|t| t.values.len() as u64 * 4)
+    // The state dict, and the Adam moments saved beside it (two more values per parameter).
+    let parameter_values: u64 = crate::nerfacto::state::parameters(&inputs.model)
+        .iter()
+        .map(|p| p.value.num_values() as u64)
         .sum();
+    let state_values: u64 = crate::nerfacto::state::state_dict(&inputs.model)
+        .values()
+        .map(|t| t.values.len() as u64)
+        .sum();
+    let model_bytes = (state_values + 2 * parameter_values) * 4;
     let first = &inputs.train.cameras[0];
     let rounds = (inputs.first_step..inputs.first_step + config.steps)
         .filter(|s| is_round_step(*s, config.every))
@@ -682,7 +688,8 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     // The last step taken, as nerfstudio records it; a run stopped before its first step keeps the
     // checkpoint's.
     let last_taken = trainer.steps().checked_sub(1);
-    crate::nerfacto::state::save(model, last_taken, &model_path)?;
+    let moments = trainer.adam_moments();
+    crate::nerfacto::state::save(model, last_taken, Some(&moments), &model_path)?;
     run_dir.keep();
     let config_path = config.out.join("nerfacto.json");
     let text = serde_json::to_string_pretty(&model.config).map_err(|e| file_error(&config_path, e))?;
