@@ -212,7 +212,6 @@ impl LiveFixSession {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::time::Duration;
 
     use crossbeam_channel::RecvTimeoutError;
@@ -223,7 +222,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(120);
 
     fn tiny_model() -> PathBuf {
-        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/difix/tiny")
+        crate::repo_root().join("tests/fixtures/difix/tiny")
     }
 
     fn cpu_key(model: PathBuf) -> WorkerKey {

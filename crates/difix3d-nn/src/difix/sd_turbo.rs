@@ -158,7 +158,7 @@ mod tests {
     /// The tiny test model with its VAE made a plain SD VAE: no skip convs, no LoRA (PEFT's
     /// `M.base_layer.weight` back to `M.weight`), as SD-Turbo's `vae/` is.
     pub(crate) fn plain_tiny(to: &Path) {
-        let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let repo = crate::repo_root();
         copy_tree(&repo.join("tests/fixtures/difix/tiny"), to);
         let file = to.join("vae/diffusion_pytorch_model.safetensors");
         let bytes = std::fs::read(&file).unwrap();

@@ -80,7 +80,7 @@ mod tests {
     #[test]
     fn ssim_and_its_gradient_match_the_reference() {
         type B = Autodiff<NdArray<f32>>;
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/train/ssim_case.json");
+        let path = crate::repo_root().join("tests/fixtures/train/ssim_case.json");
         let case: Case = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert!((case.ssim - case.skimage_ssim).abs() < 1e-9);
         let d = NdArrayDevice::Cpu;

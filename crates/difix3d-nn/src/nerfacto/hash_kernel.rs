@@ -113,6 +113,10 @@ fn lerp(hi: f32, lo: f32, t: f32) -> f32 {
 /// `None` when `B` is not the CPU backend (or autodiff over it), or when the points are tracked by
 /// autodiff: the caller then runs the burn-ops version.
 pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &GridShape) -> Option<Tensor<B, 2>> {
+    if shape.features_per_level == 0 || shape.levels() == 0 {
+        // Nothing to look up (and no row length to split the work by): the burn-ops version.
+        return None;
+    }
     if TypeId::of::<B>() == TypeId::of::<CpuBackend>() {
         let points = retype::<B, CpuBackend, 2>(points.clone())?;
         let table = retype::<B, CpuBackend, 2>(table)?;

@@ -211,7 +211,7 @@ mod tests {
     /// the pipelines' automatic layouts expect of the resources `bind` is given.
     #[test]
     fn every_shader_declares_its_bindings_once_in_order() {
-        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        let folder = crate::repo_root().join("crates/difix3d-render/shaders");
         for entry in std::fs::read_dir(&folder).expect("shaders/") {
             let path = entry.expect("a readable entry").path();
             let body = std::fs::read_to_string(&path).expect("a readable shader");

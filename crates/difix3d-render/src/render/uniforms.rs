@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn every_shader_reads_a_checked_uniform_struct() {
         let checked: Vec<&str> = rust_layouts().into_iter().map(|(name, _)| name).collect();
-        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+        let folder = crate::repo_root().join("crates/difix3d-render/shaders");
         let mut shaders = 0;
         for entry in std::fs::read_dir(&folder).expect("shaders/") {
             let path = entry.expect("a readable entry").path();

@@ -706,7 +706,7 @@ mod tests {
     /// The sample scene, once fetched into `assets/maupertuis` (Difix3D layout, text model, 4 JPEGs).
     #[test]
     fn opens_the_maupertuis_sample_when_present() {
-        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("assets/maupertuis");
+        let root = crate::repo_root().join("assets/maupertuis");
         if !root.join("colmap/sparse/0").is_dir() || !root.join("images").is_dir() {
             eprintln!("skipping: {} is not there", root.display());
             return;

@@ -441,7 +441,7 @@ mod tests {
     }
 
     fn repo() -> PathBuf {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        crate::repo_root()
     }
 
     /// A nerfstudio dataset in a temporary folder: `fixture`'s transforms.json and sparse_pc.ply

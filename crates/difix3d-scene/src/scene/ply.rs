@@ -1162,7 +1162,7 @@ mod tests {
 
     #[test]
     fn luigi_asset() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("assets/luigi.ply");
+        let path = crate::repo_root().join("assets/luigi.ply");
         if !path.exists() {
             eprintln!("SKIPPED: {} is absent; run scripts/fetch_assets.sh", path.display());
             return;

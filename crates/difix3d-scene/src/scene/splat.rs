@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn bonsai_asset() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("assets/bonsai-7k-mini.splat");
+        let path = crate::repo_root().join("assets/bonsai-7k-mini.splat");
         if !path.exists() {
             eprintln!("SKIPPED: {} is absent; run scripts/fetch_assets.sh", path.display());
             return;

@@ -363,10 +363,7 @@ mod tests {
     #[test]
     fn resize_gives_the_reference_pixels() {
         let golden: Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("tests/fixtures/difix/image_prep.json"),
-            )
-            .unwrap(),
+            &std::fs::read_to_string(crate::repo_root().join("tests/fixtures/difix/image_prep.json")).unwrap(),
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();

@@ -961,7 +961,7 @@ mod tests {
     /// The sample scene, once it has been fetched into `assets/maupertuis` (Difix3D layout).
     #[test]
     fn reads_the_maupertuis_sample_when_present() {
-        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("assets/maupertuis/colmap/sparse/0");
+        let dir = crate::repo_root().join("assets/maupertuis/colmap/sparse/0");
         if !dir.is_dir() {
             eprintln!("skipping: {} is not there", dir.display());
             return;
