@@ -28,8 +28,15 @@ use std::sync::{Mutex, OnceLock};
 
 use difix3d::render::{GpuContext, Rasterizer};
 
+/// The repository, from the `CARGO_MANIFEST_DIR` cargo sets when it runs the tests (the compile-time
+/// value is stale when a shared target folder was built from another checkout).
 pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    static REPO: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    REPO.get_or_init(|| {
+        PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR").expect("tests run under cargo, which sets CARGO_MANIFEST_DIR"),
+        )
+    })
 }
 
 /// A path under `assets/`, or `None` after printing a loud skip message.

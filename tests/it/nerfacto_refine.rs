@@ -115,7 +115,7 @@ fn refine_args<'a>(
         "--dataparser-transforms",
         transforms,
         "--model",
-        TINY_DIFIX,
+        tiny_difix(),
         "--steps",
         steps,
         "--every",
@@ -129,7 +129,11 @@ fn refine_args<'a>(
     ]
 }
 
-const TINY_DIFIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/difix/tiny");
+/// The tiny random-weight Difix of the fixtures.
+fn tiny_difix() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| crate::repo().join("tests/fixtures/difix/tiny").display().to_string())
+}
 
 #[test]
 fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_continues() {
