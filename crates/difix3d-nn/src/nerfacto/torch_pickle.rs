@@ -78,28 +78,23 @@ pub fn read_integer(path: &Path, key: &str) -> Result<Option<i64>, String> {
 
 /// The tensors of the top-level dict entry `key` (e.g. `pipeline`), by their state-dict key.
 pub fn read_state_dict(path: &Path, key: &str) -> Result<HashMap<String, Tensor>, String> {
-    Ok(read_ordered_state_dict(path, key)?.into_iter().collect())
-}
-
-/// [`read_state_dict`] in the order the file stores the entries: torch's `state_dict()` order, each
-/// module's own tensors, then its children's, in registration order.
-pub fn read_ordered_state_dict(path: &Path, key: &str) -> Result<Vec<(String, Tensor)>, String> {
     let (archive, prefix, entries) = read_root(path)?;
     let state = top_level_dict(entries, key)?;
     let mut storages = Storages::new(archive, prefix);
-    let mut tensors = Vec::new();
+    let mut tensors = HashMap::new();
     for (k, v) in state {
         let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
             continue;
         };
         let tensor = storages.tensor(&t).map_err(|e| format!("`{name}`: {e}"))?;
-        tensors.push((name, tensor));
+        tensors.insert(name, tensor);
     }
     Ok(tensors)
 }
 
-/// The keys of the top-level state dict `key`, in the order of [`read_ordered_state_dict`], without
-/// reading their tensors.
+/// The keys of the top-level state dict `key` in the order the file stores them (torch's
+/// `state_dict()` order: each module's own tensors, then its children's, in registration order),
+/// without reading their tensors.
 pub fn read_state_dict_keys(path: &Path, key: &str) -> Result<Vec<String>, String> {
     let (_, _, entries) = read_root(path)?;
     let state = top_level_dict(entries, key)?;
