@@ -135,9 +135,9 @@ impl Checkpoint {
     /// A scalar integer buffer such as `field.num_levels`.
     pub fn integer(&self, key: &str) -> Result<usize, NerfactoError> {
         let t = self.tensor(key)?;
-        match t.values.as_slice() {
-            [v] if *v >= 0.0 && v.fract() == 0.0 => Ok(*v as usize),
-            _ => Err(self.error(format!(
+        match super::torch_pickle::count(&t.values) {
+            Some(v) => Ok(v),
+            None => Err(self.error(format!(
                 "`_model.{key}` should be one non-negative integer, found {:?} with shape {:?}",
                 &t.values[..t.values.len().min(4)],
                 t.shape
@@ -182,6 +182,7 @@ pub fn read_adam_moments(
     parameter_keys: &[&str],
 ) -> Result<Option<BTreeMap<String, AdamMoment>>, NerfactoError> {
     let error = |e: String| NerfactoError::format(path, format!("the saved optimiser state: {e}"));
+    let tensor = |(shape, values): (Vec<usize>, Vec<f32>)| StoredTensor { shape, values };
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
         let (mut tensors, _) = super::state::read_safetensors(path).map_err(error)?;
         let mut moments = BTreeMap::new();
@@ -190,11 +191,9 @@ pub fn read_adam_moments(
             let mut take = |suffix: &str| tensors.remove(&format!("{name}.{suffix}"));
             match (take("exp_avg"), take("exp_avg_sq"), take("step")) {
                 (Some(m), Some(v), Some((_, step))) => {
-                    let step = match step.as_slice() {
-                        [s] if *s >= 0.0 && s.fract() == 0.0 => *s as usize,
-                        _ => return Err(error(format!("`{name}.step` is {step:?}, not a step count"))),
+                    let Some(step) = super::torch_pickle::count(&step) else {
+                        return Err(error(format!("`{name}.step` is {step:?}, not a step count")));
                     };
-                    let tensor = |(shape, values): (Vec<usize>, Vec<f32>)| StoredTensor { shape, values };
                     moments.insert(
                         key.to_string(),
                         AdamMoment {
@@ -238,7 +237,6 @@ pub fn read_adam_moments(
         }
         for (key, state) in keys.into_iter().zip(states) {
             let Some(state) = state else { continue };
-            let tensor = |(shape, values): (Vec<usize>, Vec<f32>)| StoredTensor { shape, values };
             moments.insert(
                 key.clone(),
                 AdamMoment {

@@ -54,12 +54,18 @@ pub enum ParameterValue<B: Backend> {
 }
 
 impl<B: Backend> ParameterValue<B> {
+    /// The shape in torch's layout, without reading the values.
+    pub fn torch_shape(&self) -> Vec<usize> {
+        match self {
+            Self::Matrix(t) => t.dims().to_vec(),
+            Self::LinearWeight(t) => t.dims().into_iter().rev().collect(),
+            Self::Vector(t) => t.dims().to_vec(),
+        }
+    }
+
     /// The number of values.
     pub fn num_values(&self) -> usize {
-        match self {
-            Self::Matrix(t) | Self::LinearWeight(t) => t.shape().num_elements(),
-            Self::Vector(t) => t.shape().num_elements(),
-        }
+        self.torch_shape().iter().product()
     }
 
     /// The shape and values in torch's layout.

@@ -128,13 +128,9 @@ pub fn read_adam_states(path: &Path, key: &str) -> Result<HashMap<String, Vec<Op
         let (Value::Str(name), Value::Dict(optimiser)) = (name, optimiser) else {
             continue;
         };
-        let field = |key: &str| {
-            optimiser
-                .iter()
-                .find(|(k, _)| matches!(k, Value::Str(k) if k == key))
-                .map(|(_, v)| v)
-        };
-        let (Some(Value::Dict(state)), Some(Value::List(groups))) = (field("state"), field("param_groups")) else {
+        let (Some(Value::Dict(state)), Some(Value::List(groups))) =
+            (entry(&optimiser, "state"), entry(&optimiser, "param_groups"))
+        else {
             return Err(format!(
                 "`{key}.{name}` is not a torch optimiser state dict (no `state` and `param_groups`)"
             ));
@@ -144,8 +140,7 @@ pub fn read_adam_states(path: &Path, key: &str) -> Result<HashMap<String, Vec<Op
             let Value::Dict(group) = group else {
                 return Err(format!("`{key}.{name}`: a param group is not a dict"));
             };
-            let Some((_, Value::List(ids))) = group.iter().find(|(k, _)| matches!(k, Value::Str(k) if k == "params"))
-            else {
+            let Some(Value::List(ids)) = entry(group, "params") else {
                 return Err(format!("`{key}.{name}`: a param group has no `params` list"));
             };
             params.extend(ids.iter().map(|id| match id {
@@ -156,29 +151,20 @@ pub fn read_adam_states(path: &Path, key: &str) -> Result<HashMap<String, Vec<Op
         let mut states = Vec::new();
         for id in params {
             let id = id?;
-            let entry = state.iter().find(|(k, _)| matches!(k, Value::Int(i) if *i == id));
-            let Some((_, Value::Dict(entry))) = entry else {
+            let saved = state.iter().find(|(k, _)| matches!(k, Value::Int(i) if *i == id));
+            let Some((_, Value::Dict(saved))) = saved else {
                 states.push(None);
                 continue;
             };
             let context = format!("`{key}.{name}.state.{id}`");
-            let item = |k: &str| {
-                entry
-                    .iter()
-                    .find(|(key, _)| matches!(key, Value::Str(key) if key == k))
-                    .map(|(_, v)| v)
-            };
-            let mut moment = |k: &str| match item(k) {
+            let mut moment = |k: &str| match entry(saved, k) {
                 Some(Value::Tensor(t)) => storages.tensor(t).map_err(|e| format!("{context}.{k}: {e}")),
                 _ => Err(format!("{context} has no `{k}` tensor")),
             };
             let (exp_avg, exp_avg_sq) = (moment("exp_avg")?, moment("exp_avg_sq")?);
-            let step = match item("step") {
+            let step = match entry(saved, "step") {
                 Some(Value::Int(step)) => usize::try_from(*step).ok(),
-                Some(Value::Tensor(t)) => match storages.tensor(t)?.1.as_slice() {
-                    [step] if *step >= 0.0 && step.fract() == 0.0 => Some(*step as usize),
-                    _ => None,
-                },
+                Some(Value::Tensor(t)) => count(&storages.tensor(t)?.1),
                 _ => None,
             }
             .ok_or_else(|| format!("{context} has no step count"))?;
@@ -191,6 +177,22 @@ pub fn read_adam_states(path: &Path, key: &str) -> Result<HashMap<String, Vec<Op
         out.insert(name, states);
     }
     Ok(out)
+}
+
+/// The value at the string key `key` of a dict's entries.
+fn entry<'a>(dict: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    dict.iter()
+        .find(|(k, _)| matches!(k, Value::Str(k) if k == key))
+        .map(|(_, v)| v)
+}
+
+/// The count a one-value tensor holds (a step, a level count), `None` unless it is one
+/// non-negative whole number.
+pub fn count(values: &[f32]) -> Option<usize> {
+    match values {
+        [v] if *v >= 0.0 && v.fract() == 0.0 => Some(*v as usize),
+        _ => None,
+    }
 }
 
 /// The dict at the top-level entry `key`, or an error listing the entries there are.

@@ -204,7 +204,7 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
             let Some(moment) = moments.get(&parameter.key) else {
                 continue;
             };
-            let (shape, _) = parameter.value.torch_values();
+            let shape = parameter.value.torch_shape();
             for (name, t) in [("exp_avg", &moment.exp_avg), ("exp_avg_sq", &moment.exp_avg_sq)] {
                 if t.shape != shape {
                     return Err(format!(
@@ -258,34 +258,31 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
             let Some(record) = records.remove(&parameter.id) else {
                 continue;
             };
-            let stored = |t: Tensor<B::InnerBackend, 2>| {
-                let shape = t.dims().to_vec();
-                let values = t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
-                StoredTensor { shape, values }
-            };
-            let (step, exp_avg, exp_avg_sq) = match parameter.value {
+            // The moments as values of the parameter's own kind, so they come out in torch's layout
+            // as the parameter does.
+            let (step, moment_1, moment_2) = match parameter.value {
                 ParameterValue::Vector(_) => {
-                    let state: AdamState<B::InnerBackend, 1> = record.into_state();
-                    let m = state.momentum;
-                    let vector = |t: Tensor<B::InnerBackend, 1>| {
-                        let StoredTensor { values, .. } = stored(t.unsqueeze_dim(0));
-                        StoredTensor {
-                            shape: vec![values.len()],
-                            values,
-                        }
-                    };
-                    (m.time, vector(m.moment_1), vector(m.moment_2))
+                    let m = record.into_state::<1>().momentum;
+                    (
+                        m.time,
+                        ParameterValue::Vector(m.moment_1),
+                        ParameterValue::Vector(m.moment_2),
+                    )
                 }
                 ParameterValue::Matrix(_) | ParameterValue::LinearWeight(_) => {
-                    let state: AdamState<B::InnerBackend, 2> = record.into_state();
-                    let m = state.momentum;
-                    let torch = |t: Tensor<B::InnerBackend, 2>| match parameter.value {
-                        ParameterValue::LinearWeight(_) => stored(t.transpose()),
-                        _ => stored(t),
+                    let kind = match parameter.value {
+                        ParameterValue::LinearWeight(_) => ParameterValue::LinearWeight,
+                        _ => ParameterValue::Matrix,
                     };
-                    (m.time, torch(m.moment_1), torch(m.moment_2))
+                    let m = record.into_state::<2>().momentum;
+                    (m.time, kind(m.moment_1), kind(m.moment_2))
                 }
             };
+            let stored = |value: ParameterValue<B::InnerBackend>| {
+                let (shape, values) = value.torch_values();
+                StoredTensor { shape, values }
+            };
+            let (exp_avg, exp_avg_sq) = (stored(moment_1), stored(moment_2));
             out.insert(
                 parameter.key,
                 AdamMoment {

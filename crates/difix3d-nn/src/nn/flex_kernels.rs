@@ -37,7 +37,7 @@
 //! (mean, then variance about it, both summed in f64) and writes once, normalised, scaled, shifted
 //! and optionally through SiLU, in parallel over (image, group).
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
@@ -45,6 +45,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
+
+use super::backend::retype;
 
 /// `conv.forward(x)`, through [`shifted_conv`] where that applies.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -809,18 +811,11 @@ fn output<B: Backend, const D: usize>(values: Vec<f32>, shape: impl Into<burn::t
 
 /// `t`'s primitive as a [`FlexTensor`]; only called when `B` is [`Flex`].
 fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
-    let primitive: Box<dyn Any> = Box::new(t.into_primitive().tensor());
-    *primitive
-        .downcast::<FlexTensor>()
-        .expect("B is Flex, whose float primitive is FlexTensor")
+    retype::<B, Flex, D>(t).expect("B is Flex").into_primitive().tensor()
 }
 
 fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
-    let primitive: Box<dyn Any> = Box::new(t);
-    let primitive = primitive
-        .downcast::<B::FloatTensorPrimitive>()
-        .expect("B is Flex, whose float primitive is FlexTensor");
-    Tensor::from_primitive(TensorPrimitive::Float(*primitive))
+    retype::<Flex, B, D>(Tensor::from_primitive(TensorPrimitive::Float(t))).expect("B is Flex")
 }
 
 #[cfg(test)]
