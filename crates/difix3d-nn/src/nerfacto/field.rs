@@ -199,7 +199,11 @@ pub struct NerfactoField<B: Backend> {
 pub enum Appearance<B: Backend> {
     /// Outside training: the mean code or zeros, as the field was configured.
     Eval,
-    /// Training: each sample's training-image index, `[N]`.
+    /// Training: each ray's training-image index, `[R]`, for samples that are the `N / R`
+    /// consecutive samples of each ray. (nerfstudio indexes the embedding per sample; each ray's
+    /// samples share its image, so selecting per ray and repeating gives the same codes, and under
+    /// autodiff a sum over each ray's samples instead of a scatter of every sample into the table,
+    /// which burn's GPU backends run one thread per code column.)
     Images(Tensor<B, 1, Int>),
 }
 
@@ -317,7 +321,15 @@ impl<B: Backend> NerfactoField<B> {
         if let Some(codes) = &self.appearance_codes {
             let dim = codes.dims()[1];
             let code = match appearance {
-                Appearance::Images(images) => codes.val().select(0, images.clone()),
+                Appearance::Images(images) => {
+                    let rays = images.dims()[0].max(1);
+                    codes
+                        .val()
+                        .select(0, images.clone())
+                        .reshape([rays, 1, dim])
+                        .expand([rays, n / rays, dim])
+                        .reshape([n, dim])
+                }
                 Appearance::Eval if self.average_appearance => codes.val().mean_dim(0).expand([n, dim]),
                 Appearance::Eval => Tensor::zeros([n, dim], &device),
             };

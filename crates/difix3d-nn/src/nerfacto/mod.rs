@@ -8,12 +8,13 @@
 //! - [`checkpoint`]: the torch archive `Trainer.save_checkpoint` writes, its `pipeline` state dict
 //!   with `_model.` keys; other methods (splatfacto, vanilla NeRF, ...) are refused by name;
 //! - [`encoding`]: the multiresolution hash grid (nerfstudio's torch `HashEncoding`) and the
-//!   spherical-harmonics direction encoding; [`hash_kernel`]: the hash grid as one CPU kernel with
-//!   its backward pass, which the CPU backend runs instead of burn ops;
+//!   spherical-harmonics direction encoding; [`hash_kernel`]: the hash grid as one kernel with its
+//!   backward pass, on the CPU and (in CubeCL) on wgpu and CUDA, run instead of burn ops;
 //! - [`field`]: scene contraction, the density and colour MLPs of `NerfactoField` and the proposal
 //!   networks (`HashMLPDensityField`);
 //! - [`sampler`]: the proposal sampler (piecewise uniform/linear-in-disparity start, then PDF
 //!   sampling from each proposal network's weights) and the volume-rendering weights;
+//!   [`count_kernel`]: its `searchsorted` as one kernel on the CPU and on wgpu and CUDA;
 //! - [`model`]: all of it together: rays in, colour / accumulation / depth out, and the rays of a
 //!   pinhole camera; in nerfstudio's evaluation mode or its training mode ([`model::Pass`]);
 //! - [`losses`], [`training`]: nerfacto's losses and one training step (two Adam optimisers, their
@@ -31,6 +32,7 @@
 pub mod batches;
 pub mod checkpoint;
 pub mod config;
+pub mod count_kernel;
 pub mod encoding;
 pub mod export;
 pub mod field;

@@ -370,13 +370,7 @@ impl<B: Backend> Nerfacto<B> {
             .reshape([rays * count, 3]);
         let appearance = match training {
             None => Appearance::Eval,
-            Some(t) => Appearance::Images(
-                t.images
-                    .clone()
-                    .reshape([rays, 1])
-                    .expand([rays, count])
-                    .reshape([rays * count]),
-            ),
+            Some(t) => Appearance::Images(t.images.clone()),
         };
         let field = self
             .field

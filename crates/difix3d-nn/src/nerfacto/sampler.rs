@@ -9,10 +9,9 @@
 //! training (no jitter), so rendering is deterministic.
 
 use burn::prelude::*;
-use rayon::prelude::*;
 
 use super::config::InitialSampler;
-use crate::nn::backend::is_cpu_backend;
+use super::count_kernel;
 
 /// The map from spacing coordinates to distances (`spacing_to_euclidean_fn`) for rays from `near`
 /// to `far`.
@@ -226,15 +225,13 @@ impl<B: Backend> RaySamples<B> {
 /// For each row, how many entries of the sorted `sorted` `[R, C]` are <= each `values` `[R, U]`
 /// entry: `[R, U]`.
 ///
-/// One value column at a time, each compared with the whole `[R, C]` block: a broadcast burn's CPU
-/// backend runs as a contiguous row-wise loop, where the single `[R, U, C]` comparison of two
-/// expanded views walked every element through a strided iterator (a sixth of a render).
-///
-/// On the CPU backend a binary search per value instead (rows that are not sorted, or hold NaN, are
-/// counted one by one), with the same counts.
+/// On the CPU and GPU backends a kernel ([`count_kernel`]). Elsewhere in burn ops, one value column
+/// at a time, each compared with the whole `[R, C]` block: the single `[R, U, C]` comparison of two
+/// expanded views needs a buffer of `R · U · C` flags (408 MB for nerfacto's proposal pass, more
+/// than lavapipe allows).
 pub fn count_at_most<B: Backend>(sorted: &Tensor<B, 2>, values: &Tensor<B, 2>) -> Tensor<B, 2, Int> {
-    if is_cpu_backend::<B>() {
-        return count_at_most_on_cpu(sorted, values);
+    if let Some(counts) = count_kernel::count_at_most(sorted, values) {
+        return counts;
     }
     let [_, u] = values.dims();
     let columns = (0..u)
@@ -250,33 +247,6 @@ pub fn count_at_most<B: Backend>(sorted: &Tensor<B, 2>, values: &Tensor<B, 2>) -
     Tensor::cat(columns, 1)
 }
 
-fn count_at_most_on_cpu<B: Backend>(sorted: &Tensor<B, 2>, values: &Tensor<B, 2>) -> Tensor<B, 2, Int> {
-    let [rays, u] = values.dims();
-    let c = sorted.dims()[1];
-    let read = |t: &Tensor<B, 2>| {
-        let data = t.clone().into_data().convert::<f32>();
-        data.into_vec::<f32>().expect("a float tensor converted to f32")
-    };
-    let (sorted_values, values_values) = (read(sorted), read(values));
-    let mut counts = vec![0i64; rays * u];
-    counts
-        .par_chunks_mut(u.max(1))
-        .zip(sorted_values.par_chunks(c.max(1)))
-        .zip(values_values.par_chunks(u.max(1)))
-        .for_each(|((counts, row), values)| {
-            let is_sorted = row.windows(2).all(|w| w[0] <= w[1]);
-            for (count, &v) in counts.iter_mut().zip(values) {
-                *count = if is_sorted {
-                    row.partition_point(|&s| v >= s)
-                } else {
-                    row.iter().filter(|&&s| v >= s).count()
-                } as i64;
-            }
-        });
-    let data = TensorData::new(counts, [rays, u]).convert::<B::IntElem>();
-    Tensor::from_data(data, &values.device())
-}
-
 /// The median depth of each ray, `[R, 1]`: the midpoint of the first sample where the accumulated
 /// weight reaches 0.5 (`DepthRenderer(method="median")`, `searchsorted(..., side="left")`).
 pub fn median_depth<B: Backend>(samples: &RaySamples<B>, weights: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -289,48 +259,4 @@ pub fn median_depth<B: Backend>(samples: &RaySamples<B>, weights: Tensor<B, 2>) 
         .clamp(0, n as i64 - 1)
         .reshape([rays, 1]);
     samples.midpoints().gather(1, index)
-}
-
-#[cfg(test)]
-mod tests {
-    use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::Distribution;
-
-    use super::*;
-    use crate::nn::backend::CpuBackend;
-
-    /// The CPU search gives the burn-ops counts (ndarray runs those): sorted rows with ties, an
-    /// unsorted row, a row with NaN, values outside the range and NaN values.
-    #[test]
-    fn count_at_most_on_the_cpu_matches_burn_ops() {
-        let device = Default::default();
-        let random = Tensor::<NdArray, 2>::random([64, 33], Distribution::Uniform(0.0, 1.0), &device);
-        let sorted = Tensor::cat(
-            vec![
-                random.clone().cumsum(1) / 17.0,
-                Tensor::from_floats([[0.0; 33]], &device),
-                random.clone().narrow(0, 0, 1),
-                Tensor::from_floats([[f32::NAN; 33]], &device),
-            ],
-            0,
-        );
-        let rows = sorted.dims()[0];
-        let mut values = Tensor::<NdArray, 2>::random([rows, 9], Distribution::Uniform(-0.5, 2.5), &device);
-        values = values.slice_assign([0..1, 0..3], Tensor::from_floats([[f32::NAN, 0.0, 1.0]], &device));
-        let want = count_at_most(&sorted, &values).into_data();
-        assert!(want.as_slice::<i64>().unwrap().iter().any(|&c| c > 0 && c < 33));
-        fn on<C: Backend>(sorted: &Tensor<NdArray, 2>, values: &Tensor<NdArray, 2>) -> Vec<i64> {
-            let device = Default::default();
-            let sorted = Tensor::<C, 2>::from_data(sorted.to_data(), &device);
-            let values = Tensor::<C, 2>::from_data(values.to_data(), &device);
-            count_at_most(&sorted, &values)
-                .into_data()
-                .convert::<i64>()
-                .into_vec()
-                .unwrap()
-        }
-        let want = want.into_vec::<i64>().unwrap();
-        assert_eq!(on::<CpuBackend>(&sorted, &values), want);
-        assert_eq!(on::<Autodiff<CpuBackend>>(&sorted, &values), want);
-    }
 }

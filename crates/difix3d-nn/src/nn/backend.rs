@@ -7,7 +7,7 @@
 use std::fmt;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
 
 /// The chosen backend, precision or devices cannot run on this machine; the message says why and
 /// what to use instead.
@@ -44,6 +44,17 @@ pub fn retype<B: Backend, C: Backend, const D: usize>(t: Tensor<B, D>) -> Option
     let primitive: Box<dyn std::any::Any> = Box::new(t.into_primitive());
     primitive
         .downcast::<TensorPrimitive<C>>()
+        .ok()
+        .map(|p| Tensor::from_primitive(*p))
+}
+
+/// [`retype`] for integer tensors. Integer tensors are compared by their primitive's type, which
+/// autodiff shares with the backend it wraps (it does not track integers), so an integer tensor of
+/// `Autodiff<C>` and one of `C` retype into each other.
+pub fn retype_int<B: Backend, C: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Option<Tensor<C, D, Int>> {
+    let primitive: Box<dyn std::any::Any> = Box::new(t.into_primitive());
+    primitive
+        .downcast::<C::IntTensorPrimitive>()
         .ok()
         .map(|p| Tensor::from_primitive(*p))
 }

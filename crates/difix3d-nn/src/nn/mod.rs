@@ -1,9 +1,11 @@
 //! Neural-network plumbing shared by every burn model in the crate (Difix, the perceptual networks,
 //! 3DGS training's losses): which burn backend runs them (`backend`), weight files read by key with
 //! their own error (`weights`), burn layers built from them (`loader`), and the CPU kernels that
-//! make burn-flex fast enough for Difix (`flex_kernels`).
+//! make burn-flex fast enough for Difix (`flex_kernels`), and how kernels of our own reach burn's GPU
+//! backends (`cube`).
 
 pub mod backend;
+pub mod cube;
 pub mod flex_kernels;
 pub mod loader;
 pub mod weights;

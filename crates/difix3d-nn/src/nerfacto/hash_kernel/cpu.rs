@@ -1,24 +1,6 @@
-//! The hash grid's lookup as one CPU kernel, forward and backward, for burn's CPU backend
-//! ([`CpuBackend`]) and autodiff over it.
-//!
-//! [`super::encoding::HashEncoding::forward`] in burn ops is a graph of about a hundred tensor ops per
-//! call (per axis: scale, floor, ceil, hash; per corner: XOR, mask, gather; seven blends of three
-//! ops each), each writing an `[N, L]` or `[N, L, F]` tensor, and under autodiff each gather's
-//! backward scatters into a zeroed copy of the whole table (64 MB for nerfacto's field) before the
-//! eight are summed. Here one pass per point computes the same numbers in registers, and the
-//! backward pass is one scatter into one zeroed table gradient, parallel over levels (each level
-//! owns its rows of the table, so no two threads write the same row).
-//!
-//! The forward values are bit-identical to the burn-ops version: the same f32 operations in the same
-//! order (`x · s`, floor/ceil, `o = x·s − floor`, each blend `hi · o + lo · (−o + 1)`, x first, then
-//! y, then z), and the same hash (only the low `log2 T` bits of the products matter, see
-//! `encoding::mul_mod_pow2`, so wrapping 32-bit products give the same rows). The table gradient
-//! sums the same terms in another order, so it agrees to float rounding.
-//!
-//! Only the table gets a gradient. Nerfacto's sample positions carry none (the proposal sampler's
-//! bins are detached, as in nerfstudio, and the camera optimiser is off); if the points are tracked
-//! by autodiff anyway, [`encode`] returns `None` and the caller uses the burn-ops path, which
-//! differentiates the points too. Other backends (wgpu, CUDA, ndarray) use the burn-ops path.
+//! The hash-grid kernel on burn's CPU backend ([`CpuBackend`]) and autodiff over it: one rayon task
+//! per 1024 points forward, one per level backward (each level owns its rows of the table, so no two
+//! tasks write the same row).
 
 use std::any::TypeId;
 
@@ -32,32 +14,11 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
+use super::{GridShape, PRIMES};
 use crate::nn::backend::{retype, CpuBackend};
-
-/// Instant-NGP's spatial hash primes, per axis, as wrapping 32-bit factors.
-const PRIMES: [u32; 3] = [1, 2_654_435_761, 805_459_861];
 
 /// Points per parallel task in the forward pass.
 const POINTS_PER_TASK: usize = 1024;
-
-/// What the kernel needs of a hash grid besides its table.
-#[derive(Clone, Debug)]
-pub struct GridShape {
-    /// The grid resolution of each level.
-    pub scalings: Vec<f32>,
-    pub log2_table_size: u32,
-    pub features_per_level: usize,
-}
-
-impl GridShape {
-    fn levels(&self) -> usize {
-        self.scalings.len()
-    }
-
-    fn table_size(&self) -> usize {
-        1 << self.log2_table_size
-    }
-}
 
 /// The 8 table rows and trilinear weights of one point at one level, in nerfstudio's blend order.
 struct Cell {
@@ -109,14 +70,12 @@ fn lerp(hi: f32, lo: f32, t: f32) -> f32 {
     hi * t + lo * (-t + 1.0)
 }
 
-/// The encoding of `points` `[N, 3]` (`[0, 1]³`) through `table` `[L · T, F]`: `[N, L · F]`.
-/// `None` when `B` is not the CPU backend (or autodiff over it), or when the points are tracked by
-/// autodiff: the caller then runs the burn-ops version.
-pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &GridShape) -> Option<Tensor<B, 2>> {
-    if shape.features_per_level == 0 || shape.levels() == 0 {
-        // Nothing to look up (and no row length to split the work by): the burn-ops version.
-        return None;
-    }
+/// [`super::encode`] on the CPU backend; `None` on any other backend or for tracked points.
+pub(super) fn encode<B: Backend>(
+    points: &Tensor<B, 2>,
+    table: Tensor<B, 2>,
+    shape: &GridShape,
+) -> Option<Tensor<B, 2>> {
     if TypeId::of::<B>() == TypeId::of::<CpuBackend>() {
         let points = retype::<B, CpuBackend, 2>(points.clone())?;
         let table = retype::<B, CpuBackend, 2>(table)?;
@@ -273,24 +232,11 @@ impl Backward<CpuBackend, 1> for HashGridBackward {
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::Distribution;
-
+    use super::super::tests::{assert_close, grid, table_gradients};
     use super::*;
     use crate::nerfacto::encoding::HashEncoding;
 
     type Ad = Autodiff<CpuBackend>;
-
-    /// A small grid (3 levels of 2^10 rows, 2 features; coarse levels with colliding corners) and
-    /// points in [0, 1]³, including the cube's faces, where floor and ceil coincide.
-    fn grid<B: Backend>() -> (HashEncoding<B>, Tensor<B, 2>) {
-        let device = Default::default();
-        let table = Tensor::<B, 2>::random([3 << 10, 2], Distribution::Uniform(-1.0, 1.0), &device);
-        let encoding = HashEncoding::new(table, 3, 4, 64, 10).expect("valid sizes");
-        let mut points = Tensor::<B, 2>::random([300, 3], Distribution::Uniform(0.0, 1.0), &device);
-        let corners = Tensor::<B, 2>::from_floats([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 1.0]], &device);
-        points = Tensor::cat(vec![points, corners], 0);
-        (encoding, points)
-    }
 
     #[test]
     fn floor_ceil_is_floor_and_ceil() {
@@ -327,7 +273,7 @@ mod tests {
 
     #[test]
     fn forward_is_bit_identical_to_burn_ops() {
-        let (encoding, points) = grid::<CpuBackend>();
+        let (encoding, points) = grid::<CpuBackend>(&Default::default());
         let kernel = encoding.forward(points.clone()).into_data();
         let ops = encoding.forward_ops(points).into_data();
         assert_eq!(kernel.as_slice::<f32>().unwrap(), ops.as_slice::<f32>().unwrap());
@@ -335,20 +281,10 @@ mod tests {
 
     #[test]
     fn table_gradient_matches_burn_ops_autodiff() {
-        let (encoding, points) = grid::<Ad>();
+        let (encoding, points) = grid::<Ad>(&Default::default());
         let encoding = HashEncoding {
             table: burn::module::Param::from_tensor(encoding.table.val().require_grad()),
             ..encoding
-        };
-        let weights = Tensor::<Ad, 2>::random([points.dims()[0], 6], Distribution::Normal(0.0, 1.0), &points.device());
-        let gradient = |out: Tensor<Ad, 2>| {
-            let grads = (out * weights.clone()).sum().backward();
-            encoding
-                .table
-                .val()
-                .grad(&grads)
-                .expect("the table has a gradient")
-                .into_data()
         };
         let kernel_out = encoding.forward(points.clone());
         let ops_out = encoding.forward_ops(points);
@@ -356,37 +292,7 @@ mod tests {
             kernel_out.clone().into_data().as_slice::<f32>().unwrap(),
             ops_out.clone().into_data().as_slice::<f32>().unwrap()
         );
-        let (kernel, ops) = (gradient(kernel_out), gradient(ops_out));
-        let (kernel, ops) = (kernel.as_slice::<f32>().unwrap(), ops.as_slice::<f32>().unwrap());
-        let largest = ops.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(largest > 0.1, "the gradient is not trivial");
-        for (i, (a, b)) in kernel.iter().zip(ops).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-6 * largest,
-                "row {} feature {}: {a} vs {b}",
-                i / 2,
-                i % 2
-            );
-        }
-        assert_eq!(
-            kernel.iter().filter(|v| **v != 0.0).count(),
-            ops.iter().filter(|v| **v != 0.0).count()
-        );
-    }
-
-    /// Tracked points keep the burn-ops path, which differentiates them too.
-    #[test]
-    fn tracked_points_fall_back_to_burn_ops() {
-        let (encoding, points) = grid::<Ad>();
-        let shape = GridShape {
-            scalings: encoding.scalings.clone(),
-            log2_table_size: encoding.log2_table_size,
-            features_per_level: encoding.features_per_level,
-        };
-        assert!(encode(&points, encoding.table.val(), &shape).is_some());
-        assert!(encode(&points.require_grad(), encoding.table.val(), &shape).is_none());
-        let ndarray_points = Tensor::<burn::backend::NdArray, 2>::zeros([1, 3], &Default::default());
-        let ndarray_table = Tensor::<burn::backend::NdArray, 2>::zeros([3 << 10, 2], &Default::default());
-        assert!(encode(&ndarray_points, ndarray_table, &shape).is_none());
+        let (kernel, ops) = table_gradients(&encoding, kernel_out, ops_out);
+        assert_close(&kernel, &ops, 1e-6);
     }
 }

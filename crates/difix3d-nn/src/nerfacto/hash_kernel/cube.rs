@@ -1,0 +1,513 @@
+//! The hash-grid kernel on burn's GPU backends (wgpu, and CUDA with the `cuda` feature) and autodiff
+//! over them, written once in CubeCL: one thread per point and level, forward and backward. The
+//! backward adds each corner's share into the table gradient atomically: with the device's float
+//! atomic add where it has one (CUDA; wgpu where the adapter offers `SHADER_FLOAT32_ATOMIC`), else
+//! with a compare-and-swap loop on the value's bits, as burn's own deformable-convolution backward
+//! does.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::{empty_device, zeros_client};
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeRuntime;
+use cubecl::features::AtomicUsage;
+use cubecl::ir::{ElemType, FloatKind, StorageType};
+use cubecl::prelude::*;
+
+use super::{GridShape, PRIMES};
+use crate::nn::backend::retype;
+use crate::nn::cube::{elementwise, on_cube, CubeF32, OnCube};
+
+/// [`super::encode`] on the GPU backends this build has; `None` on any other backend or for
+/// tracked points.
+pub(super) fn encode<B: Backend>(
+    points: &Tensor<B, 2>,
+    table: Tensor<B, 2>,
+    shape: &GridShape,
+) -> Option<Tensor<B, 2>> {
+    on_cube::<B, _>(Encode { points, table, shape })
+}
+
+struct Encode<'a, B: Backend> {
+    points: &'a Tensor<B, 2>,
+    table: Tensor<B, 2>,
+    shape: &'a GridShape,
+}
+
+impl<B: Backend> OnCube for Encode<'_, B> {
+    type Output = Tensor<B, 2>;
+
+    fn plain<C: CubeF32>(self) -> Option<Tensor<B, 2>> {
+        let points = retype::<B, C, 2>(self.points.clone())?;
+        let table = retype::<B, C, 2>(self.table)?;
+        let out = forward::<C::Runtime>(primitive(points), primitive(table), self.shape)?;
+        retype::<C, B, 2>(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    }
+
+    fn tracked<C: CubeF32>(self) -> Option<Tensor<B, 2>> {
+        let points = retype::<B, Autodiff<C>, 2>(self.points.clone())?;
+        let table = retype::<B, Autodiff<C>, 2>(self.table)?;
+        retype::<Autodiff<C>, B, 2>(encode_tracked(points, table, self.shape)?)
+    }
+}
+
+fn primitive<C: CubeF32>(t: Tensor<C, 2>) -> CubeTensor<C::Runtime> {
+    t.into_primitive().tensor()
+}
+
+/// Under autodiff: the forward on the inner tensors, and a backward step for the table.
+fn encode_tracked<C: CubeF32>(
+    points: Tensor<Autodiff<C>, 2>,
+    table: Tensor<Autodiff<C>, 2>,
+    shape: &GridShape,
+) -> Option<Tensor<Autodiff<C>, 2>> {
+    let points = points.into_primitive().tensor();
+    if !points.node.requirement.is_none() {
+        return None;
+    }
+    let table = table.into_primitive().tensor();
+    let table_rows = table.primitive.meta.shape()[0];
+    let output = forward::<C::Runtime>(points.primitive.clone(), table.primitive.clone(), shape)?;
+    let result = match HashGridBackward
+        .prepare::<NoCheckpointing>([table.node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            HashGridState {
+                points: into_contiguous(points.primitive),
+                shape: shape.clone(),
+                table_rows,
+            },
+            output,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(result)))
+}
+
+/// The grid's level resolutions as a device array.
+fn scalings<R: CubeRuntime>(like: &CubeTensor<R>, shape: &GridShape) -> CubeTensor<R> {
+    let bytes: Vec<u8> = shape.scalings.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let handle = like.client.create_from_slice(&bytes);
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        [shape.levels()].into(),
+        handle,
+        DType::F32,
+    )
+}
+
+/// A zeroed (or uninitialised) f32 tensor `[rows, cols]` on `like`'s device.
+fn new_tensor<R: CubeRuntime>(like: &CubeTensor<R>, rows: usize, cols: usize, zeroed: bool) -> CubeTensor<R> {
+    let (client, device, shape) = (like.client.clone(), like.device.clone(), [rows, cols].into());
+    if zeroed {
+        zeros_client(client, device, shape, DType::F32)
+    } else {
+        empty_device::<R, f32>(client, device, shape)
+    }
+}
+
+/// The encoding `[N, L · F]`; `None` for tensors that are not f32.
+fn forward<R: CubeRuntime>(points: CubeTensor<R>, table: CubeTensor<R>, shape: &GridShape) -> Option<CubeTensor<R>> {
+    if points.dtype != DType::F32 || table.dtype != DType::F32 {
+        return None;
+    }
+    let (points, table) = (into_contiguous(points), into_contiguous(table));
+    let n = points.meta.shape()[0];
+    let output = new_tensor(&points, n, shape.levels() * shape.features_per_level, false);
+    let client = points.client.clone();
+    let (cube_count, cube_dim) = elementwise(&client, n * shape.levels());
+    let scalings = scalings(&points, shape);
+    hash_grid_forward::launch::<R>(
+        &client,
+        cube_count,
+        cube_dim,
+        points.into_array_arg(),
+        scalings.into_array_arg(),
+        table.into_array_arg(),
+        output.clone().into_array_arg(),
+        shape.log2_table_size,
+        shape.features_per_level,
+    );
+    Some(output)
+}
+
+/// The table's gradient `[rows, F]` from the output's `grad` `[N, L · F]`; `native_add` picks the
+/// device's float atomic add over the compare-and-swap loop.
+fn table_gradient<R: CubeRuntime>(
+    points: CubeTensor<R>,
+    grad: CubeTensor<R>,
+    shape: &GridShape,
+    table_rows: usize,
+    native_add: bool,
+) -> CubeTensor<R> {
+    let grad = into_contiguous(grad);
+    let out = new_tensor(&grad, table_rows, shape.features_per_level, true);
+    let client = grad.client.clone();
+    let (cube_count, cube_dim) = elementwise(&client, points.meta.shape()[0] * shape.levels());
+    let scalings = scalings(&points, shape);
+    let launch = if native_add {
+        hash_grid_backward::launch::<NativeAdd, R>
+    } else {
+        hash_grid_backward::launch::<SwapAdd, R>
+    };
+    launch(
+        &client,
+        cube_count,
+        cube_dim,
+        points.into_array_arg(),
+        scalings.into_array_arg(),
+        grad.into_array_arg(),
+        out.clone().into_array_arg(),
+        shape.log2_table_size,
+        shape.features_per_level,
+    );
+    out
+}
+
+/// Whether `client`'s device adds f32 atomically itself.
+fn has_float_atomic_add<R: CubeRuntime>(client: &ComputeClient<R>) -> bool {
+    client
+        .properties()
+        .atomic_type_usage(Type::new(StorageType::Atomic(ElemType::Float(FloatKind::F32))))
+        .contains(AtomicUsage::Add)
+}
+
+#[derive(Debug)]
+struct HashGridBackward;
+
+/// What the backward step keeps: the points (not the table: only the gradient's size is needed).
+#[derive(Clone, Debug)]
+struct HashGridState<R: CubeRuntime> {
+    points: CubeTensor<R>,
+    shape: GridShape,
+    table_rows: usize,
+}
+
+impl<C: CubeF32> Backward<C, 1> for HashGridBackward {
+    type State = HashGridState<C::Runtime>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<C>(&ops.node);
+        let [table] = ops.parents;
+        let Some(table) = table else { return };
+        let state = ops.state;
+        let native_add = has_float_atomic_add(&grad.client);
+        let value = table_gradient(state.points, grad, &state.shape, state.table_rows, native_add);
+        grads.register::<C>(table.id, value);
+    }
+}
+
+/// One axis of a point's cell at one level: the floor and ceil corners' shares of the hash, and the
+/// ceil corner's weight `o = x·s − floor(x·s)`.
+#[derive(CubeType)]
+struct Axis {
+    floor_share: u32,
+    ceil_share: u32,
+    offset: f32,
+}
+
+#[cube]
+fn axis(x: f32, scaling: f32, prime: u32, mask: u32) -> Axis {
+    let scaled = x * scaling;
+    let floor = scaled.floor();
+    let ceil = scaled.ceil();
+    // burn's float-to-int cast of floor/ceil, then the product's low bits.
+    Axis {
+        floor_share: (u32::cast_from(i32::cast_from(floor)) * prime) & mask,
+        ceil_share: (u32::cast_from(i32::cast_from(ceil)) * prime) & mask,
+        offset: scaled - floor,
+    }
+}
+
+/// The three axes of point `point` at `level`.
+#[cube]
+fn cell(points: &Array<f32>, scaling: f32, point: usize, mask: u32) -> (Axis, Axis, Axis) {
+    (
+        axis(points[3 * point], scaling, PRIMES[0], mask),
+        axis(points[3 * point + 1], scaling, PRIMES[1], mask),
+        axis(points[3 * point + 2], scaling, PRIMES[2], mask),
+    )
+}
+
+/// The first table row of corner (`x`, `y`, `z`) shares at `level`.
+#[cube]
+fn row(x: u32, y: u32, z: u32, mask: u32, level: usize, log2_table_size: u32) -> usize {
+    usize::cast_from((x ^ y ^ z) & mask) + (level << usize::cast_from(log2_table_size))
+}
+
+/// `hi · t + lo · (−t + 1)`, as the burn-ops version computes it.
+#[cube]
+fn lerp(hi: f32, lo: f32, t: f32) -> f32 {
+    hi * t + lo * (-t + 1.0)
+}
+
+#[cube(launch)]
+fn hash_grid_forward(
+    points: &Array<f32>,
+    scalings: &Array<f32>,
+    table: &Array<f32>,
+    output: &mut Array<f32>,
+    log2_table_size: u32,
+    #[comptime] features: usize,
+) {
+    let levels = scalings.len();
+    if ABSOLUTE_POS >= (points.len() / 3) * levels {
+        terminate!();
+    }
+    let point = ABSOLUTE_POS / levels;
+    let level = ABSOLUTE_POS % levels;
+    let mask = (1u32 << log2_table_size) - 1;
+    let (x, y, z) = cell(points, scalings[level], point, mask);
+    // Corner rows, 1 taking the ceil along that axis (x, y, z).
+    let r111 = row(x.ceil_share, y.ceil_share, z.ceil_share, mask, level, log2_table_size);
+    let r011 = row(x.floor_share, y.ceil_share, z.ceil_share, mask, level, log2_table_size);
+    let r101 = row(x.ceil_share, y.floor_share, z.ceil_share, mask, level, log2_table_size);
+    let r001 = row(x.floor_share, y.floor_share, z.ceil_share, mask, level, log2_table_size);
+    let r100 = row(x.ceil_share, y.floor_share, z.floor_share, mask, level, log2_table_size);
+    let r000 = row(
+        x.floor_share,
+        y.floor_share,
+        z.floor_share,
+        mask,
+        level,
+        log2_table_size,
+    );
+    let r110 = row(x.ceil_share, y.ceil_share, z.floor_share, mask, level, log2_table_size);
+    let r010 = row(x.floor_share, y.ceil_share, z.floor_share, mask, level, log2_table_size);
+    #[unroll]
+    for k in 0..features {
+        // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
+        let f03 = lerp(table[r111 * features + k], table[r011 * features + k], x.offset);
+        let f12 = lerp(table[r101 * features + k], table[r001 * features + k], x.offset);
+        let f56 = lerp(table[r100 * features + k], table[r000 * features + k], x.offset);
+        let f47 = lerp(table[r110 * features + k], table[r010 * features + k], x.offset);
+        let f0312 = lerp(f03, f12, y.offset);
+        let f4756 = lerp(f47, f56, y.offset);
+        output[ABSOLUTE_POS * features + k] = lerp(f0312, f4756, z.offset);
+    }
+}
+
+/// An atomic f32 add into a slot of `Word`s.
+#[cube]
+trait FloatAdd: Send + Sync + 'static {
+    type Word: Numeric;
+    fn add(slot: &mut Atomic<Self::Word>, value: f32);
+}
+
+/// The device's own float atomic add.
+#[derive(CubeType)]
+struct NativeAdd;
+
+#[cube]
+impl FloatAdd for NativeAdd {
+    type Word = f32;
+    fn add(slot: &mut Atomic<f32>, value: f32) {
+        slot.fetch_add(value);
+    }
+}
+
+/// A compare-and-swap loop on the value's bits, for devices without a float atomic add.
+#[derive(CubeType)]
+struct SwapAdd;
+
+#[cube]
+impl FloatAdd for SwapAdd {
+    type Word = u32;
+    fn add(slot: &mut Atomic<u32>, value: f32) {
+        let mut current = slot.load();
+        loop {
+            let expected = current;
+            let sum = (f32::from_bits(expected) + value).to_bits();
+            current = slot.compare_exchange_weak(expected, sum);
+            if current == expected {
+                break;
+            }
+        }
+    }
+}
+
+/// Adds `grad · weight` for each feature of row `row` (skipping zero weights, which add nothing).
+#[cube]
+fn add_corner<A: FloatAdd>(
+    table_grad: &mut Array<Atomic<A::Word>>,
+    grad: &Array<f32>,
+    at: usize,
+    row: usize,
+    weight: f32,
+    #[comptime] features: usize,
+) {
+    if weight != 0.0 {
+        #[unroll]
+        for k in 0..features {
+            A::add(&mut table_grad[row * features + k], grad[at * features + k] * weight);
+        }
+    }
+}
+
+#[cube(launch)]
+fn hash_grid_backward<A: FloatAdd>(
+    points: &Array<f32>,
+    scalings: &Array<f32>,
+    grad: &Array<f32>,
+    table_grad: &mut Array<Atomic<A::Word>>,
+    log2_table_size: u32,
+    #[comptime] features: usize,
+) {
+    let levels = scalings.len();
+    if ABSOLUTE_POS >= (points.len() / 3) * levels {
+        terminate!();
+    }
+    let point = ABSOLUTE_POS / levels;
+    let level = ABSOLUTE_POS % levels;
+    let mask = (1u32 << log2_table_size) - 1;
+    let (x, y, z) = cell(points, scalings[level], point, mask);
+    let (x1, y1, z1) = (x.offset, y.offset, z.offset);
+    let (x0, y0, z0) = (-x1 + 1.0, -y1 + 1.0, -z1 + 1.0);
+    let at = ABSOLUTE_POS;
+    let (xf, xc) = (x.floor_share, x.ceil_share);
+    let (yf, yc) = (y.floor_share, y.ceil_share);
+    let (zf, zc) = (z.floor_share, z.ceil_share);
+    let l2 = log2_table_size;
+    // The weight of each corner: `wz · wy · wx`, as the CPU kernel multiplies them.
+    add_corner::<A>(
+        table_grad,
+        grad,
+        at,
+        row(xf, yf, zf, mask, level, l2),
+        z0 * y0 * x0,
+        features,
+    );
+    add_corner::<A>(
+        table_grad,
+        grad,
+        at,
+        row(xc, yf, zf, mask, level, l2),
+        z0 * y0 * x1,
+        features,
+    );
+    add_corner::<A>(
+        table_grad,
+        grad,
+        at,
+        row(xf, yc, zf, mask, level, l2),
+        z0 * y1 * x0,
+        features,
+    );
+    add_corner::<A>(
+        table_grad,
+        grad,
+        at,
+        row(xc, yc, zf, mask, level, l2),
+        z0 * y1 * x1,
+        features,
+    );
+    add_corner::<A>(
+        table_grad,
+        grad,
+        at,
+        row(xf, yf, zc, mask, level, l2),
+        z1 * y0 * x0,
+        features,
+    );
+    add_corner::<A>(
+        table_grad,
+        grad,
+        at,
+        row(xc, yf, zc, mask, level, l2),
+        z1 * y0 * x1,
+        features,
+    );
+    add_corner::<A>(
+        table_grad,
+        grad,
+        at,
+        row(xf, yc, zc, mask, level, l2),
+        z1 * y1 * x0,
+        features,
+    );
+    add_corner::<A>(
+        table_grad,
+        grad,
+        at,
+        row(xc, yc, zc, mask, level, l2),
+        z1 * y1 * x1,
+        features,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::wgpu::WgpuDevice;
+    use burn::backend::Wgpu;
+
+    use super::super::tests::{assert_close, encoding_of, grid, grid_shape, table_gradients};
+    use super::*;
+    use crate::nerfacto::encoding::HashEncoding;
+
+    type Ad = Autodiff<Wgpu<f32>>;
+
+    #[test]
+    fn forward_matches_burn_ops_on_wgpu() {
+        let (encoding, points) = grid::<Wgpu<f32>>(&WgpuDevice::DefaultDevice);
+        let shape = grid_shape(&encoding);
+        let kernel = encode(&points, encoding.table.val(), &shape).expect("wgpu has the kernel");
+        let ops = encoding.forward_ops(points);
+        let values = |t: Tensor<Wgpu<f32>, 2>| t.into_data().to_vec::<f32>().expect("f32 values");
+        assert_close(&values(kernel), &values(ops), 1e-6);
+    }
+
+    #[test]
+    fn table_gradient_matches_burn_ops_autodiff_on_wgpu() {
+        let (encoding, points) = grid::<Ad>(&WgpuDevice::DefaultDevice);
+        let encoding = HashEncoding {
+            table: burn::module::Param::from_tensor(encoding.table.val().require_grad()),
+            ..encoding
+        };
+        let kernel_out = encoding.forward(points.clone());
+        let ops_out = encoding.forward_ops(points);
+        let (kernel, ops) = table_gradients(&encoding, kernel_out, ops_out);
+        assert_close(&kernel, &ops, 1e-6);
+    }
+
+    /// Both atomic adds, the device's own (where it has one) and the compare-and-swap loop, give
+    /// burn-ops autodiff's table gradient.
+    #[test]
+    fn both_atomic_adds_give_the_table_gradient() {
+        let device = WgpuDevice::DefaultDevice;
+        let (encoding, points) = grid::<Wgpu<f32>>(&device);
+        let shape = grid_shape(&encoding);
+        let grad = Tensor::<Wgpu<f32>, 2>::random(
+            [points.dims()[0], encoding.out_dim()],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        let table = Tensor::<Ad, 2>::from_inner(encoding.table.val()).require_grad();
+        let tracked = encoding_of(table.clone());
+        let out = tracked.forward_ops(Tensor::from_inner(points.clone()));
+        let grads = (out * Tensor::from_inner(grad.clone())).sum().backward();
+        let values = |t: Tensor<Wgpu<f32>, 2>| t.into_data().to_vec::<f32>().expect("f32 values");
+        let expected = values(table.grad(&grads).expect("the table has a gradient"));
+
+        let rows = encoding.table.val().dims()[0];
+        let by = |native_add: bool| {
+            let (points, grad) = (primitive(points.clone()), primitive(grad.clone()));
+            let value = table_gradient(into_contiguous(points), grad, &shape, rows, native_add);
+            values(Tensor::from_primitive(TensorPrimitive::Float(value)))
+        };
+        assert_close(&by(false), &expected, 1e-6);
+        if has_float_atomic_add(&primitive(points.clone()).client) {
+            assert_close(&by(true), &expected, 1e-6);
+        } else {
+            eprintln!("this device has no float atomic add: only the compare-and-swap loop was tested");
+        }
+    }
+}

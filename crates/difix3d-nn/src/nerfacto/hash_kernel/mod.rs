@@ -1,0 +1,147 @@
+//! The hash grid's lookup as one kernel, forward and backward: [`cpu`] for burn's CPU backend
+//! ([`CpuBackend`](crate::nn::backend::CpuBackend)), [`cube`] for its GPU backends (wgpu and CUDA,
+//! one CubeCL kernel compiled to WGSL and to CUDA), each also under autodiff.
+//!
+//! [`super::encoding::HashEncoding::forward`] in burn ops is a graph of about a hundred tensor ops per
+//! call (per axis: scale, floor, ceil, hash; per corner: XOR, mask, gather; seven blends of three
+//! ops each), each writing an `[N, L]` or `[N, L, F]` tensor. Under autodiff each gather's backward
+//! scatters into a zeroed copy of the whole table (64 MB for nerfacto's field) before the eight are
+//! summed; on the GPU backends that scatter (burn's `select_assign`) runs one thread per feature
+//! column, each adding all `N · L` rows in turn. Here one thread per point (CPU) or per point and
+//! level (GPU) computes the same numbers in registers, and the backward pass is one scatter into one
+//! zeroed table gradient: on the CPU parallel over levels (each level owns its rows of the table),
+//! on the GPU with atomic adds.
+//!
+//! The forward values follow the burn-ops version operation for operation: the same f32 operations
+//! in the same order (`x · s`, floor/ceil, `o = x·s − floor`, each blend `hi · o + lo · (−o + 1)`,
+//! x first, then y, then z), and the same hash (only the low `log2 T` bits of the products matter,
+//! see `encoding::mul_mod_pow2`, so wrapping 32-bit products give the same rows). On the CPU they are
+//! bit-identical; a GPU compiler may fuse a product and a sum into one rounding, so there they agree
+//! to float rounding. The table gradient sums the same terms in another order, so it agrees to float
+//! rounding.
+//!
+//! Only the table gets a gradient. Nerfacto's sample positions carry none (the proposal sampler's
+//! bins are detached, as in nerfstudio, and the camera optimiser is off); if the points are tracked
+//! by autodiff anyway, [`encode`] returns `None` and the caller uses the burn-ops path, which
+//! differentiates the points too, as it does on backends without a kernel (ndarray).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+mod cpu;
+mod cube;
+
+/// Instant-NGP's spatial hash primes, per axis, as wrapping 32-bit factors.
+const PRIMES: [u32; 3] = [1, 2_654_435_761, 805_459_861];
+
+/// What the kernel needs of a hash grid besides its table.
+#[derive(Clone, Debug)]
+pub struct GridShape {
+    /// The grid resolution of each level.
+    pub scalings: Vec<f32>,
+    pub log2_table_size: u32,
+    pub features_per_level: usize,
+}
+
+impl GridShape {
+    fn levels(&self) -> usize {
+        self.scalings.len()
+    }
+
+    fn table_size(&self) -> usize {
+        1 << self.log2_table_size
+    }
+}
+
+/// The encoding of `points` `[N, 3]` (`[0, 1]³`) through `table` `[L · T, F]`: `[N, L · F]`.
+/// `None` when `B` has no kernel (ndarray), or when the points are tracked by autodiff: the caller
+/// then runs the burn-ops version.
+pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &GridShape) -> Option<Tensor<B, 2>> {
+    if shape.features_per_level == 0 || shape.levels() == 0 {
+        // Nothing to look up (and no row length to split the work by): the burn-ops version.
+        return None;
+    }
+    cpu::encode(points, table.clone(), shape).or_else(|| cube::encode(points, table, shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Autodiff;
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::nerfacto::encoding::HashEncoding;
+    use crate::nn::backend::CpuBackend;
+
+    /// A small grid (3 levels of 2^10 rows, 2 features; coarse levels with colliding corners) and
+    /// points in [0, 1]³, including the cube's faces, where floor and ceil coincide.
+    pub(super) fn grid<B: Backend>(device: &B::Device) -> (HashEncoding<B>, Tensor<B, 2>) {
+        let table = Tensor::<B, 2>::random([3 << 10, 2], Distribution::Uniform(-1.0, 1.0), device);
+        let encoding = encoding_of(table);
+        let mut points = Tensor::<B, 2>::random([300, 3], Distribution::Uniform(0.0, 1.0), device);
+        let corners = Tensor::<B, 2>::from_floats([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 1.0]], device);
+        points = Tensor::cat(vec![points, corners], 0);
+        (encoding, points)
+    }
+
+    /// The test grid's encoding with `table`.
+    pub(super) fn encoding_of<B: Backend>(table: Tensor<B, 2>) -> HashEncoding<B> {
+        HashEncoding::new(table, 3, 4, 64, 10).expect("valid sizes")
+    }
+
+    pub(super) fn grid_shape<B: Backend>(encoding: &HashEncoding<B>) -> GridShape {
+        GridShape {
+            scalings: encoding.scalings.clone(),
+            log2_table_size: encoding.log2_table_size,
+            features_per_level: encoding.features_per_level,
+        }
+    }
+
+    /// The table gradients of `kernel` and `ops` (two encodings of the same points under autodiff),
+    /// weighted by random weights per output.
+    pub(super) fn table_gradients<B: burn::tensor::backend::AutodiffBackend>(
+        encoding: &HashEncoding<B>,
+        kernel: Tensor<B, 2>,
+        ops: Tensor<B, 2>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let weights = Tensor::<B, 2>::random(kernel.dims(), Distribution::Normal(0.0, 1.0), &kernel.device());
+        let gradient = |out: Tensor<B, 2>| {
+            let grads = (out * weights.clone()).sum().backward();
+            let grad = encoding.table.val().grad(&grads).expect("the table has a gradient");
+            grad.into_data().to_vec::<f32>().expect("f32 values")
+        };
+        (gradient(kernel), gradient(ops))
+    }
+
+    /// `kernel` equals `ops` to `tolerance` of `ops`' largest value, which is not trivial, and both
+    /// are zero in the same places.
+    pub(super) fn assert_close(kernel: &[f32], ops: &[f32], tolerance: f32) {
+        assert_eq!(kernel.len(), ops.len());
+        let largest = ops.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(largest > 0.1, "the values are not trivial");
+        for (i, (a, b)) in kernel.iter().zip(ops).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * largest,
+                "row {} feature {}: {a} vs {b}",
+                i / 2,
+                i % 2
+            );
+        }
+        assert_eq!(
+            kernel.iter().filter(|v| **v != 0.0).count(),
+            ops.iter().filter(|v| **v != 0.0).count()
+        );
+    }
+
+    /// Tracked points keep the burn-ops path, which differentiates them too; ndarray has no kernel.
+    #[test]
+    fn tracked_points_and_ndarray_fall_back_to_burn_ops() {
+        let (encoding, points) = grid::<Autodiff<CpuBackend>>(&Default::default());
+        let shape = grid_shape(&encoding);
+        assert!(encode(&points, encoding.table.val(), &shape).is_some());
+        assert!(encode(&points.require_grad(), encoding.table.val(), &shape).is_none());
+        let ndarray_points = Tensor::<burn::backend::NdArray, 2>::zeros([1, 3], &Default::default());
+        let ndarray_table = Tensor::<burn::backend::NdArray, 2>::zeros([3 << 10, 2], &Default::default());
+        assert!(encode(&ndarray_points, ndarray_table, &shape).is_none());
+    }
+}
