@@ -12,8 +12,8 @@ none), the same rays per batch, and the same camera size for rendering:
   what it sees: the sample counts are fixed), after two warm-up steps;
 - rendering: one camera of --render-size pixels, ours through `difix3d nerfacto-render` of the model
   ours just trained (it prints the render time of the camera, loading excluded), the peer through
-  `get_outputs_for_camera_ray_bundle` on as many random rays; both with 32768 rays per chunk
-  (nerfstudio's `eval_num_rays_per_chunk` default).
+  `get_outputs_for_camera_ray_bundle` on as many random rays; both with --rays-per-chunk rays at
+  once (default 32768, nerfstudio's `eval_num_rays_per_chunk` default).
 
 Run (the peer venv: `python -m venv ~/.cache/ns-venv && ~/.cache/ns-venv/bin/pip install
 nerfstudio==1.1.5 torch torchvision`):
@@ -109,8 +109,9 @@ def peer_training(steps, rays, num_images):
     return model, {"steps": steps, "seconds": seconds, "rays_per_second": steps * rays / seconds}
 
 
-def peer_render(model, width, height):
+def peer_render(model, width, height, chunk):
     model.eval()
+    model.config.eval_num_rays_per_chunk = chunk
     generator = torch.Generator().manual_seed(2)
     bundle = random_rays(generator, width * height, 1)
     bundle = bundle.reshape((height, width))
@@ -121,7 +122,7 @@ def peer_render(model, width, height):
     return {"size": [width, height], "seconds": seconds, "rays_per_second": width * height / seconds}
 
 
-def ours(difix3d, backend, data, factor, steps, rays, width, height, out):
+def ours(difix3d, backend, data, factor, steps, rays, width, height, chunk, out):
     run = out / "run"
     subprocess.run(
         [difix3d, "train", "--method", "nerfacto", "--data", data, "--factor", str(factor), "--steps", str(steps),
@@ -140,7 +141,7 @@ def ours(difix3d, backend, data, factor, steps, rays, width, height, out):
     rendered = subprocess.run(
         [difix3d, "nerfacto-render", "--checkpoint", str(run / "nerfacto.safetensors"), "--config",
          str(run / "nerfacto.json"), "--camera-json", str(camera_json), "--width", str(width), "--height",
-         str(height), "--rays-per-chunk", "32768", "--backend", backend, "--out", str(out / "renders")],
+         str(height), "--rays-per-chunk", str(chunk), "--backend", backend, "--out", str(out / "renders")],
         check=True, capture_output=True, text=True,
     )
     match = re.search(r"\((\d+) rays in ([0-9.]+) s", rendered.stdout)
@@ -159,6 +160,9 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rays", type=int, default=4096)
     parser.add_argument("--render-size", default="160x90")
+    parser.add_argument("--rays-per-chunk", type=int, default=1 << 15,
+                        help="rays rendered at once, both sides (nerfstudio's default 32768 needs buffers larger "
+                        "than lavapipe allows: 4096 there)")
     parser.add_argument("--backends", default="cpu",
                         help="ours' backends, comma-separated (cpu, wgpu: lavapipe where there is no GPU; cuda)")
     args = parser.parse_args()
@@ -167,16 +171,18 @@ def main():
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             train, render = ours(
-                args.difix3d, backend, args.data, args.factor, args.steps, args.rays, width, height, Path(tmp)
+                args.difix3d, backend, args.data, args.factor, args.steps, args.rays, width, height, args.rays_per_chunk,
+                Path(tmp),
             )
         ours_by_backend[backend] = {"train": train, "render": render}
     model, peer_train = peer_training(args.steps, args.rays, num_images=8)
-    peer_rendered = peer_render(model, width, height)
+    peer_rendered = peer_render(model, width, height, args.rays_per_chunk)
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads)",
         "rays_per_batch": args.rays,
+        "rays_per_chunk": args.rays_per_chunk,
         "ours": ours_by_backend,
         "nerfstudio": {"train": peer_train, "render": peer_rendered},
         "ratios": {

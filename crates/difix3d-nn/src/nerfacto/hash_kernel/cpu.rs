@@ -5,16 +5,15 @@
 use std::any::TypeId;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{GridShape, PRIMES};
+use super::{track, GridShape, PRIMES};
 use crate::nn::backend::{retype, CpuBackend};
 
 /// Points per parallel task in the forward pass.
@@ -96,35 +95,18 @@ fn encode_tracked(
     table: Tensor<Autodiff<CpuBackend>, 2>,
     shape: &GridShape,
 ) -> Option<Tensor<Autodiff<CpuBackend>, 2>> {
-    let points = points.into_primitive().tensor();
-    if !points.node.requirement.is_none() {
-        return None;
-    }
-    let table = table.into_primitive().tensor();
-    let inner_points = contiguous(Tensor::<CpuBackend, 2>::from_primitive(TensorPrimitive::Float(
-        points.primitive,
-    )));
-    let inner_table = Tensor::<CpuBackend, 2>::from_primitive(TensorPrimitive::Float(table.primitive.clone()));
-    let table_rows = inner_table.dims()[0];
-    let output = forward_values(&inner_points, &contiguous(inner_table), shape)
-        .into_primitive()
-        .tensor();
-    let result = match HashGridBackward
-        .prepare::<NoCheckpointing>([table.node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            HashGridState {
-                points: inner_points,
-                shape: shape.clone(),
-                table_rows,
-            },
-            output,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    };
-    Some(Tensor::from_primitive(TensorPrimitive::Float(result)))
+    track(points, table, HashGridBackward, |points, table| {
+        let points = contiguous(Tensor::from_primitive(TensorPrimitive::Float(points)));
+        let table = Tensor::<CpuBackend, 2>::from_primitive(TensorPrimitive::Float(table));
+        let table_rows = table.dims()[0];
+        let output = forward_values(&points, &contiguous(table), shape);
+        let state = HashGridState {
+            points,
+            shape: shape.clone(),
+            table_rows,
+        };
+        Some((output.into_primitive().tensor(), state))
+    })
 }
 
 fn contiguous(t: Tensor<CpuBackend, 2>) -> FlexTensor {

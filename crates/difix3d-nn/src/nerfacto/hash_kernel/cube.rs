@@ -6,9 +6,8 @@
 //! does.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
@@ -20,7 +19,7 @@ use cubecl::features::AtomicUsage;
 use cubecl::ir::{ElemType, FloatKind, StorageType};
 use cubecl::prelude::*;
 
-use super::{GridShape, PRIMES};
+use super::{track, GridShape, PRIMES};
 use crate::nn::backend::retype;
 use crate::nn::cube::{elementwise, on_cube, CubeF32, OnCube};
 
@@ -67,29 +66,17 @@ fn encode_tracked<C: CubeF32>(
     table: Tensor<Autodiff<C>, 2>,
     shape: &GridShape,
 ) -> Option<Tensor<Autodiff<C>, 2>> {
-    let points = points.into_primitive().tensor();
-    if !points.node.requirement.is_none() {
-        return None;
-    }
-    let table = table.into_primitive().tensor();
-    let table_rows = table.primitive.meta.shape()[0];
-    let output = forward::<C::Runtime>(points.primitive.clone(), table.primitive.clone(), shape)?;
-    let result = match HashGridBackward
-        .prepare::<NoCheckpointing>([table.node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            HashGridState {
-                points: into_contiguous(points.primitive),
-                shape: shape.clone(),
-                table_rows,
-            },
-            output,
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    };
-    Some(Tensor::from_primitive(TensorPrimitive::Float(result)))
+    track(points, table, HashGridBackward, |points, table| {
+        let table_rows = table.meta.shape()[0];
+        let points = into_contiguous(points);
+        let output = forward::<C::Runtime>(points.clone(), table, shape)?;
+        let state = HashGridState {
+            points,
+            shape: shape.clone(),
+            table_rows,
+        };
+        Some((output, state))
+    })
 }
 
 /// The grid's level resolutions as a device array.
@@ -228,20 +215,55 @@ fn axis(x: f32, scaling: f32, prime: u32, mask: u32) -> Axis {
     }
 }
 
-/// The three axes of point `point` at `level`.
-#[cube]
-fn cell(points: &Array<f32>, scaling: f32, point: usize, mask: u32) -> (Axis, Axis, Axis) {
-    (
-        axis(points[3 * point], scaling, PRIMES[0], mask),
-        axis(points[3 * point + 1], scaling, PRIMES[1], mask),
-        axis(points[3 * point + 2], scaling, PRIMES[2], mask),
-    )
+/// The cell of one point at one level: its 8 corners' table rows (`rXYZ`, 1 taking the ceil along
+/// that axis) and per axis the ceil corner's weight.
+#[derive(CubeType)]
+struct Cell {
+    r000: usize,
+    r100: usize,
+    r010: usize,
+    r110: usize,
+    r001: usize,
+    r101: usize,
+    r011: usize,
+    r111: usize,
+    ox: f32,
+    oy: f32,
+    oz: f32,
 }
 
-/// The first table row of corner (`x`, `y`, `z`) shares at `level`.
+/// The cell of thread `thread` = point · L + level.
 #[cube]
-fn row(x: u32, y: u32, z: u32, mask: u32, level: usize, log2_table_size: u32) -> usize {
-    usize::cast_from((x ^ y ^ z) & mask) + (level << usize::cast_from(log2_table_size))
+fn cell(points: &Array<f32>, scalings: &Array<f32>, thread: usize, log2_table_size: u32) -> Cell {
+    let levels = scalings.len();
+    let (point, level) = (thread / levels, thread % levels);
+    let mask = (1u32 << log2_table_size) - 1;
+    let scaling = scalings[level];
+    let x = axis(points[3 * point], scaling, PRIMES[0], mask);
+    let y = axis(points[3 * point + 1], scaling, PRIMES[1], mask);
+    let z = axis(points[3 * point + 2], scaling, PRIMES[2], mask);
+    let base = level << usize::cast_from(log2_table_size);
+    let (xf, xc, yf, yc, zf, zc) = (
+        x.floor_share,
+        x.ceil_share,
+        y.floor_share,
+        y.ceil_share,
+        z.floor_share,
+        z.ceil_share,
+    );
+    Cell {
+        r000: usize::cast_from((xf ^ yf ^ zf) & mask) + base,
+        r100: usize::cast_from((xc ^ yf ^ zf) & mask) + base,
+        r010: usize::cast_from((xf ^ yc ^ zf) & mask) + base,
+        r110: usize::cast_from((xc ^ yc ^ zf) & mask) + base,
+        r001: usize::cast_from((xf ^ yf ^ zc) & mask) + base,
+        r101: usize::cast_from((xc ^ yf ^ zc) & mask) + base,
+        r011: usize::cast_from((xf ^ yc ^ zc) & mask) + base,
+        r111: usize::cast_from((xc ^ yc ^ zc) & mask) + base,
+        ox: x.offset,
+        oy: y.offset,
+        oz: z.offset,
+    }
 }
 
 /// `hi · t + lo · (−t + 1)`, as the burn-ops version computes it.
@@ -259,40 +281,20 @@ fn hash_grid_forward(
     log2_table_size: u32,
     #[comptime] features: usize,
 ) {
-    let levels = scalings.len();
-    if ABSOLUTE_POS >= (points.len() / 3) * levels {
+    if ABSOLUTE_POS >= (points.len() / 3) * scalings.len() {
         terminate!();
     }
-    let point = ABSOLUTE_POS / levels;
-    let level = ABSOLUTE_POS % levels;
-    let mask = (1u32 << log2_table_size) - 1;
-    let (x, y, z) = cell(points, scalings[level], point, mask);
-    // Corner rows, 1 taking the ceil along that axis (x, y, z).
-    let r111 = row(x.ceil_share, y.ceil_share, z.ceil_share, mask, level, log2_table_size);
-    let r011 = row(x.floor_share, y.ceil_share, z.ceil_share, mask, level, log2_table_size);
-    let r101 = row(x.ceil_share, y.floor_share, z.ceil_share, mask, level, log2_table_size);
-    let r001 = row(x.floor_share, y.floor_share, z.ceil_share, mask, level, log2_table_size);
-    let r100 = row(x.ceil_share, y.floor_share, z.floor_share, mask, level, log2_table_size);
-    let r000 = row(
-        x.floor_share,
-        y.floor_share,
-        z.floor_share,
-        mask,
-        level,
-        log2_table_size,
-    );
-    let r110 = row(x.ceil_share, y.ceil_share, z.floor_share, mask, level, log2_table_size);
-    let r010 = row(x.floor_share, y.ceil_share, z.floor_share, mask, level, log2_table_size);
+    let c = cell(points, scalings, ABSOLUTE_POS, log2_table_size);
     #[unroll]
     for k in 0..features {
         // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
-        let f03 = lerp(table[r111 * features + k], table[r011 * features + k], x.offset);
-        let f12 = lerp(table[r101 * features + k], table[r001 * features + k], x.offset);
-        let f56 = lerp(table[r100 * features + k], table[r000 * features + k], x.offset);
-        let f47 = lerp(table[r110 * features + k], table[r010 * features + k], x.offset);
-        let f0312 = lerp(f03, f12, y.offset);
-        let f4756 = lerp(f47, f56, y.offset);
-        output[ABSOLUTE_POS * features + k] = lerp(f0312, f4756, z.offset);
+        let f03 = lerp(table[c.r111 * features + k], table[c.r011 * features + k], c.ox);
+        let f12 = lerp(table[c.r101 * features + k], table[c.r001 * features + k], c.ox);
+        let f56 = lerp(table[c.r100 * features + k], table[c.r000 * features + k], c.ox);
+        let f47 = lerp(table[c.r110 * features + k], table[c.r010 * features + k], c.ox);
+        let f0312 = lerp(f03, f12, c.oy);
+        let f4756 = lerp(f47, f56, c.oy);
+        output[ABSOLUTE_POS * features + k] = lerp(f0312, f4756, c.oz);
     }
 }
 
@@ -362,86 +364,22 @@ fn hash_grid_backward<A: FloatAdd>(
     log2_table_size: u32,
     #[comptime] features: usize,
 ) {
-    let levels = scalings.len();
-    if ABSOLUTE_POS >= (points.len() / 3) * levels {
+    if ABSOLUTE_POS >= (points.len() / 3) * scalings.len() {
         terminate!();
     }
-    let point = ABSOLUTE_POS / levels;
-    let level = ABSOLUTE_POS % levels;
-    let mask = (1u32 << log2_table_size) - 1;
-    let (x, y, z) = cell(points, scalings[level], point, mask);
-    let (x1, y1, z1) = (x.offset, y.offset, z.offset);
+    let c = cell(points, scalings, ABSOLUTE_POS, log2_table_size);
+    let (x1, y1, z1) = (c.ox, c.oy, c.oz);
     let (x0, y0, z0) = (-x1 + 1.0, -y1 + 1.0, -z1 + 1.0);
     let at = ABSOLUTE_POS;
-    let (xf, xc) = (x.floor_share, x.ceil_share);
-    let (yf, yc) = (y.floor_share, y.ceil_share);
-    let (zf, zc) = (z.floor_share, z.ceil_share);
-    let l2 = log2_table_size;
     // The weight of each corner: `wz · wy · wx`, as the CPU kernel multiplies them.
-    add_corner::<A>(
-        table_grad,
-        grad,
-        at,
-        row(xf, yf, zf, mask, level, l2),
-        z0 * y0 * x0,
-        features,
-    );
-    add_corner::<A>(
-        table_grad,
-        grad,
-        at,
-        row(xc, yf, zf, mask, level, l2),
-        z0 * y0 * x1,
-        features,
-    );
-    add_corner::<A>(
-        table_grad,
-        grad,
-        at,
-        row(xf, yc, zf, mask, level, l2),
-        z0 * y1 * x0,
-        features,
-    );
-    add_corner::<A>(
-        table_grad,
-        grad,
-        at,
-        row(xc, yc, zf, mask, level, l2),
-        z0 * y1 * x1,
-        features,
-    );
-    add_corner::<A>(
-        table_grad,
-        grad,
-        at,
-        row(xf, yf, zc, mask, level, l2),
-        z1 * y0 * x0,
-        features,
-    );
-    add_corner::<A>(
-        table_grad,
-        grad,
-        at,
-        row(xc, yf, zc, mask, level, l2),
-        z1 * y0 * x1,
-        features,
-    );
-    add_corner::<A>(
-        table_grad,
-        grad,
-        at,
-        row(xf, yc, zc, mask, level, l2),
-        z1 * y1 * x0,
-        features,
-    );
-    add_corner::<A>(
-        table_grad,
-        grad,
-        at,
-        row(xc, yc, zc, mask, level, l2),
-        z1 * y1 * x1,
-        features,
-    );
+    add_corner::<A>(table_grad, grad, at, c.r000, z0 * y0 * x0, features);
+    add_corner::<A>(table_grad, grad, at, c.r100, z0 * y0 * x1, features);
+    add_corner::<A>(table_grad, grad, at, c.r010, z0 * y1 * x0, features);
+    add_corner::<A>(table_grad, grad, at, c.r110, z0 * y1 * x1, features);
+    add_corner::<A>(table_grad, grad, at, c.r001, z1 * y0 * x0, features);
+    add_corner::<A>(table_grad, grad, at, c.r101, z1 * y0 * x1, features);
+    add_corner::<A>(table_grad, grad, at, c.r011, z1 * y1 * x0, features);
+    add_corner::<A>(table_grad, grad, at, c.r111, z1 * y1 * x1, features);
 }
 
 #[cfg(test)]

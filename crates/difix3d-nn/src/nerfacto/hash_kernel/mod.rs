@@ -25,8 +25,11 @@
 //! by autodiff anyway, [`encode`] returns `None` and the caller uses the burn-ops path, which
 //! differentiates the points too, as it does on backends without a kernel (ndarray).
 
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
+use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorPrimitive};
 
 mod cpu;
 mod cube;
@@ -62,6 +65,28 @@ pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &Gr
         return None;
     }
     cpu::encode(points, table.clone(), shape).or_else(|| cube::encode(points, table, shape))
+}
+
+/// The lookup under autodiff over `C`, with `step` as its backward step (the table its one parent):
+/// `forward` maps the inner points and table to the output and the state `step` keeps. `None` when
+/// the points are tracked (the kernels give the table's gradient only) or `forward` declines.
+fn track<C: Backend, S: Backward<C, 1>>(
+    points: Tensor<Autodiff<C>, 2>,
+    table: Tensor<Autodiff<C>, 2>,
+    step: S,
+    forward: impl FnOnce(C::FloatTensorPrimitive, C::FloatTensorPrimitive) -> Option<(C::FloatTensorPrimitive, S::State)>,
+) -> Option<Tensor<Autodiff<C>, 2>> {
+    let points = points.into_primitive().tensor();
+    if !points.node.requirement.is_none() {
+        return None;
+    }
+    let table = table.into_primitive().tensor();
+    let (output, state) = forward(points.primitive, table.primitive.clone())?;
+    let result = match step.prepare::<NoCheckpointing>([table.node]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state, output),
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(result)))
 }
 
 #[cfg(test)]
