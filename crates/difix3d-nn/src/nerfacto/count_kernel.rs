@@ -125,8 +125,9 @@ fn rows_sorted(sorted: &Array<f32>, flags: &mut Array<u32>, columns: usize) {
     let base = ABSOLUTE_POS * columns;
     let mut ascending = 1u32;
     for j in 1..columns {
-        // `!(a <= b)` holds for a descent and for NaN on either side.
-        if !(sorted[base + j - 1] <= sorted[base + j]) {
+        // Not ordered: a descent, or NaN on either side.
+        let ordered = sorted[base + j - 1] <= sorted[base + j];
+        if !ordered {
             ascending = 0u32;
         }
     }
