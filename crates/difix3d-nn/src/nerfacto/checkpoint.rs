@@ -50,7 +50,7 @@ impl Checkpoint {
         let (state, step) = if safetensors {
             // A run saved by `difix3d train --method nerfacto` (`super::state::save`): plain model keys
             // are accepted too.
-            let (tensors, step) = super::state::read_safetensors(path)
+            let (tensors, step) = read_safetensors(path)
                 .map_err(|e| NerfactoError::format(path, format!("not a nerfacto state dict: {e}")))?;
             let mut state: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> = tensors.into_iter().collect();
             if !state.keys().any(|k| k.starts_with("_model.")) {
@@ -184,7 +184,7 @@ pub fn read_adam_moments(
     let error = |e: String| NerfactoError::format(path, format!("the saved optimiser state: {e}"));
     let tensor = |(shape, values): (Vec<usize>, Vec<f32>)| StoredTensor { shape, values };
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
-        let (mut tensors, _) = super::state::read_safetensors(path).map_err(error)?;
+        let (mut tensors, _) = read_safetensors(path).map_err(error)?;
         let mut moments = BTreeMap::new();
         for key in parameter_keys {
             let name = optimiser_key(key);
@@ -303,4 +303,47 @@ fn classify<'a>(path: &Path, keys: impl Iterator<Item = &'a str> + Clone) -> Res
         path: path.to_path_buf(),
         found: format!("`{}`", modules.join("`, `")),
     })
+}
+
+/// The safetensors metadata key of the last step a saved model took (nerfstudio's checkpoint `step`).
+pub const STEP_METADATA: &str = "step";
+
+/// A safetensors state dict's tensors by key, and the step its metadata records.
+pub(crate) type SavedState = (BTreeMap<String, (Vec<usize>, Vec<f32>)>, Option<usize>);
+
+/// Reads a safetensors state dict (ours, or one exported from nerfstudio with `_model.` keys or
+/// plain model keys): every tensor as f32, by key, and the [`STEP_METADATA`] step when present.
+pub(crate) fn read_safetensors(path: &Path) -> Result<SavedState, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let step = match header.metadata().as_ref().and_then(|m| m.get(STEP_METADATA)) {
+        Some(text) => Some(
+            text.parse::<usize>()
+                .map_err(|_| format!("its metadata `{STEP_METADATA}` is {text:?}, not a step number"))?,
+        ),
+        None => None,
+    };
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in tensors.tensors() {
+        let data = view.data();
+        let values: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            safetensors::Dtype::I64 => data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .collect(),
+            other => return Err(format!("`{name}` is {other:?}; only f32 and int64 tensors are read")),
+        };
+        let shape = view.shape().to_vec();
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(format!("`{name}` has {} values for shape {shape:?}", values.len()));
+        }
+        out.insert(name, (shape, values));
+    }
+    Ok((out, step))
 }

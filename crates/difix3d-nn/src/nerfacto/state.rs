@@ -21,7 +21,7 @@ use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::checkpoint::{AdamMoment, Checkpoint, StoredTensor};
+use super::checkpoint::{AdamMoment, Checkpoint, StoredTensor, STEP_METADATA};
 use super::config::{NerfactoConfig, ProposalNetArgs};
 use super::field::{Mlp, SpaceMapping};
 use super::model::Nerfacto;
@@ -225,9 +225,6 @@ pub fn state_dict<B: Backend>(model: &Nerfacto<B>) -> BTreeMap<String, StoredTen
     dict
 }
 
-/// The safetensors metadata key of the last step a saved model took (nerfstudio's checkpoint `step`).
-pub const STEP_METADATA: &str = "step";
-
 /// Writes `model` as a safetensors file of its state dict with nerfstudio's `_model.` keys
 /// (integers as int64 scalars, as torch stores them), atomically. `step` is the last training step
 /// it took (0-based, as nerfstudio's checkpoints record it); `None` for a model that took none.
@@ -295,46 +292,6 @@ pub fn save<B: Backend>(
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// A safetensors state dict's tensors by key, and the step its metadata records.
-pub(crate) type SavedState = (BTreeMap<String, (Vec<usize>, Vec<f32>)>, Option<usize>);
-
-/// Reads a safetensors state dict (ours, or one exported from nerfstudio with `_model.` keys or
-/// plain model keys): every tensor as f32, by key, and the [`STEP_METADATA`] step when present.
-pub(crate) fn read_safetensors(path: &Path) -> Result<SavedState, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let step = match header.metadata().as_ref().and_then(|m| m.get(STEP_METADATA)) {
-        Some(text) => Some(
-            text.parse::<usize>()
-                .map_err(|_| format!("its metadata `{STEP_METADATA}` is {text:?}, not a step number"))?,
-        ),
-        None => None,
-    };
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let mut out = BTreeMap::new();
-    for (name, view) in tensors.tensors() {
-        let data = view.data();
-        let values: Vec<f32> = match view.dtype() {
-            safetensors::Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            safetensors::Dtype::I64 => data
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-                .collect(),
-            other => return Err(format!("`{name}` is {other:?}; only f32 and int64 tensors are read")),
-        };
-        let shape = view.shape().to_vec();
-        if values.len() != shape.iter().product::<usize>() {
-            return Err(format!("`{name}` has {} values for shape {shape:?}", values.len()));
-        }
-        out.insert(name, (shape, values));
-    }
-    Ok((out, step))
 }
 
 /// The sizes a fresh model is built with: the config's, `ns-train nerfacto`'s defaults where the
