@@ -12,6 +12,7 @@ use burn::prelude::*;
 
 use super::config::InitialSampler;
 use super::count_kernel;
+use crate::nn::scan::cumsum_rows;
 
 /// The map from spacing coordinates to distances (`spacing_to_euclidean_fn`) for rays from `near`
 /// to `far`.
@@ -148,7 +149,7 @@ impl<B: Backend> RaySamples<B> {
         let [rays, n] = density.dims();
         let delta_density = (self.ends.clone() - self.starts.clone()) * density;
         let alphas = delta_density.clone().neg().exp().neg() + 1.0;
-        let before = delta_density.narrow(1, 0, n - 1).cumsum(1);
+        let before = cumsum_rows(delta_density.narrow(1, 0, n - 1));
         let accumulated = Tensor::cat(vec![Tensor::zeros([rays, 1], &before.device()), before], 1);
         let weights = alphas * accumulated.neg().exp();
         let nan = weights.clone().is_nan();
@@ -183,7 +184,7 @@ impl<B: Backend> RaySamples<B> {
         let weights = weights + padding.clone() / n as f32;
         let sum = sum + padding;
         let pdf = weights / sum;
-        let cdf = pdf.cumsum(1).clamp_max(1.0);
+        let cdf = cumsum_rows(pdf).clamp_max(1.0);
         let cdf = Tensor::cat(vec![Tensor::zeros([rays, 1], &device), cdf], 1); // [R, n + 1]
 
         let num_bins = samples + 1;
@@ -251,7 +252,7 @@ pub fn count_at_most<B: Backend>(sorted: &Tensor<B, 2>, values: &Tensor<B, 2>) -
 /// weight reaches 0.5 (`DepthRenderer(method="median")`, `searchsorted(..., side="left")`).
 pub fn median_depth<B: Backend>(samples: &RaySamples<B>, weights: Tensor<B, 2>) -> Tensor<B, 2> {
     let [rays, n] = weights.dims();
-    let accumulated = weights.cumsum(1);
+    let accumulated = cumsum_rows(weights);
     let index = accumulated
         .lower_elem(0.5)
         .int()
