@@ -15,12 +15,5 @@ pub mod tensor_file;
 use difix3d_render::render;
 use difix3d_scene::{data, disk, image_io, rng, scene, validate};
 
-/// The repository's root for tests, from the `CARGO_MANIFEST_DIR` cargo sets when it runs them (not
-/// the one baked in at compile time, which is stale when a shared target folder was built from
-/// another checkout).
 #[cfg(test)]
-pub(crate) fn repo_root() -> std::path::PathBuf {
-    let crate_dir =
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("tests run under cargo, which sets CARGO_MANIFEST_DIR");
-    std::path::PathBuf::from(crate_dir).join("../..")
-}
+use difix3d_scene::repo_root;

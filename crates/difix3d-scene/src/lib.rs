@@ -14,12 +14,12 @@ pub mod scene;
 pub mod validate;
 pub mod view;
 
-/// The repository's root for tests, from the `CARGO_MANIFEST_DIR` cargo sets when it runs them (not
-/// the one baked in at compile time, which is stale when a shared target folder was built from
-/// another checkout).
-#[cfg(test)]
-pub(crate) fn repo_root() -> std::path::PathBuf {
-    let crate_dir =
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("tests run under cargo, which sets CARGO_MANIFEST_DIR");
+/// The repository's root for the workspace crates' tests: from the `CARGO_MANIFEST_DIR` cargo sets
+/// when it runs them (every crate sits two folders below the root), not the one baked in at compile
+/// time, which is stale when a shared target folder was built from another checkout (that one only
+/// where the variable is unset). Not for use outside tests: a built binary has no repository.
+#[doc(hidden)]
+pub fn repo_root() -> std::path::PathBuf {
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
     std::path::PathBuf::from(crate_dir).join("../..")
 }

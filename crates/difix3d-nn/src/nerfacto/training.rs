@@ -152,18 +152,17 @@ fn adam() -> AdamConfig {
         .with_epsilon(ADAM_EPS)
 }
 
-/// The optimiser record of a 2-D parameter from its saved moments `[rows, cols]`, laid out by
-/// `layout` (the identity, or a transpose for linear weights, which torch stores transposed).
-fn adam_record<B: AutodiffBackend>(
+/// The optimiser record of a parameter from its saved moments (torch's layout), each laid out by
+/// `layout` from its values and torch shape (as they are for vectors; reshaped for matrices, and
+/// transposed too for linear weights, which torch stores transposed).
+fn adam_record<B: AutodiffBackend, const D: usize>(
     moment: &AdamMoment,
     device: &burn::tensor::Device<B::InnerBackend>,
-    layout: impl Fn(Tensor<B::InnerBackend, 2>) -> Tensor<B::InnerBackend, 2>,
+    layout: impl Fn(Tensor<B::InnerBackend, 1>, &[usize]) -> Tensor<B::InnerBackend, D>,
 ) -> AdaptorRecord<Adam, B> {
-    let matrix = |s: &StoredTensor| {
-        layout(Tensor::<B::InnerBackend, 1>::from_floats(s.values.as_slice(), device).reshape([s.shape[0], s.shape[1]]))
-    };
+    let tensor = |s: &StoredTensor| layout(Tensor::from_floats(s.values.as_slice(), device), &s.shape);
     AdaptorRecord::from_state(AdamState {
-        momentum: AdaptiveMomentumState::new(moment.step, matrix(&moment.exp_avg), matrix(&moment.exp_avg_sq)),
+        momentum: AdaptiveMomentumState::new(moment.step, tensor(&moment.exp_avg), tensor(&moment.exp_avg_sq)),
     })
 }
 
@@ -214,20 +213,11 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
                 }
             }
             let record = match &parameter.value {
-                ParameterValue::Matrix(t) => adam_record(moment, &t.device(), |m| m),
-                ParameterValue::LinearWeight(t) => adam_record(moment, &t.device(), |m| m.transpose()),
-                ParameterValue::Vector(t) => {
-                    let device = t.device();
-                    let vector =
-                        |s: &StoredTensor| Tensor::<B::InnerBackend, 1>::from_floats(s.values.as_slice(), &device);
-                    AdaptorRecord::from_state(AdamState {
-                        momentum: AdaptiveMomentumState::new(
-                            moment.step,
-                            vector(&moment.exp_avg),
-                            vector(&moment.exp_avg_sq),
-                        ),
-                    })
+                ParameterValue::Matrix(t) => adam_record(moment, &t.device(), |v, s| v.reshape([s[0], s[1]])),
+                ParameterValue::LinearWeight(t) => {
+                    adam_record(moment, &t.device(), |v, s| v.reshape([s[0], s[1]]).transpose())
                 }
+                ParameterValue::Vector(t) => adam_record(moment, &t.device(), |v, _| v),
             };
             let records = if parameter.key.starts_with("field.") {
                 &mut fields

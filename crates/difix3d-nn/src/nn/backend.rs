@@ -30,7 +30,7 @@ pub enum BackendKind {
 pub type CpuBackend = burn::backend::Flex;
 
 /// Whether `B` is the CPU backend or autodiff over it: where a tensor's data is in this process's
-/// memory, so CPU kernels may read it (`nerfacto::hash_kernel`, `nerfacto::sampler`).
+/// memory, so CPU kernels may read it (`nerfacto::count_kernel`).
 pub fn is_cpu_backend<B: Backend>() -> bool {
     use std::any::TypeId;
     let b = TypeId::of::<B>();

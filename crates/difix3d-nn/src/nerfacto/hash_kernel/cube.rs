@@ -92,16 +92,6 @@ fn scalings<R: CubeRuntime>(like: &CubeTensor<R>, shape: &GridShape) -> CubeTens
     )
 }
 
-/// A zeroed (or uninitialised) f32 tensor `[rows, cols]` on `like`'s device.
-fn new_tensor<R: CubeRuntime>(like: &CubeTensor<R>, rows: usize, cols: usize, zeroed: bool) -> CubeTensor<R> {
-    let (client, device, shape) = (like.client.clone(), like.device.clone(), [rows, cols].into());
-    if zeroed {
-        zeros_client(client, device, shape, DType::F32)
-    } else {
-        empty_device::<R, f32>(client, device, shape)
-    }
-}
-
 /// The encoding `[N, L · F]`; `None` for tensors that are not f32.
 fn forward<R: CubeRuntime>(points: CubeTensor<R>, table: CubeTensor<R>, shape: &GridShape) -> Option<CubeTensor<R>> {
     if points.dtype != DType::F32 || table.dtype != DType::F32 {
@@ -109,7 +99,8 @@ fn forward<R: CubeRuntime>(points: CubeTensor<R>, table: CubeTensor<R>, shape: &
     }
     let (points, table) = (into_contiguous(points), into_contiguous(table));
     let n = points.meta.shape()[0];
-    let output = new_tensor(&points, n, shape.levels() * shape.features_per_level, false);
+    let output_shape = [n, shape.levels() * shape.features_per_level].into();
+    let output = empty_device::<R, f32>(points.client.clone(), points.device.clone(), output_shape);
     let client = points.client.clone();
     let (cube_count, cube_dim) = elementwise(&client, n * shape.levels());
     let scalings = scalings(&points, shape);
@@ -137,7 +128,8 @@ fn table_gradient<R: CubeRuntime>(
     native_add: bool,
 ) -> CubeTensor<R> {
     let grad = into_contiguous(grad);
-    let out = new_tensor(&grad, table_rows, shape.features_per_level, true);
+    let out_shape = [table_rows, shape.features_per_level].into();
+    let out = zeros_client(grad.client.clone(), grad.device.clone(), out_shape, DType::F32);
     let client = grad.client.clone();
     let (cube_count, cube_dim) = elementwise(&client, points.meta.shape()[0] * shape.levels());
     let scalings = scalings(&points, shape);
