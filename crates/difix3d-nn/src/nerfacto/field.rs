@@ -17,6 +17,7 @@ use burn::tensor::activation;
 use super::checkpoint::Checkpoint;
 use super::encoding::{spherical_harmonics, HashEncoding};
 use super::NerfactoError;
+use crate::nn::linear::linear;
 
 /// How positions reach the unit cube of the hash grid.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,7 +86,7 @@ impl<B: Backend> Mlp<B> {
                     )
                 }
             };
-            layers.push(linear(checkpoint, &key, width, out, device)?);
+            layers.push(load_linear(checkpoint, &key, width, out, device)?);
             width = out;
         }
         if layers.is_empty() {
@@ -98,10 +99,11 @@ impl<B: Backend> Mlp<B> {
         self.layers.last().map_or(0, |l| l.weight.dims()[1])
     }
 
-    /// The layers with ReLU after each but the last (no output activation).
+    /// The layers with ReLU after each but the last (no output activation). On the GPU backends
+    /// each layer is [`crate::nn::linear`]'s kernel for narrow layers over many rows.
     pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            x = linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
             if i + 1 < self.layers.len() {
                 x = activation::relu(x);
             }
@@ -111,7 +113,7 @@ impl<B: Backend> Mlp<B> {
 }
 
 /// A torch `nn.Linear` (`weight` [out, in], `bias` [out]) as a burn `Linear` (weight [in, out]).
-fn linear<B: Backend>(
+fn load_linear<B: Backend>(
     checkpoint: &Checkpoint,
     key: &str,
     in_dim: usize,
@@ -369,7 +371,7 @@ impl<B: Backend> DensityField<B> {
         let mlp = if checkpoint.contains(&format!("{prefix}.linear.weight")) {
             // `use_linear`: one linear layer straight from the encoding.
             Mlp {
-                layers: vec![linear(
+                layers: vec![load_linear(
                     checkpoint,
                     &format!("{prefix}.linear"),
                     encoding.out_dim(),

@@ -2,11 +2,13 @@
 //! 3DGS training's losses): which burn backend runs them (`backend`), weight files read by key with
 //! their own error (`weights`), burn layers built from them (`loader`), and the CPU kernels that
 //! make burn-flex fast enough for Difix (`flex_kernels`), how kernels of our own reach burn's GPU
-//! backends (`cube`), and one of them, cumulative sums along rows (`scan`).
+//! backends (`cube`), and two of them: cumulative sums along rows (`scan`) and narrow linear
+//! layers over many rows (`linear`).
 
 pub mod backend;
 pub mod cube;
 pub mod flex_kernels;
+pub mod linear;
 pub mod loader;
 pub mod scan;
 pub mod weights;

@@ -1,0 +1,433 @@
+//! Linear layers with few inputs and outputs over many rows ([`linear`]), as nerfacto's MLPs are:
+//! widths of 1 to 64 over hundreds of thousands of samples. burn's GPU matmul tiles the output, which
+//! suits square products; here the weight gradient `xᵀ · dy` sums over all the rows into a 64 × 64
+//! result, and burn's kernels took 57% of a nerfacto training step's kernel time on lavapipe
+//! (BENCHMARKS.md). These CubeCL kernels (WGSL for wgpu, CUDA for the `cuda` build) are shaped for
+//! such layers:
+//! - `y = x · W + b` (and the input gradient `dy · Wᵀ`): one thread per row and block of up to 8
+//!   outputs, the block the same for a whole cube, so every thread of a cube reads the same weights;
+//! - the weight gradient `xᵀ · dy`: one thread per input and block of outputs over a chunk of rows,
+//!   the chunks' partial sums then added by burn;
+//! - the bias gradient is burn's sum over rows.
+//!
+//! Each output is summed in the order burn's CPU backends use (bias last, inputs from the first), so
+//! values agree with burn's to float rounding. Other backends use burn's `linear`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorPrimitive};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeRuntime;
+use cubecl::prelude::*;
+
+use super::backend::retype;
+use super::cube::{on_cube, CubeF32, OnCube};
+
+/// Threads per cube along the rows (forward) or the inputs (weight gradient).
+const CUBE_THREADS: usize = 64;
+/// Rows per thread of the rows kernel.
+const ROWS: usize = 8;
+/// Inputs per thread of the weight-gradient kernel.
+const INPUTS: usize = 4;
+/// The most chunks of rows the weight gradient is split into.
+const MAX_CHUNKS: usize = 1024;
+/// The fewest rows per chunk of the weight gradient.
+const MIN_CHUNK_ROWS: usize = 256;
+
+/// `x · weight + bias` for `x` `[N, in]`, `weight` `[in, out]`, `bias` `[out]`: burn's `linear`.
+pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
+    let job = Linear {
+        x: x.clone(),
+        weight: weight.clone(),
+        bias: bias.clone(),
+    };
+    match on_cube::<B, _>(job) {
+        Some(y) => y,
+        None => burn::tensor::module::linear(x, weight, bias),
+    }
+}
+
+struct Linear<B: Backend> {
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> OnCube for Linear<B> {
+    type Output = Tensor<B, 2>;
+
+    fn plain<C: CubeF32>(self) -> Option<Tensor<B, 2>> {
+        let x = retype::<B, C, 2>(self.x)?.into_primitive().tensor();
+        let weight = retype::<B, C, 2>(self.weight)?.into_primitive().tensor();
+        let bias = match self.bias {
+            Some(b) => Some(retype::<B, C, 1>(b)?.into_primitive().tensor()),
+            None => None,
+        };
+        let y = rows_times(x, weight, bias)?;
+        retype::<C, B, 2>(Tensor::from_primitive(TensorPrimitive::Float(y)))
+    }
+
+    fn tracked<C: CubeF32>(self) -> Option<Tensor<B, 2>> {
+        let x = retype::<B, Autodiff<C>, 2>(self.x)?.into_primitive().tensor();
+        let weight = retype::<B, Autodiff<C>, 2>(self.weight)?.into_primitive().tensor();
+        // Without a bias, a zero one that no gradient reaches.
+        let bias = match self.bias {
+            Some(b) => retype::<B, Autodiff<C>, 1>(b)?,
+            None => {
+                let weight = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(weight.primitive.clone()));
+                Tensor::from_inner(Tensor::zeros([weight.dims()[1]], &weight.device()))
+            }
+        }
+        .into_primitive()
+        .tensor();
+        let (x_inner, weight_inner) = (into_contiguous(x.primitive), into_contiguous(weight.primitive));
+        let y = rows_times(x_inner.clone(), weight_inner.clone(), Some(bias.primitive))?;
+        let result = match LinearBackward
+            .prepare::<NoCheckpointing>([x.node, weight.node, bias.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x_inner, weight_inner), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        retype::<Autodiff<C>, B, 2>(Tensor::from_primitive(TensorPrimitive::Float(result)))
+    }
+}
+
+/// The gradients of `x · W + b`: `dy · Wᵀ`, `xᵀ · dy` and `dy` summed over rows.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<C: CubeF32> Backward<C, 3> for LinearBackward {
+    /// The input and the weight, contiguous.
+    type State = (CubeTensor<C::Runtime>, CubeTensor<C::Runtime>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = into_contiguous(grads.consume::<C>(&ops.node));
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let (x, weight) = ops.state;
+        if let Some(node) = bias_node {
+            let g = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(grad.clone()));
+            let [_, out] = g.dims();
+            grads.register::<C>(node.id, g.sum_dim(0).reshape([out]).into_primitive().tensor());
+        }
+        if let Some(node) = weight_node {
+            grads.register::<C>(node.id, weight_gradient::<C>(x, grad.clone()));
+        }
+        if let Some(node) = x_node {
+            let weight_t = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(weight)).transpose();
+            let weight_t = into_contiguous(weight_t.into_primitive().tensor());
+            let value = rows_times(grad.clone(), weight_t.clone(), None).unwrap_or_else(|| {
+                // Not f32 (not reached: the forward only runs on f32 tensors): burn's matmul.
+                let g = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(grad));
+                let w = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(weight_t));
+                g.matmul(w).into_primitive().tensor()
+            });
+            grads.register::<C>(node.id, value);
+        }
+    }
+}
+
+/// The largest block of outputs (at most 8) that divides `outputs`.
+fn output_block(outputs: usize) -> usize {
+    (1..=8).rev().find(|b| outputs.is_multiple_of(*b)).unwrap_or(1)
+}
+
+fn cube_count(x: usize, y: usize, z: usize) -> CubeCount {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    CubeCount::Static(count(x), count(y), count(z))
+}
+
+/// `x · weight (+ bias)` with the rows kernel; `None` for tensors that are not f32.
+fn rows_times<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    bias: Option<CubeTensor<R>>,
+) -> Option<CubeTensor<R>> {
+    if x.dtype != DType::F32 || weight.dtype != DType::F32 || bias.as_ref().is_some_and(|b| b.dtype != DType::F32) {
+        return None;
+    }
+    let (x, weight) = (into_contiguous(x), into_contiguous(weight));
+    let [rows, inputs] = [x.meta.shape()[0], x.meta.shape()[1]];
+    let outputs = weight.meta.shape()[1];
+    let output = empty_device::<R, f32>(x.client.clone(), x.device.clone(), [rows, outputs].into());
+    if rows * outputs == 0 {
+        return Some(output);
+    }
+    let block = output_block(outputs);
+    let client = x.client.clone();
+    let has_bias = bias.is_some();
+    // Without a bias the kernel is given the weight in its place and does not read it.
+    let bias = bias.map_or_else(|| weight.clone(), into_contiguous);
+    let cubes = cube_count(rows.div_ceil(CUBE_THREADS * ROWS), outputs / block, 1);
+    // SAFETY: every index the kernel reads or writes is in bounds: rows past `rows` return at once,
+    // the output blocks tile `outputs` exactly, and the buffers have the shapes checked above.
+    unsafe {
+        linear_rows_kernel::launch_unchecked::<R>(
+            &client,
+            cubes,
+            CubeDim::new_1d(CUBE_THREADS as u32),
+            x.into_array_arg(),
+            weight.into_array_arg(),
+            bias.into_array_arg(),
+            output.clone().into_array_arg(),
+            rows,
+            inputs,
+            outputs,
+            block,
+            has_bias,
+        );
+    }
+    Some(output)
+}
+
+/// `xᵀ · grad` `[in, out]` for `x` `[N, in]` and `grad` `[N, out]`, both contiguous f32.
+fn weight_gradient<C: CubeF32>(x: CubeTensor<C::Runtime>, grad: CubeTensor<C::Runtime>) -> CubeTensor<C::Runtime> {
+    let [rows, inputs] = [x.meta.shape()[0], x.meta.shape()[1]];
+    let outputs = grad.meta.shape()[1];
+    let chunks = rows.div_ceil(MIN_CHUNK_ROWS).clamp(1, MAX_CHUNKS);
+    let chunk_rows = rows.div_ceil(chunks).max(1);
+    let partials =
+        empty_device::<C::Runtime, f32>(x.client.clone(), x.device.clone(), [chunks, inputs * outputs].into());
+    if inputs * outputs > 0 {
+        let block = output_block(outputs);
+        let client = x.client.clone();
+        // Threads along x cover the inputs, along y the chunks.
+        let threads = inputs.div_ceil(INPUTS).min(CUBE_THREADS);
+        let chunks_per_cube = (CUBE_THREADS / threads).max(1);
+        let cube_dim = CubeDim::new_2d(threads as u32, chunks_per_cube as u32);
+        let cubes = cube_count(
+            chunks.div_ceil(chunks_per_cube),
+            outputs / block,
+            inputs.div_ceil(threads * INPUTS),
+        );
+        // SAFETY: inputs past `inputs` return at once, rows stop at `rows`, the output blocks tile
+        // `outputs` exactly and `partials` has a row per chunk.
+        unsafe {
+            linear_weight_partials_kernel::launch_unchecked::<C::Runtime>(
+                &client,
+                cubes,
+                cube_dim,
+                x.into_array_arg(),
+                grad.into_array_arg(),
+                partials.clone().into_array_arg(),
+                rows,
+                chunk_rows,
+                inputs,
+                outputs,
+                block,
+            );
+        }
+    }
+    let partials = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(partials));
+    partials.sum_dim(0).reshape([inputs, outputs]).into_primitive().tensor()
+}
+
+/// One thread per `ROWS` rows and block of `block` outputs (the cube's y position):
+/// `output[r, j] = bias[j] + Σ_k input[r, k] · weight[k, j]`.
+#[cube(launch_unchecked)]
+fn linear_rows_kernel(
+    input: &Array<f32>,
+    weight: &Array<f32>,
+    bias: &Array<f32>,
+    output: &mut Array<f32>,
+    rows: usize,
+    #[comptime] inputs: usize,
+    #[comptime] outputs: usize,
+    #[comptime] block: usize,
+    #[comptime] has_bias: bool,
+) {
+    let base = usize::cast_from(CUBE_POS_X) * usize::cast_from(CUBE_DIM_X) * ROWS + usize::cast_from(UNIT_POS_X);
+    let first = usize::cast_from(CUBE_POS_Y) * block;
+    let mut sums = Array::<f32>::new(block * ROWS);
+    let mut at = Array::<usize>::new(ROWS);
+    #[unroll]
+    for r in 0..ROWS {
+        let mut row = base + r * usize::cast_from(CUBE_DIM_X);
+        if row >= rows {
+            row = rows - 1;
+        }
+        at[r] = row * inputs;
+    }
+    #[unroll]
+    for b in 0..block * ROWS {
+        sums[b] = 0.0;
+    }
+    for k in 0..inputs {
+        let mut w = Array::<f32>::new(block);
+        #[unroll]
+        for b in 0..block {
+            w[b] = weight[k * outputs + first + b];
+        }
+        #[unroll]
+        for r in 0..ROWS {
+            let value = input[at[r] + k];
+            #[unroll]
+            for b in 0..block {
+                sums[r * block + b] += value * w[b];
+            }
+        }
+    }
+    #[unroll]
+    for r in 0..ROWS {
+        let row = base + r * usize::cast_from(CUBE_DIM_X);
+        if row < rows {
+            #[unroll]
+            for b in 0..block {
+                let mut sum = sums[r * block + b];
+                if has_bias {
+                    sum += bias[first + b];
+                }
+                output[row * outputs + first + b] = sum;
+            }
+        }
+    }
+}
+
+/// One thread per `INPUTS` inputs (the cube's z position and the thread's x), block of outputs (the
+/// cube's y position) and chunk of rows (the cube's x position and the thread's y):
+/// `partials[c, k · out + j] = Σ_{r in chunk c} input[r, k] · grad[r, j]`.
+#[cube(launch_unchecked)]
+fn linear_weight_partials_kernel(
+    input: &Array<f32>,
+    grad: &Array<f32>,
+    partials: &mut Array<f32>,
+    rows: usize,
+    chunk_rows: usize,
+    #[comptime] inputs: usize,
+    #[comptime] outputs: usize,
+    #[comptime] block: usize,
+) {
+    let first_input =
+        (usize::cast_from(CUBE_POS_Z) * usize::cast_from(CUBE_DIM_X) + usize::cast_from(UNIT_POS_X)) * INPUTS;
+    let chunk = usize::cast_from(CUBE_POS_X) * usize::cast_from(CUBE_DIM_Y) + usize::cast_from(UNIT_POS_Y);
+    let chunks = partials.len() / (inputs * outputs);
+    let first = usize::cast_from(CUBE_POS_Y) * block;
+    let mut start = rows;
+    if chunk < chunks {
+        start = chunk * chunk_rows;
+    }
+    let mut end = start + chunk_rows;
+    if end > rows {
+        end = rows;
+    }
+    let mut column = Array::<usize>::new(INPUTS);
+    #[unroll]
+    for i in 0..INPUTS {
+        let mut k = first_input + i;
+        if k >= inputs {
+            k = inputs - 1;
+        }
+        column[i] = k;
+    }
+    let mut sums = Array::<f32>::new(block * INPUTS);
+    #[unroll]
+    for b in 0..block * INPUTS {
+        sums[b] = 0.0;
+    }
+    for r in start..end {
+        let mut g = Array::<f32>::new(block);
+        #[unroll]
+        for b in 0..block {
+            g[b] = grad[r * outputs + first + b];
+        }
+        #[unroll]
+        for i in 0..INPUTS {
+            let value = input[r * inputs + column[i]];
+            #[unroll]
+            for b in 0..block {
+                sums[i * block + b] += value * g[b];
+            }
+        }
+    }
+    #[unroll]
+    for i in 0..INPUTS {
+        let k = first_input + i;
+        if k < inputs && chunk < chunks {
+            #[unroll]
+            for b in 0..block {
+                partials[(chunk * inputs + k) * outputs + first + b] = sums[i * block + b];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::wgpu::WgpuDevice;
+    use burn::backend::Wgpu;
+    use burn::tensor::Distribution;
+
+    use super::*;
+
+    type Ad = Autodiff<Wgpu<f32>>;
+
+    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().expect("f32 values")
+    }
+
+    fn assert_close(kernel: &[f32], burn: &[f32], tolerance: f32) {
+        assert_eq!(kernel.len(), burn.len());
+        let largest = burn.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(largest > 0.1, "the values are not trivial");
+        for (i, (a, b)) in kernel.iter().zip(burn).enumerate() {
+            assert!((a - b).abs() <= tolerance * largest, "entry {i}: {a} vs {b}");
+        }
+    }
+
+    /// Values and all three gradients equal burn's `linear` and its autodiff, for nerfacto's layer
+    /// shapes (odd output counts and a row count that fills no chunk exactly among them), a layer of
+    /// fewer rows than a cube and one of more inputs than a cube covers.
+    #[test]
+    fn matches_burn_linear_on_wgpu() {
+        let device = WgpuDevice::DefaultDevice;
+        let shapes = [
+            (1000, 32, 64),
+            (777, 63, 3),
+            (3000, 10, 16),
+            (300, 16, 1),
+            (5, 64, 15),
+            (70, 300, 2),
+        ];
+        for (rows, inputs, outputs) in shapes {
+            let random = |shape: [usize; 2]| Tensor::<Ad, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let x = random([rows, inputs]).require_grad();
+            let weight = random([inputs, outputs]).require_grad();
+            let bias = random([1, outputs]).reshape([outputs]).require_grad();
+            let weights = random([rows, outputs]);
+            let kernel = linear(x.clone(), weight.clone(), Some(bias.clone()));
+            let burn = burn::tensor::module::linear(x.clone(), weight.clone(), Some(bias.clone()));
+            assert_close(&values(kernel.clone()), &values(burn.clone()), 1e-5);
+            let gradients = |y: Tensor<Ad, 2>| {
+                let grads = (y * weights.clone()).sum().backward();
+                let g = |t: &Tensor<Ad, 2>| values(t.grad(&grads).expect("a gradient"));
+                (g(&x), g(&weight), values(bias.grad(&grads).expect("a gradient")))
+            };
+            let (ours, theirs) = (gradients(kernel), gradients(burn));
+            assert_close(&ours.0, &theirs.0, 1e-5);
+            assert_close(&ours.1, &theirs.1, 1e-5);
+            assert_close(&ours.2, &theirs.2, 1e-5);
+            // Without a bias, under autodiff and without it.
+            let unbiased = linear(x.clone(), weight.clone(), None);
+            assert_close(
+                &values(unbiased.clone()),
+                &values(x.clone().matmul(weight.clone())),
+                1e-5,
+            );
+            let grads = (unbiased * weights.clone()).sum().backward();
+            assert_close(&values(weight.grad(&grads).expect("a gradient")), &theirs.1, 1e-5);
+            let (x, weight) = (x.inner(), weight.inner());
+            assert_close(
+                &values(linear(x.clone(), weight.clone(), None)),
+                &values(x.matmul(weight)),
+                1e-5,
+            );
+        }
+    }
+}
