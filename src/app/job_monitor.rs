@@ -7,7 +7,7 @@ use std::sync::Arc;
 use difix3d::difix::train::trainer::{DifixEvalReport, DifixStepReport};
 use difix3d::jobs::train::{Finished, TrainCommand, TrainEvent, TrainHandle};
 use difix3d::nerfacto::trainer::NerfactoStepReport;
-use difix3d::refine::nerfacto::{BatchSource, NerfactoRefineStep};
+use difix3d::refine::nerfacto::{BatchSource, NerfactoRefineStep, ValPoint};
 use difix3d::refine::round::RoundEvent;
 use difix3d::scene::Splats;
 use difix3d::train::trainer::StepReport;
@@ -26,6 +26,8 @@ pub struct JobMonitor {
     pub last_nerfacto_refine: Option<NerfactoRefineStep>,
     /// The newest evaluation of a Difix fine-tuning run on its test pairs.
     pub last_eval: Option<DifixEvalReport>,
+    /// The newest measurement of a nerfacto refinement's eval views.
+    pub last_val: Option<ValPoint>,
     paused: bool,
     pub message: Option<Result<String, String>>,
     /// The step of the splats the view shows, once a snapshot has arrived.
@@ -80,6 +82,7 @@ impl JobMonitor {
                     self.last_difix = Some(r);
                 }
                 TrainEvent::DifixEval(r) => self.last_eval = Some(r),
+                TrainEvent::NerfactoVal(point) => self.last_val = Some(point),
                 TrainEvent::NerfactoStep(r) => {
                     self.record((r.step, r.losses.total, r.losses.psnr));
                     self.last_nerfacto = Some(r);
@@ -182,6 +185,12 @@ impl JobMonitor {
             ui.label(format!(
                 "loss {:.4} · PSNR {:.2} dB ({source}) · {:.0} rays/s",
                 r.losses.total, r.losses.psnr, r.rays_per_second
+            ));
+        }
+        if let Some(v) = &self.last_val {
+            ui.label(format!(
+                "eval views at step {}: PSNR {:.2} dB · SSIM {:.3}",
+                v.step, v.psnr, v.ssim
             ));
         }
         if let Some(e) = &self.last_eval {

@@ -10,7 +10,7 @@ use clap::Args;
 
 use difix3d::nn::backend::{run_on_renderer_device, BackendKind, Precision, WithBackend};
 use difix3d::refine::nerfacto::{
-    self as nerfacto_refine, BatchSource, NerfactoRefineConfig, NerfactoRefineObserver, NerfactoRefineStep,
+    self as nerfacto_refine, BatchSource, NerfactoRefineConfig, NerfactoRefineObserver, NerfactoRefineStep, ValPoint,
 };
 use difix3d::refine::refiner::{self, RefineConfig, RefineError, RefineObserver, RefineSummary, SceneSource, Targets};
 use difix3d::refine::round::RoundEvent;
@@ -78,6 +78,10 @@ pub struct RefineArgs {
     /// that is a multiple of it, as Difix3D's nerfstudio pipeline).
     #[arg(long, value_parser = super::values::at_least_one, default_value_t = 2000)]
     every: usize,
+    /// Nerfacto: render and measure the eval views at every step that is a multiple of this, into
+    /// --out's val/STEP/ (Difix3D's steps_per_val, default 5000; 0: never).
+    #[arg(long)]
+    val_every: Option<usize>,
     /// How far each round moves the novel cameras toward their targets.
     #[arg(long, value_parser = super::values::positive_f32, default_value_t = 0.5)]
     distance: f32,
@@ -187,6 +191,13 @@ impl NerfactoRefineObserver for BarObserver {
     fn round(&mut self, event: &RoundEvent) {
         show_round(&self.bar, &mut self.round, event);
     }
+
+    fn val(&mut self, point: &ValPoint) {
+        self.bar.println(format!(
+            "step {}: eval PSNR {:.2} dB, SSIM {:.4}",
+            point.step, point.psnr, point.ssim
+        ));
+    }
 }
 
 struct RefineJob {
@@ -221,6 +232,7 @@ fn misplaced_flags(args: &RefineArgs) -> Vec<&'static str> {
             given(args.nerfacto_config.is_some(), "--nerfacto-config"),
             given(args.rays_per_batch.is_some(), "--rays-per-batch"),
             given(args.patch_size.is_some(), "--patch-size"),
+            given(args.val_every.is_some(), "--val-every"),
         ],
         Method::Nerfacto => vec![
             given(args.scene.is_some(), "--scene"),
@@ -332,6 +344,9 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
     config.reference = !args.no_reference;
     config.steps = args.steps;
     config.every = args.every;
+    if let Some(every) = args.val_every {
+        config.val_every = every;
+    }
     config.distance = args.distance;
     config.seed = args.seed;
     config.post_render_eval = !args.no_post_render_eval;
@@ -361,6 +376,7 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
         "steps": summary.steps,
         "rounds": summary.round_steps.len(),
         "round_steps": summary.round_steps,
+        "val": summary.val,
         "eval_psnr_before": summary.eval_psnr_before,
         "eval_psnr_after": summary.eval_psnr_after,
         "eval": summary.eval,

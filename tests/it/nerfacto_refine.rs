@@ -143,7 +143,7 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
     let config = s(&fixture("config.json"));
     let (d, c, t, o) = (s(&data), s(&fixture("step-000000300.ckpt")), s(&transforms), s(&out));
     let mut args = refine_args(&d, &c, &t, &o, "4");
-    args.extend(["--config", &config]);
+    args.extend(["--config", &config, "--val-every", "3"]);
     let started = std::time::Instant::now();
     let (code, stdout, stderr) = difix3d(&args);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
@@ -155,6 +155,22 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
     assert_eq!(summary["first_step"], 301, "{summary}");
     assert_eq!(summary["steps"], 4, "{summary}");
     assert_eq!(summary["round_steps"], serde_json::json!([302, 304]), "{summary}");
+    // The eval views were rendered and measured at 303 (the reference's `val(step)`), and only then.
+    let val = summary["val"].as_array().unwrap();
+    assert_eq!(val.len(), 1, "{summary}");
+    assert_eq!(val[0]["step"], 303, "{summary}");
+    assert!(val[0]["psnr"].as_f64().unwrap().is_finite(), "{summary}");
+    let val_dirs: Vec<_> = std::fs::read_dir(out.join("val"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(val_dirs, ["303"]);
+    let val_renders = std::fs::read_dir(out.join("val/303")).unwrap().count();
+    let eval_renders = std::fs::read_dir(out.join("eval")).unwrap().count();
+    assert!(
+        val_renders > 0 && val_renders == eval_renders,
+        "{val_renders} val renders, {eval_renders} eval renders"
+    );
     // nerfstudio's checkpoint holds its Adam moments: all 22 parameters continue with them.
     assert_eq!(summary["adam_moments_restored"], 22, "{summary}");
     assert!(summary["eval_psnr_before"].as_f64().unwrap().is_finite());

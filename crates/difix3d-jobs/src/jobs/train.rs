@@ -18,6 +18,7 @@ use crate::nerfacto::trainer::{self as nerfacto_trainer, NerfactoRunConfig, Nerf
 use crate::nn::backend::{devices, run_on, run_on_renderer_device, BackendKind, Precision, WithBackend};
 use crate::refine::nerfacto::{
     self as nerfacto_refine, NerfactoRefineConfig, NerfactoRefineObserver, NerfactoRefineStep, NerfactoRefineSummary,
+    ValPoint,
 };
 use crate::refine::refiner::{self, RefineConfig, RefineObserver, RefineSummary};
 use crate::refine::round::RoundEvent;
@@ -45,8 +46,9 @@ pub enum TrainEvent {
     DifixEval(DifixEvalReport),
     /// A nerfacto training step.
     NerfactoStep(NerfactoStepReport),
-    /// A nerfacto refinement step.
+    /// A nerfacto refinement step, and its measurements of the eval views.
     NerfactoRefineStep(NerfactoRefineStep),
+    NerfactoVal(ValPoint),
     Done(Result<Finished, String>),
 }
 
@@ -151,6 +153,10 @@ impl NerfactoRefineObserver for ChannelObserver {
 
     fn round(&mut self, event: &RoundEvent) {
         let _ = self.events.send(TrainEvent::Round(event.clone()));
+    }
+
+    fn val(&mut self, point: &ValPoint) {
+        let _ = self.events.send(TrainEvent::NerfactoVal(*point));
     }
 }
 

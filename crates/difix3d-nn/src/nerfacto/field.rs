@@ -17,7 +17,7 @@ use burn::tensor::activation;
 use super::checkpoint::Checkpoint;
 use super::encoding::{spherical_harmonics, HashEncoding};
 use super::NerfactoError;
-use crate::nn::linear::linear;
+use crate::nn::linear::{linear, Activation};
 
 /// How positions reach the unit cube of the hash grid.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,10 +103,11 @@ impl<B: Backend> Mlp<B> {
     /// each layer is [`crate::nn::linear`]'s kernel for narrow layers over many rows.
     pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
         for (i, layer) in self.layers.iter().enumerate() {
-            x = linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
-            if i + 1 < self.layers.len() {
-                x = activation::relu(x);
-            }
+            let activation = match i + 1 < self.layers.len() {
+                true => Activation::Relu,
+                false => Activation::None,
+            };
+            x = linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), activation);
         }
         x
     }

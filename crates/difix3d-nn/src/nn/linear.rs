@@ -10,6 +10,10 @@
 //!   the chunks' partial sums then added by burn;
 //! - the bias gradient is burn's sum over rows.
 //!
+//! A ReLU after the layer ([`Activation::Relu`]) is applied as each output is written, and its
+//! gradient (`dy` where the output is positive, else 0) is one pass before the others, instead of
+//! burn's comparison and masked fill each way.
+//!
 //! Each output is summed in the order burn's CPU backends use (bias last, inputs from the first), so
 //! values agree with burn's to float rounding. Other backends use burn's `linear`.
 
@@ -27,7 +31,7 @@ use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
 
 use super::backend::retype;
-use super::cube::{on_cube, CubeF32, OnCube};
+use super::cube::{elementwise, on_cube, CubeF32, OnCube};
 
 /// Threads per cube along the rows (forward) or the inputs (weight gradient).
 const CUBE_THREADS: usize = 64;
@@ -40,16 +44,34 @@ const MAX_CHUNKS: usize = 1024;
 /// The fewest rows per chunk of the weight gradient.
 const MIN_CHUNK_ROWS: usize = 256;
 
-/// `x · weight + bias` for `x` `[N, in]`, `weight` `[in, out]`, `bias` `[out]`: burn's `linear`.
-pub fn linear<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 2> {
+/// What follows the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    None,
+    Relu,
+}
+
+/// `activation(x · weight + bias)` for `x` `[N, in]`, `weight` `[in, out]`, `bias` `[out]`:
+/// burn's `linear`, then `relu` if asked.
+pub fn linear<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    activation: Activation,
+) -> Tensor<B, 2> {
     let job = Linear {
         x: x.clone(),
         weight: weight.clone(),
         bias: bias.clone(),
+        relu: activation == Activation::Relu,
     };
-    match on_cube::<B, _>(job) {
-        Some(y) => y,
-        None => burn::tensor::module::linear(x, weight, bias),
+    if let Some(y) = on_cube::<B, _>(job) {
+        return y;
+    }
+    let y = burn::tensor::module::linear(x, weight, bias);
+    match activation {
+        Activation::None => y,
+        Activation::Relu => burn::tensor::activation::relu(y),
     }
 }
 
@@ -57,6 +79,7 @@ struct Linear<B: Backend> {
     x: Tensor<B, 2>,
     weight: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
+    relu: bool,
 }
 
 impl<B: Backend> OnCube for Linear<B> {
@@ -69,7 +92,7 @@ impl<B: Backend> OnCube for Linear<B> {
             Some(b) => Some(retype::<B, C, 1>(b)?.into_primitive().tensor()),
             None => None,
         };
-        let y = rows_times(x, weight, bias)?;
+        let y = rows_times(x, weight, bias, self.relu)?;
         retype::<C, B, 2>(Tensor::from_primitive(TensorPrimitive::Float(y)))
     }
 
@@ -87,31 +110,49 @@ impl<B: Backend> OnCube for Linear<B> {
         .into_primitive()
         .tensor();
         let (x_inner, weight_inner) = (into_contiguous(x.primitive), into_contiguous(weight.primitive));
-        let y = rows_times(x_inner.clone(), weight_inner.clone(), Some(bias.primitive))?;
+        let y = rows_times(x_inner.clone(), weight_inner.clone(), Some(bias.primitive), self.relu)?;
         let result = match LinearBackward
             .prepare::<NoCheckpointing>([x.node, weight.node, bias.node])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((x_inner, weight_inner), y),
+            OpsKind::Tracked(prep) => {
+                let state = LinearState {
+                    x: x_inner,
+                    weight: weight_inner,
+                    relu_output: self.relu.then(|| y.clone()),
+                };
+                prep.finish(state, y)
+            }
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         retype::<Autodiff<C>, B, 2>(Tensor::from_primitive(TensorPrimitive::Float(result)))
     }
 }
 
-/// The gradients of `x · W + b`: `dy · Wᵀ`, `xᵀ · dy` and `dy` summed over rows.
+/// The gradients of `y = x · W + b`: `dy · Wᵀ`, `xᵀ · dy` and `dy` summed over rows, `dy` first
+/// zeroed where a ReLU's output is not positive.
 #[derive(Debug)]
 struct LinearBackward;
 
+/// What the backward step keeps: the input and the weight, contiguous, and the output after a ReLU.
+#[derive(Clone, Debug)]
+struct LinearState<R: CubeRuntime> {
+    x: CubeTensor<R>,
+    weight: CubeTensor<R>,
+    relu_output: Option<CubeTensor<R>>,
+}
+
 impl<C: CubeF32> Backward<C, 3> for LinearBackward {
-    /// The input and the weight, contiguous.
-    type State = (CubeTensor<C::Runtime>, CubeTensor<C::Runtime>);
+    type State = LinearState<C::Runtime>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let grad = into_contiguous(grads.consume::<C>(&ops.node));
+        let mut grad = into_contiguous(grads.consume::<C>(&ops.node));
         let [x_node, weight_node, bias_node] = ops.parents;
-        let (x, weight) = ops.state;
+        let LinearState { x, weight, relu_output } = ops.state;
+        if let Some(y) = relu_output {
+            grad = relu_gradient(grad, y);
+        }
         if let Some(node) = bias_node {
             let g = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(grad.clone()));
             let [_, out] = g.dims();
@@ -123,7 +164,7 @@ impl<C: CubeF32> Backward<C, 3> for LinearBackward {
         if let Some(node) = x_node {
             let weight_t = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(weight)).transpose();
             let weight_t = into_contiguous(weight_t.into_primitive().tensor());
-            let value = rows_times(grad.clone(), weight_t.clone(), None).unwrap_or_else(|| {
+            let value = rows_times(grad.clone(), weight_t.clone(), None, false).unwrap_or_else(|| {
                 // Not f32 (not reached: the forward only runs on f32 tensors): burn's matmul.
                 let g = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(grad));
                 let w = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(weight_t));
@@ -144,11 +185,13 @@ fn cube_count(x: usize, y: usize, z: usize) -> CubeCount {
     CubeCount::Static(count(x), count(y), count(z))
 }
 
-/// `x · weight (+ bias)` with the rows kernel; `None` for tensors that are not f32.
+/// `x · weight (+ bias)`, through a ReLU when `relu`, with the rows kernel; `None` for tensors that
+/// are not f32.
 fn rows_times<R: CubeRuntime>(
     x: CubeTensor<R>,
     weight: CubeTensor<R>,
     bias: Option<CubeTensor<R>>,
+    relu: bool,
 ) -> Option<CubeTensor<R>> {
     if x.dtype != DType::F32 || weight.dtype != DType::F32 || bias.as_ref().is_some_and(|b| b.dtype != DType::F32) {
         return None;
@@ -182,9 +225,40 @@ fn rows_times<R: CubeRuntime>(
             outputs,
             block,
             has_bias,
+            relu,
         );
     }
     Some(output)
+}
+
+/// `grad`, zeroed where the ReLU's `output` is not positive (both `[N, out]`, contiguous f32).
+fn relu_gradient<R: CubeRuntime>(grad: CubeTensor<R>, output: CubeTensor<R>) -> CubeTensor<R> {
+    let shape = grad.meta.shape().clone();
+    let out = empty_device::<R, f32>(grad.client.clone(), grad.device.clone(), shape);
+    let client = grad.client.clone();
+    let (cube_count, cube_dim) = elementwise(&client, grad.meta.shape().num_elements());
+    relu_gradient_kernel::launch::<R>(
+        &client,
+        cube_count,
+        cube_dim,
+        grad.into_array_arg(),
+        output.into_array_arg(),
+        out.clone().into_array_arg(),
+    );
+    out
+}
+
+#[cube(launch)]
+fn relu_gradient_kernel(grad: &Array<f32>, output: &Array<f32>, out: &mut Array<f32>) {
+    if ABSOLUTE_POS >= grad.len() {
+        terminate!();
+    }
+    // As burn's ReLU backward: zero where the output is not positive.
+    let mut value = grad[ABSOLUTE_POS];
+    if output[ABSOLUTE_POS] <= 0.0 {
+        value = 0.0;
+    }
+    out[ABSOLUTE_POS] = value;
 }
 
 /// `xᵀ · grad` `[in, out]` for `x` `[N, in]` and `grad` `[N, out]`, both contiguous f32.
@@ -230,7 +304,7 @@ fn weight_gradient<C: CubeF32>(x: CubeTensor<C::Runtime>, grad: CubeTensor<C::Ru
 }
 
 /// One thread per `ROWS` rows and block of `block` outputs (the cube's y position):
-/// `output[r, j] = bias[j] + Σ_k input[r, k] · weight[k, j]`.
+/// `output[r, j] = bias[j] + Σ_k input[r, k] · weight[k, j]`, then `max(·, 0)` when `relu`.
 #[cube(launch_unchecked)]
 fn linear_rows_kernel(
     input: &Array<f32>,
@@ -242,6 +316,7 @@ fn linear_rows_kernel(
     #[comptime] outputs: usize,
     #[comptime] block: usize,
     #[comptime] has_bias: bool,
+    #[comptime] relu: bool,
 ) {
     let base = usize::cast_from(CUBE_POS_X) * usize::cast_from(CUBE_DIM_X) * ROWS + usize::cast_from(UNIT_POS_X);
     let first = usize::cast_from(CUBE_POS_Y) * block;
@@ -283,6 +358,10 @@ fn linear_rows_kernel(
                 let mut sum = sums[r * block + b];
                 if has_bias {
                     sum += bias[first + b];
+                }
+                // As burn's `relu`: non-positive values (not NaN) become 0.
+                if relu && sum <= 0.0 {
+                    sum = 0.0;
                 }
                 output[row * outputs + first + b] = sum;
             }
@@ -362,6 +441,7 @@ fn linear_weight_partials_kernel(
 mod tests {
     use burn::backend::wgpu::WgpuDevice;
     use burn::backend::Wgpu;
+    use burn::tensor::activation::relu;
     use burn::tensor::Distribution;
 
     use super::*;
@@ -381,7 +461,8 @@ mod tests {
         }
     }
 
-    /// Values and all three gradients equal burn's `linear` and its autodiff, for nerfacto's layer
+    /// Values and all three gradients equal burn's `linear` (and `relu` after it) and its autodiff,
+    /// for nerfacto's layer
     /// shapes (odd output counts and a row count that fills no chunk exactly among them), a layer of
     /// fewer rows than a cube and one of more inputs than a cube covers.
     #[test]
@@ -401,20 +482,29 @@ mod tests {
             let weight = random([inputs, outputs]).require_grad();
             let bias = random([1, outputs]).reshape([outputs]).require_grad();
             let weights = random([rows, outputs]);
-            let kernel = linear(x.clone(), weight.clone(), Some(bias.clone()));
-            let burn = burn::tensor::module::linear(x.clone(), weight.clone(), Some(bias.clone()));
-            assert_close(&values(kernel.clone()), &values(burn.clone()), 1e-5);
             let gradients = |y: Tensor<Ad, 2>| {
                 let grads = (y * weights.clone()).sum().backward();
                 let g = |t: &Tensor<Ad, 2>| values(t.grad(&grads).expect("a gradient"));
                 (g(&x), g(&weight), values(bias.grad(&grads).expect("a gradient")))
             };
-            let (ours, theirs) = (gradients(kernel), gradients(burn));
-            assert_close(&ours.0, &theirs.0, 1e-5);
-            assert_close(&ours.1, &theirs.1, 1e-5);
-            assert_close(&ours.2, &theirs.2, 1e-5);
+            let mut theirs = (Vec::new(), Vec::new(), Vec::new());
+            for activation in [Activation::Relu, Activation::None] {
+                // A graph of its own each time: a backward pass frees the one it walked.
+                let burn = burn::tensor::module::linear(x.clone(), weight.clone(), Some(bias.clone()));
+                let burn = match activation {
+                    Activation::Relu => relu(burn),
+                    Activation::None => burn,
+                };
+                let kernel = linear(x.clone(), weight.clone(), Some(bias.clone()), activation);
+                assert_close(&values(kernel.clone()), &values(burn.clone()), 1e-5);
+                let ours;
+                (ours, theirs) = (gradients(kernel), gradients(burn));
+                assert_close(&ours.0, &theirs.0, 1e-5);
+                assert_close(&ours.1, &theirs.1, 1e-5);
+                assert_close(&ours.2, &theirs.2, 1e-5);
+            }
             // Without a bias, under autodiff and without it.
-            let unbiased = linear(x.clone(), weight.clone(), None);
+            let unbiased = linear(x.clone(), weight.clone(), None, Activation::None);
             assert_close(
                 &values(unbiased.clone()),
                 &values(x.clone().matmul(weight.clone())),
@@ -424,7 +514,7 @@ mod tests {
             assert_close(&values(weight.grad(&grads).expect("a gradient")), &theirs.1, 1e-5);
             let (x, weight) = (x.inner(), weight.inner());
             assert_close(
-                &values(linear(x.clone(), weight.clone(), None)),
+                &values(linear(x.clone(), weight.clone(), None, Activation::None)),
                 &values(x.matmul(weight)),
                 1e-5,
             );

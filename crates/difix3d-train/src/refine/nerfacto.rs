@@ -40,8 +40,10 @@
 //! Not done, and said where it matters: the camera optimiser (`CameraOptimizerConfig(mode="SO3xR3")`
 //! in `difix3d_config.py`; Difix3D's README turns it off with `--pipeline.model.camera-optimizer.mode
 //! off`) is off; mixed precision (`mixed_precision=True`, CUDA only) is not used: everything runs in
-//! f32 on the CPU; the pipeline's `val(step)` renders every 5000 steps are not written (we evaluate
-//! the PSNR before and after instead). As `Trainer._load_checkpoint` does, the optimisers continue
+//! f32. The pipeline's `val(step)` (every `steps_per_val` = 5000 steps, after that
+//! step's round and before its update) renders each eval view; ours are saved like the final eval
+//! renders (`val/STEP/`, named after the photos, rounded to 8 bits) and also measured (PSNR, SSIM in
+//! the summary). As `Trainer._load_checkpoint` does, the optimisers continue
 //! with the Adam moments and step counts saved in the checkpoint: nerfstudio's, or ours (`train
 //! --method nerfacto` and this refine save them beside the model, as nerfstudio does).
 //!
@@ -49,7 +51,7 @@
 //! (the cameras in the model's frame, as `nerfacto-render --camera-json` takes them; alpha is the
 //! accumulated weight, saved for inspection only: the reference trains on every pixel), the
 //! fine-tuned model as `nerfacto.safetensors` (recording its last step), `nerfacto.json`,
-//! `dataparser_transforms.json`, and the eval renders in `eval/`.
+//! `dataparser_transforms.json`, the eval renders in `eval/` (and `val/STEP/` during the run).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,6 +105,8 @@ pub enum NerfactoRefineError {
 
 /// `steps_per_fix` of `Difix3DPipelineConfig`.
 pub const STEPS_PER_FIX: usize = 2000;
+/// `steps_per_val` of `Difix3DPipelineConfig`: the eval views are rendered at its multiples.
+pub const STEPS_PER_VAL: usize = 5000;
 /// `distance=0.5` of `Difix3DPipeline.fix`.
 pub const SHIFT_DISTANCE: f32 = 0.5;
 /// 1 − 0.6: `get_train_loss_dict` draws the novel set when `random.random() >= 0.6`.
@@ -136,6 +140,9 @@ pub struct NerfactoRefineConfig {
     pub steps: usize,
     /// A round runs at every step that is a multiple of this.
     pub every: usize,
+    /// The eval views are rendered (and measured) at every step that is a multiple of this; 0:
+    /// never.
+    pub val_every: usize,
     /// How far each round moves the novel cameras toward the eval cameras (model-frame units +
     /// radians).
     pub distance: f32,
@@ -169,6 +176,7 @@ impl NerfactoRefineConfig {
             reference: true,
             steps: STEPS,
             every: STEPS_PER_FIX,
+            val_every: STEPS_PER_VAL,
             distance: SHIFT_DISTANCE,
             novel_probability: NOVEL_PROBABILITY,
             rays_per_batch: RAYS_PER_BATCH,
@@ -288,10 +296,20 @@ pub struct NerfactoRefineStep {
     pub rays_per_second: f32,
 }
 
+/// The eval views measured during a run (the reference's `val(step)`).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ValPoint {
+    /// Rendered before this step's update, as the reference renders them.
+    pub step: usize,
+    pub psnr: f64,
+    pub ssim: f64,
+}
+
 /// Follows a nerfacto refinement.
 pub trait NerfactoRefineObserver {
     fn step(&mut self, report: &NerfactoRefineStep);
     fn round(&mut self, _event: &RoundEvent) {}
+    fn val(&mut self, _point: &ValPoint) {}
 }
 
 /// The outcome of a run.
@@ -303,6 +321,8 @@ pub struct NerfactoRefineSummary {
     pub steps: usize,
     /// The steps at which rounds ran.
     pub round_steps: Vec<usize>,
+    /// The eval views' metrics at each multiple of `val_every` (renders in `out/val/STEP/`).
+    pub val: Vec<ValPoint>,
     pub eval_psnr_before: Option<f64>,
     pub eval_psnr_after: Option<f64>,
     /// The eval views' rows (as the splat variant's `eval.json`): the model before the run, after it,
@@ -489,9 +509,13 @@ fn check_fits(config: &NerfactoRefineConfig, inputs: &Inputs<impl AutodiffBacken
         .iter()
         .map(|(c, _)| crate::disk::png_lower_bound(c.width, c.height))
         .sum();
+    // The eval renders once at the end, and once per validation.
+    let vals = (inputs.first_step..inputs.first_step + config.steps)
+        .filter(|s| is_round_step(*s, config.val_every))
+        .count() as u64;
     let needed = model_bytes
         .saturating_add(per_round.saturating_mul(rounds))
-        .saturating_add(eval);
+        .saturating_add(eval.saturating_mul(vals + 1));
     let what = format!(
         "a nerfacto model of {}, {rounds} round(s) of {} novel view(s) and the eval renders",
         crate::disk::human(model_bytes),
@@ -606,10 +630,11 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     let mut rng = Rng(config.seed ^ 0x00D1_F13D ^ first_step as u64);
     let mut novel: Option<Views> = None;
     let mut round_steps = Vec::new();
+    let mut val = Vec::new();
     let mut stopped_early = false;
     let last_step = first_step + config.steps - 1;
     let started = Instant::now();
-    let mut round_time = std::time::Duration::ZERO;
+    let mut outside_training = std::time::Duration::ZERO;
     for step in first_step..first_step + config.steps {
         if stop.load(Ordering::Relaxed) {
             stopped_early = true;
@@ -661,7 +686,29 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
             observer.round(&RoundEvent::Done(output.report));
             current = poses;
             round_steps.push(step);
-            round_time += round_started.elapsed();
+            outside_training += round_started.elapsed();
+        }
+        if is_round_step(step, config.val_every) {
+            let val_started = Instant::now();
+            let dir = config.out.join("val").join(step.to_string());
+            let report = evaluate::<_, B::InnerBackend>(
+                &trainer.model().valid(),
+                &eval,
+                config.render_chunk,
+                None,
+                Some(&dir),
+                None,
+            )?;
+            if let Some(report) = report {
+                let point = ValPoint {
+                    step,
+                    psnr: report.psnr,
+                    ssim: report.ssim,
+                };
+                observer.val(&point);
+                val.push(point);
+            }
+            outside_training += val_started.elapsed();
         }
 
         let losses = trainer.step(&batch, jitter);
@@ -672,7 +719,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
             )));
         }
         let taken = step + 1 - first_step;
-        let elapsed = (started.elapsed() - round_time).as_secs_f32().max(1e-6);
+        let elapsed = (started.elapsed() - outside_training).as_secs_f32().max(1e-6);
         observer.step(&NerfactoRefineStep {
             step,
             first_step,
@@ -728,6 +775,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
         first_step,
         steps: trainer.steps() - first_step,
         round_steps,
+        val,
         eval_psnr_before: ablation.baseline.as_ref().map(|r| r.psnr),
         eval_psnr_after: ablation.refined.as_ref().map(|r| r.psnr),
         eval: ablation,
