@@ -303,7 +303,10 @@ impl<B: Backend> NerfactoField<B> {
         self.forward_with(mapping, positions, directions, &Appearance::Eval)
     }
 
-    /// [`Self::forward`] with the appearance code chosen as in training or outside it.
+    /// [`Self::forward`] with the appearance code chosen as in training or outside it, and
+    /// `directions` `[D, 3]` for `D` dividing `N`: each shared by `N / D` consecutive samples (a
+    /// ray's, so its direction encoding is computed once per ray rather than per sample, with the
+    /// same values).
     pub fn forward_with(
         &self,
         mapping: &SpaceMapping,
@@ -319,7 +322,12 @@ impl<B: Backend> NerfactoField<B> {
         let density = trunc_exp(density_before_activation) * self.average_init_density * inside;
 
         let device = directions.device();
+        let [d, _] = directions.dims();
         let sh = spherical_harmonics((directions + 1.0) / 2.0);
+        let sh = match d {
+            _ if d == n || d == 0 => sh,
+            _ => sh.reshape([d, 1, 16]).expand([d, n / d, 16]).reshape([n, 16]),
+        };
         let mut inputs = vec![sh, geometry];
         if let Some(codes) = &self.appearance_codes {
             let dim = codes.dims()[1];

@@ -360,21 +360,17 @@ impl<B: Backend> Nerfacto<B> {
             let weights = samples.weights(density.reshape([rays, count]));
             passes.push((samples, weights));
         }
-        // The field's pass: every sample of a ray looks along the ray.
+        // The field's pass: every sample of a ray looks along the ray (one direction per ray).
         let count = self.config.num_nerf_samples_per_ray;
         let samples = next(passes.last(), passes.len(), count);
         let positions = samples.positions(&origins, &directions);
-        let sample_directions = directions
-            .reshape([rays, 1, 3])
-            .expand([rays, count, 3])
-            .reshape([rays * count, 3]);
         let appearance = match training {
             None => Appearance::Eval,
             Some(t) => Appearance::Images(t.images.clone()),
         };
         let field = self
             .field
-            .forward_with(&self.mapping, positions, sample_directions, &appearance);
+            .forward_with(&self.mapping, positions, directions, &appearance);
         let weights = samples.weights(field.density.reshape([rays, count]));
         let mut rgb = field.rgb.reshape([rays, count, 3]);
         if training.is_none() {

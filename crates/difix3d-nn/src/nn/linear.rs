@@ -35,8 +35,10 @@ use super::cube::{elementwise, on_cube, CubeF32, OnCube};
 
 /// Threads per cube along the rows (forward) or the inputs (weight gradient).
 const CUBE_THREADS: usize = 64;
+/// The most outputs per thread.
+const MAX_BLOCK: usize = 8;
 /// Rows per thread of the rows kernel.
-const ROWS: usize = 8;
+const ROWS: usize = 4;
 /// Inputs per thread of the weight-gradient kernel.
 const INPUTS: usize = 4;
 /// The most chunks of rows the weight gradient is split into.
@@ -177,7 +179,7 @@ impl<C: CubeF32> Backward<C, 3> for LinearBackward {
 
 /// The largest block of outputs (at most 8) that divides `outputs`.
 fn output_block(outputs: usize) -> usize {
-    (1..=8).rev().find(|b| outputs.is_multiple_of(*b)).unwrap_or(1)
+    (1..=MAX_BLOCK).rev().find(|b| outputs.is_multiple_of(*b)).unwrap_or(1)
 }
 
 fn cube_count(x: usize, y: usize, z: usize) -> CubeCount {
@@ -521,3 +523,4 @@ mod tests {
         }
     }
 }
+
