@@ -17,7 +17,7 @@ use burn::tensor::activation;
 use super::checkpoint::Checkpoint;
 use super::encoding::{spherical_harmonics, HashEncoding};
 use super::NerfactoError;
-use crate::nn::linear::{linear, Activation};
+use crate::nn::linear::{linear, linear_grouped, Activation};
 
 /// How positions reach the unit cube of the hash grid.
 #[derive(Clone, Debug, PartialEq)]
@@ -101,8 +101,13 @@ impl<B: Backend> Mlp<B> {
 
     /// The layers with ReLU after each but the last (no output activation). On the GPU backends
     /// each layer is [`crate::nn::linear`]'s kernel for narrow layers over many rows.
-    pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
-        for (i, layer) in self.layers.iter().enumerate() {
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward_from(0, x)
+    }
+
+    /// [`Self::forward`] from layer `start` on, `x` being the input of that layer.
+    pub fn forward_from(&self, start: usize, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
+        for (i, layer) in self.layers.iter().enumerate().skip(start) {
             let activation = match i + 1 < self.layers.len() {
                 true => Activation::Relu,
                 false => Activation::None,
@@ -204,9 +209,10 @@ pub enum Appearance<B: Backend> {
     Eval,
     /// Training: each ray's training-image index, `[R]`, for samples that are the `N / R`
     /// consecutive samples of each ray. (nerfstudio indexes the embedding per sample; each ray's
-    /// samples share its image, so selecting per ray and repeating gives the same codes, and under
-    /// autodiff a sum over each ray's samples instead of a scatter of every sample into the table,
-    /// which burn's GPU backends run one thread per code column.)
+    /// samples share its image, so the code, and its share of the colour MLP's first layer, are
+    /// computed once per ray; under autodiff that is a sum over each ray's samples instead of a
+    /// scatter of every sample into the table, which burn's GPU backends run one thread per code
+    /// column.)
     Images(Tensor<B, 1, Int>),
 }
 
@@ -314,40 +320,57 @@ impl<B: Backend> NerfactoField<B> {
         directions: Tensor<B, 2>,
         appearance: &Appearance<B>,
     ) -> FieldOutputs<B> {
-        let [n, _] = positions.dims();
         let (unit, inside) = mapping.to_unit_cube(positions);
         let h = self.mlp_base.forward(self.encoding.forward(unit));
         let density_before_activation = h.clone().narrow(1, 0, 1);
         let geometry = h.narrow(1, 1, self.geo_feat_dim());
         let density = trunc_exp(density_before_activation) * self.average_init_density * inside;
 
-        let device = directions.device();
+        // The colour MLP's first layer takes [SH(direction), geometry, appearance code]. Direction
+        // and code are the same for all the samples of a ray, so their share of the layer (and its
+        // bias) is computed once per direction and added to the geometry's share of each sample as
+        // a bias per group of rows: the same sum as over the concatenated inputs, in another order.
         let [d, _] = directions.dims();
         let sh = spherical_harmonics((directions + 1.0) / 2.0);
-        let sh = match d {
-            _ if d == n || d == 0 => sh,
-            _ => sh.reshape([d, 1, 16]).expand([d, n / d, 16]).reshape([n, 16]),
-        };
-        let mut inputs = vec![sh, geometry];
+        let first = &self.mlp_head.layers[0];
+        let weight = first.weight.val(); // [16 + geometry + code, hidden]
+        let geo_dim = self.geo_feat_dim();
+        let mut shared = sh.matmul(weight.clone().narrow(0, 0, 16)); // [D, hidden]
+        if let Some(bias) = &first.bias {
+            shared = shared + bias.val().unsqueeze_dim(0);
+        }
         if let Some(codes) = &self.appearance_codes {
             let dim = codes.dims()[1];
-            let code = match appearance {
+            let code_weight = weight.clone().narrow(0, 16 + geo_dim, dim);
+            match appearance {
                 Appearance::Images(images) => {
-                    let rays = images.dims()[0].max(1);
-                    codes
-                        .val()
-                        .select(0, images.clone())
-                        .reshape([rays, 1, dim])
-                        .expand([rays, n / rays, dim])
-                        .reshape([n, dim])
+                    let per_ray = codes.val().select(0, images.clone()).matmul(code_weight); // [R, hidden]
+                    let groups = d.max(per_ray.dims()[0]);
+                    shared = repeat_rows(shared, groups) + repeat_rows(per_ray, groups);
                 }
-                Appearance::Eval if self.average_appearance => codes.val().mean_dim(0).expand([n, dim]),
-                Appearance::Eval => Tensor::zeros([n, dim], &device),
-            };
-            inputs.push(code);
+                Appearance::Eval if self.average_appearance => {
+                    shared = shared + codes.val().mean_dim(0).matmul(code_weight);
+                }
+                Appearance::Eval => {}
+            }
         }
-        let rgb = activation::sigmoid(self.mlp_head.forward(Tensor::cat(inputs, 1)));
+        let geometry_weight = weight.narrow(0, 16, geo_dim);
+        let activation = match self.mlp_head.layers.len() {
+            1 => Activation::None,
+            _ => Activation::Relu,
+        };
+        let hidden = linear_grouped(geometry, geometry_weight, shared, activation);
+        let rgb = activation::sigmoid(self.mlp_head.forward_from(1, hidden));
         FieldOutputs { density, rgb }
+    }
+}
+
+/// `t` `[g, k]` with each row repeated `rows / g` times in a row: `[rows, k]`.
+fn repeat_rows<B: Backend>(t: Tensor<B, 2>, rows: usize) -> Tensor<B, 2> {
+    let [g, k] = t.dims();
+    match g {
+        _ if g == rows || g == 0 => t,
+        _ => t.reshape([g, 1, k]).expand([g, rows / g, k]).reshape([rows, k]),
     }
 }
 

@@ -64,13 +64,47 @@ pub fn linear<B: Backend>(
     let job = Linear {
         x: x.clone(),
         weight: weight.clone(),
-        bias: bias.clone(),
+        bias: bias.clone().map(|b| b.unsqueeze_dim(0)),
         relu: activation == Activation::Relu,
     };
-    if let Some(y) = on_cube::<B, _>(job) {
-        return y;
+    match on_cube::<B, _>(job) {
+        Some(y) => y,
+        None => activate(burn::tensor::module::linear(x, weight, bias), activation),
     }
-    let y = burn::tensor::module::linear(x, weight, bias);
+}
+
+/// [`linear`] with a bias per group of rows: `bias` `[G, out]`, row `g` added to the `N / G`
+/// consecutive rows of group `g` (`G` must divide `N`). A term that is the same for all the
+/// samples of a ray is one such bias, computed once per ray.
+pub fn linear_grouped<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    bias: Tensor<B, 2>,
+    activation: Activation,
+) -> Tensor<B, 2> {
+    let ([rows, _], [groups, outputs]) = (x.dims(), bias.dims());
+    assert!(
+        groups > 0 && rows.is_multiple_of(groups),
+        "linear_grouped: {groups} bias groups for {rows} rows"
+    );
+    let job = Linear {
+        x: x.clone(),
+        weight: weight.clone(),
+        bias: Some(bias.clone()),
+        relu: activation == Activation::Relu,
+    };
+    match on_cube::<B, _>(job) {
+        Some(y) => y,
+        None => {
+            let bias = bias
+                .reshape([groups, 1, outputs])
+                .expand([groups, rows / groups, outputs]);
+            activate(x.matmul(weight) + bias.reshape([rows, outputs]), activation)
+        }
+    }
+}
+
+fn activate<B: Backend>(y: Tensor<B, 2>, activation: Activation) -> Tensor<B, 2> {
     match activation {
         Activation::None => y,
         Activation::Relu => burn::tensor::activation::relu(y),
@@ -80,7 +114,8 @@ pub fn linear<B: Backend>(
 struct Linear<B: Backend> {
     x: Tensor<B, 2>,
     weight: Tensor<B, 2>,
-    bias: Option<Tensor<B, 1>>,
+    /// `[G, out]`, each row for `N / G` consecutive rows.
+    bias: Option<Tensor<B, 2>>,
     relu: bool,
 }
 
@@ -91,7 +126,7 @@ impl<B: Backend> OnCube for Linear<B> {
         let x = retype::<B, C, 2>(self.x)?.into_primitive().tensor();
         let weight = retype::<B, C, 2>(self.weight)?.into_primitive().tensor();
         let bias = match self.bias {
-            Some(b) => Some(retype::<B, C, 1>(b)?.into_primitive().tensor()),
+            Some(b) => Some(retype::<B, C, 2>(b)?.into_primitive().tensor()),
             None => None,
         };
         let y = rows_times(x, weight, bias, self.relu)?;
@@ -103,15 +138,16 @@ impl<B: Backend> OnCube for Linear<B> {
         let weight = retype::<B, Autodiff<C>, 2>(self.weight)?.into_primitive().tensor();
         // Without a bias, a zero one that no gradient reaches.
         let bias = match self.bias {
-            Some(b) => retype::<B, Autodiff<C>, 1>(b)?,
+            Some(b) => retype::<B, Autodiff<C>, 2>(b)?,
             None => {
                 let weight = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(weight.primitive.clone()));
-                Tensor::from_inner(Tensor::zeros([weight.dims()[1]], &weight.device()))
+                Tensor::from_inner(Tensor::zeros([1, weight.dims()[1]], &weight.device()))
             }
         }
         .into_primitive()
         .tensor();
         let (x_inner, weight_inner) = (into_contiguous(x.primitive), into_contiguous(weight.primitive));
+        let groups = bias.primitive.meta.shape()[0];
         let y = rows_times(x_inner.clone(), weight_inner.clone(), Some(bias.primitive), self.relu)?;
         let result = match LinearBackward
             .prepare::<NoCheckpointing>([x.node, weight.node, bias.node])
@@ -123,6 +159,7 @@ impl<B: Backend> OnCube for Linear<B> {
                     x: x_inner,
                     weight: weight_inner,
                     relu_output: self.relu.then(|| y.clone()),
+                    groups,
                 };
                 prep.finish(state, y)
             }
@@ -132,8 +169,8 @@ impl<B: Backend> OnCube for Linear<B> {
     }
 }
 
-/// The gradients of `y = x · W + b`: `dy · Wᵀ`, `xᵀ · dy` and `dy` summed over rows, `dy` first
-/// zeroed where a ReLU's output is not positive.
+/// The gradients of `y = x · W + b`: `dy · Wᵀ`, `xᵀ · dy` and `dy` summed over each bias row's
+/// rows, `dy` first zeroed where a ReLU's output is not positive.
 #[derive(Debug)]
 struct LinearBackward;
 
@@ -143,6 +180,8 @@ struct LinearState<R: CubeRuntime> {
     x: CubeTensor<R>,
     weight: CubeTensor<R>,
     relu_output: Option<CubeTensor<R>>,
+    /// The bias's rows.
+    groups: usize,
 }
 
 impl<C: CubeF32> Backward<C, 3> for LinearBackward {
@@ -151,14 +190,23 @@ impl<C: CubeF32> Backward<C, 3> for LinearBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let mut grad = into_contiguous(grads.consume::<C>(&ops.node));
         let [x_node, weight_node, bias_node] = ops.parents;
-        let LinearState { x, weight, relu_output } = ops.state;
+        let LinearState {
+            x,
+            weight,
+            relu_output,
+            groups,
+        } = ops.state;
         if let Some(y) = relu_output {
             grad = relu_gradient(grad, y);
         }
         if let Some(node) = bias_node {
             let g = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(grad.clone()));
-            let [_, out] = g.dims();
-            grads.register::<C>(node.id, g.sum_dim(0).reshape([out]).into_primitive().tensor());
+            let ([rows, out], groups) = (g.dims(), groups);
+            let sums = g
+                .reshape([groups, rows / groups, out])
+                .sum_dim(1)
+                .reshape([groups, out]);
+            grads.register::<C>(node.id, sums.into_primitive().tensor());
         }
         if let Some(node) = weight_node {
             grads.register::<C>(node.id, weight_gradient::<C>(x, grad.clone()));
@@ -187,8 +235,8 @@ fn cube_count(x: usize, y: usize, z: usize) -> CubeCount {
     CubeCount::Static(count(x), count(y), count(z))
 }
 
-/// `x · weight (+ bias)`, through a ReLU when `relu`, with the rows kernel; `None` for tensors that
-/// are not f32.
+/// `x · weight (+ bias, `[G, out]` by groups of rows)`, through a ReLU when `relu`, with the rows
+/// kernel; `None` for tensors that are not f32 or a bias whose groups do not divide the rows.
 fn rows_times<R: CubeRuntime>(
     x: CubeTensor<R>,
     weight: CubeTensor<R>,
@@ -201,6 +249,10 @@ fn rows_times<R: CubeRuntime>(
     let (x, weight) = (into_contiguous(x), into_contiguous(weight));
     let [rows, inputs] = [x.meta.shape()[0], x.meta.shape()[1]];
     let outputs = weight.meta.shape()[1];
+    let groups = bias.as_ref().map_or(1, |b| b.meta.shape()[0]);
+    if groups == 0 || !rows.is_multiple_of(groups) {
+        return None;
+    }
     let output = empty_device::<R, f32>(x.client.clone(), x.device.clone(), [rows, outputs].into());
     if rows * outputs == 0 {
         return Some(output);
@@ -223,6 +275,7 @@ fn rows_times<R: CubeRuntime>(
             bias.into_array_arg(),
             output.clone().into_array_arg(),
             rows,
+            rows / groups,
             inputs,
             outputs,
             block,
@@ -306,7 +359,8 @@ fn weight_gradient<C: CubeF32>(x: CubeTensor<C::Runtime>, grad: CubeTensor<C::Ru
 }
 
 /// One thread per `ROWS` rows and block of `block` outputs (the cube's y position):
-/// `output[r, j] = bias[j] + Σ_k input[r, k] · weight[k, j]`, then `max(·, 0)` when `relu`.
+/// `output[r, j] = bias[r / group_rows, j] + Σ_k input[r, k] · weight[k, j]`, then `max(·, 0)`
+/// when `relu`.
 #[cube(launch_unchecked)]
 fn linear_rows_kernel(
     input: &Array<f32>,
@@ -314,6 +368,7 @@ fn linear_rows_kernel(
     bias: &Array<f32>,
     output: &mut Array<f32>,
     rows: usize,
+    group_rows: usize,
     #[comptime] inputs: usize,
     #[comptime] outputs: usize,
     #[comptime] block: usize,
@@ -355,11 +410,12 @@ fn linear_rows_kernel(
     for r in 0..ROWS {
         let row = base + r * usize::cast_from(CUBE_DIM_X);
         if row < rows {
+            let bias_row = row / group_rows * outputs;
             #[unroll]
             for b in 0..block {
                 let mut sum = sums[r * block + b];
                 if has_bias {
-                    sum += bias[first + b];
+                    sum += bias[bias_row + first + b];
                 }
                 // As burn's `relu`: non-positive values (not NaN) become 0.
                 if relu && sum <= 0.0 {
@@ -522,5 +578,34 @@ mod tests {
             );
         }
     }
-}
 
+    /// A bias per group of rows equals the expanded bias added in burn ops, values and gradients.
+    #[test]
+    fn grouped_bias_matches_burn_ops_on_wgpu() {
+        let device = WgpuDevice::DefaultDevice;
+        for (rows, inputs, outputs, groups) in [(960, 15, 64, 20), (777, 10, 3, 7), (64, 4, 8, 64)] {
+            let random = |shape: [usize; 2]| Tensor::<Ad, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let x = random([rows, inputs]).require_grad();
+            let weight = random([inputs, outputs]).require_grad();
+            let bias = random([groups, outputs]).require_grad();
+            let weights = random([rows, outputs]);
+            let gradients = |y: Tensor<Ad, 2>| {
+                let grads = (y * weights.clone()).sum().backward();
+                let g = |t: &Tensor<Ad, 2>| values(t.grad(&grads).expect("a gradient"));
+                (g(&x), g(&weight), g(&bias))
+            };
+            let expanded = bias
+                .clone()
+                .reshape([groups, 1, outputs])
+                .expand([groups, rows / groups, outputs])
+                .reshape([rows, outputs]);
+            let burn = relu(x.clone().matmul(weight.clone()) + expanded);
+            let kernel = linear_grouped(x.clone(), weight.clone(), bias.clone(), Activation::Relu);
+            assert_close(&values(kernel.clone()), &values(burn.clone()), 1e-5);
+            let (ours, theirs) = (gradients(kernel), gradients(burn));
+            assert_close(&ours.0, &theirs.0, 1e-5);
+            assert_close(&ours.1, &theirs.1, 1e-5);
+            assert_close(&ours.2, &theirs.2, 1e-5);
+        }
+    }
+}
