@@ -1,21 +1,25 @@
-//! Linear layers with few inputs and outputs over many rows ([`linear`]), as nerfacto's MLPs are:
-//! widths of 1 to 64 over hundreds of thousands of samples. burn's GPU matmul tiles the output, which
-//! suits square products; here the weight gradient `xᵀ · dy` sums over all the rows into a 64 × 64
-//! result, and burn's kernels took 57% of a nerfacto training step's kernel time on lavapipe
-//! (BENCHMARKS.md). These CubeCL kernels (WGSL for wgpu, CUDA for the `cuda` build) are shaped for
-//! such layers:
-//! - `y = x · W + b` (and the input gradient `dy · Wᵀ`): one thread per row and block of up to 8
-//!   outputs, the block the same for a whole cube, so every thread of a cube reads the same weights;
-//! - the weight gradient `xᵀ · dy`: one thread per input and block of outputs over a chunk of rows,
-//!   the chunks' partial sums then added by burn;
+//! Linear layers with few inputs and outputs over many rows ([`linear`], [`linear_grouped`]), as
+//! nerfacto's MLPs are: widths of 1 to 64 over hundreds of thousands of samples. burn's GPU matmul
+//! tiles the output, which suits square products; here the weight gradient `xᵀ · dy` sums over all
+//! the rows into a 64 × 64 result, and burn's kernels took 57% of a nerfacto training step's kernel
+//! time on lavapipe (BENCHMARKS.md). These CubeCL kernels (WGSL for wgpu, CUDA for the `cuda` build)
+//! are shaped for such layers:
+//! - `y = x · W + b` (and the input gradient `dy · Wᵀ`): one thread per 4 rows and block of up to
+//!   8 outputs, the block the same for a whole cube, so every thread of a cube reads the same
+//!   weights, and each weight read serves 4 rows;
+//! - the weight gradient `xᵀ · dy`: one thread per 4 inputs and block of outputs over a chunk of
+//!   rows, the chunks' partial sums then added by burn;
 //! - the bias gradient is burn's sum over rows.
+//!
+//! The bias may differ per group of consecutive rows ([`linear_grouped`]): a term shared by a ray's
+//! samples is computed once per ray and added as such a bias.
 //!
 //! A ReLU after the layer ([`Activation::Relu`]) is applied as each output is written, and its
 //! gradient (`dy` where the output is positive, else 0) is one pass before the others, instead of
 //! burn's comparison and masked fill each way.
 //!
-//! Each output is summed in the order burn's CPU backends use (bias last, inputs from the first), so
-//! values agree with burn's to float rounding. Other backends use burn's `linear`.
+//! Each output is summed in the order burn's CPU backends use (inputs from the first, bias last), so
+//! values agree with burn's to float rounding. Other backends use burn's ops.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
