@@ -59,7 +59,7 @@ pub enum Finished {
     Refine(RefineSummary),
     Difix(DifixTrainSummary),
     Nerfacto(NerfactoSummary),
-    NerfactoRefine(NerfactoRefineSummary),
+    NerfactoRefine(Box<NerfactoRefineSummary>),
 }
 
 pub struct TrainHandle {
@@ -239,8 +239,10 @@ fn spawn_nerfacto_job(name: &str, config: NerfactoRun, backend: BackendKind) -> 
         let result = match &config {
             NerfactoRun::Train(c) => nerfacto_trainer::train_on(backend, c, &mut |r| observer.nerfacto_step(r), &stop)
                 .map(|r| r.map(Finished::Nerfacto).map_err(|e| e.to_string())),
-            NerfactoRun::Refine(c) => nerfacto_refine::refine_nerfacto_on(backend, c, &mut observer, &stop)
-                .map(|r| r.map(Finished::NerfactoRefine).map_err(|e| e.to_string())),
+            NerfactoRun::Refine(c) => nerfacto_refine::refine_nerfacto_on(backend, c, &mut observer, &stop).map(|r| {
+                r.map(|s| Finished::NerfactoRefine(Box::new(s)))
+                    .map_err(|e| e.to_string())
+            }),
         };
         result.map_err(|e| e.to_string()).and_then(|r| r)
     })
