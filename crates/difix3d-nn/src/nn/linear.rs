@@ -205,7 +205,7 @@ impl<C: CubeF32> Backward<C, 3> for LinearBackward {
         }
         if let Some(node) = bias_node {
             let g = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(grad.clone()));
-            let ([rows, out], groups) = (g.dims(), groups);
+            let [rows, out] = g.dims();
             let sums = g
                 .reshape([groups, rows / groups, out])
                 .sum_dim(1)
