@@ -14,7 +14,7 @@
 use burn::prelude::*;
 
 use super::sampler::{count_at_most, RaySamples};
-use crate::nn::scan::cumsum_rows;
+use crate::nn::scan::cumsum_rows_from_zero;
 
 /// `interlevel_loss_mult` of `NerfactoModelConfig`.
 pub const INTERLEVEL_LOSS_MULT: f32 = 1.0;
@@ -64,11 +64,10 @@ pub fn losses<B: Backend>(
 /// The proposal weight mass over each of the bins `t` (`outer`): for bin `[t_i, t_{i+1}]`, the sum of
 /// `w_env` over the envelope bins from the one holding `t_i` to the one holding `t_{i+1}`.
 fn outer<B: Backend>(t: &Tensor<B, 2>, t_env: &Tensor<B, 2>, w_env: Tensor<B, 2>) -> Tensor<B, 2> {
-    let [rays, n_edges] = t.dims();
+    let [_, n_edges] = t.dims();
     let [_, m_edges] = t_env.dims();
     let (n, m) = (n_edges - 1, m_edges - 1);
-    let zeros = Tensor::zeros([rays, 1], &w_env.device());
-    let cy1 = Tensor::cat(vec![zeros, cumsum_rows(w_env)], 1); // [R, m + 1]
+    let cy1 = cumsum_rows_from_zero(w_env); // [R, m + 1]
     let (t0_starts, t0_ends) = (t.clone().narrow(1, 0, n), t.clone().narrow(1, 1, n));
     let (t1_starts, t1_ends) = (t_env.clone().narrow(1, 0, m), t_env.clone().narrow(1, 1, m));
     // `searchsorted(..., side="right")` is the count of sorted values at most each query.

@@ -12,7 +12,7 @@ use burn::prelude::*;
 
 use super::config::InitialSampler;
 use super::count_kernel;
-use crate::nn::scan::cumsum_rows;
+use crate::nn::scan::{cumsum_rows, cumsum_rows_from_zero};
 
 /// The map from spacing coordinates to distances (`spacing_to_euclidean_fn`) for rays from `near`
 /// to `far`.
@@ -146,11 +146,10 @@ impl<B: Backend> RaySamples<B> {
     /// Volume-rendering weights `[R, n]` for densities `[R, n]` (`RaySamples.get_weights`):
     /// `w_i = (1 − exp(−σ_i δ_i)) · exp(−Σ_{j<i} σ_j δ_j)`.
     pub fn weights(&self, density: Tensor<B, 2>) -> Tensor<B, 2> {
-        let [rays, n] = density.dims();
+        let [_, n] = density.dims();
         let delta_density = (self.ends.clone() - self.starts.clone()) * density;
         let alphas = delta_density.clone().neg().exp().neg() + 1.0;
-        let before = cumsum_rows(delta_density.narrow(1, 0, n - 1));
-        let accumulated = Tensor::cat(vec![Tensor::zeros([rays, 1], &before.device()), before], 1);
+        let accumulated = cumsum_rows_from_zero(delta_density.narrow(1, 0, n - 1)); // [R, n]
         let weights = alphas * accumulated.neg().exp();
         let nan = weights.clone().is_nan();
         weights.mask_fill(nan, 0.0)
@@ -184,8 +183,7 @@ impl<B: Backend> RaySamples<B> {
         let weights = weights + padding.clone() / n as f32;
         let sum = sum + padding;
         let pdf = weights / sum;
-        let cdf = cumsum_rows(pdf).clamp_max(1.0);
-        let cdf = Tensor::cat(vec![Tensor::zeros([rays, 1], &device), cdf], 1); // [R, n + 1]
+        let cdf = cumsum_rows_from_zero(pdf).clamp_max(1.0); // [R, n + 1]
 
         let num_bins = samples + 1;
         let start = linspace(0.0, (1.0 - 1.0 / num_bins as f64) as f32, num_bins);
