@@ -335,21 +335,20 @@ impl<B: Backend> NerfactoField<B> {
         let first = &self.mlp_head.layers[0];
         let weight = first.weight.val(); // [16 + geometry + code, hidden]
         let geo_dim = self.geo_feat_dim();
-        let mut shared = sh.matmul(weight.clone().narrow(0, 0, 16)); // [D, hidden]
-        if let Some(bias) = &first.bias {
-            shared = shared + bias.val().unsqueeze_dim(0);
-        }
+        let bias = first.bias.as_ref().map(|b| b.val());
+        let mut shared = linear(sh, weight.clone().narrow(0, 0, 16), bias, Activation::None); // [D, hidden]
         if let Some(codes) = &self.appearance_codes {
             let dim = codes.dims()[1];
             let code_weight = weight.clone().narrow(0, 16 + geo_dim, dim);
             match appearance {
                 Appearance::Images(images) => {
-                    let per_ray = codes.val().select(0, images.clone()).matmul(code_weight); // [R, hidden]
+                    let code = codes.val().select(0, images.clone());
+                    let per_ray = linear(code, code_weight, None, Activation::None); // [R, hidden]
                     let groups = d.max(per_ray.dims()[0]);
                     shared = repeat_rows(shared, groups) + repeat_rows(per_ray, groups);
                 }
                 Appearance::Eval if self.average_appearance => {
-                    shared = shared + codes.val().mean_dim(0).matmul(code_weight);
+                    shared = shared + linear(codes.val().mean_dim(0), code_weight, None, Activation::None);
                 }
                 Appearance::Eval => {}
             }
