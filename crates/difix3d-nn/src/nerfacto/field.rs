@@ -17,7 +17,7 @@ use burn::tensor::activation;
 use super::checkpoint::Checkpoint;
 use super::encoding::{spherical_harmonics, HashEncoding};
 use super::NerfactoError;
-use crate::nn::linear::{linear, linear_grouped, Activation};
+use crate::nn::linear::{linear, linear_grouped, repeat_rows, Activation};
 
 /// How positions reach the unit cube of the hash grid.
 #[derive(Clone, Debug, PartialEq)]
@@ -108,13 +108,22 @@ impl<B: Backend> Mlp<B> {
     /// [`Self::forward`] from layer `start` on, `x` being the input of that layer.
     pub fn forward_from(&self, start: usize, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
         for (i, layer) in self.layers.iter().enumerate().skip(start) {
-            let activation = match i + 1 < self.layers.len() {
-                true => Activation::Relu,
-                false => Activation::None,
-            };
-            x = linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), activation);
+            x = linear(
+                x,
+                layer.weight.val(),
+                layer.bias.as_ref().map(|b| b.val()),
+                self.activation(i),
+            );
         }
         x
+    }
+
+    /// What follows layer `i`: ReLU, except after the last.
+    pub fn activation(&self, i: usize) -> Activation {
+        match i + 1 < self.layers.len() {
+            true => Activation::Relu,
+            false => Activation::None,
+        }
     }
 }
 
@@ -354,22 +363,9 @@ impl<B: Backend> NerfactoField<B> {
             }
         }
         let geometry_weight = weight.narrow(0, 16, geo_dim);
-        let activation = match self.mlp_head.layers.len() {
-            1 => Activation::None,
-            _ => Activation::Relu,
-        };
-        let hidden = linear_grouped(geometry, geometry_weight, shared, activation);
+        let hidden = linear_grouped(geometry, geometry_weight, shared, self.mlp_head.activation(0));
         let rgb = activation::sigmoid(self.mlp_head.forward_from(1, hidden));
         FieldOutputs { density, rgb }
-    }
-}
-
-/// `t` `[g, k]` with each row repeated `rows / g` times in a row: `[rows, k]`.
-fn repeat_rows<B: Backend>(t: Tensor<B, 2>, rows: usize) -> Tensor<B, 2> {
-    let [g, k] = t.dims();
-    match g {
-        _ if g == rows || g == 0 => t,
-        _ => t.reshape([g, 1, k]).expand([g, rows / g, k]).reshape([rows, k]),
     }
 }
 

@@ -86,7 +86,7 @@ pub fn linear_grouped<B: Backend>(
     bias: Tensor<B, 2>,
     activation: Activation,
 ) -> Tensor<B, 2> {
-    let ([rows, _], [groups, outputs]) = (x.dims(), bias.dims());
+    let ([rows, _], [groups, _]) = (x.dims(), bias.dims());
     assert!(
         groups > 0 && rows.is_multiple_of(groups),
         "linear_grouped: {groups} bias groups for {rows} rows"
@@ -99,12 +99,17 @@ pub fn linear_grouped<B: Backend>(
     };
     match on_cube::<B, _>(job) {
         Some(y) => y,
-        None => {
-            let bias = bias
-                .reshape([groups, 1, outputs])
-                .expand([groups, rows / groups, outputs]);
-            activate(x.matmul(weight) + bias.reshape([rows, outputs]), activation)
-        }
+        None => activate(x.matmul(weight) + repeat_rows(bias, rows), activation),
+    }
+}
+
+/// `t` `[g, k]` with each row repeated `rows / g` times in a row: `[rows, k]` (`g` divides `rows`),
+/// as [`linear_grouped`] applies its bias rows.
+pub fn repeat_rows<B: Backend>(t: Tensor<B, 2>, rows: usize) -> Tensor<B, 2> {
+    let [g, k] = t.dims();
+    match g {
+        _ if g == rows || g == 0 => t,
+        _ => t.reshape([g, 1, k]).expand([g, rows / g, k]).reshape([rows, k]),
     }
 }
 
@@ -267,8 +272,9 @@ fn rows_times<R: CubeRuntime>(
     // Without a bias the kernel is given the weight in its place and does not read it.
     let bias = bias.map_or_else(|| weight.clone(), into_contiguous);
     let cubes = cube_count(rows.div_ceil(CUBE_THREADS * ROWS), outputs / block, 1);
-    // SAFETY: every index the kernel reads or writes is in bounds: rows past `rows` return at once,
-    // the output blocks tile `outputs` exactly, and the buffers have the shapes checked above.
+    // SAFETY: every index the kernel reads or writes is in bounds: threads past the last row read
+    // that row and write nothing, the output blocks tile `outputs` exactly, and the buffers have the
+    // shapes read above (the bias's groups dividing the rows).
     unsafe {
         linear_rows_kernel::launch_unchecked::<R>(
             &client,
@@ -340,7 +346,8 @@ fn weight_gradient<C: CubeF32>(x: CubeTensor<C::Runtime>, grad: CubeTensor<C::Ru
             outputs / block,
             inputs.div_ceil(threads * INPUTS),
         );
-        // SAFETY: inputs past `inputs` return at once, rows stop at `rows`, the output blocks tile
+        // SAFETY: threads past the last input read that input and write nothing, threads past the
+        // last chunk read no rows and write nothing, rows stop at `rows`, the output blocks tile
         // `outputs` exactly and `partials` has a row per chunk.
         unsafe {
             linear_weight_partials_kernel::launch_unchecked::<C::Runtime>(

@@ -244,8 +244,9 @@ pub fn choose_source(novel_sets: usize, novel_probability: f32, rng: &mut Rng) -
     }
 }
 
-/// Whether a round runs at `step` (`step % steps_per_fix == 0`).
-pub fn is_round_step(step: usize, every: usize) -> bool {
+/// Whether work done every `every` steps runs at `step` (`step % every == 0`, as the reference's
+/// rounds at `steps_per_fix` and validations at `steps_per_val`); never for 0.
+pub fn runs_at(step: usize, every: usize) -> bool {
     every > 0 && step.is_multiple_of(every)
 }
 
@@ -500,9 +501,12 @@ fn check_fits(config: &NerfactoRefineConfig, inputs: &Inputs<impl AutodiffBacken
         .sum();
     let model_bytes = (state_values + 2 * parameter_values) * 4;
     let first = &inputs.train.cameras[0];
-    let rounds = (inputs.first_step..inputs.first_step + config.steps)
-        .filter(|s| is_round_step(*s, config.every))
-        .count() as u64;
+    let steps_at = |every: usize| {
+        (inputs.first_step..inputs.first_step + config.steps)
+            .filter(|s| runs_at(*s, every))
+            .count() as u64
+    };
+    let rounds = steps_at(config.every);
     let per_round = 4 * crate::disk::png_lower_bound(first.width, first.height) * inputs.eval.len() as u64;
     let eval: u64 = inputs
         .eval
@@ -510,9 +514,7 @@ fn check_fits(config: &NerfactoRefineConfig, inputs: &Inputs<impl AutodiffBacken
         .map(|(c, _)| crate::disk::png_lower_bound(c.width, c.height))
         .sum();
     // The eval renders once at the end, and once per validation.
-    let vals = (inputs.first_step..inputs.first_step + config.steps)
-        .filter(|s| is_round_step(*s, config.val_every))
-        .count() as u64;
+    let vals = steps_at(config.val_every);
     let needed = model_bytes
         .saturating_add(per_round.saturating_mul(rounds))
         .saturating_add(eval.saturating_mul(vals + 1));
@@ -647,7 +649,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
         };
         let (batch, jitter) = views.batch::<B>(&sampler, config.rays_per_batch, passes, &mut rng, device);
 
-        if is_round_step(step, config.every) {
+        if runs_at(step, config.every) {
             let round_started = Instant::now();
             let poses = shift_poses(&current, &targets, config.distance);
             let cameras = novel_cameras(&train.cameras[0], &poses);
@@ -688,7 +690,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
             round_steps.push(step);
             outside_training += round_started.elapsed();
         }
-        if is_round_step(step, config.val_every) {
+        if runs_at(step, config.val_every) {
             let val_started = Instant::now();
             let dir = config.out.join("val").join(step.to_string());
             let report = evaluate::<_, B::InnerBackend>(
@@ -845,11 +847,11 @@ mod tests {
 
     #[test]
     fn rounds_run_at_the_multiples_of_every() {
-        let steps: Vec<usize> = (301..=310).filter(|s| is_round_step(*s, 2)).collect();
+        let steps: Vec<usize> = (301..=310).filter(|s| runs_at(*s, 2)).collect();
         assert_eq!(steps, [302, 304, 306, 308, 310]);
-        let steps: Vec<usize> = (29_999..34_100).filter(|s| is_round_step(*s, STEPS_PER_FIX)).collect();
+        let steps: Vec<usize> = (29_999..34_100).filter(|s| runs_at(*s, STEPS_PER_FIX)).collect();
         assert_eq!(steps, [30_000, 32_000, 34_000]);
-        assert!(is_round_step(0, 2000));
+        assert!(runs_at(0, 2000));
     }
 
     #[test]
