@@ -58,6 +58,38 @@ pub fn on_cube<B: Backend, J: OnCube>(job: J) -> Option<J::Output> {
     }
 }
 
+/// Whether `client`'s device runs kernels on the CPU's vector units (lavapipe, llvmpipe): there
+/// our kernels take another shape (`nn::linear`'s resident kernels, the hash grid's thread per
+/// point). cubecl turns plane (subgroup) operations off on wgpu's CPU adapters, and every GPU API it
+/// targets has them: their absence is the sign.
+pub fn cpu_device<R: CubeRuntime>(client: &ComputeClient<R>) -> bool {
+    #[cfg(test)]
+    if GPU_KERNELS.with(std::cell::Cell::get) {
+        return false;
+    }
+    !client
+        .properties()
+        .features
+        .plane
+        .contains(cubecl::features::Plane::Ops)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set: [`cpu_device`] says no, so that lavapipe tests the GPU's kernel shapes too.
+    static GPU_KERNELS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `test` with the kernel shapes this device picks, then (on a CPU device) with the GPU's.
+#[cfg(test)]
+pub(crate) fn with_both_kernels(test: impl Fn()) {
+    for gpu in [false, true] {
+        GPU_KERNELS.with(|g| g.set(gpu));
+        test();
+    }
+    GPU_KERNELS.with(|g| g.set(false));
+}
+
 /// The launch shape for `threads` threads, one element each (at least one cube, so an empty job
 /// still launches validly).
 pub fn elementwise<R: CubeRuntime>(client: &ComputeClient<R>, threads: usize) -> (CubeCount, CubeDim) {

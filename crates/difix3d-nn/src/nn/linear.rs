@@ -4,11 +4,15 @@
 //! the rows into a 64 × 64 result, and burn's kernels took 57% of a nerfacto training step's kernel
 //! time on lavapipe (BENCHMARKS.md). These CubeCL kernels (WGSL for wgpu, CUDA for the `cuda` build)
 //! are shaped for such layers:
-//! - `y = x · W + b` (and the input gradient `dy · Wᵀ`): one thread per 4 rows and block of up to
-//!   8 outputs, the block the same for a whole cube, so every thread of a cube reads the same
-//!   weights, and each weight read serves 4 rows;
+//! - `y = x · W + b` (and the input gradient `dy · Wᵀ`), on a GPU: one thread per 4 rows and block
+//!   of up to 8 outputs, the block the same for a whole cube, so every thread of a cube reads the
+//!   same weights, and each weight read serves 4 rows;
+//! - the same on a CPU device (lavapipe), where reading memory is what costs: one thread per block
+//!   of up to 8 outputs that keeps the block's weights in registers over 64 rows
+//!   ([`resident_plan`]);
 //! - the weight gradient `xᵀ · dy`: one thread per 4 inputs and block of outputs over a chunk of
-//!   rows, the chunks' partial sums then added by burn;
+//!   rows (on a CPU device, per tile of up to 16 × 16 kept in registers), the chunks' partial sums
+//!   then added by burn;
 //! - the bias gradient is burn's sum over rows.
 //!
 //! The bias may differ per group of consecutive rows ([`linear_grouped`]): a term shared by a ray's
@@ -35,7 +39,7 @@ use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
 
 use super::backend::retype;
-use super::cube::{elementwise, on_cube, CubeF32, OnCube};
+use super::cube::{cpu_device, elementwise, on_cube, CubeF32, OnCube};
 
 /// Threads per cube along the rows (forward) or the inputs (weight gradient).
 const CUBE_THREADS: usize = 64;
@@ -43,6 +47,23 @@ const CUBE_THREADS: usize = 64;
 const MAX_BLOCK: usize = 8;
 /// Rows per thread of the rows kernel.
 const ROWS: usize = 4;
+/// The most outputs per thread of the resident kernel.
+const MAX_RESIDENT_BLOCK: usize = 8;
+/// The most weights a thread of the resident kernel keeps. lavapipe compiles a kernel in time that
+/// grows fast with the values it keeps in registers: 32 outputs of 64 inputs ran the forward 1.5x
+/// faster than 8 but took 45 s to compile, against about a second (BENCHMARKS.md).
+const MAX_RESIDENT_WEIGHTS: usize = 512;
+/// The most inputs and outputs per thread of the resident weight-gradient kernel (a tile of up to
+/// 16 × 16 sums in registers).
+const MAX_GRADIENT_BLOCK: usize = 16;
+/// Rows per thread of the resident kernel (a stride of the grid apart).
+const RESIDENT_ROWS: usize = 64;
+/// The fewest rows per chunk of the resident weight-gradient kernel.
+const RESIDENT_CHUNK_ROWS: usize = 1024;
+/// The most chunks of rows of the resident weight-gradient kernel.
+const MAX_RESIDENT_CHUNKS: usize = 256;
+/// Threads per cube of the resident weight-gradient kernel, along the chunks.
+const RESIDENT_GRADIENT_THREADS: usize = 16;
 /// Inputs per thread of the weight-gradient kernel.
 const INPUTS: usize = 4;
 /// The most chunks of rows the weight gradient is split into.
@@ -244,6 +265,39 @@ fn cube_count(x: usize, y: usize, z: usize) -> CubeCount {
     CubeCount::Static(count(x), count(y), count(z))
 }
 
+/// How the resident kernel splits a layer: outputs per thread, and the widths it reads the input
+/// and writes the output in.
+struct ResidentPlan {
+    block: usize,
+    input_vector: usize,
+    output_vector: usize,
+}
+
+/// The resident kernel's plan on a device that runs kernels on the CPU's vector units, `None`
+/// elsewhere (and for layers too wide to keep a block of weights per thread).
+///
+/// lavapipe (Mesa 22) reads storage buffers one invocation and one value at a time (vector reads
+/// too), tens of cycles per read against one for a multiply-add: there the rows kernel spends its
+/// time reading, and the resident kernel, which reads each weight once per thread and each input
+/// value once per block of 8 outputs, ran a 64 × 64 layer's forward about 2.5x faster
+/// (BENCHMARKS.md). On a GPU the weights a thread keeps would spill from its registers, so the
+/// rows kernel stays.
+fn resident_plan<R: CubeRuntime>(client: &ComputeClient<R>, inputs: usize, outputs: usize) -> Option<ResidentPlan> {
+    if !cpu_device(client) {
+        return None;
+    }
+    let output_vector = if outputs.is_multiple_of(4) { 4 } else { 1 };
+    let block = (1..=MAX_RESIDENT_BLOCK.min(outputs)).rev().find(|b| {
+        outputs.is_multiple_of(*b) && b.is_multiple_of(output_vector) && b * inputs <= MAX_RESIDENT_WEIGHTS
+    })?;
+    let input_vector = if inputs.is_multiple_of(4) { 4 } else { 1 };
+    Some(ResidentPlan {
+        block,
+        input_vector,
+        output_vector,
+    })
+}
+
 /// `x · weight (+ bias, `[G, out]` by groups of rows)`, through a ReLU when `relu`, with the rows
 /// kernel; `None` for tensors that are not f32 or a bias whose groups do not divide the rows.
 fn rows_times<R: CubeRuntime>(
@@ -266,11 +320,38 @@ fn rows_times<R: CubeRuntime>(
     if rows * outputs == 0 {
         return Some(output);
     }
-    let block = output_block(outputs);
     let client = x.client.clone();
     let has_bias = bias.is_some();
     // Without a bias the kernel is given the weight in its place and does not read it.
     let bias = bias.map_or_else(|| weight.clone(), into_contiguous);
+    if let Some(plan) = resident_plan(&client, inputs, outputs) {
+        let cubes = cube_count(rows.div_ceil(CUBE_THREADS * RESIDENT_ROWS), outputs / plan.block, 1);
+        // SAFETY: every index the kernel reads or writes is in bounds: threads take rows below
+        // `rows` only, the output blocks tile `outputs` exactly, the vector widths divide the rows
+        // they read, and the buffers have the shapes read above (the bias's groups dividing the rows).
+        unsafe {
+            linear_resident_kernel::launch_unchecked::<R>(
+                &client,
+                cubes,
+                CubeDim::new_1d(CUBE_THREADS as u32),
+                plan.input_vector,
+                plan.output_vector,
+                x.into_array_arg(),
+                weight.into_array_arg(),
+                bias.into_array_arg(),
+                output.clone().into_array_arg(),
+                rows,
+                rows / groups,
+                inputs,
+                outputs,
+                plan.block,
+                has_bias,
+                relu,
+            );
+        }
+        return Some(output);
+    }
+    let block = output_block(outputs);
     let cubes = cube_count(rows.div_ceil(CUBE_THREADS * ROWS), outputs / block, 1);
     // SAFETY: every index the kernel reads or writes is in bounds: threads past the last row read
     // that row and write nothing, the output blocks tile `outputs` exactly, and the buffers have the
@@ -330,13 +411,48 @@ fn relu_gradient_kernel(grad: &Array<f32>, output: &Array<f32>, out: &mut Array<
 fn weight_gradient<C: CubeF32>(x: CubeTensor<C::Runtime>, grad: CubeTensor<C::Runtime>) -> CubeTensor<C::Runtime> {
     let [rows, inputs] = [x.meta.shape()[0], x.meta.shape()[1]];
     let outputs = grad.meta.shape()[1];
-    let chunks = rows.div_ceil(MIN_CHUNK_ROWS).clamp(1, MAX_CHUNKS);
+    let client = x.client.clone();
+    let resident = resident_gradient_plan(&client, inputs, outputs);
+    let (min_chunk_rows, max_chunks) = match resident {
+        Some(_) => (RESIDENT_CHUNK_ROWS, MAX_RESIDENT_CHUNKS),
+        None => (MIN_CHUNK_ROWS, MAX_CHUNKS),
+    };
+    let chunks = rows.div_ceil(min_chunk_rows).clamp(1, max_chunks);
     let chunk_rows = rows.div_ceil(chunks).max(1);
     let partials =
         empty_device::<C::Runtime, f32>(x.client.clone(), x.device.clone(), [chunks, inputs * outputs].into());
-    if inputs * outputs > 0 {
+    if inputs * outputs == 0 {
+        // Nothing to sum: burn's sum of the empty partials is the empty gradient.
+    } else if let Some(plan) = resident {
+        let cubes = cube_count(
+            chunks.div_ceil(RESIDENT_GRADIENT_THREADS),
+            outputs / plan.output_block,
+            inputs / plan.input_block,
+        );
+        // SAFETY: threads past the last chunk read and write nothing, rows stop at `rows`, the
+        // blocks tile `inputs` and `outputs` exactly, the vector widths divide the rows they read,
+        // and `partials` has a row per chunk.
+        unsafe {
+            linear_weight_resident_kernel::launch_unchecked::<C::Runtime>(
+                &client,
+                cubes,
+                CubeDim::new_1d(RESIDENT_GRADIENT_THREADS as u32),
+                plan.input_vector,
+                plan.output_vector,
+                x.into_array_arg(),
+                grad.into_array_arg(),
+                partials.clone().into_array_arg(),
+                rows,
+                chunk_rows,
+                chunks,
+                inputs,
+                outputs,
+                plan.input_block,
+                plan.output_block,
+            );
+        }
+    } else {
         let block = output_block(outputs);
-        let client = x.client.clone();
         // Threads along x cover the inputs, along y the chunks.
         let threads = inputs.div_ceil(INPUTS).min(CUBE_THREADS);
         let chunks_per_cube = (CUBE_THREADS / threads).max(1);
@@ -367,6 +483,42 @@ fn weight_gradient<C: CubeF32>(x: CubeTensor<C::Runtime>, grad: CubeTensor<C::Ru
     }
     let partials = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(partials));
     partials.sum_dim(0).reshape([inputs, outputs]).into_primitive().tensor()
+}
+
+/// How the resident weight-gradient kernel tiles `xᵀ · dy`: inputs and outputs per thread, and the
+/// widths it reads `x` and `dy` in.
+struct ResidentGradientPlan {
+    input_block: usize,
+    output_block: usize,
+    input_vector: usize,
+    output_vector: usize,
+}
+
+/// The resident weight-gradient kernel's plan where [`resident_plan`] would pick the resident
+/// kernel (a CPU device): each thread sums a tile of up to 16 × 16 of the gradient over its chunk
+/// of rows, reading each value of `x` and `dy` once per tile.
+fn resident_gradient_plan<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    inputs: usize,
+    outputs: usize,
+) -> Option<ResidentGradientPlan> {
+    if !cpu_device(client) {
+        return None;
+    }
+    let vector = |n: usize| if n.is_multiple_of(4) { 4 } else { 1 };
+    let (input_vector, output_vector) = (vector(inputs), vector(outputs));
+    let largest = |n: usize, v: usize| {
+        (1..=MAX_GRADIENT_BLOCK.min(n))
+            .rev()
+            .find(|b| n.is_multiple_of(*b) && b.is_multiple_of(v))
+            .unwrap_or(n)
+    };
+    Some(ResidentGradientPlan {
+        input_block: largest(inputs, input_vector),
+        output_block: largest(outputs, output_vector),
+        input_vector,
+        output_vector,
+    })
 }
 
 /// One thread per `ROWS` rows and block of `block` outputs (the cube's y position):
@@ -433,6 +585,145 @@ fn linear_rows_kernel(
                     sum = 0.0;
                 }
                 output[row * outputs + first + b] = sum;
+            }
+        }
+    }
+}
+
+/// One thread per row at a time and block of `block` outputs (the cube's y position), the block's
+/// weights loaded once into the thread's registers and kept over all the rows it takes (a stride
+/// of the grid's threads apart), the input read `NI` values at a time and the output written `NO`
+/// at a time. `output[r, j] = bias[r / group_rows, j] + Σ_k input[r, k] · weight[k, j]`, then
+/// `max(·, 0)` when `relu`.
+#[cube(launch_unchecked)]
+fn linear_resident_kernel<NI: Size, NO: Size>(
+    input: &Array<Vector<f32, NI>>,
+    weight: &Array<Vector<f32, NO>>,
+    bias: &Array<Vector<f32, NO>>,
+    output: &mut Array<Vector<f32, NO>>,
+    rows: usize,
+    group_rows: usize,
+    #[comptime] inputs: usize,
+    #[comptime] outputs: usize,
+    #[comptime] block: usize,
+    #[comptime] has_bias: bool,
+    #[comptime] relu: bool,
+) {
+    let ni = NI::value();
+    let no = NO::value();
+    let (in_vectors, out_vectors, block_vectors) = comptime!((inputs / ni, outputs / no, block / no));
+    let first = usize::cast_from(CUBE_POS_Y) * block_vectors;
+    let mut w = Array::<Vector<f32, NO>>::new(inputs * block_vectors);
+    #[unroll]
+    for k in 0..inputs {
+        #[unroll]
+        for b in 0..block_vectors {
+            w[k * block_vectors + b] = weight[k * out_vectors + first + b];
+        }
+    }
+    let stride = usize::cast_from(CUBE_COUNT_X) * usize::cast_from(CUBE_DIM_X);
+    let mut row = usize::cast_from(CUBE_POS_X) * usize::cast_from(CUBE_DIM_X) + usize::cast_from(UNIT_POS_X);
+    while row < rows {
+        let mut sums = Array::<Vector<f32, NO>>::new(block_vectors);
+        #[unroll]
+        for b in 0..block_vectors {
+            sums[b] = Vector::new(0.0);
+        }
+        #[unroll]
+        for kv in 0..in_vectors {
+            let x = input[row * in_vectors + kv];
+            #[unroll]
+            for c in 0..ni {
+                let value = Vector::<f32, NO>::new(x[c]);
+                #[unroll]
+                for b in 0..block_vectors {
+                    sums[b] += value * w[(kv * ni + c) * block_vectors + b];
+                }
+            }
+        }
+        let bias_row = row / group_rows * out_vectors + first;
+        #[unroll]
+        for b in 0..block_vectors {
+            let mut sum = sums[b];
+            if has_bias {
+                sum += bias[bias_row + b];
+            }
+            if relu {
+                // As burn's `relu`: non-positive values (not NaN) become 0.
+                let mut cell = RuntimeCell::<Vector<f32, NO>>::new(sum);
+                #[unroll]
+                for c in 0..no {
+                    if sum[c] <= 0.0 {
+                        cell.store_at(c, 0.0);
+                    }
+                }
+                sum = cell.consume();
+            }
+            output[row * out_vectors + first + b] = sum;
+        }
+        row += stride;
+    }
+}
+
+/// One thread per chunk of rows (the cube's x position and the thread's) and tile of
+/// `input_block` inputs (the cube's z position) × `output_block` outputs (its y position), the
+/// tile's sums kept in registers: `partials[c, k · out + j] = Σ_{r in chunk c} input[r, k] · grad[r, j]`.
+#[cube(launch_unchecked)]
+fn linear_weight_resident_kernel<NI: Size, NO: Size>(
+    input: &Array<Vector<f32, NI>>,
+    grad: &Array<Vector<f32, NO>>,
+    partials: &mut Array<Vector<f32, NO>>,
+    rows: usize,
+    chunk_rows: usize,
+    chunks: usize,
+    #[comptime] inputs: usize,
+    #[comptime] outputs: usize,
+    #[comptime] input_block: usize,
+    #[comptime] output_block: usize,
+) {
+    let ni = NI::value();
+    let no = NO::value();
+    let (in_vectors, out_vectors, input_vectors, output_vectors) =
+        comptime!((inputs / ni, outputs / no, input_block / ni, output_block / no));
+    let chunk = usize::cast_from(CUBE_POS_X) * usize::cast_from(CUBE_DIM_X) + usize::cast_from(UNIT_POS_X);
+    let first_input = usize::cast_from(CUBE_POS_Z) * input_vectors;
+    let first_output = usize::cast_from(CUBE_POS_Y) * output_vectors;
+    if chunk < chunks {
+        let mut sums = Array::<Vector<f32, NO>>::new(input_block * output_vectors);
+        #[unroll]
+        for i in 0..input_block * output_vectors {
+            sums[i] = Vector::new(0.0);
+        }
+        let start = chunk * chunk_rows;
+        let mut end = start + chunk_rows;
+        if end > rows {
+            end = rows;
+        }
+        for r in start..end {
+            let mut g = Array::<Vector<f32, NO>>::new(output_vectors);
+            #[unroll]
+            for b in 0..output_vectors {
+                g[b] = grad[r * out_vectors + first_output + b];
+            }
+            #[unroll]
+            for kv in 0..input_vectors {
+                let x = input[r * in_vectors + first_input + kv];
+                #[unroll]
+                for c in 0..ni {
+                    let value = Vector::<f32, NO>::new(x[c]);
+                    #[unroll]
+                    for b in 0..output_vectors {
+                        sums[(kv * ni + c) * output_vectors + b] += value * g[b];
+                    }
+                }
+            }
+        }
+        #[unroll]
+        for i in 0..input_block {
+            let k = first_input * ni + i;
+            #[unroll]
+            for b in 0..output_vectors {
+                partials[(chunk * inputs + k) * out_vectors + first_output + b] = sums[i * output_vectors + b];
             }
         }
     }
@@ -514,6 +805,7 @@ mod tests {
     use burn::tensor::Distribution;
 
     use super::*;
+    use crate::nn::cube::with_both_kernels;
 
     type Ad = Autodiff<Wgpu<f32>>;
 
@@ -531,11 +823,15 @@ mod tests {
     }
 
     /// Values and all three gradients equal burn's `linear` (and `relu` after it) and its autodiff,
-    /// for nerfacto's layer
-    /// shapes (odd output counts and a row count that fills no chunk exactly among them), a layer of
-    /// fewer rows than a cube and one of more inputs than a cube covers.
+    /// for nerfacto's layer shapes (odd output counts and a row count that fills no chunk exactly
+    /// among them), a layer of fewer rows than a cube and one of more inputs than a cube covers, with
+    /// both the CPU device's kernels and the GPU's.
     #[test]
     fn matches_burn_linear_on_wgpu() {
+        with_both_kernels(matches_burn_linear);
+    }
+
+    fn matches_burn_linear() {
         let device = WgpuDevice::DefaultDevice;
         let shapes = [
             (1000, 32, 64),
@@ -544,6 +840,7 @@ mod tests {
             (300, 16, 1),
             (5, 64, 15),
             (70, 300, 2),
+            (9000, 16, 32),
         ];
         for (rows, inputs, outputs) in shapes {
             let random = |shape: [usize; 2]| Tensor::<Ad, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -590,9 +887,14 @@ mod tests {
         }
     }
 
-    /// A bias per group of rows equals the expanded bias added in burn ops, values and gradients.
+    /// A bias per group of rows equals the expanded bias added in burn ops, values and gradients,
+    /// with both kernels.
     #[test]
     fn grouped_bias_matches_burn_ops_on_wgpu() {
+        with_both_kernels(grouped_bias_matches_burn_ops);
+    }
+
+    fn grouped_bias_matches_burn_ops() {
         let device = WgpuDevice::DefaultDevice;
         for (rows, inputs, outputs, groups) in [(960, 15, 64, 20), (777, 10, 3, 7), (64, 4, 8, 64)] {
             let random = |shape: [usize; 2]| Tensor::<Ad, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);

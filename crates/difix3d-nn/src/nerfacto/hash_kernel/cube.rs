@@ -1,5 +1,6 @@
 //! The hash-grid kernel on burn's GPU backends (wgpu, and CUDA with the `cuda` feature) and autodiff
-//! over them, written once in CubeCL: one thread per point and level, forward and backward. The
+//! over them, written once in CubeCL: one thread per point and level, forward and backward (the
+//! forward one per point on a CPU device, where each read of memory is what costs). The
 //! backward adds each corner's share into the table gradient atomically: with the device's float
 //! atomic add where it has one (CUDA; wgpu where the adapter offers `SHADER_FLOAT32_ATOMIC`), else
 //! with a compare-and-swap loop on the value's bits, as burn's own deformable-convolution backward
@@ -21,7 +22,7 @@ use cubecl::prelude::*;
 
 use super::{track, GridShape, PRIMES};
 use crate::nn::backend::retype;
-use crate::nn::cube::{elementwise, on_cube, CubeF32, OnCube};
+use crate::nn::cube::{cpu_device, elementwise, on_cube, CubeF32, OnCube};
 
 /// [`super::encode`] on the GPU backends this build has; `None` on any other backend or for
 /// tracked points.
@@ -93,27 +94,37 @@ fn scalings<R: CubeRuntime>(like: &CubeTensor<R>, shape: &GridShape) -> CubeTens
 }
 
 /// The encoding `[N, L · F]`; `None` for tensors that are not f32.
+///
+/// On a GPU a thread takes one point at one level; on a CPU device (lavapipe), where each read of
+/// memory is what costs, a thread takes all the levels of one point and reads its coordinates once.
+/// Either way a corner's features are read together, as one vector when there are 1, 2 or 4.
 fn forward<R: CubeRuntime>(points: CubeTensor<R>, table: CubeTensor<R>, shape: &GridShape) -> Option<CubeTensor<R>> {
     if points.dtype != DType::F32 || table.dtype != DType::F32 {
         return None;
     }
     let (points, table) = (into_contiguous(points), into_contiguous(table));
     let n = points.meta.shape()[0];
-    let output_shape = [n, shape.levels() * shape.features_per_level].into();
+    let levels = shape.levels();
+    let features = shape.features_per_level;
+    let output_shape = [n, levels * features].into();
     let output = empty_device::<R, f32>(points.client.clone(), points.device.clone(), output_shape);
     let client = points.client.clone();
-    let (cube_count, cube_dim) = elementwise(&client, n * shape.levels());
+    let levels_per_thread = if cpu_device(&client) { levels.max(1) } else { 1 };
+    let (cube_count, cube_dim) = elementwise(&client, n * levels.div_ceil(levels_per_thread));
     let scalings = scalings(&points, shape);
+    let vector = if matches!(features, 1 | 2 | 4) { features } else { 1 };
     hash_grid_forward::launch::<R>(
         &client,
         cube_count,
         cube_dim,
+        vector,
         points.into_array_arg(),
         scalings.into_array_arg(),
         table.into_array_arg(),
         output.clone().into_array_arg(),
         shape.log2_table_size,
-        shape.features_per_level,
+        features,
+        levels_per_thread,
     );
     Some(output)
 }
@@ -229,11 +240,17 @@ struct Cell {
 fn cell(points: &Array<f32>, scalings: &Array<f32>, thread: usize, log2_table_size: u32) -> Cell {
     let levels = scalings.len();
     let (point, level) = (thread / levels, thread % levels);
+    let (x, y, z) = (points[3 * point], points[3 * point + 1], points[3 * point + 2]);
+    cell_at(x, y, z, scalings[level], level, log2_table_size)
+}
+
+/// The cell of the point `(x, y, z)` at `level`, whose resolution is `scaling`.
+#[cube]
+fn cell_at(x: f32, y: f32, z: f32, scaling: f32, level: usize, log2_table_size: u32) -> Cell {
     let mask = (1u32 << log2_table_size) - 1;
-    let scaling = scalings[level];
-    let x = axis(points[3 * point], scaling, PRIMES[0], mask);
-    let y = axis(points[3 * point + 1], scaling, PRIMES[1], mask);
-    let z = axis(points[3 * point + 2], scaling, PRIMES[2], mask);
+    let x = axis(x, scaling, PRIMES[0], mask);
+    let y = axis(y, scaling, PRIMES[1], mask);
+    let z = axis(z, scaling, PRIMES[2], mask);
     let base = level << usize::cast_from(log2_table_size);
     let (xf, xc, yf, yc, zf, zc) = (
         x.floor_share,
@@ -258,35 +275,53 @@ fn cell(points: &Array<f32>, scalings: &Array<f32>, thread: usize, log2_table_si
     }
 }
 
-/// `hi · t + lo · (−t + 1)`, as the burn-ops version computes it.
+/// `hi · t + lo · (−t + 1)` for each of a vector's values, as the burn-ops version computes it.
 #[cube]
-fn lerp(hi: f32, lo: f32, t: f32) -> f32 {
-    hi * t + lo * (-t + 1.0)
+fn lerp_vector<N: Size>(hi: Vector<f32, N>, lo: Vector<f32, N>, t: f32) -> Vector<f32, N> {
+    hi * Vector::new(t) + lo * Vector::new(-t + 1.0)
 }
 
+/// Thread `t` encodes point `t / G` at levels `(t % G) · levels_per_thread ..` (`G` groups of
+/// levels), reading and writing a corner's `features` values `N` at a time.
 #[cube(launch)]
-fn hash_grid_forward(
+fn hash_grid_forward<N: Size>(
     points: &Array<f32>,
     scalings: &Array<f32>,
-    table: &Array<f32>,
-    output: &mut Array<f32>,
+    table: &Array<Vector<f32, N>>,
+    output: &mut Array<Vector<f32, N>>,
     log2_table_size: u32,
     #[comptime] features: usize,
+    #[comptime] levels_per_thread: usize,
 ) {
-    if ABSOLUTE_POS >= (points.len() / 3) * scalings.len() {
+    let levels = scalings.len();
+    // By hand: CubeCL has no `div_ceil` to expand.
+    #[allow(clippy::manual_div_ceil)]
+    let groups = (levels + levels_per_thread - 1) / levels_per_thread;
+    let point = ABSOLUTE_POS / groups;
+    if point >= points.len() / 3 {
         terminate!();
     }
-    let c = cell(points, scalings, ABSOLUTE_POS, log2_table_size);
-    #[unroll]
-    for k in 0..features {
-        // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
-        let f03 = lerp(table[c.r111 * features + k], table[c.r011 * features + k], c.ox);
-        let f12 = lerp(table[c.r101 * features + k], table[c.r001 * features + k], c.ox);
-        let f56 = lerp(table[c.r100 * features + k], table[c.r000 * features + k], c.ox);
-        let f47 = lerp(table[c.r110 * features + k], table[c.r010 * features + k], c.ox);
-        let f0312 = lerp(f03, f12, c.oy);
-        let f4756 = lerp(f47, f56, c.oy);
-        output[ABSOLUTE_POS * features + k] = lerp(f0312, f4756, c.oz);
+    let width = N::value();
+    let vectors = comptime!(features / width);
+    let (x, y, z) = (points[3 * point], points[3 * point + 1], points[3 * point + 2]);
+    let first = (ABSOLUTE_POS % groups) * levels_per_thread;
+    let mut last = first + levels_per_thread;
+    if last > levels {
+        last = levels;
+    }
+    for level in first..last {
+        let c = cell_at(x, y, z, scalings[level], level, log2_table_size);
+        #[unroll]
+        for k in 0..vectors {
+            // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
+            let f03 = lerp_vector(table[c.r111 * vectors + k], table[c.r011 * vectors + k], c.ox);
+            let f12 = lerp_vector(table[c.r101 * vectors + k], table[c.r001 * vectors + k], c.ox);
+            let f56 = lerp_vector(table[c.r100 * vectors + k], table[c.r000 * vectors + k], c.ox);
+            let f47 = lerp_vector(table[c.r110 * vectors + k], table[c.r010 * vectors + k], c.ox);
+            let f0312 = lerp_vector(f03, f12, c.oy);
+            let f4756 = lerp_vector(f47, f56, c.oy);
+            output[(point * levels + level) * vectors + k] = lerp_vector(f0312, f4756, c.oz);
+        }
     }
 }
 
@@ -382,11 +417,17 @@ mod tests {
     use super::super::tests::{assert_close, encoding_of, grid, grid_shape, table_gradients};
     use super::*;
     use crate::nerfacto::encoding::HashEncoding;
+    use crate::nn::cube::with_both_kernels;
 
     type Ad = Autodiff<Wgpu<f32>>;
 
+    /// With a thread per point and level (a GPU's) and per point (a CPU device's).
     #[test]
     fn forward_matches_burn_ops_on_wgpu() {
+        with_both_kernels(forward_matches_burn_ops);
+    }
+
+    fn forward_matches_burn_ops() {
         let (encoding, points) = grid::<Wgpu<f32>>(&WgpuDevice::DefaultDevice);
         let shape = grid_shape(&encoding);
         let kernel = encode(&points, encoding.table.val(), &shape).expect("wgpu has the kernel");
