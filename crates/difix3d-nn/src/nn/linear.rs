@@ -257,7 +257,23 @@ impl<C: CubeF32> Backward<C, 3> for LinearBackward {
 
 /// The largest block of outputs (at most 8) that divides `outputs`.
 fn output_block(outputs: usize) -> usize {
-    (1..=MAX_BLOCK).rev().find(|b| outputs.is_multiple_of(*b)).unwrap_or(1)
+    largest_block(outputs, MAX_BLOCK, 1, |_| true).unwrap_or(1)
+}
+
+/// The largest block of at most `most` that divides `n`, is a multiple of `multiple_of` and `fits`.
+fn largest_block(n: usize, most: usize, multiple_of: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
+    (1..=most.min(n))
+        .rev()
+        .find(|b| n.is_multiple_of(*b) && b.is_multiple_of(multiple_of) && fits(*b))
+}
+
+/// How many values at a time a resident kernel reads or writes a row of `n`: 4 where they tile it.
+fn vector_width(n: usize) -> usize {
+    if n.is_multiple_of(4) {
+        4
+    } else {
+        1
+    }
 }
 
 fn cube_count(x: usize, y: usize, z: usize) -> CubeCount {
@@ -286,14 +302,13 @@ fn resident_plan<R: CubeRuntime>(client: &ComputeClient<R>, inputs: usize, outpu
     if !cpu_device(client) {
         return None;
     }
-    let output_vector = if outputs.is_multiple_of(4) { 4 } else { 1 };
-    let block = (1..=MAX_RESIDENT_BLOCK.min(outputs)).rev().find(|b| {
-        outputs.is_multiple_of(*b) && b.is_multiple_of(output_vector) && b * inputs <= MAX_RESIDENT_WEIGHTS
+    let output_vector = vector_width(outputs);
+    let block = largest_block(outputs, MAX_RESIDENT_BLOCK, output_vector, |b| {
+        b * inputs <= MAX_RESIDENT_WEIGHTS
     })?;
-    let input_vector = if inputs.is_multiple_of(4) { 4 } else { 1 };
     Some(ResidentPlan {
         block,
-        input_vector,
+        input_vector: vector_width(inputs),
         output_vector,
     })
 }
@@ -505,17 +520,10 @@ fn resident_gradient_plan<R: CubeRuntime>(
     if !cpu_device(client) {
         return None;
     }
-    let vector = |n: usize| if n.is_multiple_of(4) { 4 } else { 1 };
-    let (input_vector, output_vector) = (vector(inputs), vector(outputs));
-    let largest = |n: usize, v: usize| {
-        (1..=MAX_GRADIENT_BLOCK.min(n))
-            .rev()
-            .find(|b| n.is_multiple_of(*b) && b.is_multiple_of(v))
-            .unwrap_or(n)
-    };
+    let (input_vector, output_vector) = (vector_width(inputs), vector_width(outputs));
     Some(ResidentGradientPlan {
-        input_block: largest(inputs, input_vector),
-        output_block: largest(outputs, output_vector),
+        input_block: largest_block(inputs, MAX_GRADIENT_BLOCK, input_vector, |_| true)?,
+        output_block: largest_block(outputs, MAX_GRADIENT_BLOCK, output_vector, |_| true)?,
         input_vector,
         output_vector,
     })
