@@ -29,35 +29,56 @@ fn checkpoint_path() -> PathBuf {
 /// The golden tensors: name -> (shape, values).
 type Goldens = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-fn goldens() -> &'static Goldens {
-    static GOLDENS: OnceLock<Goldens> = OnceLock::new();
-    GOLDENS.get_or_init(|| {
-        let bytes = std::fs::read(fixtures().join("goldens.safetensors")).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        st.tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
-                let values = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                (name, (view.shape().to_vec(), values))
-            })
-            .collect()
-    })
+/// The golden tensors of a fixture file.
+fn read_goldens(file: &str) -> Goldens {
+    let bytes = std::fs::read(fixtures().join(file)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, (view.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+/// The torch implementation's goldens, or the tiny-cuda-nn one's (`tcnn`).
+fn goldens_of(tcnn: bool) -> &'static Goldens {
+    static TORCH: OnceLock<Goldens> = OnceLock::new();
+    static TCNN: OnceLock<Goldens> = OnceLock::new();
+    match tcnn {
+        false => TORCH.get_or_init(|| read_goldens("goldens.safetensors")),
+        true => TCNN.get_or_init(|| read_goldens("tcnn_goldens.safetensors")),
+    }
+}
+
+fn golden_of(tcnn: bool, name: &str) -> &'static [f32] {
+    &goldens_of(tcnn)
+        .get(name)
+        .unwrap_or_else(|| panic!("no golden `{name}`"))
+        .1
 }
 
 fn golden(name: &str) -> &'static [f32] {
-    &goldens().get(name).unwrap_or_else(|| panic!("no golden `{name}`")).1
+    golden_of(false, name)
 }
 
-fn golden_tensor<Bk: Backend>(name: &str, device: &Bk::Device) -> Tensor<Bk, 2> {
-    let (shape, values) = goldens().get(name).unwrap_or_else(|| panic!("no golden `{name}`"));
+fn golden_tensor_of<Bk: Backend>(tcnn: bool, name: &str, device: &Bk::Device) -> Tensor<Bk, 2> {
+    let (shape, values) = goldens_of(tcnn)
+        .get(name)
+        .unwrap_or_else(|| panic!("no golden `{name}`"));
     let rows = shape[0];
     let cols = values.len() / rows.max(1);
     Tensor::<Bk, 1>::from_floats(values.as_slice(), device).reshape([rows, cols])
+}
+
+fn golden_tensor<Bk: Backend>(name: &str, device: &Bk::Device) -> Tensor<Bk, 2> {
+    golden_tensor_of(false, name, device)
 }
 
 fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
@@ -302,8 +323,12 @@ fn rays_render<Bk: Backend>(device: &Bk::Device) {
 
 /// nerfstudio's OpenGL camera-to-world [3, 4] as our OpenCV camera.
 fn golden_camera() -> Camera {
-    let m = golden("image_camera_to_world");
-    let k = golden("image_intrinsics");
+    golden_camera_of(false)
+}
+
+fn golden_camera_of(tcnn: bool) -> Camera {
+    let m = golden_of(tcnn, "image_camera_to_world");
+    let k = golden_of(tcnn, "image_intrinsics");
     let column = |c: usize| glam::Vec3::new(m[c], m[4 + c], m[8 + c]);
     let rotation = glam::Mat3::from_cols(column(0), -column(1), -column(2));
     Camera {
@@ -559,9 +584,13 @@ fn other_methods_are_refused_by_name() {
         "{msg}"
     );
 
-    let err = Checkpoint::read(&fixtures().join("nerfacto_tcnn.ckpt")).unwrap_err();
-    assert!(matches!(err, NerfactoError::Tcnn { .. }), "{err}");
-    assert!(err.to_string().contains(".params"), "{err}");
+    // tiny-cuda-nn vectors of the wrong sizes (a few values each).
+    let err = Nerfacto::<B>::open(&fixtures().join("nerfacto_tcnn.ckpt"), None, &Default::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("nerfacto_tcnn.ckpt") && msg.contains("field.mlp_base.model.params"),
+        "{msg}"
+    );
 
     // Not a checkpoint at all: a safetensors file of other tensors (read as a state dict, as a
     // `train --method nerfacto` run's is, and refused by what it holds), a missing file.
@@ -606,4 +635,90 @@ fn damaged_checkpoints_are_clear_errors() {
             Err(e) => assert!(e.to_string().contains("damaged.ckpt"), "byte {at}: {e}"),
         }
     }
+}
+
+/// The tiny-cuda-nn implementation's checkpoint (`tests/golden/nerfacto_tcnn/make_tcnn_golden.py`:
+/// nerfstudio's own model and checkpoint, tiny-cuda-nn's kernels transcribed in numpy).
+fn tcnn_model<Bk: Backend>(device: &Bk::Device) -> Nerfacto<Bk> {
+    Nerfacto::open(
+        &fixtures().join("tcnn-step-000000041.ckpt"),
+        Some(&fixtures().join("tcnn_config.json")),
+        device,
+    )
+    .unwrap()
+}
+
+/// Fields, ray renders and a camera of a tiny-cuda-nn checkpoint, against nerfstudio with
+/// tiny-cuda-nn's kernels transcribed, on the CPU and on wgpu.
+#[test]
+fn tcnn_checkpoints_render_as_in_nerfstudio() {
+    tcnn_renders::<B>(&Default::default());
+    tcnn_renders::<burn::backend::Wgpu<f32>>(&burn::backend::wgpu::WgpuDevice::DefaultDevice);
+}
+
+fn tcnn_renders<Bk: Backend>(device: &Bk::Device) {
+    let model = tcnn_model::<Bk>(device);
+    assert!(model.tcnn.is_some());
+    let golden = |name: &str| golden_of(true, name);
+    let tensor = |name: &str| golden_tensor_of::<Bk>(true, name, device);
+    let positions = tensor("field_positions");
+    let out = model
+        .field
+        .forward(&model.mapping, positions.clone(), tensor("field_directions"));
+    assert_close(
+        "tcnn field density",
+        &values(out.density),
+        golden("field_density"),
+        1e-6,
+        1e-4,
+    );
+    assert_close("tcnn field rgb", &values(out.rgb), golden("field_rgb"), 1e-5, 1e-4);
+    for (i, name) in ["prop0_density", "prop1_density"].into_iter().enumerate() {
+        let got = values(model.proposals[i].density(&model.mapping, positions.clone()));
+        assert_close(&format!("tcnn {name}"), &got, golden(name), 1e-6, 1e-4);
+    }
+    let out = model.render_rays(tensor("ray_origins"), tensor("ray_directions"));
+    assert_close("tcnn render rgb", &values(out.rgb), golden("render_rgb"), 1e-4, 1e-3);
+    assert_close(
+        "tcnn render accumulation",
+        &values(out.accumulation),
+        golden("render_accumulation"),
+        1e-4,
+        1e-3,
+    );
+    assert_close(
+        "tcnn render depth",
+        &values(out.depth),
+        golden("render_depth"),
+        1e-4,
+        1e-3,
+    );
+    let image = model.render_camera(&golden_camera_of(true), 50);
+    assert_close("tcnn image rgb", &image.rgb, golden("image_rgb"), 1e-4, 1e-3);
+    assert_close("tcnn image depth", &image.depth, golden("image_depth"), 1e-4, 1e-3);
+}
+
+/// A tiny-cuda-nn model saves in tiny-cuda-nn's layout, and reads back to the same renders.
+#[test]
+fn tcnn_models_save_in_their_layout() {
+    let device = Default::default();
+    let model = tcnn_model::<B>(&device);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nerfacto.safetensors");
+    difix3d::nerfacto::state::save(&model, Some(41), None, &path).unwrap();
+    let saved = Checkpoint::read(&path).unwrap();
+    let original = Checkpoint::read(&fixtures().join("tcnn-step-000000041.ckpt")).unwrap();
+    // The same tiny-cuda-nn vectors (the parameterless encodings' empty ones aside).
+    let vectors = |c: &Checkpoint| {
+        c.shapes()
+            .filter(|(k, s)| k.ends_with("params") && s.iter().product::<usize>() > 0)
+            .map(|(k, s)| (k.to_string(), s.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(vectors(&saved), vectors(&original));
+    assert_eq!(vectors(&saved).len(), 8);
+    let again = Nerfacto::<B>::load(&saved, tcnn_model::<B>(&device).config, &device).unwrap();
+    let camera = golden_camera_of(true);
+    let (a, b) = (model.render_camera(&camera, 200), again.render_camera(&camera, 200));
+    assert_close("saved tcnn model", &b.rgb, &a.rgb, 1e-6, 1e-5);
 }

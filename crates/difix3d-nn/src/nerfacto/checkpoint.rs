@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::encoding::GridLayout;
 use super::NerfactoError;
 
 /// One tensor of the checkpoint, as f32 (integer buffers such as `field.num_levels` included).
@@ -33,6 +34,9 @@ pub struct Checkpoint {
     /// The last training step the model took, as nerfstudio's checkpoint records it (`step`; the
     /// `step` metadata of our safetensors runs); `None` when the file does not say.
     pub step: Option<usize>,
+    /// How its hash grids lay out their tables: [`GridLayout::Tcnn`] once its tiny-cuda-nn vectors
+    /// are split into torch's keys ([`Self::unflatten`]).
+    pub layout: GridLayout,
     tensors: BTreeMap<String, StoredTensor>,
 }
 
@@ -46,8 +50,7 @@ impl Checkpoint {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
-        let safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-        let (state, step) = if safetensors {
+        let (state, step) = if is_safetensors(path) {
             // A run saved by `difix3d train --method nerfacto` (`super::state::save`): plain model keys
             // are accepted too.
             let (tensors, step) = read_safetensors(path)
@@ -93,8 +96,31 @@ impl Checkpoint {
         Ok(Self {
             path: path.to_path_buf(),
             step,
+            layout: GridLayout::Torch,
             tensors,
         })
+    }
+
+    /// This checkpoint with its tiny-cuda-nn vectors split into the torch implementation's keys as
+    /// `plan` says (the vectors' duplicates under other module names dropped), and its layout
+    /// [`GridLayout::Tcnn`].
+    pub fn unflatten(&self, plan: &super::tcnn::Plan) -> Self {
+        let mut tensors = BTreeMap::new();
+        for (key, tensor) in &self.tensors {
+            match plan.split(key, &tensor.values) {
+                Some(pieces) => tensors.extend(pieces),
+                None if key.ends_with(".tcnn_encoding.params") || key.ends_with(".model.params") => {}
+                None => {
+                    tensors.insert(key.clone(), tensor.clone());
+                }
+            }
+        }
+        Self {
+            path: self.path.clone(),
+            step: self.step,
+            layout: GridLayout::Tcnn,
+            tensors,
+        }
     }
 
     /// A checkpoint made in memory (a fresh model's tensors, see `super::state::initial`); `path`
@@ -103,6 +129,7 @@ impl Checkpoint {
         Self {
             path,
             step: None,
+            layout: GridLayout::Torch,
             tensors,
         }
     }
@@ -183,7 +210,7 @@ pub fn read_adam_moments(
 ) -> Result<Option<BTreeMap<String, AdamMoment>>, NerfactoError> {
     let error = |e: String| NerfactoError::format(path, format!("the saved optimiser state: {e}"));
     let tensor = |(shape, values): (Vec<usize>, Vec<f32>)| StoredTensor { shape, values };
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
+    if is_safetensors(path) {
         let (mut tensors, _) = read_safetensors(path).map_err(error)?;
         let mut moments = BTreeMap::new();
         for key in parameter_keys {
@@ -250,6 +277,11 @@ pub fn read_adam_moments(
     Ok(Some(moments))
 }
 
+/// Whether `path` is one of our safetensors runs (by its extension) rather than a torch archive.
+pub fn is_safetensors(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
 /// The name prefix under which our safetensors runs store the Adam state of the parameter `key`:
 /// `optimizers.{group}.{key}`, the group as nerfstudio names it.
 pub fn optimiser_key(key: &str) -> String {
@@ -277,18 +309,11 @@ fn model_keys<T>(all: std::collections::HashMap<String, T>) -> BTreeMap<String, 
     model
 }
 
-/// Refuses anything but a nerfacto checkpoint of nerfstudio's torch implementation.
+/// Refuses anything but a nerfacto checkpoint (of either of nerfstudio's implementations).
 fn classify<'a>(path: &Path, keys: impl Iterator<Item = &'a str> + Clone) -> Result<(), NerfactoError> {
     if keys.clone().any(|k| k.starts_with("gauss_params.")) {
         return Err(NerfactoError::Splatfacto {
             path: path.to_path_buf(),
-        });
-    }
-    let nerfacto_part = |k: &str| k.starts_with("field.") || k.starts_with("proposal_networks.");
-    if let Some(key) = keys.clone().find(|k| nerfacto_part(k) && k.ends_with(".params")) {
-        return Err(NerfactoError::Tcnn {
-            path: path.to_path_buf(),
-            key: format!("_model.{key}"),
         });
     }
     let has = |prefix: &str| keys.clone().any(|k| k.starts_with(prefix));

@@ -16,7 +16,7 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::ElementConversion;
 
-use super::hash_kernel::{self, GridShape};
+use super::hash_kernel::{self, GridShape, Level};
 
 /// The largest grid resolution accepted: coordinates stay below 2^15, so the hash products below
 /// fit in i32, the integer type of burn's CPU backend.
@@ -27,36 +27,109 @@ pub const MAX_LOG2_HASHMAP_SIZE: u32 = 24;
 /// Instant-NGP's spatial hash primes, per axis (the first is 1).
 const PRIMES: [u64; 3] = [1, 2_654_435_761, 805_459_861];
 
+/// nerfstudio's growth factor between levels, `exp((ln max − ln base) / (L − 1))` in f64 (a numpy
+/// float64 in `HashEncoding.__init__`; the same value goes to tiny-cuda-nn as `per_level_scale`).
+fn growth_factor(num_levels: usize, base_res: usize, max_res: usize) -> f64 {
+    if num_levels > 1 {
+        (((max_res as f64).ln() - (base_res as f64).ln()) / (num_levels - 1) as f64).exp()
+    } else {
+        1.0
+    }
+}
+
 /// The resolutions of the grid levels exactly as nerfstudio's `HashEncoding.__init__` computes
 /// them: `torch.floor(min_res * growth_factor**levels)` with `growth_factor` a numpy float64 that
 /// torch turns into a float32 before the power.
 pub fn level_scalings(num_levels: usize, base_res: usize, max_res: usize) -> Vec<f32> {
-    let growth: f64 = if num_levels > 1 {
-        (((max_res as f64).ln() - (base_res as f64).ln()) / (num_levels - 1) as f64).exp()
-    } else {
-        1.0
-    };
-    let growth = growth as f32;
+    let growth = growth_factor(num_levels, base_res, max_res) as f32;
     (0..num_levels)
         .map(|l| (base_res as f32 * growth.powf(l as f32)).floor())
         .collect()
 }
 
-/// A hash grid with its table `[L · T, F]`.
+/// How a grid's levels sit in its table, and where a point lands in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GridLayout {
+    /// nerfstudio's torch `HashEncoding`: level `l` has scale `floor(base · g^l)` ([`level_scalings`])
+    /// and rows `[l · T, (l + 1) · T)`, every level hashed.
+    #[default]
+    Torch,
+    /// tiny-cuda-nn's `HashGrid` (nerfstudio's tcnn implementation): scale `base · 2^(l · log2 g) − 1`,
+    /// points shifted by half a cell, and a level of resolution `r = ceil(scale) + 1` indexed densely
+    /// when its `r³` corners fit in `T`; each level has `min(r³ rounded up to a multiple of 8, T)`
+    /// rows, one level after the other.
+    Tcnn,
+}
+
+/// The levels of a grid of `layout` (see [`GridLayout`]) with `features` per level.
+pub fn grid_shape(
+    layout: GridLayout,
+    num_levels: usize,
+    base_res: usize,
+    max_res: usize,
+    log2_table_size: u32,
+    features: usize,
+) -> GridShape {
+    let table = 1usize << log2_table_size;
+    let levels = match layout {
+        GridLayout::Torch => level_scalings(num_levels, base_res, max_res)
+            .into_iter()
+            .enumerate()
+            .map(|(l, scale)| Level {
+                scale,
+                first_row: l * table,
+                rows: table,
+                dense_resolution: None,
+            })
+            .collect(),
+        GridLayout::Tcnn => {
+            let log2_growth = (growth_factor(num_levels, base_res, max_res) as f32).log2();
+            let mut first_row = 0;
+            (0..num_levels)
+                .map(|l| {
+                    let scale = (l as f32 * log2_growth).exp2() * base_res as f32 - 1.0;
+                    let resolution = scale.ceil() as usize + 1;
+                    let corners = resolution.saturating_pow(3);
+                    let rows = corners.div_ceil(8).saturating_mul(8).min(table);
+                    let level = Level {
+                        scale,
+                        first_row,
+                        rows,
+                        dense_resolution: (corners <= table).then_some(resolution as u32),
+                    };
+                    first_row += rows;
+                    level
+                })
+                .collect()
+        }
+    };
+    GridShape {
+        levels,
+        shift: match layout {
+            GridLayout::Torch => 0.0,
+            GridLayout::Tcnn => 0.5,
+        },
+        features_per_level: features,
+    }
+}
+
+/// A hash grid with its table `[rows, F]`.
 #[derive(Module, Debug)]
 pub struct HashEncoding<B: Backend> {
     pub table: Param<Tensor<B, 2>>,
-    /// The grid resolution of each level.
-    pub scalings: Vec<f32>,
+    #[module(skip)]
+    pub layout: GridLayout,
+    #[module(skip)]
+    pub shape: GridShape,
     pub log2_table_size: u32,
-    pub features_per_level: usize,
 }
 
 impl<B: Backend> HashEncoding<B> {
-    /// A grid over `table` ([`num_levels` · 2^`log2_table_size`, features] values, row-major).
-    /// The caller checks the sizes against the stored shape; this checks them against the limits.
+    /// A grid of `layout` over `table` (its rows as the layout needs them, row-major). The caller
+    /// checks the sizes against the stored shape; this checks them against the limits.
     pub fn new(
         table: Tensor<B, 2>,
+        layout: GridLayout,
         num_levels: usize,
         base_res: usize,
         max_res: usize,
@@ -76,37 +149,45 @@ impl<B: Backend> HashEncoding<B> {
             ));
         }
         let [rows, features_per_level] = table.dims();
-        if rows != num_levels << log2_table_size {
+        let shape = grid_shape(
+            layout,
+            num_levels,
+            base_res,
+            max_res,
+            log2_table_size,
+            features_per_level,
+        );
+        let needed = shape.table_rows();
+        if rows != needed {
             return Err(format!(
-                "the hash table has {rows} rows; {num_levels} levels of 2^{log2_table_size} need {}",
-                num_levels << log2_table_size
+                "the hash table has {rows} rows; {num_levels} levels of at most 2^{log2_table_size} need {needed}"
             ));
         }
         Ok(Self {
             table: Param::from_tensor(table),
-            scalings: level_scalings(num_levels, base_res, max_res),
+            layout,
+            shape,
             log2_table_size,
-            features_per_level,
         })
     }
 
     pub fn num_levels(&self) -> usize {
-        self.scalings.len()
+        self.shape.levels.len()
+    }
+
+    pub fn features_per_level(&self) -> usize {
+        self.shape.features_per_level
     }
 
     pub fn out_dim(&self) -> usize {
-        self.num_levels() * self.features_per_level
+        self.num_levels() * self.features_per_level()
     }
 
-    /// Encodes points `[N, 3]` in [0, 1]³ to `[N, L · F]` (`HashEncoding.pytorch_fwd`): on the CPU
-    /// backend through [`hash_kernel`], elsewhere in burn ops ([`Self::forward_ops`]).
+    /// Encodes points `[N, 3]` in [0, 1]³ to `[N, L · F]` (`HashEncoding.pytorch_fwd`, or
+    /// tiny-cuda-nn's grid): through [`hash_kernel`] on the backends it has a kernel for, elsewhere
+    /// in burn ops ([`Self::forward_ops`]).
     pub fn forward(&self, points: Tensor<B, 2>) -> Tensor<B, 2> {
-        let shape = GridShape {
-            scalings: self.scalings.clone(),
-            log2_table_size: self.log2_table_size,
-            features_per_level: self.features_per_level,
-        };
-        match hash_kernel::encode(&points, self.table.val(), &shape) {
+        match hash_kernel::encode(&points, self.table.val(), &self.shape) {
             Some(encoded) => encoded,
             None => self.forward_ops(points),
         }
@@ -116,20 +197,43 @@ impl<B: Backend> HashEncoding<B> {
     pub fn forward_ops(&self, points: Tensor<B, 2>) -> Tensor<B, 2> {
         let device = points.device();
         let [n, _] = points.dims();
-        let levels = self.num_levels();
-        let scalings = Tensor::<B, 1>::from_floats(self.scalings.as_slice(), &device).reshape([1, levels]);
+        let levels = &self.shape.levels;
+        let per_level_floats = |f: &dyn Fn(&Level) -> f32| {
+            let values: Vec<f32> = levels.iter().map(f).collect();
+            Tensor::<B, 1>::from_floats(values.as_slice(), &device).reshape([1, levels.len()])
+        };
+        let per_level_ints = |f: &dyn Fn(&Level) -> i64| {
+            let values: Vec<i64> = levels.iter().map(f).collect();
+            Tensor::<B, 1, Int>::from_ints(values.as_slice(), &device).reshape([1, levels.len()])
+        };
+        let scales = per_level_floats(&|l| l.scale);
         // Axis by axis, so every tensor below is contiguous ([N, L]): burn's CPU backend walks
         // strided views (a narrowed [N, L, 3]) element by element, which cost a quarter of a render.
-        let scaled: [Tensor<B, 2>; 3] =
-            std::array::from_fn(|axis| points.clone().narrow(1, axis, 1) * scalings.clone()); // [N, L]
+        let scaled: [Tensor<B, 2>; 3] = std::array::from_fn(|axis| {
+            let s = points.clone().narrow(1, axis, 1) * scales.clone();
+            match self.shape.shift {
+                0.0 => s,
+                shift => s + shift,
+            }
+        }); // [N, L]
         let floor = scaled.clone().map(|s| s.floor());
-        let ceil = scaled.clone().map(|s| s.ceil());
+        let corners = floor.clone().map(|f| {
+            let low = f.int();
+            [low.clone(), low + 1]
+        });
 
-        // Each axis' share of the hash, for the floor and the ceil corner: [N, L] each.
-        let share =
-            |corner: &Tensor<B, 2>, axis: usize| mul_mod_pow2(corner.clone().int(), PRIMES[axis], self.log2_table_size);
-        let floors = [share(&floor[0], 0), share(&floor[1], 1), share(&floor[2], 2)];
-        let ceils = [share(&ceil[0], 0), share(&ceil[1], 1), share(&ceil[2], 2)];
+        // Each axis' share of a corner's hash, then of its dense index where a level is dense: [N, L].
+        let table = 1u64 << self.log2_table_size;
+        let hash_share =
+            |axis: usize, high: usize| mul_mod_pow2(corners[axis][high].clone(), PRIMES[axis], self.log2_table_size);
+        let dense = levels.iter().any(|l| l.dense_resolution.is_some());
+        let strides: [Tensor<B, 2, Int>; 3] = std::array::from_fn(|axis| {
+            per_level_ints(&|l| l.dense_resolution.map_or(0, |r| (r as i64).pow(axis as u32)))
+        });
+        let dense_levels = per_level_ints(&|l| l.dense_resolution.is_some() as i64).equal_elem(1);
+        let rows = per_level_ints(&|l| l.rows as i64);
+        let first_rows = per_level_ints(&|l| l.first_row as i64);
+        let mask = ((table - 1) as i64).elem::<B::IntElem>();
         let [sx, sy, sz] = scaled;
         let [fx, fy, fz] = floor;
         // The trilinear weights along each axis: [N, L, 1].
@@ -138,22 +242,25 @@ impl<B: Backend> HashEncoding<B> {
             (sy - fy).unsqueeze_dim(2),
             (sz - fz).unsqueeze_dim(2),
         );
-        let level_rows = Tensor::<B, 1, Int>::arange(0..levels as i64, &device)
-            .mul_scalar(1i64 << self.log2_table_size)
-            .reshape([1, levels]);
-        let mask = ((1i64 << self.log2_table_size) - 1).elem::<B::IntElem>();
-        // The features of one corner, `true` taking the ceil along that axis: [N, L, F].
+        // The features of one corner, `true` taking the upper one along that axis: [N, L, F].
         let corner = |cx: bool, cy: bool, cz: bool| {
-            let pick = |c: bool, axis: usize| if c { ceils[axis].clone() } else { floors[axis].clone() };
-            let index = pick(cx, 0)
-                .bitwise_xor(pick(cy, 1))
-                .bitwise_xor(pick(cz, 2))
-                .bitwise_and_scalar(mask)
-                + level_rows.clone();
+            let high = [cx as usize, cy as usize, cz as usize];
+            let mut index = hash_share(0, high[0])
+                .bitwise_xor(hash_share(1, high[1]))
+                .bitwise_xor(hash_share(2, high[2]))
+                .bitwise_and_scalar(mask);
+            if dense {
+                let dense_index = (0..3)
+                    .map(|axis| corners[axis][high[axis]].clone() * strides[axis].clone())
+                    .reduce(|a, b| a + b)
+                    .expect("three axes")
+                    .remainder(rows.clone());
+                index = index.mask_where(dense_levels.clone().expand([n, levels.len()]), dense_index);
+            }
             self.table
                 .val()
-                .select(0, index.reshape([n * levels]))
-                .reshape([n, levels, self.features_per_level])
+                .select(0, (index + first_rows.clone()).reshape([n * levels.len()]))
+                .reshape([n, levels.len(), self.features_per_level()])
         };
         let lerp = |hi: Tensor<B, 3>, lo: Tensor<B, 3>, t: &Tensor<B, 3>| hi * t.clone() + lo * (t.clone().neg() + 1.0);
 

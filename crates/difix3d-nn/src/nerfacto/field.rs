@@ -15,7 +15,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 use super::checkpoint::Checkpoint;
-use super::encoding::{spherical_harmonics, HashEncoding};
+use super::encoding::{spherical_harmonics, GridLayout, HashEncoding};
 use super::NerfactoError;
 use crate::nn::linear::{linear, linear_grouped, repeat_rows, Activation};
 
@@ -127,7 +127,8 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
-/// A torch `nn.Linear` (`weight` [out, in], `bias` [out]) as a burn `Linear` (weight [in, out]).
+/// A torch `nn.Linear` (`weight` [out, in], `bias` [out]) as a burn `Linear` (weight [in, out]); in
+/// a tiny-cuda-nn checkpoint the bias may be absent.
 fn load_linear<B: Backend>(
     checkpoint: &Checkpoint,
     key: &str,
@@ -139,11 +140,17 @@ fn load_linear<B: Backend>(
     let weight = Tensor::<B, 1>::from_floats(weight, device)
         .reshape([out_dim, in_dim])
         .transpose();
-    let bias = checkpoint.values(&format!("{key}.bias"), &[out_dim])?;
-    let bias = Tensor::<B, 1>::from_floats(bias, device);
+    // tiny-cuda-nn's layers have no bias, except the one its padded inputs make (see `super::tcnn`).
+    let bias = match checkpoint.layout == GridLayout::Tcnn && !checkpoint.contains(&format!("{key}.bias")) {
+        true => None,
+        false => {
+            let bias = checkpoint.values(&format!("{key}.bias"), &[out_dim])?;
+            Some(Param::from_tensor(Tensor::<B, 1>::from_floats(bias, device)))
+        }
+    };
     Ok(Linear {
         weight: Param::from_tensor(weight),
-        bias: Some(Param::from_tensor(bias)),
+        bias,
     })
 }
 
@@ -188,6 +195,7 @@ fn hash_encoding<B: Backend>(
     let tensor = Tensor::<B, 1>::from_floats(table.values.as_slice(), device).reshape([rows, features]);
     HashEncoding::new(
         tensor,
+        checkpoint.layout,
         sizes.num_levels,
         base_res,
         sizes.max_res,
@@ -340,7 +348,17 @@ impl<B: Backend> NerfactoField<B> {
         // bias) is computed once per direction and added to the geometry's share of each sample as
         // a bias per group of rows: the same sum as over the concatenated inputs, in another order.
         let [d, _] = directions.dims();
-        let sh = spherical_harmonics((directions + 1.0) / 2.0);
+        // nerfstudio hands the SH encoding `(d + 1) / 2`: tiny-cuda-nn maps it back to `d`, its torch
+        // fallback does not (see `spherical_harmonics`); tiny-cuda-nn's basis also has the opposite
+        // sign on every odd component.
+        let sh = match self.encoding.layout {
+            GridLayout::Torch => spherical_harmonics((directions + 1.0) / 2.0),
+            GridLayout::Tcnn => {
+                let signs: [f32; 16] = std::array::from_fn(|k| if k % 2 == 1 { -1.0 } else { 1.0 });
+                let signs = Tensor::<B, 1>::from_floats(signs, &directions.device()).reshape([1, 16]);
+                spherical_harmonics(directions) * signs
+            }
+        };
         let first = &self.mlp_head.layers[0];
         let weight = first.weight.val(); // [16 + geometry + code, hidden]
         let geo_dim = self.geo_feat_dim();

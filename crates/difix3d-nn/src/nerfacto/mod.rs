@@ -25,8 +25,9 @@
 //! - [`trainer`]: training on a dataset folder (`difix3d train --method nerfacto`);
 //! - [`export`]: the field as a point cloud and as splats, as `ns-export pointcloud` makes it.
 //!
-//! Only checkpoints of nerfstudio's torch implementation are read; those of the tiny-cuda-nn
-//! implementation (flat `params` vectors) are refused with a message saying so. Everything here is
+//! Checkpoints of both of nerfstudio's implementations are read: the torch one's per-layer tensors,
+//! and the tiny-cuda-nn one's flat `params` vectors ([`tcnn`] splits them into the same keys; its
+//! hash grids keep tiny-cuda-nn's layout, [`encoding::GridLayout::Tcnn`]). Everything here is
 //! generic over the burn backend and runs on the CPU.
 
 pub mod batches;
@@ -41,6 +42,7 @@ pub mod losses;
 pub mod model;
 pub mod sampler;
 pub mod state;
+pub mod tcnn;
 pub mod torch_pickle;
 pub mod trainer;
 pub mod training;
@@ -70,13 +72,6 @@ pub enum NerfactoError {
         path.display()
     )]
     OtherMethod { path: PathBuf, found: String },
-    #[error(
-        "{}: a nerfacto checkpoint of the tiny-cuda-nn implementation (flat parameter vector `{key}`); \
-         reading those is not built yet (issue 18): only checkpoints trained with \
-         `--pipeline.model.implementation torch` load for now",
-        path.display()
-    )]
-    Tcnn { path: PathBuf, key: String },
 }
 
 impl NerfactoError {

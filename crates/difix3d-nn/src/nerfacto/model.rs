@@ -18,6 +18,7 @@ use super::checkpoint::Checkpoint;
 use super::config::{Background, NerfactoConfig, EVAL_NEAR_PLANE};
 use super::field::{Appearance, DensityField, GridSizes, NerfactoField, SpaceMapping};
 use super::sampler::{median_depth, RaySamples, Spacing};
+use super::tcnn::Plan;
 use super::NerfactoError;
 use crate::data::Camera;
 
@@ -84,6 +85,9 @@ pub struct Nerfacto<B: Backend> {
     pub proposals: Vec<DensityField<B>>,
     pub mapping: SpaceMapping,
     pub config: NerfactoConfig,
+    /// How its tiny-cuda-nn checkpoint's vectors split (`None`: the torch implementation's); it is
+    /// saved in the same layout.
+    pub tcnn: Option<Plan>,
     device: B::Device,
 }
 
@@ -92,6 +96,7 @@ pub struct Nerfacto<B: Backend> {
 pub struct ModelSettings<B: Backend> {
     pub mapping: SpaceMapping,
     pub config: NerfactoConfig,
+    pub tcnn: Option<Plan>,
     pub device: B::Device,
 }
 
@@ -103,6 +108,7 @@ impl<B: AutodiffBackend> Nerfacto<B> {
             proposals: self.proposals.iter().map(|p| p.valid()).collect(),
             mapping: self.mapping.clone(),
             config: self.config.clone(),
+            tcnn: self.tcnn.clone(),
             device: self.field.encoding.table.val().inner().device(),
         }
     }
@@ -127,6 +133,13 @@ impl<B: Backend> Nerfacto<B> {
         config
             .validate()
             .map_err(|m| checkpoint.error(format!("config: {m}")))?;
+        // tiny-cuda-nn's flat vectors, split into the torch implementation's keys.
+        let tcnn = match super::tcnn::is_tcnn(checkpoint) {
+            true => Some(Plan::new(checkpoint, &config)?),
+            false => None,
+        };
+        let unflattened = tcnn.as_ref().map(|plan| checkpoint.unflatten(plan));
+        let checkpoint = unflattened.as_ref().unwrap_or(checkpoint);
         let mismatch = |name: &str, configured: usize, stored: usize, key: &str| {
             checkpoint.error(format!(
                 "the config's `{name}` is {configured} but the checkpoint's `_model.{key}` says {stored}"
@@ -162,7 +175,7 @@ impl<B: Backend> Nerfacto<B> {
         config.features_per_level = Some(agree(
             "features_per_level",
             config.features_per_level,
-            field.encoding.features_per_level,
+            field.encoding.features_per_level(),
             hash_key,
         )?);
         let first_width = |mlp: &super::field::Mlp<B>| mlp.layers[0].weight.dims()[1];
@@ -282,6 +295,7 @@ impl<B: Backend> Nerfacto<B> {
             proposals,
             mapping,
             config,
+            tcnn,
             device: device.clone(),
         })
     }
@@ -296,6 +310,7 @@ impl<B: Backend> Nerfacto<B> {
         let settings = ModelSettings {
             mapping: self.mapping,
             config: self.config,
+            tcnn: self.tcnn,
             device: self.device,
         };
         (self.field, self.proposals, settings)
@@ -307,6 +322,7 @@ impl<B: Backend> Nerfacto<B> {
             proposals,
             mapping: settings.mapping,
             config: settings.config,
+            tcnn: settings.tcnn,
             device: settings.device,
         }
     }

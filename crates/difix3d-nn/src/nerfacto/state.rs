@@ -31,9 +31,9 @@ use crate::rng::Rng;
 /// nerfstudio's `HashEncoding.hash_init_scale`.
 const HASH_INIT_SCALE: f32 = 0.001;
 /// `NerfactoField.geo_feat_dim`.
-const GEO_FEAT_DIM: usize = 15;
+pub(crate) const GEO_FEAT_DIM: usize = 15;
 /// The width of the SH direction encoding (degree 4).
-const DIRECTION_DIM: usize = 16;
+pub(crate) const DIRECTION_DIM: usize = 16;
 
 /// Keys whose tensors are integers (int64 scalars in nerfstudio's state dict).
 fn is_integer_key(key: &str) -> bool {
@@ -222,7 +222,11 @@ pub fn state_dict<B: Backend>(model: &Nerfacto<B>) -> BTreeMap<String, StoredTen
         let max_res = args.get(i).and_then(|a| a.max_res).unwrap_or(0);
         buffers(format!("proposal_networks.{i}"), &network.encoding, max_res);
     }
-    dict
+    match &model.tcnn {
+        // The model was built from this plan's pieces, so it has every one of them.
+        Some(plan) => plan.flatten(dict).expect("a tiny-cuda-nn model has its plan's layers"),
+        None => dict,
+    }
 }
 
 /// Writes `model` as a safetensors file of its state dict with nerfstudio's `_model.` keys

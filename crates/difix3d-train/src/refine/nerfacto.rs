@@ -384,8 +384,24 @@ fn load_inputs<B: AutodiffBackend>(
         .into_iter()
         .map(|p| p.key)
         .collect();
-    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let moments = read_adam_moments(&config.checkpoint, &key_refs).unwrap_or_else(|e| {
+    let moments = match &model.tcnn {
+        // nerfstudio's tiny-cuda-nn checkpoint names its parameters as it stores them: the flat
+        // vectors (every `params`, empty ones too, each module once) and the torch tensors.
+        Some(plan) if !crate::nerfacto::checkpoint::is_safetensors(&config.checkpoint) => {
+            let stored: Vec<&str> = checkpoint
+                .shapes()
+                .map(|(key, _)| key)
+                .filter(|key| key.ends_with("params") && !key.contains(".mlp_base.0."))
+                .chain(keys.iter().map(String::as_str).filter(|key| !plan.covers(key)))
+                .collect();
+            read_adam_moments(&config.checkpoint, &stored).map(|m| m.map(|m| plan.split_moments(m)))
+        }
+        _ => {
+            let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            read_adam_moments(&config.checkpoint, &key_refs)
+        }
+    }
+    .unwrap_or_else(|e| {
         log::warn!("{e}; the optimisers start with fresh Adam moments");
         None
     });

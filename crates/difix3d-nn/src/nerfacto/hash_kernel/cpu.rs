@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{track, GridShape, PRIMES};
+use super::{track, GridShape, Level};
 use crate::nn::backend::{retype, CpuBackend};
 
 /// Points per parallel task in the forward pass.
@@ -21,46 +21,46 @@ const POINTS_PER_TASK: usize = 1024;
 
 /// The 8 table rows and trilinear weights of one point at one level, in nerfstudio's blend order.
 struct Cell {
-    /// Rows of the corners `[x][y][z]`, 1 taking the ceil along that axis.
+    /// Rows of the corners `[x][y][z]`, 1 taking the upper corner along that axis.
     rows: [[[usize; 2]; 2]; 2],
-    /// Per axis: the weight of the ceil corner, `o = x·s − floor(x·s)`.
+    /// Per axis: the weight of the upper corner, `o = s − floor(s)`.
     offsets: [f32; 3],
 }
 
 impl Cell {
-    fn new(point: &[f32], scaling: f32, level: usize, shape: &GridShape) -> Self {
-        let mask = (shape.table_size() - 1) as u32;
+    fn new(point: &[f32], level: &Level, shift: f32) -> Self {
+        let factors = level.factors();
         let mut shares = [[0u32; 2]; 3];
         let mut offsets = [0f32; 3];
         for axis in 0..3 {
-            let scaled = point[axis] * scaling;
-            let (floor, ceil) = floor_ceil(scaled);
-            offsets[axis] = scaled - floor;
-            // burn's float-to-int cast of floor/ceil, then the product's low bits.
-            shares[axis] = [floor, ceil].map(|c| (c as i32 as u32).wrapping_mul(PRIMES[axis]) & mask);
+            let scaled = point[axis] * level.scale + shift;
+            let low = floor(scaled);
+            offsets[axis] = scaled - low;
+            // burn's float-to-int cast of the floor, then the wrapping 32-bit product.
+            let corner = low as i32 as u32;
+            shares[axis] = [corner, corner.wrapping_add(1)].map(|c| c.wrapping_mul(factors[axis]));
         }
-        let base = level * shape.table_size();
         let rows = std::array::from_fn(|x| {
-            std::array::from_fn(|y| {
-                std::array::from_fn(|z| ((shares[0][x] ^ shares[1][y] ^ shares[2][z]) & mask) as usize + base)
-            })
+            std::array::from_fn(|y| std::array::from_fn(|z| level.row(shares[0][x], shares[1][y], shares[2][z])))
         });
         Cell { rows, offsets }
     }
 }
 
-/// `(x.floor(), x.ceil())`, without the libm calls those are on baseline x86-64 (a tenth of the
-/// kernel's time): below 2^23 every float's integer part is exact, so truncating and stepping is exact.
-fn floor_ceil(x: f32) -> (f32, f32) {
+/// `x.floor()`, without the libm call it is on baseline x86-64 (a tenth of the kernel's time):
+/// below 2^23 every float's integer part is exact, so truncating and stepping is exact.
+fn floor(x: f32) -> f32 {
     if x.abs() < (1 << 23) as f32 {
         let truncated = x as i32 as f32;
         let floor = if truncated > x { truncated - 1.0 } else { truncated };
-        let ceil = if floor == x { floor } else { floor + 1.0 };
-        // A zero result has the sign of `x`, as libm's (floor(−0) = −0, ceil(−0.5) = −0).
-        let signed = |r: f32| if r == 0.0 { r.copysign(x) } else { r };
-        (signed(floor), signed(ceil))
+        // A zero result has the sign of `x`, as libm's (floor(−0) = −0).
+        if floor == 0.0 {
+            floor.copysign(x)
+        } else {
+            floor
+        }
     } else {
-        (x.floor(), x.ceil())
+        x.floor()
     }
 }
 
@@ -122,7 +122,7 @@ fn forward_values(points: &FlexTensor, table: &FlexTensor, shape: &GridShape) ->
     let (points, table) = (f32_values(points), f32_values(table));
     let n = points.len() / 3;
     let f = shape.features_per_level;
-    let row_len = shape.levels() * f;
+    let row_len = shape.num_levels() * f;
     let mut out = vec![0f32; n * row_len];
     out.par_chunks_mut(POINTS_PER_TASK * row_len)
         .enumerate()
@@ -130,8 +130,8 @@ fn forward_values(points: &FlexTensor, table: &FlexTensor, shape: &GridShape) ->
             for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
                 let p = task * POINTS_PER_TASK + i;
                 let point = &points[3 * p..3 * p + 3];
-                for (level, &scaling) in shape.scalings.iter().enumerate() {
-                    let cell = Cell::new(point, scaling, level, shape);
+                for (l, level) in shape.levels.iter().enumerate() {
+                    let cell = Cell::new(point, level, shape.shift);
                     let [ox, oy, oz] = cell.offsets;
                     let r = &cell.rows;
                     for k in 0..f {
@@ -143,7 +143,7 @@ fn forward_values(points: &FlexTensor, table: &FlexTensor, shape: &GridShape) ->
                         let f47 = lerp(v(r[1][1][0]), v(r[0][1][0]), ox);
                         let f0312 = lerp(f03, f12, oy);
                         let f4756 = lerp(f47, f56, oy);
-                        row[level * f + k] = lerp(f0312, f4756, oz);
+                        row[l * f + k] = lerp(f0312, f4756, oz);
                     }
                 }
             }
@@ -156,22 +156,29 @@ fn table_gradient(points: &FlexTensor, grad: &FlexTensor, shape: &GridShape, tab
     let (points, grad) = (f32_values(points), f32_values(grad));
     let n = points.len() / 3;
     let f = shape.features_per_level;
-    let row_len = shape.levels() * f;
+    let row_len = shape.num_levels() * f;
     let mut out = vec![0f32; table_rows * f];
-    // One task per level: a level's corners are all in its own rows `[l · T, (l + 1) · T)`.
-    out.par_chunks_mut(shape.table_size() * f)
+    // One task per level: a level's corners are all in its own rows.
+    let mut level_rows = Vec::with_capacity(shape.num_levels());
+    let mut rest = out.as_mut_slice();
+    for level in &shape.levels {
+        let (rows, after) = std::mem::take(&mut rest).split_at_mut(level.rows * f);
+        level_rows.push(rows);
+        rest = after;
+    }
+    level_rows
+        .into_par_iter()
+        .zip(shape.levels.par_iter())
         .enumerate()
-        .for_each(|(level, rows)| {
-            let scaling = shape.scalings[level];
-            let base = level * shape.table_size();
+        .for_each(|(l, (rows, level))| {
             for p in 0..n {
-                let cell = Cell::new(&points[3 * p..3 * p + 3], scaling, level, shape);
+                let cell = Cell::new(&points[3 * p..3 * p + 3], level, shape.shift);
                 let weights = cell.offsets.map(|o| [-o + 1.0, o]);
-                let g = &grad[p * row_len + level * f..p * row_len + (level + 1) * f];
+                let g = &grad[p * row_len + l * f..p * row_len + (l + 1) * f];
                 for (z, wz) in weights[2].iter().enumerate() {
                     for (y, wy) in weights[1].iter().enumerate() {
                         for (x, wx) in weights[0].iter().enumerate() {
-                            let row = cell.rows[x][y][z] - base;
+                            let row = cell.rows[x][y][z] - level.first_row;
                             for k in 0..f {
                                 rows[row * f + k] += g[k] * wz * wy * wx;
                             }
@@ -214,14 +221,14 @@ impl Backward<CpuBackend, 1> for HashGridBackward {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_close, grid, table_gradients};
+    use super::super::tests::{assert_close, grid, table_gradients, LAYOUTS};
     use super::*;
     use crate::nerfacto::encoding::HashEncoding;
 
     type Ad = Autodiff<CpuBackend>;
 
     #[test]
-    fn floor_ceil_is_floor_and_ceil() {
+    fn floor_is_floor() {
         let cases = [
             0.0,
             -0.0,
@@ -243,38 +250,41 @@ mod tests {
             f32::MIN_POSITIVE,
         ];
         for x in cases.into_iter().chain(more) {
-            let (floor, ceil) = floor_ceil(x);
-            assert_eq!(
-                (floor.to_bits(), ceil.to_bits()),
-                (x.floor().to_bits(), x.ceil().to_bits()),
-                "{x}"
-            );
+            assert_eq!(floor(x).to_bits(), x.floor().to_bits(), "{x}");
         }
-        assert!(floor_ceil(f32::NAN).0.is_nan() && floor_ceil(f32::NAN).1.is_nan());
+        assert!(floor(f32::NAN).is_nan());
     }
 
     #[test]
     fn forward_is_bit_identical_to_burn_ops() {
-        let (encoding, points) = grid::<CpuBackend>(&Default::default());
-        let kernel = encoding.forward(points.clone()).into_data();
-        let ops = encoding.forward_ops(points).into_data();
-        assert_eq!(kernel.as_slice::<f32>().unwrap(), ops.as_slice::<f32>().unwrap());
+        for layout in LAYOUTS {
+            let (encoding, points) = grid::<CpuBackend>(&Default::default(), layout);
+            let kernel = encoding.forward(points.clone()).into_data();
+            let ops = encoding.forward_ops(points).into_data();
+            assert_eq!(
+                kernel.as_slice::<f32>().unwrap(),
+                ops.as_slice::<f32>().unwrap(),
+                "{layout:?}"
+            );
+        }
     }
 
     #[test]
     fn table_gradient_matches_burn_ops_autodiff() {
-        let (encoding, points) = grid::<Ad>(&Default::default());
-        let encoding = HashEncoding {
-            table: burn::module::Param::from_tensor(encoding.table.val().require_grad()),
-            ..encoding
-        };
-        let kernel_out = encoding.forward(points.clone());
-        let ops_out = encoding.forward_ops(points);
-        assert_eq!(
-            kernel_out.clone().into_data().as_slice::<f32>().unwrap(),
-            ops_out.clone().into_data().as_slice::<f32>().unwrap()
-        );
-        let (kernel, ops) = table_gradients(&encoding, kernel_out, ops_out);
-        assert_close(&kernel, &ops, 1e-6);
+        for layout in LAYOUTS {
+            let (encoding, points) = grid::<Ad>(&Default::default(), layout);
+            let encoding = HashEncoding {
+                table: burn::module::Param::from_tensor(encoding.table.val().require_grad()),
+                ..encoding
+            };
+            let kernel_out = encoding.forward(points.clone());
+            let ops_out = encoding.forward_ops(points);
+            assert_eq!(
+                kernel_out.clone().into_data().as_slice::<f32>().unwrap(),
+                ops_out.clone().into_data().as_slice::<f32>().unwrap()
+            );
+            let (kernel, ops) = table_gradients(&encoding, kernel_out, ops_out);
+            assert_close(&kernel, &ops, 1e-6);
+        }
     }
 }

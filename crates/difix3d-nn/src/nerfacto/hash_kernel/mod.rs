@@ -37,31 +37,74 @@ mod cube;
 /// Instant-NGP's spatial hash primes, per axis, as wrapping 32-bit factors.
 const PRIMES: [u32; 3] = [1, 2_654_435_761, 805_459_861];
 
-/// What the kernel needs of a hash grid besides its table.
-#[derive(Clone, Debug)]
+/// One level of a grid as the kernels need it: where a point lands and which table rows its
+/// corners are.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Level {
+    /// A coordinate `x` in [0, 1] lands at `x · scale + shift` (the grid's shift).
+    pub scale: f32,
+    /// The level's rows of the table: `first_row .. first_row + rows`.
+    pub first_row: usize,
+    pub rows: usize,
+    /// `Some(r)`: the corner `(x, y, z)` is row `x + r·y + r²·z` (mod `rows`), a dense grid of
+    /// resolution `r`; `None`: its hash `(x·p₀ ⊕ y·p₁ ⊕ z·p₂) mod rows` ([`PRIMES`], wrapping
+    /// 32-bit products).
+    pub dense_resolution: Option<u32>,
+}
+
+impl Level {
+    /// Each axis' factor of the corner's index: the dense strides or the hash primes.
+    fn factors(&self) -> [u32; 3] {
+        match self.dense_resolution {
+            Some(r) => [1, r, r.wrapping_mul(r)],
+            None => PRIMES,
+        }
+    }
+
+    /// The table row of the corner whose axes' shares (coordinate × factor) are `x`, `y`, `z`.
+    fn row(&self, x: u32, y: u32, z: u32) -> usize {
+        let index = match self.dense_resolution {
+            Some(_) => x.wrapping_add(y).wrapping_add(z),
+            None => x ^ y ^ z,
+        };
+        self.first_row + (index as usize % self.rows)
+    }
+}
+
+/// What the kernels need of a hash grid besides its table `[rows, F]`.
+///
+/// A point's cell at a level: `s = x · scale + shift` per axis, its corners `floor(s)` and
+/// `floor(s) + 1`, the second weighted `o = s − floor(s)`. nerfstudio's torch grid has shift 0 and
+/// takes `ceil(s)` as the second corner; the two differ only where `s` is a whole number, where
+/// that corner's weight is 0, so the outputs and gradients are the same.
+#[derive(Clone, Debug, PartialEq)]
 pub struct GridShape {
-    /// The grid resolution of each level.
-    pub scalings: Vec<f32>,
-    pub log2_table_size: u32,
+    pub levels: Vec<Level>,
+    pub shift: f32,
     pub features_per_level: usize,
 }
 
 impl GridShape {
-    fn levels(&self) -> usize {
-        self.scalings.len()
+    fn num_levels(&self) -> usize {
+        self.levels.len()
     }
 
-    fn table_size(&self) -> usize {
-        1 << self.log2_table_size
+    /// The rows a table of this grid has.
+    pub fn table_rows(&self) -> usize {
+        self.levels.last().map_or(0, |l| l.first_row + l.rows)
     }
 }
 
-/// The encoding of `points` `[N, 3]` (`[0, 1]³`) through `table` `[L · T, F]`: `[N, L · F]`.
+/// The encoding of `points` `[N, 3]` (`[0, 1]³`) through `table` `[rows, F]`: `[N, L · F]`.
 /// `None` when `B` has no kernel (ndarray), or when the points are tracked by autodiff: the caller
 /// then runs the burn-ops version.
 pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &GridShape) -> Option<Tensor<B, 2>> {
-    if shape.features_per_level == 0 || shape.levels() == 0 {
+    if shape.features_per_level == 0 || shape.num_levels() == 0 {
         // Nothing to look up (and no row length to split the work by): the burn-ops version.
+        return None;
+    }
+    if table.dims() != [shape.table_rows(), shape.features_per_level] {
+        // Not this grid's table (`HashEncoding::new` makes sure it is): no kernel reads past it.
         return None;
     }
     cpu::encode(points, table.clone(), shape).or_else(|| cube::encode(points, table, shape))
@@ -95,31 +138,43 @@ mod tests {
     use burn::tensor::Distribution;
 
     use super::*;
-    use crate::nerfacto::encoding::HashEncoding;
+    use crate::nerfacto::encoding::{grid_shape, GridLayout, HashEncoding};
     use crate::nn::backend::CpuBackend;
 
-    /// A small grid (3 levels of 2^10 rows, 2 features; coarse levels with colliding corners) and
-    /// points in [0, 1]³, including the cube's faces, where floor and ceil coincide.
-    pub(super) fn grid<B: Backend>(device: &B::Device) -> (HashEncoding<B>, Tensor<B, 2>) {
-        let table = Tensor::<B, 2>::random([3 << 10, 2], Distribution::Uniform(-1.0, 1.0), device);
-        let encoding = encoding_of(table);
+    /// Both layouts: nerfstudio's torch grid and tiny-cuda-nn's (a dense first level of 27
+    /// corners in 32 rows, where the index wraps, then two hashed ones).
+    pub(super) const LAYOUTS: [GridLayout; 2] = [GridLayout::Torch, GridLayout::Tcnn];
+
+    /// A small grid of `layout` (3 levels of at most 2^10 rows, 2 features; coarse levels with
+    /// colliding corners) and points in [0, 1]³, including the cube's faces, where a point lies on
+    /// a cell's boundary.
+    pub(super) fn grid<B: Backend>(device: &B::Device, layout: GridLayout) -> (HashEncoding<B>, Tensor<B, 2>) {
+        let rows = grid_shape(layout, 3, 3, 64, 10, 2).table_rows();
+        let table = Tensor::<B, 2>::random([rows, 2], Distribution::Uniform(-1.0, 1.0), device);
+        let encoding = encoding_of(table, layout);
         let mut points = Tensor::<B, 2>::random([300, 3], Distribution::Uniform(0.0, 1.0), device);
         let corners = Tensor::<B, 2>::from_floats([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 1.0]], device);
         points = Tensor::cat(vec![points, corners], 0);
         (encoding, points)
     }
 
-    /// The test grid's encoding with `table`.
-    pub(super) fn encoding_of<B: Backend>(table: Tensor<B, 2>) -> HashEncoding<B> {
-        HashEncoding::new(table, 3, 4, 64, 10).expect("valid sizes")
+    /// The test grid's encoding of `layout` with `table`.
+    pub(super) fn encoding_of<B: Backend>(table: Tensor<B, 2>, layout: GridLayout) -> HashEncoding<B> {
+        HashEncoding::new(table, layout, 3, 3, 64, 10).expect("valid sizes")
     }
 
-    pub(super) fn grid_shape<B: Backend>(encoding: &HashEncoding<B>) -> GridShape {
-        GridShape {
-            scalings: encoding.scalings.clone(),
-            log2_table_size: encoding.log2_table_size,
-            features_per_level: encoding.features_per_level,
-        }
+    #[test]
+    fn the_test_grids_have_the_levels_they_test() {
+        let torch = grid_shape(GridLayout::Torch, 3, 3, 64, 10, 2);
+        assert_eq!(torch.table_rows(), 3 << 10);
+        assert!(torch.levels.iter().all(|l| l.dense_resolution.is_none()));
+        let tcnn = grid_shape(GridLayout::Tcnn, 3, 3, 64, 10, 2);
+        let sizes: Vec<_> = tcnn
+            .levels
+            .iter()
+            .map(|l| (l.first_row, l.rows, l.dense_resolution))
+            .collect();
+        assert_eq!(sizes, [(0, 32, Some(3)), (32, 1024, None), (1056, 1024, None)]);
     }
 
     /// The table gradients of `kernel` and `ops` (two encodings of the same points under autodiff),
@@ -161,8 +216,8 @@ mod tests {
     /// Tracked points keep the burn-ops path, which differentiates them too; ndarray has no kernel.
     #[test]
     fn tracked_points_and_ndarray_fall_back_to_burn_ops() {
-        let (encoding, points) = grid::<Autodiff<CpuBackend>>(&Default::default());
-        let shape = grid_shape(&encoding);
+        let (encoding, points) = grid::<Autodiff<CpuBackend>>(&Default::default(), GridLayout::Torch);
+        let shape = encoding.shape.clone();
         assert!(encode(&points, encoding.table.val(), &shape).is_some());
         assert!(encode(&points.require_grad(), encoding.table.val(), &shape).is_none());
         let ndarray_points = Tensor::<burn::backend::NdArray, 2>::zeros([1, 3], &Default::default());
