@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use difix3d::camera_path::nerfstudio::DataparserTransform;
 use difix3d::data::Camera;
 use difix3d::nerfacto::checkpoint::Checkpoint;
+use difix3d::nerfacto::Nerfacto;
+use difix3d::nn::backend::CpuBackend;
 use difix3d::refine::poses;
 use glam::{Affine3A, DMat4, DVec4};
 
@@ -303,6 +305,42 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
         Checkpoint::read(&again.join("nerfacto.safetensors")).unwrap().step,
         Some(305)
     );
+}
+
+/// A checkpoint of nerfstudio's tiny-cuda-nn implementation refines too: its Adam moments continue
+/// (split as its vectors are) and the run saves in its layout, which opens again.
+#[test]
+fn nerfacto_refine_continues_a_tcnn_checkpoint_in_its_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, transforms) = make_case(dir.path());
+    let out = dir.path().join("run");
+    let config = s(&fixture("tcnn_config.json"));
+    let (d, c, t, o) = (
+        s(&data),
+        s(&fixture("tcnn-step-000000041.ckpt")),
+        s(&transforms),
+        s(&out),
+    );
+    let mut args = refine_args(&d, &c, &t, &o, "2");
+    args.extend(["--config", &config, "--no-post-render-eval"]);
+    let (code, stdout, stderr) = difix3d(&args);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["first_step"], 42, "{summary}");
+    assert_eq!(summary["round_steps"], serde_json::json!([42]), "{summary}");
+    // Field: codes, two density-MLP matrices, the grid, three colour-MLP matrices and the bias of
+    // its padded input; each proposal network: grid, two matrices, a bias.
+    assert_eq!(summary["adam_moments_restored"], 16, "{summary}");
+    let saved = Checkpoint::read(&out.join("nerfacto.safetensors")).unwrap();
+    assert!(saved.contains("field.mlp_base.model.params") && !saved.contains("field.mlp_head.layers.0.weight"));
+    let model = Nerfacto::<CpuBackend>::open(
+        &out.join("nerfacto.safetensors"),
+        Some(&out.join("nerfacto.json")),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(model.tcnn.is_some());
 }
 
 #[test]

@@ -16,7 +16,7 @@ Run (the nerfstudio venv of make_nerfacto_golden.py):
 Writes into tests/fixtures/nerfacto/:
 
 - `tcnn-step-000000041.ckpt`: the checkpoint as `Trainer.save_checkpoint` writes it (no LPIPS
-  network, no optimiser state), the parameters random (grids uniform in ±1, MLP weights normal with
+  network; torch Adam states of three random-gradient steps), the parameters random (grids uniform in ±1, MLP weights normal with
   variance 2 / fan-in), so every level and layer matters;
 - `tcnn_config.json`: its config (make_nerfacto_golden.py's tiny one, the proposal networks 16 wide,
   a width tiny-cuda-nn's fully fused MLP runs). Its field grid has 4 levels of 2 features, so the
@@ -186,6 +186,24 @@ def randomize(model, gen):
         model.field.embedding_appearance.embedding.weight.shape, generator=gen)
 
 
+def adam_states(model):
+    """nerfstudio's optimisers (torch Adam over `get_param_groups`, as make_nerfacto_golden.py sets
+    them up) after three steps of random gradients, as `Trainer.save_checkpoint` stores them. As in
+    a real run, the unused position encoding never gets a gradient (no state), the SH encoding's
+    empty vector does."""
+    gen = torch.Generator().manual_seed(3)
+    saved = {}
+    for group, params in model.get_param_groups().items():
+        optimizer = torch.optim.Adam(params, lr=1e-2, eps=1e-15)
+        for _ in range(3):
+            for p in params:
+                p.grad = None if p is model.field.position_encoding.tcnn_encoding.params else torch.randn(
+                    p.shape, generator=gen)
+            optimizer.step()
+        saved[group] = optimizer.state_dict()
+    return saved
+
+
 @torch.no_grad()
 def goldens(model):
     model.eval()
@@ -249,7 +267,7 @@ def main():
     pipeline = torch_golden.Pipeline(model)
     state = {k: v for k, v in pipeline.state_dict().items() if not k.startswith("_model.lpips.")}
     OUT.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": STEP, "pipeline": state, "optimizers": {}, "schedulers": {}, "scalers": {}},
+    torch.save({"step": STEP, "pipeline": state, "optimizers": adam_states(model), "schedulers": {}, "scalers": {}},
                OUT / f"tcnn-step-{STEP:09d}.ckpt")
     (OUT / "tcnn_config.json").write_text(json.dumps(CONFIG, indent=2) + "\n")
     g = goldens(model)

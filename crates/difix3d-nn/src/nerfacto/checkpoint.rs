@@ -10,7 +10,8 @@
 //!
 //! Which method wrote the file shows in the keys: nerfacto has `field.mlp_base...`,
 //! `field.mlp_head...` and `proposal_networks.N...`; its tiny-cuda-nn implementation stores each
-//! network as one flat `...params` vector instead of per-layer tensors; splatfacto has
+//! network as one flat `...params` vector instead of per-layer tensors (kept as they are here;
+//! `super::tcnn` splits them when the model is built); splatfacto has
 //! `gauss_params.*`. The pickle is read by [`super::torch_pickle`], which interprets its opcodes as
 //! data and never runs anything (burn-store's reader stops at the optimiser state's numpy scalars).
 
@@ -41,8 +42,8 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Reads the model tensors of a nerfacto checkpoint; other methods and the tiny-cuda-nn layout
-    /// are refused with an error saying what the file is.
+    /// Reads the model tensors of a nerfacto checkpoint (either implementation); other methods are
+    /// refused with an error saying what the file is.
     pub fn read(path: &Path) -> Result<Self, NerfactoError> {
         if !path.is_file() {
             return Err(NerfactoError::Io {

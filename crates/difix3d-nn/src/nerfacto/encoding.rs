@@ -5,11 +5,12 @@
 //! The hash grid, level by level: the point `x` in [0, 1]³ is scaled by the level's resolution
 //! `s_l = floor(base · g^l)` (with `g = exp((ln max − ln base) / (L − 1))`, computed as nerfstudio
 //! does: `g` in f64, `g^l` in f32, so nerfacto's finest level is 2047, not 2048), the 8 corners of
-//! the cell around it (floor and ceil per axis) are hashed with Instant-NGP's primes
+//! the cell around it (floor and floor + 1 per axis; nerfstudio takes the ceil, the same corner but
+//! where it has weight 0) are hashed with Instant-NGP's primes
 //! `(x · 1) ⊕ (y · 2654435761) ⊕ (z · 805459861) mod T` into that level's rows
 //! `[l · T, (l + 1) · T)` of the table, and their features are blended trilinearly. Every level is
-//! hashed, coarse ones too (tiny-cuda-nn indexes coarse levels densely and offsets positions by half
-//! a cell; its checkpoints are a different layout, see the `checkpoint` module). The output is
+//! hashed, coarse ones too. tiny-cuda-nn's grid (nerfstudio's tcnn implementation) indexes coarse
+//! levels densely and offsets positions by half a cell: [`GridLayout::Tcnn`]. The output is
 //! `[N, L · F]`, level-major.
 
 use burn::module::{Module, Param};

@@ -95,7 +95,7 @@ impl MlpSizes {
         };
         let ends = one.num_params();
         let per_layer = width * width;
-        if count >= ends && (count - ends) % per_layer == 0 {
+        if count >= ends && (count - ends).is_multiple_of(per_layer) {
             return Ok(Self {
                 hidden_layers: 1 + (count - ends) / per_layer,
                 ..one
@@ -297,7 +297,7 @@ impl Plan {
             let rows = grid_rows(checkpoint, &prefix, base_res)?;
             let key = format!("{prefix}.encoding.tcnn_encoding.params");
             let total = stored_len(checkpoint, &key)?;
-            if total % rows != 0 {
+            if !total.is_multiple_of(rows) {
                 return Err(error(
                     &key,
                     format!("{total} values are not a whole number of features for its {rows} grid rows"),
@@ -487,6 +487,15 @@ mod tests {
             .all(|l| l.bias.is_none()));
         let params: Vec<f32> = (0..sizes.num_params()).map(|i| (i % 97) as f32 - 48.0).collect();
         let layers = mlp_layers(&params, sizes, Bias::PaddedSum);
+        // A bias's Adam moments are its first padded weight's.
+        assert_eq!(
+            mlp_layers(&params, sizes, Bias::FirstPadded)[0]
+                .bias
+                .as_ref()
+                .unwrap()
+                .values[0],
+            params[20]
+        );
         assert_eq!(layers[0].weight.shape, [16, 20]);
         assert_eq!(layers[2].weight.shape, [3, 16]);
         // The first layer's bias is its padded columns' sum; the others have none.
