@@ -29,8 +29,8 @@ fn checkpoint_path() -> PathBuf {
 /// The golden tensors: name -> (shape, values).
 type Goldens = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// The golden tensors of a fixture file.
-fn read_goldens(file: &str) -> Goldens {
+/// The golden tensors (all f32) of a file in the nerfacto fixtures.
+pub(crate) fn read_goldens(file: &str) -> Goldens {
     let bytes = std::fs::read(fixtures().join(file)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()

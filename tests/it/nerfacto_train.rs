@@ -35,19 +35,7 @@ fn fixtures() -> PathBuf {
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn read(name: &str) -> Tensors {
-    let bytes = std::fs::read(fixtures().join(name)).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, (view.shape().to_vec(), values))
-        })
-        .collect()
+    crate::nerfacto::read_goldens(name)
 }
 
 fn tensor2<Bk: Backend>(g: &Tensors, name: &str, device: &Bk::Device) -> Tensor<Bk, 2> {

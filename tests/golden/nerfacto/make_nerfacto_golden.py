@@ -95,24 +95,27 @@ CONFIG = {
 }
 
 
-def build_model():
+def build_model(config=None, **settings):
+    """NerfactoModel with `config` (CONFIG by default) and any other model settings."""
+    config = config or CONFIG
     cfg = NerfactoModelConfig(
-        num_levels=CONFIG["num_levels"],
-        base_res=CONFIG["base_res"],
-        max_res=CONFIG["max_res"],
-        log2_hashmap_size=CONFIG["log2_hashmap_size"],
-        features_per_level=CONFIG["features_per_level"],
-        hidden_dim=CONFIG["hidden_dim"],
-        hidden_dim_color=CONFIG["hidden_dim_color"],
-        appearance_embed_dim=CONFIG["appearance_embed_dim"],
-        num_proposal_samples_per_ray=tuple(CONFIG["num_proposal_samples_per_ray"]),
-        num_nerf_samples_per_ray=CONFIG["num_nerf_samples_per_ray"],
-        proposal_net_args_list=CONFIG["proposal_net_args_list"],
-        average_init_density=CONFIG["average_init_density"],
-        near_plane=CONFIG["near_plane"],
-        far_plane=CONFIG["far_plane"],
-        background_color=CONFIG["background_color"],
-        use_average_appearance_embedding=CONFIG["use_average_appearance_embedding"],
+        num_levels=config["num_levels"],
+        base_res=config["base_res"],
+        max_res=config["max_res"],
+        log2_hashmap_size=config["log2_hashmap_size"],
+        features_per_level=config["features_per_level"],
+        hidden_dim=config["hidden_dim"],
+        hidden_dim_color=config["hidden_dim_color"],
+        appearance_embed_dim=config["appearance_embed_dim"],
+        num_proposal_samples_per_ray=tuple(config["num_proposal_samples_per_ray"]),
+        num_nerf_samples_per_ray=config["num_nerf_samples_per_ray"],
+        proposal_net_args_list=config["proposal_net_args_list"],
+        average_init_density=config["average_init_density"],
+        near_plane=config["near_plane"],
+        far_plane=config["far_plane"],
+        background_color=config["background_color"],
+        use_average_appearance_embedding=config["use_average_appearance_embedding"],
+        **settings,
     )
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     return cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=NUM_IMAGES, metadata={})

@@ -146,27 +146,7 @@ def install_stand_in():
 
 
 def build_model():
-    cfg = torch_golden.NerfactoModelConfig(
-        num_levels=CONFIG["num_levels"],
-        base_res=CONFIG["base_res"],
-        max_res=CONFIG["max_res"],
-        log2_hashmap_size=CONFIG["log2_hashmap_size"],
-        features_per_level=CONFIG["features_per_level"],
-        hidden_dim=CONFIG["hidden_dim"],
-        hidden_dim_color=CONFIG["hidden_dim_color"],
-        appearance_embed_dim=CONFIG["appearance_embed_dim"],
-        num_proposal_samples_per_ray=tuple(CONFIG["num_proposal_samples_per_ray"]),
-        num_nerf_samples_per_ray=CONFIG["num_nerf_samples_per_ray"],
-        proposal_net_args_list=CONFIG["proposal_net_args_list"],
-        average_init_density=CONFIG["average_init_density"],
-        near_plane=CONFIG["near_plane"],
-        far_plane=CONFIG["far_plane"],
-        background_color=CONFIG["background_color"],
-        use_average_appearance_embedding=CONFIG["use_average_appearance_embedding"],
-        implementation="tcnn",
-    )
-    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
-    return cfg.setup(scene_box=torch_golden.SceneBox(aabb=aabb), num_train_data=torch_golden.NUM_IMAGES, metadata={})
+    return torch_golden.build_model(CONFIG, implementation="tcnn")
 
 
 @torch.no_grad()
