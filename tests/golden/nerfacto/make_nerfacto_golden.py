@@ -34,9 +34,9 @@ Writes into tests/fixtures/nerfacto/:
 - `scalings.json`: the per-level grid scales nerfstudio's torch HashEncoding computes for this config
   and for nerfacto's defaults (16 levels 16..2048: the last is 2047, not 2048, from float32 rounding).
 - `splatfacto.ckpt`, `vanilla_nerf.ckpt`, `nerfacto_tcnn.ckpt`: the `pipeline` key layouts of
-  other methods and of nerfacto's tiny-cuda-nn implementation (each tcnn module keeps one flat
-  `params` vector: `tcnn.modules.Module.params`), a few tiny tensors each, that the reader must
-  refuse with a clear message. `--only-other-methods` rewrites just these three.
+  other methods, and tiny-cuda-nn vectors (`tcnn.modules.Module.params`) of the wrong sizes for any
+  nerfacto, a few tiny tensors each, that the reader must refuse with a clear message. (A faithful
+  tiny-cuda-nn checkpoint: `tests/golden/nerfacto_tcnn/make_tcnn_golden.py`.) `--only-other-methods` rewrites just these three.
 """
 
 import json

@@ -110,7 +110,8 @@ impl Checkpoint {
         for (key, tensor) in &self.tensors {
             match plan.split(key, &tensor.values) {
                 Some(pieces) => tensors.extend(pieces),
-                None if key.ends_with(".tcnn_encoding.params") || key.ends_with(".model.params") => {}
+                // The duplicates, and the parameterless encodings' empty vectors.
+                None if key.ends_with(".params") => {}
                 None => {
                     tensors.insert(key.clone(), tensor.clone());
                 }

@@ -180,6 +180,35 @@ pub fn parameters<B: Backend>(model: &Nerfacto<B>) -> Vec<NamedParameter<B>> {
     out
 }
 
+/// The Adam moments `checkpoint`'s file holds for `model`'s parameters, by the keys of
+/// [`parameters`] ([`super::checkpoint::read_adam_moments`]). nerfstudio's tiny-cuda-nn checkpoints
+/// name their parameters as they store them, the flat vectors (empty ones too) beside torch tensors
+/// such as the appearance codes; their moments are split as the vectors were
+/// ([`super::tcnn::Plan::split_moments`]). Our safetensors runs store every model by its keys.
+pub fn read_model_moments<B: Backend>(
+    model: &Nerfacto<B>,
+    checkpoint: &Checkpoint,
+) -> Result<Option<BTreeMap<String, AdamMoment>>, NerfactoError> {
+    let keys: Vec<String> = parameters(model).into_iter().map(|p| p.key).collect();
+    let path = &checkpoint.path;
+    match &model.tcnn {
+        Some(plan) if !super::checkpoint::is_safetensors(path) => {
+            let stored: Vec<&str> = checkpoint
+                .shapes()
+                .map(|(key, _)| key)
+                .filter(|key| super::tcnn::is_vector(key))
+                .chain(keys.iter().map(String::as_str).filter(|key| !plan.covers(key)))
+                .collect();
+            let moments = super::checkpoint::read_adam_moments(path, &stored)?;
+            Ok(moments.map(|m| plan.split_moments(m)))
+        }
+        _ => {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            super::checkpoint::read_adam_moments(path, &keys)
+        }
+    }
+}
+
 fn stored(shape: Vec<usize>, values: Vec<f32>) -> StoredTensor {
     StoredTensor { shape, values }
 }

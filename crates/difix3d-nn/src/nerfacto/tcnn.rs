@@ -211,18 +211,24 @@ impl Piece {
     }
 }
 
-/// The grid rows a tiny-cuda-nn grid with the sizes under `prefix` has.
-fn grid_rows(checkpoint: &Checkpoint, prefix: &str, base_res: usize) -> Result<usize, NerfactoError> {
+/// The grid rows and levels of a tiny-cuda-nn grid with the sizes under `prefix`.
+fn grid_rows(checkpoint: &Checkpoint, prefix: &str, base_res: usize) -> Result<(usize, usize), NerfactoError> {
     let sizes = GridSizes::read(checkpoint, prefix)?;
-    Ok(grid_shape(
+    let shape = grid_shape(
         GridLayout::Tcnn,
         sizes.num_levels,
         base_res,
         sizes.max_res,
         sizes.log2_hashmap_size,
         1,
-    )
-    .table_rows())
+    );
+    Ok((shape.table_rows(), sizes.num_levels))
+}
+
+/// Whether `key` is one of tiny-cuda-nn's stored vectors: a module's `params`, named once (a
+/// proposal grid is stored again under its `Sequential`'s `mlp_base.0`).
+pub fn is_vector(key: &str) -> bool {
+    key.ends_with(".params") && !key.contains(".mlp_base.0.")
 }
 
 /// The length of the stored vector `key`.
@@ -244,8 +250,7 @@ impl Plan {
 
         // The field: density MLP, then its grid, in one vector.
         let key = "field.mlp_base.model.params";
-        let rows = grid_rows(checkpoint, "field", config.base_res)?;
-        let levels = GridSizes::read(checkpoint, "field")?.num_levels;
+        let (rows, levels) = grid_rows(checkpoint, "field", config.base_res)?;
         let grid_len = rows * features;
         let total = stored_len(checkpoint, key)?;
         let mlp_len = total
@@ -294,7 +299,7 @@ impl Plan {
             let prefix = format!("proposal_networks.{i}");
             let arg = args.get(i.min(args.len().saturating_sub(1)));
             let base_res = arg.map_or(16, |a| a.base_res);
-            let rows = grid_rows(checkpoint, &prefix, base_res)?;
+            let (rows, levels) = grid_rows(checkpoint, &prefix, base_res)?;
             let key = format!("{prefix}.encoding.tcnn_encoding.params");
             let total = stored_len(checkpoint, &key)?;
             if !total.is_multiple_of(rows) {
@@ -314,7 +319,6 @@ impl Plan {
             });
             let key = format!("{prefix}.mlp_base.1.tcnn_encoding.params");
             if checkpoint.contains(&key) {
-                let levels = GridSizes::read(checkpoint, &prefix)?.num_levels;
                 let width = arg.and_then(|a| a.hidden_dim).unwrap_or(DEFAULT_WIDTHS.2);
                 let count = stored_len(checkpoint, &key)?;
                 let sizes = MlpSizes::solve(levels * proposal_features, 1, width, Padding::Ones, count)

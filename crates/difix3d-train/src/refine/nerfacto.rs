@@ -73,7 +73,7 @@ use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
 use crate::metrics::MetricsBackend;
 use crate::nerfacto::batches::{PixelSampler, Views};
-use crate::nerfacto::checkpoint::{read_adam_moments, AdamMoment, Checkpoint};
+use crate::nerfacto::checkpoint::{AdamMoment, Checkpoint};
 use crate::nerfacto::trainer::{load_photo, NerfactoTrainError};
 use crate::nerfacto::training::{NerfactoTrainer, StepLosses};
 use crate::nerfacto::{Nerfacto, NerfactoConfig, NerfactoError};
@@ -380,28 +380,7 @@ fn load_inputs<B: AutodiffBackend>(
     let model = Nerfacto::<B>::load(&checkpoint, settings, device)?;
     // As `Trainer._load_checkpoint`'s `load_optimizers`; a state that does not fit the model is
     // reported and the run starts with fresh moments instead of failing.
-    let keys: Vec<String> = crate::nerfacto::state::parameters(&model)
-        .into_iter()
-        .map(|p| p.key)
-        .collect();
-    let moments = match &model.tcnn {
-        // nerfstudio's tiny-cuda-nn checkpoint names its parameters as it stores them: the flat
-        // vectors (every `params`, empty ones too, each module once) and the torch tensors.
-        Some(plan) if !crate::nerfacto::checkpoint::is_safetensors(&config.checkpoint) => {
-            let stored: Vec<&str> = checkpoint
-                .shapes()
-                .map(|(key, _)| key)
-                .filter(|key| key.ends_with("params") && !key.contains(".mlp_base.0."))
-                .chain(keys.iter().map(String::as_str).filter(|key| !plan.covers(key)))
-                .collect();
-            read_adam_moments(&config.checkpoint, &stored).map(|m| m.map(|m| plan.split_moments(m)))
-        }
-        _ => {
-            let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-            read_adam_moments(&config.checkpoint, &key_refs)
-        }
-    }
-    .unwrap_or_else(|e| {
+    let moments = crate::nerfacto::state::read_model_moments(&model, &checkpoint).unwrap_or_else(|e| {
         log::warn!("{e}; the optimisers start with fresh Adam moments");
         None
     });
