@@ -238,43 +238,60 @@ fn hash_encodings_match_nerfstudio() {
     check::<burn::backend::NdArray>("ndarray");
 }
 
+/// Both implementations' checkpoints: torch's, and tiny-cuda-nn's (`tcnn`).
+const IMPLEMENTATIONS: [bool; 2] = [false, true];
+
 #[test]
 fn fields_match_nerfstudio() {
-    let device = Default::default();
-    let model = model::<B>(&device);
-    let positions = golden_tensor::<B>("field_positions", &device);
-    let directions = golden_tensor::<B>("field_directions", &device);
-    let out = model.field.forward(&model.mapping, positions.clone(), directions);
-    assert_close(
-        "field density",
-        &values(out.density),
-        golden("field_density"),
-        1e-7,
-        1e-4,
-    );
-    assert_close("field rgb", &values(out.rgb), golden("field_rgb"), 1e-5, 1e-4);
-    for (i, name) in ["prop0_density", "prop1_density"].into_iter().enumerate() {
-        let got = values(model.proposals[i].density(&model.mapping, positions.clone()));
-        assert_close(name, &got, golden(name), 1e-7, 1e-4);
+    for tcnn in IMPLEMENTATIONS {
+        let device = Default::default();
+        let model = model_of::<B>(tcnn, &device);
+        let golden = |name: &str| golden_of(tcnn, name);
+        let positions = golden_tensor_of::<B>(tcnn, "field_positions", &device);
+        let directions = golden_tensor_of::<B>(tcnn, "field_directions", &device);
+        let out = model.field.forward(&model.mapping, positions.clone(), directions);
+        let label = |name: &str| format!("{}{name}", if tcnn { "tcnn " } else { "" });
+        assert_close(
+            &label("field density"),
+            &values(out.density),
+            golden("field_density"),
+            1e-7,
+            1e-4,
+        );
+        assert_close(&label("field rgb"), &values(out.rgb), golden("field_rgb"), 1e-5, 1e-4);
+        for (i, name) in ["prop0_density", "prop1_density"].into_iter().enumerate() {
+            let got = values(model.proposals[i].density(&model.mapping, positions.clone()));
+            assert_close(&label(name), &got, golden(name), 1e-7, 1e-4);
+        }
     }
 }
 
 #[test]
 fn rays_render_as_in_nerfstudio() {
-    rays_render::<B>(&Default::default());
+    for tcnn in IMPLEMENTATIONS {
+        rays_render::<B>(&Default::default(), tcnn);
+    }
 }
 
 /// The same renders on burn's wgpu backend (lavapipe here): its kernels, 32-bit integer hashing.
 #[test]
 fn rays_render_as_in_nerfstudio_on_wgpu() {
-    rays_render::<burn::backend::Wgpu<f32>>(&burn::backend::wgpu::WgpuDevice::DefaultDevice);
+    for tcnn in IMPLEMENTATIONS {
+        rays_render::<burn::backend::Wgpu<f32>>(&burn::backend::wgpu::WgpuDevice::DefaultDevice, tcnn);
+    }
 }
 
-fn rays_render<Bk: Backend>(device: &Bk::Device) {
-    let model = model::<Bk>(device);
+fn rays_render<Bk: Backend>(device: &Bk::Device, tcnn: bool) {
+    let model = model_of::<Bk>(tcnn, device);
+    let golden = |name: &str| golden_of(tcnn, name);
+    // A failure below names the golden; this says whose.
+    eprintln!(
+        "the {} implementation's checkpoint",
+        if tcnn { "tiny-cuda-nn" } else { "torch" }
+    );
     let out = model.render_rays(
-        golden_tensor::<Bk>("ray_origins", device),
-        golden_tensor::<Bk>("ray_directions", device),
+        golden_tensor_of::<Bk>(tcnn, "ray_origins", device),
+        golden_tensor_of::<Bk>(tcnn, "ray_directions", device),
     );
     // Each pass's bins and weights first: a mismatch shows where it starts.
     for (i, (samples, weights)) in out.passes.iter().enumerate() {
@@ -345,9 +362,21 @@ fn golden_camera_of(tcnn: bool) -> Camera {
 
 #[test]
 fn camera_renders_as_in_nerfstudio() {
-    let model = model::<B>(&Default::default());
+    for tcnn in IMPLEMENTATIONS {
+        camera_renders(tcnn);
+    }
+}
+
+fn camera_renders(tcnn: bool) {
+    let model = model_of::<B>(tcnn, &Default::default());
+    let golden = |name: &str| golden_of(tcnn, name);
+    // A failure below names the golden; this says whose.
+    eprintln!(
+        "the {} implementation's checkpoint",
+        if tcnn { "tiny-cuda-nn" } else { "torch" }
+    );
     // Chunks smaller than the image: only the expected depth (not compared here) depends on them.
-    let image = model.render_camera(&golden_camera(), 50);
+    let image = model.render_camera(&golden_camera_of(tcnn), 50);
     assert_eq!((image.width, image.height), (16, 12));
     assert_close("image rgb", &image.rgb, golden("image_rgb"), 1e-4, 1e-3);
     assert_close(
@@ -640,62 +669,22 @@ fn damaged_checkpoints_are_clear_errors() {
 /// The tiny-cuda-nn implementation's checkpoint (`tests/golden/nerfacto_tcnn/make_tcnn_golden.py`:
 /// nerfstudio's own model and checkpoint, tiny-cuda-nn's kernels transcribed in numpy).
 fn tcnn_model<Bk: Backend>(device: &Bk::Device) -> Nerfacto<Bk> {
-    Nerfacto::open(
+    let model = Nerfacto::open(
         &fixtures().join("tcnn-step-000000041.ckpt"),
         Some(&fixtures().join("tcnn_config.json")),
         device,
     )
-    .unwrap()
-}
-
-/// Fields, ray renders and a camera of a tiny-cuda-nn checkpoint, against nerfstudio with
-/// tiny-cuda-nn's kernels transcribed, on the CPU and on wgpu.
-#[test]
-fn tcnn_checkpoints_render_as_in_nerfstudio() {
-    tcnn_renders::<B>(&Default::default());
-    tcnn_renders::<burn::backend::Wgpu<f32>>(&burn::backend::wgpu::WgpuDevice::DefaultDevice);
-}
-
-fn tcnn_renders<Bk: Backend>(device: &Bk::Device) {
-    let model = tcnn_model::<Bk>(device);
+    .unwrap();
     assert!(model.tcnn.is_some());
-    let golden = |name: &str| golden_of(true, name);
-    let tensor = |name: &str| golden_tensor_of::<Bk>(true, name, device);
-    let positions = tensor("field_positions");
-    let out = model
-        .field
-        .forward(&model.mapping, positions.clone(), tensor("field_directions"));
-    assert_close(
-        "tcnn field density",
-        &values(out.density),
-        golden("field_density"),
-        1e-6,
-        1e-4,
-    );
-    assert_close("tcnn field rgb", &values(out.rgb), golden("field_rgb"), 1e-5, 1e-4);
-    for (i, name) in ["prop0_density", "prop1_density"].into_iter().enumerate() {
-        let got = values(model.proposals[i].density(&model.mapping, positions.clone()));
-        assert_close(&format!("tcnn {name}"), &got, golden(name), 1e-6, 1e-4);
+    model
+}
+
+/// The torch implementation's parity checkpoint, or the tiny-cuda-nn one's (`tcnn`).
+fn model_of<Bk: Backend>(tcnn: bool, device: &Bk::Device) -> Nerfacto<Bk> {
+    match tcnn {
+        false => model(device),
+        true => tcnn_model(device),
     }
-    let out = model.render_rays(tensor("ray_origins"), tensor("ray_directions"));
-    assert_close("tcnn render rgb", &values(out.rgb), golden("render_rgb"), 1e-4, 1e-3);
-    assert_close(
-        "tcnn render accumulation",
-        &values(out.accumulation),
-        golden("render_accumulation"),
-        1e-4,
-        1e-3,
-    );
-    assert_close(
-        "tcnn render depth",
-        &values(out.depth),
-        golden("render_depth"),
-        1e-4,
-        1e-3,
-    );
-    let image = model.render_camera(&golden_camera_of(true), 50);
-    assert_close("tcnn image rgb", &image.rgb, golden("image_rgb"), 1e-4, 1e-3);
-    assert_close("tcnn image depth", &image.depth, golden("image_depth"), 1e-4, 1e-3);
 }
 
 /// A tiny-cuda-nn model saves in tiny-cuda-nn's layout, and reads back to the same renders.

@@ -234,7 +234,16 @@ def goldens(model):
     g["hash_field"] = f32(model.field.mlp_base.model[0](pts))
     g["hash_prop0"] = f32(model.proposal_networks[0].encoding(pts))
     g["hash_prop1"] = f32(model.proposal_networks[1].encoding(pts))
+    g.update(model_goldens(model, gen))
+    return {k: v.contiguous() for k, v in g.items()}
 
+
+@torch.no_grad()
+def model_goldens(model, gen):
+    """The `field_*`, `prop*_density`, `ray_*`/`render_*`, `bins_*`/`weights_*` and `image_*` goldens
+    of `model` in eval mode (any implementation), drawing the inputs from `gen`."""
+    model.eval()
+    g = {}
     # Field outputs at world positions inside the unit cube, out in the contracted region (|x|_inf up
     # to 100) and one at the origin.
     inner = (torch.rand(48, 3, generator=gen) * 2 - 1) * 0.9
@@ -317,7 +326,7 @@ def goldens(model):
     g["image_rgb"] = f32(image["rgb"])
     g["image_depth"] = f32(image["depth"])
     g["image_accumulation"] = f32(image["accumulation"])
-    return {k: v.contiguous() for k, v in g.items()}
+    return g
 
 
 def scalings():
@@ -386,7 +395,7 @@ def main():
 
     # The goldens come from a model loaded back from the checkpoint, as ns-render would load it.
     fresh = build_model()
-    loaded = torch.load(OUT / f"step-{STEPS:09d}.ckpt", map_location="cpu")
+    loaded = torch.load(OUT / f"step-{STEPS:09d}.ckpt", map_location="cpu", weights_only=False)  # our own file; it holds numpy scalars
     missing, unexpected = fresh.load_state_dict(
         {k[len("_model.") :]: v for k, v in loaded["pipeline"].items()}, strict=False
     )

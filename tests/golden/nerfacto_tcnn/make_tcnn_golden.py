@@ -22,8 +22,8 @@ Writes into tests/fixtures/nerfacto/:
   a width tiny-cuda-nn's fully fused MLP runs). Its field grid has 4 levels of 2 features, so the
   density MLP's 8 inputs are padded to 16 by the grid (with zeros), and the colour MLP's 35 and the
   proposal MLPs' 6 by `tcnn.Network`'s identity encoding (with ones);
-- `tcnn_goldens.safetensors`: nerfstudio's outputs in eval mode, as make_nerfacto_golden.py's
-  `field_*`, `prop0_density`, `prop1_density`, `ray_*`/`render_*` and `image_*` entries.
+- `tcnn_goldens.safetensors`: nerfstudio's outputs in eval mode, make_nerfacto_golden.py's
+  `model_goldens` (fields, proposal densities, ray renders with the sampler's bins, a camera).
 """
 
 import json
@@ -43,9 +43,6 @@ import make_nerfacto_golden as torch_golden  # noqa: E402  (patches LPIPS; impor
 import nerfstudio.field_components.encodings as enc_mod  # noqa: E402
 import nerfstudio.field_components.mlp as mlp_mod  # noqa: E402
 import nerfstudio.utils.external as ext  # noqa: E402
-from nerfstudio.field_components.field_heads import FieldHeadNames  # noqa: E402
-from nerfstudio.cameras.rays import Frustums, RayBundle, RaySamples  # noqa: E402
-from nerfstudio.cameras.cameras import Cameras, CameraType  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 OUT = HERE.parents[1] / "fixtures" / "nerfacto"
@@ -184,60 +181,6 @@ def adam_states(model):
     return saved
 
 
-@torch.no_grad()
-def goldens(model):
-    model.eval()
-    g = {}
-    gen = torch.Generator().manual_seed(2)
-    inner = (torch.rand(48, 3, generator=gen) * 2 - 1) * 0.9
-    far_dir = torch.randn(16, 3, generator=gen)
-    far = far_dir / far_dir.norm(dim=-1, keepdim=True) * torch.logspace(0.1, 2, 16)[:, None]
-    positions = torch.cat([inner, far, torch.zeros(1, 3)])
-    directions = torch.randn(positions.shape[0], 3, generator=gen)
-    directions = directions / directions.norm(dim=-1, keepdim=True)
-    n = positions.shape[0]
-    samples = RaySamples(
-        frustums=Frustums(origins=positions, directions=directions, starts=torch.zeros(n, 1),
-                          ends=torch.zeros(n, 1), pixel_area=torch.ones(n, 1)),
-        camera_indices=torch.zeros(n, 1, dtype=torch.long),
-    )
-    out = model.field.forward(samples)
-    f32 = torch_golden.f32
-    g["field_positions"] = positions
-    g["field_directions"] = directions
-    g["field_density"] = f32(out[FieldHeadNames.DENSITY])
-    g["field_rgb"] = f32(out[FieldHeadNames.RGB])
-    g["prop0_density"] = f32(model.density_fns[0](positions))
-    g["prop1_density"] = f32(model.density_fns[1](positions))
-
-    origins, dirs = torch_golden.look_at_rays(gen, 64)
-    origins[:4] *= 0.1
-    bundle = RayBundle(origins=origins, directions=dirs, pixel_area=torch.full((64, 1), 1e-4),
-                       camera_indices=torch.zeros(64, 1, dtype=torch.long))
-    outputs = model(bundle)
-    g["ray_origins"] = origins
-    g["ray_directions"] = dirs
-    for name in ["rgb", "accumulation", "depth"]:
-        g[f"render_{name}"] = f32(outputs[name])
-
-    eye = torch.tensor([2.2, -1.4, 1.6])
-    forward = -eye / eye.norm()
-    right = torch.linalg.cross(forward, torch.tensor([0.0, 0.0, 1.0]))
-    right = right / right.norm()
-    up = torch.linalg.cross(right, forward)
-    c2w = torch.stack([right, up, -forward, eye], dim=1)
-    fx, fy, cx, cy = 14.0, 13.0, 8.3, 5.9
-    camera = Cameras(camera_to_worlds=c2w[None], fx=fx, fy=fy, cx=cx, cy=cy, width=16, height=12,
-                     camera_type=CameraType.PERSPECTIVE)
-    image = model.get_outputs_for_camera(camera)
-    g["image_camera_to_world"] = c2w.contiguous()
-    g["image_intrinsics"] = torch.tensor([fx, fy, cx, cy])
-    g["image_rgb"] = f32(image["rgb"])
-    g["image_depth"] = f32(image["depth"])
-    g["image_accumulation"] = f32(image["accumulation"])
-    return {k: v.contiguous() for k, v in g.items()}
-
-
 def main():
     install_stand_in()
     torch.manual_seed(0)
@@ -250,7 +193,7 @@ def main():
     torch.save({"step": STEP, "pipeline": state, "optimizers": adam_states(model), "schedulers": {}, "scalers": {}},
                OUT / f"tcnn-step-{STEP:09d}.ckpt")
     (OUT / "tcnn_config.json").write_text(json.dumps(CONFIG, indent=2) + "\n")
-    g = goldens(model)
+    g = {k: v.contiguous() for k, v in torch_golden.model_goldens(model, torch.Generator().manual_seed(2)).items()}
     save_file(g, str(OUT / "tcnn_goldens.safetensors"))
     for k, v in state.items():
         if k.endswith("params"):
