@@ -20,7 +20,7 @@ use cubecl::features::AtomicUsage;
 use cubecl::ir::{ElemType, FloatKind, StorageType};
 use cubecl::prelude::*;
 
-use super::{track, GridShape};
+use super::{track, GridShape, PRIMES};
 use crate::nn::backend::retype;
 use crate::nn::cube::{cpu_device, elementwise, on_cube, CubeF32, OnCube};
 
@@ -80,8 +80,8 @@ fn encode_tracked<C: CubeF32>(
     })
 }
 
-/// Values per level in [`level_table`].
-const LEVEL_WORDS: usize = 6;
+/// Values per dense level in [`level_table`].
+const DENSE_WORDS: usize = 3;
 
 /// A device array of `values` (4-byte words) of `dtype`.
 fn device_array<R: CubeRuntime>(like: &CubeTensor<R>, bytes: Vec<u8>, len: usize, dtype: DType) -> CubeTensor<R> {
@@ -89,25 +89,39 @@ fn device_array<R: CubeRuntime>(like: &CubeTensor<R>, bytes: Vec<u8>, len: usize
     CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), [len].into(), handle, dtype)
 }
 
-/// The grid's level scales (f32), and per level [`LEVEL_WORDS`] u32s: first row, rows, each axis'
-/// factor (dense stride or hash prime), 1 for a dense level.
+/// The grid's level scales (f32), and per dense level [`DENSE_WORDS`] u32s: first row, rows,
+/// resolution (one unused entry when there is none: a device array is never empty). Hashed levels
+/// need no entry: their rows follow from their index ([`super::GridShape::hashed_levels`]), so on
+/// nerfstudio's torch grid a thread reads one value per level besides the corners, as before the
+/// dense levels existed.
 fn level_table<R: CubeRuntime>(like: &CubeTensor<R>, shape: &GridShape) -> (CubeTensor<R>, CubeTensor<R>) {
     let scales: Vec<u8> = shape.levels.iter().flat_map(|l| l.scale.to_le_bytes()).collect();
-    let words: Vec<u8> = shape
+    let mut words: Vec<u32> = shape
         .levels
         .iter()
-        .flat_map(|l| {
-            let [fx, fy, fz] = l.factors();
-            let dense = u32::from(l.dense_resolution.is_some());
-            [l.first_row as u32, l.rows as u32, fx, fy, fz, dense]
-        })
-        .flat_map(u32::to_le_bytes)
+        .filter_map(|l| Some([l.first_row as u32, l.rows as u32, l.dense_resolution?]))
+        .flatten()
         .collect();
+    if words.is_empty() {
+        words = vec![0; DENSE_WORDS];
+    }
     let levels = shape.num_levels();
+    let count = words.len();
     (
         device_array(like, scales, levels, DType::F32),
-        device_array(like, words, levels * LEVEL_WORDS, DType::U32),
+        device_array(
+            like,
+            words.into_iter().flat_map(u32::to_le_bytes).collect(),
+            count,
+            DType::U32,
+        ),
     )
+}
+
+/// The kernels' scalars for the hashed levels ([`super::GridShape::hashed_levels`]).
+fn hashed_args(shape: &GridShape) -> (u32, u32, u32) {
+    let hashed = shape.hashed_levels();
+    (hashed.dense as u32, hashed.first_row as u32, hashed.log2_rows)
 }
 
 /// The encoding `[N, L · F]`; `None` for tensors that are not f32.
@@ -128,7 +142,8 @@ fn forward<R: CubeRuntime>(points: CubeTensor<R>, table: CubeTensor<R>, shape: &
     let client = points.client.clone();
     let levels_per_thread = if cpu_device(&client) { levels.max(1) } else { 1 };
     let (cube_count, cube_dim) = elementwise(&client, n * levels.div_ceil(levels_per_thread));
-    let (scales, level_words) = level_table(&points, shape);
+    let (scales, dense_words) = level_table(&points, shape);
+    let (dense_levels, hashed_first_row, log2_rows) = hashed_args(shape);
     let vector = if matches!(features, 1 | 2 | 4) { features } else { 1 };
     hash_grid_forward::launch::<R>(
         &client,
@@ -137,9 +152,12 @@ fn forward<R: CubeRuntime>(points: CubeTensor<R>, table: CubeTensor<R>, shape: &
         vector,
         points.into_array_arg(),
         scales.into_array_arg(),
-        level_words.into_array_arg(),
+        dense_words.into_array_arg(),
         table.into_array_arg(),
         output.clone().into_array_arg(),
+        dense_levels,
+        hashed_first_row,
+        log2_rows,
         shape.shift,
         features,
         levels_per_thread,
@@ -161,7 +179,8 @@ fn table_gradient<R: CubeRuntime>(
     let out = zeros_client(grad.client.clone(), grad.device.clone(), out_shape, DType::F32);
     let client = grad.client.clone();
     let (cube_count, cube_dim) = elementwise(&client, points.meta.shape()[0] * shape.num_levels());
-    let (scales, level_words) = level_table(&points, shape);
+    let (scales, dense_words) = level_table(&points, shape);
+    let (dense_levels, hashed_first_row, log2_rows) = hashed_args(shape);
     let launch = if native_add {
         hash_grid_backward::launch::<NativeAdd, R>
     } else {
@@ -173,9 +192,12 @@ fn table_gradient<R: CubeRuntime>(
         cube_dim,
         points.into_array_arg(),
         scales.into_array_arg(),
-        level_words.into_array_arg(),
+        dense_words.into_array_arg(),
         grad.into_array_arg(),
         out.clone().into_array_arg(),
+        dense_levels,
+        hashed_first_row,
+        log2_rows,
         shape.shift,
         shape.features_per_level,
     );
@@ -237,18 +259,13 @@ fn axis(x: f32, scale: f32, shift: f32, factor: u32) -> Axis {
     }
 }
 
-/// The table row of the corner whose axes' shares are `x`, `y`, `z` (see [`super::Level::row`]).
+/// The table row of the corner whose axes' shares are `x`, `y`, `z` (see [`super::Level::row`]):
+/// a dense level's index modulo its rows, a hashed level's masked to its power-of-two rows.
 #[cube]
 fn corner_row(x: u32, y: u32, z: u32, dense: bool, first_row: u32, rows: u32) -> usize {
-    let mut index = x ^ y ^ z;
+    let mut index = (x ^ y ^ z) & (rows - 1);
     if dense {
-        index = x + y + z;
-    }
-    // A power of two (every hashed level) by its mask, as cheap as the hash itself.
-    if rows & (rows - 1) == 0 {
-        index &= rows - 1;
-    } else {
-        index %= rows;
+        index = (x + y + z) % rows;
     }
     usize::cast_from(index) + usize::cast_from(first_row)
 }
@@ -272,23 +289,72 @@ struct Cell {
 
 /// The cell of thread `thread` = point · L + level.
 #[cube]
-fn cell(points: &Array<f32>, scales: &Array<f32>, level_words: &Array<u32>, thread: usize, shift: f32) -> Cell {
+#[allow(clippy::too_many_arguments)]
+fn cell(
+    points: &Array<f32>,
+    scales: &Array<f32>,
+    dense_words: &Array<u32>,
+    thread: usize,
+    dense_levels: u32,
+    hashed_first_row: u32,
+    log2_rows: u32,
+    shift: f32,
+) -> Cell {
     let levels = scales.len();
     let (point, level) = (thread / levels, thread % levels);
     let (x, y, z) = (points[3 * point], points[3 * point + 1], points[3 * point + 2]);
-    cell_at(x, y, z, scales, level_words, level, shift)
+    cell_at(
+        x,
+        y,
+        z,
+        scales,
+        dense_words,
+        level,
+        dense_levels,
+        hashed_first_row,
+        log2_rows,
+        shift,
+    )
 }
 
-/// The cell of the point `(x, y, z)` at `level`.
+/// The cell of the point `(x, y, z)` at `level`: a dense level's rows and resolution from
+/// `dense_words`, a hashed level's rows from its index (the hashed levels, `2^log2_rows` rows each,
+/// follow one another from `hashed_first_row`).
 #[cube]
-fn cell_at(x: f32, y: f32, z: f32, scales: &Array<f32>, level_words: &Array<u32>, level: usize, shift: f32) -> Cell {
-    let words = level * LEVEL_WORDS;
+#[allow(clippy::too_many_arguments)]
+fn cell_at(
+    x: f32,
+    y: f32,
+    z: f32,
+    scales: &Array<f32>,
+    dense_words: &Array<u32>,
+    level: usize,
+    dense_levels: u32,
+    hashed_first_row: u32,
+    log2_rows: u32,
+    shift: f32,
+) -> Cell {
     let scale = scales[level];
-    let (first_row, rows) = (level_words[words], level_words[words + 1]);
-    let dense = level_words[words + 5] == 1;
-    let x = axis(x, scale, shift, level_words[words + 2]);
-    let y = axis(y, scale, shift, level_words[words + 3]);
-    let z = axis(z, scale, shift, level_words[words + 4]);
+    let level = u32::cast_from(level);
+    let dense = level < dense_levels;
+    // A hashed level's rows follow from its index (this wraps for a dense level, whose rows are
+    // read instead: only a dense level reads its words).
+    let mut first_row = hashed_first_row + ((level - dense_levels) << log2_rows);
+    let mut rows = 1u32 << log2_rows;
+    let mut resolution = rows; // any value: only a dense level's is used
+    if dense {
+        let words = usize::cast_from(level) * DENSE_WORDS;
+        first_row = dense_words[words];
+        rows = dense_words[words + 1];
+        resolution = dense_words[words + 2];
+    }
+    // The x factor is 1 either way (stride 1, and the first prime).
+    let fx = PRIMES[0];
+    let fy = select(dense, resolution, PRIMES[1]);
+    let fz = select(dense, resolution * resolution, PRIMES[2]);
+    let x = axis(x, scale, shift, fx);
+    let y = axis(y, scale, shift, fy);
+    let z = axis(z, scale, shift, fz);
     let (xl, xh, yl, yh, zl, zh) = (
         x.low_share,
         x.high_share,
@@ -324,9 +390,12 @@ fn lerp_vector<N: Size>(hi: Vector<f32, N>, lo: Vector<f32, N>, t: f32) -> Vecto
 fn hash_grid_forward<N: Size>(
     points: &Array<f32>,
     scales: &Array<f32>,
-    level_words: &Array<u32>,
+    dense_words: &Array<u32>,
     table: &Array<Vector<f32, N>>,
     output: &mut Array<Vector<f32, N>>,
+    dense_levels: u32,
+    hashed_first_row: u32,
+    log2_rows: u32,
     shift: f32,
     #[comptime] features: usize,
     #[comptime] levels_per_thread: usize,
@@ -348,7 +417,18 @@ fn hash_grid_forward<N: Size>(
         last = levels;
     }
     for level in first..last {
-        let c = cell_at(x, y, z, scales, level_words, level, shift);
+        let c = cell_at(
+            x,
+            y,
+            z,
+            scales,
+            dense_words,
+            level,
+            dense_levels,
+            hashed_first_row,
+            log2_rows,
+            shift,
+        );
         #[unroll]
         for k in 0..vectors {
             // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
@@ -424,16 +504,28 @@ fn add_corner<A: FloatAdd>(
 fn hash_grid_backward<A: FloatAdd>(
     points: &Array<f32>,
     scales: &Array<f32>,
-    level_words: &Array<u32>,
+    dense_words: &Array<u32>,
     grad: &Array<f32>,
     table_grad: &mut Array<Atomic<A::Word>>,
+    dense_levels: u32,
+    hashed_first_row: u32,
+    log2_rows: u32,
     shift: f32,
     #[comptime] features: usize,
 ) {
     if ABSOLUTE_POS >= (points.len() / 3) * scales.len() {
         terminate!();
     }
-    let c = cell(points, scales, level_words, ABSOLUTE_POS, shift);
+    let c = cell(
+        points,
+        scales,
+        dense_words,
+        ABSOLUTE_POS,
+        dense_levels,
+        hashed_first_row,
+        log2_rows,
+        shift,
+    );
     let (x1, y1, z1) = (c.ox, c.oy, c.oz);
     let (x0, y0, z0) = (-x1 + 1.0, -y1 + 1.0, -z1 + 1.0);
     let at = ABSOLUTE_POS;

@@ -36,6 +36,8 @@ mod cube;
 
 /// Instant-NGP's spatial hash primes, per axis, as wrapping 32-bit factors.
 const PRIMES: [u32; 3] = [1, 2_654_435_761, 805_459_861];
+// The x axis' factor is 1 on dense and hashed levels alike (the GPU kernel relies on it).
+const _: () = assert!(PRIMES[0] == 1);
 
 /// One level of a grid as the kernels need it: where a point lands and which table rows its
 /// corners are.
@@ -93,6 +95,41 @@ impl GridShape {
     pub fn table_rows(&self) -> usize {
         self.levels.last().map_or(0, |l| l.first_row + l.rows)
     }
+
+    /// The dense levels, which come first (resolutions only grow), and where the hashed ones
+    /// start: the GPU kernel reads a table for the dense levels only, and finds a hashed level's
+    /// rows from its index.
+    fn hashed_levels(&self) -> HashedLevels {
+        let dense = self.levels.iter().take_while(|l| l.dense_resolution.is_some()).count();
+        let first = self.levels.get(dense);
+        HashedLevels {
+            dense,
+            first_row: first.map_or(self.table_rows(), |l| l.first_row),
+            log2_rows: first.map_or(0, |l| l.rows.trailing_zeros()),
+        }
+    }
+
+    /// Whether the levels are laid out as the kernels take them ([`Self::hashed_levels`]): dense
+    /// levels first, then hashed ones of one power-of-two size, one after the other (as
+    /// `encoding::grid_shape` makes them).
+    fn kernel_ready(&self) -> bool {
+        let hashed = self.hashed_levels();
+        self.levels[hashed.dense..].iter().enumerate().all(|(k, l)| {
+            l.dense_resolution.is_none()
+                && l.rows == 1 << hashed.log2_rows
+                && l.first_row == hashed.first_row + (k << hashed.log2_rows)
+        })
+    }
+}
+
+/// The dense levels' count and the hashed levels' layout (see [`GridShape::hashed_levels`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HashedLevels {
+    dense: usize,
+    /// The first hashed level's first row.
+    first_row: usize,
+    /// Each hashed level has `2^log2_rows` rows.
+    log2_rows: u32,
 }
 
 /// The encoding of `points` `[N, 3]` (`[0, 1]³`) through `table` `[rows, F]`: `[N, L · F]`.
@@ -103,8 +140,9 @@ pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &Gr
         // Nothing to look up (and no row length to split the work by): the burn-ops version.
         return None;
     }
-    if table.dims() != [shape.table_rows(), shape.features_per_level] {
-        // Not this grid's table (`HashEncoding::new` makes sure it is): no kernel reads past it.
+    if table.dims() != [shape.table_rows(), shape.features_per_level] || !shape.kernel_ready() {
+        // Not this grid's table, or levels laid out otherwise (`HashEncoding::new` makes sure of
+        // both): no kernel reads past the table.
         return None;
     }
     cpu::encode(points, table.clone(), shape).or_else(|| cube::encode(points, table, shape))
@@ -175,6 +213,19 @@ mod tests {
             .map(|l| (l.first_row, l.rows, l.dense_resolution))
             .collect();
         assert_eq!(sizes, [(0, 32, Some(3)), (32, 1024, None), (1056, 1024, None)]);
+        // Both are laid out as the kernels take them; a dense level after a hashed one is not.
+        assert!(torch.kernel_ready() && tcnn.kernel_ready());
+        assert_eq!(
+            tcnn.hashed_levels(),
+            HashedLevels {
+                dense: 1,
+                first_row: 32,
+                log2_rows: 10
+            }
+        );
+        let mut reordered = tcnn.clone();
+        reordered.levels.swap(0, 1);
+        assert!(!reordered.kernel_ready());
     }
 
     /// The table gradients of `kernel` and `ops` (two encodings of the same points under autodiff),
