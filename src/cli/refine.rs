@@ -38,6 +38,11 @@ pub struct RefineArgs {
     /// `nerfacto.json` for our runs); `ns-train nerfacto`'s defaults otherwise.
     #[arg(long, visible_alias = "config")]
     nerfacto_config: Option<PathBuf>,
+    /// Nerfacto: the camera optimiser (off, SO3xR3 or SE3; nerfstudio's camera_optimizer.mode).
+    /// Default: the --nerfacto-config's, else SO3xR3 as Difix3D's difix3d_config.py; its README
+    /// runs `off`.
+    #[arg(long, value_parser = super::values::camera_optimizer_mode)]
+    camera_optimizer: Option<difix3d::nerfacto::camera_optimizer::Mode>,
     /// The dataset folder the scene was trained on (COLMAP sparse model + images, or a nerfstudio transforms.json).
     #[arg(long)]
     data: PathBuf,
@@ -230,6 +235,7 @@ fn misplaced_flags(args: &RefineArgs) -> Vec<&'static str> {
         Method::Splats => vec![
             given(args.checkpoint.is_some(), "--checkpoint"),
             given(args.nerfacto_config.is_some(), "--nerfacto-config"),
+            given(args.camera_optimizer.is_some(), "--camera-optimizer"),
             given(args.rays_per_batch.is_some(), "--rays-per-batch"),
             given(args.patch_size.is_some(), "--patch-size"),
             given(args.val_every.is_some(), "--val-every"),
@@ -339,6 +345,7 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
     config.factor = args.factor;
     config.split = super::split_rule(args.difix3d_test_every);
     config.nerfacto_config = args.nerfacto_config;
+    config.camera_optimizer = args.camera_optimizer;
     config.dataparser_transforms = args.dataparser_transforms;
     config.model_checkpoint = args.model_checkpoint;
     config.reference = !args.no_reference;
@@ -382,6 +389,7 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
         "eval": summary.eval,
         "stopped_early": summary.stopped_early,
         "adam_moments_restored": summary.adam_moments_restored,
+        "camera_corrections": summary.camera_corrections,
     });
     super::write_json(&args.out.join("summary.json"), &report)?;
     let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));

@@ -114,6 +114,11 @@ pub struct TrainArgs {
     /// otherwise.
     #[arg(long)]
     nerfacto_config: Option<PathBuf>,
+    /// Nerfacto: the camera optimiser, learning a pose correction per training image (off, SO3xR3
+    /// or SE3; nerfstudio's camera_optimizer.mode). Default: the --nerfacto-config's, else SO3xR3
+    /// as `ns-train nerfacto`.
+    #[arg(long, value_parser = super::values::camera_optimizer_mode)]
+    camera_optimizer: Option<difix3d::nerfacto::camera_optimizer::Mode>,
 }
 
 struct TrainJob {
@@ -155,6 +160,7 @@ fn misplaced_flags(args: &TrainArgs) -> Vec<&'static str> {
         Method::Splats => [
             given(args.rays_per_batch.is_some(), "--rays-per-batch"),
             given(args.nerfacto_config.is_some(), "--nerfacto-config"),
+            given(args.camera_optimizer.is_some(), "--camera-optimizer"),
         ]
         .into_iter()
         .flatten()
@@ -253,6 +259,9 @@ fn run_nerfacto(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.nerfacto_config {
         config.model = NerfactoConfig::read(path)?;
     }
+    if let Some(mode) = args.camera_optimizer {
+        config.model.camera_optimizer.mode = mode;
+    }
     let stop = super::stop_on_ctrl_c()?;
     let bar = super::progress_bar(config.steps as u64, "{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]");
     let result = nerfacto_trainer::train_on(
@@ -277,6 +286,7 @@ fn run_nerfacto(args: TrainArgs) -> anyhow::Result<()> {
         "evals": summary.evals.iter().map(|(step, psnr)| serde_json::json!({"step": step, "psnr": psnr})).collect::<Vec<_>>(),
         "stopped_early": summary.stopped_early,
         "rays_per_second": summary.rays_per_second,
+        "camera_corrections": summary.camera_corrections,
     });
     super::write_json(&args.out.join("summary.json"), &report)?;
     let fmt = |p: Option<f64>| p.map_or("n/a".to_string(), |v| format!("{v:.2} dB"));

@@ -33,6 +33,12 @@ pub fn unit_interval_f32(s: &str) -> Result<f32, String> {
     validate::unit_interval(f64::from(parse::<f32>(s)?)).map(|v| v as f32)
 }
 
+/// A camera optimiser mode by nerfstudio's name (`CameraOptimizerConfig.mode`).
+pub fn camera_optimizer_mode(s: &str) -> Result<difix3d::nerfacto::camera_optimizer::Mode, String> {
+    serde_json::from_value(serde_json::Value::String(s.trim().to_string()))
+        .map_err(|_| format!("'{s}' is not a camera optimiser mode: off, SO3xR3 or SE3"))
+}
+
 /// A whole number of at least 1 (steps, intervals, samples).
 pub fn at_least_one(s: &str) -> Result<usize, String> {
     validate::at_least_one(parse(s)?)

@@ -173,8 +173,10 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
         val_renders > 0 && val_renders == eval_renders,
         "{val_renders} val renders, {eval_renders} eval renders"
     );
-    // nerfstudio's checkpoint holds its Adam moments: all 22 parameters continue with them.
-    assert_eq!(summary["adam_moments_restored"], 22, "{summary}");
+    // nerfstudio's checkpoint holds its Adam moments: all 22 parameters continue with them, and
+    // the camera optimiser's corrections (on by default, as in Difix3D's config) with theirs.
+    assert_eq!(summary["adam_moments_restored"], 23, "{summary}");
+    assert!(summary["camera_corrections"]["rotation_mean_degrees"].as_f64().unwrap() > 0.0);
     assert!(summary["eval_psnr_before"].as_f64().unwrap().is_finite());
     assert!(summary["eval_psnr_after"].as_f64().unwrap().is_finite());
     // The paper's table with NeRF rows: before, refined, refined with Difix on the eval renders.
@@ -330,8 +332,9 @@ fn nerfacto_refine_continues_a_tcnn_checkpoint_in_its_layout() {
     assert_eq!(summary["first_step"], 42, "{summary}");
     assert_eq!(summary["round_steps"], serde_json::json!([42]), "{summary}");
     // Field: codes, two density-MLP matrices, the grid, three colour-MLP matrices and the bias of
-    // its padded input; each proposal network: grid, two matrices, a bias.
-    assert_eq!(summary["adam_moments_restored"], 16, "{summary}");
+    // its padded input; each proposal network: grid, two matrices, a bias; the camera optimiser's
+    // corrections.
+    assert_eq!(summary["adam_moments_restored"], 17, "{summary}");
     let saved = Checkpoint::read(&out.join("nerfacto.safetensors")).unwrap();
     assert!(saved.contains("field.mlp_base.model.params") && !saved.contains("field.mlp_head.layers.0.weight"));
     let model = Nerfacto::<CpuBackend>::open(

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use burn::backend::Autodiff;
 use burn::prelude::*;
+use difix3d::nerfacto::camera_optimizer::{corrections, Mode};
 use difix3d::nerfacto::checkpoint::{read_adam_moments, Checkpoint};
 use difix3d::nerfacto::config::NerfactoConfig;
 use difix3d::nerfacto::state::{parameters, save};
@@ -58,34 +59,90 @@ fn batch<Bk: Backend>(g: &Tensors, step: usize, device: &Bk::Device) -> (RayBatc
     (batch, jitter)
 }
 
+/// The goldens of each camera optimiser mode: off (as Difix3D's README runs it), and on.
+const CAMERA_GOLDENS: [(Mode, &str); 3] = [
+    (Mode::Off, "train_golden.safetensors"),
+    (Mode::SO3xR3, "train_golden_so3xr3.safetensors"),
+    (Mode::SE3, "train_golden_se3.safetensors"),
+];
+
 #[test]
 fn training_steps_match_nerfstudio() {
-    training_steps_match::<B>(&Default::default());
+    for (mode, golden) in CAMERA_GOLDENS {
+        eprintln!("camera optimiser {mode:?}");
+        training_steps_match::<B>(&Default::default(), golden, mode);
+    }
 }
 
 /// The same two steps on burn's wgpu backend (lavapipe here, a GPU where there is one): its own
 /// kernels for every op of the forward and backward passes, 32-bit integers for the hash.
 #[test]
 fn training_steps_match_nerfstudio_on_wgpu() {
-    training_steps_match::<Autodiff<burn::backend::Wgpu<f32>>>(&burn::backend::wgpu::WgpuDevice::DefaultDevice);
+    for (mode, golden) in CAMERA_GOLDENS {
+        eprintln!("camera optimiser {mode:?}");
+        let device = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+        training_steps_match::<Autodiff<burn::backend::Wgpu<f32>>>(&device, golden, mode);
+    }
 }
 
-fn training_steps_match<Bk: burn::tensor::backend::AutodiffBackend>(device: &Bk::Device) {
-    let g = read("train_golden.safetensors");
-    let config = NerfactoConfig::read(&fixtures().join("config.json")).unwrap();
+/// The camera optimiser's maps from a row of `pose_adjustment` to a correction, and their
+/// gradients, against nerfstudio's `exp_map_SO3xR3` and `exp_map_SE3` on tangents at zero, around
+/// both maps' small-angle thresholds and beyond: values to 1e-6, gradients to 1e-5 relative to the
+/// largest.
+#[test]
+fn camera_corrections_match_nerfstudio() {
+    let device = Default::default();
+    for (mode, golden) in &CAMERA_GOLDENS[1..] {
+        let g = read(golden);
+        let tangent = tensor2::<B>(&g, "exp_tangent", &device).require_grad();
+        let map = corrections(*mode, tangent.clone()).unwrap();
+        let [n, _, _] = map.dims();
+        let weights = Tensor::<B, 1>::from_floats(g["exp_weights"].1.as_slice(), &device).reshape([n, 3, 4]);
+        let got = map.clone().into_data().to_vec::<f32>().unwrap();
+        for (i, (a, b)) in got.iter().zip(&g["exp_map"].1).enumerate() {
+            assert!((a - b).abs() <= 1e-6, "{mode:?} map[{}][{}]: {a} vs {b}", i / 12, i % 12);
+        }
+        let grads = (map * weights).sum().backward();
+        let grad = tangent.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+        let want = &g["exp_grad"].1;
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in grad.iter().zip(want).enumerate() {
+            assert!(a.is_finite(), "{mode:?} gradient [{}][{}] is {a}", i / 6, i % 6);
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{mode:?} gradient [{}][{}]: {a} vs {b}",
+                i / 6,
+                i % 6
+            );
+        }
+    }
+}
+
+fn training_steps_match<Bk: burn::tensor::backend::AutodiffBackend>(device: &Bk::Device, golden: &str, mode: Mode) {
+    let g = read(golden);
+    let mut config = NerfactoConfig::read(&fixtures().join("config.json")).unwrap();
+    config.camera_optimizer.mode = mode;
     let initial = Checkpoint::read(&fixtures().join("train_init.safetensors")).unwrap();
-    let model = Nerfacto::<Bk>::load(&initial, config, device).unwrap();
+    let model = Nerfacto::<Bk>::load(&initial, config, device)
+        .unwrap()
+        .with_camera_optimizer(3)
+        .unwrap();
+    assert_eq!(model.camera_optimizer.is_some(), mode != Mode::Off);
     let mut trainer = NerfactoTrainer::new(model);
 
-    let mut gradients = None;
+    let mut gradients = Vec::new();
     for step in 0..2 {
         let (batch, jitter) = batch::<Bk>(&g, step, device);
-        let (losses, grads) = trainer.step_keeping_gradients(&batch, jitter, step == 0);
+        let keep = g.keys().any(|k| k.starts_with(&format!("grad_{step}.")));
+        let (losses, grads) = trainer.step_keeping_gradients(&batch, jitter, keep);
         let want = &g[&format!("loss_{step}")].1;
+        assert_eq!(want.len(), if mode == Mode::Off { 3 } else { 4 });
+        let camera = want.get(3).copied().unwrap_or(0.0);
         for (name, got, want) in [
             ("rgb", losses.rgb, want[0]),
             ("interlevel", losses.interlevel, want[1]),
             ("distortion", losses.distortion, want[2]),
+            ("camera regulariser", losses.camera, camera),
         ] {
             eprintln!("step {step} {name} loss: {got:.7e} vs nerfstudio's {want:.7e}");
             assert!(
@@ -97,16 +154,17 @@ fn training_steps_match<Bk: burn::tensor::backend::AutodiffBackend>(device: &Bk:
             losses.proposals_updated,
             "nerfstudio updates the proposal networks in the first 10 steps"
         );
-        if step == 0 {
-            gradients = grads;
+        if let Some(grads) = grads {
+            gradients.push((step, grads));
         }
     }
 
-    let gradients = gradients.unwrap();
     let expected_keys: Vec<&String> = g.keys().filter(|k| k.starts_with("grad_0.")).collect();
-    assert_eq!(gradients.len(), expected_keys.len(), "every parameter gets a gradient");
-    for (key, shape, got) in &gradients {
-        let (want_shape, want) = &g[&format!("grad_0.{key}")];
+    for (_, grads) in &gradients {
+        assert_eq!(grads.len(), expected_keys.len(), "every parameter gets a gradient");
+    }
+    for (step, key, shape, got) in gradients.iter().flat_map(|(s, grads)| grads.iter().map(move |(k, sh, v)| (s, k, sh, v))) {
+        let (want_shape, want) = &g[&format!("grad_{step}.{key}")];
         assert_eq!(shape, want_shape, "{key}");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         let mut worst = 0f32;
@@ -114,11 +172,11 @@ fn training_steps_match<Bk: burn::tensor::backend::AutodiffBackend>(device: &Bk:
             let diff = (a - b).abs();
             assert!(
                 diff <= 2e-4 * scale + 1e-4 * b.abs(),
-                "gradient of {key}[{i}]: {a:e} vs torch's {b:e} (tensor max {scale:e})"
+                "step {step} gradient of {key}[{i}]: {a:e} vs torch's {b:e} (tensor max {scale:e})"
             );
             worst = worst.max(diff / scale.max(1e-30));
         }
-        eprintln!("gradient of {key}: max |diff| / max |grad| = {worst:.2e} (max |grad| {scale:.2e})");
+        eprintln!("step {step} gradient of {key}: max |diff| / max |grad| = {worst:.2e} (max |grad| {scale:.2e})");
     }
 
     let params = parameters(trainer.model());
@@ -156,23 +214,48 @@ fn training_steps_match<Bk: burn::tensor::backend::AutodiffBackend>(device: &Bk:
 /// one step at the checkpoint's step + 1 must land where nerfstudio's does, to 1e-5 (measured:
 /// 3.7e-7 at most). The same step with fresh moments must not: Adam's first step moves every
 /// parameter by about lr · sign(g) (measured: 72% of the values off by more than 1e-4).
+///
+/// Both with the camera optimiser off (the checkpoint's corrections and their optimiser left out)
+/// and on (`SO3xR3`, as the checkpoint was trained: its corrections continue with the `camera_opt`
+/// group's moments).
 #[test]
 fn training_continues_from_a_checkpoint_with_its_adam_moments() {
-    let g = read("resume_golden.safetensors");
+    for (mode, golden) in [
+        (Mode::Off, "resume_golden.safetensors"),
+        (Mode::SO3xR3, "resume_golden_so3xr3.safetensors"),
+    ] {
+        eprintln!("camera optimiser {mode:?}");
+        training_continues_from_a_checkpoint(mode, golden);
+    }
+}
+
+fn training_continues_from_a_checkpoint(mode: Mode, golden: &str) {
+    let g = read(golden);
     let path = fixtures().join("step-000000300.ckpt");
-    let config = NerfactoConfig::read(&fixtures().join("config.json")).unwrap();
+    let mut config = NerfactoConfig::read(&fixtures().join("config.json")).unwrap();
+    config.camera_optimizer.mode = mode;
     let checkpoint = Checkpoint::read(&path).unwrap();
     let device = Default::default();
-    let load = || Nerfacto::<B>::load(&checkpoint, config.clone(), &device).unwrap();
+    let load = || {
+        Nerfacto::<B>::load(&checkpoint, config.clone(), &device)
+            .unwrap()
+            .with_camera_optimizer(3)
+            .unwrap()
+    };
     let keys: Vec<String> = parameters(&load()).into_iter().map(|p| p.key).collect();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let moments = read_adam_moments(&path, &key_refs)
         .unwrap()
         .expect("the checkpoint holds optimiser state");
     assert_eq!(moments.len(), keys.len(), "every parameter has saved moments");
-    // nerfstudio stepped the field every step and the proposal networks only when it updated them.
+    assert_eq!(
+        moments.contains_key("camera_optimizer.pose_adjustment"),
+        mode != Mode::Off
+    );
+    // nerfstudio stepped the field and the cameras every step, and the proposal networks only when
+    // it updated them.
     for (key, moment) in &moments {
-        let want = if key.starts_with("field.") { 300 } else { 155 };
+        let want = if key.starts_with("proposal_networks.") { 155 } else { 300 };
         assert_eq!(moment.step, want, "{key}");
     }
     assert!(read_adam_moments(&fixtures().join("train_init.safetensors"), &key_refs)
@@ -222,12 +305,20 @@ fn training_continues_from_a_checkpoint_with_its_adam_moments() {
 /// trainer restored from that file takes exactly the step the original one takes.
 #[test]
 fn saved_adam_moments_round_trip() {
-    let g = read("train_golden.safetensors");
+    let g = read("train_golden_so3xr3.safetensors");
     let resume = read("resume_golden.safetensors");
+    // With the camera optimiser on, so its corrections and moments are saved too.
     let config = NerfactoConfig::read(&fixtures().join("config.json")).unwrap();
+    assert_eq!(config.camera_optimizer.mode, Mode::SO3xR3);
     let initial = Checkpoint::read(&fixtures().join("train_init.safetensors")).unwrap();
     let device = Default::default();
-    let mut trainer = NerfactoTrainer::new(Nerfacto::<B>::load(&initial, config.clone(), &device).unwrap());
+    let load = |checkpoint: &Checkpoint| {
+        Nerfacto::<B>::load(checkpoint, config.clone(), &device)
+            .unwrap()
+            .with_camera_optimizer(3)
+            .unwrap()
+    };
+    let mut trainer = NerfactoTrainer::new(load(&initial));
     for step in 0..2 {
         let (batch, jitter) = batch::<B>(&g, step, &device);
         trainer.step(&batch, jitter);
@@ -258,7 +349,8 @@ fn saved_adam_moments_round_trip() {
             "{key}"
         );
     }
-    let mut restored = NerfactoTrainer::starting_at(Nerfacto::<B>::load(&saved, config, &device).unwrap(), 2);
+    assert!(read_back.contains_key("camera_optimizer.pose_adjustment"));
+    let mut restored = NerfactoTrainer::starting_at(load(&saved), 2);
     assert_eq!(restored.restore_adam(&read_back).unwrap(), keys.len());
     let (batch, jitter) = batch::<B>(&resume, 0, &device);
     trainer.step(&batch, jitter.clone());
@@ -332,6 +424,11 @@ fn train_nerfacto_raises_eval_psnr_and_renders_back() {
         "150",
         "--nerfacto-config",
         config_path.to_str().unwrap(),
+        // As Difix3D's README runs nerfstudio: learned pose corrections of the three training
+        // photos would move them away from the eval view, which is rendered from its given pose
+        // (as nerfstudio renders it); `train_nerfacto_learns_camera_corrections` runs them.
+        "--camera-optimizer",
+        "off",
         "--out",
         out.to_str().unwrap(),
     ];
@@ -441,6 +538,8 @@ fn bad_nerfacto_training_arguments_are_refused() {
         (&["--method", "nerfacto", "--sh-degree", "2"][..], "--sh-degree"),
         (&["--method", "nerfacto", "--backend", "cuda"][..], "CUDA"),
         (&["--method", "nerfacto", "--rays-per-batch", "0"][..], "rays-per-batch"),
+        (&["--camera-optimizer", "off"][..], "--camera-optimizer"),
+        (&["--method", "nerfacto", "--camera-optimizer", "so3"][..], "off, SO3xR3 or SE3"),
     ] {
         let (code, stdout, stderr) = difix3d(&[&base[..], extra].concat());
         assert_ne!(code, 0, "{extra:?} was accepted: {stdout}");
@@ -451,4 +550,62 @@ fn bad_nerfacto_training_arguments_are_refused() {
         );
         assert!(!out.exists(), "{extra:?} created the output folder");
     }
+}
+
+/// `train --method nerfacto` runs nerfstudio's camera optimiser by default (`SO3xR3`, as `ns-train
+/// nerfacto`): the run reports how far it moved the cameras and saves the corrections and their
+/// Adam state, which a refine run continues; `--camera-optimizer off` saves none. The steps
+/// themselves are checked against nerfstudio in `training_steps_match_nerfstudio`.
+#[test]
+fn train_nerfacto_learns_camera_corrections() {
+    let Some(data) = asset("maupertuis") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("tiny.json");
+    std::fs::copy(fixtures().join("config.json"), &config_path).unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "train",
+            "--method",
+            "nerfacto",
+            "--data",
+            data.to_str().unwrap(),
+            "--factor",
+            "8",
+            "--steps",
+            "30",
+            "--rays-per-batch",
+            "256",
+            "--nerfacto-config",
+            config_path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = difix3d(&args);
+        assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        (summary, out.join("nerfacto.safetensors"))
+    };
+
+    let (summary, path) = run("on", &[]);
+    let corrections = &summary["camera_corrections"];
+    eprintln!("camera corrections after 30 steps: {corrections}");
+    for key in ["translation_mean", "translation_max", "rotation_mean_degrees", "rotation_max_degrees"] {
+        let value = corrections[key].as_f64().unwrap_or_else(|| panic!("no {key} in {corrections}"));
+        // 30 Adam steps of lr 1e-3 move each value by at most 0.03.
+        assert!(value > 0.0 && value < 0.06 * 3f64.sqrt() * 57.3, "{key}: {value}");
+    }
+    let key = "camera_optimizer.pose_adjustment";
+    let saved = Checkpoint::read(&path).unwrap();
+    let stored = saved.tensor(key).unwrap();
+    assert_eq!(stored.shape, [3, 6], "one correction per training photo");
+    assert!(stored.values.iter().all(|v| v.is_finite()) && stored.values.iter().any(|v| *v != 0.0));
+    let moments = read_adam_moments(&path, &[key]).unwrap().expect("the run saved its Adam state");
+    assert_eq!((moments[key].step, &moments[key].exp_avg.shape), (30, &stored.shape));
+
+    let (summary, path) = run("off", &["--camera-optimizer", "off"]);
+    assert!(summary["camera_corrections"].is_null());
+    assert!(!Checkpoint::read(&path).unwrap().contains(key));
 }

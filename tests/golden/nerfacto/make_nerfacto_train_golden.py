@@ -26,6 +26,12 @@ Writes into tests/fixtures/nerfacto/:
   (p = 0 initial sampler, 1 and 2 the PDF passes), `loss_{k}` = [rgb, interlevel, distortion]
   (multipliers applied); `grad_0.{key}` every parameter's gradient at step 0; `after_1.{key}` every
   parameter after both steps.
+- `train_golden_so3xr3.safetensors`, `train_golden_se3.safetensors`: the same two steps with the
+  camera optimiser on (`CameraOptimizerConfig(mode=...)`, nerfacto's `camera_opt` Adam lr 1e-3,
+  eps 1e-15, decaying to 1e-4 over 5000 steps): the same keys, `loss_{k}` with a fourth term
+  (`camera_opt_regularizer`), `grad_{k}.{key}` at both steps, `camera_optimizer.pose_adjustment`
+  among the keys; and the map from its rows to corrections on chosen tangents (`exp_*`, see
+  `exp_maps`).
 - `proposal_updates.json`: the steps (0..6000) at which nerfacto's `ProposalNetworkSampler` (with
   `NerfactoModel`'s `update_sched`: warm-up 5000, every 5) evaluates the proposal networks with
   gradients, observed through `torch.is_grad_enabled()` inside the density functions while the
@@ -55,7 +61,7 @@ RAYS = 64
 STEPS = 2
 
 
-def build_model():
+def build_model(camera_mode="off"):
     c = base.CONFIG
     cfg = NerfactoModelConfig(
         num_levels=c["num_levels"],
@@ -74,7 +80,7 @@ def build_model():
         far_plane=c["far_plane"],
         background_color=c["background_color"],
         use_average_appearance_embedding=c["use_average_appearance_embedding"],
-        camera_optimizer=CameraOptimizerConfig(mode="off"),
+        camera_optimizer=CameraOptimizerConfig(mode=camera_mode),
     )
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     return cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=base.NUM_IMAGES, metadata={})
@@ -90,10 +96,10 @@ def model_state(model):
 
 def named_parameters(model):
     """Every trainable parameter by state-dict key (a proposal network's hash table once, as
-    `encoding.hash_table`)."""
+    `encoding.hash_table`; the camera optimiser's `pose_adjustment` when it is on)."""
     out = {}
     for k, p in model.named_parameters():
-        if k.startswith("lpips.") or k.startswith("camera_optimizer.") or k == "device_indicator_param":
+        if k.startswith("lpips.") or k == "device_indicator_param":
             continue
         if ".mlp_base.0.hash_table" in k and k.startswith("proposal_networks."):
             continue
@@ -112,9 +118,18 @@ def optimizers_and_callbacks(model, pipeline):
             "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=0.0001, max_steps=200000),
         },
+        "camera_opt": {
+            "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
+        },
     }
     groups = model.get_param_groups()
-    assert set(groups) == {"proposal_networks", "fields"}, groups.keys()
+    expected = {"proposal_networks", "fields"}
+    if model.config.camera_optimizer.mode != "off":
+        expected.add("camera_opt")
+    else:
+        del opt_config["camera_opt"]
+    assert set(groups) == expected, groups.keys()
     optimizers = Optimizers(opt_config, groups)
     callbacks = model.get_training_callbacks(
         TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=pipeline, trainer=None)
@@ -164,10 +179,11 @@ def train_step(model, optimizers, callbacks, step, index, ray_gen, jitter_gen, g
     batch = {"image": target}
     metrics = model.get_metrics_dict(outputs, batch)
     losses = model.get_loss_dict(outputs, batch, metrics)
-    assert set(losses) == {"rgb_loss", "interlevel_loss", "distortion_loss"}, losses.keys()
-    g[f"loss_{index}"] = torch.stack(
-        [losses["rgb_loss"], losses["interlevel_loss"], losses["distortion_loss"]]
-    ).detach()
+    names = ["rgb_loss", "interlevel_loss", "distortion_loss"]
+    if model.config.camera_optimizer.mode != "off":
+        names.append("camera_opt_regularizer")
+    assert set(losses) == set(names), losses.keys()
+    g[f"loss_{index}"] = torch.stack([losses[n] for n in names]).detach()
     loss = sum(losses.values())
     loss.backward()
     if keep_grads:
@@ -181,11 +197,24 @@ def train_step(model, optimizers, callbacks, step, index, ray_gen, jitter_gen, g
     print(f"step {step}: " + ", ".join(f"{k} {v.item():.6f}" for k, v in losses.items()))
 
 
-def main():
+def main(camera_mode="off"):
+    """The goldens of the model with the camera optimiser off (`train_golden.safetensors`, which
+    also writes `train_init.safetensors`) or on (`train_golden_{mode}.safetensors`: the same
+    initial weights, `pose_adjustment` zeros as nerfstudio makes it; every gradient kept at both
+    steps, and a fourth loss term, the camera regulariser)."""
     torch.manual_seed(0)
-    model = build_model()
+    model = build_model(camera_mode)
     pipeline = base.Pipeline(model)
-    save_file(model_state(model), OUT / "train_init.safetensors")
+    if camera_mode == "off":
+        save_file(model_state(model), OUT / "train_init.safetensors")
+    else:
+        # The same weights as the run without it (pose_adjustment draws no random numbers).
+        from safetensors.torch import load_file
+
+        init = load_file(OUT / "train_init.safetensors")
+        state = model_state(model)
+        assert all(torch.equal(init[k], state[k]) for k in init), "not train_init.safetensors' weights"
+        assert torch.count_nonzero(model.camera_optimizer.pose_adjustment) == 0
 
     optimizers, callbacks = optimizers_and_callbacks(model, pipeline)
 
@@ -194,12 +223,48 @@ def main():
     jitter_gen = torch.Generator().manual_seed(6)
     model.train()
     for step in range(STEPS):
-        train_step(model, optimizers, callbacks, step, step, ray_gen, jitter_gen, g, keep_grads=step == 0)
+        keep = step == 0 or camera_mode != "off"
+        train_step(model, optimizers, callbacks, step, step, ray_gen, jitter_gen, g, keep_grads=keep)
     for k, p in named_parameters(model).items():
         g[f"after_{STEPS - 1}.{k}"] = p.detach().clone()
-    save_file({k: v.contiguous().to(torch.float32) for k, v in g.items()}, OUT / "train_golden.safetensors")
-    for name in ["train_init.safetensors", "train_golden.safetensors"]:
+    if camera_mode == "off":
+        names = ["train_init.safetensors", "train_golden.safetensors"]
+    else:
+        g.update(exp_maps(camera_mode))
+        names = [f"train_golden_{camera_mode.lower()}.safetensors"]
+    save_file({k: v.contiguous().to(torch.float32) for k, v in g.items()}, OUT / names[-1])
+    for name in names:
         print(f"{name}: {(OUT / name).stat().st_size} bytes")
+
+
+def exp_maps(camera_mode):
+    """The camera optimiser's map from `pose_adjustment` rows to `[R|t]` corrections on chosen
+    tangents (zero, below and near the maps' small-angle thresholds, ordinary and large angles):
+    `exp_tangent` [T, 6], `exp_map` [T, 3, 4], and `exp_grad` [T, 6], the gradient of
+    `sum(exp_weights * map)` for recorded random `exp_weights` [T, 3, 4]."""
+    from nerfstudio.cameras.lie_groups import exp_map_SE3, exp_map_SO3xR3
+
+    gen = torch.Generator().manual_seed(7)
+    rows = [
+        [0.0] * 6,
+        [0.1, -0.2, 0.3, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 1e-4, -2e-4, 3e-4],
+        [0.01, 0.02, -0.03, 0.004, -0.003, 0.005],
+        [0.0, 0.0, 0.0, 0.006, 0.0, 0.0],
+        [0.5, -0.1, 0.2, 0.3, -0.4, 0.5],
+        [-1.0, 2.0, 0.5, 1.5, 0.2, -2.5],
+    ]
+    tangent = torch.cat([torch.tensor(rows), torch.randn(5, 6, generator=gen) * 0.3]).requires_grad_(True)
+    fn = {"SO3xR3": exp_map_SO3xR3, "SE3": exp_map_SE3}[camera_mode]
+    out = fn(tangent)
+    weights = torch.randn(out.shape, generator=gen)
+    (out * weights).sum().backward()
+    return {
+        "exp_tangent": tangent.detach(),
+        "exp_map": out.detach(),
+        "exp_weights": weights,
+        "exp_grad": tangent.grad.detach(),
+    }
 
 
 def proposal_updates(steps=6000):
@@ -236,4 +301,6 @@ def proposal_updates(steps=6000):
 if __name__ == "__main__":
     np.random.seed(0)
     main()
+    for mode in ["SO3xR3", "SE3"]:
+        main(mode)
     proposal_updates()

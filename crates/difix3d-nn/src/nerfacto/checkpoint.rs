@@ -189,14 +189,23 @@ pub struct AdamMoment {
 }
 
 /// nerfstudio's optimiser groups of nerfacto and the model key prefix of each group's parameters
-/// (`NerfactoModel.get_param_groups`).
-const OPTIMISER_GROUPS: [(&str, &str); 2] = [("fields", "field."), ("proposal_networks", "proposal_networks.")];
+/// (`NerfactoModel.get_param_groups`; `camera_opt` only with the camera optimiser on).
+const OPTIMISER_GROUPS: [(&str, &str); 3] = [
+    ("fields", "field."),
+    ("proposal_networks", "proposal_networks."),
+    ("camera_opt", "camera_optimizer."),
+];
+
+/// The group a checkpoint may lack (a model trained with the camera optimiser off), or hold for
+/// a model that does not use it: its parameters then start fresh, or its state is not read.
+const OPTIONAL_GROUP: &str = "camera_opt";
 
 /// The Adam moments a nerfstudio checkpoint holds beside the model (`optimizers`; what
 /// `Trainer._load_checkpoint` restores with `load_optimizers`), by the model key (without `_model.`)
 /// of each parameter in `parameter_keys` (the model's trainable tensors, `super::state::parameters`).
-/// `Ok(None)` for a file without them (a safetensors run of ours). Other groups (the camera
-/// optimiser's `camera_opt`) are not read.
+/// `Ok(None)` for a file without them (a safetensors run of ours). The camera optimiser's
+/// `camera_opt` is read when `parameter_keys` has its `camera_optimizer.pose_adjustment` and the file
+/// has the group.
 ///
 /// A torch optimiser's state names parameters by their position in its group's parameter list,
 /// `list(module.parameters())`: the module's parameters in registration order, a tensor registered
@@ -254,7 +263,11 @@ pub fn read_adam_moments(
             .map(|(k, _)| k)
             .filter(|k| k.starts_with(prefix) && parameter_keys.contains(&k.as_str()))
             .collect();
-        let Some(states) = groups.remove(group) else {
+        let states = groups.remove(group);
+        if group == OPTIONAL_GROUP && (keys.is_empty() || states.is_none()) {
+            continue;
+        }
+        let Some(states) = states else {
             return Err(error(format!("no `{group}` optimiser")));
         };
         if states.len() != keys.len() {

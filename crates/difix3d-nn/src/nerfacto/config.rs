@@ -12,6 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::camera_optimizer::CameraOptimizerConfig;
 use super::NerfactoError;
 
 /// Where rendering starts sampling: nerfstudio's `NearFarCollider` resets the near plane to 0 outside
@@ -59,6 +60,8 @@ pub struct NerfactoConfig {
     pub proposal_initial_sampler: InitialSampler,
     /// One proposal network serves every proposal pass.
     pub use_same_proposal_network: bool,
+    /// Training only: the per-image pose corrections (`SO3xR3` unless the config says otherwise).
+    pub camera_optimizer: CameraOptimizerConfig,
 }
 
 /// One proposal network's sizes (`proposal_net_args_list` in nerfstudio); absent sizes come from
@@ -128,6 +131,7 @@ impl Default for NerfactoConfig {
             disable_scene_contraction: false,
             proposal_initial_sampler: InitialSampler::Piecewise,
             use_same_proposal_network: false,
+            camera_optimizer: CameraOptimizerConfig::default(),
         }
     }
 }
@@ -183,6 +187,7 @@ impl NerfactoConfig {
                 self.far_plane
             ));
         }
+        self.camera_optimizer.validate()?;
         let base =
             std::iter::once(self.base_res).chain(self.proposal_net_args_list.iter().flatten().map(|p| p.base_res));
         for b in base {

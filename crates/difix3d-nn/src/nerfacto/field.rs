@@ -350,9 +350,11 @@ impl<B: Backend> NerfactoField<B> {
         let [d, _] = directions.dims();
         // nerfstudio hands the SH encoding `(d + 1) / 2`: tiny-cuda-nn maps it back to `d`, its torch
         // fallback does not (see `spherical_harmonics`); tiny-cuda-nn's basis also has the opposite
-        // sign on every odd component.
+        // sign on every odd component. The torch fallback runs under `torch.no_grad()`, so no
+        // gradient reaches the directions through it (they carry one with the camera optimiser);
+        // tiny-cuda-nn's encoding passes one on.
         let sh = match self.encoding.layout {
-            GridLayout::Torch => spherical_harmonics((directions + 1.0) / 2.0),
+            GridLayout::Torch => spherical_harmonics((directions.detach() + 1.0) / 2.0),
             GridLayout::Tcnn => {
                 let signs: [f32; 16] = std::array::from_fn(|k| if k % 2 == 1 { -1.0 } else { 1.0 });
                 let signs = Tensor::<B, 1>::from_floats(signs, &directions.device()).reshape([1, 16]);

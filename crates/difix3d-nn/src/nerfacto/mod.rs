@@ -19,6 +19,7 @@
 //!   pinhole camera; in nerfstudio's evaluation mode or its training mode ([`model::Pass`]);
 //! - [`losses`], [`training`]: nerfacto's losses and one training step (two Adam optimisers, their
 //!   schedules, proposal annealing and update schedule) with autodiff over any burn backend;
+//!   [`camera_optimizer`]: the per-image pose corrections learned with them (`SO3xR3`, `SE3`);
 //! - [`state`]: the tensors by nerfstudio's state-dict keys: fresh initialisation, saving a run as
 //!   safetensors, the named parameters;
 //! - [`batches`]: training rays from views, single pixels or nerfstudio's square patches;
@@ -31,6 +32,7 @@
 //! generic over the burn backend and runs on the CPU.
 
 pub mod batches;
+pub mod camera_optimizer;
 pub mod checkpoint;
 pub mod config;
 pub mod count_kernel;

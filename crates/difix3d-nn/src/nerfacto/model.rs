@@ -14,6 +14,7 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::camera_optimizer::{CameraOptimizer, Mode, POSE_ADJUSTMENT_KEY};
 use super::checkpoint::Checkpoint;
 use super::config::{Background, NerfactoConfig, EVAL_NEAR_PLANE};
 use super::field::{Appearance, DensityField, GridSizes, NerfactoField, SpaceMapping};
@@ -88,7 +89,17 @@ pub struct Nerfacto<B: Backend> {
     /// How its tiny-cuda-nn checkpoint's vectors split (`None`: the torch implementation's); it is
     /// saved in the same layout.
     pub tcnn: Option<Plan>,
+    /// The training images' pose corrections, when the config's camera optimiser is on and the
+    /// checkpoint has them or training set them up ([`Self::with_camera_optimizer`]).
+    pub camera_optimizer: Option<CameraOptimizer<B>>,
     device: B::Device,
+}
+
+/// The trainable parts of a [`Nerfacto`], each with its own optimiser.
+pub struct Networks<B: Backend> {
+    pub field: NerfactoField<B>,
+    pub proposals: Vec<DensityField<B>>,
+    pub camera_optimizer: Option<CameraOptimizer<B>>,
 }
 
 /// What a [`Nerfacto`] holds besides its networks.
@@ -109,6 +120,7 @@ impl<B: AutodiffBackend> Nerfacto<B> {
             mapping: self.mapping.clone(),
             config: self.config.clone(),
             tcnn: self.tcnn.clone(),
+            camera_optimizer: self.camera_optimizer.as_ref().map(|c| c.valid()),
             device: self.field.encoding.table.val().inner().device(),
         }
     }
@@ -290,14 +302,40 @@ impl<B: Backend> Nerfacto<B> {
         } else {
             SpaceMapping::Contraction
         };
+        let camera_optimizer = match config.camera_optimizer.mode {
+            Mode::Off => None,
+            _ => CameraOptimizer::read(checkpoint, device)?,
+        };
         Ok(Self {
             field,
             proposals,
             mapping,
             config,
             tcnn,
+            camera_optimizer,
             device: device.clone(),
         })
+    }
+
+    /// The model set up to train on `cameras` images as its config says: with the camera
+    /// optimiser on, the checkpoint's corrections (which must be one per image) or zeros, as
+    /// nerfstudio starts them; off, none (a checkpoint's are then left out, and not saved). The
+    /// error says what does not fit, for the caller to name the checkpoint.
+    pub fn with_camera_optimizer(mut self, cameras: usize) -> Result<Self, String> {
+        self.camera_optimizer = match (self.config.camera_optimizer.mode, self.camera_optimizer.take()) {
+            (Mode::Off, _) => None,
+            (_, Some(loaded)) if loaded.cameras() != cameras => {
+                return Err(format!(
+                    "the checkpoint's `_model.{POSE_ADJUSTMENT_KEY}` corrects {} camera(s) but there are \
+                     {cameras} training image(s); train with the dataset the model was trained on, or turn \
+                     the camera optimiser off (`camera_optimizer.mode`: \"off\")",
+                    loaded.cameras()
+                ))
+            }
+            (_, Some(loaded)) => Some(loaded),
+            (_, None) => Some(CameraOptimizer::zeros(cameras, &self.device)),
+        };
+        Ok(self)
     }
 
     pub fn device(&self) -> &B::Device {
@@ -306,20 +344,26 @@ impl<B: Backend> Nerfacto<B> {
 
     /// The networks, and the rest of the model to put them back with ([`Self::from_parts`]): an
     /// optimiser step takes the networks by value.
-    pub fn into_parts(self) -> (NerfactoField<B>, Vec<DensityField<B>>, ModelSettings<B>) {
+    pub fn into_parts(self) -> (Networks<B>, ModelSettings<B>) {
         let settings = ModelSettings {
             mapping: self.mapping,
             config: self.config,
             tcnn: self.tcnn,
             device: self.device,
         };
-        (self.field, self.proposals, settings)
+        let networks = Networks {
+            field: self.field,
+            proposals: self.proposals,
+            camera_optimizer: self.camera_optimizer,
+        };
+        (networks, settings)
     }
 
-    pub fn from_parts(field: NerfactoField<B>, proposals: Vec<DensityField<B>>, settings: ModelSettings<B>) -> Self {
+    pub fn from_parts(networks: Networks<B>, settings: ModelSettings<B>) -> Self {
         Self {
-            field,
-            proposals,
+            field: networks.field,
+            proposals: networks.proposals,
+            camera_optimizer: networks.camera_optimizer,
             mapping: settings.mapping,
             config: settings.config,
             tcnn: settings.tcnn,

@@ -21,6 +21,7 @@ use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::camera_optimizer::POSE_ADJUSTMENT_KEY;
 use super::checkpoint::{AdamMoment, Checkpoint, StoredTensor, STEP_METADATA};
 use super::config::{NerfactoConfig, ProposalNetArgs};
 use super::field::{Mlp, SpaceMapping};
@@ -126,7 +127,8 @@ fn mlp_parameters<B: Backend>(mlp: &Mlp<B>, prefix: &str, out: &mut Vec<NamedPar
 }
 
 /// Every trainable tensor of `model` with its key: the field's (the `fields` group of nerfstudio's
-/// optimisers) first, then the proposal networks' (the `proposal_networks` group). A proposal
+/// optimisers) first, then the proposal networks' (the `proposal_networks` group), then the camera
+/// optimiser's corrections when it has them (`camera_opt`). A proposal
 /// network's hash table is named `encoding.hash_table` (its state dict also has it as
 /// `mlp_base.0.hash_table`: the same tensor).
 pub fn parameters<B: Backend>(model: &Nerfacto<B>) -> Vec<NamedParameter<B>> {
@@ -176,6 +178,13 @@ pub fn parameters<B: Backend>(model: &Nerfacto<B>) -> Vec<NamedParameter<B>> {
         } else {
             mlp_parameters(&network.mlp, &format!("proposal_networks.{i}.mlp_base.1"), &mut out);
         }
+    }
+    if let Some(camera) = &model.camera_optimizer {
+        out.push(NamedParameter {
+            key: POSE_ADJUSTMENT_KEY.into(),
+            value: ParameterValue::Matrix(camera.pose_adjustment.val()),
+            id: camera.pose_adjustment.id,
+        });
     }
     out
 }

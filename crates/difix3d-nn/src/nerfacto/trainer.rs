@@ -27,6 +27,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::batches::{PixelSampler, Views};
+use super::camera_optimizer::CorrectionMetrics;
 use super::config::NerfactoConfig;
 use super::model::Nerfacto;
 use super::training::{NerfactoTrainer, StepLosses, RAYS_PER_BATCH};
@@ -127,6 +128,8 @@ pub struct NerfactoSummary {
     pub stopped_early: bool,
     /// Training rays per second over the run's steps (evaluation excluded).
     pub rays_per_second: f64,
+    /// How far the camera optimiser moved the training cameras (`None` with it off).
+    pub camera_corrections: Option<CorrectionMetrics>,
 }
 
 /// nerfstudio's dataparser transform: `x' = scale · R (x − centre)`.
@@ -287,7 +290,9 @@ pub fn train<B: AutodiffBackend>(
     let sizes = super::state::resolve_sizes(&config.model);
     let label = config.out.join("nerfacto.safetensors");
     let initial = super::state::initial(&sizes, dataset.train.len(), config.seed, &label)?;
-    let model = Nerfacto::<B>::load(&initial, sizes, device)?;
+    let model = Nerfacto::<B>::load(&initial, sizes, device)?
+        .with_camera_optimizer(dataset.train.len())
+        .map_err(|m| NerfactoError::format(&label, m))?;
     let state_bytes: u64 = super::state::state_dict(&model)
         .values()
         .map(|t| t.values.len() as u64 * 4)
@@ -378,6 +383,7 @@ pub fn train<B: AutodiffBackend>(
         config: config_path,
         stopped_early,
         rays_per_second,
+        camera_corrections: model.camera_optimizer.as_ref().map(|c| c.metrics()),
     })
 }
 

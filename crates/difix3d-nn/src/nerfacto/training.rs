@@ -23,8 +23,11 @@
 //!   (`use_single_jitter=True`);
 //! - fp32 throughout: `mixed_precision=True` only changes CUDA runs (nerfstudio turns it off on the
 //!   CPU);
-//! - not done: the camera optimiser (`CameraOptimizerConfig(mode="SO3xR3")` in `ns-train nerfacto`)
-//!   is off here — poses are taken as given.
+//! - the camera optimiser when the config has it on (`CameraOptimizerConfig(mode="SO3xR3")` in
+//!   `ns-train nerfacto`, [`super::camera_optimizer`]): each ray moved by its image's correction
+//!   before sampling, the regulariser added to the loss, a third Adam optimiser (`camera_opt`, lr
+//!   1e-3 decaying to 1e-4 over 5000 steps). Nerfstudio sums every loss term into one and steps all
+//!   three optimisers on its gradients.
 
 use burn::optim::adaptor::OptimizerAdaptor;
 use std::collections::BTreeMap;
@@ -34,10 +37,11 @@ use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, GradientsP
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+use super::camera_optimizer::CameraOptimizer;
 use super::checkpoint::{AdamMoment, StoredTensor};
 use super::field::{DensityField, NerfactoField};
 use super::losses::{losses, Losses};
-use super::model::{Nerfacto, Pass, TrainingPass};
+use super::model::{Nerfacto, Networks, Pass, TrainingPass};
 use super::state::ParameterValue;
 
 /// Adam's learning rate at the start, both groups (`AdamOptimizerConfig(lr=1e-2)`).
@@ -59,11 +63,16 @@ pub const PROPOSAL_UPDATE_EVERY: f64 = 5.0;
 /// `proposal_warmup`.
 pub const PROPOSAL_WARMUP: f64 = 5000.0;
 
-/// The learning rate of both groups at step `s` (0-based): `ExponentialDecayScheduler` without
-/// warm-up, as the `LambdaLR` it builds gives it.
+/// The learning rate of the field's and the proposal networks' groups at step `s` (0-based).
 pub fn learning_rate(step: usize) -> f64 {
-    let t = (step as f64 / LR_DECAY_STEPS as f64).clamp(0.0, 1.0);
-    (LR_INIT.ln() * (1.0 - t) + LR_FINAL.ln() * t).exp()
+    exponential_decay(LR_INIT, LR_FINAL, LR_DECAY_STEPS, step)
+}
+
+/// `ExponentialDecayScheduler` without warm-up, as the `LambdaLR` it builds gives it: from `init`
+/// at step 0 to `last` at `steps`, log-linearly, then constant.
+pub fn exponential_decay(init: f64, last: f64, steps: usize, step: usize) -> f64 {
+    let t = (step as f64 / steps as f64).clamp(0.0, 1.0);
+    (init.ln() * (1.0 - t) + last.ln() * t).exp()
 }
 
 /// The exponent of the proposal weights at step `s` (`set_anneal`, MipNeRF-360's eq. 18 bias).
@@ -124,6 +133,8 @@ pub struct StepLosses {
     pub rgb: f32,
     pub interlevel: f32,
     pub distortion: f32,
+    /// The camera optimiser's regulariser (0 without it).
+    pub camera: f32,
     pub total: f32,
     /// PSNR of the batch's rendered colours (`-10 log10(rgb_loss)`).
     pub psnr: f32,
@@ -131,11 +142,12 @@ pub struct StepLosses {
     pub proposals_updated: bool,
 }
 
-/// A model with its two optimisers and schedules.
+/// A model with its optimisers (two, three with the camera optimiser) and schedules.
 pub struct NerfactoTrainer<B: AutodiffBackend> {
     model: Option<Nerfacto<B>>,
     fields: OptimizerAdaptor<Adam, NerfactoField<B>, B>,
     proposals: OptimizerAdaptor<Adam, Vec<DensityField<B>>, B>,
+    cameras: OptimizerAdaptor<Adam, CameraOptimizer<B>, B>,
     schedule: ProposalSchedule,
     /// The next step's number (0-based, nerfstudio's).
     step: usize,
@@ -143,6 +155,26 @@ pub struct NerfactoTrainer<B: AutodiffBackend> {
 
 /// A parameter's gradient in torch's layout: key, shape, values (see [`super::state::parameters`]).
 pub type NamedGradient = (String, Vec<usize>, Vec<f32>);
+
+/// nerfstudio's optimiser groups, by the key prefixes of their parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Group {
+    Fields = 0,
+    Proposals = 1,
+    Cameras = 2,
+}
+
+impl Group {
+    fn of(key: &str) -> Self {
+        if key.starts_with("field.") {
+            Self::Fields
+        } else if key.starts_with("proposal_networks.") {
+            Self::Proposals
+        } else {
+            Self::Cameras
+        }
+    }
+}
 
 /// nerfstudio's Adam for nerfacto: betas (0.9, 0.999), eps 1e-15, no weight decay.
 fn adam() -> AdamConfig {
@@ -172,6 +204,7 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
             model: Some(model),
             fields: adam().init(),
             proposals: adam().init(),
+            cameras: adam().init(),
             schedule: ProposalSchedule::default(),
             step: 0,
         }
@@ -196,8 +229,12 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
     /// parameter's is an error naming it.
     pub fn restore_adam(&mut self, moments: &BTreeMap<String, AdamMoment>) -> Result<usize, String> {
         let model = self.model.as_ref().expect("the model is only taken out during a step");
-        let mut fields = self.fields.to_record();
-        let mut proposals = self.proposals.to_record();
+        // Each optimiser's record, in [`Group`] order.
+        let mut records = [
+            self.fields.to_record(),
+            self.proposals.to_record(),
+            self.cameras.to_record(),
+        ];
         let mut restored = 0;
         for parameter in super::state::parameters(model) {
             let Some(moment) = moments.get(&parameter.key) else {
@@ -219,33 +256,30 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
                 }
                 ParameterValue::Vector(t) => adam_record(moment, &t.device(), |v, _| v),
             };
-            let records = if parameter.key.starts_with("field.") {
-                &mut fields
-            } else {
-                &mut proposals
-            };
-            records.insert(parameter.id, record);
+            records[Group::of(&parameter.key) as usize].insert(parameter.id, record);
             restored += 1;
         }
+        let [fields, proposals, cameras] = records;
         self.fields = adam().init().load_record(fields);
         self.proposals = adam().init().load_record(proposals);
+        self.cameras = adam().init().load_record(cameras);
         Ok(restored)
     }
+
 
     /// The optimisers' Adam moments and step counts by parameter key, in torch's layout (what
     /// [`Self::restore_adam`] takes); parameters that have not been stepped are absent.
     pub fn adam_moments(&self) -> BTreeMap<String, AdamMoment> {
         let model = self.model.as_ref().expect("the model is only taken out during a step");
-        let mut fields = self.fields.to_record();
-        let mut proposals = self.proposals.to_record();
+        // Each optimiser's record, in [`Group`] order.
+        let mut records = [
+            self.fields.to_record(),
+            self.proposals.to_record(),
+            self.cameras.to_record(),
+        ];
         let mut out = BTreeMap::new();
         for parameter in super::state::parameters(model) {
-            let records = if parameter.key.starts_with("field.") {
-                &mut fields
-            } else {
-                &mut proposals
-            };
-            let Some(record) = records.remove(&parameter.id) else {
+            let Some(record) = records[Group::of(&parameter.key) as usize].remove(&parameter.id) else {
                 continue;
             };
             // The moments as values of the parameter's own kind, so they come out in torch's layout
@@ -311,17 +345,34 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
         let step = self.step;
         let update_proposals = self.schedule.begin_step();
         let model = self.model.take().expect("the model is only taken out during a step");
+        let (origins, directions) = match &model.camera_optimizer {
+            Some(camera) => camera.correct(
+                model.config.camera_optimizer.mode,
+                batch.origins.clone(),
+                batch.directions.clone(),
+                batch.images.clone(),
+            ),
+            None => (batch.origins.clone(), batch.directions.clone()),
+        };
         let pass = Pass::Train(TrainingPass {
             images: batch.images.clone(),
             jitter,
             anneal: anneal(step),
             update_proposals,
         });
-        let outputs = model.forward(batch.origins.clone(), batch.directions.clone(), &pass);
+        let outputs = model.forward(origins, directions, &pass);
         let terms: Losses<B> = losses(outputs.rgb, batch.target.clone(), &outputs.passes);
         let scalar = |t: &Tensor<B, 1>| t.clone().into_scalar().elem::<f32>();
         let (rgb, interlevel, distortion) = (scalar(&terms.rgb), scalar(&terms.interlevel), scalar(&terms.distortion));
-        let total = terms.total();
+        let regularizer = model
+            .camera_optimizer
+            .as_ref()
+            .map(|c| c.regularizer(&model.config.camera_optimizer));
+        let camera = regularizer.as_ref().map_or(0.0, scalar);
+        let total = match regularizer {
+            Some(r) => terms.total() + r,
+            None => terms.total(),
+        };
         let total_value = scalar(&total);
         let mut grads = total.backward();
         let kept = keep.then(|| {
@@ -334,19 +385,28 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
                 .collect()
         });
 
-        let (field, proposals, rest) = model.into_parts();
-        let field_grads = GradientsParams::from_module(&mut grads, &field);
-        let proposal_grads = GradientsParams::from_module(&mut grads, &proposals);
+        let (networks, rest) = model.into_parts();
+        let field_grads = GradientsParams::from_module(&mut grads, &networks.field);
+        let proposal_grads = GradientsParams::from_module(&mut grads, &networks.proposals);
         let lr = learning_rate(step);
-        let field = self.fields.step(lr, field, field_grads);
-        let proposals = self.proposals.step(lr, proposals, proposal_grads);
-        self.model = Some(Nerfacto::from_parts(field, proposals, rest));
+        let camera_optimizer = networks.camera_optimizer.map(|camera| {
+            let camera_grads = GradientsParams::from_module(&mut grads, &camera);
+            let lr = super::camera_optimizer::learning_rate(step);
+            self.cameras.step(lr, camera, camera_grads)
+        });
+        let networks = Networks {
+            field: self.fields.step(lr, networks.field, field_grads),
+            proposals: self.proposals.step(lr, networks.proposals, proposal_grads),
+            camera_optimizer,
+        };
+        self.model = Some(Nerfacto::from_parts(networks, rest));
         self.schedule.end_step(step);
         self.step += 1;
         let losses = StepLosses {
             rgb,
             interlevel,
             distortion,
+            camera,
             total: total_value,
             psnr: -10.0 * rgb.max(1e-12).log10(),
             proposals_updated: update_proposals,

@@ -73,6 +73,7 @@ use crate::difix::pipeline::DEFAULT_PROMPT;
 use crate::difix::{Difix, DifixError};
 use crate::metrics::MetricsBackend;
 use crate::nerfacto::batches::{PixelSampler, Views};
+use crate::nerfacto::camera_optimizer::{CorrectionMetrics, Mode};
 use crate::nerfacto::checkpoint::{AdamMoment, Checkpoint};
 use crate::nerfacto::trainer::{load_photo, NerfactoTrainError};
 use crate::nerfacto::training::{NerfactoTrainer, StepLosses};
@@ -128,6 +129,9 @@ pub struct NerfactoRefineConfig {
     pub checkpoint: PathBuf,
     /// The model's settings (nerfstudio's `NerfactoModelConfig` names); defaults otherwise.
     pub nerfacto_config: Option<PathBuf>,
+    /// The camera optimiser's mode instead of the settings' (`SO3xR3` by default, as
+    /// `difix3d_config.py`; Difix3D's README runs `off`).
+    pub camera_optimizer: Option<Mode>,
     /// The `dataparser_transforms.json` of the checkpoint's run; by default the one beside it
     /// ([`transforms_beside`]).
     pub dataparser_transforms: Option<PathBuf>,
@@ -170,6 +174,7 @@ impl NerfactoRefineConfig {
             split: data::Split::Default,
             checkpoint,
             nerfacto_config: None,
+            camera_optimizer: None,
             dataparser_transforms: None,
             model,
             model_checkpoint: None,
@@ -336,6 +341,8 @@ pub struct NerfactoRefineSummary {
     /// How many parameters continued with the Adam moments saved in the checkpoint (0: the
     /// optimisers started fresh, for a file that holds none).
     pub adam_moments_restored: usize,
+    /// How far the camera optimiser moved the training cameras by the end (`None` with it off).
+    pub camera_corrections: Option<CorrectionMetrics>,
 }
 
 /// Everything a run reads, loaded and checked before anything is written.
@@ -373,11 +380,19 @@ fn load_inputs<B: AutodiffBackend>(
     }
 
     let checkpoint = Checkpoint::read(&config.checkpoint)?;
-    let settings = match &config.nerfacto_config {
+    let mut settings = match &config.nerfacto_config {
         Some(path) => NerfactoConfig::read(path)?,
         None => NerfactoConfig::default(),
     };
-    let model = Nerfacto::<B>::load(&checkpoint, settings, device)?;
+    if let Some(mode) = config.camera_optimizer {
+        settings.camera_optimizer.mode = mode;
+    }
+    let model = Nerfacto::<B>::load(&checkpoint, settings, device)?
+        .with_camera_optimizer(dataset.train.len())
+        .map_err(|message| NerfactoRefineError::File {
+            path: config.checkpoint.clone(),
+            message,
+        })?;
     // As `Trainer._load_checkpoint`'s `load_optimizers`; a state that does not fit the model is
     // reported and the run starts with fresh moments instead of failing.
     let moments = crate::nerfacto::state::read_model_moments(&model, &checkpoint).unwrap_or_else(|e| {
@@ -728,6 +743,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     }
 
     let model = trainer.model();
+    let camera_corrections = model.camera_optimizer.as_ref().map(|c| c.metrics());
     let model_path = config.out.join("nerfacto.safetensors");
     // The last step taken, as nerfstudio records it; a run stopped before its first step keeps the
     // checkpoint's.
@@ -781,6 +797,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
         transforms: transforms_path,
         stopped_early,
         adam_moments_restored,
+        camera_corrections,
     })
 }
 
