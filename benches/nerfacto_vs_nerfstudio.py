@@ -3,8 +3,9 @@ wgpu) against nerfstudio 1.1.5's own nerfacto (its torch implementation; tiny-cu
 the CPU, in one run.
 
 Both sides use `ns-train nerfacto`'s model defaults (16-level hash grid of 2^19 entries, 256/96
-proposal samples, 48 NeRF samples, two proposal networks) with the camera optimiser off (ours has
-none), the same rays per batch, and the same camera size for rendering:
+proposal samples, 48 NeRF samples, two proposal networks) with the same camera optimiser
+(--camera-optimizer: SO3xR3 by default, as `ns-train nerfacto`; off or SE3), the same rays per batch,
+and the same camera size for rendering:
 
 - training: ours is `difix3d train --method nerfacto` on DATASET (its `summary.json`'s
   `rays_per_second`, training time only); the peer is nerfstudio's model, optimisers, schedulers and
@@ -53,9 +54,9 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa
 from nerfstudio.models.nerfacto import NerfactoModelConfig  # noqa: E402
 
 
-def peer_model(num_images):
+def peer_model(num_images, camera_mode):
     cfg = NerfactoModelConfig(
-        camera_optimizer=CameraOptimizerConfig(mode="off"), implementation="torch", eval_num_rays_per_chunk=1 << 15
+        camera_optimizer=CameraOptimizerConfig(mode=camera_mode), implementation="torch", eval_num_rays_per_chunk=1 << 15
     )
     aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     return cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=num_images, metadata={})
@@ -70,18 +71,21 @@ def random_rays(generator, rays, num_images):
     )
 
 
-def peer_training(steps, rays, num_images):
+def peer_training(steps, rays, num_images, camera_mode):
     torch.manual_seed(0)
-    model = peer_model(num_images)
+    model = peer_model(num_images, camera_mode)
     model.train()
     schedule = lambda: ExponentialDecaySchedulerConfig(lr_final=0.0001, max_steps=200000)  # noqa: E731
-    optimizers = Optimizers(
-        {
-            "proposal_networks": {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": schedule()},
-            "fields": {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": schedule()},
-        },
-        model.get_param_groups(),
-    )
+    groups = {
+        "proposal_networks": {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": schedule()},
+        "fields": {"optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15), "scheduler": schedule()},
+    }
+    if camera_mode != "off":
+        groups["camera_opt"] = {
+            "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
+        }
+    optimizers = Optimizers(groups, model.get_param_groups())
     callbacks = model.get_training_callbacks(
         TrainingCallbackAttributes(optimizers=optimizers, grad_scaler=None, pipeline=None, trainer=None)
     )
@@ -122,11 +126,11 @@ def peer_render(model, width, height, chunk):
     return {"size": [width, height], "seconds": seconds, "rays_per_second": width * height / seconds}
 
 
-def ours(difix3d, backend, data, factor, steps, rays, width, height, chunk, out):
+def ours(difix3d, backend, data, factor, steps, rays, width, height, chunk, camera_mode, out):
     run = out / "run"
     subprocess.run(
         [difix3d, "train", "--method", "nerfacto", "--data", data, "--factor", str(factor), "--steps", str(steps),
-         "--rays-per-batch", str(rays), "--backend", backend, "--out", str(run)],
+         "--rays-per-batch", str(rays), "--backend", backend, "--camera-optimizer", camera_mode, "--out", str(run)],
         check=True, stdout=subprocess.DEVNULL,
     )
     summary = json.loads((run / "summary.json").read_text())
@@ -163,6 +167,8 @@ def main():
     parser.add_argument("--rays-per-chunk", type=int, default=1 << 15,
                         help="rays rendered at once, both sides (nerfstudio's default 32768 needs buffers larger "
                         "than lavapipe allows: 4096 there)")
+    parser.add_argument("--camera-optimizer", default="SO3xR3", choices=["off", "SO3xR3", "SE3"],
+                        help="both sides' camera optimiser (nerfstudio's camera_optimizer.mode)")
     parser.add_argument("--backends", default="cpu",
                         help="ours' backends, comma-separated (cpu, wgpu: lavapipe where there is no GPU; cuda)")
     args = parser.parse_args()
@@ -172,10 +178,10 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             train, render = ours(
                 args.difix3d, backend, args.data, args.factor, args.steps, args.rays, width, height, args.rays_per_chunk,
-                Path(tmp),
+                args.camera_optimizer, Path(tmp),
             )
         ours_by_backend[backend] = {"train": train, "render": render}
-    model, peer_train = peer_training(args.steps, args.rays, num_images=8)
+    model, peer_train = peer_training(args.steps, args.rays, num_images=8, camera_mode=args.camera_optimizer)
     peer_rendered = peer_render(model, width, height, args.rays_per_chunk)
     report = {
         "date": time.strftime("%Y-%m-%d"),
@@ -183,6 +189,7 @@ def main():
         f"({torch.get_num_threads()} threads)",
         "rays_per_batch": args.rays,
         "rays_per_chunk": args.rays_per_chunk,
+        "camera_optimizer": args.camera_optimizer,
         "ours": ours_by_backend,
         "nerfstudio": {"train": peer_train, "render": peer_rendered},
         "ratios": {

@@ -200,6 +200,10 @@ fn training_steps_match<Bk: burn::tensor::backend::AutodiffBackend>(device: &Bk:
             p.key,
             got.len()
         );
+        if p.key == "camera_optimizer.pose_adjustment" {
+            // Two Adam steps of lr 1e-3 (measured: 3e-9 off).
+            assert!(worst <= 1e-6, "the camera corrections after two steps are {worst} off");
+        }
         assert!(
             off as f32 <= 0.005 * got.len() as f32,
             "{}: {off} of {} values differ by more than 1e-4 after two steps",

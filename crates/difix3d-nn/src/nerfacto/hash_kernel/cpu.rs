@@ -89,19 +89,22 @@ pub(super) fn encode<B: Backend>(
     }
 }
 
-/// Under autodiff: the forward on the inner tensors, and a backward step for the table.
+/// Under autodiff: the forward on the inner tensors, and a backward step for the table and, when
+/// tracked, the points.
 fn encode_tracked(
     points: Tensor<Autodiff<CpuBackend>, 2>,
     table: Tensor<Autodiff<CpuBackend>, 2>,
     shape: &GridShape,
 ) -> Option<Tensor<Autodiff<CpuBackend>, 2>> {
-    track(points, table, HashGridBackward, |points, table| {
+    track(points, table, HashGridBackward, |points, table, points_tracked| {
         let points = contiguous(Tensor::from_primitive(TensorPrimitive::Float(points)));
         let table = Tensor::<CpuBackend, 2>::from_primitive(TensorPrimitive::Float(table));
         let table_rows = table.dims()[0];
-        let output = forward_values(&points, &contiguous(table), shape);
+        let table = contiguous(table);
+        let output = forward_values(&points, &table, shape);
         let state = HashGridState {
             points,
+            table: points_tracked.then_some(table),
             shape: shape.clone(),
             table_rows,
         };
@@ -190,38 +193,86 @@ fn table_gradient(points: &FlexTensor, grad: &FlexTensor, shape: &GridShape, tab
     out
 }
 
+/// The points' gradient `[N, 3]` from the output's `grad` `[N, L · F]`: per point and axis, the sum
+/// over levels and features of the gradient times the trilinear blend's slope along the axis
+/// (upper face minus lower face, weighted by the other two axes) times the level's scale.
+fn point_gradient(points: &FlexTensor, table: &FlexTensor, grad: &FlexTensor, shape: &GridShape) -> Vec<f32> {
+    let (points, table, grad) = (f32_values(points), f32_values(table), f32_values(grad));
+    let f = shape.features_per_level;
+    let row_len = shape.num_levels() * f;
+    let mut out = vec![0f32; points.len()];
+    out.par_chunks_mut(3 * POINTS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (i, slot) in chunk.chunks_exact_mut(3).enumerate() {
+                let p = task * POINTS_PER_TASK + i;
+                let point = &points[3 * p..3 * p + 3];
+                let mut sums = [0f32; 3];
+                for (l, level) in shape.levels.iter().enumerate() {
+                    let cell = Cell::new(point, level, shape.shift);
+                    let weights = cell.offsets.map(|o| [-o + 1.0, o]);
+                    let g = &grad[p * row_len + l * f..p * row_len + (l + 1) * f];
+                    for (k, gk) in g.iter().enumerate() {
+                        let v = |x: usize, y: usize, z: usize| table[cell.rows[x][y][z] * f + k];
+                        let mut slopes = [0f32; 3];
+                        for a in 0..2 {
+                            for b in 0..2 {
+                                slopes[0] += (v(1, a, b) - v(0, a, b)) * weights[1][a] * weights[2][b];
+                                slopes[1] += (v(a, 1, b) - v(a, 0, b)) * weights[0][a] * weights[2][b];
+                                slopes[2] += (v(a, b, 1) - v(a, b, 0)) * weights[0][a] * weights[1][b];
+                            }
+                        }
+                        for (sum, slope) in sums.iter_mut().zip(slopes) {
+                            *sum += gk * slope * level.scale;
+                        }
+                    }
+                }
+                slot.copy_from_slice(&sums);
+            }
+        });
+    out
+}
+
 #[derive(Debug)]
 struct HashGridBackward;
 
-/// What the backward step keeps: the points (not the table: only the gradient's size is needed).
+/// What the backward step keeps: the points, and the table when the points are tracked (their
+/// gradient reads its values; the table's own needs only its size).
 #[derive(Clone, Debug)]
 struct HashGridState {
     points: FlexTensor,
+    table: Option<FlexTensor>,
     shape: GridShape,
     table_rows: usize,
 }
 
-impl Backward<CpuBackend, 1> for HashGridBackward {
+impl Backward<CpuBackend, 2> for HashGridBackward {
     type State = HashGridState;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<CpuBackend>(&ops.node);
-        let [table] = ops.parents;
-        let Some(table) = table else { return };
+        let [points, table] = ops.parents;
         let state = ops.state;
         let grad = contiguous(Tensor::from_primitive(TensorPrimitive::Float(grad)));
-        let values = table_gradient(&state.points, &grad, &state.shape, state.table_rows);
-        let value = Tensor::<CpuBackend, 2>::from_data(
-            TensorData::new(values, [state.table_rows, state.shape.features_per_level]),
-            &Default::default(),
-        );
-        grads.register::<CpuBackend>(table.id, value.into_primitive().tensor());
+        let register = |grads: &mut Gradients, id, values: Vec<f32>, shape: [usize; 2]| {
+            let value = Tensor::<CpuBackend, 2>::from_data(TensorData::new(values, shape), &Default::default());
+            grads.register::<CpuBackend>(id, value.into_primitive().tensor());
+        };
+        if let (Some(points), Some(values)) = (points, &state.table) {
+            let n = f32_values(&state.points).len() / 3;
+            register(grads, points.id, point_gradient(&state.points, values, &grad, &state.shape), [n, 3]);
+        }
+        if let Some(table) = table {
+            let values = table_gradient(&state.points, &grad, &state.shape, state.table_rows);
+            let shape = [state.table_rows, state.shape.features_per_level];
+            register(grads, table.id, values, shape);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_close, grid, table_gradients, LAYOUTS};
+    use super::super::tests::{assert_close, grid, point_gradients, table_gradients, LAYOUTS};
     use super::*;
     use crate::nerfacto::encoding::HashEncoding;
 
@@ -285,6 +336,15 @@ mod tests {
             );
             let (kernel, ops) = table_gradients(&encoding, kernel_out, ops_out);
             assert_close(&kernel, &ops, 1e-6);
+        }
+    }
+
+    #[test]
+    fn point_gradient_matches_burn_ops_autodiff() {
+        for layout in LAYOUTS {
+            let (encoding, points) = grid::<Ad>(&Default::default(), layout);
+            let (kernel, ops) = point_gradients(&encoding, points);
+            assert_close(&kernel, &ops, 1e-5);
         }
     }
 }

@@ -61,18 +61,21 @@ fn primitive<C: CubeF32>(t: Tensor<C, 2>) -> CubeTensor<C::Runtime> {
     t.into_primitive().tensor()
 }
 
-/// Under autodiff: the forward on the inner tensors, and a backward step for the table.
+/// Under autodiff: the forward on the inner tensors, and a backward step for the table and, when
+/// tracked, the points.
 fn encode_tracked<C: CubeF32>(
     points: Tensor<Autodiff<C>, 2>,
     table: Tensor<Autodiff<C>, 2>,
     shape: &GridShape,
 ) -> Option<Tensor<Autodiff<C>, 2>> {
-    track(points, table, HashGridBackward, |points, table| {
+    track(points, table, HashGridBackward, |points, table, points_tracked| {
         let table_rows = table.meta.shape()[0];
         let points = into_contiguous(points);
-        let output = forward::<C::Runtime>(points.clone(), table, shape)?;
+        let table = into_contiguous(table);
+        let output = forward::<C::Runtime>(points.clone(), table.clone(), shape)?;
         let state = HashGridState {
             points,
+            table: points_tracked.then_some(table),
             shape: shape.clone(),
             table_rows,
         };
@@ -204,6 +207,43 @@ fn table_gradient<R: CubeRuntime>(
     out
 }
 
+/// The points' gradient `[N, 3]` from the output's `grad` `[N, L · F]`: a thread per point and
+/// level writes that level's share (`[N, L, 3]`), then the levels are summed.
+fn point_gradient<C: CubeF32>(
+    points: CubeTensor<C::Runtime>,
+    table: CubeTensor<C::Runtime>,
+    grad: CubeTensor<C::Runtime>,
+    shape: &GridShape,
+) -> CubeTensor<C::Runtime> {
+    let grad = into_contiguous(grad);
+    let n = points.meta.shape()[0];
+    let levels = shape.num_levels();
+    let client = grad.client.clone();
+    let shares = empty_device::<C::Runtime, f32>(client.clone(), grad.device.clone(), [n, levels * 3].into());
+    let (cube_count, cube_dim) = elementwise(&client, n * levels);
+    let (scales, dense_words) = level_table(&points, shape);
+    let (dense_levels, hashed_first_row, log2_rows) = hashed_args(shape);
+    hash_grid_point_backward::launch::<C::Runtime>(
+        &client,
+        cube_count,
+        cube_dim,
+        points.into_array_arg(),
+        scales.into_array_arg(),
+        dense_words.into_array_arg(),
+        table.into_array_arg(),
+        grad.into_array_arg(),
+        shares.clone().into_array_arg(),
+        dense_levels,
+        hashed_first_row,
+        log2_rows,
+        shape.shift,
+        shape.features_per_level,
+    );
+    let shares = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(shares));
+    let summed = shares.reshape([n, levels, 3]).sum_dim(1).reshape([n, 3]);
+    summed.into_primitive().tensor()
+}
+
 /// Whether `client`'s device adds f32 atomically itself.
 fn has_float_atomic_add<R: CubeRuntime>(client: &ComputeClient<R>) -> bool {
     client
@@ -215,25 +255,32 @@ fn has_float_atomic_add<R: CubeRuntime>(client: &ComputeClient<R>) -> bool {
 #[derive(Debug)]
 struct HashGridBackward;
 
-/// What the backward step keeps: the points (not the table: only the gradient's size is needed).
+/// What the backward step keeps: the points, and the table when the points are tracked (their
+/// gradient reads its values; the table's own needs only its size).
 #[derive(Clone, Debug)]
 struct HashGridState<R: CubeRuntime> {
     points: CubeTensor<R>,
+    table: Option<CubeTensor<R>>,
     shape: GridShape,
     table_rows: usize,
 }
 
-impl<C: CubeF32> Backward<C, 1> for HashGridBackward {
+impl<C: CubeF32> Backward<C, 2> for HashGridBackward {
     type State = HashGridState<C::Runtime>;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<C>(&ops.node);
-        let [table] = ops.parents;
-        let Some(table) = table else { return };
+        let [points, table] = ops.parents;
         let state = ops.state;
-        let native_add = has_float_atomic_add(&grad.client);
-        let value = table_gradient(state.points, grad, &state.shape, state.table_rows, native_add);
-        grads.register::<C>(table.id, value);
+        if let (Some(points), Some(values)) = (points, state.table) {
+            let value = point_gradient::<C>(state.points.clone(), values, grad.clone(), &state.shape);
+            grads.register::<C>(points.id, value);
+        }
+        if let Some(table) = table {
+            let native_add = has_float_atomic_add(&grad.client);
+            let value = table_gradient(state.points, grad, &state.shape, state.table_rows, native_add);
+            grads.register::<C>(table.id, value);
+        }
     }
 }
 
@@ -540,12 +587,69 @@ fn hash_grid_backward<A: FloatAdd>(
     add_corner::<A>(table_grad, grad, at, c.r111, z1 * y1 * x1, features);
 }
 
+/// Thread `t` = point · L + level writes that level's share of the point's gradient
+/// (`point_grad` `[N, L, 3]`): per axis, the output gradient times the blend's slope along the
+/// axis (upper face minus lower face, weighted by the other two axes' weights) times the scale.
+#[cube(launch)]
+fn hash_grid_point_backward(
+    points: &Array<f32>,
+    scales: &Array<f32>,
+    dense_words: &Array<u32>,
+    table: &Array<f32>,
+    grad: &Array<f32>,
+    point_grad: &mut Array<f32>,
+    dense_levels: u32,
+    hashed_first_row: u32,
+    log2_rows: u32,
+    shift: f32,
+    #[comptime] features: usize,
+) {
+    if ABSOLUTE_POS >= (points.len() / 3) * scales.len() {
+        terminate!();
+    }
+    let c = cell(
+        points,
+        scales,
+        dense_words,
+        ABSOLUTE_POS,
+        dense_levels,
+        hashed_first_row,
+        log2_rows,
+        shift,
+    );
+    let (x1, y1, z1) = (c.ox, c.oy, c.oz);
+    let (x0, y0, z0) = (-x1 + 1.0, -y1 + 1.0, -z1 + 1.0);
+    // Runtime zeros (a literal would be a compile-time constant that cannot be added to).
+    let mut gx = x1 * 0.0;
+    let mut gy = x1 * 0.0;
+    let mut gz = x1 * 0.0;
+    #[unroll]
+    for k in 0..features {
+        let g = grad[ABSOLUTE_POS * features + k];
+        let v000 = table[c.r000 * features + k];
+        let v100 = table[c.r100 * features + k];
+        let v010 = table[c.r010 * features + k];
+        let v110 = table[c.r110 * features + k];
+        let v001 = table[c.r001 * features + k];
+        let v101 = table[c.r101 * features + k];
+        let v011 = table[c.r011 * features + k];
+        let v111 = table[c.r111 * features + k];
+        gx += g * ((v100 - v000) * y0 * z0 + (v110 - v010) * y1 * z0 + (v101 - v001) * y0 * z1 + (v111 - v011) * y1 * z1);
+        gy += g * ((v010 - v000) * x0 * z0 + (v110 - v100) * x1 * z0 + (v011 - v001) * x0 * z1 + (v111 - v101) * x1 * z1);
+        gz += g * ((v001 - v000) * x0 * y0 + (v101 - v100) * x1 * y0 + (v011 - v010) * x0 * y1 + (v111 - v110) * x1 * y1);
+    }
+    let scale = scales[ABSOLUTE_POS % scales.len()];
+    point_grad[3 * ABSOLUTE_POS] = gx * scale;
+    point_grad[3 * ABSOLUTE_POS + 1] = gy * scale;
+    point_grad[3 * ABSOLUTE_POS + 2] = gz * scale;
+}
+
 #[cfg(test)]
 mod tests {
     use burn::backend::wgpu::WgpuDevice;
     use burn::backend::Wgpu;
 
-    use super::super::tests::{assert_close, encoding_of, grid, table_gradients, LAYOUTS};
+    use super::super::tests::{assert_close, encoding_of, grid, point_gradients, table_gradients, LAYOUTS};
     use super::*;
     use crate::nerfacto::encoding::HashEncoding;
     use crate::nn::cube::with_both_kernels;
@@ -580,6 +684,15 @@ mod tests {
             let ops_out = encoding.forward_ops(points);
             let (kernel, ops) = table_gradients(&encoding, kernel_out, ops_out);
             assert_close(&kernel, &ops, 1e-6);
+        }
+    }
+
+    #[test]
+    fn point_gradient_matches_burn_ops_autodiff_on_wgpu() {
+        for layout in LAYOUTS {
+            let (encoding, points) = grid::<Ad>(&WgpuDevice::DefaultDevice, layout);
+            let (kernel, ops) = point_gradients(&encoding, points);
+            assert_close(&kernel, &ops, 1e-5);
         }
     }
 

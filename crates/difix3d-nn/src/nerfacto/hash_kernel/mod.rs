@@ -20,10 +20,11 @@
 //! to float rounding. The table gradient sums the same terms in another order, so it agrees to float
 //! rounding.
 //!
-//! Only the table gets a gradient. Nerfacto's sample positions carry none (the proposal sampler's
-//! bins are detached, as in nerfstudio, and the camera optimiser is off); if the points are tracked
-//! by autodiff anyway, [`encode`] returns `None` and the caller uses the burn-ops path, which
-//! differentiates the points too, as it does on backends without a kernel (ndarray).
+//! The table always gets a gradient. The points get one when autodiff tracks them (with the camera
+//! optimiser, whose corrections move the rays): per point, the sum over levels and features of the
+//! output's gradient times `d(trilinear)/d(offset) · scale` on each axis, the corner values read
+//! from the table, as the burn-ops path differentiates `x · scale − floor(x · scale)` (the floor
+//! has no gradient). On backends without a kernel (ndarray) the caller uses the burn-ops path.
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::ops::{Backward, OpsKind};
@@ -133,8 +134,7 @@ struct HashedLevels {
 }
 
 /// The encoding of `points` `[N, 3]` (`[0, 1]³`) through `table` `[rows, F]`: `[N, L · F]`.
-/// `None` when `B` has no kernel (ndarray), or when the points are tracked by autodiff: the caller
-/// then runs the burn-ops version.
+/// `None` when `B` has no kernel (ndarray): the caller then runs the burn-ops version.
 pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &GridShape) -> Option<Tensor<B, 2>> {
     if shape.features_per_level == 0 || shape.num_levels() == 0 {
         // Nothing to look up (and no row length to split the work by): the burn-ops version.
@@ -148,22 +148,26 @@ pub fn encode<B: Backend>(points: &Tensor<B, 2>, table: Tensor<B, 2>, shape: &Gr
     cpu::encode(points, table.clone(), shape).or_else(|| cube::encode(points, table, shape))
 }
 
-/// The lookup under autodiff over `C`, with `step` as its backward step (the table its one parent):
-/// `forward` maps the inner points and table to the output and the state `step` keeps. `None` when
-/// the points are tracked (the kernels give the table's gradient only) or `forward` declines.
-fn track<C: Backend, S: Backward<C, 1>>(
+/// The lookup under autodiff over `C`, with `step` as its backward step (the points and the table
+/// its parents): `forward` maps the inner points and table, and whether the points are tracked
+/// (their gradient then needs the table kept), to the output and the state `step` keeps. `None`
+/// when `forward` declines.
+fn track<C: Backend, S: Backward<C, 2>>(
     points: Tensor<Autodiff<C>, 2>,
     table: Tensor<Autodiff<C>, 2>,
     step: S,
-    forward: impl FnOnce(C::FloatTensorPrimitive, C::FloatTensorPrimitive) -> Option<(C::FloatTensorPrimitive, S::State)>,
+    forward: impl FnOnce(
+        C::FloatTensorPrimitive,
+        C::FloatTensorPrimitive,
+        bool,
+    ) -> Option<(C::FloatTensorPrimitive, S::State)>,
 ) -> Option<Tensor<Autodiff<C>, 2>> {
     let points = points.into_primitive().tensor();
-    if !points.node.requirement.is_none() {
-        return None;
-    }
+    let tracked = !points.node.requirement.is_none();
     let table = table.into_primitive().tensor();
-    let (output, state) = forward(points.primitive, table.primitive.clone())?;
-    let result = match step.prepare::<NoCheckpointing>([table.node]).compute_bound().stateful() {
+    let (output, state) = forward(points.primitive, table.primitive.clone(), tracked)?;
+    let parents = [points.node, table.node];
+    let result = match step.prepare::<NoCheckpointing>(parents).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish(state, output),
         OpsKind::UnTracked(prep) => prep.finish(output),
     };
@@ -244,6 +248,32 @@ mod tests {
         (gradient(kernel), gradient(ops))
     }
 
+    /// The points' gradients of the kernel and of burn ops (the encodings of tracked `points`,
+    /// weighted by random weights per output), in the same table that gets its gradient too.
+    pub(super) fn point_gradients<B: burn::tensor::backend::AutodiffBackend>(
+        encoding: &HashEncoding<B>,
+        points: Tensor<B, 2>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let encoding = HashEncoding {
+            table: burn::module::Param::from_tensor(encoding.table.val().require_grad()),
+            ..encoding.clone()
+        };
+        let [n, _] = points.dims();
+        let weights = Tensor::<B, 2>::random([n, encoding.out_dim()], Distribution::Normal(0.0, 1.0), &points.device());
+        let gradient = |kernel: bool| {
+            let tracked = Tensor::<B, 2>::from_inner(points.clone().inner()).require_grad();
+            let out = match kernel {
+                true => encode(&tracked, encoding.table.val(), &encoding.shape).expect("the backend has a kernel"),
+                false => encoding.forward_ops(tracked.clone()),
+            };
+            let grads = (out * weights.clone()).sum().backward();
+            let grad = tracked.grad(&grads).expect("the points have a gradient");
+            assert!(encoding.table.val().grad(&grads).is_some(), "the table has a gradient too");
+            grad.into_data().to_vec::<f32>().expect("f32 values")
+        };
+        (gradient(true), gradient(false))
+    }
+
     /// `kernel` equals `ops` to `tolerance` of `ops`' largest value, which is not trivial, and both
     /// are zero in the same places.
     pub(super) fn assert_close(kernel: &[f32], ops: &[f32], tolerance: f32) {
@@ -264,13 +294,13 @@ mod tests {
         );
     }
 
-    /// Tracked points keep the burn-ops path, which differentiates them too; ndarray has no kernel.
+    /// Tracked points take the kernel too; ndarray has none.
     #[test]
-    fn tracked_points_and_ndarray_fall_back_to_burn_ops() {
+    fn ndarray_falls_back_to_burn_ops() {
         let (encoding, points) = grid::<Autodiff<CpuBackend>>(&Default::default(), GridLayout::Torch);
         let shape = encoding.shape.clone();
         assert!(encode(&points, encoding.table.val(), &shape).is_some());
-        assert!(encode(&points.require_grad(), encoding.table.val(), &shape).is_none());
+        assert!(encode(&points.require_grad(), encoding.table.val(), &shape).is_some());
         let ndarray_points = Tensor::<burn::backend::NdArray, 2>::zeros([1, 3], &Default::default());
         let ndarray_table = Tensor::<burn::backend::NdArray, 2>::zeros([3 << 10, 2], &Default::default());
         assert!(encode(&ndarray_points, ndarray_table, &shape).is_none());
