@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use difix3d::camera_path::CameraPath;
 use difix3d::jobs::nerf_view::NerfFiles;
 use difix3d::jobs::train::Finished;
+use difix3d::nerfacto::camera_optimizer::Mode as CameraOptimizerMode;
 use difix3d::nn::backend::BackendKind;
 use difix3d::refine::nerfacto::NerfactoRefineConfig;
 use difix3d::refine::refiner::{RefineConfig, SceneSource, Targets};
@@ -17,7 +18,7 @@ use difix3d::refine::round::RoundEvent;
 
 use super::actions::{Action, Jobs, Shared};
 use super::job_monitor::JobMonitor;
-use super::train_panel::{backend_ui, default_run_folder, factor_ui, run_folder_ui};
+use super::train_panel::{backend_ui, camera_optimizer_ui, default_run_folder, factor_ui, run_folder_ui};
 
 /// Where the novel cameras head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct RefinePanel {
     /// The running (or last) refinement draws and trains antialiased: the scene on screen was drawn
     /// that way when it started.
     antialiased: bool,
+    /// A NeRF's camera optimiser (`--camera-optimizer`).
+    camera_optimizer: CameraOptimizerMode,
     pub monitor: JobMonitor,
     /// "round 2: fixing 3/8" while a round runs, "round 2 done" after.
     round_status: Option<String>,
@@ -78,6 +81,7 @@ impl Default for RefinePanel {
             out: String::new(),
             backend: BackendKind::Wgpu,
             antialiased: false,
+            camera_optimizer: CameraOptimizerMode::SO3xR3,
             monitor: JobMonitor::default(),
             round_status: None,
             thumbnails: Vec::new(),
@@ -160,6 +164,9 @@ impl RefinePanel {
                 );
                 factor_ui(ui, "refine factor", &mut self.factor);
             });
+            if nerf {
+                camera_optimizer_ui(ui, "refine camera optimiser", &mut self.camera_optimizer);
+            }
             run_folder_ui(ui, &mut self.out);
             let label = if nerf { "backend" } else { "Difix + loss backend" };
             backend_ui(ui, label, &mut self.backend);
@@ -248,6 +255,7 @@ impl RefinePanel {
         config.steps = self.steps;
         config.every = self.every;
         config.distance = self.distance;
+        config.camera_optimizer = Some(self.camera_optimizer);
         self.nerf_data = Some(data);
         self.reset_progress();
         self.monitor.start(jobs.refine_nerfacto(config, self.backend));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use difix3d::data::Dataset;
 use difix3d::jobs::train::Finished;
+use difix3d::nerfacto::camera_optimizer::Mode as CameraOptimizerMode;
 use difix3d::nerfacto::trainer::NerfactoRunConfig;
 use difix3d::nerfacto::NerfactoConfig;
 use difix3d::nn::backend::BackendKind;
@@ -55,6 +56,8 @@ pub struct NerfactoForm {
     /// Where nerfacto runs (all of it: field, losses, optimisers).
     backend: BackendKind,
     rays_per_batch: usize,
+    /// nerfstudio's camera optimiser (`--camera-optimizer`).
+    camera_optimizer: CameraOptimizerMode,
     /// A JSON file of nerfstudio's NerfactoModelConfig names; empty: `ns-train nerfacto`'s model.
     model_settings: String,
     /// The dataset of the running (or last) run, opened with the trained field at the end.
@@ -67,6 +70,7 @@ impl Default for NerfactoForm {
             out: String::new(),
             backend: BackendKind::Cpu,
             rays_per_batch: 4096,
+            camera_optimizer: CameraOptimizerMode::SO3xR3,
             model_settings: String::new(),
             data: None,
         }
@@ -165,6 +169,7 @@ impl TrainPanel {
                     .range(64..=65_536)
                     .prefix("rays per batch "),
             );
+            camera_optimizer_ui(ui, "nerfacto camera optimiser", &mut form.camera_optimizer);
             run_folder_ui(ui, &mut form.out);
             ui.horizontal(|ui| {
                 ui.label("Model settings");
@@ -216,6 +221,7 @@ impl TrainPanel {
                 if let Some(model) = model {
                     config.model = model;
                 }
+                config.model.camera_optimizer.mode = form.camera_optimizer;
                 self.monitor.start(jobs.train_nerfacto(config, start.backend));
             }
             Err(e) => self.monitor.message = Some(Err(e.to_string())),
@@ -320,6 +326,29 @@ pub(super) fn run_folder_ui(ui: &mut egui::Ui, out: &mut String) {
         ui.label("Run folder");
         ui.add(egui::TextEdit::singleline(out).desired_width(150.0));
     });
+}
+
+/// nerfstudio's camera optimiser for a nerfacto run (`--camera-optimizer`).
+pub(super) fn camera_optimizer_ui(ui: &mut egui::Ui, id: &str, mode: &mut CameraOptimizerMode) {
+    ui.horizontal(|ui| {
+        ui.label("camera optimiser");
+        egui::ComboBox::from_id_salt(id)
+            .selected_text(format!("{mode:?}"))
+            .show_ui(ui, |ui| {
+                for m in [
+                    CameraOptimizerMode::SO3xR3,
+                    CameraOptimizerMode::SE3,
+                    CameraOptimizerMode::Off,
+                ] {
+                    ui.selectable_value(mode, m, format!("{m:?}"));
+                }
+            });
+    })
+    .response
+    .on_hover_text(
+        "Learns a pose correction per training photo while training (nerfstudio's SO3xR3 by default; \
+         Difix3D's README runs it off)",
+    );
 }
 
 pub(super) fn backend_ui(ui: &mut egui::Ui, label: &str, backend: &mut BackendKind) {

@@ -100,7 +100,12 @@ fn camera_corrections_match_nerfstudio() {
         let weights = Tensor::<B, 1>::from_floats(g["exp_weights"].1.as_slice(), &device).reshape([n, 3, 4]);
         let got = map.clone().into_data().to_vec::<f32>().unwrap();
         for (i, (a, b)) in got.iter().zip(&g["exp_map"].1).enumerate() {
-            assert!((a - b).abs() <= 1e-6, "{mode:?} map[{}][{}]: {a} vs {b}", i / 12, i % 12);
+            assert!(
+                (a - b).abs() <= 1e-6,
+                "{mode:?} map[{}][{}]: {a} vs {b}",
+                i / 12,
+                i % 12
+            );
         }
         let grads = (map * weights).sum().backward();
         let grad = tangent.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
@@ -163,7 +168,10 @@ fn training_steps_match<Bk: burn::tensor::backend::AutodiffBackend>(device: &Bk:
     for (_, grads) in &gradients {
         assert_eq!(grads.len(), expected_keys.len(), "every parameter gets a gradient");
     }
-    for (step, key, shape, got) in gradients.iter().flat_map(|(s, grads)| grads.iter().map(move |(k, sh, v)| (s, k, sh, v))) {
+    for (step, key, shape, got) in gradients
+        .iter()
+        .flat_map(|(s, grads)| grads.iter().map(move |(k, sh, v)| (s, k, sh, v)))
+    {
         let (want_shape, want) = &g[&format!("grad_{step}.{key}")];
         assert_eq!(shape, want_shape, "{key}");
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -259,7 +267,11 @@ fn training_continues_from_a_checkpoint(mode: Mode, golden: &str) {
     // nerfstudio stepped the field and the cameras every step, and the proposal networks only when
     // it updated them.
     for (key, moment) in &moments {
-        let want = if key.starts_with("proposal_networks.") { 155 } else { 300 };
+        let want = if key.starts_with("proposal_networks.") {
+            155
+        } else {
+            300
+        };
         assert_eq!(moment.step, want, "{key}");
     }
     assert!(read_adam_moments(&fixtures().join("train_init.safetensors"), &key_refs)
@@ -543,7 +555,10 @@ fn bad_nerfacto_training_arguments_are_refused() {
         (&["--method", "nerfacto", "--backend", "cuda"][..], "CUDA"),
         (&["--method", "nerfacto", "--rays-per-batch", "0"][..], "rays-per-batch"),
         (&["--camera-optimizer", "off"][..], "--camera-optimizer"),
-        (&["--method", "nerfacto", "--camera-optimizer", "so3"][..], "off, SO3xR3 or SE3"),
+        (
+            &["--method", "nerfacto", "--camera-optimizer", "so3"][..],
+            "off, SO3xR3 or SE3",
+        ),
     ] {
         let (code, stdout, stderr) = difix3d(&[&base[..], extra].concat());
         assert_ne!(code, 0, "{extra:?} was accepted: {stdout}");
@@ -596,8 +611,15 @@ fn train_nerfacto_learns_camera_corrections() {
     let (summary, path) = run("on", &[]);
     let corrections = &summary["camera_corrections"];
     eprintln!("camera corrections after 30 steps: {corrections}");
-    for key in ["translation_mean", "translation_max", "rotation_mean_degrees", "rotation_max_degrees"] {
-        let value = corrections[key].as_f64().unwrap_or_else(|| panic!("no {key} in {corrections}"));
+    for key in [
+        "translation_mean",
+        "translation_max",
+        "rotation_mean_degrees",
+        "rotation_max_degrees",
+    ] {
+        let value = corrections[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} in {corrections}"));
         // 30 Adam steps of lr 1e-3 move each value by at most 0.03.
         assert!(value > 0.0 && value < 0.06 * 3f64.sqrt() * 57.3, "{key}: {value}");
     }
@@ -606,7 +628,9 @@ fn train_nerfacto_learns_camera_corrections() {
     let stored = saved.tensor(key).unwrap();
     assert_eq!(stored.shape, [3, 6], "one correction per training photo");
     assert!(stored.values.iter().all(|v| v.is_finite()) && stored.values.iter().any(|v| *v != 0.0));
-    let moments = read_adam_moments(&path, &[key]).unwrap().expect("the run saved its Adam state");
+    let moments = read_adam_moments(&path, &[key])
+        .unwrap()
+        .expect("the run saved its Adam state");
     assert_eq!((moments[key].step, &moments[key].exp_avg.shape), (30, &stored.shape));
 
     let (summary, path) = run("off", &["--camera-optimizer", "off"]);

@@ -209,17 +209,7 @@ fn skew<B: Backend>(v: Tensor<B, 2>) -> Tensor<B, 3> {
     let n = v.dims()[0];
     let c = |i: usize| v.clone().narrow(1, i, 1);
     let zero = Tensor::<B, 2>::zeros([n, 1], &v.device());
-    let entries = vec![
-        zero.clone(),
-        -c(2),
-        c(1),
-        c(2),
-        zero.clone(),
-        -c(0),
-        -c(1),
-        c(0),
-        zero,
-    ];
+    let entries = vec![zero.clone(), -c(2), c(1), c(2), zero.clone(), -c(0), -c(1), c(0), zero];
     Tensor::cat(entries, 1).reshape([n, 3, 3])
 }
 
@@ -271,10 +261,7 @@ fn exp_map_se3<B: Backend>(tangent: Tensor<B, 2>) -> Tensor<B, 3> {
     let sine = theta.clone().sin();
     let cosine = pick((theta2.clone() + 4.0).recip() * 8.0 - 1.0, theta.clone().cos());
     let sine_by_theta = pick(cosine.clone() * 0.5 + 0.5, sine.clone() / theta_nz);
-    let one_minus_cosine_by_theta2 = pick(
-        sine_by_theta.clone() * 0.5,
-        (cosine.clone().neg() + 1.0) / theta2_nz,
-    );
+    let one_minus_cosine_by_theta2 = pick(sine_by_theta.clone() * 0.5, (cosine.clone().neg() + 1.0) / theta2_nz);
     let per = |f: Tensor<B, 2>| f.reshape([n, 1, 1]);
     let outer = ang.clone().reshape([n, 3, 1]).matmul(ang.clone().reshape([n, 1, 3]));
     let rotation = per(one_minus_cosine_by_theta2.clone()) * outer
@@ -283,15 +270,11 @@ fn exp_map_se3<B: Backend>(tangent: Tensor<B, 2>) -> Tensor<B, 3> {
 
     let sine_by_theta = pick(theta2.clone().div_scalar(6.0).neg() + 1.0, sine_by_theta);
     let one_minus_cosine_by_theta2 = pick(theta2.clone().div_scalar(24.0).neg() + 0.5, one_minus_cosine_by_theta2);
-    let theta_minus_sine_by_theta3 = pick(
-        theta2.div_scalar(120.0).neg() + 1.0 / 6.0,
-        (theta - sine) / theta3_nz,
-    );
+    let theta_minus_sine_by_theta3 = pick(theta2.div_scalar(120.0).neg() + 1.0 / 6.0, (theta - sine) / theta3_nz);
     let cross = skew(ang.clone()).matmul(lin.clone().reshape([n, 3, 1])).reshape([n, 3]);
     let along = (ang.clone() * lin.clone()).sum_dim(1); // ωᵀ v, [N, 1]
-    let translation = sine_by_theta * lin
-        + one_minus_cosine_by_theta2 * cross
-        + theta_minus_sine_by_theta3 * along * ang;
+    let translation =
+        sine_by_theta * lin + one_minus_cosine_by_theta2 * cross + theta_minus_sine_by_theta3 * along * ang;
     compose(rotation, translation)
 }
 

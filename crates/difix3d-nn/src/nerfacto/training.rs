@@ -266,7 +266,6 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
         Ok(restored)
     }
 
-
     /// The optimisers' Adam moments and step counts by parameter key, in torch's layout (what
     /// [`Self::restore_adam`] takes); parameters that have not been stepped are absent.
     pub fn adam_moments(&self) -> BTreeMap<String, AdamMoment> {

@@ -260,7 +260,12 @@ impl Backward<CpuBackend, 2> for HashGridBackward {
         };
         if let (Some(points), Some(values)) = (points, &state.table) {
             let n = f32_values(&state.points).len() / 3;
-            register(grads, points.id, point_gradient(&state.points, values, &grad, &state.shape), [n, 3]);
+            register(
+                grads,
+                points.id,
+                point_gradient(&state.points, values, &grad, &state.shape),
+                [n, 3],
+            );
         }
         if let Some(table) = table {
             let values = table_gradient(&state.points, &grad, &state.shape, state.table_rows);

@@ -634,9 +634,12 @@ fn hash_grid_point_backward(
         let v101 = table[c.r101 * features + k];
         let v011 = table[c.r011 * features + k];
         let v111 = table[c.r111 * features + k];
-        gx += g * ((v100 - v000) * y0 * z0 + (v110 - v010) * y1 * z0 + (v101 - v001) * y0 * z1 + (v111 - v011) * y1 * z1);
-        gy += g * ((v010 - v000) * x0 * z0 + (v110 - v100) * x1 * z0 + (v011 - v001) * x0 * z1 + (v111 - v101) * x1 * z1);
-        gz += g * ((v001 - v000) * x0 * y0 + (v101 - v100) * x1 * y0 + (v011 - v010) * x0 * y1 + (v111 - v110) * x1 * y1);
+        gx +=
+            g * ((v100 - v000) * y0 * z0 + (v110 - v010) * y1 * z0 + (v101 - v001) * y0 * z1 + (v111 - v011) * y1 * z1);
+        gy +=
+            g * ((v010 - v000) * x0 * z0 + (v110 - v100) * x1 * z0 + (v011 - v001) * x0 * z1 + (v111 - v101) * x1 * z1);
+        gz +=
+            g * ((v001 - v000) * x0 * y0 + (v101 - v100) * x1 * y0 + (v011 - v010) * x0 * y1 + (v111 - v110) * x1 * y1);
     }
     let scale = scales[ABSOLUTE_POS % scales.len()];
     point_grad[3 * ABSOLUTE_POS] = gx * scale;

@@ -259,7 +259,11 @@ mod tests {
             ..encoding.clone()
         };
         let [n, _] = points.dims();
-        let weights = Tensor::<B, 2>::random([n, encoding.out_dim()], Distribution::Normal(0.0, 1.0), &points.device());
+        let weights = Tensor::<B, 2>::random(
+            [n, encoding.out_dim()],
+            Distribution::Normal(0.0, 1.0),
+            &points.device(),
+        );
         let gradient = |kernel: bool| {
             let tracked = Tensor::<B, 2>::from_inner(points.clone().inner()).require_grad();
             let out = match kernel {
@@ -268,7 +272,10 @@ mod tests {
             };
             let grads = (out * weights.clone()).sum().backward();
             let grad = tracked.grad(&grads).expect("the points have a gradient");
-            assert!(encoding.table.val().grad(&grads).is_some(), "the table has a gradient too");
+            assert!(
+                encoding.table.val().grad(&grads).is_some(),
+                "the table has a gradient too"
+            );
             grad.into_data().to_vec::<f32>().expect("f32 values")
         };
         (gradient(true), gradient(false))
