@@ -388,6 +388,23 @@ fn nerfacto_refine_refuses_bad_arguments_before_writing() {
         // 32x32 patches (the default) do not fit in the 32x24 photos.
         (with_checkpoint.clone(), "32x32 patches do not fit in a 32x24 view"),
         ([&splats[..], &["--patch-size", "8"]].concat(), "--patch-size"),
+        (
+            [&splats[..], &["--camera-optimizer", "off"]].concat(),
+            "--camera-optimizer",
+        ),
+        (
+            [&with_checkpoint[..], &["--camera-optimizer", "on"]].concat(),
+            "off, SO3xR3 or SE3",
+        ),
+        // Every other view held out: the checkpoint's corrections are for three training images.
+        (
+            [
+                &with_checkpoint[..],
+                &["--difix3d-test-every", "2", "--patch-size", "8"],
+            ]
+            .concat(),
+            "corrects 3 camera(s)",
+        ),
         ([&splats[..], &["--checkpoint", &ckpt]].concat(), "--checkpoint"),
         (
             [

@@ -28,7 +28,13 @@
 //!   square 32x32 patches (nerfstudio's `PatchPixelSampler`, [`PixelSampler::Patches`]). A novel
 //!   view's rays carry its own index as camera index, which picks that index's appearance code (the
 //!   field's embedding has one code per training image; more novel views than that would index past
-//!   it, so such a run is refused).
+//!   it, so such a run is refused), and with the camera optimiser on that index's correction too
+//!   (more novel views than training images are then refused as well).
+//! - The camera optimiser: `CameraOptimizerConfig(mode="SO3xR3")` in `difix3d_config.py`, with the
+//!   `camera_opt` group of nerfacto's optimisers; on by default, as there (a checkpoint's
+//!   corrections and their Adam moments continue). Difix3D's README turns it off with
+//!   `--pipeline.model.camera-optimizer.mode off`, as [`NerfactoRefineConfig::camera_optimizer`]
+//!   (`--camera-optimizer off`) does.
 //! - The model: `Difix3DModelConfig(average_init_density=0.01)`, which is also `ns-train nerfacto`'s
 //!   and our default; a `--nerfacto-config` describing the checkpoint is followed as given.
 //!   Difix3D's field differs from nerfacto's only by a `freeze_appearance_embedding` switch that is
@@ -37,10 +43,8 @@
 //!   there through the run's `dataparser_transforms.json`, so pose distances (the 0.5 step, the
 //!   nearest reference) are measured in the model's frame, as the reference measures them.
 //!
-//! Not done, and said where it matters: the camera optimiser (`CameraOptimizerConfig(mode="SO3xR3")`
-//! in `difix3d_config.py`; Difix3D's README turns it off with `--pipeline.model.camera-optimizer.mode
-//! off`) is off; mixed precision (`mixed_precision=True`, CUDA only) is not used: everything runs in
-//! f32. The pipeline's `val(step)` (every `steps_per_val` = 5000 steps, after that
+//! Not done, and said where it matters: mixed precision (`mixed_precision=True`, CUDA only) is not
+//! used: everything runs in f32. The pipeline's `val(step)` (every `steps_per_val` = 5000 steps, after that
 //! step's round and before its update) renders each eval view; ours are saved like the final eval
 //! renders (`val/STEP/`, named after the photos, rounded to 8 bits) and also measured (PSNR, SSIM in
 //! the summary). As `Trainer._load_checkpoint` does, the optimisers continue
@@ -446,6 +450,16 @@ fn load_inputs<B: AutodiffBackend>(
                 ),
             });
         }
+    }
+    if model.camera_optimizer.is_some() && dataset.eval.len() > dataset.train.len() {
+        return Err(NerfactoRefineError::Input(format!(
+            "{}: {} eval views make as many novel views, but novel view i takes training image i's camera \
+             correction and there are {} training images: Difix3D's pipeline would index past them too; use \
+             fewer eval views, or --camera-optimizer off (as Difix3D's README runs it)",
+            config.data.display(),
+            dataset.eval.len(),
+            dataset.train.len()
+        )));
     }
 
     let in_model_frame = |views: &[data::View]| -> Vec<data::View> {

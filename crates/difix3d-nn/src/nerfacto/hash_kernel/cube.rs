@@ -207,8 +207,9 @@ fn table_gradient<R: CubeRuntime>(
     out
 }
 
-/// The points' gradient `[N, 3]` from the output's `grad` `[N, L · F]`: a thread per point and
-/// level writes that level's share (`[N, L, 3]`), then the levels are summed.
+/// The points' gradient `[N, 3]` from the output's `grad` `[N, L · F]`: a thread per point sums its
+/// levels' shares (a thread per point and level would need an `[N, L, 3]` buffer and a sum over
+/// it, which cost more than they parallelise on lavapipe).
 fn point_gradient<C: CubeF32>(
     points: CubeTensor<C::Runtime>,
     table: CubeTensor<C::Runtime>,
@@ -217,10 +218,9 @@ fn point_gradient<C: CubeF32>(
 ) -> CubeTensor<C::Runtime> {
     let grad = into_contiguous(grad);
     let n = points.meta.shape()[0];
-    let levels = shape.num_levels();
     let client = grad.client.clone();
-    let shares = empty_device::<C::Runtime, f32>(client.clone(), grad.device.clone(), [n, levels * 3].into());
-    let (cube_count, cube_dim) = elementwise(&client, n * levels);
+    let output = empty_device::<C::Runtime, f32>(client.clone(), grad.device.clone(), [n, 3].into());
+    let (cube_count, cube_dim) = elementwise(&client, n);
     let (scales, dense_words) = level_table(&points, shape);
     let (dense_levels, hashed_first_row, log2_rows) = hashed_args(shape);
     hash_grid_point_backward::launch::<C::Runtime>(
@@ -232,16 +232,14 @@ fn point_gradient<C: CubeF32>(
         dense_words.into_array_arg(),
         table.into_array_arg(),
         grad.into_array_arg(),
-        shares.clone().into_array_arg(),
+        output.clone().into_array_arg(),
         dense_levels,
         hashed_first_row,
         log2_rows,
         shape.shift,
         shape.features_per_level,
     );
-    let shares = Tensor::<C, 2>::from_primitive(TensorPrimitive::Float(shares));
-    let summed = shares.reshape([n, levels, 3]).sum_dim(1).reshape([n, 3]);
-    summed.into_primitive().tensor()
+    output
 }
 
 /// Whether `client`'s device adds f32 atomically itself.
@@ -587,9 +585,9 @@ fn hash_grid_backward<A: FloatAdd>(
     add_corner::<A>(table_grad, grad, at, c.r111, z1 * y1 * x1, features);
 }
 
-/// Thread `t` = point · L + level writes that level's share of the point's gradient
-/// (`point_grad` `[N, L, 3]`): per axis, the output gradient times the blend's slope along the
-/// axis (upper face minus lower face, weighted by the other two axes' weights) times the scale.
+/// Thread `t` writes point `t`'s gradient (`point_grad` `[N, 3]`): per axis, summed over levels
+/// and features, the output gradient times the blend's slope along the axis (upper face minus lower
+/// face, weighted by the other two axes' weights) times the level's scale.
 #[cube(launch)]
 fn hash_grid_point_backward(
     points: &Array<f32>,
@@ -604,47 +602,70 @@ fn hash_grid_point_backward(
     shift: f32,
     #[comptime] features: usize,
 ) {
-    if ABSOLUTE_POS >= (points.len() / 3) * scales.len() {
+    let point = ABSOLUTE_POS;
+    if point >= points.len() / 3 {
         terminate!();
     }
-    let c = cell(
-        points,
-        scales,
-        dense_words,
-        ABSOLUTE_POS,
-        dense_levels,
-        hashed_first_row,
-        log2_rows,
-        shift,
-    );
-    let (x1, y1, z1) = (c.ox, c.oy, c.oz);
-    let (x0, y0, z0) = (-x1 + 1.0, -y1 + 1.0, -z1 + 1.0);
+    let levels = scales.len();
+    let (x, y, z) = (points[3 * point], points[3 * point + 1], points[3 * point + 2]);
     // Runtime zeros (a literal would be a compile-time constant that cannot be added to).
-    let mut gx = x1 * 0.0;
-    let mut gy = x1 * 0.0;
-    let mut gz = x1 * 0.0;
-    #[unroll]
-    for k in 0..features {
-        let g = grad[ABSOLUTE_POS * features + k];
-        let v000 = table[c.r000 * features + k];
-        let v100 = table[c.r100 * features + k];
-        let v010 = table[c.r010 * features + k];
-        let v110 = table[c.r110 * features + k];
-        let v001 = table[c.r001 * features + k];
-        let v101 = table[c.r101 * features + k];
-        let v011 = table[c.r011 * features + k];
-        let v111 = table[c.r111 * features + k];
-        gx +=
-            g * ((v100 - v000) * y0 * z0 + (v110 - v010) * y1 * z0 + (v101 - v001) * y0 * z1 + (v111 - v011) * y1 * z1);
-        gy +=
-            g * ((v010 - v000) * x0 * z0 + (v110 - v100) * x1 * z0 + (v011 - v001) * x0 * z1 + (v111 - v101) * x1 * z1);
-        gz +=
-            g * ((v001 - v000) * x0 * y0 + (v101 - v100) * x1 * y0 + (v011 - v010) * x0 * y1 + (v111 - v110) * x1 * y1);
+    let mut px = x * 0.0;
+    let mut py = x * 0.0;
+    let mut pz = x * 0.0;
+    for level in 0..levels {
+        let c = cell_at(
+            x,
+            y,
+            z,
+            scales,
+            dense_words,
+            level,
+            dense_levels,
+            hashed_first_row,
+            log2_rows,
+            shift,
+        );
+        let (x1, y1, z1) = (c.ox, c.oy, c.oz);
+        let (x0, y0, z0) = (-x1 + 1.0, -y1 + 1.0, -z1 + 1.0);
+        let mut gx = x * 0.0;
+        let mut gy = x * 0.0;
+        let mut gz = x * 0.0;
+        let at = (point * levels + level) * features;
+        #[unroll]
+        for k in 0..features {
+            let g = grad[at + k];
+            let v000 = table[c.r000 * features + k];
+            let v100 = table[c.r100 * features + k];
+            let v010 = table[c.r010 * features + k];
+            let v110 = table[c.r110 * features + k];
+            let v001 = table[c.r001 * features + k];
+            let v101 = table[c.r101 * features + k];
+            let v011 = table[c.r011 * features + k];
+            let v111 = table[c.r111 * features + k];
+            gx += g
+                * ((v100 - v000) * y0 * z0
+                    + (v110 - v010) * y1 * z0
+                    + (v101 - v001) * y0 * z1
+                    + (v111 - v011) * y1 * z1);
+            gy += g
+                * ((v010 - v000) * x0 * z0
+                    + (v110 - v100) * x1 * z0
+                    + (v011 - v001) * x0 * z1
+                    + (v111 - v101) * x1 * z1);
+            gz += g
+                * ((v001 - v000) * x0 * y0
+                    + (v101 - v100) * x1 * y0
+                    + (v011 - v010) * x0 * y1
+                    + (v111 - v110) * x1 * y1);
+        }
+        let scale = scales[level];
+        px += gx * scale;
+        py += gy * scale;
+        pz += gz * scale;
     }
-    let scale = scales[ABSOLUTE_POS % scales.len()];
-    point_grad[3 * ABSOLUTE_POS] = gx * scale;
-    point_grad[3 * ABSOLUTE_POS + 1] = gy * scale;
-    point_grad[3 * ABSOLUTE_POS + 2] = gz * scale;
+    point_grad[3 * point] = px;
+    point_grad[3 * point + 1] = py;
+    point_grad[3 * point + 2] = pz;
 }
 
 #[cfg(test)]
