@@ -300,8 +300,9 @@ fn nerfacto_refine_runs_rounds_at_the_multiples_of_every_and_saves_a_model_that_
         serde_json::from_str(&std::fs::read_to_string(again.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["first_step"], 305, "{summary}");
     assert_eq!(summary["round_steps"], serde_json::json!([]), "{summary}");
-    // The first run saved its Adam moments beside the model; this one continues with them.
-    assert_eq!(summary["adam_moments_restored"], 22, "{summary}");
+    // The first run saved its Adam moments beside the model, the camera corrections' too; this one
+    // continues with them.
+    assert_eq!(summary["adam_moments_restored"], 23, "{summary}");
     assert!(!again.join("rounds").exists() || std::fs::read_dir(again.join("rounds")).unwrap().next().is_none());
     assert_eq!(
         Checkpoint::read(&again.join("nerfacto.safetensors")).unwrap().step,
