@@ -424,35 +424,12 @@ fn train_nerfacto_raises_eval_psnr_and_renders_back() {
     config["average_init_density"] = serde_json::json!(0.01);
     let config_path = dir.path().join("tiny.json");
     std::fs::write(&config_path, config.to_string()).unwrap();
-    let args = [
-        "train",
-        "--method",
-        "nerfacto",
-        "--data",
-        data.to_str().unwrap(),
-        "--factor",
-        "8",
-        "--steps",
-        "300",
-        "--rays-per-batch",
-        "512",
-        "--eval-steps",
-        "150",
-        "--nerfacto-config",
-        config_path.to_str().unwrap(),
-        // As Difix3D's README runs nerfstudio: learned pose corrections of the three training
-        // photos would move them away from the eval view, which is rendered from its given pose
-        // (as nerfstudio renders it); `train_nerfacto_learns_camera_corrections` runs them.
-        "--camera-optimizer",
-        "off",
-        "--out",
-        out.to_str().unwrap(),
-    ];
     let started = std::time::Instant::now();
-    let (code, stdout, stderr) = difix3d(&args);
-    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    // As Difix3D's README runs nerfstudio: learned pose corrections of the three training photos
+    // would move them away from the eval view, which is rendered from its given pose (as nerfstudio
+    // renders it); `train_nerfacto_learns_camera_corrections` runs them.
+    let extra = ["--eval-steps", "150", "--camera-optimizer", "off"];
+    let summary = train_nerfacto(&data, &config_path, &out, ["300", "512"], &extra);
     let before = summary["eval_psnr_before"].as_f64().unwrap();
     let after = summary["eval_psnr_after"].as_f64().unwrap();
     let middle = summary["evals"][0]["psnr"].as_f64().unwrap();
@@ -583,28 +560,7 @@ fn train_nerfacto_learns_camera_corrections() {
     std::fs::copy(fixtures().join("config.json"), &config_path).unwrap();
     let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);
-        let mut args = vec![
-            "train",
-            "--method",
-            "nerfacto",
-            "--data",
-            data.to_str().unwrap(),
-            "--factor",
-            "8",
-            "--steps",
-            "30",
-            "--rays-per-batch",
-            "256",
-            "--nerfacto-config",
-            config_path.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let (code, stdout, stderr) = difix3d(&args);
-        assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+        let summary = train_nerfacto(&data, &config_path, &out, ["30", "256"], extra);
         (summary, out.join("nerfacto.safetensors"))
     };
 
@@ -636,4 +592,36 @@ fn train_nerfacto_learns_camera_corrections() {
     let (summary, path) = run("off", &["--camera-optimizer", "off"]);
     assert!(summary["camera_corrections"].is_null());
     assert!(!Checkpoint::read(&path).unwrap().contains(key));
+}
+
+/// Runs `difix3d train --method nerfacto` on `data` at factor 8 with the model settings `config`
+/// into `out` (`[steps, rays per batch]`, then `extra` flags); returns its `summary.json`.
+fn train_nerfacto(
+    data: &std::path::Path,
+    config: &std::path::Path,
+    out: &std::path::Path,
+    [steps, rays]: [&str; 2],
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
+        "train",
+        "--method",
+        "nerfacto",
+        "--data",
+        data.to_str().unwrap(),
+        "--factor",
+        "8",
+        "--steps",
+        steps,
+        "--rays-per-batch",
+        rays,
+        "--nerfacto-config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = difix3d(&args);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
 }
