@@ -47,7 +47,7 @@
 //! used: everything runs in f32. The pipeline's `val(step)` (every `steps_per_val` = 5000 steps, after that
 //! step's round and before its update) renders each eval view; ours are saved like the final eval
 //! renders (`val/STEP/`, named after the photos, rounded to 8 bits) and also measured (PSNR, SSIM in
-//! the summary). As `Trainer._load_checkpoint` does, the optimisers continue
+//! the summary); a stop during them ends the run there, without that step's partial `val/STEP/`. As `Trainer._load_checkpoint` does, the optimisers continue
 //! with the Adam moments and step counts saved in the checkpoint: nerfstudio's, or ours (`train
 //! --method nerfacto` and this refine save them beside the model, as nerfstudio does).
 //!
@@ -558,7 +558,7 @@ struct PostRenderFix<'a, B: burn::tensor::backend::Backend> {
 
 /// PSNR, SSIM (and LPIPS with `lpips`) of `model`'s renders of the eval views (model frame, with
 /// their photos), fixed by Difix first with `fix`; the renders (8-bit) go to `out` when given. `None`
-/// without eval views.
+/// without eval views, or when `stop` says so between chunks of rays (`out` is then removed).
 fn evaluate<B: burn::tensor::backend::Backend, D: burn::tensor::backend::Backend>(
     model: &Nerfacto<B>,
     views: &[(Camera, RgbImage)],
@@ -566,6 +566,7 @@ fn evaluate<B: burn::tensor::backend::Backend, D: burn::tensor::backend::Backend
     lpips: Option<&Lpips<MetricsBackend>>,
     out: Option<&Path>,
     mut fix: Option<PostRenderFix<'_, D>>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<Option<EvalReport>, NerfactoRefineError> {
     if views.is_empty() {
         return Ok(None);
@@ -576,7 +577,13 @@ fn evaluate<B: burn::tensor::backend::Backend, D: burn::tensor::backend::Backend
     let mut references = ReferenceCache::default();
     let mut metrics = Vec::with_capacity(views.len());
     for (camera, photo) in views {
-        let image = model.render_camera(camera, chunk);
+        let Some(image) = model.render_camera_unless(camera, chunk, stop) else {
+            // Stopped part-way: no half-written set of renders is left.
+            if let Some(dir) = out {
+                std::fs::remove_dir_all(dir).map_err(|e| file_error(dir, e))?;
+            }
+            return Ok(None);
+        };
         let pixels = image.rgb.iter().map(|&v| crate::image_io::quantize(v)).collect();
         let raw = RgbImage::from_raw(image.width, image.height, pixels)
             .ok_or_else(|| NerfactoRefineError::Input("a render has the wrong number of pixels".into()))?;
@@ -630,7 +637,9 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     let mut run_dir = crate::disk::RunDir::create(&config.out).map_err(|e| file_error(&config.out, e))?;
 
     let lpips = lpips.as_ref();
-    let baseline = evaluate::<_, B::InnerBackend>(&model.valid(), &eval, config.render_chunk, lpips, None, None)?;
+    let never = || false;
+    let baseline =
+        evaluate::<_, B::InnerBackend>(&model.valid(), &eval, config.render_chunk, lpips, None, None, &never)?;
     let reference = if config.reference {
         Reference::NearestTrain(model_frame.clone())
     } else {
@@ -717,6 +726,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
         if runs_at(step, config.val_every) {
             let val_started = Instant::now();
             let dir = config.out.join("val").join(step.to_string());
+            let stopping = || stop.load(Ordering::Relaxed);
             let report = evaluate::<_, B::InnerBackend>(
                 &trainer.model().valid(),
                 &eval,
@@ -724,17 +734,26 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
                 None,
                 Some(&dir),
                 None,
+                &stopping,
             )?;
-            if let Some(report) = report {
-                let point = ValPoint {
-                    step,
-                    psnr: report.psnr,
-                    ssim: report.ssim,
-                };
-                observer.val(&point);
-                val.push(point);
-            }
             outside_training += val_started.elapsed();
+            match report {
+                Some(report) => {
+                    let point = ValPoint {
+                        step,
+                        psnr: report.psnr,
+                        ssim: report.ssim,
+                    };
+                    observer.val(&point);
+                    val.push(point);
+                }
+                // Stopped part-way through the renders (which are removed): end the run here.
+                None if stopping() => {
+                    stopped_early = true;
+                    break;
+                }
+                None => {}
+            }
         }
 
         let losses = trainer.step(&batch, jitter);
@@ -773,7 +792,8 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
     crate::disk::write_bytes_atomic(&transforms_path, text.as_bytes()).map_err(|e| file_error(&transforms_path, e))?;
     let valid = model.valid();
     let eval_dir = config.out.join("eval");
-    let refined = evaluate::<_, B::InnerBackend>(&valid, &eval, config.render_chunk, lpips, Some(&eval_dir), None)?;
+    let refined =
+        evaluate::<_, B::InnerBackend>(&valid, &eval, config.render_chunk, lpips, Some(&eval_dir), None, &never)?;
     let refined_post = if config.post_render_eval && !stopped_early {
         let fix = PostRenderFix {
             difix: &mut difix,
@@ -786,6 +806,7 @@ pub fn refine_nerfacto<B: AutodiffBackend>(
             lpips,
             Some(&config.out.join("eval_post")),
             Some(fix),
+            &never,
         )?
     } else {
         None
@@ -840,6 +861,51 @@ pub fn refine_nerfacto_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stop during the eval renders abandons them: no report, and the folder they were going to
+    /// leaves no partial set behind; without one they are all written.
+    #[test]
+    fn evaluation_stops_part_way_and_leaves_no_partial_renders() {
+        type Cpu = crate::nn::backend::CpuBackend;
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/nerfacto");
+        let model = Nerfacto::<Cpu>::open(
+            &fixtures.join("step-000000300.ckpt"),
+            Some(&fixtures.join("config.json")),
+            &Default::default(),
+        )
+        .expect("the fixture opens");
+        let pose = Affine3A::from_translation(glam::Vec3::new(0.0, 0.0, -3.0));
+        let views: Vec<(Camera, RgbImage)> = (0..3)
+            .map(|i| {
+                (
+                    Camera::pinhole(format!("v{i}.png"), 16, 12, 0.8, pose),
+                    RgbImage::new(16, 12),
+                )
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let out = dir.path().join("val/7");
+        let evaluate_with = |stop: &dyn Fn() -> bool| {
+            evaluate::<Cpu, Cpu>(&model, &views, 16, None, Some(&out), None, stop).expect("evaluates")
+        };
+        // Asked to stop once the first view is written, in the second one's renders (12 chunks
+        // of 16 rays a view; asked before each).
+        let chunks = std::cell::Cell::new(0);
+        let first_written = std::cell::Cell::new(false);
+        let later = || {
+            chunks.set(chunks.get() + 1);
+            if chunks.get() == 13 {
+                first_written.set(out.join("v0.png").exists());
+            }
+            chunks.get() > 12 + 4
+        };
+        assert!(evaluate_with(&later).is_none());
+        assert!(first_written.get(), "the first view was written before the stop");
+        assert!(!out.exists(), "the partial renders are removed");
+        let report = evaluate_with(&|| false).expect("a report");
+        assert_eq!(report.views.len(), 3);
+        assert_eq!(std::fs::read_dir(&out).expect("the renders").count(), 3);
+    }
 
     /// The novel set is drawn with the given probability, only once one exists, and only the newest.
     #[test]
