@@ -298,6 +298,7 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
             ("--sh-degree", v(&["2"])),
             ("--resume", vec![s(&i.scene)]),
             ("--nerfacto-config", vec![s(&i.pairs), s(&i.scene), s(&i.path)]),
+            ("--camera-optimizer", v(&["so3xr3", "on", ""])),
             ("--data", vec![s(&i.model), s(&i.root.join("absent"))]),
         ],
         "refine-nerfacto" => vec![
@@ -320,6 +321,7 @@ fn nonsense(subcommand: &str, i: &Inputs) -> Vec<(&'static str, Vec<String>)> {
                 ],
             ),
             ("--nerfacto-config", vec![s(&i.pairs), s(&i.scene)]),
+            ("--camera-optimizer", v(&["SE4", "Off"])),
             ("--dataparser-transforms", vec![s(&i.pairs), s(&i.scene), s(&i.camera)]),
             ("--data", vec![s(&i.model), s(&i.root.join("absent"))]),
             ("--model", vec![s(&i.data)]),
