@@ -81,7 +81,8 @@ impl Default for RefinePanel {
             out: String::new(),
             backend: BackendKind::Wgpu,
             antialiased: false,
-            camera_optimizer: CameraOptimizerMode::SO3xR3,
+            // As Difix3D's README runs its nerfstudio variant.
+            camera_optimizer: CameraOptimizerMode::Off,
             monitor: JobMonitor::default(),
             round_status: None,
             thumbnails: Vec::new(),
@@ -255,7 +256,7 @@ impl RefinePanel {
         config.steps = self.steps;
         config.every = self.every;
         config.distance = self.distance;
-        config.camera_optimizer = Some(self.camera_optimizer);
+        config.camera_optimizer = self.camera_optimizer;
         self.nerf_data = Some(data);
         self.reset_progress();
         self.monitor.start(jobs.refine_nerfacto(config, self.backend));

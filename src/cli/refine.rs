@@ -38,9 +38,9 @@ pub struct RefineArgs {
     /// `nerfacto.json` for our runs); `ns-train nerfacto`'s defaults otherwise.
     #[arg(long, visible_alias = "config")]
     nerfacto_config: Option<PathBuf>,
-    /// Nerfacto: the camera optimiser (off, SO3xR3 or SE3; nerfstudio's camera_optimizer.mode).
-    /// Default: the --nerfacto-config's, else SO3xR3 as Difix3D's difix3d_config.py; its README
-    /// runs `off`.
+    /// Nerfacto: the camera optimiser (off, SO3xR3 or SE3; nerfstudio's camera_optimizer.mode),
+    /// whatever --nerfacto-config says. Default: off, as Difix3D's README runs this variant (its
+    /// difix3d_config.py says SO3xR3).
     #[arg(long, value_parser = super::values::camera_optimizer_mode)]
     camera_optimizer: Option<difix3d::nerfacto::camera_optimizer::Mode>,
     /// The dataset folder the scene was trained on (COLMAP sparse model + images, or a nerfstudio transforms.json).
@@ -345,7 +345,9 @@ fn run_nerfacto(args: RefineArgs) -> anyhow::Result<()> {
     config.factor = args.factor;
     config.split = super::split_rule(args.difix3d_test_every);
     config.nerfacto_config = args.nerfacto_config;
-    config.camera_optimizer = args.camera_optimizer;
+    if let Some(mode) = args.camera_optimizer {
+        config.camera_optimizer = mode;
+    }
     config.dataparser_transforms = args.dataparser_transforms;
     config.model_checkpoint = args.model_checkpoint;
     config.reference = !args.no_reference;

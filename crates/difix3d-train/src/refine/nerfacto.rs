@@ -30,11 +30,11 @@
 //!   field's embedding has one code per training image; more novel views than that would index past
 //!   it, so such a run is refused), and with the camera optimiser on that index's correction too
 //!   (more novel views than training images are then refused as well).
-//! - The camera optimiser: `CameraOptimizerConfig(mode="SO3xR3")` in `difix3d_config.py`, with the
-//!   `camera_opt` group of nerfacto's optimisers; on by default, as there (a checkpoint's
-//!   corrections and their Adam moments continue). Difix3D's README turns it off with
-//!   `--pipeline.model.camera-optimizer.mode off`, as [`NerfactoRefineConfig::camera_optimizer`]
-//!   (`--camera-optimizer off`) does.
+//! - The camera optimiser: off by default, as Difix3D's README runs this variant
+//!   (`--pipeline.model.camera-optimizer.mode off`). `difix3d_config.py` sets
+//!   `CameraOptimizerConfig(mode="SO3xR3")` with the `camera_opt` group of nerfacto's optimisers;
+//!   [`NerfactoRefineConfig::camera_optimizer`] (`--camera-optimizer SO3xR3`) runs that, a
+//!   checkpoint's corrections and their Adam moments continuing.
 //! - The model: `Difix3DModelConfig(average_init_density=0.01)`, which is also `ns-train nerfacto`'s
 //!   and our default; a `--nerfacto-config` describing the checkpoint is followed as given.
 //!   Difix3D's field differs from nerfacto's only by a `freeze_appearance_embedding` switch that is
@@ -133,9 +133,10 @@ pub struct NerfactoRefineConfig {
     pub checkpoint: PathBuf,
     /// The model's settings (nerfstudio's `NerfactoModelConfig` names); defaults otherwise.
     pub nerfacto_config: Option<PathBuf>,
-    /// The camera optimiser's mode instead of the settings' (`SO3xR3` by default, as
-    /// `difix3d_config.py`; Difix3D's README runs `off`).
-    pub camera_optimizer: Option<Mode>,
+    /// The camera optimiser's mode, whatever the settings say: off by default, as Difix3D's README
+    /// runs this variant (`--pipeline.model.camera-optimizer.mode off`; `difix3d_config.py` says
+    /// `SO3xR3`).
+    pub camera_optimizer: Mode,
     /// The `dataparser_transforms.json` of the checkpoint's run; by default the one beside it
     /// ([`transforms_beside`]).
     pub dataparser_transforms: Option<PathBuf>,
@@ -178,7 +179,7 @@ impl NerfactoRefineConfig {
             split: data::Split::Default,
             checkpoint,
             nerfacto_config: None,
-            camera_optimizer: None,
+            camera_optimizer: Mode::Off,
             dataparser_transforms: None,
             model,
             model_checkpoint: None,
@@ -388,9 +389,7 @@ fn load_inputs<B: AutodiffBackend>(
         Some(path) => NerfactoConfig::read(path)?,
         None => NerfactoConfig::default(),
     };
-    if let Some(mode) = config.camera_optimizer {
-        settings.camera_optimizer.mode = mode;
-    }
+    settings.camera_optimizer.mode = config.camera_optimizer;
     let model = Nerfacto::<B>::load(&checkpoint, settings, device)?
         .with_camera_optimizer(dataset.train.len())
         .map_err(|message| NerfactoRefineError::File {
