@@ -60,7 +60,8 @@ pub struct NerfactoConfig {
     pub proposal_initial_sampler: InitialSampler,
     /// One proposal network serves every proposal pass.
     pub use_same_proposal_network: bool,
-    /// Training only: the per-image pose corrections (`SO3xR3` unless the config says otherwise).
+    /// Training only: the per-image pose corrections (`SO3xR3` unless the config says otherwise, as
+    /// `ns-train nerfacto`; `refine --method nerfacto` sets its own mode, off by default).
     pub camera_optimizer: CameraOptimizerConfig,
 }
 
