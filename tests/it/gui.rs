@@ -365,24 +365,7 @@ fn the_viewer_refines_a_nerf_and_shows_it() {
     let (dir, shot, runtime) = shot_dir();
     let trained = dir.path().join("trained");
     let settings = crate::repo().join("tests/fixtures/nerfacto/config.json");
-    let (code, stdout, stderr) = crate::difix3d(&[
-        "train",
-        "--method",
-        "nerfacto",
-        "--data",
-        data.to_str().unwrap(),
-        "--factor",
-        "8",
-        "--steps",
-        "20",
-        "--rays-per-batch",
-        "512",
-        "--nerfacto-config",
-        settings.to_str().unwrap(),
-        "--out",
-        trained.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    crate::nerfacto_train::train_nerfacto(&data, &settings, &trained, ["20", "512"], &[]);
     let model = crate::repo().join("tests/fixtures/difix/tiny");
     let checkpoint = trained.join("nerfacto.safetensors");
     let args = [

@@ -596,7 +596,7 @@ fn train_nerfacto_learns_camera_corrections() {
 
 /// Runs `difix3d train --method nerfacto` on `data` at factor 8 with the model settings `config`
 /// into `out` (`[steps, rays per batch]`, then `extra` flags); returns its `summary.json`.
-fn train_nerfacto(
+pub(crate) fn train_nerfacto(
     data: &std::path::Path,
     config: &std::path::Path,
     out: &std::path::Path,
