@@ -49,11 +49,9 @@ import make_nerfacto_golden as base  # noqa: E402  (also patches the LPIPS downl
 
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig  # noqa: E402
 from nerfstudio.cameras.rays import RayBundle  # noqa: E402
-from nerfstudio.data.scene_box import SceneBox  # noqa: E402
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation  # noqa: E402
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, Optimizers  # noqa: E402
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig  # noqa: E402
-from nerfstudio.models.nerfacto import NerfactoModelConfig  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 OUT = base.OUT
@@ -62,28 +60,8 @@ STEPS = 2
 
 
 def build_model(camera_mode="off"):
-    c = base.CONFIG
-    cfg = NerfactoModelConfig(
-        num_levels=c["num_levels"],
-        base_res=c["base_res"],
-        max_res=c["max_res"],
-        log2_hashmap_size=c["log2_hashmap_size"],
-        features_per_level=c["features_per_level"],
-        hidden_dim=c["hidden_dim"],
-        hidden_dim_color=c["hidden_dim_color"],
-        appearance_embed_dim=c["appearance_embed_dim"],
-        num_proposal_samples_per_ray=tuple(c["num_proposal_samples_per_ray"]),
-        num_nerf_samples_per_ray=c["num_nerf_samples_per_ray"],
-        proposal_net_args_list=c["proposal_net_args_list"],
-        average_init_density=c["average_init_density"],
-        near_plane=c["near_plane"],
-        far_plane=c["far_plane"],
-        background_color=c["background_color"],
-        use_average_appearance_embedding=c["use_average_appearance_embedding"],
-        camera_optimizer=CameraOptimizerConfig(mode=camera_mode),
-    )
-    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
-    return cfg.setup(scene_box=SceneBox(aabb=aabb), num_train_data=base.NUM_IMAGES, metadata={})
+    """`make_nerfacto_golden.py`'s tiny model with the camera optimiser in `camera_mode`."""
+    return base.build_model(camera_optimizer=CameraOptimizerConfig(mode=camera_mode))
 
 
 def model_state(model):

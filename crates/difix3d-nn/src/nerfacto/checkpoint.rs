@@ -190,7 +190,7 @@ pub struct AdamMoment {
 
 /// nerfstudio's optimiser groups of nerfacto and the model key prefix of each group's parameters
 /// (`NerfactoModel.get_param_groups`; `camera_opt` only with the camera optimiser on).
-const OPTIMISER_GROUPS: [(&str, &str); 3] = [
+pub(crate) const OPTIMISER_GROUPS: [(&str, &str); 3] = [
     ("fields", "field."),
     ("proposal_networks", "proposal_networks."),
     ("camera_opt", "camera_optimizer."),
@@ -300,11 +300,13 @@ pub fn is_safetensors(path: &Path) -> bool {
 /// The name prefix under which our safetensors runs store the Adam state of the parameter `key`:
 /// `optimizers.{group}.{key}`, the group as nerfstudio names it.
 pub fn optimiser_key(key: &str) -> String {
-    let group = OPTIMISER_GROUPS
-        .iter()
-        .find(|(_, prefix)| key.starts_with(prefix))
-        .map_or("other", |(group, _)| group);
+    let group = optimiser_group(key).map_or("other", |g| OPTIMISER_GROUPS[g].0);
     format!("optimizers.{group}.{key}")
+}
+
+/// The position in [`OPTIMISER_GROUPS`] of the group the parameter `key` belongs to, by its prefix.
+pub(crate) fn optimiser_group(key: &str) -> Option<usize> {
+    OPTIMISER_GROUPS.iter().position(|(_, prefix)| key.starts_with(prefix))
 }
 
 /// The `_model.` tensors with that prefix (and any wrapper prefix) removed.

@@ -156,24 +156,11 @@ pub struct NerfactoTrainer<B: AutodiffBackend> {
 /// A parameter's gradient in torch's layout: key, shape, values (see [`super::state::parameters`]).
 pub type NamedGradient = (String, Vec<usize>, Vec<f32>);
 
-/// nerfstudio's optimiser groups, by the key prefixes of their parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Group {
-    Fields = 0,
-    Proposals = 1,
-    Cameras = 2,
-}
-
-impl Group {
-    fn of(key: &str) -> Self {
-        if key.starts_with("field.") {
-            Self::Fields
-        } else if key.starts_with("proposal_networks.") {
-            Self::Proposals
-        } else {
-            Self::Cameras
-        }
-    }
+/// The optimiser of the parameter `key`: its position in
+/// [`OPTIMISER_GROUPS`](super::checkpoint::OPTIMISER_GROUPS) (fields, proposal networks, camera
+/// optimiser), the order of the trainer's records.
+fn group_of(key: &str) -> usize {
+    super::checkpoint::optimiser_group(key).expect("every parameter's key names its optimiser group")
 }
 
 /// nerfstudio's Adam for nerfacto: betas (0.9, 0.999), eps 1e-15, no weight decay.
@@ -229,7 +216,7 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
     /// parameter's is an error naming it.
     pub fn restore_adam(&mut self, moments: &BTreeMap<String, AdamMoment>) -> Result<usize, String> {
         let model = self.model.as_ref().expect("the model is only taken out during a step");
-        // Each optimiser's record, in [`Group`] order.
+        // Each optimiser's record, in [`group_of`]'s order.
         let mut records = [
             self.fields.to_record(),
             self.proposals.to_record(),
@@ -256,7 +243,7 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
                 }
                 ParameterValue::Vector(t) => adam_record(moment, &t.device(), |v, _| v),
             };
-            records[Group::of(&parameter.key) as usize].insert(parameter.id, record);
+            records[group_of(&parameter.key)].insert(parameter.id, record);
             restored += 1;
         }
         let [fields, proposals, cameras] = records;
@@ -270,7 +257,7 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
     /// [`Self::restore_adam`] takes); parameters that have not been stepped are absent.
     pub fn adam_moments(&self) -> BTreeMap<String, AdamMoment> {
         let model = self.model.as_ref().expect("the model is only taken out during a step");
-        // Each optimiser's record, in [`Group`] order.
+        // Each optimiser's record, in [`group_of`]'s order.
         let mut records = [
             self.fields.to_record(),
             self.proposals.to_record(),
@@ -278,7 +265,7 @@ impl<B: AutodiffBackend> NerfactoTrainer<B> {
         ];
         let mut out = BTreeMap::new();
         for parameter in super::state::parameters(model) {
-            let Some(record) = records[Group::of(&parameter.key) as usize].remove(&parameter.id) else {
+            let Some(record) = records[group_of(&parameter.key)].remove(&parameter.id) else {
                 continue;
             };
             // The moments as values of the parameter's own kind, so they come out in torch's layout
