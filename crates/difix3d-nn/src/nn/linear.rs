@@ -855,7 +855,9 @@ mod tests {
             let x = random([rows, inputs]).require_grad();
             let weight = random([inputs, outputs]).require_grad();
             let bias = random([1, outputs]).reshape([outputs]).require_grad();
-            let weights = random([rows, outputs]);
+            // The output's gradient has mean 1: a bias gradient is a sum over rows, which a
+            // zero-mean draw left below `assert_close`'s 0.1 now and then (one output, one sum).
+            let weights = random([rows, outputs]) + 1.0;
             let gradients = |y: Tensor<Ad, 2>| {
                 let grads = (y * weights.clone()).sum().backward();
                 let g = |t: &Tensor<Ad, 2>| values(t.grad(&grads).expect("a gradient"));
@@ -909,7 +911,9 @@ mod tests {
             let x = random([rows, inputs]).require_grad();
             let weight = random([inputs, outputs]).require_grad();
             let bias = random([groups, outputs]).require_grad();
-            let weights = random([rows, outputs]);
+            // The output's gradient has mean 1: a bias gradient is a sum over rows, which a
+            // zero-mean draw left below `assert_close`'s 0.1 now and then (one output, one sum).
+            let weights = random([rows, outputs]) + 1.0;
             let gradients = |y: Tensor<Ad, 2>| {
                 let grads = (y * weights.clone()).sum().backward();
                 let g = |t: &Tensor<Ad, 2>| values(t.grad(&grads).expect("a gradient"));
