@@ -33,7 +33,7 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use std::collections::BTreeMap;
 
 use burn::optim::record::AdaptorRecord;
-use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, GradientsParams, Optimizer};
+use burn::optim::{AdamState, AdaptiveMomentumState, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -43,6 +43,7 @@ use super::field::{DensityField, NerfactoField};
 use super::losses::{losses, Losses};
 use super::model::{Nerfacto, Networks, Pass, TrainingPass};
 use super::state::ParameterValue;
+use crate::nn::adam::FusedAdam;
 
 /// Adam's learning rate at the start, both groups (`AdamOptimizerConfig(lr=1e-2)`).
 pub const LR_INIT: f64 = 1e-2;
@@ -145,9 +146,9 @@ pub struct StepLosses {
 /// A model with its optimisers (two, three with the camera optimiser) and schedules.
 pub struct NerfactoTrainer<B: AutodiffBackend> {
     model: Option<Nerfacto<B>>,
-    fields: OptimizerAdaptor<Adam, NerfactoField<B>, B>,
-    proposals: OptimizerAdaptor<Adam, Vec<DensityField<B>>, B>,
-    cameras: OptimizerAdaptor<Adam, CameraOptimizer<B>, B>,
+    fields: OptimizerAdaptor<FusedAdam, NerfactoField<B>, B>,
+    proposals: OptimizerAdaptor<FusedAdam, Vec<DensityField<B>>, B>,
+    cameras: OptimizerAdaptor<FusedAdam, CameraOptimizer<B>, B>,
     schedule: ProposalSchedule,
     /// The next step's number (0-based, nerfstudio's).
     step: usize,
@@ -163,12 +164,14 @@ fn group_of(key: &str) -> usize {
     super::checkpoint::optimiser_group(key).expect("every parameter's key names its optimiser group")
 }
 
-/// nerfstudio's Adam for nerfacto: betas (0.9, 0.999), eps 1e-15, no weight decay.
-fn adam() -> AdamConfig {
-    AdamConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.999)
-        .with_epsilon(ADAM_EPS)
+/// nerfstudio's Adam for nerfacto: betas (0.9, 0.999), eps 1e-15, no weight decay (burn's `Adam`,
+/// each parameter's update in one pass: [`FusedAdam`]).
+fn adam() -> FusedAdam {
+    FusedAdam {
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: ADAM_EPS,
+    }
 }
 
 /// The optimiser record of a parameter from its saved moments (torch's layout), each laid out by
@@ -178,7 +181,7 @@ fn adam_record<B: AutodiffBackend, const D: usize>(
     moment: &AdamMoment,
     device: &burn::tensor::Device<B::InnerBackend>,
     layout: impl Fn(Tensor<B::InnerBackend, 1>, &[usize]) -> Tensor<B::InnerBackend, D>,
-) -> AdaptorRecord<Adam, B> {
+) -> AdaptorRecord<FusedAdam, B> {
     let tensor = |s: &StoredTensor| layout(Tensor::from_floats(s.values.as_slice(), device), &s.shape);
     AdaptorRecord::from_state(AdamState {
         momentum: AdaptiveMomentumState::new(moment.step, tensor(&moment.exp_avg), tensor(&moment.exp_avg_sq)),

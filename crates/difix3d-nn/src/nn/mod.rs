@@ -2,9 +2,10 @@
 //! 3DGS training's losses): which burn backend runs them (`backend`), weight files read by key with
 //! their own error (`weights`), burn layers built from them (`loader`), and the CPU kernels that
 //! make burn-flex fast enough for Difix (`flex_kernels`), how kernels of our own reach burn's GPU
-//! backends (`cube`), and two of them: cumulative sums along rows (`scan`) and narrow linear
-//! layers over many rows (`linear`).
+//! backends (`cube`), and three of them: cumulative sums along rows (`scan`), narrow linear
+//! layers over many rows (`linear`) and Adam's update in one pass (`adam`).
 
+pub mod adam;
 pub mod backend;
 pub mod cube;
 pub mod flex_kernels;
