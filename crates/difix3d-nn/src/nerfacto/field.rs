@@ -16,6 +16,8 @@ use burn::tensor::activation;
 
 use super::checkpoint::Checkpoint;
 use super::encoding::{spherical_harmonics, GridLayout, HashEncoding};
+use super::points_kernel;
+use super::sampler::RaySamples;
 use super::NerfactoError;
 use crate::nn::linear::{linear, linear_grouped, repeat_rows, Activation};
 
@@ -28,10 +30,18 @@ pub enum SpaceMapping {
     SceneBox { min: [f32; 3], max: [f32; 3] },
 }
 
+/// Points in the hash grids' unit cube.
+#[derive(Clone, Debug)]
+pub struct CubePoints<B: Backend> {
+    /// `[N, 3]`, the origin where a point is outside the cube (as in nerfstudio).
+    pub unit: Tensor<B, 2>,
+    /// `[N, 1]`: 1 where the point lies strictly inside the cube, else 0.
+    pub inside: Tensor<B, 2>,
+}
+
 impl SpaceMapping {
-    /// Positions `[N, 3]` in the cube, and whether each lies strictly inside it (`[N, 1]`, 1 or 0).
-    /// Positions outside are replaced by the origin, as in nerfstudio.
-    pub fn to_unit_cube<B: Backend>(&self, positions: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    /// `positions` `[N, 3]` in the cube.
+    pub fn to_unit_cube<B: Backend>(&self, positions: Tensor<B, 2>) -> CubePoints<B> {
         let unit = match self {
             SpaceMapping::Contraction => (contract(positions) + 2.0) / 4.0,
             SpaceMapping::SceneBox { min, max } => {
@@ -47,7 +57,27 @@ impl SpaceMapping {
             .bool_and(unit.clone().lower_elem(1.0))
             .all_dim(1)
             .float(); // [N, 1]
-        (unit * inside.clone(), inside)
+        CubePoints {
+            unit: unit * inside.clone(),
+            inside,
+        }
+    }
+
+    /// The positions of `samples` along the rays `origins`, `directions` `[R, 3]` in the cube,
+    /// `[R · n, 3]` ([`Self::to_unit_cube`] of [`RaySamples::positions`]): under contraction one
+    /// kernel on the GPU backends ([`points_kernel`]).
+    pub fn samples_to_unit_cube<B: Backend>(
+        &self,
+        origins: &Tensor<B, 2>,
+        directions: &Tensor<B, 2>,
+        samples: &RaySamples<B>,
+    ) -> CubePoints<B> {
+        if *self == SpaceMapping::Contraction {
+            if let Some((unit, inside)) = points_kernel::contracted_samples(origins, directions, &samples.midpoints()) {
+                return CubePoints { unit, inside };
+            }
+        }
+        self.to_unit_cube(samples.positions(origins, directions))
     }
 }
 
@@ -323,7 +353,7 @@ impl<B: Backend> NerfactoField<B> {
         positions: Tensor<B, 2>,
         directions: Tensor<B, 2>,
     ) -> FieldOutputs<B> {
-        self.forward_with(mapping, positions, directions, &Appearance::Eval)
+        self.forward_with(mapping.to_unit_cube(positions), directions, &Appearance::Eval)
     }
 
     /// [`Self::forward`] with the appearance code chosen as in training or outside it, and
@@ -332,12 +362,11 @@ impl<B: Backend> NerfactoField<B> {
     /// same values).
     pub fn forward_with(
         &self,
-        mapping: &SpaceMapping,
-        positions: Tensor<B, 2>,
+        points: CubePoints<B>,
         directions: Tensor<B, 2>,
         appearance: &Appearance<B>,
     ) -> FieldOutputs<B> {
-        let (unit, inside) = mapping.to_unit_cube(positions);
+        let CubePoints { unit, inside } = points;
         let h = self.mlp_base.forward(self.encoding.forward(unit));
         let density_before_activation = h.clone().narrow(1, 0, 1);
         let geometry = h.narrow(1, 1, self.geo_feat_dim());
@@ -444,7 +473,12 @@ impl<B: Backend> DensityField<B> {
 
     /// Density `[N, 1]` at `positions` `[N, 3]` (`HashMLPDensityField.get_density`).
     pub fn density(&self, mapping: &SpaceMapping, positions: Tensor<B, 2>) -> Tensor<B, 2> {
-        let (unit, inside) = mapping.to_unit_cube(positions);
+        self.density_at(mapping.to_unit_cube(positions))
+    }
+
+    /// Density `[N, 1]` at `points` already in the cube.
+    pub fn density_at(&self, points: CubePoints<B>) -> Tensor<B, 2> {
+        let CubePoints { unit, inside } = points;
         let before_activation = self.mlp.forward(self.encoding.forward(unit));
         trunc_exp(before_activation) * self.average_init_density * inside
     }

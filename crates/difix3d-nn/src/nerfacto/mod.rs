@@ -11,7 +11,8 @@
 //!   spherical-harmonics direction encoding; [`hash_kernel`]: the hash grid as one kernel with its
 //!   backward pass, on the CPU and (in CubeCL) on wgpu and CUDA, run instead of burn ops;
 //! - [`field`]: scene contraction, the density and colour MLPs of `NerfactoField` and the proposal
-//!   networks (`HashMLPDensityField`);
+//!   networks (`HashMLPDensityField`); [`points_kernel`]: a batch of samples' positions, contracted
+//!   into the grids' cube, as one kernel with its backward pass on wgpu and CUDA;
 //! - [`sampler`]: the proposal sampler (piecewise uniform/linear-in-disparity start, then PDF
 //!   sampling from each proposal network's weights) and the volume-rendering weights;
 //!   [`count_kernel`]: its `searchsorted` as one kernel on the CPU and on wgpu and CUDA;
@@ -42,6 +43,7 @@ pub mod field;
 pub mod hash_kernel;
 pub mod losses;
 pub mod model;
+pub mod points_kernel;
 pub mod sampler;
 pub mod state;
 pub mod tcnn;

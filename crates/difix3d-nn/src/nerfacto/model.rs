@@ -412,7 +412,8 @@ impl<B: Backend> Nerfacto<B> {
             .enumerate()
         {
             let samples = next(passes.last(), index, count);
-            let mut density = network.density(&self.mapping, samples.positions(&origins, &directions));
+            let points = self.mapping.samples_to_unit_cube(&origins, &directions, &samples);
+            let mut density = network.density_at(points);
             if training.is_some_and(|t| !t.update_proposals) {
                 // nerfstudio evaluates the proposal networks under `torch.no_grad()` between updates.
                 density = density.detach();
@@ -423,14 +424,12 @@ impl<B: Backend> Nerfacto<B> {
         // The field's pass: every sample of a ray looks along the ray (one direction per ray).
         let count = self.config.num_nerf_samples_per_ray;
         let samples = next(passes.last(), passes.len(), count);
-        let positions = samples.positions(&origins, &directions);
+        let points = self.mapping.samples_to_unit_cube(&origins, &directions, &samples);
         let appearance = match training {
             None => Appearance::Eval,
             Some(t) => Appearance::Images(t.images.clone()),
         };
-        let field = self
-            .field
-            .forward_with(&self.mapping, positions, directions, &appearance);
+        let field = self.field.forward_with(points, directions, &appearance);
         let weights = samples.weights(field.density.reshape([rays, count]));
         let mut rgb = field.rgb.reshape([rays, count, 3]);
         if training.is_none() {
