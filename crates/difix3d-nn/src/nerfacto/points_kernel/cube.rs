@@ -1,22 +1,5 @@
-//! Where a batch of ray samples lands in the hash grids' unit cube, as one kernel on burn's GPU
-//! backends (wgpu and CUDA, CubeCL), forward and backward.
-//!
-//! In burn ops, a sample's position `o + d · t` ([`RaySamples::positions`]), the scene contraction
-//! ([`contract`]), `(x + 2) / 4` and the inside test ([`SpaceMapping::to_unit_cube`]) are some twenty
-//! ops, several of them broadcasts, each writing a tensor of every sample (a million for nerfacto's
-//! first proposal pass): on lavapipe about a tenth of a training step. Here one thread per sample
-//! computes the same f32 operations in the same order in registers, and the backward pass one thread
-//! per ray sums its samples' gradients into the ray's origin and direction (which carry one with
-//! the camera optimiser). The midpoints `t` are the sampler's, which carry no gradient.
-//!
-//! The contraction's gradient is written out: with `m = ‖x‖∞ = |x_k|` at or above 1,
-//! `c = (2 − 1/m) x / m`, so `∂c_i/∂x_j = (2 − 1/m)/m · δ_ij + x_i · (2/m³ − 2/m²) · sign(x_k) · δ_jk`
-//! (`k` the first axis of largest magnitude, as burn's `max_dim` picks it). The values agree with
-//! the burn-ops version to float rounding (a GPU compiler may fuse a product and a sum).
-//!
-//! [`RaySamples::positions`]: super::sampler::RaySamples::positions
-//! [`contract`]: super::field::contract
-//! [`SpaceMapping::to_unit_cube`]: super::field::SpaceMapping::to_unit_cube
+//! [`super::contracted_samples`] on burn's GPU backends: one CubeCL kernel compiled to WGSL for
+//! wgpu and to CUDA, a thread per sample forward and a thread per ray backward, under autodiff too.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -31,18 +14,16 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
 
+use super::InCubeSamples;
 use crate::nn::backend::retype;
 use crate::nn::cube::{elementwise, on_cube, CubeF32, OnCube};
 
-/// The contracted samples `o_r + d_r · t_{r,s}` in the unit cube, `[R · n, 3]` (zero where outside),
-/// and whether each lies strictly inside it, `[R · n, 1]` (1 or 0), for `origins` and `directions`
-/// `[R, 3]` and `midpoints` `[R, n]`. `None` where there is no kernel (the CPU backends), for a
-/// tracked `midpoints`, or for tensors that are not f32: the caller then runs burn's ops.
-pub fn contracted_samples<B: Backend>(
+/// [`super::contracted_samples`] when `B` is a CubeCL backend at f32 or autodiff over one.
+pub(super) fn contracted_samples<B: Backend>(
     origins: &Tensor<B, 2>,
     directions: &Tensor<B, 2>,
     midpoints: &Tensor<B, 2>,
-) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+) -> Option<InCubeSamples<B>> {
     on_cube::<B, _>(Samples {
         origins: origins.clone(),
         directions: directions.clone(),
@@ -57,7 +38,7 @@ struct Samples<B: Backend> {
 }
 
 impl<B: Backend> OnCube for Samples<B> {
-    type Output = (Tensor<B, 2>, Tensor<B, 2>);
+    type Output = InCubeSamples<B>;
 
     fn plain<C: CubeF32>(self) -> Option<Self::Output> {
         let inner = |t: Tensor<B, 2>| retype::<B, C, 2>(t).map(|t| t.into_primitive().tensor());
@@ -337,99 +318,4 @@ fn contracted_samples_backward_kernel(
     direction_grad[3 * r] = dx;
     direction_grad[3 * r + 1] = dy;
     direction_grad[3 * r + 2] = dz;
-}
-
-#[cfg(test)]
-mod tests {
-    use burn::backend::wgpu::WgpuDevice;
-    use burn::backend::Wgpu;
-    use burn::tensor::Distribution;
-
-    use super::*;
-    use crate::nerfacto::field::SpaceMapping;
-
-    type Plain = Wgpu<f32>;
-    type Tracked = Autodiff<Plain>;
-
-    fn values<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().expect("f32 values")
-    }
-
-    /// burn's ops: positions, then `SpaceMapping::to_unit_cube`.
-    fn ops<B: Backend>(o: &Tensor<B, 2>, d: &Tensor<B, 2>, t: &Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let [rays, n] = t.dims();
-        let positions = (o.clone().reshape([rays, 1, 3])
-            + d.clone().reshape([rays, 1, 3]) * t.clone().reshape([rays, n, 1]))
-        .reshape([rays * n, 3]);
-        let points = SpaceMapping::Contraction.to_unit_cube(positions);
-        (points.unit, points.inside)
-    }
-
-    /// Rays from around the origin in all directions, samples from near to far (1e3): inside the
-    /// unit ball, contracted, and a few beyond the cube's faces (nothing is, after contraction, but
-    /// points at a face of the cube: the far end maps to within float rounding of it).
-    fn rays<B: Backend>(device: &B::Device) -> [Tensor<B, 2>; 3] {
-        let (rays, n) = (97, 40);
-        let o = Tensor::<B, 2>::random([rays, 3], Distribution::Uniform(-1.5, 1.5), device);
-        let d = Tensor::<B, 2>::random([rays, 3], Distribution::Normal(0.0, 1.0), device);
-        let d = d.clone() / (d.powi_scalar(2).sum_dim(1).sqrt());
-        let steps: Vec<f32> = (0..n).map(|s| 0.05 * 1.3f32.powi(s as i32)).collect();
-        let t = Tensor::<B, 1>::from_floats(steps.as_slice(), device)
-            .reshape([1, n])
-            .expand([rays, n])
-            + Tensor::<B, 2>::random([rays, n], Distribution::Uniform(0.0, 0.01), device);
-        [o, d, t]
-    }
-
-    fn assert_close(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len());
-        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 1e-3, "{what}: the values are trivial");
-        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(
-            worst <= 1e-5 * scale.max(1.0),
-            "{what}: differs by {worst} (scale {scale})"
-        );
-    }
-
-    #[test]
-    fn forward_matches_burn_ops_on_wgpu() {
-        let device = WgpuDevice::DefaultDevice;
-        let [o, d, t] = rays::<Plain>(&device);
-        let (unit, inside) = contracted_samples(&o, &d, &t).expect("a kernel on wgpu");
-        let (unit_ops, inside_ops) = ops(&o, &d, &t);
-        assert_close(&values(unit), &values(unit_ops), "unit positions");
-        let (inside, inside_ops) = (values(inside), values(inside_ops));
-        assert_eq!(inside, inside_ops);
-        assert!(inside.contains(&1.0), "some samples are inside");
-    }
-
-    #[test]
-    fn gradients_match_burn_ops_autodiff_on_wgpu() {
-        let device = WgpuDevice::DefaultDevice;
-        let [o, d, t] = rays::<Tracked>(&device);
-        let weights = Tensor::<Tracked, 2>::random([97 * 40, 3], Distribution::Normal(0.0, 1.0), &device);
-        let gradients = |kernel: bool| {
-            let (o, d) = (o.clone().require_grad(), d.clone().require_grad());
-            let (unit, inside) = match kernel {
-                true => contracted_samples(&o, &d, &t).expect("a kernel on wgpu under autodiff"),
-                false => ops(&o, &d, &t),
-            };
-            // The inside flags carry no gradient; the loss uses them as nerfacto does (density × inside).
-            let loss = (unit * weights.clone() * inside).sum();
-            let grads = loss.backward();
-            (values(o.grad(&grads).unwrap()), values(d.grad(&grads).unwrap()))
-        };
-        let ((o_kernel, d_kernel), (o_ops, d_ops)) = (gradients(true), gradients(false));
-        assert_close(&o_kernel, &o_ops, "origin gradient");
-        assert_close(&d_kernel, &d_ops, "direction gradient");
-    }
-
-    /// Midpoints that carry a gradient are left to burn's ops (the kernel gives them none).
-    #[test]
-    fn tracked_midpoints_are_declined() {
-        let device = WgpuDevice::DefaultDevice;
-        let [o, d, t] = rays::<Tracked>(&device);
-        assert!(contracted_samples(&o, &d, &t.require_grad()).is_none());
-    }
 }
