@@ -625,3 +625,57 @@ pub(crate) fn train_nerfacto(
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
 }
+
+/// `train --method nerfacto`'s world frame is the one nerfstudio's dataparsers give the same data
+/// (tests/golden/nerfacto/make_dataparser_golden.py): a COLMAP model through `ColmapDataParser`,
+/// whose default turns COLMAP's world first, and a transforms.json through `NerfstudioDataParser`,
+/// whose `applied_transform` is composed in.
+#[test]
+fn world_frame_matches_nerfstudios_dataparsers() {
+    use difix3d::nerfacto::trainer::Normalization;
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("dataparser_golden.json")).unwrap()).unwrap();
+    let check = |dataset: &difix3d::data::Dataset, key: &str| {
+        let cameras: Vec<_> = dataset.views().map(|v| &v.camera).collect();
+        let ours = Normalization::from_cameras(dataset.nerfstudio_world, cameras.iter().copied()).to_json();
+        let theirs = &golden[key];
+        let scale = (ours["scale"].as_f64().unwrap(), theirs["scale"].as_f64().unwrap());
+        assert!(
+            (scale.0 / scale.1 - 1.0).abs() < 1e-5,
+            "{key}: scale {} against nerfstudio's {}",
+            scale.0,
+            scale.1
+        );
+        for i in 0..3 {
+            for j in 0..4 {
+                let (a, b) = (
+                    ours["transform"][i][j].as_f64().unwrap(),
+                    theirs["transform"][i][j].as_f64().unwrap(),
+                );
+                assert!(
+                    (a - b).abs() < 2e-5,
+                    "{key}: transform[{i}][{j}] = {a}, nerfstudio's {b}"
+                );
+            }
+        }
+    };
+    if let Some(data) = asset("maupertuis") {
+        check(&difix3d::data::open_dataset(&data, 8).unwrap(), "colmap");
+    }
+    // The transforms.json fixture with the images it names.
+    let dir = tempfile::tempdir().unwrap();
+    let root = crate::repo();
+    for file in ["transforms.json", "sparse_pc.ply"] {
+        std::fs::copy(
+            root.join("tests/fixtures/nerfstudio/train_parity").join(file),
+            dir.path().join(file),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir(dir.path().join("images")).unwrap();
+    for entry in std::fs::read_dir(root.join("tests/fixtures/train_parity/images")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join("images").join(entry.file_name())).unwrap();
+    }
+    check(&difix3d::data::open_dataset(dir.path(), 1).unwrap(), "transforms");
+}

@@ -1,7 +1,9 @@
 //! Training nerfacto on a dataset folder (COLMAP or the Difix3D layout, as the splat trainer reads
 //! them): `difix3d train --method nerfacto`.
 //!
-//! - World frame: nerfstudio's dataparsers (`orientation_method="up"`, `center_method="poses"`,
+//! - World frame: nerfstudio's dataparsers first turn a COLMAP world (y and z swapped,
+//!   `assume_colmap_world_coordinate_convention`; a transforms.json from `ns-process-data` is in
+//!   that turned world already), then (`orientation_method="up"`, `center_method="poses"`,
 //!   `auto_scale_poses=True`) turn the poses so the mean camera up vector is +z, move the mean
 //!   camera centre to the origin and scale so the largest centre coordinate is 1, which is what
 //!   nerfacto's scene contraction expects. [`Normalization`] does the same; the run saves it as
@@ -141,25 +143,30 @@ pub struct Normalization {
 }
 
 impl Normalization {
-    /// From the cameras (`auto_orient_and_center_poses(method="up", center_method="poses")`, then
-    /// `auto_scale_poses`).
-    pub fn from_cameras<'a>(cameras: impl Iterator<Item = &'a Camera> + Clone) -> Self {
+    /// From the cameras, in the data's world, and the turn nerfstudio first gives that world
+    /// ([`Dataset::nerfstudio_world`]): in the turned world `auto_orient_and_center_poses(method="up",
+    /// center_method="poses")`, then `auto_scale_poses`; the turn is composed into the rotation, as
+    /// nerfstudio composes it into `dataparser_transform`.
+    pub fn from_cameras<'a>(turn: glam::Mat3, cameras: impl Iterator<Item = &'a Camera> + Clone) -> Self {
         let count = cameras.clone().count().max(1) as f32;
+        // The mean centre; turning it is the same as the turned centres' mean.
         let centre = cameras
             .clone()
             .map(|c| glam::Vec3::from(c.world_from_camera.translation))
             .sum::<glam::Vec3>()
             / count;
         // OpenGL's +y (nerfstudio's up) is OpenCV's −y.
-        let up = cameras
-            .clone()
-            .map(|c| -glam::Vec3::from(c.world_from_camera.matrix3.y_axis))
-            .sum::<glam::Vec3>();
-        let rotation = if up.length() > 1e-6 {
+        let up = turn
+            * cameras
+                .clone()
+                .map(|c| -glam::Vec3::from(c.world_from_camera.matrix3.y_axis))
+                .sum::<glam::Vec3>();
+        let orientation = if up.length() > 1e-6 {
             glam::Mat3::from_quat(glam::Quat::from_rotation_arc(up.normalize(), glam::Vec3::Z))
         } else {
             glam::Mat3::IDENTITY
         };
+        let rotation = orientation * turn;
         let largest = cameras
             .map(|c| {
                 (rotation * (glam::Vec3::from(c.world_from_camera.translation) - centre))
@@ -276,7 +283,7 @@ pub fn train<B: AutodiffBackend>(
         )));
     }
     let all_cameras: Vec<&Camera> = dataset.views().map(|v| &v.camera).collect();
-    let normalization = Normalization::from_cameras(all_cameras.iter().copied());
+    let normalization = Normalization::from_cameras(dataset.nerfstudio_world, all_cameras.iter().copied());
     let train_views = Views {
         cameras: dataset.train.iter().map(|v| normalization.apply(&v.camera)).collect(),
         images: dataset.train.iter().map(load_photo).collect::<Result<_, _>>()?,

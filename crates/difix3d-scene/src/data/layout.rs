@@ -46,7 +46,21 @@ pub struct Dataset {
     /// Sorted by image name.
     pub eval: Vec<View>,
     pub points: Vec<colmap::Point3D>,
+    /// The turn nerfstudio's dataparsers give this data's world before orienting it (what
+    /// `difix3d train --method nerfacto` composes into its frame, as nerfstudio does): for a COLMAP
+    /// model, `ColmapDataParser`'s default `assume_colmap_world_coordinate_convention` (y and z
+    /// swapped, the new z negated: [`COLMAP_TO_NERFSTUDIO_WORLD`]); for a transforms.json, its
+    /// `applied_transform` (the same turn when `ns-process-data` made it; identity without one, or
+    /// where it is not a rotation).
+    pub nerfstudio_world: glam::Mat3,
 }
+
+/// nerfstudio's turn of a COLMAP world (`world' = M · world`): `x' = x`, `y' = z`, `z' = −y`.
+pub const COLMAP_TO_NERFSTUDIO_WORLD: glam::Mat3 = glam::Mat3::from_cols(
+    glam::Vec3::new(1.0, 0.0, 0.0),
+    glam::Vec3::new(0.0, 0.0, -1.0),
+    glam::Vec3::new(0.0, 1.0, 0.0),
+);
 
 impl Dataset {
     /// Every view: train first, then eval.
@@ -119,7 +133,7 @@ pub fn open_dataset_split(root: &Path, factor: u32, rule: Split) -> Result<Datas
     }
     let colmap = find_sparse_dir(root);
     if let (Err(_), Some(file)) = (&colmap, super::transforms::transforms_file(root)) {
-        let (views, points) = super::transforms::read(&file, factor)?;
+        let (views, points, applied) = super::transforms::read(&file, factor)?;
         let (train, eval) = split(views, rule);
         return Ok(Dataset {
             root: root.to_path_buf(),
@@ -127,6 +141,7 @@ pub fn open_dataset_split(root: &Path, factor: u32, rule: Split) -> Result<Datas
             train,
             eval,
             points,
+            nerfstudio_world: applied,
         });
     }
     let sparse_dir = colmap?;
@@ -160,6 +175,7 @@ pub fn open_dataset_split(root: &Path, factor: u32, rule: Split) -> Result<Datas
         train,
         eval,
         points: model.points,
+        nerfstudio_world: COLMAP_TO_NERFSTUDIO_WORLD,
     })
 }
 

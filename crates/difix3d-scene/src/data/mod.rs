@@ -8,7 +8,7 @@ pub mod validate;
 
 pub use camera::Camera;
 pub use colmap::{read_model, CameraModel, ColmapCamera, ColmapImage, ColmapModel, Point3D};
-pub use layout::{open_dataset, open_dataset_split, Dataset, Split, View};
+pub use layout::{open_dataset, open_dataset_split, Dataset, Split, View, COLMAP_TO_NERFSTUDIO_WORLD};
 
 use std::path::PathBuf;
 

@@ -38,8 +38,9 @@ pub fn transforms_file(root: &Path) -> Option<PathBuf> {
 const DISTORTION: [&str; 6] = ["k1", "k2", "k3", "k4", "p1", "p2"];
 const INTRINSICS: [&str; 6] = ["fl_x", "fl_y", "cx", "cy", "w", "h"];
 
-/// The views and initial points of a transforms.json, views sorted by name.
-pub fn read(file: &Path, factor: u32) -> Result<(Vec<View>, Vec<Point3D>), DataError> {
+/// The views and initial points of a transforms.json, views sorted by name, and the rotation of its
+/// `applied_transform` (identity without one, or where it is not a rotation without translation).
+pub fn read(file: &Path, factor: u32) -> Result<(Vec<View>, Vec<Point3D>, glam::Mat3), DataError> {
     let invalid = |message: String| DataError::Invalid {
         path: file.to_path_buf(),
         message,
@@ -204,7 +205,23 @@ pub fn read(file: &Path, factor: u32) -> Result<(Vec<View>, Vec<Point3D>), DataE
             points
         }
     };
-    Ok((views, points))
+    Ok((views, points, rotation_of(&applied)))
+}
+
+/// The rotation of `applied` (3x4 as a 4x4), identity where it is not a rotation with no
+/// translation.
+fn rotation_of(applied: &DMat4) -> glam::Mat3 {
+    let m = DMat3::from_mat4(*applied);
+    let orthonormal = (m.transpose() * m - DMat3::IDENTITY)
+        .to_cols_array()
+        .iter()
+        .all(|v| v.abs() < 1e-6);
+    let proper = (m.determinant() - 1.0).abs() < 1e-6;
+    if orthonormal && proper && applied.w_axis.truncate().length() < 1e-9 {
+        m.as_mat3()
+    } else {
+        glam::Mat3::IDENTITY
+    }
 }
 
 /// `file_path` without a leading `./` and `images/`: COLMAP's image name for converted datasets.
