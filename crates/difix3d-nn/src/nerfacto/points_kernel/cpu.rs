@@ -102,7 +102,9 @@ impl<'a> Inputs<'a> {
     fn new(o: &'a FlexTensor, d: &'a FlexTensor, t: &'a FlexTensor) -> Option<Self> {
         let (o, d, t) = (o.as_slice::<f32>()?, d.as_slice::<f32>()?, t.as_slice::<f32>()?);
         let rays = o.len() / 3;
-        let fits = o.len() == 3 * rays && d.len() == o.len() && (rays == 0 || t.len() % rays == 0);
+        // No rays, no samples: `n` is then 0 and nothing divides by it.
+        let samples_fit = if rays == 0 { t.is_empty() } else { t.len() % rays == 0 };
+        let fits = o.len() == 3 * rays && d.len() == o.len() && samples_fit;
         fits.then(|| Self {
             o,
             d,
