@@ -1,10 +1,11 @@
 //! The hash-grid kernel on burn's GPU backends (wgpu, and CUDA with the `cuda` feature) and autodiff
 //! over them, written once in CubeCL: one thread per point and level, forward and backward (the
-//! forward one per point on a CPU device, where each read of memory is what costs). The
+//! forward one per point on a CPU device, where each read of memory is what costs). On a GPU the
 //! backward adds each corner's share into the table gradient atomically: with the device's float
 //! atomic add where it has one (CUDA; wgpu where the adapter offers `SHADER_FLOAT32_ATOMIC`), else
 //! with a compare-and-swap loop on the value's bits, as burn's own deformable-convolution backward
-//! does.
+//! does. On a CPU device a thread takes one level for all points instead and adds without atomics,
+//! as the CPU backend's kernel does ([`Scatter`]).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
@@ -83,21 +84,35 @@ fn encode_tracked<C: CubeF32>(
     })
 }
 
-/// Values per dense level in [`level_table`].
+/// Values per dense level in [`Grid::dense_words`].
 const DENSE_WORDS: usize = 3;
 
-/// A device array of `values` (4-byte words) of `dtype`.
-fn device_array<R: CubeRuntime>(like: &CubeTensor<R>, bytes: Vec<u8>, len: usize, dtype: DType) -> CubeTensor<R> {
-    let handle = like.client.create_from_slice(&bytes);
-    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), [len].into(), handle, dtype)
+/// A grid as the kernels read it besides its table.
+#[derive(CubeLaunch, CubeType)]
+struct Grid {
+    /// Each level's scale.
+    scales: Array<f32>,
+    /// Per dense level [`DENSE_WORDS`] values: first row, rows, resolution (one unused entry when
+    /// there is none: a device array is never empty). Hashed levels need no entry: their rows
+    /// follow from their index ([`super::GridShape::hashed_levels`]), so on nerfstudio's torch grid
+    /// a thread reads one value per level besides the corners.
+    dense_words: Array<u32>,
+    /// The dense levels' count, the first hashed level's first row, and each hashed level's rows
+    /// as a power of two.
+    dense_levels: u32,
+    hashed_first_row: u32,
+    log2_rows: u32,
+    shift: f32,
 }
 
-/// The grid's level scales (f32), and per dense level [`DENSE_WORDS`] u32s: first row, rows,
-/// resolution (one unused entry when there is none: a device array is never empty). Hashed levels
-/// need no entry: their rows follow from their index ([`super::GridShape::hashed_levels`]), so on
-/// nerfstudio's torch grid a thread reads one value per level besides the corners, as before the
-/// dense levels existed.
-fn level_table<R: CubeRuntime>(like: &CubeTensor<R>, shape: &GridShape) -> (CubeTensor<R>, CubeTensor<R>) {
+/// A device array of `values` (4-byte words) of `dtype`.
+fn device_array<R: CubeRuntime>(like: &CubeTensor<R>, bytes: Vec<u8>, len: usize, dtype: DType) -> ArrayArg<R> {
+    let handle = like.client.create_from_slice(&bytes);
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), [len].into(), handle, dtype).into_array_arg()
+}
+
+/// `shape` as a kernel argument, on `like`'s device.
+fn grid_arg<R: CubeRuntime>(like: &CubeTensor<R>, shape: &GridShape) -> GridLaunch<R> {
     let scales: Vec<u8> = shape.levels.iter().flat_map(|l| l.scale.to_le_bytes()).collect();
     let mut words: Vec<u32> = shape
         .levels
@@ -108,23 +123,17 @@ fn level_table<R: CubeRuntime>(like: &CubeTensor<R>, shape: &GridShape) -> (Cube
     if words.is_empty() {
         words = vec![0; DENSE_WORDS];
     }
-    let levels = shape.num_levels();
     let count = words.len();
-    (
-        device_array(like, scales, levels, DType::F32),
-        device_array(
-            like,
-            words.into_iter().flat_map(u32::to_le_bytes).collect(),
-            count,
-            DType::U32,
-        ),
-    )
-}
-
-/// The kernels' scalars for the hashed levels ([`super::GridShape::hashed_levels`]).
-fn hashed_args(shape: &GridShape) -> (u32, u32, u32) {
+    let words = words.into_iter().flat_map(u32::to_le_bytes).collect();
     let hashed = shape.hashed_levels();
-    (hashed.dense as u32, hashed.first_row as u32, hashed.log2_rows)
+    GridLaunch::new(
+        device_array(like, scales, shape.num_levels(), DType::F32),
+        device_array(like, words, count, DType::U32),
+        hashed.dense as u32,
+        hashed.first_row as u32,
+        hashed.log2_rows,
+        shape.shift,
+    )
 }
 
 /// The encoding `[N, L · F]`; `None` for tensors that are not f32.
@@ -145,8 +154,7 @@ fn forward<R: CubeRuntime>(points: CubeTensor<R>, table: CubeTensor<R>, shape: &
     let client = points.client.clone();
     let levels_per_thread = if cpu_device(&client) { levels.max(1) } else { 1 };
     let (cube_count, cube_dim) = elementwise(&client, n * levels.div_ceil(levels_per_thread));
-    let (scales, dense_words) = level_table(&points, shape);
-    let (dense_levels, hashed_first_row, log2_rows) = hashed_args(shape);
+    let grid = grid_arg(&points, shape);
     let vector = if matches!(features, 1 | 2 | 4) { features } else { 1 };
     hash_grid_forward::launch::<R>(
         &client,
@@ -154,56 +162,80 @@ fn forward<R: CubeRuntime>(points: CubeTensor<R>, table: CubeTensor<R>, shape: &
         cube_dim,
         vector,
         points.into_array_arg(),
-        scales.into_array_arg(),
-        dense_words.into_array_arg(),
+        grid,
         table.into_array_arg(),
         output.clone().into_array_arg(),
-        dense_levels,
-        hashed_first_row,
-        log2_rows,
-        shape.shift,
         features,
         levels_per_thread,
     );
     Some(output)
 }
 
-/// The table's gradient `[rows, F]` from the output's `grad` `[N, L · F]`; `native_add` picks the
-/// device's float atomic add over the compare-and-swap loop.
+/// How the backward pass adds the points' shares into the table gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scatter {
+    /// A thread per point and level, with the device's own float atomic add.
+    NativeAtomic,
+    /// A thread per point and level, with a compare-and-swap loop on the value's bits.
+    SwapAtomic,
+    /// A thread per level over all points, in their order, into the level's own rows: no two
+    /// threads write one row, so no atomics. On a CPU device (lavapipe) a float atomic add is a
+    /// compare-and-swap loop on x86, which was the whole backward's cost, and a level's thread
+    /// keeps one core busy (the CPU backend's kernel splits the work the same way).
+    ByLevel,
+}
+
+impl Scatter {
+    /// What `client`'s device does best.
+    fn for_device<R: CubeRuntime>(client: &ComputeClient<R>) -> Self {
+        if cpu_device(client) {
+            Scatter::ByLevel
+        } else if has_float_atomic_add(client) {
+            Scatter::NativeAtomic
+        } else {
+            Scatter::SwapAtomic
+        }
+    }
+}
+
+/// The table's gradient `[rows, F]` from the output's `grad` `[N, L · F]`.
 fn table_gradient<R: CubeRuntime>(
     points: CubeTensor<R>,
     grad: CubeTensor<R>,
     shape: &GridShape,
     table_rows: usize,
-    native_add: bool,
+    scatter: Scatter,
 ) -> CubeTensor<R> {
     let grad = into_contiguous(grad);
     let out_shape = [table_rows, shape.features_per_level].into();
     let out = zeros_client(grad.client.clone(), grad.device.clone(), out_shape, DType::F32);
     let client = grad.client.clone();
-    let (cube_count, cube_dim) = elementwise(&client, points.meta.shape()[0] * shape.num_levels());
-    let (scales, dense_words) = level_table(&points, shape);
-    let (dense_levels, hashed_first_row, log2_rows) = hashed_args(shape);
-    let launch = if native_add {
-        hash_grid_backward::launch::<NativeAdd, R>
-    } else {
-        hash_grid_backward::launch::<SwapAdd, R>
-    };
-    launch(
-        &client,
-        cube_count,
-        cube_dim,
+    let grid = grid_arg(&points, shape);
+    let (levels, features) = (shape.num_levels(), shape.features_per_level);
+    let threads = points.meta.shape()[0] * levels;
+    let (points, grad_arg, out_arg) = (
         points.into_array_arg(),
-        scales.into_array_arg(),
-        dense_words.into_array_arg(),
         grad.into_array_arg(),
         out.clone().into_array_arg(),
-        dense_levels,
-        hashed_first_row,
-        log2_rows,
-        shape.shift,
-        shape.features_per_level,
     );
+    match scatter {
+        Scatter::ByLevel => {
+            // One thread per cube, so that the levels spread over all of the device's cores.
+            let cube_dim = CubeDim::new_1d(1);
+            let cube_count = CubeCount::Static(levels.max(1) as u32, 1, 1);
+            hash_grid_backward_by_level::launch::<R>(
+                &client, cube_count, cube_dim, points, grid, grad_arg, out_arg, features,
+            );
+        }
+        atomic => {
+            let (cube_count, cube_dim) = elementwise(&client, threads);
+            let launch = match atomic {
+                Scatter::NativeAtomic => hash_grid_backward::launch::<NativeAdd, R>,
+                _ => hash_grid_backward::launch::<SwapAdd, R>,
+            };
+            launch(&client, cube_count, cube_dim, points, grid, grad_arg, out_arg, features);
+        }
+    }
     out
 }
 
@@ -221,22 +253,16 @@ fn point_gradient<C: CubeF32>(
     let client = grad.client.clone();
     let output = empty_device::<C::Runtime, f32>(client.clone(), grad.device.clone(), [n, 3].into());
     let (cube_count, cube_dim) = elementwise(&client, n);
-    let (scales, dense_words) = level_table(&points, shape);
-    let (dense_levels, hashed_first_row, log2_rows) = hashed_args(shape);
+    let grid = grid_arg(&points, shape);
     hash_grid_point_backward::launch::<C::Runtime>(
         &client,
         cube_count,
         cube_dim,
         points.into_array_arg(),
-        scales.into_array_arg(),
-        dense_words.into_array_arg(),
+        grid,
         table.into_array_arg(),
         grad.into_array_arg(),
         output.clone().into_array_arg(),
-        dense_levels,
-        hashed_first_row,
-        log2_rows,
-        shape.shift,
         shape.features_per_level,
     );
     output
@@ -275,8 +301,8 @@ impl<C: CubeF32> Backward<C, 2> for HashGridBackward {
             grads.register::<C>(points.id, value);
         }
         if let Some(table) = table {
-            let native_add = has_float_atomic_add(&grad.client);
-            let value = table_gradient(state.points, grad, &state.shape, state.table_rows, native_add);
+            let scatter = Scatter::for_device(&grad.client);
+            let value = table_gradient(state.points, grad, &state.shape, state.table_rows, scatter);
             grads.register::<C>(table.id, value);
         }
     }
@@ -334,72 +360,50 @@ struct Cell {
 
 /// The cell of thread `thread` = point · L + level.
 #[cube]
-#[allow(clippy::too_many_arguments)]
-fn cell(
-    points: &Array<f32>,
-    scales: &Array<f32>,
-    dense_words: &Array<u32>,
-    thread: usize,
-    dense_levels: u32,
-    hashed_first_row: u32,
-    log2_rows: u32,
-    shift: f32,
-) -> Cell {
-    let levels = scales.len();
+fn cell(points: &Array<f32>, grid: &Grid, thread: usize) -> Cell {
+    let levels = grid.scales.len();
     let (point, level) = (thread / levels, thread % levels);
-    let (x, y, z) = (points[3 * point], points[3 * point + 1], points[3 * point + 2]);
+    cell_of(points, point, grid, level)
+}
+
+/// The cell of point `point` at `level`.
+#[cube]
+fn cell_of(points: &Array<f32>, point: usize, grid: &Grid, level: usize) -> Cell {
     cell_at(
-        x,
-        y,
-        z,
-        scales,
-        dense_words,
+        points[3 * point],
+        points[3 * point + 1],
+        points[3 * point + 2],
+        grid,
         level,
-        dense_levels,
-        hashed_first_row,
-        log2_rows,
-        shift,
     )
 }
 
-/// The cell of the point `(x, y, z)` at `level`: a dense level's rows and resolution from
-/// `dense_words`, a hashed level's rows from its index (the hashed levels, `2^log2_rows` rows each,
-/// follow one another from `hashed_first_row`).
+/// The cell of the point `(x, y, z)` at `level`: a dense level's rows and resolution from its words, a
+/// hashed level's rows from its index (the hashed levels, `2^log2_rows` rows each, follow one
+/// another from `hashed_first_row`).
 #[cube]
-#[allow(clippy::too_many_arguments)]
-fn cell_at(
-    x: f32,
-    y: f32,
-    z: f32,
-    scales: &Array<f32>,
-    dense_words: &Array<u32>,
-    level: usize,
-    dense_levels: u32,
-    hashed_first_row: u32,
-    log2_rows: u32,
-    shift: f32,
-) -> Cell {
-    let scale = scales[level];
+fn cell_at(x: f32, y: f32, z: f32, grid: &Grid, level: usize) -> Cell {
+    let scale = grid.scales[level];
     let level = u32::cast_from(level);
-    let dense = level < dense_levels;
+    let dense = level < grid.dense_levels;
     // A hashed level's rows follow from its index (this wraps for a dense level, whose rows are
     // read instead: only a dense level reads its words).
-    let mut first_row = hashed_first_row + ((level - dense_levels) << log2_rows);
-    let mut rows = 1u32 << log2_rows;
+    let mut first_row = grid.hashed_first_row + ((level - grid.dense_levels) << grid.log2_rows);
+    let mut rows = 1u32 << grid.log2_rows;
     let mut resolution = rows; // any value: only a dense level's is used
     if dense {
         let words = usize::cast_from(level) * DENSE_WORDS;
-        first_row = dense_words[words];
-        rows = dense_words[words + 1];
-        resolution = dense_words[words + 2];
+        first_row = grid.dense_words[words];
+        rows = grid.dense_words[words + 1];
+        resolution = grid.dense_words[words + 2];
     }
     // The x factor is 1 either way (stride 1, and the first prime).
     let fx = PRIMES[0];
     let fy = select(dense, resolution, PRIMES[1]);
     let fz = select(dense, resolution * resolution, PRIMES[2]);
-    let x = axis(x, scale, shift, fx);
-    let y = axis(y, scale, shift, fy);
-    let z = axis(z, scale, shift, fz);
+    let x = axis(x, scale, grid.shift, fx);
+    let y = axis(y, scale, grid.shift, fy);
+    let z = axis(z, scale, grid.shift, fz);
     let (xl, xh, yl, yh, zl, zh) = (
         x.low_share,
         x.high_share,
@@ -434,18 +438,13 @@ fn lerp_vector<N: Size>(hi: Vector<f32, N>, lo: Vector<f32, N>, t: f32) -> Vecto
 #[cube(launch)]
 fn hash_grid_forward<N: Size>(
     points: &Array<f32>,
-    scales: &Array<f32>,
-    dense_words: &Array<u32>,
+    grid: &Grid,
     table: &Array<Vector<f32, N>>,
     output: &mut Array<Vector<f32, N>>,
-    dense_levels: u32,
-    hashed_first_row: u32,
-    log2_rows: u32,
-    shift: f32,
     #[comptime] features: usize,
     #[comptime] levels_per_thread: usize,
 ) {
-    let levels = scales.len();
+    let levels = grid.scales.len();
     // By hand: CubeCL has no `div_ceil` to expand.
     #[allow(clippy::manual_div_ceil)]
     let groups = (levels + levels_per_thread - 1) / levels_per_thread;
@@ -462,18 +461,7 @@ fn hash_grid_forward<N: Size>(
         last = levels;
     }
     for level in first..last {
-        let c = cell_at(
-            x,
-            y,
-            z,
-            scales,
-            dense_words,
-            level,
-            dense_levels,
-            hashed_first_row,
-            log2_rows,
-            shift,
-        );
+        let c = cell_at(x, y, z, grid, level);
         #[unroll]
         for k in 0..vectors {
             // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
@@ -527,6 +515,19 @@ impl FloatAdd for SwapAdd {
     }
 }
 
+/// A load, an add and a store, for slots no other thread writes ([`Scatter::ByLevel`]): relaxed
+/// atomic loads and stores are plain ones on the CPU.
+#[derive(CubeType)]
+struct PlainAdd;
+
+#[cube]
+impl FloatAdd for PlainAdd {
+    type Word = u32;
+    fn add(slot: &mut Atomic<u32>, value: f32) {
+        slot.store((f32::from_bits(slot.load()) + value).to_bits());
+    }
+}
+
 /// Adds `grad · weight` for each feature of row `row` (skipping zero weights, which add nothing).
 #[cube]
 fn add_corner<A: FloatAdd>(
@@ -545,35 +546,18 @@ fn add_corner<A: FloatAdd>(
     }
 }
 
-#[cube(launch)]
-fn hash_grid_backward<A: FloatAdd>(
-    points: &Array<f32>,
-    scales: &Array<f32>,
-    dense_words: &Array<u32>,
-    grad: &Array<f32>,
+/// Adds one point's shares at one level (its gradient from `grad[at · F ..]`) into the rows of
+/// the cell's corners.
+#[cube]
+fn add_cell<A: FloatAdd>(
     table_grad: &mut Array<Atomic<A::Word>>,
-    dense_levels: u32,
-    hashed_first_row: u32,
-    log2_rows: u32,
-    shift: f32,
+    grad: &Array<f32>,
+    at: usize,
+    c: Cell,
     #[comptime] features: usize,
 ) {
-    if ABSOLUTE_POS >= (points.len() / 3) * scales.len() {
-        terminate!();
-    }
-    let c = cell(
-        points,
-        scales,
-        dense_words,
-        ABSOLUTE_POS,
-        dense_levels,
-        hashed_first_row,
-        log2_rows,
-        shift,
-    );
     let (x1, y1, z1) = (c.ox, c.oy, c.oz);
     let (x0, y0, z0) = (-x1 + 1.0, -y1 + 1.0, -z1 + 1.0);
-    let at = ABSOLUTE_POS;
     // The weight of each corner: `wz · wy · wx`, as the CPU kernel multiplies them.
     add_corner::<A>(table_grad, grad, at, c.r000, z0 * y0 * x0, features);
     add_corner::<A>(table_grad, grad, at, c.r100, z0 * y0 * x1, features);
@@ -585,46 +569,66 @@ fn hash_grid_backward<A: FloatAdd>(
     add_corner::<A>(table_grad, grad, at, c.r111, z1 * y1 * x1, features);
 }
 
+/// Thread `t` adds point `t / L`'s shares at level `t % L`.
+#[cube(launch)]
+fn hash_grid_backward<A: FloatAdd>(
+    points: &Array<f32>,
+    grid: &Grid,
+    grad: &Array<f32>,
+    table_grad: &mut Array<Atomic<A::Word>>,
+    #[comptime] features: usize,
+) {
+    if ABSOLUTE_POS >= (points.len() / 3) * grid.scales.len() {
+        terminate!();
+    }
+    let c = cell(points, grid, ABSOLUTE_POS);
+    add_cell::<A>(table_grad, grad, ABSOLUTE_POS, c, features);
+}
+
+/// Thread `t` adds every point's shares at level `t`, in the points' order ([`Scatter::ByLevel`]).
+#[cube(launch)]
+fn hash_grid_backward_by_level(
+    points: &Array<f32>,
+    grid: &Grid,
+    grad: &Array<f32>,
+    table_grad: &mut Array<Atomic<u32>>,
+    #[comptime] features: usize,
+) {
+    let levels = grid.scales.len();
+    let level = ABSOLUTE_POS;
+    if level >= levels {
+        terminate!();
+    }
+    for point in 0..points.len() / 3 {
+        let c = cell_of(points, point, grid, level);
+        add_cell::<PlainAdd>(table_grad, grad, point * levels + level, c, features);
+    }
+}
+
 /// Thread `t` writes point `t`'s gradient (`point_grad` `[N, 3]`): per axis, summed over levels
 /// and features, the output gradient times the blend's slope along the axis (upper face minus lower
 /// face, weighted by the other two axes' weights) times the level's scale.
 #[cube(launch)]
 fn hash_grid_point_backward(
     points: &Array<f32>,
-    scales: &Array<f32>,
-    dense_words: &Array<u32>,
+    grid: &Grid,
     table: &Array<f32>,
     grad: &Array<f32>,
     point_grad: &mut Array<f32>,
-    dense_levels: u32,
-    hashed_first_row: u32,
-    log2_rows: u32,
-    shift: f32,
     #[comptime] features: usize,
 ) {
     let point = ABSOLUTE_POS;
     if point >= points.len() / 3 {
         terminate!();
     }
-    let levels = scales.len();
+    let levels = grid.scales.len();
     let (x, y, z) = (points[3 * point], points[3 * point + 1], points[3 * point + 2]);
     // Runtime zeros (a literal would be a compile-time constant that cannot be added to).
     let mut px = x * 0.0;
     let mut py = x * 0.0;
     let mut pz = x * 0.0;
     for level in 0..levels {
-        let c = cell_at(
-            x,
-            y,
-            z,
-            scales,
-            dense_words,
-            level,
-            dense_levels,
-            hashed_first_row,
-            log2_rows,
-            shift,
-        );
+        let c = cell_at(x, y, z, grid, level);
         let (x1, y1, z1) = (c.ox, c.oy, c.oz);
         let (x0, y0, z0) = (-x1 + 1.0, -y1 + 1.0, -z1 + 1.0);
         let mut gx = x * 0.0;
@@ -658,7 +662,7 @@ fn hash_grid_point_backward(
                     + (v011 - v010) * x0 * y1
                     + (v111 - v110) * x1 * y1);
         }
-        let scale = scales[level];
+        let scale = grid.scales[level];
         px += gx * scale;
         py += gy * scale;
         pz += gz * scale;
@@ -696,8 +700,13 @@ mod tests {
         }
     }
 
+    /// With a thread per level (a CPU device's) and atomic adds (a GPU's).
     #[test]
     fn table_gradient_matches_burn_ops_autodiff_on_wgpu() {
+        with_both_kernels(table_gradient_matches_burn_ops_autodiff);
+    }
+
+    fn table_gradient_matches_burn_ops_autodiff() {
         for layout in LAYOUTS {
             let (encoding, points) = grid::<Ad>(&WgpuDevice::DefaultDevice, layout);
             let encoding = HashEncoding {
@@ -720,10 +729,10 @@ mod tests {
         }
     }
 
-    /// Both atomic adds, the device's own (where it has one) and the compare-and-swap loop, give
-    /// burn-ops autodiff's table gradient.
+    /// Every way of adding into the table gradient (a thread per level; the device's own atomic
+    /// add, where it has one; the compare-and-swap loop) gives burn-ops autodiff's.
     #[test]
-    fn both_atomic_adds_give_the_table_gradient() {
+    fn every_scatter_gives_the_table_gradient() {
         let device = WgpuDevice::DefaultDevice;
         for layout in LAYOUTS {
             let (encoding, points) = grid::<Wgpu<f32>>(&device, layout);
@@ -741,14 +750,15 @@ mod tests {
             let expected = values(table.grad(&grads).expect("the table has a gradient"));
 
             let rows = encoding.table.val().dims()[0];
-            let by = |native_add: bool| {
+            let by = |scatter: Scatter| {
                 let (points, grad) = (primitive(points.clone()), primitive(grad.clone()));
-                let value = table_gradient(into_contiguous(points), grad, &shape, rows, native_add);
+                let value = table_gradient(into_contiguous(points), grad, &shape, rows, scatter);
                 values(Tensor::from_primitive(TensorPrimitive::Float(value)))
             };
-            assert_close(&by(false), &expected, 1e-6);
+            assert_close(&by(Scatter::ByLevel), &expected, 1e-6);
+            assert_close(&by(Scatter::SwapAtomic), &expected, 1e-6);
             if has_float_atomic_add(&primitive(points.clone()).client) {
-                assert_close(&by(true), &expected, 1e-6);
+                assert_close(&by(Scatter::NativeAtomic), &expected, 1e-6);
             } else {
                 eprintln!("this device has no float atomic add: only the compare-and-swap loop was tested");
             }
