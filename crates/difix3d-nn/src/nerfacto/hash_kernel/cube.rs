@@ -227,11 +227,12 @@ fn table_gradient<R: CubeRuntime>(
                 &client, cube_count, cube_dim, points, grid, grad_arg, out_arg, features,
             );
         }
-        atomic => {
+        Scatter::NativeAtomic | Scatter::SwapAtomic => {
             let (cube_count, cube_dim) = elementwise(&client, threads);
-            let launch = match atomic {
-                Scatter::NativeAtomic => hash_grid_backward::launch::<NativeAdd, R>,
-                _ => hash_grid_backward::launch::<SwapAdd, R>,
+            let launch = if scatter == Scatter::NativeAtomic {
+                hash_grid_backward::launch::<NativeAdd, R>
+            } else {
+                hash_grid_backward::launch::<SwapAdd, R>
             };
             launch(&client, cube_count, cube_dim, points, grid, grad_arg, out_arg, features);
         }
