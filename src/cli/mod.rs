@@ -409,8 +409,8 @@ fn end_on_backend_thread_panics() {
         let payload = payload.lines().next().unwrap_or_default();
         let hint = if payload.contains("allocate buffer") {
             "; the device cannot hold a buffer that large (CPU implementations such as lavapipe allow \
-             little): use fewer rays at once (--rays-per-batch, --rays-per-chunk), a smaller size, or \
-             another --backend"
+             little): use a smaller size, fewer rays at once for a NeRF (--rays-per-batch, \
+             --rays-per-chunk), or another --backend"
         } else {
             ""
         };

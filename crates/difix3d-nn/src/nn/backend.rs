@@ -37,6 +37,12 @@ pub fn is_cpu_backend<B: Backend>() -> bool {
     b == TypeId::of::<CpuBackend>() || b == TypeId::of::<burn::backend::Autodiff<CpuBackend>>()
 }
 
+/// Whether `B` is burn's wgpu backend itself (not under autodiff), which every wgpu model here runs
+/// on (`Wgpu<f32>`, also the renderer-shared one): where convolutions go through `nn::tap_conv`.
+pub fn is_wgpu_backend<B: Backend>() -> bool {
+    std::any::TypeId::of::<B>() == std::any::TypeId::of::<burn::backend::Wgpu<f32>>()
+}
+
 /// `t` as a tensor of backend `C` when `C` is `B` itself (compared by type), else `None`: how
 /// backend-generic code hands a tensor to a kernel written for one backend (`nn::flex_kernels`,
 /// `nerfacto::hash_kernel`), in place of the specialisation Rust does not have.

@@ -29,7 +29,8 @@
 //! smaller (the downsampling convolutions of the VAE encoder and the UNet).
 //!
 //! Everything else (groups, dilation, unequal strides, 1x1, other backends, autodiff) goes through
-//! burn's own `conv2d`.
+//! burn's own `conv2d`, except on wgpu, where [`conv2d`] hands the convolutions of 64 channels or
+//! more that [`super::tap_conv`] computes the same way, in burn's tensor ops, to it.
 //!
 //! **GroupNorm (+ SiLU).** burn's `GroupNorm` is seven whole-tensor passes (sum, subtract, square,
 //! sum, divide, scale, shift), each writing a new tensor, and the SiLU after it two more; at the
@@ -46,7 +47,8 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::backend::retype;
+use super::backend::{is_wgpu_backend, retype};
+use super::tap_conv;
 
 /// `conv.forward(x)`, through [`shifted_conv`] where that applies.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -64,6 +66,11 @@ fn conv2d_fused<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, residual: Option<
         Some(r) => r + conv.forward(x),
         None => conv.forward(x),
     };
+    if is_wgpu_backend::<B>() && tap_conv::applies(conv) {
+        if let Some(align) = tap_conv::offset_alignment(&x) {
+            return tap_conv::conv2d(conv, x, residual, align);
+        }
+    }
     if !is_flex::<B>() || !applies(conv) {
         return generic(x, residual);
     }

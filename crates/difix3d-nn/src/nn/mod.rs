@@ -1,7 +1,8 @@
 //! Neural-network plumbing shared by every burn model in the crate (Difix, the perceptual networks,
 //! 3DGS training's losses): which burn backend runs them (`backend`), weight files read by key with
 //! their own error (`weights`), burn layers built from them (`loader`), and the CPU kernels that
-//! make burn-flex fast enough for Difix (`flex_kernels`), how kernels of our own reach burn's GPU
+//! make burn-flex fast enough for Difix (`flex_kernels`), convolutions on wgpu as matrix products
+//! (`tap_conv`), how kernels of our own reach burn's GPU
 //! backends (`cube`), and three of them: cumulative sums along rows (`scan`), narrow linear
 //! layers over many rows (`linear`) and Adam's update in one pass (`adam`).
 
@@ -12,4 +13,5 @@ pub mod flex_kernels;
 pub mod linear;
 pub mod loader;
 pub mod scan;
+pub mod tap_conv;
 pub mod weights;
