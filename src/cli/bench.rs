@@ -1,5 +1,6 @@
 //! `difix3d bench ...`: performance measurements, printed as JSON and as a BENCHMARKS.md table row.
 
+mod conv;
 mod fix;
 mod live;
 mod memory;
@@ -39,6 +40,20 @@ pub enum BenchCommand {
         /// Also append the result as a table row to this markdown file (e.g. BENCHMARKS.md).
         #[arg(long)]
         append_md: Option<PathBuf>,
+    },
+    /// One 3x3 convolution per case, burn's own kernel against the matrix products of
+    /// `nn::tap_conv` (what `--backend wgpu` runs for 64 or more input channels), on one device.
+    Conv {
+        /// Cases, comma-separated: CHANNELSxSIDE[/STRIDE] (channels in and out, a square image's
+        /// side, the stride; padding 1).
+        #[arg(long, value_delimiter = ',', value_parser = parse_conv_case,
+              default_value = "32x128,128x128,256x64,512x32,128x128/2")]
+        cases: Vec<(usize, usize, usize)>,
+        #[arg(long, value_enum, default_value_t = BackendKind::Wgpu)]
+        backend: BackendKind,
+        /// Timed calls of each after one warm-up call.
+        #[arg(long, value_parser = super::values::at_least_one_u32, default_value_t = 3)]
+        iters: u32,
     },
     /// Time of the Difix pipeline per image, with the encode / UNet / decode split.
     Fix {
@@ -179,6 +194,11 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             };
             render::bench_render(&path, size.unwrap_or((1920, 1080)), cameras, frames.max(1), append_md)
         }
+        BenchCommand::Conv { cases, backend, iters } => {
+            let reports = run_on(backend, Precision::Fp32, conv::ConvBench { cases, iters })??;
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+            Ok(())
+        }
         BenchCommand::Fix {
             model,
             size: (height, width),
@@ -318,6 +338,22 @@ fn file_name(path: &std::path::Path) -> String {
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, without pulling in a date crate.
+/// A `bench conv` case: `CHANNELSxSIDE` or `CHANNELSxSIDE/STRIDE`.
+fn parse_conv_case(s: &str) -> Result<(usize, usize, usize), String> {
+    let (shape, stride) = s.split_once('/').unwrap_or((s, "1"));
+    let (channels, side) = shape
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected CHANNELSxSIDE or CHANNELSxSIDE/STRIDE"))?;
+    let number = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{s:?}: {v:?} is not a positive whole number"))
+    };
+    Ok((number(channels)?, number(side)?, number(stride)?))
+}
+
 fn chrono_date() -> String {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -552,6 +552,33 @@ fn bench_fix_reports_and_files_its_row_under_its_table() {
     assert_eq!(lines.last(), Some(&"after"));
 }
 
+/// `bench conv` times both ways on wgpu and reports each case; the CPU backend, which has no
+/// matrix-product path, and a malformed case are clear errors.
+#[test]
+fn bench_conv_reports_both_ways_and_refuses_the_cpu() {
+    let (code, stdout, stderr) = crate::difix3d(&["bench", "conv", "--cases", "64x8,64x9/2", "--iters", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let reports: serde_json::Value = serde_json::from_str(&stdout[stdout.find('[').unwrap()..]).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2, "{stdout}");
+    assert_eq!(
+        (reports[1]["side"].as_u64(), reports[1]["stride"].as_u64()),
+        (Some(9), Some(2))
+    );
+    assert!(reports
+        .iter()
+        .all(|r| r["burn_ms"].as_f64().unwrap() > 0.0 && r["tap_conv_ms"].as_f64().unwrap() > 0.0));
+    let (code, _, stderr) = crate::difix3d(&["bench", "conv", "--backend", "cpu", "--cases", "64x8"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--backend wgpu") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = crate::difix3d(&["bench", "conv", "--cases", "64by8"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("CHANNELSxSIDE"), "{stderr}");
+}
+
 #[test]
 fn live_fixer_fixes_the_newest_frame_and_reports_load_errors() {
     use difix3d::fix::{FixEvent, Frame, FrameImage, LiveFixer, LiveFixerOptions};
