@@ -337,7 +337,6 @@ fn file_name(path: &std::path::Path) -> String {
         .unwrap_or_default()
 }
 
-/// Today's date (UTC) as YYYY-MM-DD, without pulling in a date crate.
 /// A `bench conv` case: `CHANNELSxSIDE` or `CHANNELSxSIDE/STRIDE`.
 fn parse_conv_case(s: &str) -> Result<(usize, usize, usize), String> {
     let (shape, stride) = s.split_once('/').unwrap_or((s, "1"));
@@ -354,6 +353,7 @@ fn parse_conv_case(s: &str) -> Result<(usize, usize, usize), String> {
     Ok((number(channels)?, number(side)?, number(stride)?))
 }
 
+/// Today's date (UTC) as YYYY-MM-DD, without pulling in a date crate.
 fn chrono_date() -> String {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -2,9 +2,9 @@
 //! 3DGS training's losses): which burn backend runs them (`backend`), weight files read by key with
 //! their own error (`weights`), burn layers built from them (`loader`), and the CPU kernels that
 //! make burn-flex fast enough for Difix (`flex_kernels`), convolutions on wgpu as matrix products
-//! (`tap_conv`), how kernels of our own reach burn's GPU
-//! backends (`cube`), and three of them: cumulative sums along rows (`scan`), narrow linear
-//! layers over many rows (`linear`) and Adam's update in one pass (`adam`).
+//! (`tap_conv`), how kernels of our own reach burn's GPU backends (`cube`), and three of them:
+//! cumulative sums along rows (`scan`), narrow linear layers over many rows (`linear`) and Adam's
+//! update in one pass (`adam`).
 
 pub mod adam;
 pub mod backend;

@@ -17,13 +17,13 @@
 //! (s·u + a, s·v + b)): tap (i, j) reads phase (i mod s, j mod s) shifted by (i / s, j / s).
 //!
 //! Convolutions with fewer than [`MIN_CHANNELS`] input channels stay with burn's direct kernel: on
-//! lavapipe the two are even at 32 channels and the products lose at 16 (the tiny test model's),
-//! while from 128 channels (every layer of the real Difix but its first) they are 2-3x faster
-//! (BENCHMARKS.md). CUDA keeps burn's convolution, whose autotune (the `cuda` feature) has the
-//! implicit GEMM on tensor cores. Everything else burn's kernel handles (groups, dilation, unequal
-//! strides, implicit padding) stays with it, and so does autodiff (Difix fine-tuning), a backend type of its own that the
-//! caller does not send here: the slices' backward passes would cost memory that burn's
-//! convolution backward does not.
+//! lavapipe the two are even at 32 channels and the products lose at 16 (most of the tiny test
+//! model's), while from 128 channels (every convolution of the real Difix but those reading the
+//! image or the latents) they are 2-3x faster (BENCHMARKS.md). CUDA keeps burn's convolution,
+//! whose autotune (the `cuda` feature) has the implicit GEMM on tensor cores. Everything else
+//! burn's kernel handles (groups, dilation, unequal strides, implicit padding) stays with it, and
+//! so does autodiff (Difix fine-tuning), a backend type of its own that the caller does not send
+//! here: the slices' backward passes would cost memory that burn's convolution backward does not.
 
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
