@@ -16,8 +16,8 @@
 #   --binary PATH       use this difix3d binary instead of the kit's (the kit is then optional)
 #   --only LIST         comma-separated steps (setup always runs): fix_golden_cuda, fix_golden_wgpu,
 #                       fix_golden_cpu, render_parity, gpu_tests, model, bench_fix_cuda, torch_fix,
-#                       bench_fix_wgpu, bench_render, web_splat, bench_train, bench_live, nerfacto_render,
-#                       nerfacto_train
+#                       bench_fix_wgpu, bench_conv_wgpu, bench_render, web_splat, bench_train, bench_live,
+#                       nerfacto_render, nerfacto_train
 #   --budget SECONDS    total time budget (default 450; rehearsal 840)
 # Environment: OUT; CHECK_PYTHON (the Python with torch for the reference: default python3 on the GPU
 # machine, with the kit's wheels first on PYTHONPATH; ~/.cache/difix-venv/bin/python when rehearsing);
@@ -116,7 +116,7 @@ failure_why() {
     echo "$why"
 }
 status_of() { case "$RC" in 0) echo ok ;; 124 | 137) echo timeout ;; 125) echo skipped ;; *) echo failed ;; esac; }
-json_field() { "$PY" -c $'import json, sys\nv = json.loads(sys.argv[1])\nfor k in sys.argv[2:]:\n    v = v[k]\nprint(json.dumps(v))' "$@"; }
+json_field() { "$PY" -c $'import json, sys\nv = json.loads(sys.argv[1])\nfor k in sys.argv[2:]:\n    v = v[int(k)] if isinstance(v, list) else v[k]\nprint(json.dumps(v))' "$@"; }
 
 log "GPU check ($MODE), repo $REPO, kit $KIT, out $OUT, budget ${BUDGET}s"
 
@@ -521,6 +521,19 @@ if wanted bench_live; then
 fi
 
 wanted bench_fix_wgpu && bench_fix wgpu fix_ms_wgpu_576x1024
+
+# One convolution on the wgpu adapter, burn's direct kernel against nn::tap_conv's matrix products
+# (what bench_fix_wgpu runs for 64+ input channels), both in one run: the speed-up at 256 channels, 64².
+if wanted bench_conv_wgpu; then
+    run bench_conv_wgpu 90 "$BIN" bench conv --backend wgpu --iters 5
+    if [ "$RC" = 0 ] && j="$("$PY" "$HELP" bench-json "$WORK/logs/bench_conv_wgpu.log")"; then
+        record bench_conv_wgpu ok "$SECS" "figures.conv_speedup_wgpu_256ch=$(json_field "$j" cases 2 speedup)" \
+            "extra.bench_conv_wgpu=$j" \
+            "conditions.conv_speedup_wgpu_256ch=\`bench conv --backend wgpu --iters 5\`: 3x3, 256 channels, 64x64, fp32, burn's ms / tap_conv's ms (every case in extra)"
+    else
+        record bench_conv_wgpu "$(status_of)" "$SECS" "figures.conv_speedup_wgpu_256ch=null" "why.conv_speedup_wgpu_256ch=$(why_of bench_conv_wgpu)"
+    fi
+fi
 
 # ================================================================ nerfacto (issue 18)
 # The parity fixture's field (nerfstudio's own tiny checkpoint) rendered by each backend, against the

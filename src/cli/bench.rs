@@ -77,6 +77,10 @@ pub enum BenchCommand {
         /// Timed runs after one warm-up run.
         #[arg(long, value_parser = super::values::at_least_one_u32, default_value_t = 10)]
         iters: u32,
+        /// Also time the calls with every convolution on burn's own kernel instead of as matrix
+        /// products (what the wgpu backend runs for 64+ input channels), in the same run.
+        #[arg(long)]
+        compare_conv: bool,
         #[arg(long)]
         append_md: Option<PathBuf>,
     },
@@ -196,7 +200,8 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Conv { cases, backend, iters } => {
             let reports = run_on(backend, Precision::Fp32, conv::ConvBench { cases, iters })??;
-            println!("{}", serde_json::to_string_pretty(&reports)?);
+            let report = serde_json::json!({ "bench": "conv", "backend": backend.to_string(), "cases": reports });
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         BenchCommand::Fix {
@@ -207,14 +212,19 @@ pub fn run(what: BenchCommand) -> anyhow::Result<()> {
             backend,
             cpu_impl,
             iters,
+            compare_conv,
             append_md,
         } => {
+            if compare_conv && backend != BackendKind::Wgpu {
+                anyhow::bail!("--compare-conv times nn::tap_conv's matrix products, which only --backend wgpu runs");
+            }
             let job = FixBench {
                 model,
                 height,
                 width,
                 with_ref,
                 iters: iters.max(1),
+                compare_conv,
             };
             let (report, row) = match backend {
                 BackendKind::Cpu => run_on_cpu(cpu_impl, precision, job)??,

@@ -115,7 +115,11 @@ fn check_against_goldens<B: Backend>(device: &B::Device) {
     assert_eq!(model.tokenizer().encode("remove degradation"), ids);
 
     // Text encoder, and the cached prompt embedding.
-    assert_close("text.hidden", model.text_encoder().forward(&ids, device), TOL);
+    assert_close(
+        "text.hidden",
+        model.text_encoder().forward(&ids, &Default::default()),
+        TOL,
+    );
     assert_close("text.hidden", model.prompt_embedding("remove degradation"), TOL);
 
     // Scheduler.
@@ -558,8 +562,9 @@ fn bench_fix_reports_and_files_its_row_under_its_table() {
 fn bench_conv_reports_both_ways_and_refuses_the_cpu() {
     let (code, stdout, stderr) = crate::difix3d(&["bench", "conv", "--cases", "64x8,64x9/2", "--iters", "1"]);
     assert_eq!(code, 0, "{stderr}");
-    let reports: serde_json::Value = serde_json::from_str(&stdout[stdout.find('[').unwrap()..]).unwrap();
-    let reports = reports.as_array().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&stdout[stdout.find("\n{").unwrap()..]).unwrap();
+    assert_eq!(report["bench"], "conv");
+    let reports = report["cases"].as_array().unwrap();
     assert_eq!(reports.len(), 2, "{stdout}");
     assert_eq!(
         (reports[1]["side"].as_u64(), reports[1]["stride"].as_u64()),

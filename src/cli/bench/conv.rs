@@ -28,7 +28,7 @@ impl WithBackend for ConvBench {
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
                 .init::<B>(&device);
             let x = Tensor::<B, 4>::random([1, channels, side, side], Distribution::Normal(0.0, 1.0), &device);
-            let align = tap_conv::offset_alignment(&x).ok_or_else(|| {
+            let limits = tap_conv::device_limits(&x).ok_or_else(|| {
                 anyhow::anyhow!("bench conv compares burn's kernel with nn::tap_conv: use --backend wgpu or cuda")
             })?;
             // One warm-up call each (kernel compilation), then `iters` timed ones; reading one
@@ -42,7 +42,7 @@ impl WithBackend for ConvBench {
                 start.elapsed().as_secs_f64() * 1e3 / f64::from(self.iters)
             };
             let burn_ms = time(&|| conv.forward(x.clone()));
-            let taps_ms = time(&|| tap_conv::conv2d(&conv, x.clone(), None, align));
+            let taps_ms = time(&|| tap_conv::conv2d(&conv, x.clone(), None, limits));
             let output = side.div_ceil(stride);
             let gflop = 2.0 * (channels * channels * 9 * output * output) as f64 / 1e9;
             println!(

@@ -8,12 +8,16 @@ use super::{file_name, peak_rss_mib};
 use difix3d::difix::pipeline::StageTimes;
 use difix3d::difix::Difix;
 use difix3d::nn::backend::WithBackend;
+use difix3d::nn::tap_conv;
 pub(super) struct FixBench {
     pub(super) model: PathBuf,
     pub(super) height: u32,
     pub(super) width: u32,
     pub(super) with_ref: bool,
     pub(super) iters: u32,
+    /// Also time the calls with every convolution on burn's own kernel (`nn::tap_conv` off), in the
+    /// same run on the same loaded model.
+    pub(super) compare_conv: bool,
 }
 
 impl WithBackend for FixBench {
@@ -28,13 +32,31 @@ impl WithBackend for FixBench {
         let image = || Tensor::<B, 4>::random([1, 3, h, w], Distribution::Uniform(0.0, 1.0), &device);
         let reference = || self.with_ref.then(image);
         let prompt = difix3d::difix::pipeline::DEFAULT_PROMPT;
-        // Warm-up: kernel compilation, autotuning and memory pools.
-        let _ = model.fix(image(), reference(), prompt)?.into_data();
-        let start = Instant::now();
-        for _ in 0..self.iters {
+        // Warm-up (kernel compilation, autotuning and memory pools), then the mean of `iters` calls.
+        let mut mean_call_ms = || -> anyhow::Result<f64> {
             let _ = model.fix(image(), reference(), prompt)?.into_data();
-        }
-        let mean_ms = start.elapsed().as_secs_f64() * 1e3 / self.iters as f64;
+            let start = Instant::now();
+            for _ in 0..self.iters {
+                let _ = model.fix(image(), reference(), prompt)?.into_data();
+            }
+            Ok(start.elapsed().as_secs_f64() * 1e3 / self.iters as f64)
+        };
+        let mean_ms = mean_call_ms()?;
+        let direct_conv_ms = match self.compare_conv {
+            true => {
+                tap_conv::set_enabled(false);
+                let direct = mean_call_ms();
+                tap_conv::set_enabled(true);
+                let direct = direct?;
+                println!(
+                    "convolutions as matrix products (nn::tap_conv): {mean_ms:.1} ms per call; all on burn's \
+                     kernel: {direct:.1} ms ({:.2}x)",
+                    direct / mean_ms
+                );
+                Some(direct)
+            }
+            false => None,
+        };
         let mut stages = StageTimes::default();
         for _ in 0..self.iters {
             let _ = model
@@ -52,6 +74,7 @@ impl WithBackend for FixBench {
             "iters": self.iters,
             "load_s": load_s,
             "mean_ms": mean_ms,
+            "burn_conv_mean_ms": direct_conv_ms,
             "encode_ms": per(stages.encode), "unet_ms": per(stages.unet), "decode_ms": per(stages.decode),
             "peak_rss_mib": rss,
         });

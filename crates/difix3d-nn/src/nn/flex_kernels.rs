@@ -67,8 +67,8 @@ fn conv2d_fused<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, residual: Option<
         None => conv.forward(x),
     };
     if is_wgpu_backend::<B>() && tap_conv::applies(conv) {
-        if let Some(align) = tap_conv::offset_alignment(&x) {
-            return tap_conv::conv2d(conv, x, residual, align);
+        if let Some(limits) = tap_conv::device_limits(&x) {
+            return tap_conv::conv2d(conv, x, residual, limits);
         }
     }
     if !is_flex::<B>() || !applies(conv) {

@@ -25,6 +25,8 @@
 //! so does autodiff (Difix fine-tuning), a backend type of its own that the caller does not send
 //! here: the slices' backward passes would cost memory that burn's convolution backward does not.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
@@ -34,13 +36,26 @@ use burn::tensor::Tensor;
 use super::backend::retype;
 use super::cube::{on_cube, CubeF32, OnCube};
 
+/// What [`conv2d`] needs to know of the device: the alignment, in f32 elements, of the buffer
+/// offsets at which it binds a view of a tensor instead of copying it, and the largest buffer it
+/// allocates, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    pub align: usize,
+    pub max_buffer_bytes: u64,
+}
+
 /// `conv.forward(x)`, plus `residual` if given, as matrix products. Only for convolutions that
-/// [`applies`] admits; `align` is [`offset_alignment`]'s.
+/// [`applies`] admits; `limits` are [`device_limits`]'.
+///
+/// Where the kernel columns' stack or a product would be larger than the device's largest buffer
+/// (lavapipe's and some adapters' are 128 MiB: a VAE layer of 256 channels at 256², stacked three
+/// times, is 200 MB), the output is computed in bands of rows, each from its own rows of the input.
 pub fn conv2d<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
     residual: Option<Tensor<B, 4>>,
-    align: usize,
+    limits: DeviceLimits,
 ) -> Tensor<B, 4> {
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
         unreachable!("applies() admits explicit padding only")
@@ -48,22 +63,71 @@ pub fn conv2d<B: Backend>(
     let [batch, c_in, h, w] = x.dims();
     let [c_out, _, kh, kw] = conv.weight.dims();
     let s = conv.stride[0];
-    let with_bias_and_residual = |out: Tensor<B, 4>| {
-        let out = match &conv.bias {
-            Some(bias) => out + bias.val().reshape([1, c_out, 1, 1]),
-            None => out,
-        };
-        match residual {
-            Some(r) => r + out,
-            None => out,
-        }
-    };
-    if [kh, kw, s, top, left, bottom, right] == [1, 1, 1, 0, 0, 0, 0] {
+    let out = if [kh, kw, s, top, left, bottom, right] == [1, 1, 1, 0, 0, 0, 0] {
         // A 1x1 convolution is one matrix product on the image as it lies.
         let weights = conv.weight.val().reshape([1, c_out, c_in]);
-        let out = weights.matmul(x.reshape([batch, c_in, h * w]));
-        return with_bias_and_residual(out.reshape([batch, c_out, h, w]));
+        weights
+            .matmul(x.reshape([batch, c_in, h * w]))
+            .reshape([batch, c_out, h, w])
+    } else {
+        let hp = h + top + bottom;
+        let oh = (hp - kh) / s + 1;
+        let band = band_rows(batch, c_in, c_out, [kh, kw], s, w + left + right, limits);
+        // With less padding than the kernel (every convolution of the Difix model) each band
+        // reads at least one row of the image.
+        if band >= oh || top >= kh || bottom >= kh {
+            products(conv, x, [top, left, bottom, right], limits.align)
+        } else {
+            // Output rows `r0..r1` read padded rows `r0 · s .. (r1 - 1) · s + kh`: the image's rows
+            // among them, and as padding the rest.
+            let bands = (0..oh).step_by(band).map(|r0| {
+                let r1 = (r0 + band).min(oh);
+                let (p0, p1) = (r0 * s, (r1 - 1) * s + kh);
+                let (y0, y1) = (p0.clamp(top, top + h) - top, p1.clamp(top, top + h) - top);
+                let rows = x.clone().slice([0..batch, 0..c_in, y0..y1, 0..w]);
+                let padding = [top.saturating_sub(p0), left, p1.saturating_sub(top + h), right];
+                products(conv, rows, padding, limits.align)
+            });
+            Tensor::cat(bands.collect(), 2)
+        }
+    };
+    let out = match &conv.bias {
+        Some(bias) => out + bias.val().reshape([1, c_out, 1, 1]),
+        None => out,
+    };
+    match residual {
+        Some(r) => r + out,
+        None => out,
     }
+}
+
+/// The most output rows [`products`] computes at once without a buffer larger than
+/// `limits.max_buffer_bytes`: the phases of the padded input, the kernel columns' stack and a
+/// kernel row's product each take about one row of `wp` (rounded up to the alignment) pixels of
+/// their channels per output row, plus `kh / s + 2` rows of margin. At least 1.
+fn band_rows(
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    [kh, kw]: [usize; 2],
+    s: usize,
+    wp: usize,
+    limits: DeviceLimits,
+) -> usize {
+    let wq = wp.div_ceil(s).div_ceil(limits.align) * limits.align;
+    let channels = (kw * c_in).max(s * s * c_in).max(c_out);
+    let bytes_per_row = (batch * channels * wq * size_of::<f32>()) as u64;
+    let rows = limits.max_buffer_bytes / bytes_per_row.max(1);
+    (rows as usize).saturating_sub(kh / s + 2).max(1)
+}
+
+/// The convolution of `x` padded by `[top, left, bottom, right]` zeros, without bias: one matrix
+/// product per kernel row (the module's description).
+fn products<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>, padding: [usize; 4], align: usize) -> Tensor<B, 4> {
+    let [top, left, bottom, right] = padding;
+    let [batch, c_in, h, w] = x.dims();
+    let [c_out, _, kh, kw] = conv.weight.dims();
+    let s = conv.stride[0];
     let (hp, wp) = (h + top + bottom, w + left + right);
     let (oh, ow) = ((hp - kh) / s + 1, (wp - kw) / s + 1);
     // Each phase's padded image: `hq` rows of `wq` pixels, the rows as long as the device's buffer
@@ -121,38 +185,48 @@ pub fn conv2d<B: Backend>(
             None => product,
         });
     }
-    let out = out
-        .expect("a kernel has at least one row")
-        .reshape([batch, c_out, oh, wq]);
-    with_bias_and_residual(out.slice([0..batch, 0..c_out, 0..oh, 0..ow]))
+    out.expect("a kernel has at least one row")
+        .reshape([batch, c_out, oh, wq])
+        .slice([0..batch, 0..c_out, 0..oh, 0..ow])
 }
 
 /// The fewest input channels for which [`applies`] admits a convolution.
 pub const MIN_CHANNELS: usize = 64;
 
-/// On burn's CubeCL backends, `Some` of the alignment, in f32 elements, of the buffer offsets at
-/// which `x`'s device binds a view of a tensor instead of copying it; `None` elsewhere.
-pub fn offset_alignment<B: Backend>(x: &Tensor<B, 4>) -> Option<usize> {
-    struct Alignment<B: Backend>(Tensor<B, 4>);
-    impl<B: Backend> OnCube for Alignment<B> {
-        type Output = usize;
-        fn plain<C: CubeF32>(self) -> Option<usize> {
+/// Whether [`applies`] admits any convolution: on unless [`set_enabled`] turned it off.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the products on or off for this process. Only `difix3d bench fix --compare-conv` turns
+/// them off, to time a whole call with burn's own kernel against them in one run.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// On burn's CubeCL backends, `Some` of the [`DeviceLimits`] of `x`'s device; `None` elsewhere.
+pub fn device_limits<B: Backend>(x: &Tensor<B, 4>) -> Option<DeviceLimits> {
+    struct Limits<B: Backend>(Tensor<B, 4>);
+    impl<B: Backend> OnCube for Limits<B> {
+        type Output = DeviceLimits;
+        fn plain<C: CubeF32>(self) -> Option<DeviceLimits> {
             let t = retype::<B, C, 4>(self.0)?.into_primitive().tensor();
-            let bytes = t.client.properties().memory.alignment as usize;
-            Some((bytes / size_of::<f32>()).max(1))
+            let memory = &t.client.properties().memory;
+            Some(DeviceLimits {
+                align: (memory.alignment as usize / size_of::<f32>()).max(1),
+                max_buffer_bytes: memory.max_page_size,
+            })
         }
-        fn tracked<C: CubeF32>(self) -> Option<usize> {
+        fn tracked<C: CubeF32>(self) -> Option<DeviceLimits> {
             None
         }
     }
-    on_cube::<B, _>(Alignment(x.clone()))
+    on_cube::<B, _>(Limits(x.clone()))
 }
 
 /// Whether [`conv2d`] computes `conv`: at least [`MIN_CHANNELS`] input channels, square strides,
-/// no dilation or groups, explicit padding.
+/// no dilation or groups, explicit padding (and the products not turned off: [`set_enabled`]).
 pub fn applies<B: Backend>(conv: &Conv2d<B>) -> bool {
     let [_, c_in, _, _] = conv.weight.dims();
-    c_in >= MIN_CHANNELS && computes(conv)
+    c_in >= MIN_CHANNELS && computes(conv) && ENABLED.load(Ordering::Relaxed)
 }
 
 /// [`applies`] without the channel count.
@@ -205,16 +279,34 @@ mod tests {
             let expected = conv.forward(x.clone());
             let residual = Tensor::<W, 4>::random(expected.dims(), Distribution::Normal(0.0, 1.0), &device);
             let case = format!("{c_in}->{c_out} {k}x{k} stride {s} padding {top},{left},{bottom},{right}");
-            let align = offset_alignment(&x).expect("a wgpu tensor");
-            let ours = conv2d(&conv, x.clone(), None, align);
+            let limits = device_limits(&x).expect("a wgpu tensor");
+            let ours = conv2d(&conv, x.clone(), None, limits);
             assert_eq!(ours.dims(), expected.dims(), "{case}");
             // Sums of at most 5 x 5 x 6 products of N(0, 1)-sized values, in another order: 1e-5.
             assert!(max_difference(ours, expected.clone()) < 1e-5, "{case}");
-            let with_residual = conv2d(&conv, x, Some(residual.clone()), align);
+            let with_residual = conv2d(&conv, x.clone(), Some(residual.clone()), limits);
             assert!(
-                max_difference(with_residual, residual + expected) < 1e-5,
+                max_difference(with_residual, residual + expected.clone()) < 1e-5,
                 "{case} with a residual"
             );
+            // A device whose largest buffer holds a few rows: bands of 1 and of 2 output rows.
+            for rows in [1, 2] {
+                let (kh, wp) = (k, w + left + right);
+                let wq = wp.div_ceil(s).div_ceil(limits.align) * limits.align;
+                let channels = (k * c_in).max(s * s * c_in).max(c_out);
+                let bytes = (2 * channels * wq * 4 * (rows + kh / s + 2)) as u64;
+                let small = DeviceLimits {
+                    max_buffer_bytes: bytes,
+                    ..limits
+                };
+                assert_eq!(band_rows(2, c_in, c_out, [k, k], s, wp, small), rows, "{case}");
+                let banded = conv2d(&conv, x.clone(), None, small);
+                assert_eq!(banded.dims(), expected.dims(), "{case}, bands of {rows}");
+                assert!(
+                    max_difference(banded, expected.clone()) < 1e-5,
+                    "{case}, bands of {rows}"
+                );
+            }
         }
     }
 
