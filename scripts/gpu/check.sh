@@ -270,6 +270,7 @@ if [ "$MODE" = real ]; then
     TRAIN_FACTOR=1; TRAIN_STEPS=300
     LIVE_FRAMES=40
     NF_RENDER_SIZE=320x180; NF_STEPS=30; NF_MODEL_ARGS=() # the ns-train nerfacto model
+    CONV_ARGS=(--iters 5) # bench conv's default cases: the third is 256 channels at 64x64
 else
     FULL="${DIFIX_FULL_MODEL:-$HOME/.cache/difix-full}"
     FULL_DTYPE=fp32
@@ -279,6 +280,7 @@ else
     TRAIN_FACTOR=8; TRAIN_STEPS=10
     LIVE_FRAMES=6
     NF_RENDER_SIZE=64x36; NF_STEPS=2; NF_MODEL_ARGS=(--nerfacto-config "$REPO/tests/fixtures/nerfacto/config.json")
+    CONV_ARGS=(--iters 1 --cases 32x16,64x16,256x8,64x16/2)
 fi
 
 # The full-size model is generated in the background (numpy; CPU and disk) while the GPU checks run.
@@ -525,11 +527,11 @@ wanted bench_fix_wgpu && bench_fix wgpu fix_ms_wgpu_576x1024
 # One convolution on the wgpu adapter, burn's direct kernel against nn::tap_conv's matrix products
 # (what bench_fix_wgpu runs for 64+ input channels), both in one run: the speed-up at 256 channels, 64².
 if wanted bench_conv_wgpu; then
-    run bench_conv_wgpu 90 "$BIN" bench conv --backend wgpu --iters 5
+    run bench_conv_wgpu 90 "$BIN" bench conv --backend wgpu "${CONV_ARGS[@]}"
     if [ "$RC" = 0 ] && j="$("$PY" "$HELP" bench-json "$WORK/logs/bench_conv_wgpu.log")"; then
         record bench_conv_wgpu ok "$SECS" "figures.conv_speedup_wgpu_256ch=$(json_field "$j" cases 2 speedup)" \
             "extra.bench_conv_wgpu=$j" \
-            "conditions.conv_speedup_wgpu_256ch=\`bench conv --backend wgpu --iters 5\`: 3x3, 256 channels, 64x64, fp32, burn's ms / tap_conv's ms (every case in extra)"
+            "conditions.conv_speedup_wgpu_256ch=\`bench conv --backend wgpu ${CONV_ARGS[*]}\`, third case (3x3, 256 channels, fp32): burn's ms / tap_conv's ms (every case in extra)"
     else
         record bench_conv_wgpu "$(status_of)" "$SECS" "figures.conv_speedup_wgpu_256ch=null" "why.conv_speedup_wgpu_256ch=$(why_of bench_conv_wgpu)"
     fi

@@ -44,7 +44,7 @@ fn the_gpu_check_rehearsal_writes_every_figure_or_its_reason() {
             "--binary",
             env!("CARGO_BIN_EXE_difix3d"),
             "--only",
-            "fix_golden_cuda,fix_golden_wgpu,fix_golden_cpu,render_parity,nerfacto_render",
+            "fix_golden_cuda,fix_golden_wgpu,fix_golden_cpu,render_parity,nerfacto_render,bench_conv_wgpu",
             "--budget",
             "600",
         ],
@@ -96,6 +96,16 @@ fn the_gpu_check_rehearsal_writes_every_figure_or_its_reason() {
     );
     let nerf_cuda_why = why["nerfacto_render_rays_per_s_cuda"].as_str().unwrap();
     assert!(!nerf_cuda_why.contains("PANIC"), "{nerf_cuda_why}");
+    // The convolution bench on the wgpu adapter (lavapipe here): both ways timed, their ratio kept.
+    let speedup = figures["conv_speedup_wgpu_256ch"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("bench conv on wgpu not run: {text}"));
+    assert!(speedup > 0.0, "{speedup}");
+    assert_eq!(
+        report["extra"]["bench_conv_wgpu"]["cases"].as_array().map(Vec::len),
+        Some(4),
+        "{text}"
+    );
     // The render goldens: at least the maupertuis views of tests/fixtures (bonsai's need the assets).
     let psnr = figures["render_psnr_vs_golden_db"]
         .as_f64()
