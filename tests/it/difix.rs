@@ -556,6 +556,45 @@ fn bench_fix_reports_and_files_its_row_under_its_table() {
     assert_eq!(lines.last(), Some(&"after"));
 }
 
+/// `bench fix --compare-conv` times the same calls with `nn::tap_conv` off on wgpu (the tiny model's
+/// UNet up blocks read 64 channels, so the switch changes its path); other backends refuse it.
+#[test]
+fn bench_fix_compare_conv_times_both_ways_on_wgpu_only() {
+    let tiny = tiny();
+    let args = |backend| {
+        let model = tiny.to_str().unwrap().to_string();
+        [
+            "bench",
+            "fix",
+            "--model",
+            &model,
+            "--size",
+            "16x24",
+            "--iters",
+            "1",
+            "--compare-conv",
+            "--backend",
+            backend,
+        ]
+        .map(String::from)
+    };
+    let wgpu = args("wgpu");
+    let (code, stdout, stderr) = crate::difix3d(&wgpu.each_ref().map(String::as_str));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("all on burn's kernel"), "{stdout}");
+    let json = &stdout[stdout.find("\n{").unwrap()..stdout.rfind("\n}").unwrap() + 2];
+    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert!(report["mean_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["burn_conv_mean_ms"].as_f64().unwrap() > 0.0, "{report}");
+    let cpu = args("cpu");
+    let (code, _, stderr) = crate::difix3d(&cpu.each_ref().map(String::as_str));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--backend wgpu") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
 /// `bench conv` times both ways on wgpu and reports each case; the CPU backend, which has no
 /// matrix-product path, and a malformed case are clear errors.
 #[test]

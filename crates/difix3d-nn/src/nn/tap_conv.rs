@@ -323,5 +323,11 @@ mod tests {
         let same = config(c).with_padding(PaddingConfig2d::Same).init::<W>(&device);
         assert!(applies(&wide));
         assert!(!applies(&narrow) && !applies(&grouped) && !applies(&dilated) && !applies(&same));
+        // `bench fix --compare-conv`'s switch (other tests of this process may meanwhile take
+        // burn's kernel, which gives the same values).
+        set_enabled(false);
+        let off = applies(&wide);
+        set_enabled(true);
+        assert!(!off && applies(&wide));
     }
 }
