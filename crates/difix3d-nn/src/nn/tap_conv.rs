@@ -114,11 +114,16 @@ fn band_rows(
     wp: usize,
     limits: DeviceLimits,
 ) -> usize {
-    let wq = wp.div_ceil(s).div_ceil(limits.align) * limits.align;
-    let channels = (kw * c_in).max(s * s * c_in).max(c_out);
-    let bytes_per_row = (batch * channels * wq * size_of::<f32>()) as u64;
-    let rows = limits.max_buffer_bytes / bytes_per_row.max(1);
+    let per_row = bytes_per_row(batch, c_in, c_out, kw, s, wp, limits.align);
+    let rows = limits.max_buffer_bytes / per_row.max(1);
     (rows as usize).saturating_sub(kh / s + 2).max(1)
+}
+
+/// The bytes per output row of [`band_rows`]' largest buffer.
+fn bytes_per_row(batch: usize, c_in: usize, c_out: usize, kw: usize, s: usize, wp: usize, align: usize) -> u64 {
+    let wq = wp.div_ceil(s).div_ceil(align) * align;
+    let channels = (kw * c_in).max(s * s * c_in).max(c_out);
+    (batch * channels * wq * size_of::<f32>()) as u64
 }
 
 /// The convolution of `x` padded by `[top, left, bottom, right]` zeros, without bias: one matrix
@@ -291,10 +296,9 @@ mod tests {
             );
             // A device whose largest buffer holds a few rows: bands of 1 and of 2 output rows.
             for rows in [1, 2] {
-                let (kh, wp) = (k, w + left + right);
-                let wq = wp.div_ceil(s).div_ceil(limits.align) * limits.align;
-                let channels = (k * c_in).max(s * s * c_in).max(c_out);
-                let bytes = (2 * channels * wq * 4 * (rows + kh / s + 2)) as u64;
+                let wp = w + left + right;
+                let per_row = bytes_per_row(2, c_in, c_out, k, s, wp, limits.align);
+                let bytes = per_row * (rows + k / s + 2) as u64;
                 let small = DeviceLimits {
                     max_buffer_bytes: bytes,
                     ..limits
