@@ -190,56 +190,103 @@ pub fn linear<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> T
     if !is_flex::<B>() || D < 2 {
         return lin.forward(x);
     }
-    let input = to_flex::<B, D>(x);
+    let weight = lin.weight.val();
+    let bias = lin.bias.as_ref().map(|b| b.val().unsqueeze_dim::<2>(0));
+    match products(to_flex::<B, D>(x), &weight, bias.as_ref(), false) {
+        Ok(y) => from_flex::<B, D>(y),
+        Err(x) => lin.forward(from_flex::<B, D>(x)),
+    }
+}
+
+/// `x · weight + bias`, through a ReLU when `relu`, for `x` `[N, in]`, `weight` `[in, out]` and
+/// `bias` `[G, out]`, whose row `g` is added to the `N / G` consecutive rows of group `g`
+/// (`nn::linear`'s layers: nerfacto's MLPs at inference); `None` where `B` is not [`Flex`] or the
+/// tensors are not f32. One gemm into the bias rows, then the ReLU in place: burn-flex's
+/// `linear` is a matmul, a bias pass and a ReLU pass, and a grouped bias a repeated copy as well.
+pub fn linear_rows<B: Backend>(
+    x: &Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 2>>,
+    relu: bool,
+) -> Option<Tensor<B, 2>> {
+    if !is_flex::<B>() {
+        return None;
+    }
+    products(to_flex::<B, 2>(x.clone()), weight, bias, relu)
+        .ok()
+        .map(from_flex::<B, 2>)
+}
+
+/// `x · weight (+ bias by groups of rows)`, optionally through a ReLU, for a Flex `x` of rank `D`
+/// (a 3-D input read in place whatever its strides); `Err(x)` for what this does not cover (not
+/// f32, or shapes that do not fit, which burn's own op then reports).
+fn products<B: Backend>(
+    input: FlexTensor,
+    weight: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 2>>,
+    relu: bool,
+) -> Result<FlexTensor, FlexTensor> {
+    let d = input.layout().shape().num_dims();
+    if d < 2 {
+        return Err(input);
+    }
     // A 3-D input is read in place whatever its strides (the UNet's tokens arrive transposed from
     // the image layout; copying them was a single-threaded strided pass), anything else contiguous.
-    let input = if D == 3 && input.dtype() == DType::F32 && input.layout().has_positive_strides() {
+    let input = if d == 3 && input.dtype() == DType::F32 && input.layout().has_positive_strides() {
         input
     } else {
         input.to_contiguous()
     };
-    let weight = to_flex::<B, 2>(lin.weight.val());
-    let bias = lin.bias.as_ref().map(|b| to_flex::<B, 1>(b.val()).to_contiguous());
-    let bias_ok = bias.as_ref().is_none_or(|b| b.as_slice::<f32>().is_some());
-    let (DType::F32, true, true, DType::F32) = (
-        input.dtype(),
-        bias_ok,
-        weight.layout().has_positive_strides(),
-        weight.dtype(),
-    ) else {
-        return lin.forward(from_flex::<B, D>(input));
-    };
+    let weight = to_flex::<B, 2>(weight.clone());
+    let bias = bias.map(|b| to_flex::<B, 2>(b.clone()).to_contiguous());
     let shape = input.layout().shape().to_vec();
     let [d_in, d_out] = [weight.layout().shape()[0], weight.layout().shape()[1]];
-    if shape[D - 1] != d_in {
-        // burn's module reports the misuse.
-        return lin.forward(from_flex::<B, D>(input));
+    let rows = shape[..d - 1].iter().product::<usize>();
+    let bias_values = match &bias {
+        Some(b) => match b.as_slice::<f32>() {
+            Some(v) if b.layout().shape()[1] == d_out && b.layout().shape()[0] > 0 => Some(v),
+            _ => return Err(input),
+        },
+        None => None,
+    };
+    let groups = bias_values.map_or(1, |v| v.len() / d_out.max(1));
+    if input.dtype() != DType::F32
+        || weight.dtype() != DType::F32
+        || !weight.layout().has_positive_strides()
+        || shape[d - 1] != d_in
+        || !rows.is_multiple_of(groups)
+    {
+        return Err(input);
     }
-    // [batches, rows, d_in] and its strides.
-    let (batches, rows, [s_batch, s_row, s_col]) = if D == 3 {
+    // [batches, rows per batch, d_in] and its strides.
+    let (batches, batch_rows, [s_batch, s_row, s_col]) = if d == 3 {
         let s = input.layout().strides();
         (shape[0], shape[1], [s[0], s[1], s[2]])
     } else {
-        (1, shape[..D - 1].iter().product::<usize>(), [0, d_in as isize, 1])
+        (1, rows, [0, d_in as isize, 1])
     };
     let (xs, w) = (strided(&input), strided(&weight));
     let (w_rs, w_cs) = (weight.layout().strides()[0], weight.layout().strides()[1]);
-    let mut out = vec![0.0f32; batches * rows * d_out];
-    if let (Some(b), true) = (bias.as_ref().and_then(|b| b.as_slice::<f32>()), d_out > 0) {
-        out.par_chunks_mut(d_out).for_each(|row| row.copy_from_slice(b));
+    let mut out = vec![0.0f32; rows * d_out];
+    if let (Some(b), true) = (bias_values, d_out > 0) {
+        let rows_per_group = rows / groups;
+        out.par_chunks_mut(d_out).enumerate().for_each(|(r, row)| {
+            let g = r / rows_per_group;
+            row.copy_from_slice(&b[g * d_out..(g + 1) * d_out]);
+        });
     }
-    if rows > 0 && d_out > 0 && d_in > 0 {
+    if batch_rows > 0 && d_out > 0 && d_in > 0 {
         for batch in 0..batches {
-            // SAFETY: dst is batch `batch`'s [rows, d_out] row-major block of out; lhs element
-            // (r, k) is the input's (batch, r, k), and rhs element (k, j) is w[k·w_rs + j·w_cs]:
-            // both inside their storage from its offset, as the layouts have positive strides and
-            // these shapes.
+            // SAFETY: dst is batch `batch`'s [batch_rows, d_out] row-major block of out; lhs
+            // element (r, k) is the input's (batch, r, k), and rhs element (k, j) is
+            // w[k·w_rs + j·w_cs]: both inside their storage from its offset, as the layouts have
+            // positive strides and these shapes.
             unsafe {
                 gemm::gemm(
-                    rows,
+                    batch_rows,
                     d_out,
                     d_in,
-                    out.as_mut_ptr().add(batch * rows * d_out),
+                    out.as_mut_ptr().add(batch * batch_rows * d_out),
                     1,
                     d_out as isize,
                     bias.is_some(),
@@ -259,9 +306,14 @@ pub fn linear<B: Backend, const D: usize>(lin: &Linear<B>, x: Tensor<B, D>) -> T
             }
         }
     }
+    if relu {
+        out.par_chunks_mut(1 << 16).for_each(|chunk| {
+            chunk.iter_mut().for_each(|v| *v = v.max(0.0));
+        });
+    }
     let mut out_shape = shape;
-    out_shape[D - 1] = d_out;
-    output::<B, D>(out, out_shape)
+    out_shape[d - 1] = d_out;
+    Ok(FlexTensor::from_data(TensorData::new(out, out_shape)))
 }
 
 /// `hidden · gelu(gate)` where `hidden` and `gate` are the two halves of `x`'s last axis (diffusers'
@@ -898,6 +950,46 @@ mod tests {
             let diff: f32 = (linear(&lin, x2.clone()) - lin.forward(x2)).abs().max().into_scalar();
             assert!(diff < 1e-5, "strided weight bias={bias}: {diff}");
         }
+    }
+
+    /// Against burn's matmul, bias (one row, or a row per group of rows) and ReLU on Flex.
+    #[test]
+    fn linear_rows_equals_burns() {
+        let device = Default::default();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<Flex, 2>::random([12, 7], normal, &device);
+        let weight = Tensor::<Flex, 2>::random([7, 5], normal, &device);
+        for groups in [1, 3, 12] {
+            let bias = Tensor::<Flex, 2>::random([groups, 5], normal, &device);
+            let repeated = bias
+                .clone()
+                .reshape([groups, 1, 5])
+                .expand([groups, 12 / groups, 5])
+                .reshape([12, 5]);
+            let plain = x.clone().matmul(weight.clone()) + repeated;
+            for relu in [false, true] {
+                let expected = if relu {
+                    burn::tensor::activation::relu(plain.clone())
+                } else {
+                    plain.clone()
+                };
+                let got = linear_rows(&x, &weight, Some(&bias), relu).expect("Flex f32");
+                let diff: f32 = (got - expected).abs().max().into_scalar();
+                assert!(diff < 1e-5, "groups {groups}, relu {relu}: {diff}");
+            }
+        }
+        let got = linear_rows(&x, &weight.clone().transpose().transpose(), None, false).expect("Flex f32");
+        let diff: f32 = (got - x.clone().matmul(weight.clone())).abs().max().into_scalar();
+        assert!(diff < 1e-5, "no bias: {diff}");
+        // A bias whose groups do not divide the rows, and other backends, are left to burn.
+        let five = Tensor::<Flex, 2>::zeros([5, 5], &device);
+        assert!(linear_rows(&x, &weight, Some(&five), false).is_none());
+        type Nd = burn::backend::NdArray;
+        let (nd_x, nd_w) = (
+            Tensor::<Nd, 2>::zeros([2, 7], &Default::default()),
+            Tensor::<Nd, 2>::zeros([7, 2], &Default::default()),
+        );
+        assert!(linear_rows(&nd_x, &nd_w, None, false).is_none());
     }
 
     /// Against burn's chunk + gelu (erf) + multiply on Flex, over values where erf's tails matter.

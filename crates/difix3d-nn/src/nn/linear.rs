@@ -23,7 +23,9 @@
 //! burn's comparison and masked fill each way.
 //!
 //! Each output is summed in the order burn's CPU backends use (inputs from the first, bias last), so
-//! values agree with burn's to float rounding. Other backends use burn's ops.
+//! values agree with burn's to float rounding. On burn's CPU backend (not under autodiff) the layer
+//! is one gemm into the bias rows with the ReLU in place ([`flex_kernels::linear_rows`]); under
+//! autodiff there, and on other backends, burn's ops.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -40,6 +42,7 @@ use cubecl::prelude::*;
 
 use super::backend::retype;
 use super::cube::{cpu_device, elementwise, on_cube, CubeF32, OnCube};
+use super::flex_kernels;
 
 /// Threads per cube along the rows (forward) or the inputs (weight gradient).
 const CUBE_THREADS: usize = 64;
@@ -86,11 +89,16 @@ pub fn linear<B: Backend>(
     bias: Option<Tensor<B, 1>>,
     activation: Activation,
 ) -> Tensor<B, 2> {
+    let relu = activation == Activation::Relu;
+    let bias_row = bias.clone().map(|b| b.unsqueeze_dim(0));
+    if let Some(y) = flex_kernels::linear_rows(&x, &weight, bias_row.as_ref(), relu) {
+        return y;
+    }
     let job = Linear {
         x: x.clone(),
         weight: weight.clone(),
-        bias: bias.clone().map(|b| b.unsqueeze_dim(0)),
-        relu: activation == Activation::Relu,
+        bias: bias_row,
+        relu,
     };
     match on_cube::<B, _>(job) {
         Some(y) => y,
@@ -112,11 +120,15 @@ pub fn linear_grouped<B: Backend>(
         groups > 0 && rows.is_multiple_of(groups),
         "linear_grouped: {groups} bias groups for {rows} rows"
     );
+    let relu = activation == Activation::Relu;
+    if let Some(y) = flex_kernels::linear_rows(&x, &weight, Some(&bias), relu) {
+        return y;
+    }
     let job = Linear {
         x: x.clone(),
         weight: weight.clone(),
         bias: Some(bias.clone()),
-        relu: activation == Activation::Relu,
+        relu,
     };
     match on_cube::<B, _>(job) {
         Some(y) => y,
