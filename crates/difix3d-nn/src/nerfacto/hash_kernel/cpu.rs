@@ -45,22 +45,21 @@ impl Cell {
         });
         Cell { rows, offsets }
     }
-}
 
-impl Cell {
-    /// Asks for the cache lines of the cell's 8 corners in `table` (rows of `features` values).
-    fn prefetch(&self, table: &[f32], features: usize) {
+    /// Asks for the cache lines of the cell's 8 corners in `values`, the rows of `features` values
+    /// from table row `first_row` on (the whole table, or one level's rows).
+    fn prefetch(&self, values: &[f32], first_row: usize, features: usize) {
         for &row in self.rows.iter().flatten().flatten() {
-            prefetch(table.as_ptr().wrapping_add(row * features));
+            prefetch(values.as_ptr().wrapping_add((row - first_row) * features));
         }
     }
 }
 
 /// Asks the CPU to bring the cache line of `at` in: a hint, which reads nothing the program sees
 /// (nothing at all on other architectures than x86-64). The kernels below find every corner of
-/// a point (or of a block of points) first and ask for them all, then blend: the fine levels'
-/// tables are far larger than the caches, and waiting for one level's corners at a time was
-/// most of the forward's time.
+/// a point (or of a block of points) first and ask for them all, then blend, so that the reads
+/// of the fine levels' tables (far larger than the caches) overlap instead of waiting one level at
+/// a time: about 4% in training, too little to see in rendering (BENCHMARKS.md, 2026-12-07).
 fn prefetch(at: *const f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch does not fault, whatever the address, and changes no value.
@@ -163,7 +162,7 @@ fn forward_values(points: &FlexTensor, table: &FlexTensor, shape: &GridShape) ->
                 let point = &points[3 * p..3 * p + 3];
                 cells.clear();
                 cells.extend(shape.levels.iter().map(|level| Cell::new(point, level, shape.shift)));
-                cells.iter().for_each(|cell| cell.prefetch(table, f));
+                cells.iter().for_each(|cell| cell.prefetch(table, 0, f));
                 for (l, cell) in cells.iter().enumerate() {
                     let [ox, oy, oz] = cell.offsets;
                     let r = &cell.rows;
@@ -213,11 +212,7 @@ fn table_gradient(points: &FlexTensor, grad: &FlexTensor, shape: &GridShape, tab
                         .clone()
                         .map(|p| Cell::new(&points[3 * p..3 * p + 3], level, shape.shift)),
                 );
-                for cell in &cells {
-                    for &row in cell.rows.iter().flatten().flatten() {
-                        prefetch(rows.as_ptr().wrapping_add((row - level.first_row) * f));
-                    }
-                }
+                cells.iter().for_each(|cell| cell.prefetch(rows, level.first_row, f));
                 for (p, cell) in block.zip(&cells) {
                     let weights = cell.offsets.map(|o| [-o + 1.0, o]);
                     let g = &grad[p * row_len + l * f..p * row_len + (l + 1) * f];
@@ -255,7 +250,7 @@ fn point_gradient(points: &FlexTensor, table: &FlexTensor, grad: &FlexTensor, sh
                 let mut sums = [0f32; 3];
                 cells.clear();
                 cells.extend(shape.levels.iter().map(|level| Cell::new(point, level, shape.shift)));
-                cells.iter().for_each(|cell| cell.prefetch(table, f));
+                cells.iter().for_each(|cell| cell.prefetch(table, 0, f));
                 for (l, (level, cell)) in shape.levels.iter().zip(&cells).enumerate() {
                     let weights = cell.offsets.map(|o| [-o + 1.0, o]);
                     let g = &grad[p * row_len + l * f..p * row_len + (l + 1) * f];
