@@ -72,3 +72,19 @@ fn default_view_of_the_sample_scene() {
         "the default view should be filled by the scene ({lit} lit pixels)"
     );
 }
+
+/// The binary's allocator takes the options `src/main.rs` gives it (`thp:always`, so reused blocks
+/// are zeroed in place instead of faulted in again): jemalloc prints the options it runs with when
+/// asked through the environment.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[test]
+fn the_allocator_zeroes_reused_memory_in_place() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_difix3d"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("run difix3d");
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("opt.thp: \"always\""), "jemalloc's options:\n{stderr}");
+}
