@@ -220,7 +220,7 @@ pub fn linear_rows<B: Backend>(
 /// `x · weight (+ bias by groups of rows)`, optionally through a ReLU, for a Flex `x` of rank `D`
 /// (a 3-D input read in place whatever its strides); `Err(x)` for what this does not cover (not
 /// f32, or shapes that do not fit, which burn's own op then reports).
-fn products<B: Backend>(
+pub(super) fn products<B: Backend>(
     input: FlexTensor,
     weight: &Tensor<B, 2>,
     bias: Option<&Tensor<B, 2>>,

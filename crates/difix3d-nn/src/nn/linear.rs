@@ -23,9 +23,9 @@
 //! burn's comparison and masked fill each way.
 //!
 //! Each output is summed in the order burn's CPU backends use (inputs from the first, bias last), so
-//! values agree with burn's to float rounding. On burn's CPU backend (not under autodiff) the layer
-//! is one gemm into the bias rows with the ReLU in place ([`flex_kernels::linear_rows`]); under
-//! autodiff there, and on other backends, burn's ops.
+//! values agree with burn's to float rounding. On burn's CPU backend the layer is one gemm into the
+//! bias rows with the ReLU in place ([`flex_kernels::linear_rows`]; under autodiff
+//! [`flex_linear`], whose backward step is gemms too); on other backends (ndarray), burn's ops.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -42,7 +42,7 @@ use cubecl::prelude::*;
 
 use super::backend::retype;
 use super::cube::{cpu_device, elementwise, on_cube, CubeF32, OnCube};
-use super::flex_kernels;
+use super::{flex_kernels, flex_linear};
 
 /// Threads per cube along the rows (forward) or the inputs (weight gradient).
 const CUBE_THREADS: usize = 64;
@@ -94,6 +94,9 @@ pub fn linear<B: Backend>(
     if let Some(y) = flex_kernels::linear_rows(&x, &weight, bias_row.as_ref(), relu) {
         return y;
     }
+    if let Some(y) = flex_linear::linear_tracked(&x, &weight, bias_row.as_ref(), relu) {
+        return y;
+    }
     let job = Linear {
         x: x.clone(),
         weight: weight.clone(),
@@ -122,6 +125,9 @@ pub fn linear_grouped<B: Backend>(
     );
     let relu = activation == Activation::Relu;
     if let Some(y) = flex_kernels::linear_rows(&x, &weight, Some(&bias), relu) {
+        return y;
+    }
+    if let Some(y) = flex_linear::linear_tracked(&x, &weight, Some(&bias), relu) {
         return y;
     }
     let job = Linear {
@@ -188,27 +194,59 @@ impl<B: Backend> OnCube for Linear<B> {
         }
         .into_primitive()
         .tensor();
-        let (x_inner, weight_inner) = (into_contiguous(x.primitive), into_contiguous(weight.primitive));
+        let (x_inner, weight_inner) = (
+            into_contiguous(x.primitive.clone()),
+            into_contiguous(weight.primitive.clone()),
+        );
         let groups = bias.primitive.meta.shape()[0];
-        let y = rows_times(x_inner.clone(), weight_inner.clone(), Some(bias.primitive), self.relu)?;
-        let result = match LinearBackward
-            .prepare::<NoCheckpointing>([x.node, weight.node, bias.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let state = LinearState {
-                    x: x_inner,
-                    weight: weight_inner,
-                    relu_output: self.relu.then(|| y.clone()),
-                    groups,
-                };
-                prep.finish(state, y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
-        retype::<Autodiff<C>, B, 2>(Tensor::from_primitive(TensorPrimitive::Float(result)))
+        let y = rows_times(
+            x_inner.clone(),
+            weight_inner.clone(),
+            Some(bias.primitive.clone()),
+            self.relu,
+        )?;
+        let result = record(
+            LinearBackward,
+            [x, weight, bias],
+            [x_inner, weight_inner],
+            self.relu,
+            groups,
+            y,
+        );
+        retype::<Autodiff<C>, B, 2>(result)
     }
+}
+
+/// `y`, a linear layer's output found on the inner backend `C`, as the output of the backward
+/// `step` under autodiff, whose parents are the input, the weight and the bias (`parents`, the
+/// first two also given contiguous on `C`, `inner`), keeping what `step` needs.
+pub(super) fn record<C: Backend, S: Backward<C, 3, State = LinearState<C::FloatTensorPrimitive>>>(
+    step: S,
+    parents: [<Autodiff<C> as Backend>::FloatTensorPrimitive; 3],
+    inner: [C::FloatTensorPrimitive; 2],
+    relu: bool,
+    groups: usize,
+    y: C::FloatTensorPrimitive,
+) -> Tensor<Autodiff<C>, 2> {
+    let [x, weight, bias] = parents;
+    let [x_inner, weight_inner] = inner;
+    let result = match step
+        .prepare::<NoCheckpointing>([x.node, weight.node, bias.node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = LinearState {
+                x: x_inner,
+                weight: weight_inner,
+                relu_output: relu.then(|| y.clone()),
+                groups,
+            };
+            prep.finish(state, y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(result))
 }
 
 /// The gradients of `y = x · W + b`: `dy · Wᵀ`, `xᵀ · dy` and `dy` summed over each bias row's
@@ -216,18 +254,19 @@ impl<B: Backend> OnCube for Linear<B> {
 #[derive(Debug)]
 struct LinearBackward;
 
-/// What the backward step keeps: the input and the weight, contiguous, and the output after a ReLU.
+/// What a linear layer's backward step keeps (here and in [`super::flex_linear`]): the input and
+/// the weight, contiguous, and the output after a ReLU, as tensors `T` of the inner backend.
 #[derive(Clone, Debug)]
-struct LinearState<R: CubeRuntime> {
-    x: CubeTensor<R>,
-    weight: CubeTensor<R>,
-    relu_output: Option<CubeTensor<R>>,
+pub(super) struct LinearState<T> {
+    pub x: T,
+    pub weight: T,
+    pub relu_output: Option<T>,
     /// The bias's rows.
-    groups: usize,
+    pub groups: usize,
 }
 
 impl<C: CubeF32> Backward<C, 3> for LinearBackward {
-    type State = LinearState<C::Runtime>;
+    type State = LinearState<C::FloatTensorPrimitive>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let mut grad = into_contiguous(grads.consume::<C>(&ops.node));
@@ -827,6 +866,10 @@ mod tests {
     use super::*;
     use crate::nn::cube::with_both_kernels;
 
+    use burn::tensor::backend::AutodiffBackend;
+
+    use crate::nn::backend::CpuBackend;
+
     type Ad = Autodiff<Wgpu<f32>>;
 
     fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -848,11 +891,17 @@ mod tests {
     /// both the CPU device's kernels and the GPU's.
     #[test]
     fn matches_burn_linear_on_wgpu() {
-        with_both_kernels(matches_burn_linear);
+        with_both_kernels(|| matches_burn_linear::<Ad>(&WgpuDevice::DefaultDevice));
     }
 
-    fn matches_burn_linear() {
-        let device = WgpuDevice::DefaultDevice;
+    /// The same on burn's CPU backend ([`flex_kernels::linear_rows`], [`flex_linear`]).
+    #[test]
+    fn matches_burn_linear_on_the_cpu_backend() {
+        matches_burn_linear::<Autodiff<CpuBackend>>(&Default::default());
+        grouped_bias_matches_burn_ops::<Autodiff<CpuBackend>>(&Default::default());
+    }
+
+    fn matches_burn_linear<Ad: AutodiffBackend>(device: &Ad::Device) {
         let shapes = [
             (1000, 32, 64),
             (777, 63, 3),
@@ -861,9 +910,10 @@ mod tests {
             (5, 64, 15),
             (70, 300, 2),
             (9000, 16, 32),
+            (10_000, 64, 64),
         ];
         for (rows, inputs, outputs) in shapes {
-            let random = |shape: [usize; 2]| Tensor::<Ad, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let random = |shape: [usize; 2]| Tensor::<Ad, 2>::random(shape, Distribution::Normal(0.0, 1.0), device);
             let x = random([rows, inputs]).require_grad();
             let weight = random([inputs, outputs]).require_grad();
             let bias = random([1, outputs]).reshape([outputs]).require_grad();
@@ -913,13 +963,12 @@ mod tests {
     /// with both kernels.
     #[test]
     fn grouped_bias_matches_burn_ops_on_wgpu() {
-        with_both_kernels(grouped_bias_matches_burn_ops);
+        with_both_kernels(|| grouped_bias_matches_burn_ops::<Ad>(&WgpuDevice::DefaultDevice));
     }
 
-    fn grouped_bias_matches_burn_ops() {
-        let device = WgpuDevice::DefaultDevice;
+    fn grouped_bias_matches_burn_ops<Ad: AutodiffBackend>(device: &Ad::Device) {
         for (rows, inputs, outputs, groups) in [(960, 15, 64, 20), (777, 10, 3, 7), (64, 4, 8, 64)] {
-            let random = |shape: [usize; 2]| Tensor::<Ad, 2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            let random = |shape: [usize; 2]| Tensor::<Ad, 2>::random(shape, Distribution::Normal(0.0, 1.0), device);
             let x = random([rows, inputs]).require_grad();
             let weight = random([inputs, outputs]).require_grad();
             let bias = random([groups, outputs]).require_grad();

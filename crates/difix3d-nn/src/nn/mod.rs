@@ -1,8 +1,9 @@
 //! Neural-network plumbing shared by every burn model in the crate (Difix, the perceptual networks,
 //! 3DGS training's losses): which burn backend runs them (`backend`), weight files read by key with
 //! their own error (`weights`), burn layers built from them (`loader`), and the CPU kernels that
-//! make burn-flex fast enough for Difix (`flex_kernels`), convolutions on wgpu as matrix products
-//! (`tap_conv`), how kernels of our own reach burn's GPU backends (`cube`), and three of them:
+//! make burn-flex fast enough for Difix (`flex_kernels`) and nerfacto's training (`flex_linear`),
+//! convolutions on wgpu as matrix products (`tap_conv`), how kernels of our own reach burn's GPU
+//! backends (`cube`), and three of them:
 //! cumulative sums along rows (`scan`), narrow linear layers over many rows (`linear`) and Adam's
 //! update in one pass (`adam`).
 
@@ -10,6 +11,7 @@ pub mod adam;
 pub mod backend;
 pub mod cube;
 pub mod flex_kernels;
+pub mod flex_linear;
 pub mod linear;
 pub mod loader;
 pub mod scan;

@@ -1,6 +1,7 @@
-//! The hash-grid kernel on burn's CPU backend ([`CpuBackend`]) and autodiff over it: one rayon task
-//! per 1024 points forward, one per level backward (each level owns its rows of the table, so no two
-//! tasks write the same row).
+//! The hash-grid kernel on burn's CPU backend ([`CpuBackend`]) and autodiff over it, a level at a
+//! time so that the level's rows of the table stay in the cache: forward, one level after the other,
+//! one rayon task per 1024 points; backward, one task per level (each level owns its rows of the
+//! table, so no two tasks write the same row), the table's and the points' gradients in one pass.
 
 use std::any::TypeId;
 
@@ -12,6 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+use std::ops::Range;
 
 use super::{track, GridShape, Level};
 use crate::nn::backend::{retype, CpuBackend};
@@ -70,9 +72,6 @@ fn prefetch(at: *const f32) {
     let _ = at;
 }
 
-/// Points per block of the table gradient: their corners are asked for together.
-const GRADIENT_BLOCK: usize = 16;
-
 /// `x.floor()`, without the libm call it is on baseline x86-64 (a tenth of the kernel's time):
 /// below 2^23 every float's integer part is exact, so truncating and stepping is exact.
 fn floor(x: f32) -> f32 {
@@ -95,6 +94,21 @@ fn lerp(hi: f32, lo: f32, t: f32) -> f32 {
     hi * t + lo * (-t + 1.0)
 }
 
+/// Points whose corners are found and asked for together, before any is blended.
+const BLOCK: usize = 16;
+
+/// Calls `visit(first, cells)` for the cells of the points `range` at `level`, [`BLOCK`] points at
+/// a time (`first` the block's first point): the caller asks for the block's corners, then reads
+/// or writes them.
+fn cell_blocks(points: &[f32], range: Range<usize>, level: &Level, shift: f32, mut visit: impl FnMut(usize, &[Cell])) {
+    let mut cells = Vec::with_capacity(BLOCK);
+    for first in range.clone().step_by(BLOCK) {
+        cells.clear();
+        let block = first..(first + BLOCK).min(range.end);
+        cells.extend(block.map(|p| Cell::new(&points[3 * p..3 * p + 3], level, shift)));
+        visit(first, &cells);
+    }
+}
 /// [`super::encode`] on the CPU backend; `None` on any other backend or for tracked points.
 pub(super) fn encode<B: Backend>(
     points: &Tensor<B, 2>,
@@ -152,70 +166,125 @@ fn forward_values(points: &FlexTensor, table: &FlexTensor, shape: &GridShape) ->
     let n = points.len() / 3;
     let f = shape.features_per_level;
     let row_len = shape.num_levels() * f;
-    let mut out = vec![0f32; n * row_len];
-    out.par_chunks_mut(POINTS_PER_TASK * row_len)
-        .enumerate()
-        .for_each(|(task, rows)| {
-            let mut cells = Vec::with_capacity(shape.num_levels());
-            for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
-                let p = task * POINTS_PER_TASK + i;
-                let point = &points[3 * p..3 * p + 3];
-                cells.clear();
-                cells.extend(shape.levels.iter().map(|level| Cell::new(point, level, shape.shift)));
-                cells.iter().for_each(|cell| cell.prefetch(table, 0, f));
-                for (l, cell) in cells.iter().enumerate() {
-                    let [ox, oy, oz] = cell.offsets;
-                    let r = &cell.rows;
-                    for k in 0..f {
-                        let v = |row: usize| table[row * f + k];
-                        // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
-                        let f03 = lerp(v(r[1][1][1]), v(r[0][1][1]), ox);
-                        let f12 = lerp(v(r[1][0][1]), v(r[0][0][1]), ox);
-                        let f56 = lerp(v(r[1][0][0]), v(r[0][0][0]), ox);
-                        let f47 = lerp(v(r[1][1][0]), v(r[0][1][0]), ox);
-                        let f0312 = lerp(f03, f12, oy);
-                        let f4756 = lerp(f47, f56, oy);
-                        row[l * f + k] = lerp(f0312, f4756, oz);
-                    }
-                }
-            }
-        });
+    if n == 0 {
+        return Tensor::from_data(TensorData::new(Vec::<f32>::new(), [0, row_len]), &Default::default());
+    }
+    // A level at a time, all points each: the level's table rows (4 MB at a hashed level of
+    // nerfacto's field) stay in the cache while every point reads them, where a point at a time
+    // reads all the levels' (64 MB). Values `[L, N, F]`, then laid out as `[N, L · F]`.
+    let mut by_level = vec![0f32; n * row_len];
+    for (level, values) in shape.levels.iter().zip(by_level.chunks_mut(n * f)) {
+        values
+            .par_chunks_mut(POINTS_PER_TASK * f)
+            .enumerate()
+            .for_each(|(task, values)| {
+                let first = task * POINTS_PER_TASK;
+                cell_blocks(
+                    points,
+                    first..first + values.len() / f,
+                    level,
+                    shape.shift,
+                    |block, cells| {
+                        cells.iter().for_each(|cell| cell.prefetch(table, 0, f));
+                        for (i, cell) in cells.iter().enumerate() {
+                            let out = &mut values[(block + i - first) * f..][..f];
+                            let [ox, oy, oz] = cell.offsets;
+                            let r = &cell.rows;
+                            for (k, out) in out.iter_mut().enumerate() {
+                                let v = |row: usize| table[row * f + k];
+                                // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
+                                let f03 = lerp(v(r[1][1][1]), v(r[0][1][1]), ox);
+                                let f12 = lerp(v(r[1][0][1]), v(r[0][0][1]), ox);
+                                let f56 = lerp(v(r[1][0][0]), v(r[0][0][0]), ox);
+                                let f47 = lerp(v(r[1][1][0]), v(r[0][1][0]), ox);
+                                let f0312 = lerp(f03, f12, oy);
+                                let f4756 = lerp(f47, f56, oy);
+                                *out = lerp(f0312, f4756, oz);
+                            }
+                        }
+                    },
+                );
+            });
+    }
+    let out = point_major(&by_level, n, f);
     Tensor::from_data(TensorData::new(out, [n, row_len]), &Default::default())
 }
 
-/// The table's gradient `[rows, F]` from the output's `grad` `[N, L · F]`.
-fn table_gradient(points: &FlexTensor, grad: &FlexTensor, shape: &GridShape, table_rows: usize) -> Vec<f32> {
+/// `values` `[L, N, width]` as `[N, L · width]`.
+fn point_major(values: &[f32], n: usize, width: usize) -> Vec<f32> {
+    let row_len = values.len() / n.max(1);
+    let mut out = vec![0f32; values.len()];
+    if width == 0 {
+        return out;
+    }
+    out.par_chunks_mut(POINTS_PER_TASK * row_len)
+        .enumerate()
+        .for_each(|(task, rows)| {
+            for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
+                let p = task * POINTS_PER_TASK + i;
+                for (l, slot) in row.chunks_exact_mut(width).enumerate() {
+                    slot.copy_from_slice(&values[(l * n + p) * width..][..width]);
+                }
+            }
+        });
+    out
+}
+
+/// The gradients of the table `[rows, F]` and, given the table's values, of the points `[N, 3]`,
+/// from the output's `grad` `[N, L · F]`.
+///
+/// One task per level, each over all the points: a level's corners are all in its own rows (no
+/// two tasks write the same one), and the rows it writes and reads stay in the cache. At each
+/// corner the table gradient gets the output's gradient times the corner's trilinear weight. The
+/// point's gradient on each axis is the sum over levels and features of the output's gradient
+/// times the blend's slope along the axis (upper face minus lower face, weighted by the other two
+/// axes) times the level's scale: each level's share is kept, `[L, N, 3]`, and the shares then
+/// summed in level order.
+fn gradients(
+    points: &FlexTensor,
+    table: Option<&FlexTensor>,
+    grad: &FlexTensor,
+    shape: &GridShape,
+    table_rows: usize,
+) -> (Vec<f32>, Option<Vec<f32>>) {
     let (points, grad) = (f32_values(points), f32_values(grad));
+    let table = table.map(f32_values);
     let n = points.len() / 3;
     let f = shape.features_per_level;
     let row_len = shape.num_levels() * f;
-    let mut out = vec![0f32; table_rows * f];
-    // One task per level: a level's corners are all in its own rows.
+    let mut table_grad = vec![0f32; table_rows * f];
+    if n == 0 {
+        return (table_grad, table.map(|_| Vec::new()));
+    }
     let mut level_rows = Vec::with_capacity(shape.num_levels());
-    let mut rest = out.as_mut_slice();
+    let mut rest = table_grad.as_mut_slice();
     for level in &shape.levels {
         let (rows, after) = std::mem::take(&mut rest).split_at_mut(level.rows * f);
         level_rows.push(rows);
         rest = after;
     }
+    let mut shares = vec![0f32; if table.is_some() { 3 * n * shape.num_levels() } else { 0 }];
+    let level_shares: Vec<&mut [f32]> = match table {
+        Some(_) => shares.chunks_mut(3 * n).collect(),
+        None => shape.levels.iter().map(|_| <&mut [f32]>::default()).collect(),
+    };
     level_rows
         .into_par_iter()
+        .zip(level_shares)
         .zip(shape.levels.par_iter())
         .enumerate()
-        .for_each(|(l, (rows, level))| {
-            let mut cells = Vec::with_capacity(GRADIENT_BLOCK);
-            for block in (0..n).step_by(GRADIENT_BLOCK) {
-                let block = block..(block + GRADIENT_BLOCK).min(n);
-                cells.clear();
-                cells.extend(
-                    block
-                        .clone()
-                        .map(|p| Cell::new(&points[3 * p..3 * p + 3], level, shape.shift)),
-                );
-                cells.iter().for_each(|cell| cell.prefetch(rows, level.first_row, f));
-                for (p, cell) in block.zip(&cells) {
+        .for_each(|(l, ((rows, shares), level))| {
+            cell_blocks(points, 0..n, level, shape.shift, |block, cells| {
+                for cell in cells {
+                    cell.prefetch(rows, level.first_row, f);
+                    if let Some(table) = table {
+                        cell.prefetch(table, 0, f);
+                    }
+                }
+                for (i, cell) in cells.iter().enumerate() {
+                    let p = block + i;
                     let weights = cell.offsets.map(|o| [-o + 1.0, o]);
-                    let g = &grad[p * row_len + l * f..p * row_len + (l + 1) * f];
+                    let g = &grad[p * row_len + l * f..][..f];
                     for (z, wz) in weights[2].iter().enumerate() {
                         for (y, wy) in weights[1].iter().enumerate() {
                             for (x, wx) in weights[0].iter().enumerate() {
@@ -226,53 +295,44 @@ fn table_gradient(points: &FlexTensor, grad: &FlexTensor, shape: &GridShape, tab
                             }
                         }
                     }
-                }
-            }
-        });
-    out
-}
-
-/// The points' gradient `[N, 3]` from the output's `grad` `[N, L · F]`: per point and axis, the sum
-/// over levels and features of the gradient times the trilinear blend's slope along the axis
-/// (upper face minus lower face, weighted by the other two axes) times the level's scale.
-fn point_gradient(points: &FlexTensor, table: &FlexTensor, grad: &FlexTensor, shape: &GridShape) -> Vec<f32> {
-    let (points, table, grad) = (f32_values(points), f32_values(table), f32_values(grad));
-    let f = shape.features_per_level;
-    let row_len = shape.num_levels() * f;
-    let mut out = vec![0f32; points.len()];
-    out.par_chunks_mut(3 * POINTS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            let mut cells = Vec::with_capacity(shape.num_levels());
-            for (i, slot) in chunk.chunks_exact_mut(3).enumerate() {
-                let p = task * POINTS_PER_TASK + i;
-                let point = &points[3 * p..3 * p + 3];
-                let mut sums = [0f32; 3];
-                cells.clear();
-                cells.extend(shape.levels.iter().map(|level| Cell::new(point, level, shape.shift)));
-                cells.iter().for_each(|cell| cell.prefetch(table, 0, f));
-                for (l, (level, cell)) in shape.levels.iter().zip(&cells).enumerate() {
-                    let weights = cell.offsets.map(|o| [-o + 1.0, o]);
-                    let g = &grad[p * row_len + l * f..p * row_len + (l + 1) * f];
-                    for (k, gk) in g.iter().enumerate() {
-                        let v = |x: usize, y: usize, z: usize| table[cell.rows[x][y][z] * f + k];
-                        let mut slopes = [0f32; 3];
-                        for a in 0..2 {
-                            for b in 0..2 {
-                                slopes[0] += (v(1, a, b) - v(0, a, b)) * weights[1][a] * weights[2][b];
-                                slopes[1] += (v(a, 1, b) - v(a, 0, b)) * weights[0][a] * weights[2][b];
-                                slopes[2] += (v(a, b, 1) - v(a, b, 0)) * weights[0][a] * weights[1][b];
+                    if let Some(table) = table {
+                        let mut sums = [0f32; 3];
+                        for (k, gk) in g.iter().enumerate() {
+                            let v = |x: usize, y: usize, z: usize| table[cell.rows[x][y][z] * f + k];
+                            let mut slopes = [0f32; 3];
+                            for a in 0..2 {
+                                for b in 0..2 {
+                                    slopes[0] += (v(1, a, b) - v(0, a, b)) * weights[1][a] * weights[2][b];
+                                    slopes[1] += (v(a, 1, b) - v(a, 0, b)) * weights[0][a] * weights[2][b];
+                                    slopes[2] += (v(a, b, 1) - v(a, b, 0)) * weights[0][a] * weights[1][b];
+                                }
+                            }
+                            for (sum, slope) in sums.iter_mut().zip(slopes) {
+                                *sum += gk * slope * level.scale;
                             }
                         }
-                        for (sum, slope) in sums.iter_mut().zip(slopes) {
-                            *sum += gk * slope * level.scale;
-                        }
+                        shares[3 * p..3 * p + 3].copy_from_slice(&sums);
                     }
                 }
-                slot.copy_from_slice(&sums);
-            }
+            });
         });
-    out
+    let point_grad = table.map(|_| {
+        let mut out = vec![0f32; 3 * n];
+        out.par_chunks_mut(3 * POINTS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                for (i, slot) in chunk.chunks_exact_mut(3).enumerate() {
+                    let p = task * POINTS_PER_TASK + i;
+                    for level in shares.chunks_exact(3 * n) {
+                        slot.iter_mut()
+                            .zip(&level[3 * p..])
+                            .for_each(|(sum, share)| *sum += share);
+                    }
+                }
+            });
+        out
+    });
+    (table_grad, point_grad)
 }
 
 #[derive(Debug)]
@@ -300,30 +360,34 @@ impl Backward<CpuBackend, 2> for HashGridBackward {
             let value = Tensor::<CpuBackend, 2>::from_data(TensorData::new(values, shape), &Default::default());
             grads.register::<CpuBackend>(id, value.into_primitive().tensor());
         };
-        if let (Some(points), Some(values)) = (points, &state.table) {
-            let n = f32_values(&state.points).len() / 3;
-            register(
-                grads,
-                points.id,
-                point_gradient(&state.points, values, &grad, &state.shape),
-                [n, 3],
-            );
+        let (table_grad, point_grad) = gradients(
+            &state.points,
+            points.as_ref().and(state.table.as_ref()),
+            &grad,
+            &state.shape,
+            state.table_rows,
+        );
+        if let (Some(points), Some(values)) = (points, point_grad) {
+            let n = values.len() / 3;
+            register(grads, points.id, values, [n, 3]);
         }
         if let Some(table) = table {
-            let values = table_gradient(&state.points, &grad, &state.shape, state.table_rows);
             let shape = [state.table_rows, state.shape.features_per_level];
-            register(grads, table.id, values, shape);
+            register(grads, table.id, table_grad, shape);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{assert_close, grid, point_gradients, table_gradients, LAYOUTS};
+    use super::super::tests::{assert_close, grid_of, point_gradients, table_gradients, LAYOUTS};
     use super::*;
     use crate::nerfacto::encoding::HashEncoding;
 
     type Ad = Autodiff<CpuBackend>;
+
+    /// Points in the test grid: more than a task of the kernels takes.
+    const POINTS: usize = 2500;
 
     #[test]
     fn floor_is_floor() {
@@ -356,7 +420,7 @@ mod tests {
     #[test]
     fn forward_is_bit_identical_to_burn_ops() {
         for layout in LAYOUTS {
-            let (encoding, points) = grid::<CpuBackend>(&Default::default(), layout);
+            let (encoding, points) = grid_of::<CpuBackend>(&Default::default(), layout, POINTS);
             let kernel = encoding.forward(points.clone()).into_data();
             let ops = encoding.forward_ops(points).into_data();
             assert_eq!(
@@ -370,7 +434,7 @@ mod tests {
     #[test]
     fn table_gradient_matches_burn_ops_autodiff() {
         for layout in LAYOUTS {
-            let (encoding, points) = grid::<Ad>(&Default::default(), layout);
+            let (encoding, points) = grid_of::<Ad>(&Default::default(), layout, POINTS);
             let encoding = HashEncoding {
                 table: burn::module::Param::from_tensor(encoding.table.val().require_grad()),
                 ..encoding
@@ -389,7 +453,7 @@ mod tests {
     #[test]
     fn point_gradient_matches_burn_ops_autodiff() {
         for layout in LAYOUTS {
-            let (encoding, points) = grid::<Ad>(&Default::default(), layout);
+            let (encoding, points) = grid_of::<Ad>(&Default::default(), layout, POINTS);
             let (kernel, ops) = point_gradients(&encoding, points);
             assert_close(&kernel, &ops, 1e-5);
         }

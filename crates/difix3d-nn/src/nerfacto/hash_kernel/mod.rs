@@ -7,10 +7,10 @@
 //! ops each), each writing an `[N, L]` or `[N, L, F]` tensor. Under autodiff each gather's backward
 //! scatters into a zeroed copy of the whole table (64 MB for nerfacto's field) before the eight are
 //! summed; on the GPU backends that scatter (burn's `select_assign`) runs one thread per feature
-//! column, each adding all `N · L` rows in turn. Here one thread per point (CPU) or per point and
-//! level (GPU) computes the same numbers in registers, and the backward pass is one scatter into one
-//! zeroed table gradient: on the CPU parallel over levels (each level owns its rows of the table),
-//! on the GPU with atomic adds.
+//! column, each adding all `N · L` rows in turn. Here one task per level and block of points (CPU)
+//! or one thread per point and level (GPU) computes the same numbers in registers, and the backward
+//! pass is one scatter into one zeroed table gradient: on the CPU parallel over levels (each level
+//! owns its rows of the table), on the GPU with atomic adds.
 //!
 //! The forward values follow the burn-ops version operation for operation: the same f32 operations
 //! in the same order (`x · s`, floor/ceil, `o = x·s − floor`, each blend `hi · o + lo · (−o + 1)`,
@@ -201,10 +201,19 @@ mod tests {
     /// colliding corners) and points in [0, 1]³, including the cube's faces, where a point lies on
     /// a cell's boundary.
     pub(super) fn grid<B: Backend>(device: &B::Device, layout: GridLayout) -> (HashEncoding<B>, Tensor<B, 2>) {
+        grid_of(device, layout, 300)
+    }
+
+    /// [`grid`] with `n` random points (and the three on the faces).
+    pub(super) fn grid_of<B: Backend>(
+        device: &B::Device,
+        layout: GridLayout,
+        n: usize,
+    ) -> (HashEncoding<B>, Tensor<B, 2>) {
         let rows = grid_shape(layout, 3, 3, 64, 10, 2).table_rows();
         let table = Tensor::<B, 2>::random([rows, 2], Distribution::Uniform(-1.0, 1.0), device);
         let encoding = encoding_of(table, layout);
-        let mut points = Tensor::<B, 2>::random([300, 3], Distribution::Uniform(0.0, 1.0), device);
+        let mut points = Tensor::<B, 2>::random([n, 3], Distribution::Uniform(0.0, 1.0), device);
         let corners = Tensor::<B, 2>::from_floats([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 1.0]], device);
         points = Tensor::cat(vec![points, corners], 0);
         (encoding, points)
