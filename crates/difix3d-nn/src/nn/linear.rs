@@ -222,7 +222,7 @@ impl<B: Backend> OnCube for Linear<B> {
 /// first two also given contiguous on `C`, `inner`), keeping what `step` needs.
 pub(super) fn record<C: Backend, S: Backward<C, 3, State = LinearState<C::FloatTensorPrimitive>>>(
     step: S,
-    parents: [<Autodiff<C> as Backend>::FloatTensorPrimitive; 3],
+    parents: [burn::tensor::ops::FloatTensor<Autodiff<C>>; 3],
     inner: [C::FloatTensorPrimitive; 2],
     relu: bool,
     groups: usize,
