@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use super::backend::retype;
 use super::flex_kernels;
-use super::linear::{record, LinearState};
+use super::tracked_linear::{record, LinearState};
 
 type Tracked = Autodiff<Flex>;
 

@@ -28,9 +28,8 @@
 //! [`flex_linear`], whose backward step is gemms too); on other backends (ndarray), burn's ops.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
@@ -42,6 +41,7 @@ use cubecl::prelude::*;
 
 use super::backend::retype;
 use super::cube::{cpu_device, elementwise, on_cube, CubeF32, OnCube};
+use super::tracked_linear::{record, LinearState};
 use super::{flex_kernels, flex_linear};
 
 /// Threads per cube along the rows (forward) or the inputs (weight gradient).
@@ -217,53 +217,10 @@ impl<B: Backend> OnCube for Linear<B> {
     }
 }
 
-/// `y`, a linear layer's output found on the inner backend `C`, as the output of the backward
-/// `step` under autodiff, whose parents are the input, the weight and the bias (`parents`, the
-/// first two also given contiguous on `C`, `inner`), keeping what `step` needs.
-pub(super) fn record<C: Backend, S: Backward<C, 3, State = LinearState<C::FloatTensorPrimitive>>>(
-    step: S,
-    parents: [burn::tensor::ops::FloatTensor<Autodiff<C>>; 3],
-    inner: [C::FloatTensorPrimitive; 2],
-    relu: bool,
-    groups: usize,
-    y: C::FloatTensorPrimitive,
-) -> Tensor<Autodiff<C>, 2> {
-    let [x, weight, bias] = parents;
-    let [x_inner, weight_inner] = inner;
-    let result = match step
-        .prepare::<NoCheckpointing>([x.node, weight.node, bias.node])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = LinearState {
-                x: x_inner,
-                weight: weight_inner,
-                relu_output: relu.then(|| y.clone()),
-                groups,
-            };
-            prep.finish(state, y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(result))
-}
-
 /// The gradients of `y = x · W + b`: `dy · Wᵀ`, `xᵀ · dy` and `dy` summed over each bias row's
 /// rows, `dy` first zeroed where a ReLU's output is not positive.
 #[derive(Debug)]
 struct LinearBackward;
-
-/// What a linear layer's backward step keeps (here and in [`super::flex_linear`]): the input and
-/// the weight, contiguous, and the output after a ReLU, as tensors `T` of the inner backend.
-#[derive(Clone, Debug)]
-pub(super) struct LinearState<T> {
-    pub x: T,
-    pub weight: T,
-    pub relu_output: Option<T>,
-    /// The bias's rows.
-    pub groups: usize,
-}
 
 impl<C: CubeF32> Backward<C, 3> for LinearBackward {
     type State = LinearState<C::FloatTensorPrimitive>;

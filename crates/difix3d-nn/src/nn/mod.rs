@@ -4,8 +4,9 @@
 //! make burn-flex fast enough for Difix (`flex_kernels`) and nerfacto's training (`flex_linear`),
 //! convolutions on wgpu as matrix products (`tap_conv`), how kernels of our own reach burn's GPU
 //! backends (`cube`), and three of them:
-//! cumulative sums along rows (`scan`), narrow linear layers over many rows (`linear`) and Adam's
-//! update in one pass (`adam`).
+//! cumulative sums along rows (`scan`), narrow linear layers over many rows (`linear`; under
+//! autodiff one op, `tracked_linear`, on this and the CPU backend) and Adam's update in one pass
+//! (`adam`).
 
 pub mod adam;
 pub mod backend;
@@ -16,4 +17,5 @@ pub mod linear;
 pub mod loader;
 pub mod scan;
 pub mod tap_conv;
+pub mod tracked_linear;
 pub mod weights;
