@@ -818,14 +818,12 @@ mod tests {
     use burn::backend::wgpu::WgpuDevice;
     use burn::backend::Wgpu;
     use burn::tensor::activation::relu;
+    use burn::tensor::backend::AutodiffBackend;
     use burn::tensor::Distribution;
 
     use super::*;
-    use crate::nn::cube::with_both_kernels;
-
-    use burn::tensor::backend::AutodiffBackend;
-
     use crate::nn::backend::CpuBackend;
+    use crate::nn::cube::with_both_kernels;
 
     type Ad = Autodiff<Wgpu<f32>>;
 

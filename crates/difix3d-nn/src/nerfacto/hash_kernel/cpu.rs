@@ -109,6 +109,7 @@ fn cell_blocks(points: &[f32], range: Range<usize>, level: &Level, shift: f32, m
         visit(first, &cells);
     }
 }
+
 /// [`super::encode`] on the CPU backend; `None` on any other backend or for tracked points.
 pub(super) fn encode<B: Backend>(
     points: &Tensor<B, 2>,
