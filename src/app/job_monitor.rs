@@ -12,6 +12,8 @@ use difix3d::refine::round::RoundEvent;
 use difix3d::scene::Splats;
 use difix3d::train::trainer::StepReport;
 
+use crate::allocator::KeepFreedMemory;
+
 /// Plot points kept; older history is thinned out beyond this.
 const MAX_POINTS: usize = 2000;
 
@@ -32,6 +34,8 @@ pub struct JobMonitor {
     pub message: Option<Result<String, String>>,
     /// The step of the splats the view shows, once a snapshot has arrived.
     pub snapshot_step: Option<usize>,
+    /// Held while the run goes on: its steps reuse freed memory instead of faulting fresh pages in.
+    memory: Option<KeepFreedMemory>,
 }
 
 /// What one poll brought besides steps.
@@ -61,6 +65,7 @@ impl JobMonitor {
     pub fn start(&mut self, handle: TrainHandle) {
         *self = Self {
             handle: Some(handle),
+            memory: Some(KeepFreedMemory::hold()),
             ..Self::default()
         };
     }
@@ -103,6 +108,7 @@ impl JobMonitor {
         }
         if let Some(result) = &polled.done {
             self.handle = None;
+            self.memory = None;
             self.paused = false;
             if let Err(e) = result {
                 self.message = Some(Err(e.clone()));

@@ -22,6 +22,8 @@ use fix::FixBench;
 use live::LiveRun;
 use memory::peak_rss_mib;
 
+use crate::allocator::KeepFreedMemory;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Frame times of the splat renderer along an orbit around the scene, or at fixed cameras.
@@ -177,6 +179,11 @@ pub enum BenchCommand {
 }
 
 pub fn run(what: BenchCommand) -> anyhow::Result<()> {
+    let training = matches!(
+        what,
+        BenchCommand::Train { .. } | BenchCommand::TrainDifix { .. } | BenchCommand::Refine { .. }
+    );
+    let _memory = training.then(KeepFreedMemory::hold);
     match what {
         BenchCommand::Render {
             scene: path,

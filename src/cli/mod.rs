@@ -16,12 +16,14 @@ mod values;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::allocator::KeepFreedMemory;
 
 /// The split rule a `--difix3d-test-every` option asks for.
 fn split_rule(difix3d_test_every: Option<u32>) -> difix3d::data::Split {
     difix3d_test_every.map_or(difix3d::data::Split::Default, difix3d::data::Split::Difix3dTestEvery)
 }
-use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -292,9 +294,18 @@ pub fn run() -> anyhow::Result<()> {
         Command::NerfactoExport(args) => nerfacto_export::run(args),
         Command::Fix(args) => fix::run(args),
         Command::Record(args) => record::run(args),
-        Command::Train(args) => train::run(args),
-        Command::Refine(args) => refine::run(args),
-        Command::TrainDifix(args) => train_difix::run(args),
+        Command::Train(args) => {
+            let _memory = KeepFreedMemory::hold();
+            train::run(args)
+        }
+        Command::Refine(args) => {
+            let _memory = KeepFreedMemory::hold();
+            refine::run(args)
+        }
+        Command::TrainDifix(args) => {
+            let _memory = KeepFreedMemory::hold();
+            train_difix::run(args)
+        }
         Command::Eval(args) => eval::run(args),
         Command::Convert(args) => convert::run(args),
         Command::ConvertPath(args) => convert::run_path(args),
