@@ -21,38 +21,106 @@ use crate::nn::backend::{retype, CpuBackend};
 /// Points per parallel task in the forward pass.
 const POINTS_PER_TASK: usize = 1024;
 
-/// The 8 table rows and trilinear weights of one point at one level, in nerfstudio's blend order.
-struct Cell {
-    /// Rows of the corners `[x][y][z]`, 1 taking the upper corner along that axis.
-    rows: [[[usize; 2]; 2]; 2],
-    /// Per axis: the weight of the upper corner, `o = s − floor(s)`.
-    offsets: [f32; 3],
+/// The 8 table rows and trilinear weights of each of up to [`BLOCK`] points at one level, a lane per
+/// point, so that each step below is one vector instruction over the block.
+struct Cells {
+    /// Points in the block.
+    len: usize,
+    /// `rows[corner][lane]`: the corners' rows within the level's (from [`Level::first_row`]),
+    /// corner `4x + 2y + z` with 1 taking the upper corner along that axis.
+    rows: [[u32; BLOCK]; 8],
+    /// `offsets[axis][lane]`: the weight of the upper corner, `o = s − floor(s)`.
+    offsets: [[f32; BLOCK]; 3],
 }
 
-impl Cell {
-    fn new(point: &[f32], level: &Level, shift: f32) -> Self {
-        let factors = level.factors();
-        let mut shares = [[0u32; 2]; 3];
-        let mut offsets = [0f32; 3];
-        for axis in 0..3 {
-            let scaled = point[axis] * level.scale + shift;
-            let low = floor(scaled);
-            offsets[axis] = scaled - low;
-            // burn's float-to-int cast of the floor, then the wrapping 32-bit product.
-            let corner = low as i32 as u32;
-            shares[axis] = [corner, corner.wrapping_add(1)].map(|c| c.wrapping_mul(factors[axis]));
+impl Cells {
+    /// The cells of `points` (`[n, 3]`, at most [`BLOCK`] of them) at `level`.
+    fn new(points: &[f32], level: &Level, shift: f32) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { Self::new_avx2(points, level, shift) };
         }
-        let rows = std::array::from_fn(|x| {
-            std::array::from_fn(|y| std::array::from_fn(|z| level.row(shares[0][x], shares[1][y], shares[2][z])))
-        });
-        Cell { rows, offsets }
+        Self::new_lanes(points, level, shift)
     }
 
-    /// Asks for the cache lines of the cell's 8 corners in `values`, the rows of `features` values
-    /// from table row `first_row` on (the whole table, or one level's rows).
-    fn prefetch(&self, values: &[f32], first_row: usize, features: usize) {
-        for &row in self.rows.iter().flatten().flatten() {
-            prefetch(values.as_ptr().wrapping_add((row - first_row) * features));
+    /// [`Self::new_lanes`] compiled for AVX2 (eight lanes, and 32-bit products in one instruction),
+    /// where the rest of the program targets baseline x86-64. No FMA: the same roundings.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn new_avx2(points: &[f32], level: &Level, shift: f32) -> Self {
+        Self::new_lanes(points, level, shift)
+    }
+
+    #[inline(always)]
+    fn new_lanes(points: &[f32], level: &Level, shift: f32) -> Self {
+        let len = points.len() / 3;
+        debug_assert!(len <= BLOCK);
+        let mut coordinates = [[0f32; BLOCK]; 3];
+        for (i, point) in points.chunks_exact(3).enumerate() {
+            for axis in 0..3 {
+                coordinates[axis][i] = point[axis];
+            }
+        }
+        let factors = level.factors();
+        let mut offsets = [[0f32; BLOCK]; 3];
+        // Per axis, the lower and upper corners' shares (coordinate × factor) of the index.
+        let mut shares = [[[0u32; BLOCK]; 2]; 3];
+        for axis in 0..3 {
+            for i in 0..BLOCK {
+                let scaled = coordinates[axis][i] * level.scale + shift;
+                let low = floor(scaled);
+                offsets[axis][i] = scaled - low;
+                // burn's float-to-int cast of the floor, then the wrapping 32-bit product.
+                let corner = low as i32 as u32;
+                shares[axis][0][i] = corner.wrapping_mul(factors[axis]);
+                shares[axis][1][i] = corner.wrapping_add(1).wrapping_mul(factors[axis]);
+            }
+        }
+        let mut rows = [[0u32; BLOCK]; 8];
+        let rows_in_level = u32::try_from(level.rows).expect("a level's rows fit 32 bits (GridShape::kernel_ready)");
+        for (corner, rows) in rows.iter_mut().enumerate() {
+            let [x, y, z] = [
+                &shares[0][corner >> 2],
+                &shares[1][(corner >> 1) & 1],
+                &shares[2][corner & 1],
+            ];
+            for i in 0..BLOCK {
+                rows[i] = match level.dense_resolution {
+                    Some(_) => x[i].wrapping_add(y[i]).wrapping_add(z[i]),
+                    None => x[i] ^ y[i] ^ z[i],
+                };
+            }
+            // The index modulo the level's rows. A division per corner was a tenth of the kernel's
+            // time: hashed levels' row counts are powers of two (a mask), and a dense level's index
+            // is mostly below its row count already.
+            if rows_in_level.is_power_of_two() {
+                for row in rows.iter_mut() {
+                    *row &= rows_in_level - 1;
+                }
+            } else {
+                for row in rows.iter_mut() {
+                    if *row >= rows_in_level {
+                        *row %= rows_in_level;
+                    }
+                }
+            }
+        }
+        Cells { len, rows, offsets }
+    }
+
+    /// The table row of `lane`'s corner `[x][y][z]`, counted from the level's first.
+    fn row(&self, lane: usize, x: usize, y: usize, z: usize) -> usize {
+        self.rows[4 * x + 2 * y + z][lane] as usize
+    }
+
+    /// Asks for the cache lines of the cells' corners in `level_values`, the level's rows of
+    /// `features` values each.
+    fn prefetch(&self, level_values: &[f32], features: usize) {
+        for rows in &self.rows {
+            for &row in &rows[..self.len] {
+                prefetch(level_values.as_ptr().wrapping_add(row as usize * features));
+            }
         }
     }
 }
@@ -72,20 +140,20 @@ fn prefetch(at: *const f32) {
     let _ = at;
 }
 
-/// `x.floor()`, without the libm call it is on baseline x86-64 (a tenth of the kernel's time):
-/// below 2^23 every float's integer part is exact, so truncating and stepping is exact.
+/// `x.floor()`, without the libm call it is on baseline x86-64 (a tenth of the kernel's time), and
+/// without branches, so that [`Cells::new`] runs it on a vector of points: below 2^23 every
+/// float's integer part is exact, so truncating and stepping is exact; from 2^23 on (and for
+/// infinities and NaN) `x` is its own floor.
+#[inline(always)]
 fn floor(x: f32) -> f32 {
+    let truncated = x as i32 as f32;
+    let stepped = if truncated > x { truncated - 1.0 } else { truncated };
+    // A zero result has the sign of `x`, as libm's (floor(−0) = −0).
+    let signed = if stepped == 0.0 { stepped.copysign(x) } else { stepped };
     if x.abs() < (1 << 23) as f32 {
-        let truncated = x as i32 as f32;
-        let floor = if truncated > x { truncated - 1.0 } else { truncated };
-        // A zero result has the sign of `x`, as libm's (floor(−0) = −0).
-        if floor == 0.0 {
-            floor.copysign(x)
-        } else {
-            floor
-        }
+        signed
     } else {
-        x.floor()
+        x
     }
 }
 
@@ -100,13 +168,10 @@ const BLOCK: usize = 16;
 /// Calls `visit(first, cells)` for the cells of the points `range` at `level`, [`BLOCK`] points at
 /// a time (`first` the block's first point): the caller asks for the block's corners, then reads
 /// or writes them.
-fn cell_blocks(points: &[f32], range: Range<usize>, level: &Level, shift: f32, mut visit: impl FnMut(usize, &[Cell])) {
-    let mut cells = Vec::with_capacity(BLOCK);
+fn cell_blocks(points: &[f32], range: Range<usize>, level: &Level, shift: f32, mut visit: impl FnMut(usize, &Cells)) {
     for first in range.clone().step_by(BLOCK) {
-        cells.clear();
-        let block = first..(first + BLOCK).min(range.end);
-        cells.extend(block.map(|p| Cell::new(&points[3 * p..3 * p + 3], level, shift)));
-        visit(first, &cells);
+        let end = (first + BLOCK).min(range.end);
+        visit(first, &Cells::new(&points[3 * first..3 * end], level, shift));
     }
 }
 
@@ -175,6 +240,7 @@ fn forward_values(points: &FlexTensor, table: &FlexTensor, shape: &GridShape) ->
     // reads all the levels' (64 MB). Values `[L, N, F]`, then laid out as `[N, L · F]`.
     let mut by_level = vec![0f32; n * row_len];
     for (level, values) in shape.levels.iter().zip(by_level.chunks_mut(n * f)) {
+        let level_table = &table[level.first_row * f..];
         values
             .par_chunks_mut(POINTS_PER_TASK * f)
             .enumerate()
@@ -186,18 +252,18 @@ fn forward_values(points: &FlexTensor, table: &FlexTensor, shape: &GridShape) ->
                     level,
                     shape.shift,
                     |block, cells| {
-                        cells.iter().for_each(|cell| cell.prefetch(table, 0, f));
-                        for (i, cell) in cells.iter().enumerate() {
+                        cells.prefetch(level_table, f);
+                        for i in 0..cells.len {
                             let out = &mut values[(block + i - first) * f..][..f];
-                            let [ox, oy, oz] = cell.offsets;
-                            let r = &cell.rows;
+                            let [ox, oy, oz] = cells.offsets.map(|o| o[i]);
+                            let r = |x, y, z| cells.row(i, x, y, z);
                             for (k, out) in out.iter_mut().enumerate() {
-                                let v = |row: usize| table[row * f + k];
+                                let v = |row: usize| level_table[row * f + k];
                                 // nerfstudio's corner numbering: f_0 = (c, c, c), f_3 = (f, c, c), ...
-                                let f03 = lerp(v(r[1][1][1]), v(r[0][1][1]), ox);
-                                let f12 = lerp(v(r[1][0][1]), v(r[0][0][1]), ox);
-                                let f56 = lerp(v(r[1][0][0]), v(r[0][0][0]), ox);
-                                let f47 = lerp(v(r[1][1][0]), v(r[0][1][0]), ox);
+                                let f03 = lerp(v(r(1, 1, 1)), v(r(0, 1, 1)), ox);
+                                let f12 = lerp(v(r(1, 0, 1)), v(r(0, 0, 1)), ox);
+                                let f56 = lerp(v(r(1, 0, 0)), v(r(0, 0, 0)), ox);
+                                let f47 = lerp(v(r(1, 1, 0)), v(r(0, 1, 0)), ox);
                                 let f0312 = lerp(f03, f12, oy);
                                 let f4756 = lerp(f47, f56, oy);
                                 *out = lerp(f0312, f4756, oz);
@@ -275,31 +341,30 @@ fn gradients(
         .zip(shape.levels.par_iter())
         .enumerate()
         .for_each(|(l, ((rows, shares), level))| {
+            let level_table = table.map(|t| &t[level.first_row * f..]);
             cell_blocks(points, 0..n, level, shape.shift, |block, cells| {
-                for cell in cells {
-                    cell.prefetch(rows, level.first_row, f);
-                    if let Some(table) = table {
-                        cell.prefetch(table, 0, f);
-                    }
+                cells.prefetch(rows, f);
+                if let Some(level_table) = level_table {
+                    cells.prefetch(level_table, f);
                 }
-                for (i, cell) in cells.iter().enumerate() {
+                for i in 0..cells.len {
                     let p = block + i;
-                    let weights = cell.offsets.map(|o| [-o + 1.0, o]);
+                    let weights = cells.offsets.map(|o| [-o[i] + 1.0, o[i]]);
                     let g = &grad[p * row_len + l * f..][..f];
                     for (z, wz) in weights[2].iter().enumerate() {
                         for (y, wy) in weights[1].iter().enumerate() {
                             for (x, wx) in weights[0].iter().enumerate() {
-                                let row = cell.rows[x][y][z] - level.first_row;
+                                let row = cells.row(i, x, y, z);
                                 for k in 0..f {
                                     rows[row * f + k] += g[k] * wz * wy * wx;
                                 }
                             }
                         }
                     }
-                    if let Some(table) = table {
+                    if let Some(level_table) = level_table {
                         let mut sums = [0f32; 3];
                         for (k, gk) in g.iter().enumerate() {
-                            let v = |x: usize, y: usize, z: usize| table[cell.rows[x][y][z] * f + k];
+                            let v = |x: usize, y: usize, z: usize| level_table[cells.row(i, x, y, z) * f + k];
                             let mut slopes = [0f32; 3];
                             for a in 0..2 {
                                 for b in 0..2 {
@@ -416,6 +481,31 @@ mod tests {
             assert_eq!(floor(x).to_bits(), x.floor().to_bits(), "{x}");
         }
         assert!(floor(f32::NAN).is_nan());
+    }
+
+    /// The tests below run [`Cells::new`] as this CPU dispatches it (AVX2 where it has it); the
+    /// baseline build of the same code must give the same cells.
+    #[test]
+    fn cells_are_the_same_with_and_without_avx2() {
+        for layout in LAYOUTS {
+            let (encoding, points) = grid_of::<CpuBackend>(&Default::default(), layout, POINTS);
+            let points = points.into_data().to_vec::<f32>().unwrap();
+            let shape = &encoding.shape;
+            for level in &shape.levels {
+                for block in points.chunks(3 * BLOCK) {
+                    let (dispatched, baseline) = (
+                        Cells::new(block, level, shape.shift),
+                        Cells::new_lanes(block, level, shape.shift),
+                    );
+                    assert_eq!(dispatched.len, baseline.len);
+                    assert_eq!(dispatched.rows, baseline.rows, "{layout:?} {level:?}");
+                    assert_eq!(
+                        dispatched.offsets.map(|o| o.map(f32::to_bits)),
+                        baseline.offsets.map(|o| o.map(f32::to_bits))
+                    );
+                }
+            }
+        }
     }
 
     #[test]

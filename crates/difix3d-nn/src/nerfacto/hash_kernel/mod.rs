@@ -63,25 +63,6 @@ impl Level {
             None => PRIMES,
         }
     }
-
-    /// The table row of the corner whose axes' shares (coordinate × factor) are `x`, `y`, `z`.
-    fn row(&self, x: u32, y: u32, z: u32) -> usize {
-        let index = match self.dense_resolution {
-            Some(_) => x.wrapping_add(y).wrapping_add(z),
-            None => x ^ y ^ z,
-        };
-        // A division per corner was a tenth of the CPU kernel's time: hashed levels' row counts are
-        // powers of two (a mask), and a dense level's index is mostly below its row count already.
-        let (index, rows) = (index as usize, self.rows);
-        let wrapped = if rows.is_power_of_two() {
-            index & (rows - 1)
-        } else if index < rows {
-            index
-        } else {
-            index % rows
-        };
-        self.first_row + wrapped
-    }
 }
 
 /// What the kernels need of a hash grid besides its table `[rows, F]`.
@@ -122,14 +103,15 @@ impl GridShape {
 
     /// Whether the levels are laid out as the kernels take them ([`Self::hashed_levels`]): dense
     /// levels first, then hashed ones of one power-of-two size, one after the other (as
-    /// `encoding::grid_shape` makes them).
+    /// `encoding::grid_shape` makes them), each with rows that a 32-bit index counts.
     fn kernel_ready(&self) -> bool {
         let hashed = self.hashed_levels();
-        self.levels[hashed.dense..].iter().enumerate().all(|(k, l)| {
-            l.dense_resolution.is_none()
-                && l.rows == 1 << hashed.log2_rows
-                && l.first_row == hashed.first_row + (k << hashed.log2_rows)
-        })
+        self.levels.iter().all(|l| u32::try_from(l.rows).is_ok())
+            && self.levels[hashed.dense..].iter().enumerate().all(|(k, l)| {
+                l.dense_resolution.is_none()
+                    && l.rows == 1 << hashed.log2_rows
+                    && l.first_row == hashed.first_row + (k << hashed.log2_rows)
+            })
     }
 }
 
