@@ -72,7 +72,7 @@ impl Cells {
                 let low = floor(scaled);
                 offsets[axis][i] = scaled - low;
                 // burn's float-to-int cast of the floor, then the wrapping 32-bit product.
-                let corner = low as i32 as u32;
+                let corner = to_i32(low) as u32;
                 shares[axis][0][i] = corner.wrapping_mul(factors[axis]);
                 shares[axis][1][i] = corner.wrapping_add(1).wrapping_mul(factors[axis]);
             }
@@ -146,7 +146,7 @@ fn prefetch(at: *const f32) {
 /// infinities and NaN) `x` is its own floor.
 #[inline(always)]
 fn floor(x: f32) -> f32 {
-    let truncated = x as i32 as f32;
+    let truncated = to_i32(x) as f32;
     let stepped = if truncated > x { truncated - 1.0 } else { truncated };
     // A zero result has the sign of `x`, as libm's (floor(−0) = −0).
     let signed = if stepped == 0.0 { stepped.copysign(x) } else { stepped };
@@ -154,6 +154,23 @@ fn floor(x: f32) -> f32 {
         signed
     } else {
         x
+    }
+}
+
+/// `x as i32` (toward zero, saturating, NaN to 0), in operations that vectorise: the compiler turns
+/// `as` into one scalar conversion and NaN test per lane.
+#[inline(always)]
+fn to_i32(x: f32) -> i32 {
+    // Up to the largest float below 2^31; `max` takes the bound for NaN.
+    let clamped = x.max(i32::MIN as f32).min(2_147_483_520.0);
+    // SAFETY: `clamped` is a finite float within i32's range.
+    let truncated = unsafe { clamped.to_int_unchecked::<i32>() };
+    if x.is_nan() {
+        0
+    } else if x >= 2_147_483_648.0 {
+        i32::MAX
+    } else {
+        truncated
     }
 }
 
@@ -454,6 +471,30 @@ mod tests {
 
     /// Points in the test grid: more than a task of the kernels takes.
     const POINTS: usize = 2500;
+
+    #[test]
+    fn to_i32_is_as() {
+        let cases = [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            2.999_999_8,
+            -2.999_999_8,
+            2_147_483_520.0,
+            2_147_483_648.0,
+            -2_147_483_648.0,
+            -2_147_483_904.0,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        for x in cases {
+            assert_eq!(to_i32(x), x as i32, "{x}");
+        }
+    }
 
     #[test]
     fn floor_is_floor() {
