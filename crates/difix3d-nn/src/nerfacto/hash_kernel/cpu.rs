@@ -578,7 +578,10 @@ mod tests {
                 ops_out.clone().into_data().as_slice::<f32>().unwrap()
             );
             let (kernel, ops) = table_gradients(&encoding, kernel_out, ops_out);
-            assert_close(&kernel, &ops, 1e-6);
+            // A coarse level's row sums the terms of hundreds of the 2500 random points in another
+            // order than burn's scatter: the worst error was up to 1.0e-6 of the largest value over
+            // 15 runs, so 1e-6 failed now and then.
+            assert_close(&kernel, &ops, 1e-5);
         }
     }
 
