@@ -477,30 +477,9 @@ pub fn resize_nearest<B: Backend>(x: &Tensor<B, 4>, height: usize, width: usize)
 
 /// The element-wise loops of these kernels, written so the compiler vectorises them (independent
 /// lanes, no calls), each compiled for the baseline x86-64 the binary targets and for AVX2 + FMA,
-/// the one picked at run time.
+/// the one picked at run time ([`multiversion`](crate::nn::multiversion)).
 mod lanes {
-    /// Defines `pub fn $name`, whose body runs compiled for AVX2 + FMA where the CPU has them.
-    macro_rules! multiversion {
-        ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
-            $(#[$meta])*
-            pub fn $name($($arg: $ty),*) $(-> $ret)? {
-                #[inline(always)]
-                fn body($($arg: $ty),*) $(-> $ret)? $body
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx2,fma")]
-                    fn avx2($($arg: $ty),*) $(-> $ret)? {
-                        body($($arg),*)
-                    }
-                    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                        return unsafe { avx2($($arg),*) };
-                    }
-                }
-                body($($arg),*)
-            }
-        };
-    }
+    use crate::nn::multiversion::multiversion;
 
     const LANES: usize = 8;
 

@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use super::{track, GridShape, Level};
 use crate::nn::backend::{retype, CpuBackend};
+use crate::nn::multiversion::multiversion;
 
 /// Points per parallel task in the forward pass.
 const POINTS_PER_TASK: usize = 1024;
@@ -34,26 +35,10 @@ struct Cells {
 }
 
 impl Cells {
-    /// The cells of `points` (`[n, 3]`, at most [`BLOCK`] of them) at `level`.
-    fn new(points: &[f32], level: &Level, shift: f32) -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { Self::new_avx2(points, level, shift) };
-        }
-        Self::new_lanes(points, level, shift)
-    }
-
-    /// [`Self::new_lanes`] compiled for AVX2 (eight lanes, and 32-bit products in one instruction),
-    /// where the rest of the program targets baseline x86-64. No FMA: the same roundings.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn new_avx2(points: &[f32], level: &Level, shift: f32) -> Self {
-        Self::new_lanes(points, level, shift)
-    }
-
+    /// The cells of `points` (`[n, 3]`, at most [`BLOCK`] of them) at `level`, in code that
+    /// vectorises over the block ([`find_cells`] compiles it for AVX2 as well).
     #[inline(always)]
-    fn new_lanes(points: &[f32], level: &Level, shift: f32) -> Self {
+    fn new(points: &[f32], level: &Level, shift: f32) -> Self {
         let len = points.len() / 3;
         debug_assert!(len <= BLOCK);
         let mut coordinates = [[0f32; BLOCK]; 3];
@@ -125,6 +110,14 @@ impl Cells {
     }
 }
 
+multiversion! {
+    /// [`Cells::new`], compiled for AVX2 where the CPU has it (the rest of the program targets
+    /// baseline x86-64, SSE2, without 32-bit vector products).
+    fn find_cells(points: &[f32], level: &Level, shift: f32) -> Cells {
+        Cells::new(points, level, shift)
+    }
+}
+
 /// Asks the CPU to bring the cache line of `at` in: a hint, which reads nothing the program sees
 /// (nothing at all on other architectures than x86-64). The kernels below find every corner of
 /// a point (or of a block of points) first and ask for them all, then blend, so that the reads
@@ -188,7 +181,7 @@ const BLOCK: usize = 16;
 fn cell_blocks(points: &[f32], range: Range<usize>, level: &Level, shift: f32, mut visit: impl FnMut(usize, &Cells)) {
     for first in range.clone().step_by(BLOCK) {
         let end = (first + BLOCK).min(range.end);
-        visit(first, &Cells::new(&points[3 * first..3 * end], level, shift));
+        visit(first, &find_cells(&points[3 * first..3 * end], level, shift));
     }
 }
 
@@ -524,7 +517,7 @@ mod tests {
         assert!(floor(f32::NAN).is_nan());
     }
 
-    /// The tests below run [`Cells::new`] as this CPU dispatches it (AVX2 where it has it); the
+    /// The tests below run [`find_cells`] as this CPU dispatches it (AVX2 where it has it); the
     /// baseline build of the same code must give the same cells.
     #[test]
     fn cells_are_the_same_with_and_without_avx2() {
@@ -535,8 +528,8 @@ mod tests {
             for level in &shape.levels {
                 for block in points.chunks(3 * BLOCK) {
                     let (dispatched, baseline) = (
+                        find_cells(block, level, shape.shift),
                         Cells::new(block, level, shape.shift),
-                        Cells::new_lanes(block, level, shape.shift),
                     );
                     assert_eq!(dispatched.len, baseline.len);
                     assert_eq!(dispatched.rows, baseline.rows, "{layout:?} {level:?}");
