@@ -59,39 +59,35 @@ mod decay {
     const NEVER: isize = -1;
     const KINDS: [&str; 2] = ["dirty", "muzzy"];
 
-    /// The decay times before the first holder, restored after the last.
+    /// The holders, and the decay times before the first of them (`None` where they could not
+    /// be read, and so were not changed), restored after the last.
     struct Held {
         holders: usize,
+        saved: Option<Saved>,
+    }
+
+    struct Saved {
         /// For arenas made while held.
         defaults: [isize; 2],
         arenas: Vec<(u32, [isize; 2])>,
     }
 
-    static HELD: Mutex<Option<Held>> = Mutex::new(None);
+    static HELD: Mutex<Held> = Mutex::new(Held {
+        holders: 0,
+        saved: None,
+    });
 
     pub fn hold() {
         let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = held.as_mut() {
-            held.holders += 1;
+        held.holders += 1;
+        if held.holders > 1 {
             return;
         }
-        let saved = (|| -> tikv_jemalloc_ctl::Result<Held> {
-            let defaults = [read(&default_key(0))?, read(&default_key(1))?];
-            let mut arenas = Vec::new();
-            for arena in existing_arenas()? {
-                arenas.push((arena, [read(&arena_key(arena, 0))?, read(&arena_key(arena, 1))?]));
-            }
-            Ok(Held {
-                holders: 1,
-                defaults,
-                arenas,
-            })
-        })();
-        match saved {
+        match saved_times() {
             Ok(saved) => {
                 set_defaults([NEVER; 2]);
                 set_arenas(|_, _| NEVER);
-                *held = Some(saved);
+                held.saved = Some(saved);
             }
             Err(e) => log::warn!("could not read jemalloc's decay times, so freed memory is purged as usual: {e}"),
         }
@@ -99,22 +95,30 @@ mod decay {
 
     pub fn release() {
         let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(state) = held.as_mut() else { return };
-        state.holders -= 1;
-        if state.holders > 0 {
+        held.holders -= 1;
+        if held.holders > 0 {
             return;
         }
-        if let Some(state) = held.take() {
-            set_defaults(state.defaults);
+        if let Some(saved) = held.saved.take() {
+            set_defaults(saved.defaults);
             // Setting an arena's time to anything but -1 also purges what it kept.
             set_arenas(|arena, kind| {
-                state
+                saved
                     .arenas
                     .iter()
                     .find(|(a, _)| *a == arena)
-                    .map_or(state.defaults[kind], |(_, times)| times[kind])
+                    .map_or(saved.defaults[kind], |(_, times)| times[kind])
             });
         }
+    }
+
+    fn saved_times() -> tikv_jemalloc_ctl::Result<Saved> {
+        let defaults = [read(&default_key(0))?, read(&default_key(1))?];
+        let mut arenas = Vec::new();
+        for arena in existing_arenas()? {
+            arenas.push((arena, [read(&arena_key(arena, 0))?, read(&arena_key(arena, 1))?]));
+        }
+        Ok(Saved { defaults, arenas })
     }
 
     /// The times for arenas made from now on.
